@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from .stages import get_stage
 __all__ = ['DATASETS', 'BUNDLED', 'load_source', 'schema_hash', 'data_version', 'IngestResult', 'ingest']
 
 # %% ../notebooks/lib/03_data.ipynb #c004
-DATASETS = Path(__file__).parent/'datasets'
+DATASETS = Path(str(files('mlops_nb')))/'datasets'
 BUNDLED = ('acs_employment_ma', 'elec2', 'adult')
 
 _ADULT_COLUMNS = ['age', 'workclass', 'fnlwgt', 'education', 'education_num', 'marital_status', 'occupation',

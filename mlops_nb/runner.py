@@ -91,6 +91,7 @@ class Kernel:
 
 # %% ../notebooks/lib/08_runner.ipynb #c008
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
+_NOISE = re.compile(r'^-+$|Traceback \(most recent call last\)')  # IPython's banner lines say nothing
 
 class StageFailed(MlopsError):
     "A stage failed; the message is a few lines a person can act on"
@@ -101,7 +102,8 @@ def _error_lines(e:Exception, max_lines:int=6):
     if isinstance(e, PapermillExecutionError):
         head = f'cell {e.exec_count}: {e.ename}: {e.evalue}'
         if e.ename == 'MlopsError': return head  # the message already says what to fix
-        tb = [l for l in _ANSI.sub('', '\n'.join(e.traceback)).splitlines() if l.strip()]
+        tb = [l for l in _ANSI.sub('', '\n'.join(e.traceback)).splitlines()
+              if l.strip() and not _NOISE.search(l.strip())]
         return '\n'.join([head, *tb[-max_lines:-1]]) if len(tb) > 1 else head
     return f'{type(e).__name__}: {e}'
 
@@ -137,7 +139,7 @@ def run_stage(stage:Stage, project:Project, run_dir:Path, kernel:Kernel, record:
     record['outputs'] = _hashes(run_dir, stage.outputs.values())
     if stage.result: record['result'] = json.loads((run_dir/stage.outputs[stage.result]).read_text())
 
-# %% ../notebooks/lib/08_runner.ipynb #c010
+# %% ../notebooks/lib/08_runner.ipynb #c011
 def _flat_numbers(d:dict, prefix=''):
     res = {}
     for k, v in d.items():
@@ -189,7 +191,7 @@ class Tracker:
         self.c.log_batch(self.parent, metrics=[Metric(k, v, now, 0) for k, v in _flat_numbers(s.get('metrics', {})).items()])
         self.c.set_terminated(self.parent, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(manifest['status'], 'FAILED'))
 
-# %% ../notebooks/lib/08_runner.ipynb #c012
+# %% ../notebooks/lib/08_runner.ipynb #c014
 class RunInterrupted(MlopsError):
     "The run was stopped with Ctrl-C"
 
@@ -300,7 +302,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
                           f'after fixing the cause: mlops-nb run --resume {run_dir}')
     return run_dir
 
-# %% ../notebooks/lib/08_runner.ipynb #c014
+# %% ../notebooks/lib/08_runner.ipynb #c016
 def list_runs(project:Project):
     "Manifests of the runs in the project's runs folder, oldest first"
     if not project.runs_dir.is_dir(): return []

@@ -96,7 +96,7 @@ def register(run_dir:str, # run folder
         reason = 'verdict failed (' + '; '.join(failed) + '): champion unchanged'
     else: reason = 'promote is off: champion unchanged'
     registration = dict(model_name=model_name, version=v, model_uri=f'models:/{model_name}/{v}', champion=champion,
-                        previous_champion=previous.version if previous is not None else None, reason=reason,
+                        previous_champion=str(previous.version) if previous is not None else None, reason=reason,
                         mlflow_run_id=run.info.run_id, tracking_uri=tracking_uri)
     atomic_write_text(paths['registration'], json.dumps(registration, indent=2))
     return RegisterResult(registration)

@@ -1,0 +1,45 @@
+"""Shared fixtures: a throwaway copy of the project with its own runs folder and MLflow store."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MLOPS_NB = [str(Path(sys.executable).parent / 'mlops-nb')]  # the console script, as a user runs it
+
+
+def make_project(dest: Path, max_rows: int = 2000) -> Path:
+    "A project folder at `dest`: the repo's settings.ini (on a small sample) and stage notebooks"
+    shutil.copytree(ROOT / 'notebooks' / 'stages', dest / 'notebooks' / 'stages')
+    text = (ROOT / 'settings.ini').read_text()
+    (dest / 'settings.ini').write_text(text.replace('max_rows = 0', f'max_rows = {max_rows}'))
+    return dest
+
+
+def cli(project: Path, *args, timeout=600):
+    "Run `mlops-nb` on `project` in a fresh process, as a user would"
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+    return subprocess.run([*MLOPS_NB, '--settings', str(project / 'settings.ini'), *args], cwd=project,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def manifests(project: Path):
+    return [json.loads(p.read_text()) for p in sorted((project / 'runs').glob('*/manifest.json'))]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    "A project with one completed training run: `(project, completed process, manifest)`"
+    project = make_project(tmp_path_factory.mktemp('project'))
+    res = cli(project, 'run')
+    assert res.returncode == 0, res.stdout + res.stderr
+    return project, res, manifests(project)[-1]
+
+
+@pytest.fixture
+def project(tmp_path):
+    return make_project(tmp_path)
