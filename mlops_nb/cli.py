@@ -1,4 +1,4 @@
-"""The `mlops-nb` command: run the pipeline, list runs, show one.
+"""The `mlops-nb` command: run the pipeline, list runs, show one, list the settings.
 
 Docs: https://github.com/mlops-nb/mlops-nb/cli.html.md"""
 
@@ -16,7 +16,7 @@ from .project import load_project
 from .runner import RunInterrupted, find_run, list_runs, read_manifest, run_pipeline
 
 # %% auto #0
-__all__ = ['cmd_run', 'cmd_runs', 'cmd_show', 'parser', 'main']
+__all__ = ['cmd_run', 'cmd_runs', 'cmd_show', 'cmd_settings', 'parser', 'main']
 
 # %% ../notebooks/lib/09_cli.ipynb #c004
 def _table(rows:list, columns:list):
@@ -92,6 +92,15 @@ def cmd_show(args):
             for rel, h in (r.get(kind) or {}).items(): print(f"  {r['name']:<9} {kind[:-1]:<6} {h[:16]}  {rel}")
     return 0
 
+def cmd_settings(args):
+    from mlops_nb.stages import declared_settings
+    project = load_project(args.settings, args.param)
+    rows = [{'setting': f'{s}.{k}', 'type': p.type.__name__, 'value': repr(project.settings[s][k]),
+             'default': repr(p.default), 'help': p.help} for s, ps in declared_settings().items() for k, p in ps.items()]
+    print(f'settings from {project.settings_file}' + (f' with {", ".join(project.overrides)}' if project.overrides else ''))
+    print(_table(rows, ['setting', 'type', 'value', 'default', 'help']))
+    return 0
+
 # %% ../notebooks/lib/09_cli.ipynb #c007
 def parser():
     "The argument parser of `mlops-nb`"
@@ -104,6 +113,9 @@ def parser():
     r.add_argument('--resume', metavar='RUN', help='continue a failed or interrupted run from its first incomplete stage')
     r.set_defaults(func=cmd_run)
     sub.add_parser('runs', help='list runs').set_defaults(func=cmd_runs)
+    st = sub.add_parser('settings', help='every setting with its type, value, default and help')
+    st.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='show the values with this override')
+    st.set_defaults(func=cmd_settings)
     s = sub.add_parser('show', help="show one run's stages, parameters, metrics and hashes")
     s.add_argument('run', metavar='RUN', help='run id, a unique part of it, or a run folder')
     s.set_defaults(func=cmd_show)

@@ -203,6 +203,11 @@ def _summary(manifest:dict):
     if 'register' in res: s.update({k: res['register'].get(k) for k in ('model_name', 'version', 'champion')})
     return s
 
+def _freeze(run_dir:Path):
+    "Make a completed run folder's files read-only: it is a record, not a workspace"
+    for p in run_dir.rglob('*'):
+        if p.is_file(): p.chmod(p.stat().st_mode & ~0o222)
+
 def _check_completed(run_dir:Path, record:dict):
     for kind in ('inputs', 'outputs'):
         for rel, digest in record.get(kind, {}).items():
@@ -293,6 +298,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     manifest['duration_s'] = round(manifest.get('duration_s') or 0, 3) + round(time.perf_counter() - started, 3)
     write_manifest(run_dir, manifest)
     tracker.end_run(run_dir, manifest)
+    if manifest['status'] == 'completed': _freeze(run_dir)
     failed = next((r for r in records if r['status'] in ('failed', 'interrupted')), None)
     if failed and failed['status'] == 'interrupted':
         raise RunInterrupted(f'run {manifest["run_id"]} interrupted in stage {failed["name"]}; continue with: mlops-nb run --resume {run_dir}')

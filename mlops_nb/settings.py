@@ -26,7 +26,7 @@ class Param:
     name:str # snake_case; also the notebook variable and the settings key
     type:type # one of str, int, float, bool
     default:object # used when settings.ini has no value
-    help:str # one line, shown by `mlops-nb run --help-settings` and in notebooks
+    help:str # one line, shown by `mlops-nb settings` and in the notebook's parameters cell
     section:str|None=None # settings.ini section; None means the stage's own section
 
     def parse(self, text:str, where:str):

@@ -46,7 +46,7 @@ _target = Param('target', str, 'employed', 'label column (binary 0/1)', 'data')
 _id = Param('id_column', str, 'id', 'column that identifies a row', 'data')
 _time = Param('time_column', str, 'year', 'column holding the time of a row, not a feature', 'data')
 _seed = Param('random_state', int, 42, 'seed for sampling and splitting', 'project')
-_tracking = Param('tracking_uri', str, '', "MLflow tracking URI; empty means the project's settings.ini", 'mlflow')
+_tracking = Param('tracking_uri', str, '', 'MLflow tracking URI; empty means mlflow.db beside settings.ini', 'mlflow')
 _experiment = Param('experiment', str, 'mlops-nb', 'MLflow experiment of the runs', 'mlflow')
 
 _snapshot = 'artifacts/01_ingest/data.parquet'

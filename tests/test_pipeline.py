@@ -62,6 +62,8 @@ def test_manifest_records_every_stage(trained):
     assert (run_dir / 'params.yaml').is_file() and (run_dir / 'logs' / '04_train.log').is_file()
     leftovers = [p.name for p in run_dir.rglob('.*')]
     assert leftovers == [], f'temporary files left behind: {leftovers}'
+    writable = [p for p in run_dir.rglob('*') if p.is_file() and p.stat().st_mode & 0o222]
+    assert writable == [], 'a completed run folder is read-only'
 
 
 def test_executed_notebooks_keep_outputs_and_parameters(trained):
@@ -146,6 +148,15 @@ def test_bad_settings_are_one_line_errors(trained):
         res = cli(project, 'run', *args)
         assert res.returncode == 1 and msg in res.stderr and 'Traceback' not in res.stderr, res.stderr
     assert len(manifests(project)) == n + 1, 'only the bad model name got as far as a run folder'
+
+
+def test_settings_lists_every_setting_with_its_value(trained):
+    project, _, _ = trained
+    res = cli(project, 'settings', '-p', 'train.max_iter=50')
+    assert res.returncode == 0, res.stderr
+    line = next(l for l in res.stdout.splitlines() if l.startswith('train.max_iter '))
+    assert line.split()[1:4] == ['int', '50', '200']
+    assert re.search(r'^ingest\.max_rows\s+int\s+2000\s+0\s', res.stdout, re.M)
 
 
 def test_parameters_mismatch_is_caught_before_execution(project):
