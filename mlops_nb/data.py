@@ -1,4 +1,5 @@
-"""Bundled datasets, content-hashed data versions, and the ingest stage.
+"""Where data comes from (bundled datasets, files, folders, globs, fsspec URIs), read in bounded chunks into
+a snapshot with a content-hashed data version; the ingest stage; the data versions the runs used.
 
 Docs: https://github.com/mlops-nb/mlops-nb/data.html.md"""
 
@@ -7,20 +8,31 @@ Docs: https://github.com/mlops-nb/mlops-nb/data.html.md"""
 # %% ../notebooks/lib/03_data.ipynb #c002
 from __future__ import annotations
 
+import bz2
+import codecs
+import csv
+import glob as globlib
+import gzip
 import hashlib
 import json
-from dataclasses import dataclass
+import lzma
+import re
+import zipfile
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import MlopsError, atomic_path, atomic_write_text
+from .core import MlopsError, atomic_path, atomic_write_text, find_project_root
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['DATASETS', 'BUNDLED', 'load_source', 'schema_hash', 'data_version', 'IngestResult', 'ingest']
+__all__ = ['DATASETS', 'BUNDLED', 'CSV_SUFFIXES', 'PARQUET_SUFFIXES', 'COMPRESSIONS', 'bundled', 'DataFile', 'resolve_files',
+           'csv_header', 'schema_hash', 'RowDigest', 'data_version', 'NotNumbers', 'contract_dtypes', 'snapshot',
+           'load_source', 'IngestResult', 'ingest', 'data_versions', 'log_dataset_input']
 
 # %% ../notebooks/lib/03_data.ipynb #c004
 DATASETS = Path(str(files('mlops_nb')))/'datasets'
@@ -57,59 +69,632 @@ def _parse_years(years:str):
     try: return sorted({int(y) for y in years.replace(' ', '').split(',') if y})
     except ValueError: raise MlopsError(f'years must be comma-separated integers such as 2015,2016; got {years!r}') from None
 
-def load_source(source:str, # a bundled dataset name, or a CSV or Parquet file
-                years:str='2015', # survey years to keep (acs_employment_ma only)
-               ):
-    "The source data as a DataFrame"
-    if source == 'acs_employment_ma': return _acs(_parse_years(years))
-    if source == 'elec2': return _elec2()
-    if source == 'adult': return _adult()
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise MlopsError(f'data source {source!r} is neither a bundled dataset ({", ".join(BUNDLED)}) nor an existing file')
-    try:
-        if path.suffix.lower() in ('.parquet', '.pq'): return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except Exception as e:
-        raise MlopsError(f'{path}: cannot be read as {"Parquet" if path.suffix in (".parquet", ".pq") else "CSV"}: {e}') from None
+def bundled(name:str, # one of `BUNDLED`
+            years:str='2015', # survey years to keep (acs_employment_ma only)
+           ):
+    "A bundled dataset as a DataFrame"
+    if name == 'acs_employment_ma': return _acs(_parse_years(years))
+    if name == 'elec2': return _elec2()
+    if name == 'adult': return _adult()
+    raise MlopsError(f'{name!r} is not a bundled dataset: {", ".join(BUNDLED)}')
 
 # %% ../notebooks/lib/03_data.ipynb #c007
+CSV_SUFFIXES = ('.csv', '.tsv', '.txt')
+PARQUET_SUFFIXES = ('.parquet', '.pq')
+COMPRESSIONS = {'.gz': 'gzip', '.bz2': 'bz2', '.xz': 'xz', '.zip': 'zip'}
+
+@dataclass(frozen=True)
+class DataFile:
+    "One data file of a source: local, or on an fsspec filesystem"
+    name:str # shown in messages: the local path or the URI
+    format:str # 'csv' or 'parquet'
+    compression:str|None=None # 'gzip', 'bz2', 'xz' or 'zip' for a compressed CSV
+    size:int|None=None # bytes, when known without reading
+    fs:object=None # fsspec filesystem; None for a local file
+    path:str='' # path on `fs`, or the local path
+
+    def open(self): return open(self.path, 'rb') if self.fs is None else self.fs.open(self.path, 'rb')
+
+def _file_kind(name:str):
+    "`(format, compression)` from a file name, or None when it is not a data file"
+    n = name.lower()
+    comp = next((c for s, c in COMPRESSIONS.items() if n.endswith(s)), None)
+    if comp: n = n[:n.rfind('.')]
+    if n.endswith(PARQUET_SUFFIXES) and comp is None: return 'parquet', None
+    if n.endswith(CSV_SUFFIXES): return 'csv', comp
+    return None
+
+def _hidden(name:str): return name.startswith(('.', '_'))
+
+def _sniff_kind(f):
+    "`(format, compression)` of a file whose name does not say: Parquet by its magic bytes, else CSV"
+    with f.open() as fh: head = fh.read(4)
+    if head == b'PAR1': return 'parquet', None
+    return 'csv', 'gzip' if head[:2] == b'\x1f\x8b' else None
+
+def _local_path(text:str):
+    p = Path(text).expanduser()
+    if p.is_absolute(): return p
+    try: return find_project_root()/p
+    except MlopsError: return Path.cwd()/p  # outside a project: relative to where we are
+
+def _describe_folder(names):
+    names = sorted(names)
+    if not names: return 'it is empty'
+    return 'it holds ' + ', '.join(names[:8]) + (f' and {len(names) - 8} more' if len(names) > 8 else '')
+
+_NO_DATA = 'no data files (CSV or Parquet: *.csv, *.tsv, *.csv.gz, *.parquet, ...)'
+
+def resolve_files(source:str, # a file, folder or glob, local or as an fsspec URI
+                 ):
+    "The data files of `source`, sorted by name"
+    if re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]+://', source) and not source.startswith('file://'): return _fsspec_files(source)
+    text = source[len('file://'):] if source.startswith('file://') else source
+    path = _local_path(text)
+    if path.is_file():
+        f = DataFile(str(path), 'csv', size=path.stat().st_size, path=str(path))
+        kind = _file_kind(path.name) or _sniff_kind(f)
+        return [DataFile(str(path), *kind, size=f.size, path=str(path))]
+    if path.is_dir():
+        names = [p.name for p in path.iterdir()]
+        found = [path/n for n in sorted(names) if not _hidden(n) and (path/n).is_file() and _file_kind(n)]
+        if not found: raise MlopsError(f'data source folder {path} has {_NO_DATA}; {_describe_folder(names)}')
+        return [DataFile(str(p), *_file_kind(p.name), size=p.stat().st_size, path=str(p)) for p in found]
+    if globlib.has_magic(text):
+        matches = [Path(p) for p in sorted(globlib.glob(str(path), recursive=True)) if Path(p).is_file() and not _hidden(Path(p).name)]
+        found = [p for p in matches if _file_kind(p.name)]
+        if not found:
+            raise MlopsError(f'no data file matches {source!r}' + (f' ({len(matches)} other files do: {", ".join(p.name for p in matches[:5])})' if matches else ''))
+        return [DataFile(str(p), *_file_kind(p.name), size=p.stat().st_size, path=str(p)) for p in found]
+    raise MlopsError(f'data source {source!r} not found: it is neither a bundled dataset ({", ".join(BUNDLED)}) '
+                     f'nor an existing file, folder or glob (looked for {path})')
+
+def _fsspec_files(uri:str):
+    try: import fsspec
+    except ImportError:
+        raise MlopsError(f'{uri}: reading URIs needs fsspec and the package of the filesystem '
+                         '(pip install fsspec s3fs for s3://, gcsfs for gs://, adlfs for az://)') from None
+    try: fs, path = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as e: raise MlopsError(f'{uri}: {e}') from None  # fsspec names the package to install
+    try:
+        if glob_magic := globlib.has_magic(path): paths = sorted(fs.glob(path))
+        elif fs.isdir(path): paths = sorted(fs.ls(path, detail=False))
+        elif fs.isfile(path): paths = [path]
+        else: raise MlopsError(f'data source {uri!r} not found')
+        infos = {p: fs.info(p) for p in paths}
+    except MlopsError: raise
+    except Exception as e: raise MlopsError(f'{uri}: cannot be listed: {type(e).__name__}: {e}') from None
+    name = lambda p: fs.unstrip_protocol(p)
+    if len(paths) == 1 and not glob_magic and infos[paths[0]].get('type') != 'directory':
+        p = paths[0]
+        f = DataFile(name(p), 'csv', size=infos[p].get('size'), fs=fs, path=p)
+        return [DataFile(f.name, *(_file_kind(p) or _sniff_kind(f)), size=f.size, fs=fs, path=p)]
+    found = [p for p in paths if infos[p].get('type') != 'directory' and not _hidden(p.rsplit('/', 1)[-1]) and _file_kind(p)]
+    if not found: raise MlopsError(f'{uri}: {_NO_DATA}; {_describe_folder(p.rsplit("/", 1)[-1] for p in paths)}')
+    return [DataFile(name(p), *_file_kind(p), size=infos[p].get('size'), fs=fs, path=p) for p in found]
+
+# %% ../notebooks/lib/03_data.ipynb #c010
+_DELIMITERS = (',', ';', '\t', '|')
+_HEAD_BYTES = 1 << 16
+
+@contextmanager
+def _decompressed(f:DataFile):
+    "A binary stream of the decompressed bytes of `f`"
+    with ExitStack() as stack:
+        raw = stack.enter_context(f.open())
+        if f.compression == 'gzip': raw = stack.enter_context(gzip.GzipFile(fileobj=raw))
+        elif f.compression == 'bz2': raw = stack.enter_context(bz2.BZ2File(raw))
+        elif f.compression == 'xz': raw = stack.enter_context(lzma.LZMAFile(raw))
+        elif f.compression == 'zip':
+            z = stack.enter_context(zipfile.ZipFile(raw))
+            members = [m for m in z.namelist() if not m.endswith('/')]
+            if len(members) != 1: raise MlopsError(f'{f.name}: a zip file must hold exactly one CSV file; it holds {len(members)}')
+            raw = stack.enter_context(z.open(members[0]))
+        yield raw
+
+def _codec(encoding:str):
+    try: name = codecs.lookup(encoding).name
+    except LookupError: raise MlopsError(f'ingest.encoding: {encoding!r} is not a text encoding Python knows (utf-8, cp1252, latin-1, ...)') from None
+    return 'utf-8-sig' if name == 'utf-8' else encoding  # utf-8-sig also reads files without a BOM
+
+_DELIMITER_NAMES = {'comma': ',', 'semicolon': ';', 'tab': '\t', 'pipe': '|'}  # settings.ini reads `; ...` as a comment
+
+def _delimiter(text:str):
+    if text in ('', None): return ''
+    text = {'\\t': '\t', **_DELIMITER_NAMES}.get(text.lower(), text)
+    if len(text) != 1: raise MlopsError(f'ingest.delimiter must be comma, semicolon, tab, pipe or one character (or empty to detect it); got {text!r}')
+    return text
+
+def _delimiter_name(d:str): return next((k for k, v in _DELIMITER_NAMES.items() if v == d), repr(d))
+
+def _bad_bytes(f:DataFile, encoding:str, delimiter:str, names:list|None):
+    "Where the first bytes of `f` that `encoding` cannot decode are: a message naming line and column"
+    delim = (delimiter or ',').encode()
+    with _decompressed(f) as raw:
+        for lineno, line in enumerate(raw, 1):  # only on the error path, so a line at a time is fine
+            try: line.decode(encoding)
+            except UnicodeDecodeError as e:
+                field_no = line[:e.start].count(delim)
+                where = 'the header' if lineno == 1 else f'line {lineno}'
+                col = f', column {names[field_no]!r}' if names and lineno > 1 and field_no < len(names) else ''
+                return (f'{f.name}: {where}{col}: byte {line[e.start:e.start+1].hex(" ")} ({line[max(0, e.start-12):e.end+4]!r}) '
+                        f'is not valid {encoding.replace("-sig", "")}; set ingest.encoding to the encoding of the file '
+                        '(cp1252 or latin-1 for most files saved by Excel on Windows)')
+    return f'{f.name}: cannot be decoded as {encoding}: set ingest.encoding to the encoding of the file'
+
+def csv_header(f:DataFile, encoding:str='utf-8', delimiter:str=''):
+    "`(column names, delimiter, warnings)` of a CSV file, checked"
+    enc, delimiter = _codec(encoding), _delimiter(delimiter)
+    with _decompressed(f) as raw: head = raw.read(_HEAD_BYTES)
+    if not head: raise MlopsError(f'{f.name}: the file is empty (0 bytes): no header, no rows')
+    try: text, bad = codecs.getincrementaldecoder(enc)().decode(head, final=len(head) < _HEAD_BYTES), None
+    except UnicodeDecodeError as e:  # name the column if the header itself decodes
+        bad, end = e, head.find(b'\n')
+        try: text = head[:end].decode(enc) if 0 <= end < e.start else ''
+        except UnicodeDecodeError: text = ''
+        if not text: raise MlopsError(_bad_bytes(f, enc, delimiter, None)) from None
+    first = next((l for l in text.splitlines() if l.strip()), '')
+    if not first: raise MlopsError(f'{f.name}: the file has only blank lines: no header, no rows')
+    fields = lambda d: next(csv.reader([first], delimiter=d), [])
+    counts = {d: len(fields(d)) for d in _DELIMITERS}
+    best = max(_DELIMITERS, key=lambda d: counts[d])  # ties go to the earlier: the comma
+    warnings = []
+    expected = '\t' if re.search(r'\.tsv(\.\w+)?$', f.name.lower()) else ','
+    if not delimiter:
+        delimiter = expected if counts[expected] > 1 else best if counts[best] > 1 else expected
+        if delimiter != expected:
+            warnings.append(f'{f.name}: read with delimiter {delimiter!r}, detected from the header; set ingest.delimiter = {_delimiter_name(delimiter)} to say so')
+    elif counts[delimiter] == 1 and counts[best] > 1:
+        raise MlopsError(f'{f.name}: the header is one column {first[:60]!r} when split at {delimiter!r}, but {counts[best]} '
+                         f'columns when split at {best!r}: set ingest.delimiter = {_delimiter_name(best)}, or leave it empty to detect it')
+    names = fields(delimiter)
+    seen = {}
+    for i, n in enumerate(names, 1): seen.setdefault(n, []).append(i)
+    dupes = {n: pos for n, pos in seen.items() if len(pos) > 1}
+    if dupes:
+        n, pos = next(iter(dupes.items()))
+        more = f' ({len(dupes) - 1} more names are repeated)' if len(dupes) > 1 else ''
+        raise MlopsError(f'{f.name}: column {n!r} appears {len(pos)} times in the header (columns {", ".join(map(str, pos))}){more}: '
+                         'rename or drop the copies')
+    if bad is not None: raise MlopsError(_bad_bytes(f, enc, delimiter, names))
+    return names, delimiter, warnings
+
+# %% ../notebooks/lib/03_data.ipynb #c013
 def schema_hash(df:pd.DataFrame):
     "Hash of the column names and dtypes, in name order"
     schema = sorted((str(c), str(t)) for c, t in df.dtypes.items())
     return hashlib.sha256(json.dumps(schema).encode()).hexdigest()[:16]
 
+def _fmix64(h:np.ndarray):
+    "MurmurHash3's 64-bit finaliser, vectorised: a bijective, non-linear mix of each hash"
+    h = h ^ (h >> np.uint64(33))
+    h *= np.uint64(0xff51afd7ed558ccd)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xc4ceb9fe1a85ec53)
+    return h ^ (h >> np.uint64(33))
+
+class RowDigest:
+    "An order-independent digest of rows, fed chunk by chunk, in constant memory"
+    def __init__(self): self.rows, self.sums = 0, np.zeros(2, dtype='uint64')
+
+    def update(self, df:pd.DataFrame):
+        if len(df):
+            h = pd.util.hash_pandas_object(df[sorted(df.columns, key=str)], index=False).to_numpy()
+            with np.errstate(over='ignore'):  # uint64 arithmetic wraps around: modulo 2^64 is the point
+                self.sums += np.array([h.sum(dtype='uint64'), _fmix64(h).sum(dtype='uint64')], dtype='uint64')
+            self.rows += len(df)
+        return self
+
+    def version(self, schema:str):
+        "The data version of the rows seen, with the schema hash `schema`"
+        h = hashlib.sha256(f'{schema}:{self.rows}:'.encode())
+        h.update(self.sums.tobytes())
+        return h.hexdigest()[:16]
+
 def data_version(df:pd.DataFrame):
     "Content hash of `df`, independent of row and column order"
-    cols = sorted(df.columns, key=str)
-    rows = np.sort(pd.util.hash_pandas_object(df[cols], index=False).to_numpy()) if len(df) else np.array([], 'uint64')
-    h = hashlib.sha256(schema_hash(df).encode())
-    h.update(rows.tobytes())
-    return h.hexdigest()[:16]
+    return RowDigest().update(df).version(schema_hash(df))
 
-# %% ../notebooks/lib/03_data.ipynb #c010
+# %% ../notebooks/lib/03_data.ipynb #c016
+def _textual(t): return isinstance(t, pd.CategoricalDtype) or pd.api.types.is_string_dtype(t) or t == object
+def _numeric(t): return pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) and not isinstance(t, pd.CategoricalDtype)
+def _same(a, b): return (isinstance(a, pd.CategoricalDtype) and isinstance(b, pd.CategoricalDtype)) or a == b
+
+def _merge_dtypes(a, b, text_wins:bool):
+    "A dtype that holds values of dtypes `a` and `b`, or None"
+    if _same(a, b): return a
+    if _numeric(a) and _numeric(b): return np.dtype('float64')
+    if _textual(a) and _textual(b):
+        return pd.CategoricalDtype() if isinstance(a, pd.CategoricalDtype) or isinstance(b, pd.CategoricalDtype) else pd.StringDtype(na_value=np.nan)
+    if text_wins: return pd.StringDtype(na_value=np.nan)
+    return None
+
+class _Retype(Exception):
+    "A chunk needs a column's type widened: read again with these types fixed"
+    def __init__(self, dtypes): self.dtypes = dtypes
+
+def _parquet_columns(f:DataFile):
+    "Column names and pandas dtypes of a Parquet file, from its footer (no rows read)"
+    import pyarrow.parquet as pq
+    if f.size == 0: raise MlopsError(f'{f.name}: the file is empty (0 bytes): not a Parquet file')
+    try:
+        with f.open() as fh: schema = pq.ParquetFile(fh).schema_arrow
+    except Exception as e: raise MlopsError(f'{f.name}: cannot be read as Parquet: {e}') from None
+    names = [n for n in schema.names if not re.fullmatch(r'__index_level_\d+__', n)]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes: raise MlopsError(f'{f.name}: column {dupes[0]!r} appears {names.count(dupes[0])} times: rename or drop the copies')
+    return names, schema.empty_table().to_pandas().dtypes
+
+def _plan(files:list, encoding:str, delimiter:str):
+    "Per file its read options; fixed dtypes and warnings from comparing the files before reading any row"
+    plans, warnings, fixed = [], [], {}
+    first = None
+    for f in files:
+        if f.format == 'csv':
+            names, delim, w = csv_header(f, encoding, delimiter)
+            plan = dict(file=f, names=names, delimiter=delim)
+            warnings += w
+        else:
+            names, dtypes = _parquet_columns(f)
+            plan = dict(file=f, names=names, dtypes=dtypes)
+        if first is None: first = plan
+        else:
+            missing = [c for c in first['names'] if c not in names]
+            extra = [c for c in names if c not in first['names']]
+            if missing or extra:
+                c, has = (missing[0], f'has no column {missing[0]!r}, which {first["file"].name} has') if missing else \
+                         (extra[0], f'has a column {extra[0]!r} that {first["file"].name} has not')
+                raise MlopsError(f'{f.name}: {has}: every file of a folder or glob must have the same columns'
+                                 + (f' ({len(missing) + len(extra) - 1} more differ)' if len(missing) + len(extra) > 1 else ''))
+        plans.append(plan)
+    pq_plans = [p for p in plans if p['file'].format == 'parquet']
+    for p in pq_plans[1:]:
+        ref = pq_plans[0]
+        for c in ref['names']:
+            a, b = ref['dtypes'][c], p['dtypes'][c]
+            if _same(a, b) or (_textual(a) and _textual(b)): continue
+            merged = _merge_dtypes(fixed.get(c, a), b, text_wins=False)
+            if merged is None:
+                raise MlopsError(f'{p["file"].name}: column {c!r} is {b}, but {a} in {ref["file"].name}: every Parquet file of a '
+                                 'folder or glob must have the same column types (rewrite this file, or move it out of the source)')
+            warnings.append(f'{p["file"].name}: column {c!r} is {b} here and {a} in {ref["file"].name}: read as {merged}')
+            fixed[c] = merged
+    return plans, fixed, warnings
+
+def _read_chunks(plan:dict, encoding:str, chunk_rows:int, text_columns):
+    "The DataFrames of one planned file, `chunk_rows` rows at a time"
+    f = plan['file']
+    if f.format == 'parquet':
+        import pyarrow.parquet as pq
+        with f.open() as fh:
+            pf = pq.ParquetFile(fh)
+            n = 0
+            for batch in pf.iter_batches(batch_size=chunk_rows):
+                n += 1
+                yield batch.to_pandas()[plan['names']]
+            if not n: yield pf.schema_arrow.empty_table().to_pandas()[plan['names']]
+        return
+    dtype = {c: 'str' for c in text_columns if c in plan['names']} or None
+    with _decompressed(f) as raw:
+        yield from pd.read_csv(raw, sep=plan['delimiter'], encoding=_codec(encoding), chunksize=chunk_rows, dtype=dtype, low_memory=False)
+
+class NotNumbers:
+    "Values of a text column that are not numbers, gathered chunk by chunk, to tell 'numbers with a few bad values' from text"
+    def __init__(self): self.numbers, self.others, self.values, self.first, self.text = 0, 0, {}, None, False
+    def add(self, s:pd.Series, offset:int):
+        if self.text: return
+        values = s.dropna()
+        if not self.numbers and pd.to_numeric(values.iloc[:200], errors='coerce').notna().mean() < 0.5:
+            self.text = True  # mostly words from the start: a text column; parsing all of it would be wasted time
+            return
+        bad = values[pd.to_numeric(values, errors='coerce').isna()]
+        self.numbers, self.others = self.numbers + len(values) - len(bad), self.others + len(bad)
+        for v, k in bad.value_counts().items(): self.values[v] = self.values.get(v, 0) + int(k)
+        if len(bad) and self.first is None: self.first = offset + int(bad.index[0])
+        self.text = len(self.values) > 5  # many different words: a text column, not numbers with typos
+    @property
+    def mostly_numbers(self): return not self.text and self.others > 0 and self.numbers >= self.others
+
+    def examples(self):
+        top = sorted(self.values.items(), key=lambda kv: -kv[1])[:3]
+        return ', '.join(f'{v!r}' + (f' ({k} times)' if k > 1 else '') for v, k in top)
+
+    def message(self, f:DataFile, c:str):
+        if not self.mostly_numbers: return None
+        n = self.others
+        return (f'{f.name}: column {c!r} holds numbers and {n} value{"s" if n > 1 else ""} that {"are" if n > 1 else "is"} not: '
+                f'{self.examples()}, first at data row {self.first + 1}; the column is read as text')
+
+class _Sampler:
+    "A seeded random sample of `k` rows, in source order, holding at most `k` rows plus one chunk"
+    def __init__(self, k:int, seed:int): self.k, self.seed, self.first, self.kept, self.keys, self.n = k, seed, None, None, None, 0
+    def add(self, chunk:pd.DataFrame):
+        chunk = chunk.set_axis(pd.RangeIndex(self.n, self.n + len(chunk)))
+        self.n += len(chunk)
+        if self.kept is None and self.first is None: self.first = chunk; return
+        if self.kept is None:
+            self.rng = np.random.default_rng(self.seed)
+            self.kept, self.keys, self.first = self.first, self.rng.random(len(self.first)), None
+        keys = np.concatenate([self.keys, self.rng.random(len(chunk))])
+        both = pd.concat([self.kept, chunk])
+        keep = np.sort(np.argpartition(keys, self.k)[:self.k]) if len(keys) > self.k else np.arange(len(keys))
+        self.kept, self.keys = both.iloc[keep], keys[keep]
+    def result(self, dtypes:dict):
+        if self.kept is None:
+            df = self.first if len(self.first) <= self.k else self.first.sample(self.k, random_state=self.seed).sort_index()
+        else: df = self.kept.sort_index()
+        lost = {c: t for c, t in dtypes.items() if not _same(df[c].dtype, t)}  # concat turns differing categoricals into text
+        return (df.astype(lost) if lost else df).reset_index(drop=True)
+
+@dataclass
+class _Profile:
+    "Per column: missing values and numeric range, gathered chunk by chunk"
+    rows:int = 0
+    missing:pd.Series|None = None
+    lo:dict = field(default_factory=dict)
+    hi:dict = field(default_factory=dict)
+    def add(self, df:pd.DataFrame):
+        self.rows += len(df)
+        m = df.isna().sum()
+        self.missing = m if self.missing is None else self.missing + m
+        for c in df.columns:
+            if _numeric(df[c].dtype) and df[c].notna().any():
+                lo, hi = df[c].min(), df[c].max()
+                self.lo[c] = lo if c not in self.lo else min(self.lo[c], lo)
+                self.hi[c] = hi if c not in self.hi else max(self.hi[c], hi)
+    def table(self, dtypes):
+        return pd.DataFrame({'dtype': dtypes.astype(str), 'missing': self.missing, 'missing_share': (self.missing/max(self.rows, 1)).round(4),
+                             'min': pd.Series(self.lo, dtype=object), 'max': pd.Series(self.hi, dtype=object)},
+                            index=dtypes.index).rename_axis('column')
+
+def _sources(source:str, years:str, encoding:str, delimiter:str):
+    "`(plans, fixed dtypes, warnings)` for a bundled name or files"
+    if source in BUNDLED:
+        return [dict(file=DataFile(source, 'bundled'), names=None, frame=lambda: bundled(source, years))], {}, []
+    return _plan(resolve_files(source), encoding, delimiter)
+
+def _chunks(plan, encoding, chunk_rows, text_columns):
+    if plan['file'].format == 'bundled': return iter([plan['frame']()])
+    return _read_chunks(plan, encoding, chunk_rows, text_columns)
+
+def _reading(plan, encoding:str, delimiter:str, names):
+    "Run a read, turning what can go wrong with a file into an error naming it"
+    f = plan['file']
+    def fail(e):
+        if isinstance(e, (MlopsError, _Retype)): return e
+        if isinstance(e, UnicodeDecodeError): return MlopsError(_bad_bytes(f, _codec(encoding), plan.get('delimiter', delimiter), names))
+        if isinstance(e, pd.errors.ParserError): return MlopsError(f'{f.name}: cannot be parsed as CSV: {str(e).strip()}')
+        if isinstance(e, (OSError, EOFError, ValueError, zipfile.BadZipFile, lzma.LZMAError)) or type(e).__module__.startswith(('pyarrow', 'zlib')):
+            kind = 'Parquet' if f.format == 'parquet' else 'CSV' + (f' ({f.compression})' if f.compression else '')
+            return MlopsError(f'{f.name}: cannot be read as {kind}: {type(e).__name__}: {e}')
+        return e
+    return fail
+
+def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:int, max_rows:int, random_state:int):
+    "Write the chunks of `plans` to the Parquet file `path`; what was written, or `_Retype` to read again"
+    import pyarrow as pa, pyarrow.parquet as pq
+    text_columns = [c for c, t in fixed.items() if _textual(t)]  # read as text; categories are made after
+    columns = dtypes = origin = None
+    writer, digest, warnings, inputs, total = None, RowDigest(), [], [], 0
+    profile, sampler, preview, schema = _Profile(), _Sampler(max_rows, random_state) if max_rows else None, None, None
+    def write(df):
+        nonlocal writer, schema, preview
+        profile.add(df)
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if writer is None:
+            schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type.value_type) if pa.types.is_dictionary(f.type) else f.type)
+                                for f in table.schema], metadata=table.schema.metadata)
+            writer = pq.ParquetWriter(tmp, schema)
+            preview = df.head(10)
+        writer.write_table(table.cast(schema))
+        digest.update(df)
+    with atomic_path(path) as tmp:
+        try:
+            for plan in plans:
+                f, rows_in_file, not_numbers = plan['file'], 0, {}
+                fail = _reading(plan, encoding, plan.get('delimiter', ''), plan.get('names'))
+                try:
+                    for chunk in _chunks(plan, encoding, chunk_rows, text_columns):
+                        if columns is None: columns = list(map(str, chunk.columns))
+                        chunk = chunk.set_axis(list(map(str, chunk.columns)), axis=1)[columns].reset_index(drop=True)
+                        if not len(chunk): continue  # a header-only file adds no rows, and its types say nothing
+                        if dtypes is None:
+                            generic = lambda t: pd.CategoricalDtype() if isinstance(t, pd.CategoricalDtype) else t
+                            dtypes, origin = {c: generic(fixed.get(c, chunk[c].dtype)) for c in columns}, f
+                        cast, widen = {}, {}
+                        for c in columns:
+                            have, want = chunk[c].dtype, dtypes[c]
+                            if _same(have, want): continue
+                            if not chunk[c].notna().any():  # no values, so no type to reconcile: only room for missing ones
+                                if pd.api.types.is_integer_dtype(want): widen[c] = np.dtype('float64')
+                                elif pd.api.types.is_bool_dtype(want): widen[c] = np.dtype('object')
+                                else: cast[c] = want
+                                continue
+                            merged = _merge_dtypes(want, have, text_wins=f.format == 'csv' and origin.format == 'csv')
+                            if merged is None:
+                                raise MlopsError(f'{f.name}: column {c!r} is {have}, but {want} in {origin.name}: '
+                                                 'the files of a source must have the same column types')
+                            # numbers parsed from CSV text become text only by reading them as text: '01' must not become '1'
+                            reread = f.format == 'csv' and _textual(merged) and not _textual(have) and c not in fixed
+                            if _same(merged, want) and not reread: cast[c] = want
+                            else: widen[c] = merged
+                        if widen: raise _Retype(widen)
+                        if cast: chunk = chunk.astype(cast)
+                        if f.format == 'csv':
+                            for c in columns:
+                                if pd.api.types.is_string_dtype(chunk[c].dtype) and not isinstance(chunk[c].dtype, pd.CategoricalDtype):
+                                    not_numbers.setdefault(c, NotNumbers()).add(chunk[c], rows_in_file)
+                        if sampler: sampler.add(chunk)
+                        else: write(chunk)
+                        rows_in_file += len(chunk)
+                except Exception as e:
+                    err = fail(e)
+                    if err is e: raise
+                    raise err from None
+                warnings += [m for c, nn in not_numbers.items() if (m := nn.message(f, c))]
+                inputs.append(dict(file=f.name, rows=rows_in_file, bytes=f.size))
+            total = sum(i['rows'] for i in inputs)
+            if total == 0:
+                what = ' and '.join(p['file'].name for p in plans[:3]) + (f' and {len(plans) - 3} more' if len(plans) > 3 else '')
+                raise MlopsError(f'{what}: {"has" if len(plans) == 1 else "have"} a header ({len(columns)} columns: {", ".join(columns[:6])}{", ..." if len(columns) > 6 else ""}) '
+                                 'but no data rows')
+            if sampler:
+                df = sampler.result(dtypes)
+                write(df)
+            rows = profile.rows
+            if rows < 10: warnings.append(f'only {rows} row{"s" if rows > 1 else ""} of data: too few to train a model on or to compare with a reference')
+            for c in columns:
+                if profile.missing[c] == profile.rows: warnings.append(f'column {c!r} has no values: every one of its {profile.rows} values is missing')
+        finally:
+            if writer is not None: writer.close()
+    written = pq.read_schema(path).empty_table().to_pandas()
+    return dict(data_version=digest.version(schema_hash(written)), schema_hash=schema_hash(written),
+                rows=rows, columns=len(columns), warnings=warnings, inputs=inputs, preview=preview, profile=profile.table(written.dtypes))
+
+def contract_dtypes(schema:dict):
+    "The dtypes a schema gives CSV columns: text as text (categories as categories), floats as floats; others as read"
+    res = {}
+    for c, col in schema['columns'].items():
+        if col.get('kind') == 'text': res[c] = pd.CategoricalDtype() if col.get('dtype') == 'category' else pd.StringDtype(na_value=np.nan)
+        elif col.get('kind') == 'float': res[c] = np.dtype('float64')
+    return res
+
+def snapshot(path:str|Path, # the Parquet file to write
+             source:str='acs_employment_ma', # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
+             years:str='2015', # survey years to keep (bundled ACS data)
+             max_rows:int=0, # keep a seeded random sample of this many rows; 0 keeps all
+             random_state:int=42, # seed of the sample
+             delimiter:str='', # CSV field delimiter; empty detects one of , ; tab |
+             encoding:str='utf-8', # text encoding of CSV files
+             chunk_rows:int=200_000, # rows read at a time: bounds memory
+             csv_dtypes=None, # a function returning `{column: dtype}` for CSV columns (called only if there is a CSV file)
+            ):
+    "Read `source` into the Parquet file `path` (atomically), in chunks; its data version, rows and warnings"
+    if chunk_rows < 1: raise MlopsError(f'ingest.chunk_rows must be at least 1; got {chunk_rows}')
+    if max_rows < 0: raise MlopsError(f'ingest.max_rows must be 0 (all rows) or more; got {max_rows}')
+    plans, fixed, warnings = _sources(source, years, encoding, delimiter)
+    csv_names = {c for p in plans if p['file'].format == 'csv' for c in p['names']}
+    if csv_names and csv_dtypes is not None:
+        for c, t in (csv_dtypes() or {}).items():
+            if c in csv_names: fixed.setdefault(c, t)
+    for _ in range(1000):  # each retry widens at least one column's type, so this ends
+        try: res = _write_snapshot(Path(path), plans, fixed, encoding, chunk_rows, max_rows, random_state)
+        except _Retype as r: fixed.update(r.dtypes); continue
+        res['warnings'] = warnings + res['warnings']
+        return res
+    raise RuntimeError('column types did not settle')  # a bug, not a user error
+
+#| export
+def load_source(source:str, # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
+                years:str='2015', # survey years to keep (bundled ACS data)
+                **kwargs, # more arguments of `snapshot`: delimiter, encoding, ...
+               ):
+    "The whole of `source` as a DataFrame, read and checked as ingest reads it (for small data)"
+    if source in BUNDLED: return bundled(source, years)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshot(Path(tmp)/'data.parquet', source, years, **kwargs)
+        return pd.read_parquet(Path(tmp)/'data.parquet')
+
+# %% ../notebooks/lib/03_data.ipynb #c020
 @dataclass
 class IngestResult:
     "What ingest wrote"
-    data:pd.DataFrame
+    snapshot:Path
     version:dict
+    preview:pd.DataFrame|None = None
+    profile:pd.DataFrame|None = None
 
     @property
-    def summary(self): return pd.Series(self.version).to_frame('value')
+    def summary(self):
+        return pd.Series({k: v for k, v in self.version.items() if k not in ('inputs', 'warnings')}).to_frame('value')
+
+    @property
+    def warnings(self): return pd.DataFrame({'warning': self.version.get('warnings', [])})
+
+    @property
+    def inputs(self): return pd.DataFrame(self.version.get('inputs', []))
+
+    @property
+    def data(self):
+        "The whole snapshot, read back"
+        return pd.read_parquet(self.snapshot)
 
 def ingest(run_dir:str, # run folder
-           source:str='acs_employment_ma', # bundled dataset name, or a CSV or Parquet path
+           source:str='acs_employment_ma', # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
            years:str='2015', # survey years to keep (bundled ACS data)
            max_rows:int=0, # keep a random sample of this many rows; 0 keeps all
            random_state:int=42, # seed of the sample
+           delimiter:str='', # CSV field delimiter; empty detects one of , ; tab |
+           encoding:str='utf-8', # text encoding of CSV files (a UTF-8 byte order mark is skipped)
+           chunk_rows:int=200_000, # rows read at a time from a file: bounds memory
+           reference:str='champion', # the contract's schema (champion, none, or a schema.json path): CSV columns are read as its types
+           model_name:str='acs-employment', # registered model whose champion's schema is meant
+           tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
           ):
     "Snapshot `source` into the run folder as Parquet, with its data version"
     paths = get_stage('ingest').paths(run_dir)
-    df = load_source(source, years)
-    if max_rows and len(df) > max_rows: df = df.sample(max_rows, random_state=random_state).sort_index()
-    df = df.reset_index(drop=True)
-    with atomic_path(paths['snapshot']) as tmp: df.to_parquet(tmp, index=False)
-    version = dict(data_version=data_version(df), schema_hash=schema_hash(df), rows=len(df), columns=df.shape[1],
-                   source=source, years=years if source == 'acs_employment_ma' else '', max_rows=max_rows)
+    types_from = []
+    def csv_dtypes():
+        from mlops_nb.validate import describe_reference, reference_schema
+        schema, info, _ = reference_schema(reference, model_name, tracking_uri)
+        if schema is None: return None
+        types_from.append(describe_reference(info))
+        return contract_dtypes(schema)
+    res = snapshot(paths['snapshot'], source, years, max_rows, random_state, delimiter, encoding, chunk_rows,
+                   None if reference in ('', 'none') else csv_dtypes)
+    version = dict(data_version=res['data_version'], schema_hash=res['schema_hash'], rows=res['rows'], columns=res['columns'],
+                   source=source, years=years if source == 'acs_employment_ma' else '', max_rows=max_rows,
+                   files=len(res['inputs']), csv_types_from=types_from[0] if types_from else '',
+                   inputs=res['inputs'][:1000], warnings=res['warnings'])
     atomic_write_text(paths['version'], json.dumps(version, indent=2))
-    return IngestResult(df, version)
+    for w in res['warnings']: print(f'warning: {w}')
+    return IngestResult(paths['snapshot'], version, res['preview'], res['profile'])
+
+# %% ../notebooks/lib/03_data.ipynb #c023
+def data_versions(manifests:list, # run manifests, oldest first (`mlops_nb.runner.list_runs`)
+                 ):
+    "One row per data version ingested by a run: rows, columns, schema hash, source, and the first and last run that used it"
+    seen = {}
+    for m in manifests:
+        rec = next((r for r in m.get('stages', []) if r.get('name') == 'ingest' and r.get('status') == 'completed'), None)
+        v = (rec or {}).get('result') or {}
+        if not v.get('data_version'): continue
+        row = seen.setdefault(v['data_version'], dict(data_version=v['data_version'], rows=v.get('rows'), columns=v.get('columns'),
+                                                      schema_hash=v.get('schema_hash'), source=v.get('source'), runs=0,
+                                                      first_run=m['run_id'], first_used=m.get('created')))
+        row.update(runs=row['runs'] + 1, last_run=m['run_id'], last_used=m.get('created'))
+    return sorted(seen.values(), key=lambda r: (r['first_used'] or '', r['first_run']))
+
+# %% ../notebooks/lib/03_data.ipynb #c026
+def _mlflow_type(t):
+    import pyarrow as pa
+    if pa.types.is_dictionary(t): t = t.value_type
+    if pa.types.is_boolean(t): return 'boolean'
+    if pa.types.is_integer(t): return 'long' if t.bit_width > 32 else 'integer'
+    if pa.types.is_floating(t): return 'double' if t.bit_width > 32 else 'float'
+    if pa.types.is_timestamp(t) or pa.types.is_date(t): return 'datetime'
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t): return 'binary'
+    return 'string'
+
+def log_dataset_input(client, # an `MlflowClient`
+                      mlflow_run_id:str, # the MLflow run the data is an input of
+                      version:dict, # the content of data_version.json
+                      snapshot_path:str|Path, # the Parquet snapshot
+                      context:str='training', # MLflow's `mlflow.data.context` tag
+                     ):
+    "Log the snapshot as the dataset input of `mlflow_run_id`, its digest the data version"
+    import pyarrow.parquet as pq
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    snapshot_path = Path(snapshot_path).resolve()
+    fields = [f for f in pq.read_schema(snapshot_path)]
+    source = version.get('source') or snapshot_path.name
+    name = source if source in BUNDLED else Path(source.rstrip('/')).name or source
+    ds = Dataset(name=name[:500], digest=version['data_version'], source_type='local',
+                 source=json.dumps({'uri': snapshot_path.as_uri()}),
+                 schema=json.dumps({'mlflow_colspec': [{'type': _mlflow_type(f.type), 'name': f.name, 'required': True} for f in fields]}),
+                 profile=json.dumps({'num_rows': version.get('rows'), 'num_elements': (version.get('rows') or 0)*len(fields),
+                                     'schema_hash': version.get('schema_hash'), 'source': source}))
+    tags = [InputTag('mlflow.data.context', context), InputTag('mlops_nb.data_version', version['data_version'])]
+    client.log_inputs(mlflow_run_id, datasets=[DatasetInput(ds, tags)])
+    return ds
