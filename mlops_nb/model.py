@@ -20,7 +20,8 @@ from .stages import get_stage
 
 # %% auto #0
 __all__ = ['MODELS', 'feature_columns', 'FeaturesResult', 'make_features', 'build_pipeline', 'model_input', 'pip_requirements',
-           'TrainResult', 'train', 'load_pipeline', 'classification_metrics', 'EvaluateResult', 'evaluate']
+           'TrainResult', 'train', 'load_pipeline', 'classification_metrics', 'EvaluateResult', 'slice_metrics',
+           'evaluate']
 
 # %% ../notebooks/lib/05_model.ipynb #c004
 def _read_json(path): return json.loads(Path(path).read_text())
@@ -175,46 +176,87 @@ def classification_metrics(y_true, score, threshold:float=0.5):
 # %% ../notebooks/lib/05_model.ipynb #c014
 @dataclass
 class EvaluateResult:
-    "Holdout metrics, the verdict and the scored holdout"
+    "Holdout metrics of the challenger and the champion, per-slice metrics, the verdict and the scored holdout"
     metrics:dict
     verdict:dict
+    slices:pd.DataFrame
     predictions:pd.DataFrame
 
     @property
     def criteria(self): return pd.DataFrame(self.verdict['criteria'])
 
+    @property
+    def comparison(self):
+        "Challenger and champion side by side, on the same holdout"
+        champ = (self.verdict.get('champion') or {}).get('metrics') or {}
+        t = pd.DataFrame({'challenger': self.metrics, 'champion': pd.Series(champ, dtype=float)})
+        return t.assign(change=t.challenger - t.champion)
+
     def plot(self):
-        "ROC curve, calibration curve and confusion matrix side by side"
+        "ROC curve (with the champion's), calibration curve and confusion matrix side by side"
         import matplotlib.pyplot as plt
         from sklearn.calibration import CalibrationDisplay
         from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
         p = self.predictions
         fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
-        RocCurveDisplay.from_predictions(p.label, p.score, ax=ax[0], name='model')
-        CalibrationDisplay.from_predictions(p.label, p.score, n_bins=10, ax=ax[1], name='model')
+        RocCurveDisplay.from_predictions(p.label, p.score, ax=ax[0], name='challenger')
+        CalibrationDisplay.from_predictions(p.label, p.score, n_bins=10, ax=ax[1], name='challenger')
+        if 'champion_score' in p:
+            v = self.verdict['champion']['version']
+            RocCurveDisplay.from_predictions(p.label, p.champion_score, ax=ax[0], name=f'champion (v{v})')
+            CalibrationDisplay.from_predictions(p.label, p.champion_score, n_bins=10, ax=ax[1], name=f'champion (v{v})')
         ConfusionMatrixDisplay.from_predictions(p.label, p.prediction, ax=ax[2], colorbar=False)
-        for a, t in zip(ax, ['ROC curve', 'Calibration', 'Confusion matrix']): a.set_title(t)
+        for a, t in zip(ax, ['ROC curve', 'Calibration', 'Confusion matrix (challenger)']): a.set_title(t)
         fig.tight_layout()
         return fig
 
+def slice_metrics(df:pd.DataFrame, score, columns:list, label:str):
+    "Holdout metrics for each group of each slice column"
+    rows = []
+    for col in columns:
+        if col not in df: raise MlopsError(f'evaluate.slice_columns names {col!r}, which is not a column of the holdout')
+        for group, idx in df.groupby(df[col].astype('object').fillna('(missing)'), observed=True).indices.items():
+            rows.append({'column': col, 'group': str(group), **classification_metrics(df[label].to_numpy()[idx], score[idx])})
+    return pd.DataFrame(rows)
+
+def _champion_scores(tracking_uri, model_name, X):
+    from mlops_nb.tracking import champion_model
+    found = champion_model(tracking_uri, model_name)
+    if found is None: return None, None
+    version, pipe = found
+    try: return version, pipe.predict_proba(X)[:, 1]
+    except Exception as e:  # the champion may predate a schema change; then it cannot be compared, which we say
+        return version, f'{type(e).__name__}: {e}'
+
 def evaluate(run_dir:str, # run folder
              target:str='employed', # label column
-             min_accuracy:float=0.8, # required holdout accuracy
-             min_roc_auc:float=0.85, # required holdout ROC AUC
+             criteria:str='accuracy at least 0.8, roc_auc at least 0.85, roc_auc change at least -0.01', # the verdict's criteria
+             slice_columns:str='SEX, RAC1P', # metrics also per group of these columns
+             model_name:str='acs-employment', # registered model whose champion is compared
+             tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
             ):
-    "Score the holdout, write metrics, predictions and the verdict"
+    "Score the challenger and the champion on the holdout; write metrics, slices, predictions and the verdict"
+    from mlops_nb.gate import judge_metrics, parse_criteria, verdict
+    from mlops_nb.tracking import project_tracking_uri
+    crit = parse_criteria(criteria, 'evaluate.criteria')
     paths = get_stage('evaluate').paths(run_dir)
-    features = _read_json(paths['holdout'].parent/'features.json')
+    features = _read_json(paths['features'])
     df = pd.read_parquet(paths['holdout'])
-    pipe = load_pipeline(paths['model'])
-    score = pipe.predict_proba(model_input(df, features))[:, 1]
+    X = model_input(df, features)
+    score = load_pipeline(paths['model']).predict_proba(X)[:, 1]
     metrics = classification_metrics(df[target], score)
-    criteria = [dict(metric=k, threshold=t, value=metrics[k], passed=bool(metrics[k] >= t))
-                for k, t in (('accuracy', min_accuracy), ('roc_auc', min_roc_auc))]
-    verdict = dict(passed=all(c['passed'] for c in criteria), criteria=criteria)
     preds = pd.DataFrame({features['id_column']: df[features['id_column']].to_numpy(), 'label': df[target].to_numpy(),
                           'score': score, 'prediction': (score >= 0.5).astype(int)})
+    version, champ = _champion_scores(project_tracking_uri(tracking_uri)[0], model_name, X)
+    champion = None
+    if isinstance(champ, str): champion = {'version': version, 'metrics': None, 'error': champ}
+    elif champ is not None:
+        champion = {'version': version, 'metrics': classification_metrics(df[target], champ)}
+        preds['champion_score'] = champ
+    result = {**verdict(judge_metrics(crit, metrics, champion and champion['metrics'])), 'champion': champion}
+    slices = slice_metrics(df, score, [c.strip() for c in slice_columns.split(',') if c.strip()], target)
     with atomic_path(paths['predictions']) as tmp: preds.to_parquet(tmp, index=False)
+    atomic_write_text(paths['slices'], slices.to_json(orient='records', indent=2))
     atomic_write_text(paths['metrics'], json.dumps(metrics, indent=2))
-    atomic_write_text(paths['verdict'], json.dumps(verdict, indent=2))
-    return EvaluateResult(metrics, verdict, preds)
+    atomic_write_text(paths['verdict'], json.dumps(result, indent=2))
+    return EvaluateResult(metrics, result, slices, preds)

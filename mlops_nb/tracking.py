@@ -17,11 +17,9 @@ from .core import MlopsError, atomic_write_text
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['CHAMPION', 'PREVIOUS', 'client', 'experiment_id', 'alias_version', 'RegisterResult', 'register']
+__all__ = ['client', 'experiment_id', 'alias_version', 'champion_model', 'project_tracking_uri', 'RegisterResult', 'register']
 
 # %% ../notebooks/lib/07_tracking.ipynb #c004
-CHAMPION, PREVIOUS = 'champion', 'previous-champion'
-
 def client(tracking_uri:str):
     "An `MlflowClient` for `tracking_uri` (also made the process's default URI)"
     import mlflow
@@ -35,68 +33,81 @@ def experiment_id(c, name:str, artifact_location:str|None=None):
     exp = c.get_experiment_by_name(name)
     return exp.experiment_id if exp else c.create_experiment(name, artifact_location=artifact_location)
 
-def alias_version(c, model_name:str, alias:str=CHAMPION):
+def alias_version(c, model_name:str, alias:str='champion'):
     "The model version holding `alias`, or None"
     from mlflow.exceptions import MlflowException
     try: return c.get_model_version_by_alias(model_name, alias)
     except MlflowException: return None
 
 # %% ../notebooks/lib/07_tracking.ipynb #c006
+def champion_model(tracking_uri:str, model_name:str):
+    "`(version, fitted pipeline)` of the champion of `model_name`, or None when there is none"
+    import mlflow.artifacts
+    from mlops_nb.model import load_pipeline
+    c = client(tracking_uri)
+    v = alias_version(c, model_name)
+    if v is None: return None
+    return str(v.version), load_pipeline(mlflow.artifacts.download_artifacts(f'models:/{model_name}/{v.version}'))
+
+def project_tracking_uri(tracking_uri:str=''):
+    "`(tracking_uri, artifact_location)`: as given, or when empty from the project's settings.ini (notebooks run by hand)"
+    if tracking_uri: return tracking_uri, None
+    from mlops_nb.project import load_project
+    p = load_project()
+    return p.tracking_uri, p.artifact_location
+
+# %% ../notebooks/lib/07_tracking.ipynb #c008
 @dataclass
 class RegisterResult:
-    "The registered model version and what became of the champion alias"
+    "The registered model version and the decision"
     registration:dict
 
     @property
-    def summary(self): return pd.Series(self.registration).to_frame('value')
+    def summary(self):
+        r = {k: v for k, v in self.registration.items() if k not in ('reports', 'reports_paths', 'reasons')}
+        return pd.Series({**r, 'reasons': '; '.join(self.registration['reasons']) or '-'}).to_frame('value')
+
+_REPORTS = ('anomalies', 'verdict', 'audit')
 
 def register(run_dir:str, # run folder
              model_name:str='acs-employment', # registered model name
              tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
              experiment:str='mlops-nb', # MLflow experiment
-             promote:bool=True, # set the champion alias when the verdict passed
+             require_approval:bool=True, # a person must approve before the model becomes champion
              mlflow_run_id:str='', # MLflow run to log the model into; empty starts one
             ):
-    "Log and register the trained model; move the champion alias if the verdict passed"
+    "Log and register the trained model; decide; promote it if blessed"
     import mlflow, mlflow.sklearn
     from mlflow.models import Model
+    from mlops_nb.gate import decide, move_champion
     paths = get_stage('register').paths(run_dir)
-    verdict, version = json.loads(paths['verdict'].read_text()), json.loads(paths['version'].read_text())
-    artifact_location = None
-    if not tracking_uri:
-        from mlops_nb.project import load_project
-        project = load_project()
-        tracking_uri, artifact_location = project.tracking_uri, project.artifact_location
+    run_dir = Path(run_dir).resolve()
+    decision = decide({k: paths[k] for k in _REPORTS}, require_approval)
+    version, metrics = json.loads(paths['version'].read_text()), json.loads(paths['metrics'].read_text())
+    tracking_uri, artifact_location = project_tracking_uri(tracking_uri)
     c = client(tracking_uri)
     exp_id = experiment_id(c, experiment, artifact_location)
     saved = Model.load(str(paths['model']))
-    sk_model = mlflow.sklearn.load_model(str(paths['model']))
-    run_dir = Path(run_dir).resolve()
+    flavor = saved.flavors['sklearn']
     with mlflow.start_run(run_id=mlflow_run_id or None, experiment_id=None if mlflow_run_id else exp_id,
                           run_name=None if mlflow_run_id else 'register') as run:
-        flavor = saved.flavors['sklearn']
-        info = mlflow.sklearn.log_model(sk_model, name='model', signature=saved.signature,
+        info = mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(paths['model'])), name='model', signature=saved.signature,
                                         input_example=saved.load_input_example(str(paths['model'])),
                                         pip_requirements=str(paths['model']/'requirements.txt'),
                                         serialization_format=flavor.get('serialization_format', 'skops'),
                                         skops_trusted_types=flavor.get('skops_trusted_types'),
                                         registered_model_name=model_name)
     v = str(info.registered_model_version)
-    for k, val in {'mlops_nb.run_id': run_dir.name, 'mlops_nb.run_dir': str(run_dir),
-                   'data_version': version['data_version'], 'verdict': 'passed' if verdict['passed'] else 'failed'}.items():
-        c.set_model_version_tag(model_name, v, k, val)
-    previous = alias_version(c, model_name)
-    champion = bool(verdict['passed'] and promote)
-    if champion:
-        if previous is not None: c.set_registered_model_alias(model_name, PREVIOUS, previous.version)
-        c.set_registered_model_alias(model_name, CHAMPION, v)
-        reason = 'verdict passed: champion'
-    elif not verdict['passed']:
-        failed = [f"{k['metric']} {k['value']:.4f} < {k['threshold']}" for k in verdict['criteria'] if not k['passed']]
-        reason = 'verdict failed (' + '; '.join(failed) + '): champion unchanged'
-    else: reason = 'promote is off: champion unchanged'
-    registration = dict(model_name=model_name, version=v, model_uri=f'models:/{model_name}/{v}', champion=champion,
-                        previous_champion=str(previous.version) if previous is not None else None, reason=reason,
+    tags = {'mlops_nb.run_id': run_dir.name, 'mlops_nb.run_dir': str(run_dir), 'data_version': version['data_version'],
+            'mlops_nb.decision': decision['decision'], **{k: f'{metrics[k]:.4f}' for k in ('accuracy', 'roc_auc') if k in metrics}}
+    for k, val in tags.items(): c.set_model_version_tag(model_name, v, k, val)
+    replaced = None
+    if decision['decision'] == 'blessed':
+        replaced = move_champion(c, tracking_uri, model_name, v, decision['compared_with'],
+                                 {'event': 'promoted', 'by': 'gate', 'note': 'blessed; no approval required', 'run_id': run_dir.name})
+    registration = dict(model_name=model_name, version=v, model_uri=f'models:/{model_name}/{v}',
+                        champion=decision['decision'] == 'blessed', replaced=replaced, **decision,
+                        reports_paths={k: get_stage('register').inputs[k] for k in _REPORTS},
                         mlflow_run_id=run.info.run_id, tracking_uri=tracking_uri)
     atomic_write_text(paths['registration'], json.dumps(registration, indent=2))
     return RegisterResult(registration)
