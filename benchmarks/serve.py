@@ -1,0 +1,261 @@
+"""Serving speed of `mlops-nb serve` against `mlflow models serve`, on the same model, in one run on this machine.
+
+A model is trained on a sample of the bundled ACS data with the default settings (the gradient-boosting
+pipeline) and registered as champion in a temporary MLflow store. Both servers are started on 127.0.0.1
+(`mlflow models serve --env-manager local`, and `mlops-nb serve` with its prediction log on) and measured
+in turns with the same client: a fixed number of single-row requests at concurrency 1, 8 and
+32 (requests/s, median and 99th-percentile latency, errors), then one 10,000-row request at a time
+(rows/s). The client keeps one HTTP/1.1 keep-alive connection per concurrent request and sends
+pre-encoded bodies, so the load is bounded and the client costs little CPU. Both servers must give the
+same predictions; at the end mlops-nb is stopped with SIGTERM and its prediction log must hold every
+request it answered.
+
+Usage: python benchmarks/serve.py [--max-rows N] [--requests K] [--big-repeat R]
+"""
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def machine():
+    mem = next((l.split()[1] for l in open('/proc/meminfo') if l.startswith('MemTotal')), '?') if os.path.exists('/proc/meminfo') else '?'
+    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor()) \
+        if os.path.exists('/proc/cpuinfo') else platform.processor()
+    print(f'machine: {platform.platform()}, {os.cpu_count()} cores ({cpu}), {int(mem) // 1024**2 if mem != "?" else "?"} GiB')
+    pkgs = ('mlops-nb', 'mlflow', 'scikit-learn', 'pandas', 'numpy', 'starlette', 'fastapi', 'uvicorn', 'uvloop', 'httptools',
+            'orjson', 'sqlalchemy')
+    def v(p):
+        try: return version(p)
+        except Exception: return 'not installed'
+    print('versions: python ' + platform.python_version() + ', ' + ', '.join(f'{p} {v(p)}' for p in pkgs))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def build_model(project: Path, max_rows: int):
+    "Train with the stage functions into project/runs/bench, register the model as champion; the holdout features"
+    import inspect
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+    from mlops_nb.data import ingest
+    from mlops_nb.model import make_features, model_input, train
+    from mlops_nb.project import load_project
+    from mlops_nb.validate import validate
+    p = load_project(project / 'settings.ini')
+    run = project / 'runs' / 'bench'
+    ingest(str(run), max_rows=max_rows)
+    kw = {'reference': 'none'} if 'reference' in inspect.signature(validate).parameters else {}  # no champion to compare with yet
+    validate(str(run), **kw)
+    make_features(str(run))
+    t = train(str(run))
+    c = MlflowClient(p.tracking_uri, registry_uri=p.tracking_uri)
+    name = p.settings['project']['model_name']
+    try: c.create_registered_model(name)
+    except Exception: pass
+    mv = c.create_model_version(name, str(run / 'artifacts/04_train/model'), tags={'mlops_nb.run_dir': str(run)})
+    c.set_registered_model_alias(name, 'champion', mv.version)
+    features = json.loads((run / 'artifacts/03_features/features.json').read_text())
+    hold = model_input(pd.read_parquet(run / 'artifacts/03_features/holdout.parquet'), features)
+    return p, name, hold, t.metrics
+
+
+def wait_ready(port: int, proc, timeout: float = 180):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None: raise RuntimeError(f'server exited with {proc.returncode}: see its log {proc.args}')
+        try:
+            with urllib.request.urlopen(f'http://127.0.0.1:{port}/ping', timeout=2) as r:
+                if r.status == 200: return time.time() - t0
+        except OSError: time.sleep(0.2)
+    raise RuntimeError('server did not start')
+
+
+def post(port: int, body: bytes):
+    req = urllib.request.Request(f'http://127.0.0.1:{port}/invocations', data=body, headers={'Content-Type': 'application/json'})
+    with urllib.request.urlopen(req, timeout=120) as r: return json.loads(r.read())['predictions']
+
+
+# -- the load client: raw HTTP/1.1 on keep-alive connections, bodies encoded beforehand
+
+async def _response(reader):
+    status = int((await reader.readline()).split()[1])
+    length, close = None, False
+    while (line := await reader.readline()) not in (b'\r\n', b''):
+        k, _, v = line.partition(b':')
+        k = k.strip().lower()
+        if k == b'content-length': length = int(v)
+        elif k == b'connection' and v.strip().lower() == b'close': close = True
+    if length is None: raise ValueError('response without content-length')
+    await reader.readexactly(length)
+    return status, close
+
+
+async def load(port: int, bodies: list, total: int, concurrency: int):
+    "Send `total` requests from `concurrency` connections; (wall seconds, latencies of answers, errors)"
+    lat, errors, jobs = [], 0, iter(range(total))
+    async def worker():
+        nonlocal errors
+        reader = writer = None
+        for i in jobs:
+            body = bodies[i % len(bodies)]
+            msg = (b'POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+                   b'Content-Length: %d\r\n\r\n' % len(body)) + body
+            t = time.perf_counter()
+            try:
+                if writer is None: reader, writer = await asyncio.open_connection('127.0.0.1', port)
+                writer.write(msg)
+                status, close = await asyncio.wait_for(_response(reader), 120)
+                lat.append(time.perf_counter() - t)
+                if status != 200: errors += 1
+                if close: writer.close(); writer = None
+            except (OSError, asyncio.IncompleteReadError, ValueError, asyncio.TimeoutError):
+                errors += 1
+                if writer is not None: writer.close()
+                writer = None
+        if writer is not None: writer.close()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - t0, lat, errors
+
+
+def run_load(*a):
+    try:
+        import uvloop
+        return uvloop.run(load(*a))
+    except ImportError: return asyncio.run(load(*a))
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float('nan')
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--max-rows', type=int, default=20000, help='rows of ACS data to train on (default 20000)')
+    ap.add_argument('--requests', type=int, default=1000, help='single-row requests per server and concurrency (default 1000)')
+    ap.add_argument('--big-repeat', type=int, default=10, help='10,000-row requests per server (default 10)')
+    ap.add_argument('--concurrency', default='1,8,32', help='concurrency levels (default 1,8,32)')
+    args = ap.parse_args()
+    levels = [int(c) for c in args.concurrency.split(',')]
+    machine()
+    tmp = Path(tempfile.mkdtemp(prefix='mlops-nb-bench-'))
+    procs = []
+    try:
+        (tmp / "settings.ini").write_text((ROOT / "settings.ini").read_text())
+        os.chdir(tmp)  # stage functions find the project from the working folder
+        t0 = time.perf_counter()
+        project, name, hold, metrics = build_model(tmp, args.max_rows)
+        print(f'model: {name} (HistGradientBoosting pipeline, {metrics.get("train_rows")} training rows, '
+              f'{metrics.get("n_features")} features) trained and registered in {time.perf_counter() - t0:.1f} s')
+
+        env = {**os.environ, 'MLFLOW_TRACKING_URI': project.tracking_uri, 'PYTHONWARNINGS': 'ignore'}
+        ports = {'mlflow': free_port(), 'mlops-nb': free_port()}
+        cmds = {'mlflow': [str(BIN / 'mlflow'), 'models', 'serve', '-m', f'models:/{name}@champion', '--env-manager', 'local',
+                           '-h', '127.0.0.1', '-p', str(ports['mlflow'])],
+                'mlops-nb': [str(BIN / 'mlops-nb'), '--settings', str(tmp / 'settings.ini'), 'serve', '--port', str(ports['mlops-nb'])]}
+        for k, cmd in cmds.items():  # output to files: a full pipe would block a server that logs every request
+            out = open(tmp / f'{k}.log', 'w')
+            procs.append((k, subprocess.Popen(cmd, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)))
+        for k, p in procs: print(f'{k} serve ready in {wait_ready(ports[k], p):.1f} s on port {ports[k]}')
+
+        # the same predictions, and the payloads
+        records = hold.astype(object).where(hold.notna(), None)
+        cols = list(records.columns)
+        rows = records.values.tolist()
+        check = json.dumps({'dataframe_split': {'columns': cols, 'data': rows[:500]}}).encode()
+        answers = {k: post(ports[k], check) for k in ports}
+        assert answers['mlflow'] == answers['mlops-nb'], 'the servers disagree'
+        print(f'same predictions from both servers on {len(answers["mlflow"])} holdout rows')
+        singles = [json.dumps({'dataframe_split': {'columns': cols, 'data': [r]}}).encode() for r in rows[:1000]]
+        big_rows = (rows * (10000 // len(rows) + 1))[:10000]
+        big = json.dumps({'dataframe_split': {'columns': cols, 'data': big_rows}}).encode()
+        assert post(ports['mlflow'], big) == post(ports['mlops-nb'], big), 'the servers disagree on the 10,000-row payload'
+        sent = 2  # requests mlops-nb answered outside the measurements
+
+        # the two servers take turns at each step, so a change in the machine's background load hits both alike
+        results, servers = {}, ('mlflow', 'mlops-nb')
+        for k in servers: run_load(ports[k], singles, 50, 4)  # warm-up
+        sent += 50
+        print(f'load average before: {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
+        for c in levels:
+            for k in servers:
+                wall, lat, err = run_load(ports[k], singles, args.requests, c)
+                results[(k, c)] = dict(rps=args.requests / wall, p50=pct(lat, 50) * 1000, p99=pct(lat, 99) * 1000, errors=err)
+                print(f'  {k:<9} concurrency {c:>2}: {results[(k, c)]["rps"]:8.1f} req/s  p50 {results[(k, c)]["p50"]:7.1f} ms  '
+                      f'p99 {results[(k, c)]["p99"]:7.1f} ms  errors {err}', flush=True)
+            sent += args.requests
+        big_lat, big_err = {k: [] for k in servers}, dict.fromkeys(servers, 0)
+        for _ in range(args.big_repeat):
+            for k in servers:
+                _, lat, err = run_load(ports[k], [big], 1, 1)
+                big_lat[k] += lat
+                big_err[k] += err
+        sent += args.big_repeat
+        for k in servers:
+            results[(k, 'big')] = dict(rows_s=10000 * len(big_lat[k]) / sum(big_lat[k]), p50=pct(big_lat[k], 50) * 1000, errors=big_err[k])
+            print(f'  {k:<9} 10,000-row payload: {results[(k, "big")]["rows_s"]:10,.0f} rows/s  '
+                  f'({results[(k, "big")]["p50"]:.0f} ms per request)  errors {big_err[k]}', flush=True)
+        print(f'load average after: {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
+
+        # stop mlops-nb gracefully: its prediction log must hold every request
+        p = dict(procs)['mlops-nb']
+        t0 = time.perf_counter()
+        p.send_signal(signal.SIGTERM)
+        p.wait(60)
+        stop_s = time.perf_counter() - t0
+        with sqlite3.connect(tmp / 'predictions.db') as db:
+            logged, ok = db.execute('select count(*), sum(status = 200) from predictions').fetchone()
+        print(f'mlops-nb stopped in {stop_s:.1f} s (exit {p.returncode}); prediction log: {logged} of {sent} requests '
+              f'({ok} answered 200)')
+
+        print()
+        print(f'{"single-row requests":<22}{"":>6}{"mlflow req/s":>14}{"mlops-nb req/s":>16}{"x":>7}'
+              f'{"mlflow p99 ms":>15}{"mlops-nb p99 ms":>17}{"p50 ms (mlflow / mlops-nb)":>29}{"errors":>9}')
+        for c in levels:
+            m, o = results[('mlflow', c)], results[('mlops-nb', c)]
+            print(f'{"concurrency " + str(c):<28}{m["rps"]:>14.1f}{o["rps"]:>16.1f}{o["rps"] / m["rps"]:>7.1f}{m["p99"]:>15.1f}'
+                  f'{o["p99"]:>17.1f}{m["p50"]:>16.1f} / {o["p50"]:<10.1f}{m["errors"]:>4} / {o["errors"]}')
+        m, o = results[('mlflow', 'big')], results[('mlops-nb', 'big')]
+        print(f'{"10,000-row payload":<28}{m["rows_s"]:>14,.0f}{o["rows_s"]:>16,.0f}{o["rows_s"] / m["rows_s"]:>7.1f}  rows/s')
+        goals = {f'>= 10x requests/s at concurrency {c}': results[('mlops-nb', c)]['rps'] >= 10 * results[('mlflow', c)]['rps']
+                 for c in levels if c >= 8}
+        goals.update({f'p99 <= 1/3 of mlflow at concurrency {c}': results[('mlops-nb', c)]['p99'] <= results[('mlflow', c)]['p99'] / 3
+                      for c in levels if c >= 8})
+        goals['zero errors'] = all(results[('mlops-nb', c)]['errors'] == 0 for c in [*levels, 'big'])
+        goals['every request in the prediction log'] = logged == sent and p.returncode == 0
+        goals['>= 3x rows/s on the 10,000-row payload'] = o['rows_s'] >= 3 * m['rows_s']
+        print('\ngoals (prediction log on):')
+        for g, ok in goals.items(): print(f'  {"met    " if ok else "NOT met"}  {g}')
+        print(json.dumps({f'{k}_c{c}': {kk: round(vv, 2) for kk, vv in v.items()} for (k, c), v in results.items()}))
+    finally:
+        for _, p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try: p.wait(30)
+                except subprocess.TimeoutExpired: p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
