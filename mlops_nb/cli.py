@@ -1,4 +1,4 @@
-"""The `mlops-nb` command: run the pipeline, list runs, show one, list the settings.
+"""The `mlops-nb` command: run the pipeline, list and show runs, settings, approvals, rollbacks, models and audits.
 
 Docs: https://github.com/mlops-nb/mlops-nb/cli.html.md"""
 
@@ -16,7 +16,9 @@ from .project import load_project
 from .runner import RunInterrupted, find_run, list_runs, read_manifest, run_pipeline
 
 # %% auto #0
-__all__ = ['cmd_run', 'cmd_runs', 'cmd_show', 'cmd_settings', 'parser', 'main']
+__all__ = ['cmd_run', 'cmd_runs', 'cmd_show', 'cmd_settings', 'cmd_data_versions', 'cmd_approve', 'cmd_rollback', 'cmd_models',
+           'cmd_audit', 'cmd_serve', 'cmd_feedback', 'cmd_predictions_export', 'cmd_report', 'cmd_diff', 'cmd_ui',
+           'cmd_lab', 'parser', 'main']
 
 # %% ../notebooks/lib/09_cli.ipynb #c004
 def _table(rows:list, columns:list):
@@ -45,13 +47,24 @@ def cmd_run(args):
     if 'data_version' in s: print(f"  data     version {s['data_version']} ({s['rows']:,} rows)")
     if 'metrics' in s: print('  metrics  ' + '  '.join(f'{k} {_fmt(v)}' for k, v in s['metrics'].items()))
     if 'version' in s:
-        alias = 'champion' if s['champion'] else 'not champion (see the register notebook)'
-        print(f"  model    {s['model_name']} version {s['version']}, {alias}")
+        decision = s.get('decision')
+        if decision == 'pending_approval' and args.approve_as:
+            from mlops_nb.gate import approve
+            approve(run_dir, by=args.approve_as, note='approved at run time with --approve-as')
+            _render_pages(project or load_project(args.settings), run_dir)
+            decision = f'approved by {args.approve_as}: champion'
+        elif decision == 'pending_approval': decision = f"pending approval: mlops-nb approve {m['run_id']} --by NAME"
+        elif decision == 'rejected': decision = 'rejected: ' + '; '.join(m['stages'][-1]['result']['reasons'])
+        elif decision == 'blessed': decision = 'blessed: champion'
+        print(f"  model    {s['model_name']} version {s['version']}, {decision}")
     print('next')
+    print(f"  read the report               {_rel(run_dir)}/report.html")
+    print(f"  all runs, charts, diffs       mlops-nb ui  (or open {_rel(run_dir.parent)}/index.html)")
     print(f"  read the executed notebooks   {_rel(run_dir)}/*.ipynb")
     print(f"  this run in detail            mlops-nb show {m['run_id']}")
     print(f"  the MLflow UI                 mlflow ui --backend-store-uri {m['mlflow']['tracking_uri']}")
-    if s.get('champion'):
+    if 'model_name' in s:
+        print(f"  the model versions            mlops-nb models")
         print(f"  load the champion             mlflow.pyfunc.load_model('models:/{s['model_name']}@champion')")
     return 0
 
@@ -101,7 +114,157 @@ def cmd_settings(args):
     print(_table(rows, ['setting', 'type', 'value', 'default', 'help']))
     return 0
 
-# %% ../notebooks/lib/09_cli.ipynb #c007
+def cmd_data_versions(args):
+    from mlops_nb.data import data_versions
+    project = load_project(args.settings)
+    rows = data_versions(list_runs(project))
+    for r in rows: r.update(first_used=(r['first_used'] or '').replace('+00:00', 'Z'), last_used=(r['last_used'] or '').replace('+00:00', 'Z'))
+    if not rows: print(f'no data versions yet: no run in {project.runs_dir} has ingested data')
+    else: print(_table(rows, ['data_version', 'rows', 'columns', 'schema_hash', 'source', 'runs', 'first_run', 'last_run']))
+    return 0
+
+def _project_registry(args):
+    p = load_project(args.settings)
+    return p.tracking_uri, p.settings['project']['model_name']
+
+def cmd_approve(args):
+    from mlops_nb.gate import approve, reject
+    project = load_project(args.settings)
+    run_dir = find_run(project, args.run)
+    e = (approve if args.command == 'approve' else reject)(run_dir, by=args.by, note=args.note or '')
+    _render_pages(project, run_dir)
+    print(f"{e['model_name']} version {e['version']} {e['decision']} by {e['by']} at {e['at']}"
+          + (f"; champion now (replaced version {e['replaced']})" if e['decision'] == 'approved' and e.get('replaced') else
+             '; champion now' if e['decision'] == 'approved' else ''))
+    return 0
+
+def cmd_rollback(args):
+    from mlops_nb.gate import rollback
+    r = rollback(*_project_registry(args), by=args.by, note=args.note, to=args.to)
+    _render_pages(load_project(args.settings))
+    print(f"{r['model_name']}: champion is version {r['champion']} again (was {r['replaced']})")
+    return 0
+
+def cmd_models(args):
+    from mlops_nb.gate import models
+    uri, name = _project_registry(args)
+    rows = models(uri, name)
+    if not rows: print(f'no registered versions of {name} in {uri}')
+    else: print(_table(rows, ['version', 'aliases', 'status', 'gate', 'approval', 'roc_auc', 'accuracy', 'data_version', 'run']))
+    return 0
+
+def cmd_audit(args):
+    import pandas as pd
+    from mlops_nb.audit import audit_table, write_audit
+    path = Path(args.data)
+    if not path.is_file(): raise MlopsError(f'{path}: no such file')
+    try: df = pd.read_parquet(path) if path.suffix.lower() in ('.parquet', '.pq') else pd.read_csv(path)
+    except Exception as e: raise MlopsError(f'{path}: cannot be read: {e}') from None
+    r = audit_table(df, args.label, args.prediction, args.group, args.intersections, args.min_group_size, args.n_boot, args.criteria)
+    for col, t in r.tables.items():
+        print(f'\n{col}')
+        print(t[['count', 'judgeable', 'selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision']].round(4).to_string())
+    print('\ndisparities (judgeable groups)')
+    print(r.summary.round(4).to_string())
+    if r.verdict['criteria']:
+        print('\n' + _table(r.verdict['criteria'], ['column', 'measure', 'op', 'threshold', 'value', 'outcome']))
+    if args.out:
+        write_audit(r, args.out)
+        print(f'\nreport written to {args.out}')
+    return 0 if r.verdict['passed'] else 3
+
+def cmd_serve(args):
+    from mlops_nb.serve import serve, server_from_project
+    serve(server_from_project(load_project(args.settings, args.param), args.model, args.alias), args.host, args.port)
+    return 0
+
+def cmd_feedback(args):
+    from mlops_nb.predlog import log_url, read_feedback_file, record_feedback
+    url = log_url(load_project(args.settings))
+    r = record_feedback(url, read_feedback_file(args.file), args.source or '', args.independent)
+    print(f"{r['labels']:,} labels recorded: {r['matched']:,} match logged predictions, {r['unmatched']:,} do not")
+    return 0
+
+def cmd_predictions_export(args):
+    from mlops_nb.predlog import export_predictions, log_url, parse_when
+    url = log_url(load_project(args.settings))
+    n = export_predictions(url, args.to, parse_when(args.since), parse_when(args.until))
+    print(f'{n:,} predictions written to {args.to}')
+    return 0
+
+# %% ../notebooks/lib/09_cli.ipynb #c008
+def _render_pages(project, run_dir=None):
+    from mlops_nb.report import render_run_pages
+    render_run_pages(project, run_dir, echo=lambda line: print(line, file=sys.stderr))
+
+def cmd_report(args):
+    from mlops_nb.dashboard import render_dashboard
+    from mlops_nb.report import render_reports
+    project = load_project(args.settings)
+    dirs = [find_run(project, args.run)] if args.run else [project.runs_dir/m['run_id'] for m in list_runs(project)]
+    if not dirs: print(f'no runs yet in {project.runs_dir}: start one with `mlops-nb run`')
+    paths = render_reports(dirs)
+    if len(paths) == 1: print(f'report     {_rel(paths[0])}')
+    elif paths: print(f'{len(paths)} reports rendered in {_rel(project.runs_dir)}/*/report.html')
+    print(f'dashboard  {_rel(render_dashboard(project))}')
+    return 0
+
+def cmd_diff(args):
+    from mlops_nb.dashboard import diff_text, write_diff
+    project = load_project(args.settings)
+    d, page = write_diff(project.runs_dir, find_run(project, args.run_a), find_run(project, args.run_b))
+    print(diff_text(d))
+    print(f'\npage  {_rel(page)}')
+    return 0
+
+def _stop(*_): raise KeyboardInterrupt
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+def cmd_ui(args):
+    import signal, subprocess
+    from mlops_nb.dashboard import dashboard_server, render_dashboard
+    from mlops_nb.report import render_reports
+    project = load_project(args.settings)
+    render_reports([project.runs_dir/m['run_id'] for m in list_runs(project) if not (project.runs_dir/m['run_id']/'report.html').is_file()])
+    render_dashboard(project)
+    srv = dashboard_server(project.runs_dir, args.port)
+    signal.signal(signal.SIGTERM, _stop)  # stopped by a service manager: close down as after Ctrl-C
+    print(f'dashboard  http://127.0.0.1:{srv.server_address[1]}/index.html', flush=True)
+    mlflow = None
+    if args.mlflow:
+        port = args.mlflow_port or _free_port()
+        mlflow = subprocess.Popen([sys.executable, '-m', 'mlflow', 'ui', '--backend-store-uri', project.tracking_uri,
+                                   '--host', '127.0.0.1', '--port', str(port)], cwd=project.root)
+        print(f'MLflow UI  http://127.0.0.1:{port}/  (started by --mlflow, stops with this command)', flush=True)
+    else: print(f'MLflow UI  mlflow ui --backend-store-uri {project.tracking_uri} --host 127.0.0.1 --port 5000  '
+                '(then http://127.0.0.1:5000/), or run this command with --mlflow', flush=True)
+    print('Ctrl-C stops', flush=True)
+    try: srv.serve_forever()
+    except KeyboardInterrupt: pass
+    finally:
+        srv.server_close()
+        if mlflow is not None:
+            mlflow.terminate()
+            try: mlflow.wait(15)
+            except subprocess.TimeoutExpired: mlflow.kill()
+    return 0
+
+def cmd_lab(args):
+    import importlib.util, os
+    project = load_project(args.settings)
+    if importlib.util.find_spec('jupyterlab') is None: raise MlopsError("JupyterLab is not installed: pip install 'mlops-nb[lab]'")
+    argv = [sys.executable, '-m', 'jupyterlab', f'--ServerApp.root_dir={project.root}', '--ServerApp.ip=127.0.0.1',
+            f'--ServerApp.port={args.port}', '--ServerApp.default_url=/lab/tree/notebooks/stages', *(['--no-browser'] if args.no_browser else []),
+            *(['--allow-root'] if args.allow_root else [])]
+    print(f'JupyterLab at {project.root}: the stage notebooks are in notebooks/stages and run top to bottom with their defaults', flush=True)
+    os.execv(sys.executable, argv)  # JupyterLab owns the terminal from here: Ctrl-C shuts its kernels down itself
+
+# %% ../notebooks/lib/09_cli.ipynb #c009
 def parser():
     "The argument parser of `mlops-nb`"
     p = argparse.ArgumentParser(prog='mlops-nb', description='Run the ML lifecycle as parameterized notebooks.')
@@ -111,8 +274,71 @@ def parser():
     r.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE',
                    help='override one setting for this run, typed by its declaration (repeatable)')
     r.add_argument('--resume', metavar='RUN', help='continue a failed or interrupted run from its first incomplete stage')
+    r.add_argument('--approve-as', metavar='NAME', help="approve the model as NAME if the gate passes it (recorded like `mlops-nb approve`)")
     r.set_defaults(func=cmd_run)
+    for verb, helptext in (('approve', 'approve a run\'s model: it becomes champion'), ('reject', "reject a run's model: it never becomes champion")):
+        a = sub.add_parser(verb, help=helptext)
+        a.add_argument('run', metavar='RUN', help='run id, a unique part of it, or a run folder')
+        a.add_argument('--by', required=True, metavar='NAME', help='who decides')
+        a.add_argument('--note', required=verb == 'reject', metavar='TEXT', help='why')
+        a.set_defaults(func=cmd_approve)
+    rb = sub.add_parser('rollback', help='move the champion alias back')
+    rb.add_argument('--to', metavar='VERSION', help='the version to restore (default: the previous champion)')
+    rb.add_argument('--by', required=True, metavar='NAME', help='who rolls back')
+    rb.add_argument('--note', required=True, metavar='TEXT', help='why')
+    rb.set_defaults(func=cmd_rollback)
+    sub.add_parser('models', help='model versions with aliases, decisions, approvals and metrics').set_defaults(func=cmd_models)
+    au = sub.add_parser('audit', help='audit any table of decisions with labels for bias by group (exit 3 if a criterion fails)')
+    au.add_argument('--data', required=True, metavar='FILE', help='CSV or Parquet table, one row per decision')
+    au.add_argument('--label', required=True, metavar='COL', help='column of true labels (0/1)')
+    au.add_argument('--prediction', required=True, metavar='COL', help='column of decisions (0/1)')
+    au.add_argument('--group', required=True, action='append', metavar='COL', help='group column (repeatable)')
+    au.add_argument('--intersections', action='store_true', help='also audit the combination of the group columns')
+    au.add_argument('--min-group-size', type=int, default=100, metavar='N', help='smaller groups are too small to judge (default 100)')
+    au.add_argument('--n-boot', type=int, default=200, metavar='N', help='bootstrap resamples for the intervals (default 200)')
+    au.add_argument('--criteria', default='', metavar='TEXT', help='e.g. "demographic_parity_ratio at least 0.8"')
+    au.add_argument('--out', metavar='FILE.json', help='also write the report as JSON')
+    au.set_defaults(func=cmd_audit)
+    sv = sub.add_parser('serve', help='serve the champion over HTTP (MLflow scoring protocol), logging every prediction')
+    sv.add_argument('--model', metavar='NAME', help='registered model name (default: [project] model_name)')
+    sv.add_argument('--alias', default='champion', help='alias of the version answering by default (default: champion)')
+    sv.add_argument('--host', default='127.0.0.1', help='interface to listen on (default: 127.0.0.1, this machine only)')
+    sv.add_argument('--port', type=int, default=8000, help='port to listen on (default: 8000)')
+    sv.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE',
+                    help='override a setting, e.g. serve.weights=90/10 (repeatable)')
+    sv.set_defaults(func=cmd_serve)
+    fb = sub.add_parser('feedback', help='join labels (request_id, label; optionally row, source, independent) to logged predictions')
+    fb.add_argument('file', metavar='FILE', help='CSV, Parquet or JSON-lines file of labels')
+    fb.add_argument('--source', metavar='NAME', help='where the labels come from (for rows that do not say)')
+    fb.add_argument('--independent', action='store_true',
+                    help='the labels come from a person or process independent of the model (default: not, so training does not learn from them)')
+    fb.set_defaults(func=cmd_feedback)
+    pr = sub.add_parser('predictions', help='the prediction log').add_subparsers(dest='predictions_command', required=True, metavar='SUBCOMMAND')
+    ex = pr.add_parser('export', help='write logged predictions, with shadow predictions and labels, to Parquet')
+    ex.add_argument('--since', metavar='WHEN', help='ISO date or time (UTC), or an age such as 7d or 12h (default: from the start)')
+    ex.add_argument('--until', metavar='WHEN', help='stop before this time (default: now)')
+    ex.add_argument('--to', required=True, metavar='FILE.parquet', help='Parquet file to write')
+    ex.set_defaults(func=cmd_predictions_export)
     sub.add_parser('runs', help='list runs').set_defaults(func=cmd_runs)
+    rp = sub.add_parser('report', help="render report.html of one run (default: every run) and the runs dashboard")
+    rp.add_argument('run', nargs='?', metavar='RUN', help='run id, a unique part of it, or a run folder')
+    rp.set_defaults(func=cmd_report)
+    ui = sub.add_parser('ui', help='serve the dashboard and reports on 127.0.0.1 and give the MLflow UI address')
+    ui.add_argument('--port', type=int, default=8000, help='port of the dashboard (default 8000; 0 picks a free one)')
+    ui.add_argument('--mlflow', action='store_true', help='also start the MLflow UI on the same tracking store')
+    ui.add_argument('--mlflow-port', type=int, default=5000, metavar='PORT', help='port of the MLflow UI (default 5000; 0 picks a free one)')
+    ui.set_defaults(func=cmd_ui)
+    df = sub.add_parser('diff', help='what differs between two runs, what moved, and the likely cause')
+    df.add_argument('run_a', metavar='RUN_A', help='the earlier run')
+    df.add_argument('run_b', metavar='RUN_B', help='the later run')
+    df.set_defaults(func=cmd_diff)
+    lb = sub.add_parser('lab', help='start JupyterLab at the project, open at the stage notebooks')
+    lb.add_argument('--port', type=int, default=8888, help='port (default 8888; the next free one if taken)')
+    lb.add_argument('--no-browser', action='store_true', help='do not open a browser')
+    lb.add_argument('--allow-root', action='store_true', help='run as root (in a container, say), which JupyterLab refuses otherwise')
+    lb.set_defaults(func=cmd_lab)
+    dv = sub.add_parser('data', help='the data the runs used').add_subparsers(dest='data_command', required=True, metavar='SUBCOMMAND')
+    dv.add_parser('versions', help='data versions seen across runs: rows, schema hash, first and last run').set_defaults(func=cmd_data_versions)
     st = sub.add_parser('settings', help='every setting with its type, value, default and help')
     st.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='show the values with this override')
     st.set_defaults(func=cmd_settings)

@@ -8,8 +8,10 @@ Docs: https://github.com/mlops-nb/mlops-nb/runner.html.md"""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -181,6 +183,9 @@ class Tracker:
         if (run_dir/stage.notebook).exists(): self.c.log_artifact(rid, str(run_dir/stage.notebook))
         for rel in stage.outputs.values():
             if rel.endswith('.json') and (run_dir/rel).exists(): self.c.log_artifact(rid, str(run_dir/rel), 'outputs')
+        if record['status'] == 'completed' and 'snapshot' in stage.outputs and 'data_version' in (record.get('result') or {}):
+            from mlops_nb.data import log_dataset_input
+            for run_id in (rid, self.parent): log_dataset_input(self.c, run_id, record['result'], run_dir/stage.outputs['snapshot'])
         self.c.set_terminated(rid, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(record['status'], 'FAILED'))
 
     def end_run(self, run_dir:Path, manifest:dict):
@@ -200,7 +205,7 @@ def _summary(manifest:dict):
     s = {}
     if 'ingest' in res: s.update(data_version=res['ingest'].get('data_version'), rows=res['ingest'].get('rows'))
     if 'evaluate' in res: s['metrics'] = {k: v for k, v in res['evaluate'].items() if k != 'rows'}
-    if 'register' in res: s.update({k: res['register'].get(k) for k in ('model_name', 'version', 'champion')})
+    if 'register' in res: s.update({k: res['register'].get(k) for k in ('model_name', 'version', 'champion', 'decision')})
     return s
 
 def _freeze(run_dir:Path):
@@ -226,12 +231,8 @@ def _progress(i:int, n:int, rec:dict):
     took = f"{rec['duration_s']:7.1f} s" if rec.get('duration_s') is not None else ''
     return f"[{i}/{n}] {rec['name']:<10} {rec['status']:<11} {took}"
 
-def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
-                 resume:str|Path|None=None, # a run folder to continue instead of starting a new run
-                 echo=print, # where progress lines go
-                 kind:str='train', # recorded in the manifest
-                ):
-    "Run the pipeline's stage notebooks into a run folder; return the run folder"
+def _open_run(project:Project|None, resume:str|Path|None, kind:str):
+    "`(project, stages, manifest, run_dir)` of a new run, or of the run to resume"
     if resume:
         run_dir = Path(resume).resolve()
         manifest = read_manifest(run_dir)
@@ -246,6 +247,35 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
         stages = project.stages
         manifest = _new_manifest(project, stages, kind)
         run_dir = project.runs_dir/manifest['run_id']
+    return project, stages, manifest, run_dir
+
+def _close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, project:Project, echo=print):
+    "Record the run's outcome; raise if it did not complete"
+    records = manifest['stages']
+    statuses = {r['status'] for r in records}
+    manifest['status'] = 'completed' if statuses == {'completed'} else 'interrupted' if 'interrupted' in statuses else 'failed'
+    manifest.update(ended=utc_now().isoformat(), summary=_summary(manifest))
+    manifest['duration_s'] = round(manifest.get('duration_s') or 0, 3) + round(time.perf_counter() - started, 3)
+    write_manifest(run_dir, manifest)
+    tracker.end_run(run_dir, manifest)
+    from mlops_nb.report import render_run_pages  # report.html and the dashboard; a failure there is only a warning line
+    render_run_pages(project, run_dir, echo)
+    if manifest['status'] == 'completed': _freeze(run_dir)
+    failed = next((r for r in records if r['status'] in ('failed', 'interrupted')), None)
+    if failed and failed['status'] == 'interrupted':
+        raise RunInterrupted(f'run {manifest["run_id"]} interrupted in stage {failed["name"]}; continue with: mlops-nb run --resume {run_dir}')
+    if failed:
+        raise StageFailed(f'stage {failed["name"]} failed: {failed["error"]}\n'
+                          f'see {run_dir/failed["notebook"]} and {run_dir/"logs"/(Path(failed["notebook"]).stem + ".log")}\n'
+                          f'after fixing the cause: mlops-nb run --resume {run_dir}')
+
+def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
+                 resume:str|Path|None=None, # a run folder to continue instead of starting a new run
+                 echo=print, # where progress lines go
+                 kind:str='train', # recorded in the manifest
+                ):
+    "Run the pipeline's stage notebooks into a run folder; return the run folder"
+    project, stages, manifest, run_dir = _open_run(project, resume, kind)
     problems = [p for s in stages for p in check_notebook(s, project.root/'notebooks'/'stages'/s.notebook)]
     if problems: raise MlopsError('stage notebooks do not match their declared parameters:\n  ' + '\n  '.join(problems))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -255,11 +285,11 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     records, n = manifest['stages'], len(stages)
     todo = [i for i, r in enumerate(records) if r['status'] != 'completed']
     started = time.perf_counter()
-    kernel = lambda i: Kernel(run_dir, run_dir/'logs'/f'{Path(stages[i].notebook).stem}.log')
+    def kernel(i): return Kernel(run_dir, run_dir/'logs'/f'{Path(stages[i].notebook).stem}.log')
     kernels = {todo[0]: kernel(todo[0])} if todo else {}
     tracker = Tracker(project, manifest)
     echo(f'run {manifest["run_id"]}: {n} stages into {run_dir}')
-    current = None
+    current = restore = None
     try:
         for j, i in enumerate(todo):
             stage, rec, current = stages[i], records[i], i
@@ -286,26 +316,18 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
             write_manifest(run_dir, manifest)
             if rec['status'] == 'failed': break
     except KeyboardInterrupt:
+        restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the record of the first short
+        # nbclient's cancelled tasks die with the kernel and asyncio reports them as unretrieved: expected here
+        logging.getLogger('asyncio').setLevel(logging.CRITICAL)
         if current is not None:
             kernels[current].interrupt()
             records[current].update(status='interrupted', end=utc_now().isoformat(), error='interrupted (Ctrl-C)')
             tracker.end_stage(run_dir, stages[current], records[current])
     finally:
         for k in kernels.values(): k.shutdown()
-    statuses = {r['status'] for r in records}
-    manifest['status'] = 'completed' if statuses == {'completed'} else 'interrupted' if 'interrupted' in statuses else 'failed'
-    manifest.update(ended=utc_now().isoformat(), summary=_summary(manifest))
-    manifest['duration_s'] = round(manifest.get('duration_s') or 0, 3) + round(time.perf_counter() - started, 3)
-    write_manifest(run_dir, manifest)
-    tracker.end_run(run_dir, manifest)
-    if manifest['status'] == 'completed': _freeze(run_dir)
-    failed = next((r for r in records if r['status'] in ('failed', 'interrupted')), None)
-    if failed and failed['status'] == 'interrupted':
-        raise RunInterrupted(f'run {manifest["run_id"]} interrupted in stage {failed["name"]}; continue with: mlops-nb run --resume {run_dir}')
-    if failed:
-        raise StageFailed(f'stage {failed["name"]} failed: {failed["error"]}\n'
-                          f'see {run_dir/failed["notebook"]} and {run_dir/"logs"/(Path(failed["notebook"]).stem + ".log")}\n'
-                          f'after fixing the cause: mlops-nb run --resume {run_dir}')
+    try: _close_run(run_dir, manifest, tracker, started, project, echo)
+    finally:
+        if restore is not None: signal.signal(signal.SIGINT, restore)
     return run_dir
 
 # %% ../notebooks/lib/08_runner.ipynb #c016

@@ -16,7 +16,8 @@ def make_project(dest: Path, max_rows: int = 2000) -> Path:
     "A project folder at `dest`: the repo's settings.ini (on a small sample) and stage notebooks"
     shutil.copytree(ROOT / 'notebooks' / 'stages', dest / 'notebooks' / 'stages')
     text = (ROOT / 'settings.ini').read_text()
-    (dest / 'settings.ini').write_text(text.replace('max_rows = 0', f'max_rows = {max_rows}'))
+    text = text.replace('max_rows = 0', f'max_rows = {max_rows}').replace('n_boot = 200', 'n_boot = 50')
+    (dest / 'settings.ini').write_text(text)
     return dest
 
 
@@ -35,7 +36,7 @@ def manifests(project: Path):
 def trained(tmp_path_factory):
     "A project with one completed training run: `(project, completed process, manifest)`"
     project = make_project(tmp_path_factory.mktemp('project'))
-    res = cli(project, 'run')
+    res = cli(project, 'run', '--approve-as', 'tester')
     assert res.returncode == 0, res.stdout + res.stderr
     return project, res, manifests(project)[-1]
 

@@ -61,5 +61,5 @@ def test_stage_notebooks_run_top_to_bottom_with_their_defaults(tmp_path):
         pm.execute_notebook(str(stages_dir / s.notebook), str(tmp_path / s.notebook), cwd=str(stages_dir),
                             progress_bar=False, kernel_name='python3')
     interactive = project / 'runs' / 'interactive'
-    assert (interactive / 'artifacts/06_register/registration.json').is_file()
+    assert (interactive / 'artifacts/07_register/registration.json').is_file()
     assert (project / 'mlflow.db').is_file(), "the default tracking URI is the project's settings.ini"

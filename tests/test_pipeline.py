@@ -13,7 +13,7 @@ import pytest
 from conftest import MLOPS_NB, cli, manifests
 from mlops_nb.core import sha256_path
 
-STAGES = ['ingest', 'validate', 'features', 'train', 'evaluate', 'register']
+STAGES = ['ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register']
 
 
 def tracking_uri(project):
@@ -40,9 +40,9 @@ def test_run_prints_progress_and_summary(trained):
     project, res, m = trained
     lines = res.stdout.splitlines()
     for i, name in enumerate(STAGES, 1):
-        assert any(re.match(rf'\[{i}/6\] {name}\s+completed\s+[\d.]+ s$', l) for l in lines), res.stdout
+        assert any(re.match(rf'\[{i}/7\] {name}\s+completed\s+[\d.]+ s$', l) for l in lines), res.stdout
     assert f"run {m['run_id']} completed" in res.stdout
-    assert 'acs-employment version 1, champion' in res.stdout
+    assert 'acs-employment version 1, approved by tester: champion' in res.stdout
     assert re.search(r'metrics .*accuracy 0\.\d{4}.*roc_auc 0\.\d{4}', res.stdout)
     assert 'Traceback' not in res.stderr
 
@@ -91,6 +91,7 @@ def test_mlflow_has_parent_and_nested_runs(trained):
         assert run.data.tags['mlflow.parentRunId'] == parent.info.run_id and run.data.tags['mlops_nb.stage'] == r['name']
         assert r['notebook'] in [a.path for a in c.list_artifacts(run.info.run_id)]
     assert c.get_run(m['stages'][4]['mlflow_run_id']).data.metrics['roc_auc'] == m['summary']['metrics']['roc_auc']
+    assert 'demographic_parity_ratio' in ''.join(c.get_run(m['stages'][5]['mlflow_run_id']).data.metrics)
     v = c.get_model_version('acs-employment', '1')
     assert v.tags['mlops_nb.run_id'] == m['run_id'] and v.tags['data_version'] == m['summary']['data_version']
 
@@ -173,7 +174,7 @@ def test_resume_continues_from_the_failed_stage(project):
     res = cli(project, 'run')
     assert res.returncode == 1 and 'RuntimeError: simulated failure' in res.stderr and 'Traceback' not in res.stderr
     failed = manifests(project)[-1]
-    assert [r['status'] for r in failed['stages']] == ['completed'] * 3 + ['failed', 'pending', 'pending']
+    assert [r['status'] for r in failed['stages']] == ['completed'] * 3 + ['failed'] + ['pending'] * 3
     restore()
     res = cli(project, 'run', '--resume', failed['run_id'])
     assert res.returncode == 0, res.stderr
@@ -182,7 +183,7 @@ def test_resume_continues_from_the_failed_stage(project):
     for before, after in zip(failed['stages'][:3], resumed['stages'][:3]):
         assert before['start'] == after['start'], 'completed stages are not run again'
     assert resumed['mlflow']['run_id'] == failed['mlflow']['run_id']
-    assert champion_version(project) == '1'
+    assert resumed['summary']['decision'] == 'pending_approval' and champion_version(project) is None
     res = cli(project, 'run', '--resume', failed['run_id'])
     assert res.returncode == 1 and 'nothing to resume' in res.stderr
 
@@ -207,7 +208,7 @@ def test_ctrl_c_records_the_run_as_interrupted(project):
         if ms and ms[-1]['stages'][1]['status'] == 'running':
             break
         time.sleep(0.5)
-    time.sleep(3)  # let the notebook reach the sleeping cell
+    time.sleep(8)  # let the notebook reach the sleeping cell (validate imports MLflow first)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
