@@ -133,9 +133,15 @@ def audit_table(df:pd.DataFrame, # one row per decision
     measures = {name: disparities(t) for name, t in tables.items()}
     return AuditResult(tables, measures, verdict(judge_groups(parse_criteria(criteria, 'audit.criteria'), measures)))
 
+def _native(v):
+    "A JSON value for a table cell: exact floats (pandas' JSON writer keeps 15 digits), NaN as null"
+    v = v.item() if hasattr(v, 'item') else v
+    return None if isinstance(v, float) and v != v else v
+
 def write_audit(result:AuditResult, path:str|Path):
     "The audit as one JSON report"
-    tables = {k: json.loads(t.reset_index(names='group').to_json(orient='records', double_precision=15)) for k, t in result.tables.items()}
+    tables = {k: [{c: _native(v) for c, v in row.items()} for row in t.reset_index(names='group').to_dict(orient='records')]
+              for k, t in result.tables.items()}
     atomic_write_text(path, json.dumps({'passed': result.verdict['passed'], 'criteria': result.verdict['criteria'],
                                         'disparities': result.measures, 'groups': tables}, indent=2, default=float))
 
