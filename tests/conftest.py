@@ -23,7 +23,8 @@ def make_project(dest: Path, max_rows: int = 2000) -> Path:
 
 def cli(project: Path, *args, timeout=600):
     "Run `mlops-nb` on `project` in a fresh process, as a user would"
-    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+    # mlflow.set_tracking_uri/set_registry_uri export MLFLOW_* variables: a test's store must not leak into the next
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')}, 'PYTHONWARNINGS': 'ignore'}
     return subprocess.run([*MLOPS_NB, '--settings', str(project / 'settings.ini'), *args], cwd=project,
                           capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -103,7 +103,8 @@ def _wait_ready(url, proc, timeout=120):
 
 def test_same_predictions_as_mlflow_models_serve(served, tmp_path):
     "Both versions (the fast path and the general one), every input format, against MLflow's own server"
-    env = {**os.environ, 'MLFLOW_TRACKING_URI': served.uri, 'PYTHONWARNINGS': 'ignore'}
+    # earlier tests in this process may have set MLFLOW_REGISTRY_URI (mlflow.set_registry_uri exports it): pin both
+    env = {**os.environ, 'MLFLOW_TRACKING_URI': served.uri, 'MLFLOW_REGISTRY_URI': served.uri, 'PYTHONWARNINGS': 'ignore'}
     ports = [_free_port(), _free_port()]
     procs = [subprocess.Popen([str(BIN / 'mlflow'), 'models', 'serve', '-m', f'models:/{MODEL}/{v}', '--env-manager', 'local',
                                '-h', '127.0.0.1', '-p', str(port)], env=env, cwd=tmp_path, stdout=open(tmp_path / f'mlflow{v}.log', 'w'),
@@ -236,7 +237,7 @@ def test_sticky_routing_and_shadow_scoring(served, tmp_path):
 def test_cli_serve_logs_every_request_through_sigterm_then_feedback_and_export(served, tmp_path):
     "`mlops-nb serve`, requests in flight when SIGTERM arrives, then `mlops-nb feedback` and `mlops-nb predictions export`"
     port = _free_port()
-    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')}, 'PYTHONWARNINGS': 'ignore'}
     proc = subprocess.Popen([*MLOPS_NB, '--settings', str(served.project / 'settings.ini'), 'serve', '--port', str(port)],
                             cwd=served.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f'http://127.0.0.1:{port}'
