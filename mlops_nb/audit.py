@@ -19,7 +19,8 @@ from .gate import judge_groups, parse_criteria, verdict
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['RATES', 'group_rates', 'disparities', 'AuditResult', 'audit_table', 'write_audit', 'audit']
+__all__ = ['RATES', 'ERRORS', 'MEASURES', 'group_rates', 'group_errors', 'disparities', 'error_disparities', 'AuditResult',
+           'audit_table', 'write_audit', 'audit']
 
 # %% ../notebooks/lib/12_audit.ipynb #c004
 RATES = ('selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision')
@@ -74,6 +75,48 @@ def group_rates(y_true, # labels, 0/1
     return table
 
 # %% ../notebooks/lib/12_audit.ipynb #c008
+ERRORS = ('mean_label', 'mean_prediction', 'mean_error', 'mae', 'rmse')
+
+def _error_frame(y_true, y_pred, groups):
+    from fairlearn.metrics import MetricFrame, count
+    from sklearn.metrics import mean_absolute_error, root_mean_squared_error
+    metrics = {'count': count, 'mean_label': lambda y, p: float(np.mean(y)), 'mean_prediction': lambda y, p: float(np.mean(p)),
+               'mean_error': lambda y, p: float(np.mean(p - y)), 'mae': mean_absolute_error, 'rmse': root_mean_squared_error}
+    return MetricFrame(metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
+
+def group_errors(y_true, # numeric labels
+                 y_pred, # numeric predictions
+                 groups:pd.Series, # the group of each row
+                 min_group_size:int=100, # smaller groups are "too small to judge"
+                 n_boot:int=200, # bootstrap resamples for the intervals; 0 for none
+                 ci:float=0.95, # interval coverage
+                 random_state:int=42):
+    "Per-group count, mean label and prediction, mean error, MAE and RMSE, with bootstrap intervals"
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    groups = pd.Series(groups).astype('object').fillna('(missing)').astype(str).reset_index(drop=True)
+    table = _error_frame(y_true, y_pred, groups).by_group
+    table.index = table.index.astype(str)
+    table['count'] = table['count'].astype(int)
+    table['judgeable'] = table['count'] >= min_group_size
+    if n_boot:
+        codes, levels = pd.factorize(groups)
+        onehot = np.zeros((len(codes), len(levels)))
+        onehot[np.arange(len(codes)), codes] = 1
+        w = np.random.default_rng(random_state).poisson(1.0, size=(n_boot, len(codes)))
+        err = y_pred - y_true
+        with np.errstate(divide='ignore', invalid='ignore'):
+            n = w @ onehot
+            boot = {k: (w @ (onehot*v[:, None]))/n for k, v in
+                    (('mean_label', y_true), ('mean_prediction', y_pred), ('mean_error', err), ('mae', np.abs(err)), ('rmse', err**2))}
+        boot['rmse'] = np.sqrt(boot['rmse'])
+        lo, hi = (1 - ci)/2, 1 - (1 - ci)/2
+        for k, v in boot.items():
+            q = np.nanquantile(v, [lo, hi], axis=0) if n_boot > 1 else np.full((2, len(levels)), np.nan)
+            table[f'{k}_low'] = pd.Series(q[0], index=levels.astype(str))
+            table[f'{k}_high'] = pd.Series(q[1], index=levels.astype(str))
+    return table
+
+# %% ../notebooks/lib/12_audit.ipynb #c012
 def disparities(table:pd.DataFrame):
     "Disparity measures over the judgeable groups of a `group_rates` table"
     t = table[table['judgeable']]
@@ -84,7 +127,20 @@ def disparities(table:pd.DataFrame):
             'demographic_parity_ratio': float(sr.min()/sr.max()) if sr.max() > 0 else float('nan'),
             'equalized_odds_difference': float(max(gap.get('tpr_gap', 0), gap.get('fpr_gap', 0))), **gap}
 
-# %% ../notebooks/lib/12_audit.ipynb #c011
+def error_disparities(table:pd.DataFrame):
+    "Disparity measures of a regressor over the judgeable groups of a `group_errors` table"
+    t = table[table['judgeable']]
+    if len(t) < 2: return {'groups_judged': len(t)}
+    gap = {f'{k}_gap': float(t[k].max() - t[k].min()) for k in ERRORS}
+    mae, mp = t['mae'], t['mean_prediction']
+    return {'groups_judged': len(t), **gap, 'mae_ratio': float(mae.min()/mae.max()) if mae.max() > 0 else float('nan'),
+            'mean_prediction_ratio': float(mp.min()/mp.max()) if mp.min() > 0 else float('nan')}
+
+MEASURES = {'classification': ('demographic_parity_difference', 'demographic_parity_ratio', 'equalized_odds_difference',
+                               *(f'{k}_gap' for k in RATES)),
+            'regression': (*(f'{k}_gap' for k in ERRORS), 'mae_ratio', 'mean_prediction_ratio')}
+
+# %% ../notebooks/lib/12_audit.ipynb #c016
 @dataclass
 class AuditResult:
     "Per-group tables, disparities and the verdict"
@@ -98,40 +154,61 @@ class AuditResult:
     @property
     def criteria(self): return pd.DataFrame(self.verdict['criteria'])
 
-    def plot(self, rates=('selection_rate', 'tpr', 'fpr')):
-        "Per-group rates with their intervals, one row of panels per audited column"
+    @property
+    def rates(self):
+        "The per-group tables without their intervals, rounded for reading"
+        return {col: t[['count', 'judgeable', *(ERRORS if 'mae' in t else RATES)]].round(3) for col, t in self.tables.items()}
+
+    def plot(self, rates=None):
+        "Per-group rates (a regressor's errors) with their intervals, one row of panels per audited column"
         import matplotlib.pyplot as plt
+        regression = 'mae' in next(iter(self.tables.values()))
+        rates = rates or (('mean_prediction', 'mean_error', 'mae') if regression else ('selection_rate', 'tpr', 'fpr'))
         fig, axes = plt.subplots(len(self.tables), len(rates), figsize=(4.5*len(rates), 3*len(self.tables)), squeeze=False)
         for row, (col, t) in zip(axes, self.tables.items()):
             t = t[t['judgeable']]
             for ax, r in zip(row, rates):
                 err = [(t[r] - t.get(f'{r}_low', t[r])).clip(lower=0), (t.get(f'{r}_high', t[r]) - t[r]).clip(lower=0)]
                 ax.barh(t.index.astype(str), t[r], xerr=err, color='tab:blue', alpha=.7)
-                ax.set_title(f'{col}: {r}'); ax.set_xlim(0, 1)
+                ax.set_title(f'{col}: {r}')
+                if not regression: ax.set_xlim(0, 1)
         fig.tight_layout()
         return fig
 
-def audit_table(df:pd.DataFrame, # one row per decision
-                label:str, # column of true labels (0/1)
-                prediction:str, # column of decisions (0/1)
-                groups:list, # group columns
-                intersections:bool=False, # also audit the combination of all group columns
-                min_group_size:int=100, n_boot:int=200, criteria:str='', random_state:int=42):
-    "Audit the decisions in `df` by group; `criteria` as in `mlops_nb.gate.parse_criteria`"
-    missing = [c for c in [label, prediction, *groups] if c not in df]
-    if missing: raise MlopsError(f'audit: no column {", ".join(map(repr, missing))} in the table (it has {", ".join(map(str, df.columns))})')
-    if not groups: raise MlopsError('audit: name at least one group column')
-    for c in (label, prediction):
+def _check_values(df, c, task):
+    if task == 'classification':
         bad = df[c].dropna()[~df[c].dropna().isin([0, 1])]
         if len(bad) or df[c].isna().any():
             raise MlopsError(f'audit: column {c!r} must hold 0 or 1 only; found {bad.iloc[0] if len(bad) else "missing values"!r}')
+    elif not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]) or df[c].isna().any():
+        raise MlopsError(f'audit: column {c!r} must hold numbers without missing values for a regression audit; it is {df[c].dtype}'
+                         + (f' with {int(df[c].isna().sum())} missing' if df[c].isna().any() else ''))
+
+def audit_table(df:pd.DataFrame, # one row per decision
+                label:str, # column of true labels (0/1, or numbers for regression)
+                prediction:str, # column of decisions (0/1, or numeric predictions for regression)
+                groups:list, # group columns
+                intersections:bool=False, # also audit the combination of all group columns
+                min_group_size:int=100, n_boot:int=200, criteria:str='', random_state:int=42,
+                task:str='classification'): # classification or regression
+    "Audit the decisions in `df` by group; `criteria` as in `mlops_nb.gate.parse_criteria`"
+    if task not in MEASURES: raise MlopsError(f'audit: task must be one of {", ".join(MEASURES)}; got {task!r}')
+    missing = [c for c in [label, prediction, *groups] if c not in df]
+    if missing: raise MlopsError(f'audit: no column {", ".join(map(repr, missing))} in the table (it has {", ".join(map(str, df.columns))})')
+    if not groups: raise MlopsError('audit: name at least one group column')
+    for c in (label, prediction): _check_values(df, c, task)
+    crit = parse_criteria(criteria, 'audit.criteria')
+    unknown = [c['measure'] for c in crit if c['measure'] not in MEASURES[task]]
+    if unknown: raise MlopsError(f'audit.criteria: {", ".join(map(repr, unknown))} is not a measure of a {task} audit; '
+                                 f'measures: {", ".join(MEASURES[task])}')
     cols = {g: df[g] for g in groups}
     if intersections and len(groups) > 1:
         cols[' & '.join(groups)] = df[groups].astype('object').astype(str).agg(' & '.join, axis=1)
-    tables = {name: group_rates(df[label], df[prediction], g, min_group_size, n_boot, random_state=random_state)
+    by_group, measure = (group_rates, disparities) if task == 'classification' else (group_errors, error_disparities)
+    tables = {name: by_group(df[label], df[prediction], g, min_group_size, n_boot, random_state=random_state)
               for name, g in cols.items()}
-    measures = {name: disparities(t) for name, t in tables.items()}
-    return AuditResult(tables, measures, verdict(judge_groups(parse_criteria(criteria, 'audit.criteria'), measures)))
+    measures = {name: measure(t) for name, t in tables.items()}
+    return AuditResult(tables, measures, verdict(judge_groups(crit, measures)))
 
 def _native(v):
     "A JSON value for a table cell: exact floats (pandas' JSON writer keeps 15 digits), NaN as null"
@@ -145,11 +222,12 @@ def write_audit(result:AuditResult, path:str|Path):
     atomic_write_text(path, json.dumps({'passed': result.verdict['passed'], 'criteria': result.verdict['criteria'],
                                         'disparities': result.measures, 'groups': tables}, indent=2, default=float))
 
-# %% ../notebooks/lib/12_audit.ipynb #c014
+# %% ../notebooks/lib/12_audit.ipynb #c019
 def _columns(text:str): return [c.strip() for c in text.split(',') if c.strip()]
 
 def audit(run_dir:str, # run folder
           sensitive_columns:str='SEX, RAC1P', # group columns, comma-separated
+          task:str='classification', # classification or regression
           intersections:bool=False, # also audit the combination of the sensitive columns
           min_group_size:int=100, # smaller groups are reported as too small to judge
           n_boot:int=200, # bootstrap resamples for the intervals
@@ -163,6 +241,6 @@ def audit(run_dir:str, # run folder
     groups = _columns(sensitive_columns)
     holdout = pd.read_parquet(paths['holdout'], columns=[features['id_column'], *groups])
     df = preds.merge(holdout, on=features['id_column'], how='left')
-    result = audit_table(df, 'label', 'prediction', groups, intersections, min_group_size, n_boot, criteria, random_state)
+    result = audit_table(df, 'label', 'prediction', groups, intersections, min_group_size, n_boot, criteria, random_state, task)
     write_audit(result, paths['audit'])
     return result

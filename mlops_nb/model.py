@@ -19,12 +19,19 @@ from .core import MlopsError, atomic_path, atomic_write_text
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['MODELS', 'feature_columns', 'FeaturesResult', 'make_features', 'build_pipeline', 'model_input', 'pip_requirements',
-           'TrainResult', 'train', 'load_pipeline', 'classification_metrics', 'EvaluateResult', 'slice_metrics',
-           'evaluate']
+__all__ = ['TASKS', 'MODELS', 'METRICS', 'check_task', 'feature_columns', 'FeaturesResult', 'make_features', 'build_pipeline',
+           'model_input', 'pip_requirements', 'TrainResult', 'train', 'load_pipeline', 'classification_metrics',
+           'regression_metrics', 'task_metrics', 'model_output', 'EvaluateResult', 'slice_metrics', 'evaluate']
 
 # %% ../notebooks/lib/05_model.ipynb #c004
 def _read_json(path): return json.loads(Path(path).read_text())
+
+TASKS = ('classification', 'regression')
+
+def check_task(task:str):
+    "`task`, or a clear error naming the setting"
+    if task not in TASKS: raise MlopsError(f'data.task must be one of {", ".join(TASKS)}; got {task!r}')
+    return task
 
 def feature_columns(df:pd.DataFrame, target:str, id_column:str, time_column:str):
     "`{'categorical': [...], 'numeric': [...]}` for the columns of `df` that are features"
@@ -44,11 +51,13 @@ class FeaturesResult:
     @property
     def summary(self):
         t = self.features['target']
+        what = 'rate' if self.features.get('task', 'classification') == 'classification' else 'mean'
         return pd.DataFrame({'rows': [len(self.train), len(self.holdout)],
-                             f'{t} rate': [self.train[t].mean(), self.holdout[t].mean()]}, index=['train', 'holdout'])
+                             f'{t} {what}': [self.train[t].mean(), self.holdout[t].mean()]}, index=['train', 'holdout'])
 
 def make_features(run_dir:str, # run folder
                   target:str='employed', # label column
+                  task:str='classification', # classification or regression
                   id_column:str='id', # row identifier
                   time_column:str='year', # time of a row; not a feature
                   holdout_share:float=0.2, # share of rows kept out of training
@@ -59,10 +68,10 @@ def make_features(run_dir:str, # run folder
     paths = get_stage('features').paths(run_dir)
     df = pd.read_parquet(paths['snapshot'])
     if not 0 < holdout_share < 1: raise MlopsError(f'features.holdout_share must be between 0 and 1, got {holdout_share}')
-    counts = df[target].value_counts()
+    counts = df[target].value_counts() if check_task(task) == 'classification' else pd.Series()
     stratify = df[target] if len(counts) > 1 and counts.min() >= 2 else None
     train, holdout = train_test_split(df, test_size=holdout_share, random_state=random_state, stratify=stratify)
-    features = {**feature_columns(df, target, id_column, time_column), 'target': target, 'id_column': id_column,
+    features = {**feature_columns(df, target, id_column, time_column), 'target': target, 'task': task, 'id_column': id_column,
                 'train_rows': len(train), 'holdout_rows': len(holdout)}
     for k, part in (('train', train), ('holdout', holdout)):
         with atomic_path(paths[k]) as tmp: part.sort_index().to_parquet(tmp, index=False)
@@ -70,32 +79,34 @@ def make_features(run_dir:str, # run folder
     return FeaturesResult(train, holdout, features)
 
 # %% ../notebooks/lib/05_model.ipynb #c007
-MODELS = ('hist_gradient_boosting', 'logistic_regression')
+MODELS = {'classification': ('hist_gradient_boosting', 'logistic_regression'), 'regression': ('hist_gradient_boosting', 'ridge')}
 
 def build_pipeline(features:dict, # from `feature_columns`
-                   model:str='hist_gradient_boosting', # one of `MODELS`
+                   model:str='hist_gradient_boosting', # one of `MODELS[task]`
                    learning_rate:float=0.1, max_iter:int=200, max_leaf_nodes:int=31,
-                   inverse_regularization:float=1.0, random_state:int=42):
+                   inverse_regularization:float=1.0, random_state:int=42,
+                   task:str='classification'): # classification or regression
     "An unfitted Pipeline from raw feature columns to the estimator"
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
     from sklearn.impute import SimpleImputer
     cat, num = features['categorical'], features['numeric']
+    if model not in MODELS[check_task(task)]: raise MlopsError(f'train.model must be one of {", ".join(MODELS[task])} for {task}; got {model!r}')
     if model == 'hist_gradient_boosting':
-        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
         pre = ColumnTransformer([('categorical', OrdinalEncoder(handle_unknown='use_encoded_value', unknown_value=np.nan,
                                                                 encoded_missing_value=np.nan), cat),
                                  ('numeric', 'passthrough', num)])
-        est = HistGradientBoostingClassifier(learning_rate=learning_rate, max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
-                                             categorical_features=[i < len(cat) for i in range(len(cat) + len(num))],
-                                             random_state=random_state)
-    elif model == 'logistic_regression':
-        from sklearn.linear_model import LogisticRegression
+        est = (HistGradientBoostingClassifier if task == 'classification' else HistGradientBoostingRegressor)(
+            learning_rate=learning_rate, max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
+            categorical_features=[i < len(cat) for i in range(len(cat) + len(num))], random_state=random_state)
+    else:
+        from sklearn.linear_model import LogisticRegression, Ridge
         pre = ColumnTransformer([('categorical', OneHotEncoder(handle_unknown='ignore'), cat),
                                  ('numeric', make_pipeline(SimpleImputer(strategy='median'), StandardScaler()), num)])
-        est = LogisticRegression(C=inverse_regularization, max_iter=max_iter, random_state=random_state)
-    else: raise MlopsError(f'train.model must be one of {", ".join(MODELS)}; got {model!r}')
+        est = (LogisticRegression(C=inverse_regularization, max_iter=max_iter, random_state=random_state) if model == 'logistic_regression'
+               else Ridge(alpha=1/inverse_regularization, random_state=random_state))
     return Pipeline([('preprocess', pre), ('model', est)])
 
 def model_input(df:pd.DataFrame, features:dict):
@@ -118,22 +129,22 @@ class TrainResult:
 
 def train(run_dir:str, # run folder
           target:str='employed', # label column
-          model:str='hist_gradient_boosting', # hist_gradient_boosting or logistic_regression
+          task:str='classification', # classification or regression
+          model:str='hist_gradient_boosting', # hist_gradient_boosting, or logistic_regression (classification) or ridge (regression)
           learning_rate:float=0.1, # boosting step size
           max_iter:int=200, # boosting or solver iterations
           max_leaf_nodes:int=31, # leaves per boosted tree
-          inverse_regularization:float=1.0, # C of logistic regression
+          inverse_regularization:float=1.0, # C of logistic regression, 1/alpha of ridge
           random_state:int=42, # seed of the estimator
          ):
     "Fit the pipeline on the training split and save it as an MLflow model"
     import mlflow.sklearn, skops.io
     from mlflow.models import infer_signature
-    from sklearn.metrics import accuracy_score
     paths = get_stage('train').paths(run_dir)
     features = _read_json(paths['features'])
     df = pd.read_parquet(paths['train'])
     X, y = model_input(df, features), df[target]
-    pipe = build_pipeline(features, model, learning_rate, max_iter, max_leaf_nodes, inverse_regularization, random_state)
+    pipe = build_pipeline(features, model, learning_rate, max_iter, max_leaf_nodes, inverse_regularization, random_state, task)
     start = time.perf_counter()
     pipe.fit(X, y)
     fit_s = time.perf_counter() - start
@@ -144,8 +155,9 @@ def train(run_dir:str, # run folder
         mlflow.sklearn.save_model(pipe, tmp, signature=signature, input_example=example,
                                   pip_requirements=pip_requirements(), serialization_format='skops',
                                   skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipe)))
-    metrics = dict(train_accuracy=float(accuracy_score(y, pipe.predict(X))), fit_seconds=round(fit_s, 3),
-                   train_rows=len(df), n_features=X.shape[1])
+    fitted = task_metrics(task, y, model_output(pipe, X, task))
+    first = 'accuracy' if task == 'classification' else 'rmse'
+    metrics = {f'train_{first}': fitted[first], 'fit_seconds': round(fit_s, 3), 'train_rows': len(df), 'n_features': X.shape[1]}
     atomic_write_text(paths['metrics'], json.dumps(metrics, indent=2))
     return TrainResult(pipe, metrics)
 
@@ -173,6 +185,25 @@ def classification_metrics(y_true, score, threshold:float=0.5):
                 log_loss=float(m.log_loss(y_true, score, labels=[0, 1])), brier=float(m.brier_score_loss(y_true, score)),
                 positive_rate=float(pred.mean()), rows=int(len(y_true)))
 
+def regression_metrics(y_true, pred):
+    "Holdout metrics of a regressor from its predictions"
+    from sklearn import metrics as m
+    y_true, pred = np.asarray(y_true, float), np.asarray(pred, float)
+    return dict(rmse=float(m.root_mean_squared_error(y_true, pred)), mae=float(m.mean_absolute_error(y_true, pred)),
+                r2=float(m.r2_score(y_true, pred)) if len(y_true) > 1 else float('nan'),
+                mean_error=float((pred - y_true).mean()), mean_prediction=float(pred.mean()), rows=int(len(y_true)))
+
+METRICS = {'classification': ('accuracy', 'f1', 'roc_auc', 'pr_auc', 'log_loss', 'brier', 'positive_rate', 'rows'),
+           'regression': ('rmse', 'mae', 'r2', 'mean_error', 'mean_prediction', 'rows')}
+
+def task_metrics(task:str, y_true, output):
+    "Classification metrics of positive-class scores, or regression metrics of predictions"
+    return classification_metrics(y_true, output) if check_task(task) == 'classification' else regression_metrics(y_true, output)
+
+def model_output(pipe, X, task:str):
+    "What a model is judged on: the positive-class score of a classifier, the prediction of a regressor"
+    return pipe.predict_proba(X)[:, 1] if task == 'classification' else pipe.predict(X)
+
 # %% ../notebooks/lib/05_model.ipynb #c014
 @dataclass
 class EvaluateResult:
@@ -186,6 +217,12 @@ class EvaluateResult:
     def criteria(self): return pd.DataFrame(self.verdict['criteria'])
 
     @property
+    def slice_table(self):
+        "The main metrics per slice group"
+        main = ['rows', 'accuracy', 'roc_auc', 'positive_rate'] if 'score' in self.predictions else ['rows', 'rmse', 'mae', 'mean_error']
+        return self.slices.set_index(['column', 'group'])[main] if len(self.slices) else self.slices
+
+    @property
     def comparison(self):
         "Challenger and champion side by side, on the same holdout"
         champ = (self.verdict.get('champion') or {}).get('metrics') or {}
@@ -193,11 +230,25 @@ class EvaluateResult:
         return t.assign(change=t.challenger - t.champion)
 
     def plot(self):
-        "ROC curve (with the champion's), calibration curve and confusion matrix side by side"
+        "ROC curve (with the champion's), calibration curve and confusion matrix; for a regressor, its errors"
         import matplotlib.pyplot as plt
         from sklearn.calibration import CalibrationDisplay
-        from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+        from sklearn.metrics import ConfusionMatrixDisplay, PredictionErrorDisplay, RocCurveDisplay
         p = self.predictions
+        if 'score' not in p:
+            fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+            PredictionErrorDisplay.from_predictions(p.label, p.prediction, kind='actual_vs_predicted', ax=ax[0],
+                                                    subsample=2000, random_state=0)
+            PredictionErrorDisplay.from_predictions(p.label, p.prediction, kind='residual_vs_predicted', ax=ax[1],
+                                                    subsample=2000, random_state=0)
+            bins = np.histogram_bin_edges(p.label - p.prediction, 40)
+            ax[2].hist(p.label - p.prediction, bins, alpha=.6, label='challenger')
+            if 'champion_prediction' in p:
+                ax[2].hist(p.label - p.champion_prediction, bins, alpha=.6, label=f"champion (v{self.verdict['champion']['version']})")
+            ax[2].set_xlabel('label - prediction'); ax[2].legend()
+            for a, t in zip(ax, ['Actual vs predicted', 'Residuals', 'Distribution of errors']): a.set_title(t)
+            fig.tight_layout()
+            return fig
         fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
         RocCurveDisplay.from_predictions(p.label, p.score, ax=ax[0], name='challenger')
         CalibrationDisplay.from_predictions(p.label, p.score, n_bins=10, ax=ax[1], name='challenger')
@@ -210,26 +261,27 @@ class EvaluateResult:
         fig.tight_layout()
         return fig
 
-def slice_metrics(df:pd.DataFrame, score, columns:list, label:str):
+def slice_metrics(df:pd.DataFrame, score, columns:list, label:str, task:str='classification'):
     "Holdout metrics for each group of each slice column"
     rows = []
     for col in columns:
         if col not in df: raise MlopsError(f'evaluate.slice_columns names {col!r}, which is not a column of the holdout')
         for group, idx in df.groupby(df[col].astype('object').fillna('(missing)'), observed=True).indices.items():
-            rows.append({'column': col, 'group': str(group), **classification_metrics(df[label].to_numpy()[idx], score[idx])})
+            rows.append({'column': col, 'group': str(group), **task_metrics(task, df[label].to_numpy()[idx], score[idx])})
     return pd.DataFrame(rows)
 
-def _champion_scores(tracking_uri, model_name, X):
+def _champion_scores(tracking_uri, model_name, X, task):
     from mlops_nb.tracking import champion_model
     found = champion_model(tracking_uri, model_name)
     if found is None: return None, None
     version, pipe = found
-    try: return version, pipe.predict_proba(X)[:, 1]
-    except Exception as e:  # the champion may predate a schema change; then it cannot be compared, which we say
+    try: return version, model_output(pipe, X, task)
+    except Exception as e:  # the champion may predate a schema or task change; then it cannot be compared, which we say
         return version, f'{type(e).__name__}: {e}'
 
 def evaluate(run_dir:str, # run folder
              target:str='employed', # label column
+             task:str='classification', # classification or regression
              criteria:str='accuracy at least 0.8, roc_auc at least 0.85, roc_auc change at least -0.01', # the verdict's criteria
              slice_columns:str='SEX, RAC1P', # metrics also per group of these columns
              model_name:str='acs-employment', # registered model whose champion is compared
@@ -243,18 +295,19 @@ def evaluate(run_dir:str, # run folder
     features = _read_json(paths['features'])
     df = pd.read_parquet(paths['holdout'])
     X = model_input(df, features)
-    score = load_pipeline(paths['model']).predict_proba(X)[:, 1]
-    metrics = classification_metrics(df[target], score)
-    preds = pd.DataFrame({features['id_column']: df[features['id_column']].to_numpy(), 'label': df[target].to_numpy(),
-                          'score': score, 'prediction': (score >= 0.5).astype(int)})
-    version, champ = _champion_scores(project_tracking_uri(tracking_uri)[0], model_name, X)
+    score = model_output(load_pipeline(paths['model']), X, check_task(task))
+    metrics = task_metrics(task, df[target], score)
+    preds = pd.DataFrame({features['id_column']: df[features['id_column']].to_numpy(), 'label': df[target].to_numpy()})
+    if task == 'classification': preds = preds.assign(score=score, prediction=(score >= 0.5).astype(int))
+    else: preds['prediction'] = score
+    version, champ = _champion_scores(project_tracking_uri(tracking_uri)[0], model_name, X, task)
     champion = None
     if isinstance(champ, str): champion = {'version': version, 'metrics': None, 'error': champ}
     elif champ is not None:
-        champion = {'version': version, 'metrics': classification_metrics(df[target], champ)}
-        preds['champion_score'] = champ
+        champion = {'version': version, 'metrics': task_metrics(task, df[target], champ)}
+        preds['champion_score' if task == 'classification' else 'champion_prediction'] = champ
     result = {**verdict(judge_metrics(crit, metrics, champion and champion['metrics'])), 'champion': champion}
-    slices = slice_metrics(df, score, [c.strip() for c in slice_columns.split(',') if c.strip()], target)
+    slices = slice_metrics(df, score, [c.strip() for c in slice_columns.split(',') if c.strip()], target, task)
     with atomic_path(paths['predictions']) as tmp: preds.to_parquet(tmp, index=False)
     atomic_write_text(paths['slices'], slices.to_json(orient='records', indent=2))
     atomic_write_text(paths['metrics'], json.dumps(metrics, indent=2))

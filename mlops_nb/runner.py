@@ -26,7 +26,8 @@ from .stages import Stage, check_notebook, get_stage, stage_params
 
 # %% auto #0
 __all__ = ['MANIFEST_SCHEMA', 'PACKAGES', 'new_run_id', 'package_versions', 'git_state', 'write_manifest', 'read_manifest',
-           'Kernel', 'StageFailed', 'run_stage', 'Tracker', 'RunInterrupted', 'run_pipeline', 'list_runs', 'find_run']
+           'Kernel', 'StageFailed', 'run_stage', 'Tracker', 'RunInterrupted', 'check_settings', 'run_pipeline',
+           'list_runs', 'find_run']
 
 # %% ../notebooks/lib/08_runner.ipynb #c004
 MANIFEST_SCHEMA = 1
@@ -269,6 +270,20 @@ def _close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, proj
                           f'see {run_dir/failed["notebook"]} and {run_dir/"logs"/(Path(failed["notebook"]).stem + ".log")}\n'
                           f'after fixing the cause: mlops-nb run --resume {run_dir}')
 
+def check_settings(settings:dict):
+    "Problems (empty when none) that settings would otherwise meet mid-run: a criterion or model the task does not have"
+    from mlops_nb.audit import MEASURES
+    from mlops_nb.gate import parse_criteria
+    from mlops_nb.model import METRICS, MODELS, TASKS
+    task = settings['data']['task']
+    if task not in TASKS: return [f'data.task must be one of {", ".join(TASKS)}; got {task!r}']
+    problems = [] if settings['train']['model'] in MODELS[task] else [
+        f'train.model = {settings["train"]["model"]} cannot fit a {task} target; use one of {", ".join(MODELS[task])}']
+    for key, known in (('evaluate', METRICS[task]), ('audit', MEASURES[task])):
+        unknown = [c['measure'] for c in parse_criteria(settings[key]['criteria'], f'{key}.criteria') if c['measure'] not in known]
+        if unknown: problems.append(f'{key}.criteria names {", ".join(unknown)}, which a {task} {key} does not have; it has {", ".join(known)}')
+    return problems
+
 def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
                  resume:str|Path|None=None, # a run folder to continue instead of starting a new run
                  echo=print, # where progress lines go
@@ -278,6 +293,8 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     project, stages, manifest, run_dir = _open_run(project, resume, kind)
     problems = [p for s in stages for p in check_notebook(s, project.root/'notebooks'/'stages'/s.notebook)]
     if problems: raise MlopsError('stage notebooks do not match their declared parameters:\n  ' + '\n  '.join(problems))
+    problems = check_settings(project.settings)
+    if problems: raise MlopsError(f'{project.settings_file}:\n  ' + '\n  '.join(problems))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
     manifest.update(status='running', ended=None)

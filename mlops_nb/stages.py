@@ -42,7 +42,8 @@ class Stage:
 # %% ../notebooks/lib/02_stages.ipynb #c006
 RUN_DIR = Param('run_dir', str, '../../runs/interactive', 'run folder the stage reads from and writes to')
 
-_target = Param('target', str, 'employed', 'label column (binary 0/1)', 'data')
+_target = Param('target', str, 'employed', 'label column: 0/1 for classification, numbers for regression', 'data')
+_task = Param('task', str, 'classification', 'classification (a 0/1 target, scored by probability) or regression (a numeric target)', 'data')
 _id = Param('id_column', str, 'id', 'column that identifies a row', 'data')
 _time = Param('time_column', str, 'year', 'column holding the time of a row, not a feature', 'data')
 _seed = Param('random_state', int, 42, 'seed for sampling and splitting', 'project')
@@ -87,7 +88,7 @@ STAGES = (
           outputs={'snapshot': _snapshot, 'version': 'artifacts/01_ingest/data_version.json'},
           result='version'),
     Stage('validate', '02_validate.ipynb', "Infer the snapshot's schema, check it against the champion's, and stop on data errors.",
-          params=(_target, _id, _time,
+          params=(_target, _task, _id, _time,
                   Param('max_null_rate', float, 0.5, 'a column with more missing values than this share is an anomaly'),
                   Param('max_null_increase', float, 0.1, "so is one whose missing share exceeds the reference's by more than this"),
                   _reference, _model_name, _tracking, *_severities),
@@ -95,23 +96,23 @@ STAGES = (
           outputs={'schema': 'artifacts/02_validate/schema.json', 'anomalies': 'artifacts/02_validate/anomalies.json'},
           result='anomalies'),
     Stage('features', '03_features.ipynb', 'Choose the feature columns and split train from holdout.',
-          params=(_target, _id, _time, Param('holdout_share', float, 0.2, 'share of rows kept out of training'), _seed),
+          params=(_target, _task, _id, _time, Param('holdout_share', float, 0.2, 'share of rows kept out of training'), _seed),
           inputs={'snapshot': _snapshot, 'schema': 'artifacts/02_validate/schema.json'},
           outputs={'train': 'artifacts/03_features/train.parquet', 'holdout': _holdout, 'features': _features},
           result='features'),
     Stage('train', '04_train.ipynb', 'Fit one scikit-learn Pipeline (preprocessing + estimator) on the training split.',
-          params=(_target,
-                  Param('model', str, 'hist_gradient_boosting', 'hist_gradient_boosting or logistic_regression'),
+          params=(_target, _task,
+                  Param('model', str, 'hist_gradient_boosting', 'hist_gradient_boosting, or logistic_regression (classification) or ridge (regression)'),
                   Param('learning_rate', float, 0.1, 'boosting step size'),
                   Param('max_iter', int, 200, 'boosting iterations, or solver iterations for logistic regression'),
                   Param('max_leaf_nodes', int, 31, 'leaves per boosted tree'),
-                  Param('inverse_regularization', float, 1.0, 'C of logistic regression: smaller is stronger'),
+                  Param('inverse_regularization', float, 1.0, 'C of logistic regression, 1/alpha of ridge: smaller is stronger'),
                   _seed),
           inputs={'train': 'artifacts/03_features/train.parquet', 'features': _features},
           outputs={'model': _model, 'metrics': 'artifacts/04_train/metrics.json'},
           result='metrics'),
     Stage('evaluate', '05_evaluate.ipynb', 'Score the challenger and the champion on the holdout and judge the challenger.',
-          params=(_target,
+          params=(_target, _task,
                   Param('criteria', str, 'accuracy at least 0.8, roc_auc at least 0.85, roc_auc change at least -0.01',
                         'comma-separated METRIC [change|relative_change] at least|at most NUMBER; change is against the champion'),
                   Param('slice_columns', str, 'SEX, RAC1P', 'metrics also per group of these columns, comma-separated'),
@@ -121,7 +122,7 @@ STAGES = (
                    'slices': 'artifacts/05_evaluate/slices.json'},
           result='metrics'),
     Stage('audit', '06_audit.ipynb', 'Audit the holdout decisions for bias by group and judge them against the gate.',
-          params=(Param('sensitive_columns', str, 'SEX, RAC1P', 'columns whose groups must be treated fairly, comma-separated', 'data'),
+          params=(Param('sensitive_columns', str, 'SEX, RAC1P', 'columns whose groups must be treated fairly, comma-separated', 'data'), _task,
                   Param('intersections', bool, False, 'also audit the combination of the sensitive columns'),
                   Param('min_group_size', int, 100, 'smaller groups are reported as too small to judge: their rates are noise'),
                   Param('n_boot', int, 200, 'bootstrap resamples for the confidence intervals'),

@@ -27,7 +27,7 @@ __all__ = ['SCHEMA_VERSION', 'QUANTILES', 'LABELS', 'SEVERITIES', 'LEVELS', 'dty
 # %% ../notebooks/lib/04_validate.ipynb #c004
 SCHEMA_VERSION = 2
 QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
-LABELS = (0, 1)  # the models are binary classifiers
+LABELS = (0, 1)  # a classifier's target is binary; a regressor's is any number
 
 def dtype_kind(dtype):
     "'bool', 'integer', 'float', 'datetime' or 'text' (strings, categories, objects)"
@@ -187,8 +187,14 @@ def validate_batch(df:pd.DataFrame, # the batch to check
     if not serving and target in names:
         y = df[names[target]]
         missing = int(y.isna().sum())
-        bad = y.notna() & ~y.isin(LABELS)
-        if bad.any(): add(target, 'bad_target', 'labels 0 or 1', f'{int(bad.sum())} other values, e.g. {_fmt(_first(y, bad))}',
+        if schema.get('task', 'classification') == 'classification':
+            bad, want = y.notna() & ~y.isin(LABELS), 'labels 0 or 1'
+        else:
+            numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+            bad, want = y.notna() & (False if numeric else pd.to_numeric(y.astype('object'), errors='coerce').isna()), 'numeric labels'
+            if not numeric and not bad.any():  # numbers stored as text: a regressor cannot learn from them as they are
+                bad = y.notna()
+        if bad.any(): add(target, 'bad_target', want, f'{int(bad.sum())} other values, e.g. {_fmt(_first(y, bad))}',
                           count=bad.sum(), share=bad.mean(), always_error=True)
         if missing: add(target, 'null_target', 'no missing labels', f'{missing} missing', count=missing, share=missing/n, always_error=True)
     if id_column and id_column in names:
@@ -505,6 +511,7 @@ def _numbers_as_text(df:pd.DataFrame, schema:dict, severities:dict, found:list):
 
 def validate(run_dir:str, # run folder
              target:str='employed', # label column
+             task:str='classification', # classification (0/1 target) or regression (numeric target)
              id_column:str='id', # row identifier
              time_column:str='year', # time of a row, not a feature
              max_null_rate:float=0.5, # more missing values than this share is an anomaly
@@ -519,13 +526,13 @@ def validate(run_dir:str, # run folder
     paths = get_stage('validate').paths(run_dir)
     df = pd.read_parquet(paths['snapshot'])
     version = json.loads(paths['version'].read_text()) if paths['version'].is_file() else {}
-    schema = {**infer_schema(df, target, id_column, time_column), 'data_version': version.get('data_version')}
+    schema = {**infer_schema(df, target, id_column, time_column), 'task': task, 'data_version': version.get('data_version')}
     ref, ref_info, anomalies = reference_schema(reference, model_name, tracking_uri)
-    base = {**(ref or schema), 'target': target, 'id_column': id_column, 'time_column': time_column}
+    base = {**(ref or schema), 'target': target, 'task': task, 'id_column': id_column, 'time_column': time_column}
     base['columns'] = {c: {**col, 'role': _role(c, target, id_column, time_column)} for c, col in base['columns'].items()}
     anomalies = validate_batch(df, base, severities, max_null_rate=max_null_rate, max_null_increase=max_null_increase) + anomalies
     anomalies += _numbers_as_text(df, base, check_severities(severities), anomalies)
-    if target in df and len(df) and not any(a['column'] == target for a in anomalies) and df[target].nunique() < 2:
+    if task == 'classification' and target in df and len(df) and not any(a['column'] == target for a in anomalies) and df[target].nunique() < 2:
         anomalies.insert(0, dict(column=target, kind='single_class', severity='error', expected=f'both labels {" and ".join(map(str, LABELS))}',
                                  found=f'only {_fmt(df[target].dropna().iloc[0])} in {len(df)} rows'))
     anomalies = _sorted(anomalies)
