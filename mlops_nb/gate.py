@@ -18,8 +18,9 @@ import numpy as np
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
 
 # %% auto #0
-__all__ = ['CHAMPION', 'PREVIOUS', 'parse_criteria', 'judge_metrics', 'judge_groups', 'verdict', 'decide', 'registry_lock',
-           'record_event', 'history', 'move_champion', 'approve', 'reject', 'rollback', 'models']
+__all__ = ['CHAMPION', 'PREVIOUS', 'LOCK_STALE_S', 'LOCK_TIMEOUT_S', 'parse_criteria', 'judge_metrics', 'judge_groups', 'verdict',
+           'decide', 'registry_lock', 'record_event', 'history', 'move_champion', 'approve', 'reject', 'rollback',
+           'models']
 
 # %% ../notebooks/lib/13_gate.ipynb #c004
 _CRITERION = re.compile(r'^(?:(?P<column>[^.\s]+)\.)?(?P<measure>[A-Za-z_][A-Za-z0-9_]*)'
@@ -95,18 +96,55 @@ def decide(reports:dict, # {name: path} of validate's anomalies, evaluate's verd
 # %% ../notebooks/lib/13_gate.ipynb #c010
 CHAMPION, PREVIOUS = 'champion', 'previous-champion'
 
-def _lock_path(tracking_uri:str):
-    if tracking_uri.startswith('sqlite:///'): return Path(tracking_uri[len('sqlite:///'):] + '.lock')
-    import hashlib, tempfile
-    return Path(tempfile.gettempdir())/f'mlops-nb-registry-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.lock'
+LOCK_STALE_S, LOCK_TIMEOUT_S = 30.0, 90.0
 
 @contextmanager
-def registry_lock(tracking_uri:str):
-    "An exclusive lock over champion moves in the registry at `tracking_uri`"
-    with open(_lock_path(tracking_uri), 'a') as f:
+def _file_lock(path:Path):
+    with open(path, 'a') as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+@contextmanager
+def _model_lock(c, name:str):
+    "A lock held by creating the registered model `<name>.champion-lock` (atomic in MLflow's stores)"
+    import os, socket, time
+    from mlflow.exceptions import MlflowException
+    lock, holder = f'{name}.champion-lock', f'{socket.gethostname()}:{os.getpid()}'
+    start, seen = time.monotonic(), None  # seen: (creation time of the lock we wait on, when we first saw it)
+    while True:
+        try:
+            c.create_registered_model(lock, tags={'mlops_nb.lock_holder': holder},
+                                      description=f'lock over moves of the champion alias of {name}, held by {holder}; '
+                                                  'deleted when the move is done')
+            break
+        except MlflowException as e:
+            if e.error_code not in ('RESOURCE_ALREADY_EXISTS', 'RESOURCE_DOES_NOT_EXIST'): raise
+        try: held = c.get_registered_model(lock)
+        except MlflowException: continue  # released meanwhile
+        now = time.monotonic()
+        if seen is None or seen[0] != held.creation_timestamp: seen = (held.creation_timestamp, now)
+        elif now - seen[1] > LOCK_STALE_S:  # its holder died: unchanged for longer than any move takes
+            try: c.delete_registered_model(lock)
+            except MlflowException: pass
+            seen = None
+            continue
+        if now - start > LOCK_TIMEOUT_S:
+            raise MlopsError(f'the champion of {name} is locked by {held.tags.get("mlops_nb.lock_holder", "another process")}; '
+                             f'try again, or delete the registered model {lock} if no promotion is running')
+        time.sleep(0.1)
+    try: yield
+    finally:
+        try: c.delete_registered_model(lock)
+        except MlflowException: pass  # removed as stale by a waiter: the move is done anyway
+
+@contextmanager
+def registry_lock(c, tracking_uri:str, name:str):
+    "An exclusive lock over moves of the champion of `name` in the registry at `tracking_uri`"
+    if tracking_uri.startswith('sqlite:///'):
+        with _file_lock(Path(tracking_uri[len('sqlite:///'):] + '.lock')): yield
+    else:
+        with _model_lock(c, name): yield
 
 def _champion(c, name):
     from mlops_nb.tracking import alias_version
@@ -125,7 +163,7 @@ def history(c, name:str):
 
 def move_champion(c, tracking_uri:str, name:str, version:str, expected:str|None, event:dict):
     "Point `champion` at `version` if the champion is still `expected`; return the version replaced"
-    with registry_lock(tracking_uri):
+    with registry_lock(c, tracking_uri, name):
         current = _champion(c, name)
         if current != (None if expected is None else str(expected)):
             raise MlopsError(f'the champion of {name} changed since this decision was made (expected version {expected}, '
@@ -135,7 +173,7 @@ def move_champion(c, tracking_uri:str, name:str, version:str, expected:str|None,
         record_event(c, name, {**event, 'version': str(version), 'replaced': current})
     return current
 
-# %% ../notebooks/lib/13_gate.ipynb #c012
+# %% ../notebooks/lib/13_gate.ipynb #c014
 def _registered(run_dir:Path):
     from mlops_nb.runner import read_manifest
     m = read_manifest(run_dir)

@@ -17,7 +17,8 @@ from .core import MlopsError, atomic_write_text
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['client', 'experiment_id', 'alias_version', 'champion_model', 'project_tracking_uri', 'RegisterResult', 'register']
+__all__ = ['client', 'is_server', 'experiment_id', 'alias_version', 'champion_model', 'project_tracking_uri', 'RegisterResult',
+           'register']
 
 # %% ../notebooks/lib/07_tracking.ipynb #c004
 def client(tracking_uri:str):
@@ -28,10 +29,21 @@ def client(tracking_uri:str):
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
+def is_server(tracking_uri:str):
+    "Whether `tracking_uri` is a tracking server (http, https) rather than a store this process opens"
+    return tracking_uri.split('://', 1)[0].lower() in ('http', 'https')
+
 def experiment_id(c, name:str, artifact_location:str|None=None):
     "Id of experiment `name`, created with `artifact_location` if it does not exist"
     exp = c.get_experiment_by_name(name)
-    return exp.experiment_id if exp else c.create_experiment(name, artifact_location=artifact_location)
+    if exp: return exp.experiment_id
+    # a tracking server keeps artifacts itself (mlflow-artifacts:/): a path on this machine would be unreadable elsewhere
+    if artifact_location and artifact_location.startswith('file:') and is_server(c.tracking_uri): artifact_location = None
+    from mlflow.exceptions import MlflowException
+    try: return c.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as e:  # a run in another process created it first (two people starting on a new server)
+        if e.error_code != 'RESOURCE_ALREADY_EXISTS': raise
+        return c.get_experiment_by_name(name).experiment_id
 
 def alias_version(c, model_name:str, alias:str='champion'):
     "The model version holding `alias`, or None"
