@@ -8,17 +8,19 @@ Docs: https://github.com/mlops-nb/mlops-nb/cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from .core import MlopsError
+from .core import MlopsError, atomic_path, utc_now
 from .project import load_project
 from .runner import RunInterrupted, find_run, list_runs, read_manifest, run_pipeline
 
 # %% auto #0
-__all__ = ['cmd_run', 'cmd_runs', 'cmd_show', 'cmd_settings', 'cmd_data_versions', 'cmd_approve', 'cmd_rollback', 'cmd_models',
-           'cmd_audit', 'cmd_serve', 'cmd_feedback', 'cmd_predictions_export', 'cmd_report', 'cmd_diff', 'cmd_ui',
-           'cmd_lab', 'parser', 'main']
+__all__ = ['cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_lineage', 'cmd_runs', 'cmd_show', 'cmd_settings', 'cmd_data_versions',
+           'cmd_approve', 'cmd_rollback', 'cmd_models', 'cmd_audit', 'cmd_serve', 'cmd_feedback',
+           'cmd_predictions_export', 'cmd_abtest', 'cmd_report', 'cmd_diff', 'cmd_ui', 'cmd_lab', 'cmd_tracking_server',
+           'parser', 'main']
 
 # %% ../notebooks/lib/09_cli.ipynb #c004
 def _table(rows:list, columns:list):
@@ -40,6 +42,9 @@ def cmd_run(args):
     project = None if args.resume else load_project(args.settings, args.param)
     if args.resume: run_dir = run_pipeline(resume=find_run(load_project(args.settings), args.resume))
     else: run_dir = run_pipeline(project)
+    return _print_training_run(run_dir, args.approve_as, project or load_project(args.settings))
+
+def _print_training_run(run_dir:Path, approve_as:str|None, project):
     m = read_manifest(run_dir)
     s = m['summary']
     print(f"\nrun {m['run_id']} completed in {m['duration_s']:.1f} s")
@@ -48,11 +53,11 @@ def cmd_run(args):
     if 'metrics' in s: print('  metrics  ' + '  '.join(f'{k} {_fmt(v)}' for k, v in s['metrics'].items()))
     if 'version' in s:
         decision = s.get('decision')
-        if decision == 'pending_approval' and args.approve_as:
+        if decision == 'pending_approval' and approve_as:
             from mlops_nb.gate import approve
-            approve(run_dir, by=args.approve_as, note='approved at run time with --approve-as')
-            _render_pages(project or load_project(args.settings), run_dir)
-            decision = f'approved by {args.approve_as}: champion'
+            approve(run_dir, by=approve_as, note='approved at run time with --approve-as')
+            _render_pages(project, run_dir)
+            decision = f'approved by {approve_as}: champion'
         elif decision == 'pending_approval': decision = f"pending approval: mlops-nb approve {m['run_id']} --by NAME"
         elif decision == 'rejected': decision = 'rejected: ' + '; '.join(m['stages'][-1]['result']['reasons'])
         elif decision == 'blessed': decision = 'blessed: champion'
@@ -62,10 +67,85 @@ def cmd_run(args):
     print(f"  all runs, charts, diffs       mlops-nb ui  (or open {_rel(run_dir.parent)}/index.html)")
     print(f"  read the executed notebooks   {_rel(run_dir)}/*.ipynb")
     print(f"  this run in detail            mlops-nb show {m['run_id']}")
-    print(f"  the MLflow UI                 mlflow ui --backend-store-uri {m['mlflow']['tracking_uri']}")
+    uri = m['mlflow']['tracking_uri']  # a tracking server serves its own UI
+    print(f"  the MLflow UI                 {uri if uri.startswith(('http://', 'https://')) else 'mlflow ui --backend-store-uri ' + uri}")
     if 'model_name' in s:
         print(f"  the model versions            mlops-nb models")
         print(f"  load the champion             mlflow.pyfunc.load_model('models:/{s['model_name']}@champion')")
+    return 0
+
+def _log_batch(project, since:str|None, until:str|None):
+    "The prediction log between `since` and `until` as a batch file: features, target (independent labels kept apart), id, time"
+    from mlops_nb.predlog import log_url, parse_when, read_predictions
+    url = log_url(project)
+    df = read_predictions(url, parse_when(since), parse_when(until))
+    if not len(df): raise MlopsError(f'no logged predictions{" since " + since if since else ""}{" until " + until if until else ""} in {url}')
+    d = project.settings['data']
+    meta = ['request_id', 'row', 'time', 'model_name', 'model_version', 'role', 'latency_ms', 'prediction', 'score',
+            'shadow_model_version', 'shadow_prediction', 'shadow_score', 'label', 'label_source', 'label_independent', 'label_time']
+    batch = df[[c for c in df.columns if c not in meta]].copy()
+    batch.columns = [c.removeprefix('feature.') for c in batch.columns]
+    batch[d['target']] = df['label']
+    batch['label_independent'] = df['label_independent']
+    if d['id_column'] not in batch: batch[d['id_column']] = df['request_id'] + ':' + df['row'].astype(str)
+    if d['time_column'] and d['time_column'] not in batch: batch[d['time_column']] = df['time'].dt.strftime('%Y-%m-%d')
+    path = project.runs_dir/'_incoming'/f"log-{utc_now().strftime('%Y%m%dT%H%M%SZ')}.parquet"
+    with atomic_path(path) as tmp: batch.to_parquet(tmp, index=False)
+    return path
+
+def cmd_monitor(args):
+    from mlops_nb.stages import MONITORING
+    if bool(args.data) == bool(args.from_log): raise MlopsError('give the batch to monitor: --data SOURCE or --from-log [--since WHEN]')
+    base = load_project(args.settings, args.param)
+    source = str(_log_batch(base, args.since, args.until)) if args.from_log else args.data
+    overrides = [*args.param, f'data.source={source}', *([f'monitor.labels={Path(args.labels).resolve()}'] if args.labels else [])]
+    if args.from_log: overrides.append('ingest.years=')
+    project = load_project(args.settings, overrides)
+    run_dir = run_pipeline(project, kind='monitor', stages=list(MONITORING))
+    m = read_manifest(run_dir)
+    rep = next(s['result'] for s in m['stages'] if s['name'] == 'monitor')
+    trig = rep['trigger']
+    print(f"\nmonitor run {m['run_id']} completed in {m['duration_s']:.1f} s: {rep['decision']}")
+    print(f"  champion {rep['model_name']} version {rep['champion_version']}, batch of {rep['rows']:,} rows "
+          f"({rep['labelled_rows']:,} labelled, {rep['excluded_labels']:,} labels excluded: not independent of the model)")
+    print(f"  drift    {rep['n_drifted']} of {rep['columns']} features ({rep['drift_share']:.0%})" + (f": {', '.join(rep['drifted'])}" if rep['drifted'] else ''))
+    if rep.get('performance'):
+        print('  metrics  ' + '  '.join(f"{k} {_fmt(v)} (ref {_fmt(rep['reference_metrics'].get(k))})" for k, v in rep['performance'].items() if k != 'rows'))
+    for sig in trig['signals']: print(f"  signal   {sig['signal']}: {sig['detail']}")
+    for why in trig['held_back']: print(f'  held     {why}')
+    print(f"  report   {_rel(run_dir)}/report.html")
+    if not trig['triggered']: return 0
+    if args.no_retrain or not project.settings['monitor']['retrain']:
+        print(f"retraining not started ({'--no-retrain' if args.no_retrain else 'monitor.retrain = false'}); its data: {trig['training_data']['folder']}")
+        return 0
+    trigger = {**json.loads((run_dir/'artifacts/08_monitor/trigger.json').read_text()), 'file': str(run_dir/'artifacts/08_monitor/trigger.json')}
+    print(f"\nretraining on {trig['training_data']['reference_rows']:,} reference + {trig['training_data']['recent_rows']:,} new labelled rows "
+          f"({trig['training_data']['excluded_labels']:,} labels excluded by the feedback-loop guard)")
+    # judged on the newest rows, which the champion never saw: a random holdout would hold rows it trained on
+    retrain = load_project(args.settings, [*args.param, f"data.source={trig['training_data']['folder']}", 'ingest.years=', 'ingest.max_rows=0',
+                                           'features.split=time'])
+    return _print_training_run(run_pipeline(retrain, kind='retrain', trigger=trigger), args.approve_as, retrain)
+
+def cmd_replay(args):
+    overrides = [*args.param, *([f'replay.dataset={args.dataset}'] if args.dataset else []), *([f'replay.batch={args.batch}'] if args.batch else [])]
+    run_dir = run_pipeline(load_project(args.settings, overrides), kind='replay', stages=['replay'])
+    m = read_manifest(run_dir)
+    rep = next(s['result'] for s in m['stages'] if s['name'] == 'replay')
+    print(f"\nreplay run {m['run_id']} completed in {m['duration_s']:.1f} s: {rep['dataset']}, {rep['batches'] - rep['first_batches']} "
+          f"{rep['batch']} batches after training on the first {rep['first_batches']}")
+    print(_table([{**p, 'accuracy': f"{p['accuracy']:.4f}", 'accuracy_weighted': f"{p['accuracy_weighted']:.4f}",
+                   'worst_batch': f"{p['worst_batch']:.4f}"} for p in rep['policies']],
+                 ['policy', 'accuracy', 'accuracy_weighted', 'worst_batch', 'retrains']))
+    print(f"  monitor vs never: {rep['monitor_gain_over_never']:+.4f} accuracy; vs periodic: {rep['monitor_minus_periodic']:+.4f} "
+          f"with {rep['retrains_saved_vs_periodic']} fewer retrains")
+    print(f"  plot     {_rel(run_dir)}/artifacts/09_replay/accuracy.png")
+    print(f"  report   {_rel(run_dir)}/report.html")
+    return 0
+
+def cmd_lineage(args):
+    from mlops_nb.monitor import lineage
+    project = load_project(args.settings)
+    print(lineage(project, args.version, args.model))
     return 0
 
 def cmd_runs(args):
@@ -192,6 +272,21 @@ def cmd_predictions_export(args):
     print(f'{n:,} predictions written to {args.to}')
     return 0
 
+def cmd_abtest(args):
+    from mlops_nb.abtest import ab_text, abtest_log, write_ab
+    from mlops_nb.predlog import log_url, parse_when
+    url = log_url(load_project(args.settings))
+    if args.all_labels: print('warning: --all-labels counts labels not marked independent of the model; labels that echo '
+                              "a model's answers favour that model, so the comparison is biased", file=sys.stderr)
+    r = abtest_log(url, parse_when(args.since), parse_when(args.until), metric=args.metric, alpha=args.alpha,
+                   min_effect=args.min_effect, power=args.power, all_labels=args.all_labels,
+                   champion=args.champion, challenger=args.challenger, by_request=args.by_request)
+    print(ab_text(r))
+    if args.json:
+        write_ab(r, args.json)
+        print(f'\nresult written to {args.json}')
+    return 0
+
 # %% ../notebooks/lib/09_cli.ipynb #c008
 def _render_pages(project, run_dir=None):
     from mlops_nb.report import render_run_pages
@@ -236,7 +331,9 @@ def cmd_ui(args):
     signal.signal(signal.SIGTERM, _stop)  # stopped by a service manager: close down as after Ctrl-C
     print(f'dashboard  http://127.0.0.1:{srv.server_address[1]}/index.html', flush=True)
     mlflow = None
-    if args.mlflow:
+    if project.tracking_uri.startswith(('http://', 'https://')):
+        print(f'MLflow UI  {project.tracking_uri}/  (the tracking server settings.ini names)', flush=True)
+    elif args.mlflow:
         port = args.mlflow_port or _free_port()
         mlflow = subprocess.Popen([sys.executable, '-m', 'mlflow', 'ui', '--backend-store-uri', project.tracking_uri,
                                    '--host', '127.0.0.1', '--port', str(port)], cwd=project.root)
@@ -263,6 +360,11 @@ def cmd_lab(args):
             *(['--allow-root'] if args.allow_root else [])]
     print(f'JupyterLab at {project.root}: the stage notebooks are in notebooks/stages and run top to bottom with their defaults', flush=True)
     os.execv(sys.executable, argv)  # JupyterLab owns the terminal from here: Ctrl-C shuts its kernels down itself
+
+def cmd_tracking_server(args):
+    from mlops_nb.trackserver import tracking_server
+    return tracking_server(args.backend_store or '', args.artifacts or '', args.host, args.port, args.workers, args.settings,
+                           echo=lambda line: print(line, flush=True))
 
 # %% ../notebooks/lib/09_cli.ipynb #c009
 def parser():
@@ -319,6 +421,45 @@ def parser():
     ex.add_argument('--until', metavar='WHEN', help='stop before this time (default: now)')
     ex.add_argument('--to', required=True, metavar='FILE.parquet', help='Parquet file to write')
     ex.set_defaults(func=cmd_predictions_export)
+    ab = sub.add_parser('abtest', help='champion against challenger on labelled live traffic: difference, interval, test, rows still needed',
+                        description='Compare the models that answered (champion and challenger) on the logged predictions that have labels.')
+    ab.add_argument('--since', metavar='WHEN', help='ISO date or time (UTC), or an age such as 7d or 12h (default: from the start)')
+    ab.add_argument('--until', metavar='WHEN', help='stop before this time (default: now)')
+    ab.add_argument('--metric', default='auto', choices=('auto', 'accuracy', 'mae', 'rmse'),
+                    help='auto: mae for numeric predictions with fractions, else accuracy (default: auto)')
+    ab.add_argument('--alpha', type=float, default=0.05, help='significance level; intervals are 1 - alpha (default 0.05)')
+    ab.add_argument('--power', type=float, default=0.8, help='power the rows still needed are planned for (default 0.8)')
+    ab.add_argument('--min-effect', type=float, default=0.01, metavar='X',
+                    help="smallest difference that matters, in the metric's units (default 0.01)")
+    ab.add_argument('--all-labels', action='store_true', help='also count labels not marked independent of the model (biased; warns)')
+    ab.add_argument('--by-request', action='store_true',
+                    help='treat requests, not rows, as the independent units (when rows of a request are alike: see design_effect)')
+    ab.add_argument('--champion', metavar='VERSION', help='champion version to compare (default: the latest that answered)')
+    ab.add_argument('--challenger', metavar='VERSION', help='challenger version to compare (default: the latest that answered)')
+    ab.add_argument('--json', metavar='FILE.json', help='also write the result as JSON (the verdict the gate can use)')
+    ab.set_defaults(func=cmd_abtest)
+    mo = sub.add_parser('monitor', help="compare a batch with the champion's training data; retrain when a signal says so",
+                        description="Run the monitor notebook on a batch (drift, skew, predictions, performance, control charts); "
+                                    "when settings.ini [monitor] signals fire, start a training run on the chosen data.")
+    mo.add_argument('--data', metavar='SOURCE', help='the batch: a bundled dataset, CSV or Parquet file, folder, glob or fsspec URI')
+    mo.add_argument('--from-log', action='store_true', help="the batch is the server's prediction log (with its independent labels)")
+    mo.add_argument('--since', metavar='WHEN', help='with --from-log: ISO date or time (UTC), or an age such as 7d (default: from the start)')
+    mo.add_argument('--until', metavar='WHEN', help='with --from-log: stop before this time (default: now)')
+    mo.add_argument('--labels', metavar='PATH', help='CSV or Parquet of late labels: the id column, the target, optionally label_independent')
+    mo.add_argument('--no-retrain', action='store_true', help='record the trigger but start no training run')
+    mo.add_argument('--approve-as', metavar='NAME', help='approve the retrained model as NAME if the gate passes it')
+    mo.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override a setting (repeatable)')
+    mo.set_defaults(func=cmd_monitor)
+    rl = sub.add_parser('replay', help='replay the retraining loop over a time-ordered dataset: never, periodic, monitor-triggered',
+                        description='Score each batch with the current model, monitor it, label it, and retrain by each policy.')
+    rl.add_argument('--dataset', choices=('elec2', 'acs'), help='elec2 (default) or acs')
+    rl.add_argument('--batch', choices=('daily', 'weekly', 'monthly', 'yearly'), help='elec2: daily, weekly (default) or monthly; acs: yearly')
+    rl.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override a setting, e.g. replay.period=8')
+    rl.set_defaults(func=cmd_replay)
+    li = sub.add_parser('lineage', help='how a model version came to be: its training run, trigger, monitor run, data and approval')
+    li.add_argument('version', metavar='MODEL_VERSION', help='version number, or an alias such as champion')
+    li.add_argument('--model', metavar='NAME', help='registered model name (default: [project] model_name)')
+    li.set_defaults(func=cmd_lineage)
     sub.add_parser('runs', help='list runs').set_defaults(func=cmd_runs)
     rp = sub.add_parser('report', help="render report.html of one run (default: every run) and the runs dashboard")
     rp.add_argument('run', nargs='?', metavar='RUN', help='run id, a unique part of it, or a run folder')
@@ -337,6 +478,14 @@ def parser():
     lb.add_argument('--no-browser', action='store_true', help='do not open a browser')
     lb.add_argument('--allow-root', action='store_true', help='run as root (in a container, say), which JupyterLab refuses otherwise')
     lb.set_defaults(func=cmd_lab)
+    ts = sub.add_parser('tracking-server', help="start MLflow's tracking server for a team (one worker, no job execution)",
+                        description="Serve a tracking and registry store to a team; prints the tracking_uri for settings.ini.")
+    ts.add_argument('--backend-store', metavar='URI', help="sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB (default: settings.ini's tracking_uri)")
+    ts.add_argument('--artifacts', metavar='PATH|URI', help="where the server keeps artifacts (default: settings.ini's artifact_location)")
+    ts.add_argument('--host', default='127.0.0.1', help='interface to listen on (default 127.0.0.1; 0.0.0.0 for other machines)')
+    ts.add_argument('--port', type=int, default=5000, help='port (default 5000; 0 picks a free one)')
+    ts.add_argument('--workers', type=int, default=1, help='uvicorn worker processes (default 1; each holds about 0.25 GiB)')
+    ts.set_defaults(func=cmd_tracking_server)
     dv = sub.add_parser('data', help='the data the runs used').add_subparsers(dest='data_command', required=True, metavar='SUBCOMMAND')
     dv.add_parser('versions', help='data versions seen across runs: rows, schema hash, first and last run').set_defaults(func=cmd_data_versions)
     st = sub.add_parser('settings', help='every setting with its type, value, default and help')

@@ -18,7 +18,7 @@ from .report import badge, esc, fmt, page, run_decision, table
 
 # %% auto #0
 __all__ = ['key_metric_chart', 'champion_chart', 'monitor_charts', 'diff_runs', 'diff_text', 'diff_page', 'diff_path',
-           'write_diff', 'champion_history', 'dashboard_html', 'render_dashboard', 'dashboard_server']
+           'write_diff', 'champion_history', 'trigger_text', 'dashboard_html', 'render_dashboard', 'dashboard_server']
 
 # %% ../notebooks/lib/15_dashboard.ipynb #c004
 _COLORS = {'approved': '#1a7f37', 'blessed': '#1a7f37', 'pending_approval': '#b35900', 'rejected': '#c62828',
@@ -336,6 +336,14 @@ def _thresholds(runs:list, key:str):
 
 def _metric_names(key:str): return list(dict.fromkeys([key, 'accuracy', 'f1']))
 
+def trigger_text(m:dict):
+    "Why a run started: by hand (by whom), or the monitor run and signals that triggered it"
+    t = m.get('trigger')
+    if not isinstance(t, dict): return 'manual'
+    if t.get('monitor_run'):
+        return f"monitor {t['monitor_run'][-6:]}: " + ', '.join(dict.fromkeys(s['signal'] for s in t.get('signals', [])))
+    return f"manual ({t['by']})" if t.get('by') else 'manual'
+
 def _run_row(m:dict, runs_dir:Path, names:list, diff_href:str|None):
     s, rid = m.get('summary') or {}, m['run_id']
     d = run_decision(m)
@@ -345,7 +353,7 @@ def _run_row(m:dict, runs_dir:Path, names:list, diff_href:str|None):
     metrics = (s.get('metrics') or {})
     cells = [link, esc(m.get('kind')), badge(m.get('status')), esc((m.get('created') or '').replace('+00:00', 'Z').replace('T', ' ')),
              f"{m['duration_s']:.1f} s" if m.get('duration_s') else '-', esc(s.get('data_version')), model,
-             *[fmt(metrics.get(k)) for k in names], esc(m.get('trigger') or 'manual'),
+             *[fmt(metrics.get(k)) for k in names], esc(trigger_text(m)),
              f'<a href="{esc(diff_href)}">what changed</a>' if diff_href else '-']
     return (f'<tr class="run status-{esc(m.get("status"))}" data-run="{esc(rid)}">' +
             ''.join(f'<td{" class=num" if 7 <= i < 7 + len(names) else ""}>{c}</td>' for i, c in enumerate(cells)) + '</tr>')

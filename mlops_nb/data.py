@@ -473,7 +473,10 @@ def _reading(plan, encoding:str, delimiter:str, names):
 def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:int, max_rows:int, random_state:int):
     "Write the chunks of `plans` to the Parquet file `path`; what was written, or `_Retype` to read again"
     import pyarrow as pa, pyarrow.parquet as pq
+    from tqdm.auto import tqdm
     text_columns = [c for c, t in fixed.items() if _textual(t)]  # read as text; categories are made after
+    # shown only when reading takes more than a second: a bundled dataset or a small file stays quiet
+    bar = tqdm(desc='ingest', unit=' rows', unit_scale=True, delay=1, mininterval=0.5)
     columns = dtypes = origin = None
     writer, digest, warnings, inputs, total = None, RowDigest(), [], [], 0
     profile, sampler, preview, schema = _Profile(), _Sampler(max_rows, random_state) if max_rows else None, None, None
@@ -527,6 +530,8 @@ def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:
                         if sampler: sampler.add(chunk)
                         else: write(chunk)
                         rows_in_file += len(chunk)
+                        bar.update(len(chunk))
+                        bar.set_postfix_str(f'{f.name} ({plans.index(plan) + 1} of {len(plans)} files)', refresh=False)
                 except Exception as e:
                     err = fail(e)
                     if err is e: raise
@@ -546,6 +551,7 @@ def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:
             for c in columns:
                 if profile.missing[c] == profile.rows: warnings.append(f'column {c!r} has no values: every one of its {profile.rows} values is missing')
         finally:
+            bar.close()
             if writer is not None: writer.close()
     written = pq.read_schema(path).empty_table().to_pandas()
     return dict(data_version=digest.version(schema_hash(written)), schema_hash=schema_hash(written),

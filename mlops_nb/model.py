@@ -62,15 +62,23 @@ def make_features(run_dir:str, # run folder
                   time_column:str='year', # time of a row; not a feature
                   holdout_share:float=0.2, # share of rows kept out of training
                   random_state:int=42, # seed of the split
+                  split:str='random', # random, or time: the latest rows by `time_column` are the holdout
                  ):
     "Split the snapshot into train and holdout Parquet files and record the feature columns"
     from sklearn.model_selection import train_test_split
     paths = get_stage('features').paths(run_dir)
     df = pd.read_parquet(paths['snapshot'])
     if not 0 < holdout_share < 1: raise MlopsError(f'features.holdout_share must be between 0 and 1, got {holdout_share}')
-    counts = df[target].value_counts() if check_task(task) == 'classification' else pd.Series()
-    stratify = df[target] if len(counts) > 1 and counts.min() >= 2 else None
-    train, holdout = train_test_split(df, test_size=holdout_share, random_state=random_state, stratify=stratify)
+    if split == 'time':
+        if time_column not in df: raise MlopsError(f'features.split = time needs the time column {time_column!r}, which the snapshot lacks')
+        order = df.sort_values(time_column, kind='stable')
+        cut = len(df) - max(1, int(round(len(df)*holdout_share)))
+        train, holdout = order.iloc[:cut], order.iloc[cut:]
+    elif split == 'random':
+        counts = df[target].value_counts() if check_task(task) == 'classification' else pd.Series()
+        stratify = df[target] if len(counts) > 1 and counts.min() >= 2 else None
+        train, holdout = train_test_split(df, test_size=holdout_share, random_state=random_state, stratify=stratify)
+    else: raise MlopsError(f'features.split must be random or time; got {split!r}')
     features = {**feature_columns(df, target, id_column, time_column), 'target': target, 'task': task, 'id_column': id_column,
                 'train_rows': len(train), 'holdout_rows': len(holdout)}
     for k, part in (('train', train), ('holdout', holdout)):

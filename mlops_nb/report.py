@@ -108,9 +108,13 @@ def run_decision(m:dict):
                         details=[f"approve: mlops-nb approve {m['run_id']} --by NAME", f"or reject: mlops-nb reject {m['run_id']} --by NAME --note TEXT"])
         if reg.get('decision') == 'rejected':
             return dict(state='rejected', title=f'rejected by the gate: {v} never becomes champion', details=list(reg.get('reasons') or []))
-    s = m.get('summary') or {}
-    if 'drift' in s:
-        return dict(state='drift' if s['drift'] else 'no_drift', title='drift' if s['drift'] else 'no drift', details=list(s.get('drift_reasons') or []))
+    mon = next((r.get('result') for r in stages if r.get('name') == 'monitor' and r.get('status') == 'completed'), None)
+    if mon:
+        t = mon.get('trigger') or {}
+        details = [f"{mon.get('n_drifted')} of {mon.get('columns')} features drifted" + (f": {', '.join(mon['drifted'])}" if mon.get('drifted') else ''),
+                   *(f"signal {x['signal']}: {x['detail']}" for x in t.get('signals', [])), *(f'held back: {h}' for h in t.get('held_back', []))]
+        if mon.get('decision') == 'retrain': return dict(state='drift', title='drift: retraining triggered', details=details)
+        return dict(state='drift' if mon.get('decision') == 'drift' else 'no_drift', title=mon.get('decision') or 'no drift', details=details)
     return dict(state='completed', title='completed', details=[])
 
 # %% ../notebooks/lib/14_report.ipynb #c009

@@ -207,6 +207,12 @@ def _summary(manifest:dict):
     if 'ingest' in res: s.update(data_version=res['ingest'].get('data_version'), rows=res['ingest'].get('rows'))
     if 'evaluate' in res: s['metrics'] = {k: v for k, v in res['evaluate'].items() if k != 'rows'}
     if 'register' in res: s.update({k: res['register'].get(k) for k in ('model_name', 'version', 'champion', 'decision')})
+    if 'monitor' in res:
+        m = res['monitor']
+        s.update(decision=m.get('decision'), model_name=m.get('model_name'), champion_version=m.get('champion_version'),
+                 drift_share=m.get('drift_share'), drifted=m.get('drifted'), drift_share_limit=m.get('drift_share_limit'),
+                 control_limits=m.get('control_limits'),
+                 metrics={k: v for k, v in (m.get('performance') or {}).items() if k != 'rows'})
     return s
 
 def _freeze(run_dir:Path):
@@ -221,8 +227,10 @@ def _check_completed(run_dir:Path, record:dict):
             if sha256_path(run_dir/rel) != digest:
                 raise MlopsError(f'cannot resume: {rel} ({kind[:-1]} of completed stage {record["name"]}) changed since it ran')
 
-def _new_manifest(project:Project, stages, kind:str):
+def _new_manifest(project:Project, stages, kind:str, trigger:dict|None):
+    import getpass
     return {'schema_version': MANIFEST_SCHEMA, 'run_id': new_run_id(), 'kind': kind, 'status': 'running',
+            'trigger': trigger or {'signal': 'manual', 'by': getpass.getuser()}, 'parent_run': (trigger or {}).get('monitor_run'),
             'created': utc_now().isoformat(), 'ended': None, 'duration_s': None, 'git': git_state(project.root),
             'packages': package_versions(), 'settings_file': str(project.settings_file), 'overrides': list(project.overrides),
             'settings': project.settings,
@@ -232,7 +240,7 @@ def _progress(i:int, n:int, rec:dict):
     took = f"{rec['duration_s']:7.1f} s" if rec.get('duration_s') is not None else ''
     return f"[{i}/{n}] {rec['name']:<10} {rec['status']:<11} {took}"
 
-def _open_run(project:Project|None, resume:str|Path|None, kind:str):
+def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|None=None, trigger:dict|None=None):
     "`(project, stages, manifest, run_dir)` of a new run, or of the run to resume"
     if resume:
         run_dir = Path(resume).resolve()
@@ -245,8 +253,8 @@ def _open_run(project:Project|None, resume:str|Path|None, kind:str):
             if r['status'] == 'completed': _check_completed(run_dir, r)
     else:
         project = project or load_project()
-        stages = project.stages
-        manifest = _new_manifest(project, stages, kind)
+        stages = [get_stage(n) for n in stages] if stages else project.stages
+        manifest = _new_manifest(project, stages, kind, trigger)
         run_dir = project.runs_dir/manifest['run_id']
     return project, stages, manifest, run_dir
 
@@ -287,10 +295,12 @@ def check_settings(settings:dict):
 def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
                  resume:str|Path|None=None, # a run folder to continue instead of starting a new run
                  echo=print, # where progress lines go
-                 kind:str='train', # recorded in the manifest
+                 kind:str='train', # recorded in the manifest: train, monitor, retrain, replay
+                 stages:list|None=None, # stage names; default: the project's [pipeline] stages
+                 trigger:dict|None=None, # why the run started (a monitor's trigger.json); default: by hand
                 ):
     "Run the pipeline's stage notebooks into a run folder; return the run folder"
-    project, stages, manifest, run_dir = _open_run(project, resume, kind)
+    project, stages, manifest, run_dir = _open_run(project, resume, kind, stages, trigger)
     problems = [p for s in stages for p in check_notebook(s, project.root/'notebooks'/'stages'/s.notebook)]
     if problems: raise MlopsError('stage notebooks do not match their declared parameters:\n  ' + '\n  '.join(problems))
     problems = check_settings(project.settings)

@@ -15,7 +15,8 @@ from .core import MlopsError
 from .settings import Param
 
 # %% auto #0
-__all__ = ['RUN_DIR', 'STAGES', 'SETTINGS', 'Stage', 'get_stage', 'declared_settings', 'stage_params', 'check_notebook']
+__all__ = ['RUN_DIR', 'STAGES', 'TRAINING', 'MONITORING', 'SETTINGS', 'Stage', 'get_stage', 'declared_settings', 'stage_params',
+           'check_notebook']
 
 # %% ../notebooks/lib/02_stages.ipynb #c004
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ _holdout = 'artifacts/03_features/holdout.parquet'
 _model = 'artifacts/04_train/model'
 _verdict = 'artifacts/05_evaluate/verdict.json'
 _predictions = 'artifacts/05_evaluate/predictions.parquet'
+_key_metric = Param('key_metric', str, 'roc_auc', 'the metric run listings show and monitoring charts per window', 'project')
 _model_name = Param('model_name', str, 'acs-employment', 'registered model name in MLflow', 'project')
 
 _reference = Param('reference', str, 'champion', "the data contract's schema: champion (the champion's training schema), none, "
@@ -96,7 +98,8 @@ STAGES = (
           outputs={'schema': 'artifacts/02_validate/schema.json', 'anomalies': 'artifacts/02_validate/anomalies.json'},
           result='anomalies'),
     Stage('features', '03_features.ipynb', 'Choose the feature columns and split train from holdout.',
-          params=(_target, _task, _id, _time, Param('holdout_share', float, 0.2, 'share of rows kept out of training'), _seed),
+          params=(_target, _task, _id, _time, Param('holdout_share', float, 0.2, 'share of rows kept out of training'), _seed,
+                  Param('split', str, 'random', 'random, or time: the latest rows by the time column are the holdout (retraining uses it)')),
           inputs={'snapshot': _snapshot, 'schema': 'artifacts/02_validate/schema.json'},
           outputs={'train': 'artifacts/03_features/train.parquet', 'holdout': _holdout, 'features': _features},
           result='features'),
@@ -141,7 +144,49 @@ STAGES = (
                   'audit': 'artifacts/06_audit/audit.json'},
           outputs={'registration': 'artifacts/07_register/registration.json'},
           result='registration'),
+    Stage('monitor', '08_monitor.ipynb', "Compare a batch with the champion's training data: drift, skew, predictions, performance, control charts, trigger.",
+          params=(_target, _id, _time, _model_name, _tracking,
+                  _key_metric,
+                  Param('labels', str, '', 'CSV or Parquet of late labels (id column, target, optionally label_independent); empty: those in the batch'),
+                  Param('wasserstein', float, 0.1, 'a numeric feature drifts from this normalised Wasserstein distance (robust standard deviations)'),
+                  Param('psi', float, 0.2, 'a feature drifts from this population stability index'),
+                  Param('js', float, 0.1, 'a categorical feature drifts from this Jensen-Shannon distance (base 2)'),
+                  Param('new_share', float, 0.01, 'a categorical feature drifts when this share of rows has categories training never saw'),
+                  Param('window_rows', int, 0, 'rows per window when the time column does not give windows; 0: one window'),
+                  Param('baseline_points', int, 5, 'control-chart points (windows of earlier monitor runs) that set the limits'),
+                  Param('drift_share', float, 0.3, 'retrain when this share of the features drifted; 0: never for this reason'),
+                  Param('drift_features', str, '', 'retrain when any of these features drifts, comma-separated'),
+                  Param('spc_series', str, 'performance', 'retrain on a control-chart signal of these series: performance, drift_share (comma-separated)'),
+                  Param('performance_floor', str, '', 'retrain when the labelled batch fails these criteria, e.g. accuracy at least 0.75'),
+                  Param('min_labelled_rows', int, 200, 'retrain only with at least this many new independently labelled rows'),
+                  Param('cooldown_hours', float, 0.0, 'no retraining sooner than this after the last one'),
+                  Param('training_data', str, 'reference+recent', "what a retraining run learns from: reference+recent (the champion's data and the "
+                        "batch's labelled rows) or recent (the labelled rows only)")),
+          inputs={'snapshot': _snapshot},
+          outputs={'report': 'artifacts/08_monitor/monitor.json', 'drift': 'artifacts/08_monitor/drift.json',
+                   'trigger': 'artifacts/08_monitor/trigger.json', 'training': 'artifacts/08_monitor/training'},
+          result='report'),
 )
+_monitor = {p.name: p for p in STAGES[-1].params}
+_train = {p.name: p for p in STAGES[3].params}
+STAGES += (
+    Stage('replay', '09_replay.ipynb', 'Replay the retraining loop over a time-ordered dataset: never, periodic and monitor-triggered retraining.',
+          params=(Param('dataset', str, 'elec2', 'elec2 (half-hourly, concept drift) or acs (yearly surveys 2015-18)'),
+                  Param('batch', str, 'weekly', 'elec2: daily, weekly or monthly; acs: yearly'),
+                  Param('train_share', float, 0.2, 'share of the batches the first model is trained on'),
+                  Param('period', int, 4, 'the periodic policy retrains every this many batches'),
+                  Param('window_batches', int, 8, 'a retrained model learns from this many latest batches; 0: all so far'),
+                  Param('baseline_points', int, 4, 'batches after each (re)training that set the control limits'),
+                  Param('cooldown_batches', int, 4, 'the monitor policy retrains at most once in this many batches'),
+                  Param('drift_share', float, 0.0, 'the monitor policy also retrains when this share of features drifted; 0: off'),
+                  *(_monitor[k] for k in ('drift_features', 'spc_series', 'performance_floor', 'wasserstein', 'psi', 'js', 'new_share')),
+                  *(_train[k] for k in ('model', 'learning_rate', 'max_iter', 'max_leaf_nodes', 'inverse_regularization')), _seed),
+          outputs={'report': 'artifacts/09_replay/replay.json', 'batches': 'artifacts/09_replay/batches.parquet',
+                   'plot': 'artifacts/09_replay/accuracy.png'},
+          result='report'),
+)
+TRAINING = ('ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register')
+MONITORING = ('ingest', 'monitor')
 
 def get_stage(name:str):
     "The declared stage called `name`"
@@ -153,10 +198,10 @@ def get_stage(name:str):
 SETTINGS = (
     Param('name', str, 'mlops-nb', 'project name', 'project'),
     Param('runs_dir', str, 'runs', 'folder of run folders, relative to the project', 'project'),
-    Param('key_metric', str, 'roc_auc', 'evaluate metric shown in run listings', 'project'),
-    _tracking, _experiment,
+    _key_metric, _tracking, _experiment,
     Param('artifact_location', str, 'mlartifacts', 'where MLflow stores artifacts, relative to the project', 'mlflow'),
-    Param('stages', str, ', '.join(s.name for s in STAGES), 'stages to run, in order, comma-separated', 'pipeline'),
+    Param('stages', str, ', '.join(TRAINING), 'stages of a training run, in order, comma-separated', 'pipeline'),
+    Param('retrain', bool, True, 'when the monitor triggers, start a training run at once (mlops-nb monitor)', 'monitor'),
     # `mlops-nb serve` (mlops_nb.serve)
     Param('challenger_alias', str, 'challenger', "registry alias of the model that gets a share of traffic or shadows the champion; empty: none", 'serve'),
     Param('weights', str, '100/0', 'champion/challenger traffic weights, e.g. 90/10 (sticky per client)', 'serve'),
