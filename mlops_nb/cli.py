@@ -285,6 +285,12 @@ def cmd_abtest(args):
     if args.json:
         write_ab(r, args.json)
         print(f'\nresult written to {args.json}')
+    if args.promote:
+        from mlops_nb.gate import promote_by_abtest
+        project = load_project(args.settings)
+        moved = promote_by_abtest(project.tracking_uri, project.settings['project']['model_name'], r, args.by or '')
+        print(f"\nversion {moved['champion']} of {moved['model_name']} is champion (was {moved['replaced']}): {moved['note']}")
+        _render_pages(project)
     return 0
 
 # %% ../notebooks/lib/09_cli.ipynb #c008
@@ -437,6 +443,8 @@ def parser():
     ab.add_argument('--champion', metavar='VERSION', help='champion version to compare (default: the latest that answered)')
     ab.add_argument('--challenger', metavar='VERSION', help='challenger version to compare (default: the latest that answered)')
     ab.add_argument('--json', metavar='FILE.json', help='also write the result as JSON (the verdict the gate can use)')
+    ab.add_argument('--promote', action='store_true', help='if the challenger is better, make it champion (recorded like an approval)')
+    ab.add_argument('--by', metavar='NAME', help='with --promote: who promotes')
     ab.set_defaults(func=cmd_abtest)
     mo = sub.add_parser('monitor', help="compare a batch with the champion's training data; retrain when a signal says so",
                         description="Run the monitor notebook on a batch (drift, skew, predictions, performance, control charts); "

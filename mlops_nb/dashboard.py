@@ -409,7 +409,7 @@ def render_dashboard(project)->Path:
     "Write `index.html` in the project's runs folder (and the diff pages it links); return its path"
     return atomic_write_text(project.runs_dir/'index.html', dashboard_html(project))
 
-# %% ../notebooks/lib/15_dashboard.ipynb #c017
+# %% ../notebooks/lib/15_dashboard.ipynb #c018
 def dashboard_server(runs_dir:str|Path, # folder served
                      port:int=8000, # 0 picks a free port
                      host:str='127.0.0.1', # loopback only

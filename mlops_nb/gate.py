@@ -20,7 +20,7 @@ from .core import MlopsError, atomic_write_text, sha256_path, utc_now
 # %% auto #0
 __all__ = ['CHAMPION', 'PREVIOUS', 'LOCK_STALE_S', 'LOCK_TIMEOUT_S', 'parse_criteria', 'judge_metrics', 'judge_groups', 'verdict',
            'decide', 'registry_lock', 'record_event', 'history', 'move_champion', 'approve', 'reject', 'rollback',
-           'models']
+           'promote_by_abtest', 'models']
 
 # %% ../notebooks/lib/13_gate.ipynb #c004
 _CRITERION = re.compile(r'^(?:(?P<column>[^.\s]+)\.)?(?P<measure>[A-Za-z_][A-Za-z0-9_]*)'
@@ -250,6 +250,26 @@ def rollback(tracking_uri:str, model_name:str, by:str, note:str, to:str|None=Non
     move_champion(c, tracking_uri, model_name, str(to), current, {'event': 'rolled_back', 'by': by, 'note': note})
     c.set_model_version_tag(model_name, current, 'mlops_nb.rolled_back', json.dumps({'by': by, 'note': note, 'at': utc_now().isoformat()}))
     return {'model_name': model_name, 'champion': str(to), 'replaced': current}
+
+def promote_by_abtest(tracking_uri:str, model_name:str, result:dict, by:str):
+    "Make the challenger champion when live traffic says it is better (`mlops_nb.abtest` result); return the move"
+    from mlops_nb.tracking import client
+    if not by.strip(): raise MlopsError('a promotion needs --by NAME')
+    if result.get('verdict') != 'challenger better':
+        raise MlopsError(f"the A/B test does not support promoting the challenger: {result.get('verdict')} ({result.get('message', '')})")
+    c = client(tracking_uri)
+    champ, chall = str(result['champion']['model_version']), str(result['challenger']['model_version'])
+    target = c.get_model_version(model_name, chall)
+    approval = json.loads(target.tags.get('mlops_nb.approval', '{}'))
+    if target.tags.get('mlops_nb.decision') == 'rejected' or approval.get('decision') == 'rejected':
+        raise MlopsError(f'version {chall} was rejected: it cannot become champion, whatever its live traffic says')
+    evidence = {k: result.get(k) for k in ('metric', 'difference', 'ci', 'p_value', 'rows_per_model', 'since', 'until')}
+    note = (f"A/B test on live traffic: {result['metric']} {result['difference']:+.4f} "
+            f"(CI {result['ci'][0]:+.4f} to {result['ci'][1]:+.4f}, p = {result['p_value']:.3g})")
+    # the champion must still be the one the traffic compared against: otherwise the evidence is about another pair
+    move_champion(c, tracking_uri, model_name, chall, champ, {'event': 'promoted', 'by': by, 'note': note, 'abtest': evidence})
+    c.set_model_version_tag(model_name, chall, 'mlops_nb.abtest', json.dumps({**evidence, 'by': by, 'at': utc_now().isoformat()}, default=str))
+    return {'model_name': model_name, 'champion': chall, 'replaced': champ, 'note': note}
 
 def models(tracking_uri:str, model_name:str):
     "Every version of `model_name` with its aliases, decision, approval, metrics, data version and run"

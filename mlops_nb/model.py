@@ -20,8 +20,9 @@ from .stages import get_stage
 
 # %% auto #0
 __all__ = ['TASKS', 'MODELS', 'METRICS', 'check_task', 'feature_columns', 'FeaturesResult', 'make_features', 'build_pipeline',
-           'model_input', 'pip_requirements', 'TrainResult', 'train', 'load_pipeline', 'classification_metrics',
-           'regression_metrics', 'task_metrics', 'model_output', 'EvaluateResult', 'slice_metrics', 'evaluate']
+           'model_input', 'pip_requirements', 'warm_start_from', 'TrainResult', 'train', 'load_pipeline',
+           'classification_metrics', 'regression_metrics', 'task_metrics', 'model_output', 'EvaluateResult',
+           'slice_metrics', 'evaluate']
 
 # %% ../notebooks/lib/05_model.ipynb #c004
 def _read_json(path): return json.loads(Path(path).read_text())
@@ -129,6 +130,25 @@ def pip_requirements():
     from importlib.metadata import version
     return [f'{p}=={version(p)}' for p in ('scikit-learn', 'pandas', 'numpy', 'scipy', 'skops')]
 
+def warm_start_from(champion, features:dict, task:str, model:str, max_iter:int):
+    "A copy of the champion's pipeline set to continue learning: `max_iter` more boosting iterations, or solver steps from its weights"
+    import copy
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression
+    est = champion.named_steps['model']
+    kinds = {'hist_gradient_boosting': (HistGradientBoostingClassifier, HistGradientBoostingRegressor), 'logistic_regression': (LogisticRegression,)}
+    if model not in kinds: raise MlopsError(f'train.warm_start: {model} cannot continue from a fitted model; use hist_gradient_boosting or logistic_regression')
+    if not isinstance(est, kinds[model]) or (task == 'classification') != hasattr(est, 'predict_proba'):
+        raise MlopsError(f'train.warm_start: the champion is a {type(est).__name__}, not a {model} {task} model to continue from')
+    pre = champion.named_steps['preprocess']
+    had = [c for _, _, cols in pre.transformers_ if isinstance(cols, list) for c in cols]
+    if sorted(had) != sorted(features['categorical'] + features['numeric']):
+        raise MlopsError('train.warm_start: the champion was trained on other feature columns; train from scratch (train.warm_start = false)')
+    pipe = copy.deepcopy(champion)
+    more = {'max_iter': est.n_iter_ + max_iter} if model == 'hist_gradient_boosting' else {}
+    pipe.named_steps['model'].set_params(warm_start=True, **more)
+    return pipe
+
 @dataclass
 class TrainResult:
     "The fitted pipeline and its training metrics"
@@ -144,6 +164,9 @@ def train(run_dir:str, # run folder
           max_leaf_nodes:int=31, # leaves per boosted tree
           inverse_regularization:float=1.0, # C of logistic regression, 1/alpha of ridge
           random_state:int=42, # seed of the estimator
+          warm_start:bool=False, # continue from the champion's fitted model instead of starting from scratch
+          model_name:str='acs-employment', # registered model whose champion a warm start continues
+          tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
          ):
     "Fit the pipeline on the training split and save it as an MLflow model"
     import mlflow.sklearn, skops.io
@@ -153,8 +176,16 @@ def train(run_dir:str, # run folder
     df = pd.read_parquet(paths['train'])
     X, y = model_input(df, features), df[target]
     pipe = build_pipeline(features, model, learning_rate, max_iter, max_leaf_nodes, inverse_regularization, random_state, task)
-    start = time.perf_counter()
-    pipe.fit(X, y)
+    start, continued = time.perf_counter(), None
+    found = None
+    if warm_start:
+        from mlops_nb.tracking import champion_model, project_tracking_uri
+        found = champion_model(project_tracking_uri(tracking_uri)[0], model_name)
+    if found:
+        continued, pipe = found[0], warm_start_from(found[1], features, task, model, max_iter)
+        # the champion's fitted encoders keep their codes: refitting them would scramble what its trees learned
+        pipe.named_steps['model'].fit(pipe.named_steps['preprocess'].transform(X), y)
+    else: pipe.fit(X, y)
     fit_s = time.perf_counter() - start
     example = X.head(5)
     signature = infer_signature(example, pipe.predict(example))
@@ -165,11 +196,13 @@ def train(run_dir:str, # run folder
                                   skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipe)))
     fitted = task_metrics(task, y, model_output(pipe, X, task))
     first = 'accuracy' if task == 'classification' else 'rmse'
-    metrics = {f'train_{first}': fitted[first], 'fit_seconds': round(fit_s, 3), 'train_rows': len(df), 'n_features': X.shape[1]}
+    metrics = {f'train_{first}': fitted[first], 'fit_seconds': round(fit_s, 3), 'train_rows': len(df), 'n_features': X.shape[1],
+               'warm_start_from': continued}
+    if hasattr(pipe.named_steps['model'], 'n_iter_'): metrics['iterations'] = int(np.max(pipe.named_steps['model'].n_iter_))
     atomic_write_text(paths['metrics'], json.dumps(metrics, indent=2))
     return TrainResult(pipe, metrics)
 
-# %% ../notebooks/lib/05_model.ipynb #c012
+# %% ../notebooks/lib/05_model.ipynb #c013
 def load_pipeline(model_dir:str|Path):
     "The fitted Pipeline saved by `train`, loaded without importing MLflow (seconds saved per stage)"
     import yaml
@@ -212,7 +245,7 @@ def model_output(pipe, X, task:str):
     "What a model is judged on: the positive-class score of a classifier, the prediction of a regressor"
     return pipe.predict_proba(X)[:, 1] if task == 'classification' else pipe.predict(X)
 
-# %% ../notebooks/lib/05_model.ipynb #c014
+# %% ../notebooks/lib/05_model.ipynb #c015
 @dataclass
 class EvaluateResult:
     "Holdout metrics of the challenger and the champion, per-slice metrics, the verdict and the scored holdout"

@@ -272,3 +272,42 @@ def test_cli_abtest(tmp_path):
 
     res = cli(project, 'abtest', '--until', '2000-01-01')
     assert res.returncode == 1 and 'error: no labelled predictions' in res.stderr
+
+
+def test_a_better_challenger_on_live_traffic_can_be_promoted(tmp_path):
+    from mlops_nb.gate import history
+    from mlops_nb.predlog import PredictionLog, log_url, record_feedback, utcnow
+    from mlops_nb.project import load_project
+    from mlops_nb.tracking import client
+    project = make_project(tmp_path)
+    p = load_project(project/'settings.ini')
+    c = client(p.tracking_uri)
+    c.create_registered_model('acs-employment')
+    for _ in range(2): c.create_model_version('acs-employment', source=str(tmp_path))
+    c.set_registered_model_alias('acs-employment', 'champion', '1')
+    url = log_url(p)
+    plog = PredictionLog(url, flush_s=0.01).start()
+    labels = []
+    for role, v, k in (('champion', '1', 60), ('challenger', '2', 90)):
+        for q in range(100):
+            plog.add('predictions', dict(request_id=f'{role}-{q}', time=utcnow(), model_name='acs-employment', model_version=v, role=role,
+                                         status=200, rows=1, features={'x': [1.0]}, predictions=[1], scores=[0.9], latency_ms=1.0))
+            labels.append({'request_id': f'{role}-{q}', 'row': 0, 'label': int(q < k)})
+    plog.close()
+    record_feedback(url, labels, source='review', independent=True)
+
+    res = cli(project, 'abtest', '--promote')
+    assert res.returncode == 1 and 'a promotion needs --by NAME' in res.stderr
+    res = cli(project, 'abtest', '--champion', '1', '--challenger', '1', '--promote', '--by', 'ana')
+    assert res.returncode == 1 and 'Traceback' not in res.stderr
+    res = cli(project, 'abtest', '--promote', '--by', 'ana')
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert 'version 2 of acs-employment is champion (was 1): A/B test on live traffic: accuracy +0.3000' in res.stdout
+    c = client(p.tracking_uri)
+    assert str(c.get_model_version_by_alias('acs-employment', 'champion').version) == '2'
+    assert str(c.get_model_version_by_alias('acs-employment', 'previous-champion').version) == '1'
+    e = history(c, 'acs-employment')[-1]
+    assert e['event'] == 'promoted' and e['by'] == 'ana' and e['abtest']['p_value'] < 1e-4
+    res = cli(project, 'abtest', '--promote', '--by', 'ana')
+    assert res.returncode == 1 and 'the champion of acs-employment changed since this decision was made' in res.stderr, \
+        'the evidence compared version 1 with 2: it cannot promote over another champion'

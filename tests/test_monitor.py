@@ -30,7 +30,7 @@ def test_a_later_year_is_monitored_without_retraining(trained):
     assert m['run_id'] in (project / 'runs' / 'index.html').read_text()
 
 
-def test_drift_triggers_a_retraining_run_that_skips_echoed_labels_and_has_lineage(trained, tmp_path):
+def test_drift_triggers_a_warm_started_retraining_that_skips_echoed_labels_and_has_lineage(trained, tmp_path):
     from mlops_nb.data import bundled
     project, _, _ = trained
     batch = bundled('acs_employment_ma', '2016').sample(1500, random_state=0)
@@ -38,7 +38,7 @@ def test_drift_triggers_a_retraining_run_that_skips_echoed_labels_and_has_lineag
     batch['label_independent'] = [False]*300 + [True]*1200  # 300 labels came from the model's own decisions
     batch.to_csv(tmp_path / 'batch.csv', index=False)
     res = cli(project, 'monitor', '--data', str(tmp_path / 'batch.csv'), '-p', 'monitor.drift_features=AGEP',
-              '-p', 'monitor.min_labelled_rows=100', '--approve-as', 'tester')
+              '-p', 'monitor.min_labelled_rows=100', '-p', 'train.warm_start=true', '--approve-as', 'tester')
     assert res.returncode == 0, res.stdout + res.stderr
     mon, retrain = manifests(project)[-2:]
     _, r = _monitor_result(project, mon['run_id'])
@@ -50,6 +50,8 @@ def test_drift_triggers_a_retraining_run_that_skips_echoed_labels_and_has_lineag
     assert len(recent) == 1200 and 'label_independent' not in recent, 'echoed labels never reach training'
     assert retrain['kind'] == 'retrain' and retrain['parent_run'] == mon['run_id'] and retrain['trigger']['monitor_run'] == mon['run_id']
     assert retrain['stages'][2]['parameters']['split'] == 'time', 'judged on the newest rows, which the champion never saw'
+    train = retrain['stages'][3]['result']
+    assert train['warm_start_from'] == '1' and train['iterations'] > 200, 'the retrained model continued from the champion'
     assert 'labels excluded by the feedback-loop guard' in res.stdout and retrain['summary'].get('version')
 
     res = cli(project, 'lineage', retrain['summary']['version'])
