@@ -41,6 +41,25 @@ def _metric_frame(y_true, y_pred, groups):
                'precision': lambda y, p: precision_score(y, p, zero_division=np.nan)}
     return MetricFrame(metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
 
+def _as_groups(groups): return pd.Series(groups).astype('object').fillna('(missing)').astype(str).reset_index(drop=True)
+
+def _group_table(frame, min_group_size:int):
+    "A `MetricFrame`'s per-group table with integer counts and the judgeable flag"
+    table = frame.by_group
+    table.index = table.index.astype(str)
+    table['count'] = table['count'].astype(int)
+    table['judgeable'] = table['count'] >= min_group_size
+    return table
+
+def _add_intervals(table:pd.DataFrame, boot:dict, levels, ci:float):
+    "`{name}_low` and `{name}_high` columns from bootstrap values `{name: (n_boot, groups)}`"
+    lo, hi = (1 - ci)/2, 1 - (1 - ci)/2
+    for k, v in boot.items():
+        q = np.nanquantile(v, [lo, hi], axis=0) if len(v) > 1 else np.full((2, len(levels)), np.nan)
+        table[f'{k}_low'] = pd.Series(q[0], index=levels.astype(str))
+        table[f'{k}_high'] = pd.Series(q[1], index=levels.astype(str))
+    return table
+
 def group_rates(y_true, # labels, 0/1
                 y_pred, # decisions, 0/1
                 groups:pd.Series, # the group of each row
@@ -50,15 +69,12 @@ def group_rates(y_true, # labels, 0/1
                 random_state:int=42):
     "Per-group count and rates, with bootstrap intervals and a judgeable flag"
     y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
-    groups = pd.Series(groups).astype('object').fillna('(missing)').astype(str).reset_index(drop=True)
-    table = _metric_frame(y_true, y_pred, groups).by_group
-    table.index = table.index.astype(str)
-    table['count'] = table['count'].astype(int)
+    groups = _as_groups(groups)
+    table = _group_table(_metric_frame(y_true, y_pred, groups), min_group_size)
     # fairlearn reports 0 for a rate whose denominator is empty; it is undefined, and 0 would read as perfect
     positives = pd.Series(y_true).groupby(groups.to_numpy()).sum().reindex(table.index)
     table.loc[positives == 0, ['tpr', 'fnr']] = np.nan
     table.loc[table['count'] - positives == 0, 'fpr'] = np.nan
-    table['judgeable'] = table['count'] >= min_group_size
     if n_boot:
         codes, levels = pd.factorize(groups)
         cell = codes*4 + y_true*2 + y_pred  # (group, label, decision) as one index
@@ -66,12 +82,7 @@ def group_rates(y_true, # labels, 0/1
         onehot[np.arange(len(cell)), cell] = 1
         w = np.random.default_rng(random_state).poisson(1.0, size=(n_boot, len(cell)))
         counts = (w @ onehot).reshape(n_boot, len(levels), 4)  # tn, fp, fn, tp per resample and group
-        boot = _rates(counts[..., 3], counts[..., 1], counts[..., 0], counts[..., 2])
-        lo, hi = (1 - ci)/2, 1 - (1 - ci)/2
-        for k, v in boot.items():
-            q = np.nanquantile(v, [lo, hi], axis=0) if n_boot > 1 else np.full((2, len(levels)), np.nan)
-            table[f'{k}_low'] = pd.Series(q[0], index=levels.astype(str))
-            table[f'{k}_high'] = pd.Series(q[1], index=levels.astype(str))
+        _add_intervals(table, _rates(counts[..., 3], counts[..., 1], counts[..., 0], counts[..., 2]), levels, ci)
     return table
 
 # %% ../notebooks/lib/12_audit.ipynb #c008
@@ -93,11 +104,8 @@ def group_errors(y_true, # numeric labels
                  random_state:int=42):
     "Per-group count, mean label and prediction, mean error, MAE and RMSE, with bootstrap intervals"
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
-    groups = pd.Series(groups).astype('object').fillna('(missing)').astype(str).reset_index(drop=True)
-    table = _error_frame(y_true, y_pred, groups).by_group
-    table.index = table.index.astype(str)
-    table['count'] = table['count'].astype(int)
-    table['judgeable'] = table['count'] >= min_group_size
+    groups = _as_groups(groups)
+    table = _group_table(_error_frame(y_true, y_pred, groups), min_group_size)
     if n_boot:
         codes, levels = pd.factorize(groups)
         onehot = np.zeros((len(codes), len(levels)))
@@ -109,11 +117,7 @@ def group_errors(y_true, # numeric labels
             boot = {k: (w @ (onehot*v[:, None]))/n for k, v in
                     (('mean_label', y_true), ('mean_prediction', y_pred), ('mean_error', err), ('mae', np.abs(err)), ('rmse', err**2))}
         boot['rmse'] = np.sqrt(boot['rmse'])
-        lo, hi = (1 - ci)/2, 1 - (1 - ci)/2
-        for k, v in boot.items():
-            q = np.nanquantile(v, [lo, hi], axis=0) if n_boot > 1 else np.full((2, len(levels)), np.nan)
-            table[f'{k}_low'] = pd.Series(q[0], index=levels.astype(str))
-            table[f'{k}_high'] = pd.Series(q[1], index=levels.astype(str))
+        _add_intervals(table, boot, levels, ci)
     return table
 
 # %% ../notebooks/lib/12_audit.ipynb #c012

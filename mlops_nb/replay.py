@@ -84,7 +84,7 @@ def replay(dataset:str='elec2', batch:str='weekly', # the data and its batches
            train_share:float=0.2, # share of the batches the first model is trained on
            period:int=4, # the periodic policy retrains every `period` batches
            window_batches:int=8, # a retrained model learns from this many latest batches; 0: all so far
-           baseline_points:int=4, # batches after each (re)training that set the control limits
+           baseline_points:int=4, # the first model's first batches, whose accuracy sets the control limits
            cooldown_batches:int=4, # the monitor policy retrains at most once in this many batches
            drift_share:float=0.0, drift_features:str='', spc_series:str='performance', performance_floor:str='',
            wasserstein:float=0.1, psi:float=0.2, js:float=0.1, new_share:float=0.01, # drift thresholds
