@@ -17,10 +17,12 @@ from .core import MlopsError, atomic_write_text, utc_now
 from .report import badge, esc, fmt, page, run_decision, table
 
 # %% auto #0
-__all__ = ['key_metric_chart', 'champion_chart', 'monitor_charts', 'diff_runs', 'diff_text', 'diff_page', 'diff_path',
-           'write_diff', 'champion_history', 'trigger_text', 'dashboard_html', 'render_dashboard', 'dashboard_server']
+__all__ = ['TRAINING_KINDS', 'key_metric_chart', 'champion_chart', 'monitor_charts', 'diff_runs', 'diff_text', 'diff_page',
+           'diff_path', 'write_diff', 'champion_history', 'trigger_text', 'dashboard_html', 'render_dashboard',
+           'dashboard_server']
 
 # %% ../notebooks/lib/15_dashboard.ipynb #c004
+TRAINING_KINDS = ('train', 'retrain')  # runs that train a model: by hand, or started by a monitor's trigger
 _COLORS = {'approved': '#1a7f37', 'blessed': '#1a7f37', 'pending_approval': '#b35900', 'rejected': '#c62828',
            'promoted': '#1a7f37', 'rolled_back': '#b35900', 'drift': '#c62828', 'no_drift': '#1a7f37'}
 _LABELS = {'approved': 'approved: became champion', 'blessed': 'blessed: became champion', 'pending_approval': 'pending approval',
@@ -55,7 +57,7 @@ def key_metric_chart(runs:list, # manifests, oldest first
                      thresholds:list=(), # `[(op, value)]` absolute criteria on `key`
                     ):
     "Chart of `key` across training runs, each point coloured by its decision and labelled with its model version; None without data"
-    pts = [m for m in runs if m.get('kind') == 'train' and isinstance((m.get('summary') or {}).get('metrics', {}).get(key), (int, float))]
+    pts = [m for m in runs if m.get('kind') in TRAINING_KINDS and isinstance((m.get('summary') or {}).get('metrics', {}).get(key), (int, float))]
     if not pts: return None
     fig, ax = _figure()
     ys = [m['summary']['metrics'][key] for m in pts]
@@ -329,7 +331,7 @@ def champion_history(project):
 def _thresholds(runs:list, key:str):
     "Absolute `at least`/`at most` criteria on `key` of the latest training run's evaluate settings"
     from mlops_nb.gate import parse_criteria
-    train = [m for m in runs if m.get('kind') == 'train']
+    train = [m for m in runs if m.get('kind') in TRAINING_KINDS]
     text = ((train[-1].get('settings') or {}).get('evaluate') or {}).get('criteria', '') if train else ''
     try: return [(c['op'], c['value']) for c in parse_criteria(text, 'evaluate.criteria') if c['measure'] == key and c['kind'] == 'value']
     except MlopsError: return []
@@ -349,7 +351,8 @@ def _run_row(m:dict, runs_dir:Path, names:list, diff_href:str|None):
     d = run_decision(m)
     report = (runs_dir/rid/'report.html').is_file()
     link = f'<a href="{esc(rid)}/report.html">{esc(rid)}</a>' if report else f'<a href="{esc(rid)}/manifest.json">{esc(rid)}</a>'
-    model = f"v{esc(s['version'])} {badge(d['state'])}" if s.get('version') else '-'
+    model = (f"v{esc(s['version'])} {badge(d['state'])}" if s.get('version') else
+             f"watched v{esc(s.get('champion_version'))} {badge(d['state'])}" if m.get('kind') == 'monitor' and m.get('status') == 'completed' else '-')
     metrics = (s.get('metrics') or {})
     cells = [link, esc(m.get('kind')), badge(m.get('status')), esc((m.get('created') or '').replace('+00:00', 'Z').replace('T', ' ')),
              f"{m['duration_s']:.1f} s" if m.get('duration_s') else '-', esc(s.get('data_version')), model,
