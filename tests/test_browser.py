@@ -22,11 +22,13 @@ FLAGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '-
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
-    "A project with an approved run and a run that failed in validate: `(project, manifests)`"
+    "A project with an approved run, a run that failed in validate and a monitor run: `(project, manifests)`"
     project = make_project(tmp_path_factory.mktemp('site'))
     res = cli(project, 'run', '--approve-as', 'tester')
     assert res.returncode == 0, res.stdout + res.stderr
     assert cli(project, 'run', '-p', 'data.target=no_such_column').returncode == 1
+    res = cli(project, 'monitor', '--data', 'acs_employment_ma', '-p', 'ingest.years=2018')
+    assert res.returncode == 0, res.stdout + res.stderr
     return project, manifests(project)
 
 
@@ -102,8 +104,10 @@ def assert_dashboard(driver, ms):
     cells = dict(rows)[ms[0]['run_id']]
     assert cells[1:3] == ['train', 'completed'] and cells[5] == ms[0]['summary']['data_version'] and cells[6].startswith('v1')
     assert dict(rows)[ms[1]['run_id']][2] == 'failed'
+    monitor = dict(rows)[ms[2]['run_id']]
+    assert monitor[1:3] == ['monitor', 'completed'] and monitor[6].startswith('watched v1') and monitor[-2].startswith('manual'), monitor
     charts = images(driver, 'figure.chart')
-    assert sorted(c[0] for c in charts) == ['chart-champion', 'chart-key-metric']
+    assert sorted(c[0] for c in charts) == ['chart-champion', 'chart-drift', 'chart-key-metric', 'chart-performance']
     assert all(loaded and width >= 600 for _, loaded, width in charts), charts
     champion = driver.find_element('css selector', '#champion').text
     assert champion.startswith('champion: acs-employment version 1'), champion
@@ -137,10 +141,10 @@ def test_dashboard_served_by_ui(site, browser, shots):
         proc.wait(timeout=20)
 
 
-@pytest.mark.parametrize('which', ['approved', 'failed'])
+@pytest.mark.parametrize('which', ['approved', 'failed', 'monitor'])
 def test_report(site, browser, shots, which):
     project, ms = site
-    m = ms[0] if which == 'approved' else ms[1]
+    m = {'approved': ms[0], 'failed': ms[1], 'monitor': ms[2]}[which]
     open_page(browser, (project / 'runs' / m['run_id'] / 'report.html').as_uri())
     decision = browser.find_element('css selector', '#decision')
     first_stage = browser.find_element('css selector', 'section.stage')
@@ -153,6 +157,11 @@ def test_report(site, browser, shots, which):
         assert {p[0] for p in plots} >= {'stage-evaluate', 'stage-audit'}, 'the stage plots are on the page'
         assert all(loaded and width > 100 for _, loaded, width in plots), plots
         assert 'from mlops_nb' not in browser.find_element('tag name', 'body').text, 'inputs are hidden'
+    elif which == 'monitor':
+        assert decision.text.startswith(('no drift', 'drift')) and 'features drifted' in decision.text
+        plots = images(browser, 'section.stage .nb')
+        assert len([p for p in plots if p[0] == 'stage-monitor']) >= 4, 'drift bars, histograms, windows and control charts'
+        assert all(loaded and width > 100 for _, loaded, width in plots), plots
     else:
         assert decision.text.startswith('failed in stage validate') and 'no_such_column' in decision.text
         assert 'not run' in browser.find_element('css selector', '#stage-register').text
