@@ -295,3 +295,59 @@ def test_cli_serve_logs_every_request_through_sigterm_then_feedback_and_export(s
     assert set(labelled.loc[[answered[1][0], answered[2][0]], 'label_source']) == {'survey'}
     bad = cli(served.project, 'predictions', 'export', '--since', 'yesterday', '--to', str(tmp_path / 'x.parquet'))
     assert bad.returncode == 1 and "cannot read the time 'yesterday'" in bad.stderr
+
+
+def test_regressor_pipelines_answer_numbers_without_scores(served, tmp_path):
+    "A regression pipeline (boosting: the fast path; ridge: the general one) answers MLflow's numbers, and logs no score"
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    import numpy as np
+    import skops.io
+    from concurrent.futures import ThreadPoolExecutor
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+    from mlops_nb.model import pip_requirements
+    from mlops_nb.predlog import read_predictions
+    from mlops_nb.serve import ModelServer, ServeConfig, load_model_dir
+    features = json.loads((served.project / 'runs/run1/artifacts/03_features/features.json').read_text())
+    cat, num = features['categorical'], features['numeric']
+    X = pd.DataFrame(served.rows, columns=served.columns)
+    y = 1000 + 25 * pd.to_numeric(X['SCHL']).fillna(0) + 3 * X['AGEP'].fillna(40) + (X['SEX'] == '2') * 50
+    pipes = {'boosting': Pipeline([('preprocess', ColumnTransformer([('categorical', OrdinalEncoder(handle_unknown='use_encoded_value',
+                                                                     unknown_value=np.nan, encoded_missing_value=np.nan), cat),
+                                                                    ('numeric', 'passthrough', num)])),
+                                   ('model', HistGradientBoostingRegressor(max_iter=30, categorical_features=[c in cat for c in cat + num]))]),
+             'ridge': Pipeline([('preprocess', ColumnTransformer([('categorical', OneHotEncoder(handle_unknown='ignore'), cat),
+                                                                  ('numeric', make_pipeline(SimpleImputer(strategy='median'), StandardScaler()), num)])),
+                                ('model', Ridge())])}
+    rows = served.rows[:300]
+    for kind, pipe in pipes.items():
+        pipe.fit(X, y)
+        path = tmp_path / kind
+        mlflow.sklearn.save_model(pipe, path, signature=infer_signature(X.head(5), pipe.predict(X.head(5))), input_example=X.head(5),
+                                  pip_requirements=pip_requirements(), serialization_format='skops',
+                                  skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipe)))
+        model = load_model_dir(path, 'regressor', '1')
+        assert model.fast == (kind == 'boosting'), kind
+        theirs = mlflow.pyfunc.load_model(str(path)).predict(pd.DataFrame(rows, columns=served.columns)).tolist()
+        server = ModelServer(ServeConfig('regressor', log_url=f'sqlite:///{tmp_path}/{kind}.db', reload_interval_s=3600), None,
+                             {'champion': model})
+        with running(server) as url:
+            r = httpx.post(url + '/invocations', json=_split(served, rows), timeout=60)
+            assert r.status_code == 200, r.text
+            ours = r.json()['predictions']
+            assert ours == theirs and all(isinstance(v, float) for v in ours), f'{kind}: predictions differ from MLflow pyfunc'
+            assert len(set(ours)) > 10, 'the numbers depend on the input'
+            def one(i):  # single rows from 8 clients: scored together in batches
+                return httpx.post(url + '/invocations', json=_split(served, rows[i:i + 1]), timeout=30).json()['predictions']
+            with ThreadPoolExecutor(8) as ex: singles = list(ex.map(one, range(40)))
+            assert [s[0] for s in singles] == theirs[:40]
+        log = read_predictions(server.cfg.log_url)
+        assert len(log) == 300 + 40 and log.score.isna().all() and log.prediction.tolist()[:300] == theirs
+        with __import__('sqlite3').connect(tmp_path / f'{kind}.db') as db:
+            assert db.execute('select count(*) from predictions where scores is not null').fetchone()[0] == 0
