@@ -17,8 +17,8 @@ from .project import load_project
 from .runner import RunInterrupted, find_run, list_runs, read_manifest, run_pipeline
 
 # %% auto #0
-__all__ = ['cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_lineage', 'cmd_runs', 'cmd_show', 'cmd_settings', 'cmd_data_versions',
-           'cmd_approve', 'cmd_rollback', 'cmd_models', 'cmd_audit', 'cmd_serve', 'cmd_feedback',
+__all__ = ['cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_lineage', 'cmd_sweep', 'cmd_runs', 'cmd_show', 'cmd_settings',
+           'cmd_data_versions', 'cmd_approve', 'cmd_rollback', 'cmd_models', 'cmd_audit', 'cmd_serve', 'cmd_feedback',
            'cmd_predictions_export', 'cmd_abtest', 'cmd_report', 'cmd_diff', 'cmd_ui', 'cmd_lab', 'cmd_tracking_server',
            'parser', 'main']
 
@@ -119,7 +119,9 @@ def cmd_monitor(args):
         print(f"retraining not started ({'--no-retrain' if args.no_retrain else 'monitor.retrain = false'}); its data: {trig['training_data']['folder']}")
         return 0
     trigger = {**json.loads((run_dir/'artifacts/08_monitor/trigger.json').read_text()), 'file': str(run_dir/'artifacts/08_monitor/trigger.json')}
-    print(f"\nretraining on {trig['training_data']['reference_rows']:,} reference + {trig['training_data']['recent_rows']:,} new labelled rows "
+    td = trig['training_data']
+    earlier = f" + {td['earlier_rows']:,} from {len(td['earlier_runs'])} earlier batches" if td.get('earlier_rows') else ''
+    print(f"\nretraining on {td['reference_rows']:,} reference{earlier} + {td['recent_rows']:,} new labelled rows "
           f"({trig['training_data']['excluded_labels']:,} labels excluded by the feedback-loop guard)")
     # judged on the newest rows, which the champion never saw: a random holdout would hold rows it trained on
     retrain = load_project(args.settings, [*args.param, f"data.source={trig['training_data']['folder']}", 'ingest.years=', 'ingest.max_rows=0',
@@ -147,6 +149,32 @@ def cmd_lineage(args):
     project = load_project(args.settings)
     print(lineage(project, args.version, args.model))
     return 0
+
+def cmd_sweep(args):
+    from mlops_nb.sweep import parse_axis, run_sweep
+    axes, fixed = [], list(args.set)
+    for text in args.param:
+        setting, values = parse_axis(text)
+        if len(values) > 1: axes.append((setting, values))
+        else: fixed.append(f'{setting}={values[0][0]}')
+    if not axes: raise MlopsError('nothing to sweep: give a setting several values, e.g. -p train.learning_rate=0.03,0.1,0.3')
+    project = load_project(args.settings, fixed)
+    executor = args.executor or ('dask' if args.scheduler or args.workers else 'local')
+    run_dir = run_sweep(project, axes, sample=args.sample, executor=executor, scheduler=args.scheduler, workers=args.workers)
+    sw = read_manifest(run_dir)['sweep']
+    key = sw['key_metric']
+    print(f"\nsweep {sw['run_id']}: {sw['combinations']} of {sw['grid']} combinations, {sw['kind']}, "
+          f"executor {sw['executor']}{' with ' + str(sw['workers']) + ' workers' if sw.get('workers') else ''}, children in {sw['children_s']:.1f} s")
+    table = json.loads((run_dir/'artifacts'/'sweep'/'results.json').read_text())['table']
+    rows = [{**r, key: _fmt(r[key])} for r in table]
+    print(_table(rows, list(rows[0]) if rows else ['rank']))
+    for e in sw['effects']:
+        print(f"  {e['setting']:<28} range {e['range']:.4f}  (mean {key} by value: " + ', '.join(f'{v} {m:.4f}' for v, m in e['means'].items()) + ')')
+    if sw.get('moved_most'): print(f"  moved {key} most: {sw['moved_most']}")
+    if sw.get('retried'): print(f"  retried after a failure or a lost worker: {', '.join(sw['retried'])}")
+    print(f"  table and plot  {_rel(run_dir)}/sweep.ipynb  ({_rel(run_dir)}/artifacts/sweep/)")
+    print(f"best: {sw['best']['run_id']} (" + ', '.join(f'{k}={v}' for k, v in sw['best']['combination'].items()) + ')')
+    return _print_training_run(run_dir, args.approve_as, project)
 
 def cmd_runs(args):
     project = load_project(args.settings)
@@ -468,6 +496,20 @@ def parser():
     li.add_argument('version', metavar='MODEL_VERSION', help='version number, or an alias such as champion')
     li.add_argument('--model', metavar='NAME', help='registered model name (default: [project] model_name)')
     li.set_defaults(func=cmd_lineage)
+    sw = sub.add_parser('sweep', help='run many combinations of settings as child runs, rank them, and gate the best',
+                        description='The shared stages once, then one child run per combination (locally or on Dask), ranked by '
+                                    '[project] key_metric; the best goes through audit and register like any training run.')
+    sw.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=V1,V2',
+                    help="a sweep axis, values typed by the setting; separate values with | when a value holds commas "
+                         "(-p 'ingest.years=2015|2015,2016'); one value fixes the setting (repeatable)")
+    sw.add_argument('--set', action='append', default=[], metavar='SECTION.KEY=VALUE', help='fix a setting for every combination, commas and all (repeatable)')
+    sw.add_argument('--sample', type=int, metavar='K', help='run K combinations drawn from the grid with [project] random_state (default: all)')
+    sw.add_argument('--executor', choices=('local', 'dask'), help='local: one after another; dask: on a Dask cluster '
+                    '(default: dask when --scheduler or --workers is given, else local)')
+    sw.add_argument('--scheduler', metavar='tcp://HOST:8786', help='an existing Dask scheduler; its workers must see this project and MLflow store at the same paths')
+    sw.add_argument('--workers', type=int, metavar='N', help='worker processes of the local Dask cluster (default: one per core)')
+    sw.add_argument('--approve-as', metavar='NAME', help='approve the best model as NAME if the gate passes it')
+    sw.set_defaults(func=cmd_sweep)
     sub.add_parser('runs', help='list runs').set_defaults(func=cmd_runs)
     rp = sub.add_parser('report', help="render report.html of one run (default: every run) and the runs dashboard")
     rp.add_argument('run', nargs='?', metavar='RUN', help='run id, a unique part of it, or a run folder')

@@ -20,8 +20,9 @@ from .core import MlopsError, atomic_path, atomic_write_text, utc_now
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['INDEPENDENT', 'Reference', 'reference_from_run', 'champion_reference', 'join_labels', 'windows', 'trigger_signals',
-           'decide_trigger', 'history', 'control_charts', 'MonitorResult', 'write_training_data', 'monitor', 'lineage']
+__all__ = ['INDEPENDENT', 'TRAINING_DATA', 'Reference', 'reference_from_run', 'champion_reference', 'join_labels', 'windows',
+           'trigger_signals', 'decide_trigger', 'history', 'control_charts', 'MonitorResult', 'labelled_rows',
+           'write_training_data', 'monitor', 'lineage']
 
 # %% ../notebooks/lib/20_monitor.ipynb #c004
 @dataclass
@@ -309,23 +310,45 @@ def _as_reference(recent:pd.DataFrame, reference:pd.DataFrame, id_column:str, ti
             out[c] = (start + np.arange(len(out)) if c == id_column else np.full(len(out), start)).astype(t)
     return out
 
-def write_training_data(path:Path, # folder to write
-                        ref:Reference, batch:pd.DataFrame, target:str, id_column:str, time_column:str,
-                        training_data:str='reference+recent'): # or 'recent'
-    "The data a retraining run ingests: the batch's independently labelled rows, after the reference's rows"
-    if training_data not in ('reference+recent', 'recent'):
-        raise MlopsError(f"monitor.training_data must be reference+recent or recent; got {training_data!r}")
-    reference = pd.read_parquet(ref.run_dir/'artifacts/01_ingest/data.parquet')
-    recent = batch[batch[target].notna()]
-    missing = [c for c in reference.columns if c not in recent]
+TRAINING_DATA = ('reference+recent', 'recent', 'window')
+
+def labelled_rows(reference:pd.DataFrame, batch:pd.DataFrame, target:str, id_column:str, time_column:str):
+    "The batch's independently labelled rows with the reference's columns and types: what a model may learn from"
+    missing = [c for c in reference.columns if c not in batch]
     if missing: raise MlopsError(f'the labelled batch lacks {", ".join(missing)}, which the training data has: cannot retrain on it')
-    recent = _as_reference(recent, reference, id_column, time_column)
+    return _as_reference(batch[batch[target].notna()], reference, id_column, time_column)
+
+def _earlier_labelled(runs_dir:Path, model_name:str, exclude:str, k:int):
+    "The labelled rows kept by the latest `k` earlier completed monitor runs of `model_name`, newest first"
+    found = []
+    for m in sorted(runs_dir.glob('*/manifest.json'), reverse=True):
+        if len(found) >= k: break
+        try: man = json.loads(m.read_text())
+        except (OSError, ValueError): continue
+        res = next((s.get('result') or {} for s in man.get('stages', []) if s['name'] == 'monitor'), {})
+        f = m.parent/'artifacts/08_monitor/labelled.parquet'
+        if man.get('kind') == 'monitor' and man.get('status') == 'completed' and man['run_id'] != exclude and res.get('model_name') == model_name and f.is_file():
+            found.append(f)
+    return found
+
+def write_training_data(path:Path, # folder to write
+                        reference:pd.DataFrame, # the champion's training snapshot
+                        recent:pd.DataFrame, # `labelled_rows` of this batch
+                        training_data:str='reference+recent', # or recent, or window
+                        window:list=(), # labelled.parquet files of earlier monitor runs, for `window`
+                       ):
+    "The data a retraining run ingests: the batch's independently labelled rows, after the reference's or earlier batches' rows"
+    if training_data not in TRAINING_DATA:
+        raise MlopsError(f"monitor.training_data must be one of {', '.join(TRAINING_DATA)}; got {training_data!r}")
+    earlier = [pd.read_parquet(f) for f in window] if training_data == 'window' else []
     with atomic_path(path) as tmp:
         tmp.unlink()
         tmp.mkdir()
         if training_data == 'reference+recent': reference.to_parquet(tmp/'reference.parquet', index=False)
+        for f, df in zip(window, earlier): df.astype(reference.dtypes.to_dict()).to_parquet(tmp/f'earlier_{f.parents[2].name}.parquet', index=False)
         recent.to_parquet(tmp/'recent.parquet', index=False)
-    return {'reference_rows': len(reference) if training_data == 'reference+recent' else 0, 'recent_rows': len(recent)}
+    return {'reference_rows': len(reference) if training_data == 'reference+recent' else 0, 'recent_rows': len(recent),
+            'earlier_rows': sum(map(len, earlier)), 'earlier_runs': [f.parents[2].name for f in window] if earlier else []}
 
 def monitor(run_dir:str, # run folder
             target:str='employed', # label column
@@ -340,6 +363,7 @@ def monitor(run_dir:str, # run folder
             baseline_points:int=5, # control-chart points that set the limits
             drift_share:float=0.3, drift_features:str='', spc_series:str='performance', performance_floor:str='',
             min_labelled_rows:int=200, cooldown_hours:float=0.0, training_data:str='reference+recent',
+            window_runs:int=4, # with training_data = window: learn from the labelled rows of this many latest monitor runs
            ):
     "Compare the run's batch with the champion's training data; write the report, the trigger and, if triggered, the training data"
     from mlops_nb.drift import drift_summary, drift_table
@@ -390,9 +414,16 @@ def monitor(run_dir:str, # run folder
               'control_limits': {metric: [None if v is None or v != v else float(v) for v in limits]},
               'decision': 'retrain' if trig['triggered'] else ('drift' if signals or summary['n_drifted'] else 'no drift'),
               'trigger': trig}
+    reference = pd.read_parquet(ref.run_dir/'artifacts/01_ingest/data.parquet')
+    try: recent = labelled_rows(reference, batch, target, id_column, time_column)
+    except MlopsError as e:
+        if trig['triggered']: raise
+        recent, report['note'] = reference.iloc[:0], str(e)  # nothing to learn from, and no retraining asked for it
+    with atomic_path(paths['labelled']) as tmp: recent.to_parquet(tmp, index=False)
     if trig['triggered']:
+        window = _earlier_labelled(runs_dir, model_name, run_dir.name, window_runs - 1) if training_data == 'window' else []
         trig['training_data'] = {'policy': training_data, 'folder': str(paths['training']),
-                                 **write_training_data(paths['training'], ref, batch, target, id_column, time_column, training_data),
+                                 **write_training_data(paths['training'], reference, recent, training_data, window),
                                  'excluded_labels': excluded}
     else: paths['training'].mkdir(parents=True, exist_ok=True)  # declared, so always there: empty when nothing triggered
     atomic_write_text(paths['drift'], json.dumps({'features': json.loads(drift.to_json(orient='records')),
@@ -403,7 +434,7 @@ def monitor(run_dir:str, # run folder
     atomic_write_text(paths['report'], json.dumps(report, indent=2, default=str))
     return MonitorResult(report, drift, pred_drift, skew, series, charts, ref, batch)
 
-# %% ../notebooks/lib/20_monitor.ipynb #c020
+# %% ../notebooks/lib/20_monitor.ipynb #c021
 def _ingest(m:dict):
     return next((s.get('result') or {} for s in m.get('stages', []) if s['name'] == 'ingest'), {})
 
@@ -441,7 +472,8 @@ def lineage(project, # a `mlops_nb.project.Project`
             break
         lines.append(f"{ind}  triggered by monitor run {trig['monitor_run']}: " + '; '.join(f"{s['signal']} ({s['detail']})" for s in trig.get('signals', [])))
         td = trig.get('training_data') or {}
-        lines.append(f"{ind}    trained on {td.get('policy')}: {td.get('reference_rows', 0):,} reference + {td.get('recent_rows', 0):,} "
+        earlier = f" + {td['earlier_rows']:,} from earlier batches" if td.get('earlier_rows') else ''
+        lines.append(f"{ind}    trained on {td.get('policy')}: {td.get('reference_rows', 0):,} reference{earlier} + {td.get('recent_rows', 0):,} "
                      f"new labelled rows, {td.get('excluded_labels', 0):,} labels excluded as not independent of the model")
         mon = project.runs_dir/trig['monitor_run']/'manifest.json'
         if mon.is_file():

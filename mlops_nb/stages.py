@@ -163,10 +163,12 @@ STAGES = (
                   Param('min_labelled_rows', int, 200, 'retrain only with at least this many new independently labelled rows'),
                   Param('cooldown_hours', float, 0.0, 'no retraining sooner than this after the last one'),
                   Param('training_data', str, 'reference+recent', "what a retraining run learns from: reference+recent (the champion's data and the "
-                        "batch's labelled rows) or recent (the labelled rows only)")),
+                        "batch's labelled rows), recent (the batch's labelled rows) or window (those of the latest window_runs monitor runs)"),
+                  Param('window_runs', int, 4, 'monitor runs (this one included) whose labelled rows a retraining learns from, when training_data is window')),
           inputs={'snapshot': _snapshot},
           outputs={'report': 'artifacts/08_monitor/monitor.json', 'drift': 'artifacts/08_monitor/drift.json',
-                   'trigger': 'artifacts/08_monitor/trigger.json', 'training': 'artifacts/08_monitor/training'},
+                   'trigger': 'artifacts/08_monitor/trigger.json', 'training': 'artifacts/08_monitor/training',
+                   'labelled': 'artifacts/08_monitor/labelled.parquet'},
           result='report'),
 )
 _monitor = {p.name: p for p in STAGES[-1].params}
