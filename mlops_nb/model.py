@@ -198,7 +198,8 @@ def train(run_dir:str, # run folder
     first = 'accuracy' if task == 'classification' else 'rmse'
     metrics = {f'train_{first}': fitted[first], 'fit_seconds': round(fit_s, 3), 'train_rows': len(df), 'n_features': X.shape[1],
                'warm_start_from': continued}
-    if hasattr(pipe.named_steps['model'], 'n_iter_'): metrics['iterations'] = int(np.max(pipe.named_steps['model'].n_iter_))
+    if getattr(pipe.named_steps['model'], 'n_iter_', None) is not None:  # ridge has the attribute, set to None
+        metrics['iterations'] = int(np.max(pipe.named_steps['model'].n_iter_))
     atomic_write_text(paths['metrics'], json.dumps(metrics, indent=2))
     return TrainResult(pipe, metrics)
 

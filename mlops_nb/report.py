@@ -210,6 +210,11 @@ def report_html(run_dir:str|Path, exporter=None)->str:
         parts.append('<h3>Metrics on the holdout</h3>' + table([[fmt(v) for v in metrics.values()]], list(metrics), numeric=list(metrics)))
     crit = _criteria_rows(run_dir, m)
     if crit: parts.append('<h3>The gate</h3>' + table(crit, ['stage', 'criterion', 'needs', 'value', 'champion', 'outcome'], numeric=['value', 'champion']))
+    sweep = run_dir/'sweep.ipynb'  # a sweep run: its ranking of the combinations, before the stages of the best one
+    if sweep.is_file():
+        parts.append('<section class="sweep" id="sweep"><h2>The sweep</h2><p class="links"><a href="sweep.ipynb">notebook</a> · '
+                     '<a href="artifacts/sweep/ranking.csv">ranking.csv</a></p>'
+                     f'<div class="nb">{notebook_html(sweep, exporter, prefix="sweep")}</div></section>')
     toc, sections = [], []
     for i, r in enumerate(m.get('stages', []), 1):
         try: purpose = get_stage(r['name']).purpose

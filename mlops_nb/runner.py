@@ -286,7 +286,7 @@ def check_settings(settings:dict):
     task = settings['data']['task']
     if task not in TASKS: return [f'data.task must be one of {", ".join(TASKS)}; got {task!r}']
     problems = [] if settings['train']['model'] in MODELS[task] else [
-        f'train.model = {settings["train"]["model"]} cannot fit a {task} target; use one of {", ".join(MODELS[task])}']
+        f'train.model must be one of {", ".join(MODELS[task])} for a {task} target; got {settings["train"]["model"]!r}']
     for key, known in (('evaluate', METRICS[task]), ('audit', MEASURES[task])):
         unknown = [c['measure'] for c in parse_criteria(settings[key]['criteria'], f'{key}.criteria') if c['measure'] not in known]
         if unknown: problems.append(f'{key}.criteria names {", ".join(unknown)}, which a {task} {key} does not have; it has {", ".join(known)}')

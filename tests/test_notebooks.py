@@ -55,11 +55,21 @@ def test_importing_the_package_is_cheap():
 def test_stage_notebooks_run_top_to_bottom_with_their_defaults(tmp_path):
     "As in JupyterLab: no parameters injected, working directory notebooks/stages, the project's own store"
     import papermill as pm
+    from mlops_nb.project import load_project
+    from mlops_nb.stages import TRAINING, get_stage
+    from mlops_nb.tracking import client
     project = make_project(tmp_path)
     stages_dir = project / 'notebooks' / 'stages'
-    for s in STAGES:
+    def run(name):
+        s = get_stage(name)
         pm.execute_notebook(str(stages_dir / s.notebook), str(tmp_path / s.notebook), cwd=str(stages_dir),
                             progress_bar=False, kernel_name='python3')
+    for name in TRAINING: run(name)
     interactive = project / 'runs' / 'interactive'
     assert (interactive / 'artifacts/07_register/registration.json').is_file()
     assert (project / 'mlflow.db').is_file(), "the default tracking URI is the project's settings.ini"
+    # the monitor notebook watches a champion: the one just registered, as if approved
+    client(load_project(project / 'settings.ini').tracking_uri).set_registered_model_alias('acs-employment', 'champion', '1')
+    run('monitor')
+    assert (interactive / 'artifacts/08_monitor/monitor.json').is_file()
+    # the replay notebook (a minute with its defaults) runs through `mlops-nb replay` in test_monitor.py

@@ -148,7 +148,7 @@ def test_bad_settings_are_one_line_errors(trained):
                       (['-p', 'train.model=forest'], 'train.model must be one of')]:
         res = cli(project, 'run', *args)
         assert res.returncode == 1 and msg in res.stderr and 'Traceback' not in res.stderr, res.stderr
-    assert len(manifests(project)) == n + 1, 'only the bad model name got as far as a run folder'
+    assert len(manifests(project)) == n, 'a bad setting is refused before any run folder exists'
 
 
 def test_settings_lists_every_setting_with_its_value(trained):

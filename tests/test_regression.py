@@ -35,7 +35,7 @@ def test_regression_run_reports_rmse_mae_r2_and_errors_by_group(project):
 def test_classification_criteria_on_a_regression_task_are_refused_before_anything_runs(project):
     res = cli(project, 'run', '-p', 'data.task=regression', '-p', 'train.model=logistic_regression')
     assert res.returncode == 1 and 'Traceback' not in res.stderr
-    assert 'train.model = logistic_regression cannot fit a regression target; use one of hist_gradient_boosting, ridge' in res.stderr
+    assert "train.model must be one of hist_gradient_boosting, ridge for a regression target; got 'logistic_regression'" in res.stderr
     assert 'evaluate.criteria names accuracy, roc_auc, roc_auc, which a regression evaluate does not have' in res.stderr
     assert not (project / 'runs').exists() or not list((project / 'runs').glob('*/manifest.json'))
 
