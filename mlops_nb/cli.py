@@ -70,7 +70,7 @@ def _print_training_run(run_dir:Path, approve_as:str|None, project):
     uri = m['mlflow']['tracking_uri']  # a tracking server serves its own UI
     print(f"  the MLflow UI                 {uri if uri.startswith(('http://', 'https://')) else 'mlflow ui --backend-store-uri ' + uri}")
     if 'model_name' in s:
-        print(f"  the model versions            mlops-nb models")
+        print("  the model versions            mlops-nb models")
         print(f"  load the champion             mlflow.pyfunc.load_model('models:/{s['model_name']}@champion')")
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import MlopsError, atomic_write_text, sha256_path, utc_now
+from .core import MlopsError, sha256_path, utc_now
 
 # %% auto #0
 __all__ = ['CHAMPION', 'PREVIOUS', 'LOCK_STALE_S', 'LOCK_TIMEOUT_S', 'parse_criteria', 'judge_metrics', 'judge_groups', 'verdict',

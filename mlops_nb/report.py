@@ -201,7 +201,7 @@ def report_html(run_dir:str|Path, exporter=None)->str:
     d = run_decision(m)
     details = ''.join(f'<pre>{esc(x)}</pre>' if d.get('pre') else f'<li>{esc(x)}</li>' for x in d['details'])
     if details and not d.get('pre'): details = f'<ul>{details}</ul>'
-    parts = [f'<nav class="crumbs"><a href="../index.html">all runs</a></nav>',
+    parts = ['<nav class="crumbs"><a href="../index.html">all runs</a></nav>',
              f'<h1>Run {esc(m["run_id"])} <span class="muted">({esc(m.get("kind"))})</span></h1>',
              f'<div class="decision state-{esc(d["state"])}" id="decision"><div class="title">{esc(d["title"])}</div>{details}</div>',
              _facts(m)]

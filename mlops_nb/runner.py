@@ -20,14 +20,14 @@ from pathlib import Path
 
 import yaml
 
-from .core import MlopsError, atomic_path, atomic_write_text, sha256_path, utc_now
+from .core import MlopsError, atomic_write_text, sha256_path, utc_now
 from .project import Project, load_project
 from .stages import Stage, check_notebook, get_stage, stage_params
 
 # %% auto #0
 __all__ = ['MANIFEST_SCHEMA', 'PACKAGES', 'new_run_id', 'package_versions', 'git_state', 'write_manifest', 'read_manifest',
-           'Kernel', 'StageFailed', 'run_stage', 'Tracker', 'RunInterrupted', 'check_settings', 'run_pipeline',
-           'list_runs', 'find_run']
+           'Kernel', 'StageFailed', 'run_stage', 'Tracker', 'RunInterrupted', 'check_settings', 'execute_stages',
+           'run_pipeline', 'list_runs', 'find_run']
 
 # %% ../notebooks/lib/08_runner.ipynb #c004
 MANIFEST_SCHEMA = 1
@@ -292,6 +292,56 @@ def check_settings(settings:dict):
         if unknown: problems.append(f'{key}.criteria names {", ".join(unknown)}, which a {task} {key} does not have; it has {", ".join(known)}')
     return problems
 
+def execute_stages(project:Project, run_dir:Path, manifest:dict,
+                   todo:list, # indices into manifest['stages'] of the stages to run, in order
+                   tracker:Tracker, echo=print,
+                   after=None): # called with a stage's name after it completed
+    "Run stages of `manifest` in `run_dir`, each in a kernel started while the one before ran; False when one failed"
+    records = manifest['stages']
+    def kernel(i): return Kernel(run_dir, run_dir/'logs'/f"{Path(records[i]['notebook']).stem}.log")
+    kernels = {todo[0]: kernel(todo[0])} if todo else {}
+    current = None
+    try:
+        for j, i in enumerate(todo):
+            stage, rec, current = get_stage(records[i]['name']), records[i], i
+            t0 = time.perf_counter()
+            if j + 1 < len(todo): kernels[todo[j+1]] = kernel(todo[j+1])
+            params = stage_params(stage, project.settings, run_dir)
+            rec.update(status='running', start=utc_now().isoformat(), end=None, error=None, mlflow_run_id=tracker.start_stage(manifest, rec))
+            if 'tracking_uri' in params: params['tracking_uri'] = project.tracking_uri
+            if 'mlflow_run_id' in params: params['mlflow_run_id'] = rec['mlflow_run_id']
+            rec['parameters'] = params
+            write_manifest(run_dir, manifest)
+            try:
+                run_stage(stage, project, run_dir, kernels[i], rec)
+                rec['status'] = 'completed'
+            except StageFailed as e: rec.update(status='failed', error=str(e))
+            rec.update(end=utc_now().isoformat(), duration_s=round(time.perf_counter() - t0, 3))
+            rec['overhead_s'] = round(rec['duration_s'] - rec.get('cells_s', 0), 3)
+            kernels.pop(i).shutdown()
+            current = None
+            echo(_progress(i + 1, len(records), rec))
+            t1 = time.perf_counter()
+            tracker.end_stage(run_dir, stage, rec)
+            rec['tracking_s'] = round(time.perf_counter() - t1, 3)
+            write_manifest(run_dir, manifest)
+            if rec['status'] == 'failed': return False
+            if after: after(rec['name'])
+    except KeyboardInterrupt:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the record of the first short
+        # nbclient's cancelled tasks die with the kernel and asyncio reports them as unretrieved: expected here
+        logging.getLogger('asyncio').setLevel(logging.CRITICAL)
+        try:
+            if current is not None:
+                kernels[current].interrupt()
+                records[current].update(status='interrupted', end=utc_now().isoformat(), error='interrupted (Ctrl-C)')
+                tracker.end_stage(run_dir, get_stage(records[current]['name']), records[current])
+        finally: signal.signal(signal.SIGINT, previous)
+        raise
+    finally:
+        for k in kernels.values(): k.shutdown()
+    return True
+
 def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
                  resume:str|Path|None=None, # a run folder to continue instead of starting a new run
                  echo=print, # where progress lines go
@@ -309,49 +359,14 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
     manifest.update(status='running', ended=None)
     write_manifest(run_dir, manifest)
-    records, n = manifest['stages'], len(stages)
+    records = manifest['stages']
     todo = [i for i, r in enumerate(records) if r['status'] != 'completed']
     started = time.perf_counter()
-    def kernel(i): return Kernel(run_dir, run_dir/'logs'/f'{Path(stages[i].notebook).stem}.log')
-    kernels = {todo[0]: kernel(todo[0])} if todo else {}
     tracker = Tracker(project, manifest)
-    echo(f'run {manifest["run_id"]}: {n} stages into {run_dir}')
-    current = restore = None
-    try:
-        for j, i in enumerate(todo):
-            stage, rec, current = stages[i], records[i], i
-            t0 = time.perf_counter()
-            if j + 1 < len(todo): kernels[todo[j+1]] = kernel(todo[j+1])
-            params = stage_params(stage, project.settings, run_dir)
-            rec.update(status='running', start=utc_now().isoformat(), end=None, error=None, mlflow_run_id=tracker.start_stage(manifest, rec))
-            if 'tracking_uri' in params: params['tracking_uri'] = project.tracking_uri
-            if 'mlflow_run_id' in params: params['mlflow_run_id'] = rec['mlflow_run_id']
-            rec['parameters'] = params
-            write_manifest(run_dir, manifest)
-            try:
-                run_stage(stage, project, run_dir, kernels[i], rec)
-                rec['status'] = 'completed'
-            except StageFailed as e: rec.update(status='failed', error=str(e))
-            rec.update(end=utc_now().isoformat(), duration_s=round(time.perf_counter() - t0, 3))
-            rec['overhead_s'] = round(rec['duration_s'] - rec.get('cells_s', 0), 3)
-            kernels.pop(i).shutdown()
-            current = None
-            echo(_progress(i + 1, n, rec))
-            t1 = time.perf_counter()
-            tracker.end_stage(run_dir, stage, rec)
-            rec['tracking_s'] = round(time.perf_counter() - t1, 3)
-            write_manifest(run_dir, manifest)
-            if rec['status'] == 'failed': break
-    except KeyboardInterrupt:
-        restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the record of the first short
-        # nbclient's cancelled tasks die with the kernel and asyncio reports them as unretrieved: expected here
-        logging.getLogger('asyncio').setLevel(logging.CRITICAL)
-        if current is not None:
-            kernels[current].interrupt()
-            records[current].update(status='interrupted', end=utc_now().isoformat(), error='interrupted (Ctrl-C)')
-            tracker.end_stage(run_dir, stages[current], records[current])
-    finally:
-        for k in kernels.values(): k.shutdown()
+    echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
+    restore = None
+    try: execute_stages(project, run_dir, manifest, todo, tracker, echo)
+    except KeyboardInterrupt: restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
     try: _close_run(run_dir, manifest, tracker, started, project, echo)
     finally:
         if restore is not None: signal.signal(signal.SIGINT, restore)

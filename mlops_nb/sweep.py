@@ -22,7 +22,7 @@ import yaml
 from .core import MlopsError, atomic_path, atomic_write_text, sha256_path, utc_now
 from .project import Project, load_project
 from .settings import parse_override
-from .stages import check_notebook, declared_settings, get_stage, stage_params
+from .stages import check_notebook, declared_settings, get_stage
 
 # %% auto #0
 __all__ = ['parse_axis', 'combinations', 'split_stages', 'sweep_kind', 'run_child', 'check_workers', 'rank', 'effects',
@@ -85,48 +85,9 @@ def sweep_kind(stages:list, settings:list):
 # %% ../notebooks/lib/22_sweep.ipynb #c010
 def _execute(project:Project, run_dir:Path, manifest:dict, names:list, tracker, echo=print, after=None):
     "Run the stages `names` of `manifest` in `run_dir`; False when one failed"
-    from mlops_nb.runner import Kernel, StageFailed, _progress, run_stage, write_manifest
-    records = manifest['stages']
-    idx = {r['name']: i for i, r in enumerate(records)}
-    todo = [idx[n] for n in names]
-    def kernel(i): return Kernel(run_dir, run_dir/'logs'/f"{Path(records[i]['notebook']).stem}.log")
-    kernels = {todo[0]: kernel(todo[0])} if todo else {}
-    current = None
-    try:
-        for j, i in enumerate(todo):
-            stage, rec, current = get_stage(records[i]['name']), records[i], i
-            t0 = time.perf_counter()
-            if j + 1 < len(todo): kernels[todo[j+1]] = kernel(todo[j+1])
-            params = stage_params(stage, project.settings, run_dir)
-            rec.update(status='running', start=utc_now().isoformat(), end=None, error=None, mlflow_run_id=tracker.start_stage(manifest, rec))
-            if 'tracking_uri' in params: params['tracking_uri'] = project.tracking_uri
-            if 'mlflow_run_id' in params: params['mlflow_run_id'] = rec['mlflow_run_id']
-            rec['parameters'] = params
-            write_manifest(run_dir, manifest)
-            try:
-                run_stage(stage, project, run_dir, kernels[i], rec)
-                rec['status'] = 'completed'
-            except StageFailed as e: rec.update(status='failed', error=str(e))
-            rec.update(end=utc_now().isoformat(), duration_s=round(time.perf_counter() - t0, 3))
-            rec['overhead_s'] = round(rec['duration_s'] - rec.get('cells_s', 0), 3)
-            kernels.pop(i).shutdown()
-            current = None
-            echo(_progress(i + 1, len(records), rec))
-            t1 = time.perf_counter()
-            tracker.end_stage(run_dir, stage, rec)
-            rec['tracking_s'] = round(time.perf_counter() - t1, 3)
-            write_manifest(run_dir, manifest)
-            if rec['status'] == 'failed': return False
-            if after: after(rec['name'])
-    except KeyboardInterrupt:
-        if current is not None:
-            kernels[current].interrupt()
-            records[current].update(status='interrupted', end=utc_now().isoformat(), error='interrupted (Ctrl-C)')
-            tracker.end_stage(run_dir, get_stage(records[current]['name']), records[current])
-        raise
-    finally:
-        for k in kernels.values(): k.shutdown()
-    return True
+    from mlops_nb.runner import execute_stages
+    idx = {r['name']: i for i, r in enumerate(manifest['stages'])}
+    return execute_stages(project, run_dir, manifest, [idx[n] for n in names], tracker, echo, after)
 
 def _link(src:Path, dst:Path):
     "Hard-link `src` (a file or folder) at `dst`; copy where links cannot be made (another file system)"

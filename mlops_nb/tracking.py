@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .core import MlopsError, atomic_write_text
+from .core import atomic_write_text
 from .stages import get_stage
 
 # %% auto #0
