@@ -21,8 +21,8 @@ from .stages import get_stage
 
 # %% auto #0
 __all__ = ['INDEPENDENT', 'TRAINING_DATA', 'Reference', 'reference_from_run', 'champion_reference', 'join_labels', 'windows',
-           'trigger_signals', 'decide_trigger', 'history', 'control_charts', 'MonitorResult', 'labelled_rows',
-           'write_training_data', 'monitor', 'lineage']
+           'trigger_signals', 'decide_trigger', 'monitor_runs', 'history', 'control_charts', 'MonitorResult',
+           'labelled_rows', 'write_training_data', 'monitor', 'lineage']
 
 # %% ../notebooks/lib/20_monitor.ipynb #c004
 @dataclass
@@ -165,19 +165,27 @@ def decide_trigger(signals:list, # from `trigger_signals`
     return {'triggered': bool(signals) and not held, 'signals': signals, 'held_back': held}
 
 # %% ../notebooks/lib/20_monitor.ipynb #c015
+def _manifests(runs_dir:Path):
+    "`(run folder, manifest)` of every readable run in `runs_dir`, oldest first"
+    for m in sorted(runs_dir.glob('*/manifest.json')):
+        try: yield m.parent, json.loads(m.read_text())
+        except (OSError, ValueError): continue  # a foreign or half-written folder is not a run
+
+def monitor_runs(runs_dir:Path, model_name:str, exclude:str=''):
+    "`(run folder, monitor result)` of the completed monitor runs of `model_name` but `exclude`, oldest first"
+    out = []
+    for d, man in _manifests(runs_dir):
+        if man.get('kind') != 'monitor' or man.get('status') != 'completed' or man.get('run_id') == exclude: continue
+        res = next((s.get('result') or {} for s in man.get('stages', []) if s['name'] == 'monitor'), {})
+        if res.get('model_name') == model_name: out.append((d, res))
+    return out
+
 def history(runs_dir:Path, # the project's runs folder
             model_name:str, version:str, # the champion whose monitor runs count
             exclude:str=''): # this run's id
     "Windows of earlier completed monitor runs of this champion, oldest first"
-    rows = []
-    for m in sorted(runs_dir.glob('*/manifest.json')):
-        try: man = json.loads(m.read_text())
-        except (OSError, ValueError): continue
-        if man.get('kind') != 'monitor' or man.get('status') != 'completed' or man.get('run_id') == exclude: continue
-        res = next((s.get('result') or {} for s in man.get('stages', []) if s['name'] == 'monitor'), {})
-        if res.get('model_name') != model_name or res.get('champion_version') != version: continue
-        rows += [{'run_id': man['run_id'], **w} for w in res.get('windows', [])]
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{'run_id': d.name, **w} for d, res in monitor_runs(runs_dir, model_name, exclude)
+                         if res.get('champion_version') == version for w in res.get('windows', [])])
 
 def _worse_signals(name:str, t:pd.DataFrame, worse:str):
     "Per point, the signal of chart `t` on the side that is worse ('low' or 'high'), or ''"
@@ -289,13 +297,8 @@ def _prediction_frame(ref:Reference, output):
     return pd.DataFrame({'prediction': np.asarray(output, float)})
 
 def _last_retrain(runs_dir:Path, model_name:str):
-    times = []
-    for m in runs_dir.glob('*/manifest.json'):
-        try: man = json.loads(m.read_text())
-        except (OSError, ValueError): continue
-        if man.get('kind') == 'retrain' and (man.get('trigger') or {}).get('model_name') == model_name:
-            times.append(pd.Timestamp(man['created']).to_pydatetime())
-    return max(times, default=None)
+    return max((pd.Timestamp(man['created']).to_pydatetime() for _, man in _manifests(runs_dir)
+                if man.get('kind') == 'retrain' and (man.get('trigger') or {}).get('model_name') == model_name), default=None)
 
 def _as_reference(recent:pd.DataFrame, reference:pd.DataFrame, id_column:str, time_column:str):
     "`recent` with the reference's columns and types; ids and times that cannot take the reference's type are renumbered after it"
@@ -320,16 +323,8 @@ def labelled_rows(reference:pd.DataFrame, batch:pd.DataFrame, target:str, id_col
 
 def _earlier_labelled(runs_dir:Path, model_name:str, exclude:str, k:int):
     "The labelled rows kept by the latest `k` earlier completed monitor runs of `model_name`, newest first"
-    found = []
-    for m in sorted(runs_dir.glob('*/manifest.json'), reverse=True):
-        if len(found) >= k: break
-        try: man = json.loads(m.read_text())
-        except (OSError, ValueError): continue
-        res = next((s.get('result') or {} for s in man.get('stages', []) if s['name'] == 'monitor'), {})
-        f = m.parent/'artifacts/08_monitor/labelled.parquet'
-        if man.get('kind') == 'monitor' and man.get('status') == 'completed' and man['run_id'] != exclude and res.get('model_name') == model_name and f.is_file():
-            found.append(f)
-    return found
+    files = [d/'artifacts/08_monitor/labelled.parquet' for d, _ in reversed(monitor_runs(runs_dir, model_name, exclude))]
+    return [f for f in files if f.is_file()][:k]
 
 def write_training_data(path:Path, # folder to write
                         reference:pd.DataFrame, # the champion's training snapshot
