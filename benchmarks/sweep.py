@@ -4,9 +4,16 @@ Both sweeps run the same grid (train.learning_rate x train.max_leaf_nodes, 4 x 4
 data: the shared stages (ingest, validate, features) once, 16 child runs (train, evaluate), then audit and register
 for the best. The children are the part that runs in parallel; their wall time gives the speed-up and the scaling
 efficiency (speed-up / N). The whole sweep's wall time (shared and best stages included, and the cluster's start)
-is printed beside it. Checks that both executors rank the same combinations with the same metrics.
+is printed beside it. Checks that every executor ranks the same combinations with the same metrics.
 
-Usage: python benchmarks/sweep.py [--max-rows N] [--workers N] [--dask-first] [--repeat K] [--learning-rates 0.03,0.1,0.2,0.3] [--leaves 7,15,31,63]
+Two baselines, because the one-after-another sweep is not single-threaded: scikit-learn's boosted trees fit with
+OpenMP on every core, and the next stage's kernel starts while a stage runs. Dask's workers run their children with
+one thread each (the nanny sets OMP_NUM_THREADS=1), so that N children share N cores without oversubscribing them.
+- against the local executor (`--executor local`, what a user runs without Dask): the speed-up a user sees;
+- against a LocalCluster of one worker (the same single-threaded children, one at a time): the scaling efficiency in
+  its usual sense, T(1 worker) / (N x T(N workers)), which says whether the design scales as workers grow.
+
+Usage: python benchmarks/sweep.py [--max-rows N] [--workers N] [--no-one-worker] [--repeat K] [--learning-rates 0.03,0.1,0.2,0.3] [--leaves 7,15,31,63]
 """
 import argparse
 import json
@@ -30,6 +37,30 @@ def machine():
           f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())} at start')
     print('versions: python ' + platform.python_version() + ', ' +
           ', '.join(f'{p} {version(p)}' for p in ('mlops-nb', 'dask', 'distributed', 'papermill', 'ipykernel', 'mlflow', 'scikit-learn')))
+
+
+def _spin(_=None):
+    t, x = time.perf_counter(), 0
+    for i in range(20_000_000): x += i * i
+    return time.perf_counter() - t
+
+
+def parallel_capacity(n: int):
+    "How many times as much pure CPU work n processes at once get done as one alone (n: perfect)"
+    import multiprocessing as mp
+    with mp.get_context('spawn').Pool(n) as pool:
+        pool.map(_spin, range(n))  # the processes' start is not timed
+        one = pool.apply(_spin)
+        both = pool.map(_spin, range(n))
+    return n * one / max(both)
+
+
+def cpu_busy():
+    "Busy and I/O-wait seconds of all cores so far (Linux), or None"
+    try: v = [int(x) for x in open('/proc/stat').readline().split()[1:]]
+    except OSError: return None
+    hz = os.sysconf('SC_CLK_TCK')
+    return (sum(v) - v[3] - v[4]) / hz, v[4] / hz
 
 
 def project(tmp: Path, max_rows: int):
@@ -56,39 +87,51 @@ def main():
     ap.add_argument('--workers', type=int, default=2, help='Dask worker processes (default 2)')
     ap.add_argument('--learning-rates', default='0.03,0.1,0.2,0.3')
     ap.add_argument('--leaves', default='7,15,31,63')
-    ap.add_argument('--dask-first', action='store_true', help='run the Dask sweep first')
-    ap.add_argument('--repeat', type=int, default=1, help='sweeps per executor, in alternating order (2: local, dask, dask, local), '
-                    'so that load from other processes that rises or falls during the run weighs on both alike (default 1)')
+    ap.add_argument('--no-one-worker', action='store_true', help='skip the one-worker baseline (the scaling efficiency)')
+    ap.add_argument('--repeat', type=int, default=1, help='sweeps per configuration, in alternating order (2: local, dask N, '
+                    'dask 1, dask 1, dask N, local), so that load from other processes that rises or falls during the run '
+                    'weighs on all alike (default 1)')
     args = ap.parse_args()
     machine()
     from mlops_nb.sweep import parse_axis
     axes = [parse_axis(f'train.learning_rate={args.learning_rates}'), parse_axis(f'train.max_leaf_nodes={args.leaves}')]
     n = len(axes[0][1]) * len(axes[1][1])
     print(f'grid: {n} combinations (train.learning_rate x train.max_leaf_nodes), max_rows {args.max_rows or "all"}')
+    capacity = [parallel_capacity(args.workers)]
+    print(f'machine: {args.workers} CPU-bound processes at once do {capacity[0]:.2f}x the work of one (ideal {args.workers})', flush=True)
+    order = [('local', None), ('dask', args.workers)] + ([] if args.no_one_worker else [('dask', 1)])
+    res = {o: [] for o in order}
     with tempfile.TemporaryDirectory() as tmp:
         proj = project(Path(tmp), args.max_rows)
-        res = {'local': [], 'dask': []}
-        order = [('local', None), ('dask', args.workers)]
-        order = order[::-1] if args.dask_first else order
         for executor, workers in [o for r in range(args.repeat) for o in (order if r % 2 == 0 else order[::-1])]:
-            load = os.getloadavg()[0]
+            load, c0 = os.getloadavg()[0], cpu_busy()
             wall, sw, table = sweep(proj, axes, executor, workers)
-            res[executor].append((wall, sw, table))
+            c1 = cpu_busy()
+            cpu = f'   cpu {(c1[0] - c0[0]) / wall:.2f} cores busy, iowait {c1[1] - c0[1]:.1f} s' if c0 and c1 else ''
+            res[executor, workers].append((wall, sw, table))
             per = [c['duration_s'] for c in sw['children'] if c.get('duration_s')]
-            print(f"{executor:<6}{'' if workers is None else f' ({workers} workers)':<12} sweep {wall:7.1f} s   children {sw['children_s']:7.1f} s   "
-                  f"per child {sum(per) / len(per):5.1f} s   best {sw['best']['run_id'][-3:]} {sw['best']['combination']} "
-                  f"roc_auc {sw['best']['roc_auc']:.4f}   load {load:.2f} -> {os.getloadavg()[0]:.2f}")
+            size = '' if workers is None else f" ({workers} worker{'s' if workers > 1 else ''})"
+            print(f"{executor:<6}{size:<12} sweep {wall:7.1f} s   "
+                  f"children {sw['children_s']:7.1f} s   per child {sum(per) / len(per):5.1f} s   best {sw['best']['run_id'][-3:]} "
+                  f"{sw['best']['combination']} roc_auc {sw['best']['roc_auc']:.4f}   load {load:.2f} -> {os.getloadavg()[0]:.2f}{cpu}", flush=True)
     metrics = lambda table: {tuple(r[k] for k in ('train.learning_rate', 'train.max_leaf_nodes')): r['roc_auc'] for r in table}
     same = len({json.dumps(sorted(metrics(t).items())) for runs in res.values() for _, _, t in runs}) == 1
-    lw, dw = (sum(w for w, _, _ in res[e]) for e in ('local', 'dask'))
-    lc, dc = (sum(sw['children_s'] for _, sw, _ in res[e]) for e in ('local', 'dask'))
-    speedup = lc / dc
-    print(f'children: speed-up {speedup:.2f}x on {args.workers} workers, efficiency {speedup / args.workers:.2f} (goal >= 0.8)'
-          + (f' (totals of {args.repeat} sweeps each)' if args.repeat > 1 else ''))
-    print(f'whole sweep (shared and best stages, cluster start included): speed-up {lw / dw:.2f}x, efficiency {lw / dw / args.workers:.2f}')
-    print(f'same ranking and metrics from both executors: {same}')
+    wall = {o: sum(w for w, _, _ in runs) for o, runs in res.items()}
+    children = {o: sum(sw['children_s'] for _, sw, _ in runs) for o, runs in res.items()}
+    many = ('dask', args.workers)
+    totals = f' (totals of {args.repeat} sweeps each)' if args.repeat > 1 else ''
+    for label, base in [('against the local executor (one after another, boosted trees on every core)', ('local', None)),
+                        ('against one Dask worker (scaling efficiency)', ('dask', 1))]:
+        if base not in res: continue
+        c, w = children[base] / children[many], wall[base] / wall[many]
+        print(f'{label}{totals}:\n  children: speed-up {c:.2f}x on {args.workers} workers, efficiency {c / args.workers:.2f} (goal >= 0.8); '
+              f'whole sweep (shared and best stages, cluster start included): {w:.2f}x, efficiency {w / args.workers:.2f}')
+    capacity.append(parallel_capacity(args.workers))
+    print(f'machine after the sweeps: {args.workers} CPU-bound processes at once do {capacity[1]:.2f}x the work of one; '
+          f'a shared host that does not give {args.workers} processes {args.workers}x bounds the efficiency above by about '
+          f'{min(capacity) / args.workers:.2f}-{max(capacity) / args.workers:.2f}')
+    print(f'same ranking and metrics from every configuration: {same}')
     return 0 if same else 1
-
 
 if __name__ == '__main__':
     sys.exit(main())

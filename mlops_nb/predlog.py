@@ -197,9 +197,10 @@ class PredictionLog:
         for attempt in range(5 if final else 1):
             try:
                 rows = {}
-                for kind, r in records: rows.setdefault(kind, []).append(_encode(kind, r))
+                # one executemany per set of keys: SQLAlchemy takes a batch's columns from its first row
+                for kind, r in records: rows.setdefault((kind, tuple(sorted(r))), []).append(_encode(kind, r))
                 with self.engine.begin() as conn:
-                    for kind, rs in rows.items(): conn.execute(self.tables[kind].insert(), rs)
+                    for (kind, _), rs in rows.items(): conn.execute(self.tables[kind].insert(), rs)
                 self.written += len(records)
                 return []
             except Exception as e:  # the database is down or locked: keep the records, try again later

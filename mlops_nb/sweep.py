@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -25,8 +26,8 @@ from .settings import parse_override
 from .stages import check_notebook, declared_settings, get_stage
 
 # %% auto #0
-__all__ = ['parse_axis', 'combinations', 'split_stages', 'sweep_kind', 'run_child', 'check_workers', 'rank', 'effects',
-           'ranking_table', 'write_results', 'run_sweep']
+__all__ = ['parse_axis', 'combinations', 'split_stages', 'sweep_kind', 'run_child', 'check_workers', 'warm_workers', 'rank',
+           'effects', 'ranking_table', 'write_results', 'run_sweep']
 
 # %% ../notebooks/lib/22_sweep.ipynb #c004
 def parse_axis(text:str, # `section.key=v1,v2` or `section.key=v1|v2`
@@ -233,6 +234,22 @@ def _dask_client(scheduler:str|None, workers:int|None):
                                host='127.0.0.1', dashboard_address=None, memory_limit=0, silence_logs=50)
     return Client(cluster), cluster
 
+def _warm(tracking_uri:str):
+    "Import what a child needs, open the tracking store and start a kernel once, in a worker, while the shared stages run"
+    from jupyter_client.manager import start_new_kernel
+    from mlops_nb.runner import Tracker  # noqa: F401 (the import is the warming)
+    from mlops_nb.tracking import client
+    client(tracking_uri).search_experiments(max_results=1)
+    km, kc = start_new_kernel(kernel_name='python3', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+def warm_workers(client, # a `distributed.Client`
+                 tracking_uri:str):
+    "Futures warming every worker; a worker's first child then starts without ~5 s of imports and first-kernel setup"
+    return [client.submit(_warm, tracking_uri, workers=[w], allow_other_workers=False, pure=False, key=f'warm-{w}')
+            for w in client.scheduler_info().get('workers', {})]
+
 # %% ../notebooks/lib/22_sweep.ipynb #c016
 def rank(rows:list, # result rows of `run_child`
          key:str, # the metric to rank by
@@ -347,6 +364,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
             client, cluster = _dask_client(scheduler, workers)
             if scheduler: check_workers(client, project)
             workers = len(client.scheduler_info().get('workers', {}))
+            warming = warm_workers(client, project.tracking_uri)  # kept until the sweep ends; a failure only costs the time it saves
         by = getpass.getuser()
         manifest = _new_manifest(project, stages, 'sweep', {'signal': 'manual', 'by': by})
         run_dir = project.runs_dir/manifest['run_id']
