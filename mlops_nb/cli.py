@@ -152,15 +152,22 @@ def cmd_lineage(args):
 
 def cmd_sweep(args):
     from mlops_nb.sweep import parse_axis, run_sweep
-    axes, fixed = [], list(args.set)
-    for text in args.param:
-        setting, values = parse_axis(text)
-        if len(values) > 1: axes.append((setting, values))
-        else: fixed.append(f'{setting}={values[0][0]}')
-    if not axes: raise MlopsError('nothing to sweep: give a setting several values, e.g. -p train.learning_rate=0.03,0.1,0.3')
-    project = load_project(args.settings, fixed)
     executor = args.executor or ('dask' if args.scheduler or args.workers else 'local')
-    run_dir = run_sweep(project, axes, sample=args.sample, executor=executor, scheduler=args.scheduler, workers=args.workers)
+    if args.resume:
+        if args.param or args.set or args.sample:
+            raise MlopsError('--resume continues a sweep with its own combinations: drop -p, --set and --sample')
+        run_dir = run_sweep(None, None, executor=executor, scheduler=args.scheduler, workers=args.workers, resume=args.resume)
+        m = read_manifest(run_dir)
+        project = load_project(m['settings_file'], m['overrides'])
+    else:
+        axes, fixed = [], list(args.set)
+        for text in args.param:
+            setting, values = parse_axis(text)
+            if len(values) > 1: axes.append((setting, values))
+            else: fixed.append(f'{setting}={values[0][0]}')
+        if not axes: raise MlopsError('nothing to sweep: give a setting several values, e.g. -p train.learning_rate=0.03,0.1,0.3')
+        project = load_project(args.settings, fixed)
+        run_dir = run_sweep(project, axes, sample=args.sample, executor=executor, scheduler=args.scheduler, workers=args.workers)
     sw = read_manifest(run_dir)['sweep']
     key = sw['key_metric']
     print(f"\nsweep {sw['run_id']}: {sw['combinations']} of {sw['grid']} combinations, {sw['kind']}, "
@@ -509,6 +516,8 @@ def parser():
     sw.add_argument('--scheduler', metavar='tcp://HOST:8786', help='an existing Dask scheduler; its workers must see this project and MLflow store at the same paths')
     sw.add_argument('--workers', type=int, metavar='N', help='worker processes of the local Dask cluster (default: one per core)')
     sw.add_argument('--approve-as', metavar='NAME', help='approve the best model as NAME if the gate passes it')
+    sw.add_argument('--resume', metavar='RUN_DIR', help='continue a sweep that stopped: completed stages and children are kept, '
+                    'the rest run (on the executor given now)')
     sw.set_defaults(func=cmd_sweep)
     sub.add_parser('runs', help='list runs').set_defaults(func=cmd_runs)
     rp = sub.add_parser('report', help="render report.html of one run (default: every run) and the runs dashboard")

@@ -120,6 +120,10 @@ def _kill_stale_mlflow(child_dir:Path):
             if rid: c.set_terminated(rid, 'KILLED')
     except Exception: pass  # no manifest or no MLflow run yet: nothing was left running
 
+def _attempts(path:Path):
+    "The attempts recorded for a child: one line each, written before the attempt starts"
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
 def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared records
              ):
     "Run one combination of a sweep into its child folder; return its result row"
@@ -130,7 +134,7 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
     with open(attempts_file, 'a', encoding='utf-8') as f:
         f.write(json.dumps({'worker': worker, 'pid': os.getpid(), 'at': utc_now().isoformat()}) + '\n')
         f.flush(); os.fsync(f.fileno())
-    attempts = [json.loads(l) for l in attempts_file.read_text().splitlines() if l.strip()]
+    attempts = _attempts(attempts_file)
     if child_dir.exists():
         _kill_stale_mlflow(child_dir)
         _discard(child_dir)
@@ -151,9 +155,9 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
     tracker = Tracker(project, manifest)
     if spec.get('mlflow_parent'):  # the MLflow UI shows the children under the sweep's run
         tracker.c.set_tag(tracker.parent, 'mlflow.parentRunId', spec['mlflow_parent'])
-    crash = (spec.get('crash_test') and os.environ.get('MLOPS_NB_SWEEP_CRASH') == str(spec['index']) and len(attempts) == 1)
+    crash = os.environ.get('MLOPS_NB_SWEEP_CRASH') == str(spec['index']) and len(attempts) == 1
     _execute(project, child_dir, manifest, spec['stages'], tracker, echo=lambda line: None,
-             after=(lambda name: os._exit(17)) if crash else None)  # a test's stand-in for a worker that dies mid-task
+             after=(lambda name: os._exit(17)) if crash else None)  # a test's stand-in for a worker or machine that dies mid-task
     statuses = {r['status'] for r in manifest['stages']}
     manifest.update(status='completed' if statuses == {'completed'} else 'failed', ended=utc_now().isoformat(),
                     duration_s=round(time.perf_counter() - t0, 3))
@@ -161,6 +165,10 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
     write_manifest(child_dir, manifest)
     tracker.end_run(child_dir, manifest)
     if manifest['status'] == 'completed': _freeze(child_dir)
+    return _row(spec, child_dir, manifest, attempts, worker)
+
+def _row(spec:dict, child_dir:Path, manifest:dict, attempts:list, worker:str):
+    "The result row of a finished child"
     verdict = child_dir/'artifacts/05_evaluate/verdict.json'
     failed = next((r for r in manifest['stages'] if r['status'] == 'failed'), None)
     return {'index': spec['index'], 'run_id': spec['run_id'], 'folder': f'children/{child_dir.name}', 'combination': spec['combination'],
@@ -170,6 +178,14 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
             'attempts': attempts, 'worker': worker, 'duration_s': manifest['duration_s']}
 
 # %% ../notebooks/lib/22_sweep.ipynb #c014
+def _completed_row(spec:dict):
+    "The result row of a child that completed in an earlier attempt of the sweep; None if it did not"
+    child_dir = Path(spec['dir'])
+    try: m = json.loads((child_dir/'manifest.json').read_text())
+    except (OSError, json.JSONDecodeError): return None
+    if m.get('status') != 'completed' or m.get('sweep', {}).get('combination') != spec['combination']: return None
+    return _row(spec, child_dir, m, _attempts(Path(spec['sweep_dir'])/'children'/f'{child_dir.name}.attempts'), m['sweep'].get('worker'))
+
 def _local_path(uri:str):
     "The file path of a `sqlite:///` or `file://` URI, or None"
     if uri.startswith('sqlite:///'): return uri[len('sqlite:///'):]
@@ -338,13 +354,15 @@ def run_sweep(project:Project, # the project, with any fixed overrides
               workers:int|None=None, # worker processes of the LocalCluster; None: one per core
               echo=print, # where progress lines go
               progress:bool=True, # show a progress bar of the combinations
+              resume:str|Path|None=None, # a sweep's run folder to continue (`project`, `axes` and `sample` are then its own)
              ):
-    "Run a sweep into a new run folder; return the folder"
+    "Run a sweep into a new run folder, or continue one that stopped; return the folder"
     import getpass
     from mlops_nb.runner import (RunInterrupted, StageFailed, Tracker, _close_run, _new_manifest, check_settings,
                                  write_manifest)
     if executor not in ('local', 'dask'): raise MlopsError(f'--executor {executor}: local or dask')
     if scheduler and executor != 'dask': raise MlopsError('--scheduler needs --executor dask')
+    if resume: project, axes, sample, manifest = _reopen(resume)
     settings = [a for a, _ in axes]
     if len(set(settings)) != len(settings): raise MlopsError('a setting is swept twice: give its values in one -p')
     combos = combinations(axes, sample, project.settings['project']['random_state'])
@@ -365,23 +383,29 @@ def run_sweep(project:Project, # the project, with any fixed overrides
             if scheduler: check_workers(client, project)
             workers = len(client.scheduler_info().get('workers', {}))
             warming = warm_workers(client, project.tracking_uri)  # kept until the sweep ends; a failure only costs the time it saves
-        by = getpass.getuser()
-        manifest = _new_manifest(project, stages, 'sweep', {'signal': 'manual', 'by': by})
-        run_dir = project.runs_dir/manifest['run_id']
-        sweep = {'run_id': manifest['run_id'], 'axes': {k: [t for t, _ in v] for k, v in axes}, 'kind': sweep_kind(stages, settings),
-                 'grid': len(list(itertools.product(*[v for _, v in axes]))), 'combinations': len(combos), 'sample': sample,
-                 'executor': executor, 'scheduler': scheduler, 'workers': workers if executor == 'dask' else None,
-                 'shared_stages': shared, 'child_stages': per_child, 'best_stages': rest, 'key_metric': key}
-        manifest['sweep'] = sweep
-        (run_dir/'children').mkdir(parents=True)
-        atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
+        where = {'executor': executor, 'scheduler': scheduler, 'workers': workers if executor == 'dask' else None}
+        if resume:
+            run_dir, sweep = Path(resume).resolve(), manifest['sweep']
+            sweep.update(where)
+            sweep.setdefault('resumed', []).append({'at': utc_now().isoformat(), 'by': getpass.getuser(), **where})
+            manifest.update(status='running', ended=None)
+        else:
+            manifest = _new_manifest(project, stages, 'sweep', {'signal': 'manual', 'by': getpass.getuser()})
+            run_dir = project.runs_dir/manifest['run_id']
+            sweep = {'run_id': manifest['run_id'], 'axes': {k: [t for t, _ in v] for k, v in axes}, 'kind': sweep_kind(stages, settings),
+                     'grid': len(list(itertools.product(*[v for _, v in axes]))), 'combinations': len(combos), 'sample': sample,
+                     **where, 'shared_stages': shared, 'child_stages': per_child, 'best_stages': rest, 'key_metric': key}
+            manifest['sweep'] = sweep
+            (run_dir/'children').mkdir(parents=True)
+            atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
         write_manifest(run_dir, manifest)
         tracker = Tracker(project, manifest)
         started = time.perf_counter()
-        echo(f"sweep {manifest['run_id']}: {len(combos)} combinations of {', '.join(settings)} ({sweep['kind']}) into {run_dir}")
+        echo(f"sweep {manifest['run_id']}: {len(combos)} combinations of {', '.join(settings)} ({sweep['kind']}) "
+             f"{'continued in' if resume else 'into'} {run_dir}")
         records = {r['name']: r for r in manifest['stages']}
         try:
-            if _execute(project, run_dir, manifest, shared, tracker, echo):
+            if _execute(project, run_dir, manifest, [n for n in shared if records[n]['status'] != 'completed'], tracker, echo):
                 t0 = time.perf_counter()
                 rows = _run_children(run_dir, manifest, shared, per_child, combos, overrides, project, tracker, client, progress, echo)
                 sweep['children_s'] = round(time.perf_counter() - t0, 3)
@@ -411,9 +435,27 @@ def run_sweep(project:Project, # the project, with any fixed overrides
         if client is not None: client.close()
         if cluster is not None: cluster.close()
     try: _close_run(run_dir, manifest, tracker, started, project, echo)
-    except RunInterrupted: raise RunInterrupted(f"sweep {manifest['run_id']} interrupted; start it again (a sweep does not resume)") from None
-    except StageFailed as e: raise StageFailed(str(e).split('\nafter fixing')[0] + '\nafter fixing the cause, start the sweep again') from None
+    except RunInterrupted: raise RunInterrupted(f"sweep {manifest['run_id']} interrupted; continue with: mlops-nb sweep --resume {run_dir}") from None
+    except StageFailed as e:
+        raise StageFailed(str(e).split('\nafter fixing')[0] + f'\nafter fixing the cause: mlops-nb sweep --resume {run_dir}') from None
     return run_dir
+
+def _reopen(run_dir:str|Path):
+    "`(project, axes, sample, manifest)` of a sweep that stopped, to continue it"
+    from mlops_nb.runner import _check_completed, read_manifest
+    run_dir = Path(run_dir).resolve()
+    m = read_manifest(run_dir)
+    if m['kind'] != 'sweep': raise MlopsError(f"{run_dir} is a {m['kind']} run, not a sweep: continue it with mlops-nb run --resume")
+    if m['status'] == 'completed': raise MlopsError(f"sweep {m['run_id']} completed: there is nothing to resume")
+    project = Project(Path(m['settings_file']).parent, Path(m['settings_file']), m['settings'], tuple(m['overrides']))
+    # the children read settings.ini afresh: edited since, it would give the rest of them other settings than the first
+    if load_project(project.settings_file, project.overrides).settings != m['settings']:
+        raise MlopsError(f'{project.settings_file} changed since sweep {m["run_id"]} started: its combinations would not be '
+                         'comparable; put the settings back, or start a new sweep')
+    for r in m['stages']:
+        if r['status'] == 'completed' and not r.get('from_child'): _check_completed(run_dir, r)
+    axes = [parse_axis(f"{k}={'|'.join(v)}") for k, v in m['sweep']['axes'].items()]
+    return project, axes, m['sweep']['sample'], m
 
 def _tags(sweep:dict):
     from mlflow.entities import RunTag
@@ -427,7 +469,10 @@ def _adopt(run_dir:Path, child_dir:Path, names:list, records:dict):
         if rec['name'] not in names: continue
         stage = get_stage(rec['name'])
         for rel in [*stage.outputs.values(), stage.notebook, f'logs/{Path(stage.notebook).stem}.log']:
-            if (child_dir/rel).exists() and not (run_dir/rel).exists(): _link(child_dir/rel, run_dir/rel)
+            if not (child_dir/rel).exists(): continue
+            if (run_dir/rel).is_dir(): shutil.rmtree(run_dir/rel)  # linked by an earlier attempt of a resumed sweep
+            elif (run_dir/rel).exists(): (run_dir/rel).unlink()
+            _link(child_dir/rel, run_dir/rel)
         for rel, digest in rec.get('outputs', {}).items():
             if sha256_path(run_dir/rel) != digest: raise MlopsError(f'{run_dir/rel}: differs from the child run it was linked from')
         records[rec['name']].update({**rec, 'from_child': child['run_id']})
@@ -444,16 +489,18 @@ def _run_children(run_dir, manifest, shared, per_child, combos, overrides, proje
     specs = [{'index': i, 'run_id': f"{manifest['run_id']}-c{i+1:0{width}d}", 'dir': str(run_dir/'children'/f'c{i+1:0{width}d}'),
               'sweep_dir': str(run_dir), 'sweep_run': manifest['run_id'], 'mlflow_parent': tracker.parent, 'by': manifest['trigger']['by'],
               'settings_file': str(project.settings_file), 'overrides': ov, 'combination': {k: t for k, (t, _) in c.items()},
-              'shared': shared, 'stages': per_child, 'shared_records': {n: records[n] for n in shared}, 'shared_files': files,
-              'crash_test': client is not None}
+              'shared': shared, 'stages': per_child, 'shared_records': {n: records[n] for n in shared}, 'shared_files': files}
              for i, (c, ov) in enumerate(zip(combos, overrides))]
     def failed_row(s, e):  # a child that raised (twice, on Dask) or whose workers died twice: recorded, the others go on
-        f = Path(s['sweep_dir'])/'children'/f"{Path(s['dir']).name}.attempts"
-        attempts = [json.loads(l) for l in f.read_text().splitlines() if l.strip()] if f.exists() else []
+        attempts = _attempts(Path(s['sweep_dir'])/'children'/f"{Path(s['dir']).name}.attempts")
         return {'index': s['index'], 'run_id': s['run_id'], 'folder': f"children/{Path(s['dir']).name}", 'combination': s['combination'],
                 'status': 'failed', 'metrics': {}, 'passed': None, 'error': f'{type(e).__name__}: {e}'[:500], 'attempts': attempts,
                 'worker': None, 'duration_s': None}
-    rows = []
+    rows = [r for r in map(_completed_row, specs) if r]
+    if rows:
+        kept = {r['index'] for r in rows}
+        specs = [s for s in specs if s['index'] not in kept]
+        echo(f'{len(kept)} of {len(combos)} combinations completed before: kept')
     bar = tqdm(total=len(specs), desc='combinations', unit='run', disable=not progress)
     try:
         if client is None:

@@ -88,6 +88,33 @@ def test_dask_sweep_survives_a_killed_worker(local, tmp_path, monkeypatch):
     assert 'pending approval' in res.stdout
 
 
+def test_a_sweep_whose_machine_died_resumes(tmp_path, monkeypatch):
+    "The process dies in the second child: --resume keeps the first child, reruns the second, and gates the best"
+    project = make_project(tmp_path)
+    monkeypatch.setenv('MLOPS_NB_SWEEP_CRASH', '1')  # os._exit after the train stage of combination 1's first attempt
+    res = cli(project, 'sweep', '-p', 'train.learning_rate=0.05,0.2', '--set', 'train.max_iter=20')
+    assert res.returncode == 17, res.stdout + res.stderr
+    m, run_dir, _ = (lambda m: (m, project/'runs'/m['run_id'], None))(manifests(project)[0])
+    assert m['status'] == 'running' and [r['status'] for r in m['stages']][:3] == ['completed']*3
+    first = json.loads((run_dir/'children/c1/manifest.json').read_text())
+    assert first['status'] == 'completed' and json.loads((run_dir/'children/c2/manifest.json').read_text())['status'] == 'running'
+    (project/'settings.ini').write_text((project/'settings.ini').read_text().replace('n_boot = 50', 'n_boot = 40'))
+    res = cli(project, 'sweep', '--resume', str(run_dir))
+    assert res.returncode == 1 and 'settings.ini changed since sweep' in res.stderr and 'Traceback' not in res.stderr, res.stderr
+    (project/'settings.ini').write_text((project/'settings.ini').read_text().replace('n_boot = 40', 'n_boot = 50'))
+    res = cli(project, 'sweep', '--resume', str(run_dir), '--approve-as', 'tester')
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert '1 of 2 combinations completed before: kept' in res.stdout and 'approved by tester: champion' in res.stdout, res.stdout
+    m, _, results = _sweep(project)
+    sw = m['sweep']
+    assert m['status'] == 'completed' and [r['status'] for r in m['stages']] == ['completed']*7 and len(sw['resumed']) == 1
+    assert json.loads((run_dir/'children/c1/manifest.json').read_text()) == first, 'the completed child is kept as it was'
+    assert [len(c['attempts']) for c in sw['children']] == [1, 2] and [c['status'] for c in sw['children']] == ['completed']*2
+    assert len(results['table']) == 2 and sw['best']['run_id'] in {c['run_id'] for c in sw['children']}
+    res = cli(project, 'sweep', '--resume', str(run_dir))
+    assert res.returncode == 1 and 'nothing to resume' in res.stderr
+
+
 def test_sweep_errors_are_messages(project):
     for args, msg in [(['-p', 'serve.weights=90/10,50/50'], 'read by no stage'),
                       (['-p', 'train.max_iter=10,ten'], "expected int for 'max_iter'"),
