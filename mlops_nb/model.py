@@ -19,10 +19,10 @@ from .core import MlopsError, atomic_path, atomic_write_text
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['TASKS', 'MODELS', 'METRICS', 'check_task', 'feature_columns', 'FeaturesResult', 'make_features', 'build_pipeline',
-           'model_input', 'pip_requirements', 'warm_start_from', 'TrainResult', 'train', 'load_pipeline',
-           'classification_metrics', 'regression_metrics', 'task_metrics', 'model_output', 'EvaluateResult',
-           'slice_metrics', 'evaluate']
+__all__ = ['TASKS', 'MODELS', 'METRICS', 'LOWER_IS_BETTER', 'check_task', 'feature_columns', 'FeaturesResult', 'make_features',
+           'build_pipeline', 'model_input', 'pip_requirements', 'warm_start_from', 'TrainResult', 'train',
+           'load_pipeline', 'classification_metrics', 'regression_metrics', 'task_metrics', 'model_output',
+           'EvaluateResult', 'slice_metrics', 'evaluate']
 
 # %% ../notebooks/lib/05_model.ipynb #c004
 def _read_json(path): return json.loads(Path(path).read_text())
@@ -237,6 +237,7 @@ def regression_metrics(y_true, pred):
 
 METRICS = {'classification': ('accuracy', 'f1', 'roc_auc', 'pr_auc', 'log_loss', 'brier', 'positive_rate', 'rows'),
            'regression': ('rmse', 'mae', 'r2', 'mean_error', 'mean_prediction', 'rows')}
+LOWER_IS_BETTER = ('log_loss', 'brier', 'rmse', 'mae')  # the metrics a better model makes smaller
 
 def task_metrics(task:str, y_true, output):
     "Classification metrics of positive-class scores, or regression metrics of predictions"

@@ -362,7 +362,7 @@ def monitor(run_dir:str, # run folder
            ):
     "Compare the run's batch with the champion's training data; write the report, the trigger and, if triggered, the training data"
     from mlops_nb.drift import drift_summary, drift_table
-    from mlops_nb.model import METRICS, model_input, task_metrics
+    from mlops_nb.model import LOWER_IS_BETTER, METRICS, model_input, task_metrics
     from mlops_nb.tracking import project_tracking_uri
     from mlops_nb.validate import validate_batch
     paths = get_stage('monitor').paths(run_dir)
@@ -395,7 +395,7 @@ def monitor(run_dir:str, # run folder
     runs_dir = run_dir.parent
     series = pd.concat([history(runs_dir, model_name, ref.version, run_dir.name), win.assign(run_id=run_dir.name)], ignore_index=True)
     series['point'] = series['run_id'].str[-6:] + ' ' + series['window'].astype(str)
-    worse = {'performance': 'high' if metric in ('rmse', 'mae', 'log_loss', 'brier') else 'low'}
+    worse = {'performance': 'high' if metric in LOWER_IS_BETTER else 'low'}
     charts, fired = control_charts(series, len(win), baseline_points, worse=worse)
     last = charts.get('performance', {}).get('shewhart')
     limits = [last['lcl'].iloc[-1], last['ucl'].iloc[-1]] if last is not None else [None, None]

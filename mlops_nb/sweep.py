@@ -54,7 +54,6 @@ def combinations(axes:list, # `(setting, values)` pairs from `parse_axis`
 
 # %% ../notebooks/lib/22_sweep.ipynb #c007
 _DATA_STAGES = ('ingest', 'validate', 'features')
-_LOWER_IS_BETTER = ('log_loss', 'brier', 'rmse', 'mae')
 
 def _uses(stage, setting:str):
     return any(f'{stage.section(p)}.{p.name}' == setting for p in stage.params)
@@ -271,7 +270,8 @@ def rank(rows:list, # result rows of `run_child`
          key:str, # the metric to rank by
         ):
     "Completed rows, best first (a row without the metric ranks last), with `rank` set"
-    lower = key in _LOWER_IS_BETTER
+    from mlops_nb.model import LOWER_IS_BETTER
+    lower = key in LOWER_IS_BETTER
     ok = [r for r in rows if r['status'] == 'completed']
     have = sorted([r for r in ok if r['metrics'].get(key) is not None], key=lambda r: r['metrics'][key], reverse=not lower)
     res = have + [r for r in ok if r['metrics'].get(key) is None]
@@ -362,7 +362,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
                                  write_manifest)
     if executor not in ('local', 'dask'): raise MlopsError(f'--executor {executor}: local or dask')
     if scheduler and executor != 'dask': raise MlopsError('--scheduler needs --executor dask')
-    if resume: project, axes, sample, manifest = _reopen(resume)
+    if resume: project, axes, sample, manifest, run_dir = _reopen(resume)
     settings = [a for a, _ in axes]
     if len(set(settings)) != len(settings): raise MlopsError('a setting is swept twice: give its values in one -p')
     combos = combinations(axes, sample, project.settings['project']['random_state'])
@@ -385,7 +385,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
             warming = warm_workers(client, project.tracking_uri)  # kept until the sweep ends; a failure only costs the time it saves
         where = {'executor': executor, 'scheduler': scheduler, 'workers': workers if executor == 'dask' else None}
         if resume:
-            run_dir, sweep = Path(resume).resolve(), manifest['sweep']
+            sweep = manifest['sweep']
             sweep.update(where)
             sweep.setdefault('resumed', []).append({'at': utc_now().isoformat(), 'by': getpass.getuser(), **where})
             manifest.update(status='running', ended=None)
@@ -441,21 +441,16 @@ def run_sweep(project:Project, # the project, with any fixed overrides
     return run_dir
 
 def _reopen(run_dir:str|Path):
-    "`(project, axes, sample, manifest)` of a sweep that stopped, to continue it"
-    from mlops_nb.runner import _check_completed, read_manifest
-    run_dir = Path(run_dir).resolve()
-    m = read_manifest(run_dir)
+    "`(project, axes, sample, manifest, run_dir)` of a sweep that stopped, to continue it"
+    from mlops_nb.runner import _open_run
+    project, _, m, run_dir = _open_run(None, run_dir, 'sweep')  # refuses a completed run; checks completed stages' files
     if m['kind'] != 'sweep': raise MlopsError(f"{run_dir} is a {m['kind']} run, not a sweep: continue it with mlops-nb run --resume")
-    if m['status'] == 'completed': raise MlopsError(f"sweep {m['run_id']} completed: there is nothing to resume")
-    project = Project(Path(m['settings_file']).parent, Path(m['settings_file']), m['settings'], tuple(m['overrides']))
     # the children read settings.ini afresh: edited since, it would give the rest of them other settings than the first
     if load_project(project.settings_file, project.overrides).settings != m['settings']:
         raise MlopsError(f'{project.settings_file} changed since sweep {m["run_id"]} started: its combinations would not be '
                          'comparable; put the settings back, or start a new sweep')
-    for r in m['stages']:
-        if r['status'] == 'completed' and not r.get('from_child'): _check_completed(run_dir, r)
     axes = [parse_axis(f"{k}={'|'.join(v)}") for k, v in m['sweep']['axes'].items()]
-    return project, axes, m['sweep']['sample'], m
+    return project, axes, m['sweep']['sample'], m, run_dir
 
 def _tags(sweep:dict):
     from mlflow.entities import RunTag
@@ -470,7 +465,7 @@ def _adopt(run_dir:Path, child_dir:Path, names:list, records:dict):
         stage = get_stage(rec['name'])
         for rel in [*stage.outputs.values(), stage.notebook, f'logs/{Path(stage.notebook).stem}.log']:
             if not (child_dir/rel).exists(): continue
-            if (run_dir/rel).is_dir(): shutil.rmtree(run_dir/rel)  # linked by an earlier attempt of a resumed sweep
+            if (run_dir/rel).is_dir(): _discard(run_dir/rel)  # linked by an earlier attempt of a resumed sweep
             elif (run_dir/rel).exists(): (run_dir/rel).unlink()
             _link(child_dir/rel, run_dir/rel)
         for rel, digest in rec.get('outputs', {}).items():
