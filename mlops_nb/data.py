@@ -692,6 +692,7 @@ def log_dataset_input(client, # an `MlflowClient`
     "Log the snapshot as the dataset input of `mlflow_run_id`, its digest the data version"
     import pyarrow.parquet as pq
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
     snapshot_path = Path(snapshot_path).resolve()
     fields = [f for f in pq.read_schema(snapshot_path)]
     source = version.get('source') or snapshot_path.name
@@ -702,5 +703,9 @@ def log_dataset_input(client, # an `MlflowClient`
                  profile=json.dumps({'num_rows': version.get('rows'), 'num_elements': (version.get('rows') or 0)*len(fields),
                                      'schema_hash': version.get('schema_hash'), 'source': source}))
     tags = [InputTag('mlflow.data.context', context), InputTag('mlops_nb.data_version', version['data_version'])]
-    client.log_inputs(mlflow_run_id, datasets=[DatasetInput(ds, tags)])
-    return ds
+    for attempt in range(3):
+        try: client.log_inputs(mlflow_run_id, datasets=[DatasetInput(ds, tags)]); return ds
+        except MlflowException as e:
+            # MLflow looks a dataset up, then inserts it: a run logging the same data at that moment (two people, one
+            # server) can insert it in between, and the insert fails; looked up again, it is found and reused
+            if attempt == 2 or e.error_code != 'BAD_REQUEST' or not re.search('unique|duplicate', str(e), re.I): raise
