@@ -7,6 +7,7 @@ Docs: https://github.com/mlops-nb/mlops-nb/core.html.md"""
 # %% ../notebooks/lib/00_core.ipynb #c002
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -16,7 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MlopsError', 'atomic_path', 'atomic_write_text', 'sha256_file', 'sha256_path', 'utc_now', 'find_project_root']
+__all__ = ['MlopsError', 'atomic_path', 'atomic_write_text', 'file_lock', 'sha256_file', 'sha256_path', 'utc_now',
+           'find_project_root']
 
 # %% ../notebooks/lib/00_core.ipynb #c004
 class MlopsError(Exception):
@@ -54,6 +56,14 @@ def atomic_write_text(path:str|Path, text:str):
     "Write `text` to `path` through a temporary file and an atomic rename"
     with atomic_path(path) as tmp: tmp.write_text(text, encoding='utf-8')
     return Path(path)
+
+@contextmanager
+def file_lock(path:str|Path):
+    "Hold an exclusive lock on `path` (created if missing) among the processes of this machine"
+    with open(path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../notebooks/lib/00_core.ipynb #c009
 def sha256_file(path:str|Path, chunk:int=1<<20):

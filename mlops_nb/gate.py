@@ -7,7 +7,6 @@ Docs: https://github.com/mlops-nb/mlops-nb/gate.html.md"""
 # %% ../notebooks/lib/13_gate.ipynb #c002
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import MlopsError, sha256_path, utc_now
+from .core import MlopsError, file_lock, sha256_path, utc_now
 
 # %% auto #0
 __all__ = ['CHAMPION', 'PREVIOUS', 'LOCK_STALE_S', 'LOCK_TIMEOUT_S', 'parse_criteria', 'judge_metrics', 'judge_groups', 'verdict',
@@ -99,13 +98,6 @@ CHAMPION, PREVIOUS = 'champion', 'previous-champion'
 LOCK_STALE_S, LOCK_TIMEOUT_S = 30.0, 90.0
 
 @contextmanager
-def _file_lock(path:Path):
-    with open(path, 'a') as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
-
-@contextmanager
 def _model_lock(c, name:str):
     "A lock held by creating the registered model `<name>.champion-lock` (atomic in MLflow's stores)"
     import os, socket, time
@@ -142,7 +134,7 @@ def _model_lock(c, name:str):
 def registry_lock(c, tracking_uri:str, name:str):
     "An exclusive lock over moves of the champion of `name` in the registry at `tracking_uri`"
     if tracking_uri.startswith('sqlite:///'):
-        with _file_lock(Path(tracking_uri[len('sqlite:///'):] + '.lock')): yield
+        with file_lock(Path(tracking_uri[len('sqlite:///'):] + '.lock')): yield
     else:
         with _model_lock(c, name): yield
 

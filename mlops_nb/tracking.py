@@ -13,21 +13,28 @@ from pathlib import Path
 
 import pandas as pd
 
-from .core import atomic_write_text
+from .core import atomic_write_text, file_lock
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['client', 'is_server', 'experiment_id', 'alias_version', 'champion_model', 'project_tracking_uri', 'RegisterResult',
-           'register']
+__all__ = ['mlflow_client', 'client', 'is_server', 'experiment_id', 'alias_version', 'champion_model', 'project_tracking_uri',
+           'RegisterResult', 'register']
 
 # %% ../notebooks/lib/07_tracking.ipynb #c004
-def client(tracking_uri:str):
-    "An `MlflowClient` for `tracking_uri` (also made the process's default URI)"
-    import mlflow
+def mlflow_client(tracking_uri:str):
+    "An `MlflowClient` for `tracking_uri`, its tracking store and registry; a new SQLite store is created by one process at a time"
     from mlflow.tracking import MlflowClient
+    if not tracking_uri.startswith('sqlite:///'): return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    # MLflow creates a new store's tables by migrations that fail when processes run them at once (a sweep's
+    # workers, two runs started together); the client opens its store as it is made
+    with file_lock(tracking_uri[len('sqlite:///'):] + '.init.lock'): return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+
+def client(tracking_uri:str):
+    "`mlflow_client(tracking_uri)`, `tracking_uri` also made the process's default URI"
+    import mlflow
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    return mlflow_client(tracking_uri)
 
 def is_server(tracking_uri:str):
     "Whether `tracking_uri` is a tracking server (http, https) rather than a store this process opens"
@@ -51,7 +58,7 @@ def alias_version(c, model_name:str, alias:str='champion'):
     try: return c.get_model_version_by_alias(model_name, alias)
     except MlflowException: return None
 
-# %% ../notebooks/lib/07_tracking.ipynb #c006
+# %% ../notebooks/lib/07_tracking.ipynb #c008
 def champion_model(tracking_uri:str, model_name:str):
     "`(version, fitted pipeline)` of the champion of `model_name`, or None when there is none"
     import mlflow.artifacts
@@ -68,7 +75,7 @@ def project_tracking_uri(tracking_uri:str=''):
     p = load_project()
     return p.tracking_uri, p.artifact_location
 
-# %% ../notebooks/lib/07_tracking.ipynb #c008
+# %% ../notebooks/lib/07_tracking.ipynb #c010
 @dataclass
 class RegisterResult:
     "The registered model version and the decision"

@@ -323,8 +323,8 @@ def load_champion_schema(tracking_uri:str, # MLflow tracking URI
     "The training schema of `model_name@alias`, with a `reference` entry saying where it came from; None when there is no such model"
     if tracking_uri.startswith('sqlite:///') and not Path(tracking_uri[len('sqlite:///'):]).is_file(): return None  # no store, no champion
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-    c = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    from mlops_nb.tracking import mlflow_client
+    c = mlflow_client(tracking_uri)
     try: v = c.get_model_version_by_alias(model_name, alias)
     except MlflowException: return None
     where = f'{model_name}@{alias} (version {v.version})'
