@@ -422,3 +422,44 @@ def test_the_data_version_is_logged_as_the_runs_dataset_input(tmp_path):
     assert json.loads(inp.dataset.profile)['num_rows'] == 300
     assert {'name': 'AGEP', 'type': 'double', 'required': True} in json.loads(inp.dataset.schema)['mlflow_colspec']
     assert {t.key: t.value for t in inp.tags}['mlflow.data.context'] == 'training'
+
+
+RACER = '''
+import sys, time
+from pathlib import Path
+from mlops_nb.data import log_dataset_input
+from mlops_nb.tracking import client
+d, i, trials = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+c = client(f'sqlite:///{d}/mlflow.db')
+run = c.create_run(c.get_experiment_by_name('race').experiment_id).info.run_id
+for t in range(trials):
+    (d / f'ready{t}-{i}').touch()
+    while not (d / f'go{t}').exists(): time.sleep(0.002)
+    log_dataset_input(c, run, {'data_version': f'{t:016x}', 'rows': 2, 'source': 'race.csv'}, d / 'snap.parquet')
+print(run)
+'''
+
+
+def test_two_runs_logging_the_same_new_data_at_once_both_get_it(tmp_path):
+    "MLflow looks a dataset up, then inserts it: the run that loses the race finds the other's and reuses it"
+    import subprocess, sys, time
+    from mlflow.tracking import MlflowClient
+    pd.DataFrame({'a': [1, 2]}).to_parquet(tmp_path / 'snap.parquet')
+    (tmp_path / 'racer.py').write_text(RACER)
+    c = MlflowClient(f'sqlite:///{tmp_path}/mlflow.db')
+    exp = c.create_experiment('race', artifact_location=(tmp_path / 'art').as_uri())
+    trials = 20  # unguarded, 39 of 50 such trials failed one of the two calls
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / 'racer.py'), str(tmp_path), str(i), str(trials)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for t in range(trials):  # both wait at each trial's start line; `go` releases them together
+        while len(list(tmp_path.glob(f'ready{t}-*'))) < 2 and all(p.poll() is None for p in procs): time.sleep(0.002)
+        (tmp_path / f'go{t}').touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
+    for out, _ in outs:
+        digests = sorted(i.dataset.digest for i in c.get_run(out.strip()).inputs.dataset_inputs)
+        assert digests == [f'{t:016x}' for t in range(trials)]
+    import sqlalchemy
+    with sqlalchemy.create_engine(f'sqlite:///{tmp_path}/mlflow.db').connect() as db:
+        stored = db.execute(sqlalchemy.text('SELECT count(*) FROM datasets WHERE experiment_id = :e'), {'e': int(exp)}).scalar()
+    assert stored == trials, 'each dataset is stored once'
