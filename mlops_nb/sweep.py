@@ -382,6 +382,8 @@ def run_sweep(project:Project, # the project, with any fixed overrides
             client, cluster = _dask_client(scheduler, workers)
             if scheduler: check_workers(client, project)
             workers = len(client.scheduler_info().get('workers', {}))
+            from mlops_nb.tracking import mlflow_client
+            mlflow_client(project.tracking_uri)  # a new store's tables are made here, not by the warming workers at once
             warming = warm_workers(client, project.tracking_uri)  # kept until the sweep ends; a failure only costs the time it saves
         where = {'executor': executor, 'scheduler': scheduler, 'workers': workers if executor == 'dask' else None}
         if resume:
