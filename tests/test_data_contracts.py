@@ -292,13 +292,13 @@ def test_a_serving_payload_needs_only_the_features(reference):
     assert [a['kind'] for a in validate_batch(payload.drop(columns='AGEP'), schema, serving=True)] == ['missing_column']
 
 
-def test_validation_is_vectorised_fast_enough_for_serving(reference):
-    import time
+def test_a_large_batch_is_checked_to_its_last_row(reference):
+    "100,000 rows: clean, then the anomalies of its last row and no others (speed is benchmarks/validate.py's)"
     df, schema = reference
-    big = pd.concat([df] * 250, ignore_index=True).assign(id=lambda d: np.arange(len(d)))  # 100,000 rows
-    t0 = time.perf_counter()
-    validate_batch(big, schema)
-    assert time.perf_counter() - t0 < 1.0, 'at least 100,000 rows a second even on a busy machine'
+    big = pd.concat([df] * 250, ignore_index=True).assign(id=lambda d: np.arange(len(d)))
+    assert validate_batch(big, schema) == []
+    big.loc[len(big) - 1, ['AGEP', 'id']] = [130.0, 0]
+    assert sorted(a['kind'] for a in validate_batch(big, schema)) == ['duplicate_ids', 'out_of_range']
 
 
 # --- the stage against the champion, through the CLI ---------------------------------------------------------------
