@@ -317,7 +317,10 @@ def read_predictions(url:str, # SQLAlchemy URL of the prediction log
         with engine.connect() as conn:
             preds = conn.execute(select(P).where(*cond).order_by(P.c.seq)).mappings().all()
             shadow = {r['request_id']: r for r in conn.execute(select(S).where(S.c.request_id.in_(ids)).order_by(S.c.seq)).mappings()}
-            labels = {(r['request_id'], r['row']): r for r in conn.execute(select(F).where(F.c.request_id.in_(ids)).order_by(F.c.seq)).mappings()}
+            labels = {}
+            for r in conn.execute(select(F).where(F.c.request_id.in_(ids)).order_by(F.c.seq)).mappings():
+                key = (r['request_id'], r['row'])
+                if r['independent'] or key not in labels or not labels[key]['independent']: labels[key] = r
     finally: engine.dispose()
     feats = [loads(r['features']) if r['features'] else {} for r in preds]
     names = list(dict.fromkeys(c for f in feats for c in f))
