@@ -244,15 +244,17 @@ def test_cli_abtest(tmp_path):
     plog.add('predictions', dict(request_id='refused', time=utcnow(), model_name='m', model_version='3', role='champion', status=422,
                                  rows=0, features=None, predictions=None, scores=None, latency_ms=1.0, error='bad'))
     plog.close()
-    assert record_feedback(url, labels, source='review', independent=True)['matched'] == 200
-    record_feedback(url, [{'request_id': 'champion-0', 'row': 0, 'label': 1}], source='clicks')  # later, not independent
+    first, labels = labels[0], labels[1:]  # champion-0 row 0 gets a label that is not independent only
+    assert record_feedback(url, labels, source='review', independent=True)['matched'] == 199
+    # later, not independent: the row without an independent label is left out; the other keeps its independent one
+    record_feedback(url, [first, {'request_id': 'champion-1', 'row': 0, 'label': 0}], source='clicks')
 
     res = cli(project, 'abtest', '--json', 'ab.json')
     assert res.returncode == 0, res.stdout + res.stderr
     assert 'challenger better' in res.stdout and 'result written to ab.json' in res.stdout
     r = json.loads((project/'ab.json').read_text())
     assert r['verdict'] == 'challenger better' and r['metric'] == 'accuracy' and r['labels'] == 'independent'
-    # the latest label of champion-0 row 0 is not independent: that row is left out unless --all-labels
+    # champion-0 row 0 has no independent label: it is left out unless --all-labels
     assert r['excluded'] == {'unlabelled': 0, 'not_independent': 1, 'other_models': 0}
     assert (r['champion']['model_version'], r['champion']['rows'], r['champion']['requests']) == ('3', 99, 25)
     assert r['champion']['value'] == 59/99 and r['challenger']['value'] == 0.9 and r['difference'] == pytest.approx(0.9 - 59/99)
