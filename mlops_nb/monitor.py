@@ -58,14 +58,44 @@ def reference_from_run(run_dir:str|Path, model_name:str='', version:str=''):
                      pd.read_parquet(files['train']), pd.read_parquet(files['holdout']), json.loads(files['metrics'].read_text()),
                      json.loads(files['schema'].read_text()))
 
-def champion_reference(tracking_uri:str, model_name:str):
+def _download_reference(tracking_uri:str, v, dest:Path):
+    "The champion's reference files and model from MLflow into `dest`, laid out as its run folder; `dest`"
+    import mlflow.artifacts, shutil, tempfile
+    from mlflow.exceptions import MlflowException
+    from mlops_nb.tracking import reference_files
+    if (dest/get_stage('train').outputs['model']/'MLmodel').is_file(): return dest  # fetched by an earlier attempt of this run
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.'))
+    try:
+        mlflow.artifacts.download_artifacts(run_id=v.run_id, artifact_path='reference', dst_path=str(tmp), tracking_uri=tracking_uri)
+        model = Path(mlflow.artifacts.download_artifacts(artifact_uri=f'models:/{v.name}/{v.version}', tracking_uri=tracking_uri,
+                                                         dst_path=str(tmp/'model')))
+        found = model if (model/'MLmodel').is_file() else next((p.parent for p in model.rglob('MLmodel')), None)
+        if found is None: raise OSError(f'models:/{v.name}/{v.version} has no MLmodel')
+        (tmp/'reference'/get_stage('train').outputs['model']).parent.mkdir(parents=True, exist_ok=True)
+        found.rename(tmp/'reference'/get_stage('train').outputs['model'])
+        missing = [rel for rel in reference_files() if not (tmp/'reference'/rel).is_file()]
+        if missing: raise OSError(f'{", ".join(missing)} not among its artifacts')
+        shutil.rmtree(dest, ignore_errors=True)
+        (tmp/'reference').rename(dest)
+        return dest
+    except (MlflowException, OSError) as e:
+        raise MlopsError(f'the reference of {v.name} version {v.version} is not in MLflow either (run {v.run_id}): {e}. '
+                         'Versions registered before mlops-nb logged it are monitored where their run folder is') from None
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
+def champion_reference(tracking_uri:str, model_name:str,
+                       download_to:str|Path|None=None, # folder to fetch the reference into when its run folder is not here
+                      ):
     "The `Reference` of the current champion of `model_name`"
-    from mlops_nb.tracking import alias_version, client
+    from mlops_nb.tracking import alias_version, client, reference_files
     v = alias_version(client(tracking_uri), model_name)
     if v is None: raise MlopsError(f'model {model_name!r} has no champion to monitor: train and approve one first '
                                    '(mlops-nb run --approve-as NAME)')
-    run_dir = v.tags.get('mlops_nb.run_dir')
+    run_dir, run_id = v.tags.get('mlops_nb.run_dir'), v.tags.get('mlops_nb.run_id')
     if not run_dir: raise MlopsError(f'champion version {v.version} of {model_name!r} was not registered by mlops-nb (no mlops_nb.run_dir tag)')
+    here = all((Path(run_dir)/rel).exists() for rel in [*reference_files(), get_stage('train').outputs['model']])
+    if not here and download_to is not None: run_dir = _download_reference(tracking_uri, v, Path(download_to)/(run_id or Path(run_dir).name))
     return reference_from_run(run_dir, model_name, str(v.version))
 
 # %% ../notebooks/lib/20_monitor.ipynb #c006
@@ -367,7 +397,7 @@ def monitor(run_dir:str, # run folder
     from mlops_nb.validate import validate_batch
     paths = get_stage('monitor').paths(run_dir)
     run_dir = Path(run_dir).resolve()
-    ref = champion_reference(project_tracking_uri(tracking_uri)[0], model_name)
+    ref = champion_reference(project_tracking_uri(tracking_uri)[0], model_name, download_to=paths['report'].parent/'champion')
     batch, excluded = join_labels(pd.read_parquet(paths['snapshot']), target, id_column, labels)
     if not len(batch): raise MlopsError(f'the batch {paths["snapshot"]} has no rows')
     thresholds = {'wasserstein': wasserstein, 'psi': psi, 'js': js, 'new_share': new_share}

@@ -646,6 +646,22 @@ class MlflowRegistry:
         mv = alias_version(self.client, self.model_name, alias)
         return str(mv.version) if mv is not None else None
 
+    def _schema_home(self, mv):
+        "A folder holding the version's training schema where its run folder does: that folder, or a copy of the schema logged with the model"
+        import mlflow.artifacts, shutil
+        from mlflow.exceptions import MlflowException
+        rel, run_dir = 'artifacts/02_validate/schema.json', mv.tags.get('mlops_nb.run_dir')
+        if not run_dir or (Path(run_dir)/rel).is_file(): return run_dir
+        # the version was trained on another machine (a shared tracking server): its schema came with it
+        home = self.cache_dir/f'v{mv.version}-run'
+        if not (home/rel).is_file():
+            try: got = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f'reference/{rel}', dst_path=str(home/'download'))
+            except (MlflowException, OSError): return None  # registered before the schema was logged with it: its signature alone
+            (home/rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(got, home/rel)
+            shutil.rmtree(home/'download', ignore_errors=True)
+        return str(home)
+
     def load(self, version:str):
         "The `ServedModel` of `version` (downloaded once, kept for rollbacks)"
         import mlflow.artifacts, shutil, tempfile
@@ -661,7 +677,7 @@ class MlflowRegistry:
             shutil.rmtree(dst, ignore_errors=True)
             os.replace(src, dst)
             shutil.rmtree(tmp, ignore_errors=True)
-        m = load_model_dir(dst, self.model_name, version, mv.tags.get('mlops_nb.run_dir'))
+        m = load_model_dir(dst, self.model_name, version, self._schema_home(mv))
         self._loaded[version] = m
         while len(self._loaded) > self.keep: self._loaded.pop(next(iter(self._loaded)))
         return m

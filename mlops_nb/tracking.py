@@ -17,8 +17,8 @@ from .core import atomic_write_text, file_lock
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['mlflow_client', 'client', 'is_server', 'experiment_id', 'alias_version', 'champion_model', 'project_tracking_uri',
-           'RegisterResult', 'register']
+__all__ = ['REFERENCE', 'mlflow_client', 'client', 'is_server', 'experiment_id', 'alias_version', 'champion_model',
+           'project_tracking_uri', 'RegisterResult', 'reference_files', 'register']
 
 # %% ../notebooks/lib/07_tracking.ipynb #c004
 def mlflow_client(tracking_uri:str):
@@ -88,6 +88,15 @@ class RegisterResult:
 
 _REPORTS = ('anomalies', 'verdict', 'audit')
 
+# what monitoring compares a batch with, besides the model: logged with the model, so that a machine without
+# the training run's folder (a teammate's, through a shared tracking server) can monitor the champion
+REFERENCE = (('ingest', 'snapshot'), ('validate', 'schema'), ('features', 'features'), ('features', 'train'),
+             ('evaluate', 'predictions'), ('evaluate', 'metrics'))
+
+def reference_files():
+    "Paths, relative to a run folder, of the files monitoring needs besides the model"
+    return [get_stage(s).outputs[k] for s, k in REFERENCE]
+
 def register(run_dir:str, # run folder
              model_name:str='acs-employment', # registered model name
              tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
@@ -116,6 +125,7 @@ def register(run_dir:str, # run folder
                                         serialization_format=flavor.get('serialization_format', 'skops'),
                                         skops_trusted_types=flavor.get('skops_trusted_types'),
                                         registered_model_name=model_name)
+        for rel in reference_files(): mlflow.log_artifact(str(run_dir/rel), str(Path('reference', rel).parent))
     v = str(info.registered_model_version)
     tags = {'mlops_nb.run_id': run_dir.name, 'mlops_nb.run_dir': str(run_dir), 'data_version': version['data_version'],
             'mlops_nb.decision': decision['decision'], **{k: f'{metrics[k]:.4f}' for k in ('accuracy', 'roc_auc') if k in metrics}}

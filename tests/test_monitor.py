@@ -112,3 +112,43 @@ def test_replay_on_elec2_drift_triggered_retraining_beats_never_with_fewer_retra
 def test_replay_refuses_a_batch_its_dataset_does_not_have(project, args, message):
     res = cli(project, 'replay', *args)
     assert res.returncode == 1 and message in res.stderr and 'Traceback' not in res.stderr
+
+
+def test_a_champion_trained_on_another_machine_is_monitored_and_served_from_mlflow(trained, tmp_path):
+    "Its run folder is not here (a teammate's, through a shared tracking server): its reference comes from its MLflow run"
+    from pathlib import Path
+    from urllib.parse import urlparse
+    from mlops_nb.project import load_project
+    from mlops_nb.serve import MlflowRegistry
+    from mlops_nb.tracking import alias_version, client
+    project, _, _ = trained
+    uri = load_project(project / 'settings.ini').tracking_uri
+    c = client(uri)
+    v = alias_version(c, 'acs-employment')
+    served = lambda cache: MlflowRegistry(uri, 'acs-employment', tmp_path / cache).load(str(v.version)).columns
+    run_dir = Path(v.tags['mlops_nb.run_dir'])
+    away = project.parent / f'{run_dir.name}.elsewhere'
+    logged = Path(urlparse(c.get_run(v.run_id).info.artifact_uri).path) / 'reference'
+    here = served('here')
+    assert any(col.int_ok for col in here), 'the schema lets whole-number categories come as integers'
+    run_dir.rename(away)
+    try:
+        logged.rename(logged.with_name('hidden'))  # as a version registered before the reference was logged
+        try:
+            res = cli(project, 'monitor', '--data', 'acs_employment_ma', '-p', 'ingest.years=2018')
+            signature_only = served('hidden')
+        finally: logged.with_name('hidden').rename(logged)
+        assert res.returncode == 1 and f'the reference of acs-employment version {v.version} is not in MLflow either' in res.stderr
+        assert 'Traceback' not in res.stderr and manifests(project)[-1]['status'] == 'failed'
+        assert not any(col.int_ok for col in signature_only)
+        res = cli(project, 'monitor', '--data', 'acs_employment_ma', '-p', 'ingest.years=2018')
+        assert served('away') == here
+    finally: away.rename(run_dir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    m = manifests(project)[-1]
+    _, r = _monitor_result(project, m['run_id'])
+    assert r['champion_version'] == str(v.version) and r['champion_run'] == run_dir.name and r['rows'] == 2000
+    fetched = project / 'runs' / m['run_id'] / 'artifacts/08_monitor/champion' / run_dir.name
+    for rel in ('artifacts/03_features/train.parquet', 'artifacts/05_evaluate/predictions.parquet', 'artifacts/04_train/model/MLmodel'):
+        assert (fetched / rel).is_file(), rel
+    assert (fetched / 'artifacts/03_features/train.parquet').read_bytes() == (run_dir / 'artifacts/03_features/train.parquet').read_bytes()
