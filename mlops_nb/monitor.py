@@ -64,6 +64,7 @@ def _download_reference(tracking_uri:str, v, dest:Path):
     from mlflow.exceptions import MlflowException
     from mlops_nb.tracking import reference_files
     if (dest/get_stage('train').outputs['model']/'MLmodel').is_file(): return dest  # fetched by an earlier attempt of this run
+    if not v.run_id: raise MlopsError(f'{v.name} version {v.version} was registered without an MLflow run, and its run folder is not here')
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.'))
     try:

@@ -652,6 +652,7 @@ class MlflowRegistry:
         from mlflow.exceptions import MlflowException
         rel, run_dir = 'artifacts/02_validate/schema.json', mv.tags.get('mlops_nb.run_dir')
         if not run_dir or (Path(run_dir)/rel).is_file(): return run_dir
+        if not mv.run_id: return None  # a version registered without a run: nothing was logged with it
         # the version was trained on another machine (a shared tracking server): its schema came with it
         home = self.cache_dir/f'v{mv.version}-run'
         if not (home/rel).is_file():
