@@ -133,5 +133,6 @@ def main():
     print(f'same ranking and metrics from every configuration: {same}')
     return 0 if same else 1
 
+
 if __name__ == '__main__':
     sys.exit(main())

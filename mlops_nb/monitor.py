@@ -20,9 +20,9 @@ from .core import MlopsError, atomic_path, atomic_write_text, utc_now
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['INDEPENDENT', 'TRAINING_DATA', 'Reference', 'reference_from_run', 'champion_reference', 'join_labels', 'windows',
-           'trigger_signals', 'decide_trigger', 'monitor_runs', 'history', 'control_charts', 'MonitorResult',
-           'labelled_rows', 'write_training_data', 'monitor', 'lineage']
+__all__ = ['INDEPENDENT', 'TRAINING_DATA', 'Reference', 'reference_paths', 'reference_from_run', 'champion_reference',
+           'join_labels', 'windows', 'trigger_signals', 'decide_trigger', 'monitor_runs', 'history', 'control_charts',
+           'MonitorResult', 'labelled_rows', 'write_training_data', 'monitor', 'lineage']
 
 # %% ../notebooks/lib/20_monitor.ipynb #c004
 @dataclass
@@ -44,13 +44,16 @@ class Reference:
     @property
     def columns(self): return self.features['categorical'] + self.features['numeric']
 
+def reference_paths(run_dir:str|Path):
+    "The files of `run_dir` that monitoring compares with (those logged with the model, and the model), by name"
+    from mlops_nb.tracking import reference_files
+    return {k: Path(run_dir)/rel for k, rel in {**reference_files(), 'model': get_stage('train').outputs['model']}.items()}
+
 def reference_from_run(run_dir:str|Path, model_name:str='', version:str=''):
     "The `Reference` of the model trained in `run_dir`"
     from mlops_nb.model import load_pipeline
     run_dir = Path(run_dir)
-    files = {k: run_dir/v for k, v in (('features', 'artifacts/03_features/features.json'), ('train', 'artifacts/03_features/train.parquet'),
-                                        ('model', 'artifacts/04_train/model'), ('holdout', 'artifacts/05_evaluate/predictions.parquet'),
-                                        ('metrics', 'artifacts/05_evaluate/metrics.json'), ('schema', 'artifacts/02_validate/schema.json'))}
+    files = reference_paths(run_dir)
     gone = [str(p) for p in files.values() if not p.exists()]
     if gone: raise MlopsError(f'the champion{f" (version {version})" if version else ""} was trained in {run_dir}, but '
                               f'{", ".join(gone)} {"is" if len(gone) == 1 else "are"} gone: monitoring compares batches with them')
@@ -62,20 +65,17 @@ def _download_reference(tracking_uri:str, v, dest:Path):
     "The champion's reference files and model from MLflow into `dest`, laid out as its run folder; `dest`"
     import mlflow.artifacts, shutil, tempfile
     from mlflow.exceptions import MlflowException
-    from mlops_nb.tracking import reference_files
-    if (dest/get_stage('train').outputs['model']/'MLmodel').is_file(): return dest  # fetched by an earlier attempt of this run
+    from mlops_nb.tracking import download_model
+    if (reference_paths(dest)['model']/'MLmodel').is_file(): return dest  # fetched by an earlier attempt of this run
     if not v.run_id: raise MlopsError(f'{v.name} version {v.version} was registered without an MLflow run, and its run folder is not here')
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.'))
     try:
         mlflow.artifacts.download_artifacts(run_id=v.run_id, artifact_path='reference', dst_path=str(tmp), tracking_uri=tracking_uri)
-        model = Path(mlflow.artifacts.download_artifacts(artifact_uri=f'models:/{v.name}/{v.version}', tracking_uri=tracking_uri,
-                                                         dst_path=str(tmp/'model')))
-        found = model if (model/'MLmodel').is_file() else next((p.parent for p in model.rglob('MLmodel')), None)
-        if found is None: raise OSError(f'models:/{v.name}/{v.version} has no MLmodel')
-        (tmp/'reference'/get_stage('train').outputs['model']).parent.mkdir(parents=True, exist_ok=True)
-        found.rename(tmp/'reference'/get_stage('train').outputs['model'])
-        missing = [rel for rel in reference_files() if not (tmp/'reference'/rel).is_file()]
+        got = reference_paths(tmp/'reference')
+        got['model'].parent.mkdir(parents=True, exist_ok=True)
+        download_model(v.name, v.version, tmp/'model', tracking_uri).rename(got['model'])
+        missing = [str(p.relative_to(tmp/'reference')) for p in got.values() if not p.exists()]
         if missing: raise OSError(f'{", ".join(missing)} not among its artifacts')
         shutil.rmtree(dest, ignore_errors=True)
         (tmp/'reference').rename(dest)
@@ -89,13 +89,13 @@ def champion_reference(tracking_uri:str, model_name:str,
                        download_to:str|Path|None=None, # folder to fetch the reference into when its run folder is not here
                       ):
     "The `Reference` of the current champion of `model_name`"
-    from mlops_nb.tracking import alias_version, client, reference_files
+    from mlops_nb.tracking import alias_version, client
     v = alias_version(client(tracking_uri), model_name)
     if v is None: raise MlopsError(f'model {model_name!r} has no champion to monitor: train and approve one first '
                                    '(mlops-nb run --approve-as NAME)')
     run_dir, run_id = v.tags.get('mlops_nb.run_dir'), v.tags.get('mlops_nb.run_id')
     if not run_dir: raise MlopsError(f'champion version {v.version} of {model_name!r} was not registered by mlops-nb (no mlops_nb.run_dir tag)')
-    here = all((Path(run_dir)/rel).exists() for rel in [*reference_files(), get_stage('train').outputs['model']])
+    here = all(p.exists() for p in reference_paths(run_dir).values())
     if not here and download_to is not None: run_dir = _download_reference(tracking_uri, v, Path(download_to)/(run_id or Path(run_dir).name))
     return reference_from_run(run_dir, model_name, str(v.version))
 
@@ -440,7 +440,7 @@ def monitor(run_dir:str, # run folder
               'control_limits': {metric: [None if v is None or v != v else float(v) for v in limits]},
               'decision': 'retrain' if trig['triggered'] else ('drift' if signals or summary['n_drifted'] else 'no drift'),
               'trigger': trig}
-    reference = pd.read_parquet(ref.run_dir/'artifacts/01_ingest/data.parquet')
+    reference = pd.read_parquet(reference_paths(ref.run_dir)['snapshot'])
     try: recent = labelled_rows(reference, batch, target, id_column, time_column)
     except MlopsError as e:
         if trig['triggered']: raise

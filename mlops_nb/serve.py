@@ -665,7 +665,8 @@ class MlflowRegistry:
 
     def load(self, version:str):
         "The `ServedModel` of `version` (downloaded once, kept for rollbacks)"
-        import mlflow.artifacts, shutil, tempfile
+        import shutil, tempfile
+        from mlops_nb.tracking import download_model
         if version in self._loaded: return self._loaded[version]
         os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # no progress bars in a server's output
         mv = self.client.get_model_version(self.model_name, version)
@@ -673,8 +674,7 @@ class MlflowRegistry:
         if not (dst/'MLmodel').is_file():
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=self.cache_dir))
-            mlflow.artifacts.download_artifacts(artifact_uri=f'models:/{self.model_name}/{version}', dst_path=str(tmp))
-            src = tmp if (tmp/'MLmodel').is_file() else next(p.parent for p in tmp.rglob('MLmodel'))
+            src = download_model(self.model_name, version, tmp)
             shutil.rmtree(dst, ignore_errors=True)
             os.replace(src, dst)
             shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ from .stages import get_stage
 
 # %% auto #0
 __all__ = ['REFERENCE', 'mlflow_client', 'client', 'is_server', 'experiment_id', 'alias_version', 'champion_model',
-           'project_tracking_uri', 'RegisterResult', 'reference_files', 'register']
+           'download_model', 'project_tracking_uri', 'RegisterResult', 'reference_files', 'register']
 
 # %% ../notebooks/lib/07_tracking.ipynb #c004
 def mlflow_client(tracking_uri:str):
@@ -61,12 +61,22 @@ def alias_version(c, model_name:str, alias:str='champion'):
 # %% ../notebooks/lib/07_tracking.ipynb #c008
 def champion_model(tracking_uri:str, model_name:str):
     "`(version, fitted pipeline)` of the champion of `model_name`, or None when there is none"
-    import mlflow.artifacts
     from mlops_nb.model import load_pipeline
     c = client(tracking_uri)
     v = alias_version(c, model_name)
     if v is None: return None
-    return str(v.version), load_pipeline(mlflow.artifacts.download_artifacts(f'models:/{model_name}/{v.version}'))
+    return str(v.version), load_pipeline(download_model(model_name, v.version))
+
+def download_model(model_name:str, version:str, dst_path:str|Path|None=None, # None: a temporary folder
+                   tracking_uri:str|None=None, # None: the process's default URI
+                  ):
+    "Download registered model `model_name` version `version`; the folder holding its MLmodel"
+    import mlflow.artifacts
+    got = Path(mlflow.artifacts.download_artifacts(artifact_uri=f'models:/{model_name}/{version}', tracking_uri=tracking_uri,
+                                                   dst_path=None if dst_path is None else str(dst_path)))
+    found = got if (got/'MLmodel').is_file() else next((p.parent for p in got.rglob('MLmodel')), None)
+    if found is None: raise OSError(f'models:/{model_name}/{version} has no MLmodel')
+    return found
 
 def project_tracking_uri(tracking_uri:str=''):
     "`(tracking_uri, artifact_location)`: as given, or when empty from the project's settings.ini (notebooks run by hand)"
@@ -90,12 +100,12 @@ _REPORTS = ('anomalies', 'verdict', 'audit')
 
 # what monitoring compares a batch with, besides the model: logged with the model, so that a machine without
 # the training run's folder (a teammate's, through a shared tracking server) can monitor the champion
-REFERENCE = (('ingest', 'snapshot'), ('validate', 'schema'), ('features', 'features'), ('features', 'train'),
-             ('evaluate', 'predictions'), ('evaluate', 'metrics'))
+REFERENCE = {'snapshot': ('ingest', 'snapshot'), 'schema': ('validate', 'schema'), 'features': ('features', 'features'),
+             'train': ('features', 'train'), 'holdout': ('evaluate', 'predictions'), 'metrics': ('evaluate', 'metrics')}
 
 def reference_files():
-    "Paths, relative to a run folder, of the files monitoring needs besides the model"
-    return [get_stage(s).outputs[k] for s, k in REFERENCE]
+    "Paths, relative to a run folder, of the files monitoring needs besides the model, by name"
+    return {name: get_stage(s).outputs[k] for name, (s, k) in REFERENCE.items()}
 
 def register(run_dir:str, # run folder
              model_name:str='acs-employment', # registered model name
@@ -125,7 +135,7 @@ def register(run_dir:str, # run folder
                                         serialization_format=flavor.get('serialization_format', 'skops'),
                                         skops_trusted_types=flavor.get('skops_trusted_types'),
                                         registered_model_name=model_name)
-        for rel in reference_files(): mlflow.log_artifact(str(run_dir/rel), str(Path('reference', rel).parent))
+        for rel in reference_files().values(): mlflow.log_artifact(str(run_dir/rel), str(Path('reference', rel).parent))
     v = str(info.registered_model_version)
     tags = {'mlops_nb.run_id': run_dir.name, 'mlops_nb.run_dir': str(run_dir), 'data_version': version['data_version'],
             'mlops_nb.decision': decision['decision'], **{k: f'{metrics[k]:.4f}' for k in ('accuracy', 'roc_auc') if k in metrics}}
