@@ -23,7 +23,7 @@ __all__ = ['CHAMPION', 'PREVIOUS', 'LOCK_STALE_S', 'LOCK_TIMEOUT_S', 'parse_crit
 
 # %% ../notebooks/lib/13_gate.ipynb #c004
 _CRITERION = re.compile(r'^(?:(?P<column>[^.\s]+)\.)?(?P<measure>[A-Za-z_][A-Za-z0-9_]*)'
-                        r'(?:\s+(?P<kind>change|relative_change))?\s+(?P<op>at least|at most)\s+(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$')
+                        r'(?:\s+(?P<kind>(?:baseline_)?(?:relative_)?change))?\s+(?P<op>at least|at most)\s+(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$')
 _OPS = {'at least': np.greater_equal, 'at most': np.less_equal}
 
 def parse_criteria(text:str, # comma-separated criteria
@@ -33,7 +33,7 @@ def parse_criteria(text:str, # comma-separated criteria
     out = []
     for part in filter(str.strip, text.split(',')):
         m = _CRITERION.match(part.strip())
-        if not m: raise MlopsError(f'{where}: cannot read {part.strip()!r}; write [COLUMN.]MEASURE [change|relative_change] at least|at most NUMBER, '
+        if not m: raise MlopsError(f'{where}: cannot read {part.strip()!r}; write [COLUMN.]MEASURE [[baseline_]change|[baseline_]relative_change] at least|at most NUMBER, '
                                    'e.g. roc_auc at least 0.85 or roc_auc change at least -0.005')
         out.append({**m.groupdict(), 'kind': m['kind'] or 'value', 'value': float(m['value'])})
     return out
@@ -45,18 +45,21 @@ def _outcome(c, v):
 def judge_metrics(criteria:list, # from `parse_criteria`
                   metrics:dict, # the challenger's metrics
                   champion:dict|None=None, # the champion's metrics on the same data, if there is a champion
+                  baseline:dict|None=None, # a trivial baseline's metrics on the same data
                  ):
-    "Each criterion with the challenger's value, the champion's, and the outcome"
+    "Each criterion with the challenger's value, the champion's (or the baseline's), and the outcome"
     res = []
     for c in criteria:
         if c['column']: raise MlopsError(f'evaluate criteria take no column: {c["column"]}.{c["measure"]}')
         if c['measure'] not in metrics: raise MlopsError(f'criterion on unknown metric {c["measure"]!r}; metrics: {", ".join(metrics)}')
-        v, base = metrics[c['measure']], (champion or {}).get(c['measure'])
-        if c['kind'] == 'change': v = None if base is None else v - base
-        elif c['kind'] == 'relative_change': v = None if not base else (v - base)/abs(base)
+        vs_baseline = c['kind'].startswith('baseline_')
+        v, base = metrics[c['measure']], ((baseline if vs_baseline else champion) or {}).get(c['measure'])
+        if c['kind'].endswith('relative_change'): v = None if not base else (v - base)/abs(base)
+        elif c['kind'].endswith('change'): v = None if base is None else v - base
         value, outcome = _outcome(c, v)
-        res.append(dict(measure=c['measure'], kind=c['kind'], op=c['op'], threshold=c['value'], value=value,
-                        champion=base, outcome=outcome))
+        row = dict(measure=c['measure'], kind=c['kind'], op=c['op'], threshold=c['value'], value=value,
+                   champion=None if vs_baseline else base, outcome=outcome)
+        res.append({**row, 'baseline': base} if vs_baseline else row)
     return res
 
 def judge_groups(criteria:list, measures:dict):

@@ -8,6 +8,7 @@ Docs: https://github.com/mlops-nb/mlops-nb/model.html.md"""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .columns import InputColumns, is_positive, label_text, positive_index
 from .core import MlopsError, atomic_path, atomic_write_text
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['TASKS', 'MODELS', 'METRICS', 'LOWER_IS_BETTER', 'check_task', 'feature_columns', 'FeaturesResult', 'make_features',
-           'build_pipeline', 'model_input', 'pip_requirements', 'warm_start_from', 'TrainResult', 'train',
-           'load_pipeline', 'classification_metrics', 'regression_metrics', 'task_metrics', 'model_output',
-           'EvaluateResult', 'slice_metrics', 'evaluate']
+__all__ = ['TASKS', 'MODELS', 'METRICS', 'LOWER_IS_BETTER', 'check_task', 'feature_columns', 'check_labels', 'FeaturesResult',
+           'make_features', 'default_preprocessing', 'make_pipeline', 'build_pipeline', 'model_input',
+           'pip_requirements', 'save_object', 'load_object', 'warm_start_from', 'describe_estimator', 'TrainResult',
+           'save_model', 'train', 'load_pipeline', 'classification_metrics', 'regression_metrics', 'task_metrics',
+           'model_output', 'truth_of', 'EvaluateResult', 'slice_metrics', 'baseline_output', 'evaluate']
 
 # %% ../notebooks/lib/05_model.ipynb #c004
 def _read_json(path): return json.loads(Path(path).read_text())
@@ -36,11 +39,31 @@ def check_task(task:str):
 
 def feature_columns(df:pd.DataFrame, target:str, id_column:str, time_column:str):
     "`{'categorical': [...], 'numeric': [...]}` for the columns of `df` that are features"
-    skip = {target, id_column, time_column}
+    skip = {target, id_column, time_column} - {''}
     cat = [c for c in df.columns if c not in skip and not pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
     num = [c for c in df.columns if c not in skip and c not in cat]
     if not cat and not num: raise MlopsError(f'no feature columns left after removing {sorted(skip)}')
     return {'categorical': cat, 'numeric': num}
+
+def check_labels(y:pd.Series, task:str, positive_label:str, target:str):
+    "The positive label of a classification target (as found in the data), None for regression; a clear error otherwise"
+    if check_task(task) == 'regression':
+        if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+            raise MlopsError(f'data.task = regression needs a numeric target; {target!r} holds {y.dtype} values such as {y.iloc[0]!r}')
+        return None
+    labels = sorted({label_text(v): v for v in y.dropna().unique()}.items())
+    shown = ', '.join(t for t, _ in labels[:10])
+    if len(labels) != 2:
+        raise MlopsError(f'data.task = classification needs a target with two labels; {target!r} has {len(labels)}: {shown}'
+                         + ('; for a numeric target set data.task = regression' if len(labels) > 2 and pd.api.types.is_numeric_dtype(y) else ''))
+    texts = [t for t, _ in labels]
+    if positive_label:
+        if label_text(positive_label) not in texts:
+            raise MlopsError(f'data.positive_label = {positive_label!r} is not a label of {target!r}; its labels are {shown}')
+        v = dict(labels)[label_text(positive_label)]
+    elif texts in (['0', '1'], ['False', 'True']): v = labels[1][1]
+    else: raise MlopsError(f'the target {target!r} has labels {shown}: set data.positive_label to the one whose probability the model scores')
+    return v.item() if hasattr(v, 'item') else v
 
 @dataclass
 class FeaturesResult:
@@ -52,9 +75,11 @@ class FeaturesResult:
     @property
     def summary(self):
         t = self.features['target']
-        what = 'rate' if self.features.get('task', 'classification') == 'classification' else 'mean'
-        return pd.DataFrame({'rows': [len(self.train), len(self.holdout)],
-                             f'{t} {what}': [self.train[t].mean(), self.holdout[t].mean()]}, index=['train', 'holdout'])
+        if self.features.get('task', 'classification') == 'classification':
+            pos = self.features.get('positive_label', 1)
+            col, values = f'{t} = {pos} rate', [is_positive(part[t], pos).mean() for part in (self.train, self.holdout)]
+        else: col, values = f'{t} mean', [self.train[t].mean(), self.holdout[t].mean()]
+        return pd.DataFrame({'rows': [len(self.train), len(self.holdout)], col: values}, index=['train', 'holdout'])
 
 def make_features(run_dir:str, # run folder
                   target:str='employed', # label column
@@ -64,11 +89,19 @@ def make_features(run_dir:str, # run folder
                   holdout_share:float=0.2, # share of rows kept out of training
                   random_state:int=42, # seed of the split
                   split:str='random', # random, or time: the latest rows by `time_column` are the holdout
+                  positive_label:str='', # classification: the label that is positive; empty: 1 or True
+                  preprocessing=None, # `f(categorical, numeric)` -> an unfitted transformer to a numeric matrix; default `default_preprocessing`
                  ):
-    "Split the snapshot into train and holdout Parquet files and record the feature columns"
+    "Split the snapshot into train and holdout Parquet files; record the feature columns and the preprocessing"
     from sklearn.model_selection import train_test_split
     paths = get_stage('features').paths(run_dir)
     df = pd.read_parquet(paths['snapshot'])
+    for key, col in (('target', target), ('id_column', id_column), ('time_column', time_column)):
+        if col and col not in df:
+            raise MlopsError(f'data.{key} names {col!r}, which is not a column of the snapshot; its columns are {", ".join(map(str, df.columns))}')
+    if df[target].isna().any():
+        raise MlopsError(f'the target {target!r} is missing in {int(df[target].isna().sum())} rows of the snapshot; drop or label them')
+    positive = check_labels(df[target], task, positive_label, target)
     if not 0 < holdout_share < 1: raise MlopsError(f'features.holdout_share must be between 0 and 1, got {holdout_share}')
     if split == 'time':
         if time_column not in df: raise MlopsError(f'features.split = time needs the time column {time_column!r}, which the snapshot lacks')
@@ -81,13 +114,29 @@ def make_features(run_dir:str, # run folder
         train, holdout = train_test_split(df, test_size=holdout_share, random_state=random_state, stratify=stratify)
     else: raise MlopsError(f'features.split must be random or time; got {split!r}')
     features = {**feature_columns(df, target, id_column, time_column), 'target': target, 'task': task, 'id_column': id_column,
-                'train_rows': len(train), 'holdout_rows': len(holdout)}
+                'positive_label': positive, 'train_rows': len(train), 'holdout_rows': len(holdout)}
+    pre = (preprocessing or default_preprocessing)(features['categorical'], features['numeric'])
+    if not hasattr(pre, 'fit_transform'): raise MlopsError(f'the preprocessing is a {type(pre).__name__}, not a scikit-learn transformer')
     for k, part in (('train', train), ('holdout', holdout)):
         with atomic_path(paths[k]) as tmp: part.sort_index().to_parquet(tmp, index=False)
+    save_object(pre, paths['preprocess'])
     atomic_write_text(paths['features'], json.dumps(features, indent=2))
     return FeaturesResult(train, holdout, features)
 
 # %% ../notebooks/lib/05_model.ipynb #c007
+def default_preprocessing(categorical:list, numeric:list):
+    "Categories as ordinal codes (unknown and missing ones as missing), first; numbers as they are"
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OrdinalEncoder
+    return ColumnTransformer([('categorical', OrdinalEncoder(handle_unknown='use_encoded_value', unknown_value=np.nan,
+                                                            encoded_missing_value=np.nan), categorical),
+                              ('numeric', 'passthrough', numeric)])
+
+def make_pipeline(features:dict, preprocess, estimator):
+    "The model: `InputColumns`, `preprocess` and `estimator`, as one Pipeline"
+    from sklearn.pipeline import Pipeline
+    return Pipeline([('columns', InputColumns(features['categorical'], features['numeric'])), ('preprocess', preprocess), ('model', estimator)])
+
 MODELS = {'classification': ('hist_gradient_boosting', 'logistic_regression'), 'regression': ('hist_gradient_boosting', 'ridge')}
 
 def build_pipeline(features:dict, # from `feature_columns`
@@ -97,26 +146,24 @@ def build_pipeline(features:dict, # from `feature_columns`
                    task:str='classification'): # classification or regression
     "An unfitted Pipeline from raw feature columns to the estimator"
     from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline, make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+    from sklearn.pipeline import make_pipeline as chain
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
     from sklearn.impute import SimpleImputer
     cat, num = features['categorical'], features['numeric']
     if model not in MODELS[check_task(task)]: raise MlopsError(f'train.model must be one of {", ".join(MODELS[task])} for {task}; got {model!r}')
     if model == 'hist_gradient_boosting':
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-        pre = ColumnTransformer([('categorical', OrdinalEncoder(handle_unknown='use_encoded_value', unknown_value=np.nan,
-                                                                encoded_missing_value=np.nan), cat),
-                                 ('numeric', 'passthrough', num)])
+        pre = default_preprocessing(cat, num)
         est = (HistGradientBoostingClassifier if task == 'classification' else HistGradientBoostingRegressor)(
             learning_rate=learning_rate, max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
             categorical_features=[i < len(cat) for i in range(len(cat) + len(num))], random_state=random_state)
     else:
         from sklearn.linear_model import LogisticRegression, Ridge
         pre = ColumnTransformer([('categorical', OneHotEncoder(handle_unknown='ignore'), cat),
-                                 ('numeric', make_pipeline(SimpleImputer(strategy='median'), StandardScaler()), num)])
+                                 ('numeric', chain(SimpleImputer(strategy='median'), StandardScaler()), num)])
         est = (LogisticRegression(C=inverse_regularization, max_iter=max_iter, random_state=random_state) if model == 'logistic_regression'
                else Ridge(alpha=1/inverse_regularization, random_state=random_state))
-    return Pipeline([('preprocess', pre), ('model', est)])
+    return make_pipeline(features, pre, est)
 
 def model_input(df:pd.DataFrame, features:dict):
     "The raw feature columns of `df`, categories as plain strings (as a client sends them)"
@@ -128,7 +175,34 @@ def model_input(df:pd.DataFrame, features:dict):
 def pip_requirements():
     "The packages a served model needs, at the versions it was trained with"
     from importlib.metadata import version
-    return [f'{p}=={version(p)}' for p in ('scikit-learn', 'pandas', 'numpy', 'scipy', 'skops')]
+    return [f'{p}=={version(p)}' for p in ('scikit-learn', 'pandas', 'numpy', 'scipy', 'cloudpickle')]
+
+def _by_value(root:Path|None):
+    "Modules whose code a pickled model must carry: mlops_nb.columns and the project folder's own"
+    import sys
+    import cloudpickle, mlops_nb.columns
+    mods = [mlops_nb.columns]
+    if root is not None:
+        root = Path(root).resolve()
+        for m in list(sys.modules.values()):
+            f = getattr(m, '__file__', None)
+            if f and Path(f).resolve().is_relative_to(root) and 'site-packages' not in Path(f).parts and not m.__name__.startswith('mlops_nb'):
+                mods.append(m)
+    for m in mods: cloudpickle.register_pickle_by_value(m)
+    return mods
+
+def save_object(obj, path:Path, root:Path|None=None):
+    "Pickle `obj` with cloudpickle, carrying the code of the project's modules (`root`) by value"
+    import cloudpickle
+    mods = _by_value(root)
+    try:
+        with atomic_path(path) as tmp, open(tmp, 'wb') as f: cloudpickle.dump(obj, f)
+    finally:
+        for m in mods: cloudpickle.unregister_pickle_by_value(m)
+
+def load_object(path:Path):
+    import cloudpickle
+    with open(path, 'rb') as f: return cloudpickle.load(f)
 
 def warm_start_from(champion, features:dict, task:str, model:str, max_iter:int):
     "A copy of the champion's pipeline set to continue learning: `max_iter` more boosting iterations, or solver steps from its weights"
@@ -137,7 +211,9 @@ def warm_start_from(champion, features:dict, task:str, model:str, max_iter:int):
     from sklearn.linear_model import LogisticRegression
     est = champion.named_steps['model']
     kinds = {'hist_gradient_boosting': (HistGradientBoostingClassifier, HistGradientBoostingRegressor), 'logistic_regression': (LogisticRegression,)}
-    if model not in kinds: raise MlopsError(f'train.warm_start: {model} cannot continue from a fitted model; use hist_gradient_boosting or logistic_regression')
+    if not model: model = next((k for k, types in kinds.items() if isinstance(est, types)), '')  # make_model(): continue what the champion is
+    if model not in kinds: raise MlopsError(f'train.warm_start: {model or "make_model()"} cannot continue from a fitted model; '
+                                            'set train.model to hist_gradient_boosting or logistic_regression')
     if not isinstance(est, kinds[model]) or (task == 'classification') != hasattr(est, 'predict_proba'):
         raise MlopsError(f'train.warm_start: the champion is a {type(est).__name__}, not a {model} {task} model to continue from')
     pre = champion.named_steps['preprocess']
@@ -149,33 +225,74 @@ def warm_start_from(champion, features:dict, task:str, model:str, max_iter:int):
     pipe.named_steps['model'].set_params(warm_start=True, **more)
     return pipe
 
+def describe_estimator(est):
+    "`{estimator, estimator_params}`: the class actually fitted and its parameters, JSON-able"
+    def plain(v): return v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+    return {'estimator': f'{type(est).__module__}.{type(est).__qualname__}',
+            'estimator_params': {k: plain(v) for k, v in est.get_params(deep=False).items()}}
+
 @dataclass
 class TrainResult:
     "The fitted pipeline and its training metrics"
     pipeline:object
     metrics:dict
 
+def _estimator(make_model, task:str):
+    if not callable(make_model): raise MlopsError(f'make_model must be a function returning an estimator, got {type(make_model).__name__}')
+    est = make_model()
+    if not hasattr(est, 'fit') or not hasattr(est, 'predict'):
+        raise MlopsError(f'make_model() returned a {type(est).__name__}, which is not a scikit-learn estimator (it needs fit and predict)')
+    if task == 'classification' and not hasattr(est, 'predict_proba'):
+        raise MlopsError(f'make_model() returned a {type(est).__name__}, which has no predict_proba: a classifier must score probabilities')
+    return est
+
+def save_model(pipe, X:pd.DataFrame, path:Path, features:dict, root:Path|None=None):
+    "Save the fitted `pipe` as an MLflow sklearn model: any-typed signature, input example, the typed schema and labels as metadata"
+    import mlflow.sklearn
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+    example = X.head(5)
+    typed = infer_signature(example, pipe.predict(example))
+    signature = ModelSignature(Schema([ColSpec(AnyType(), c) for c in X.columns]), typed.outputs)
+    meta = {'mlops_nb': {'input_schema': typed.inputs.to_json(), 'task': features['task'],
+                         'positive_label': features.get('positive_label')}}
+    mods, log = _by_value(root), logging.getLogger('mlflow.sklearn')
+    level = log.level
+    log.setLevel(logging.ERROR)  # its warning that cloudpickle runs code on load: the model is our own, and carrying code is the point
+    try:
+        with atomic_path(path) as tmp:
+            tmp.unlink()  # save_model insists on creating the folder itself
+            mlflow.sklearn.save_model(pipe, tmp, signature=signature, input_example=example, metadata=meta,
+                                      pip_requirements=pip_requirements(), serialization_format='cloudpickle')
+    finally:
+        import cloudpickle
+        log.setLevel(level)
+        for m in mods: cloudpickle.unregister_pickle_by_value(m)
+
 def train(run_dir:str, # run folder
+          make_model=None, # () -> an unfitted estimator, put behind the features' preprocessing; None: `model`
           target:str='employed', # label column
           task:str='classification', # classification or regression
-          model:str='hist_gradient_boosting', # hist_gradient_boosting, or logistic_regression (classification) or ridge (regression)
-          learning_rate:float=0.1, # boosting step size
-          max_iter:int=200, # boosting or solver iterations
-          max_leaf_nodes:int=31, # leaves per boosted tree
-          inverse_regularization:float=1.0, # C of logistic regression, 1/alpha of ridge
-          random_state:int=42, # seed of the estimator
+          model:str='', # a shortcut with its own preprocessing: hist_gradient_boosting, logistic_regression or ridge; empty: `make_model`
+          learning_rate:float=0.1, # boosting step size (shortcuts)
+          max_iter:int=200, # boosting or solver iterations (shortcuts, and the iterations a warm start adds)
+          max_leaf_nodes:int=31, # leaves per boosted tree (shortcuts)
+          inverse_regularization:float=1.0, # C of logistic regression, 1/alpha of ridge (shortcuts)
+          random_state:int=42, # seed of the estimator (shortcuts)
           warm_start:bool=False, # continue from the champion's fitted model instead of starting from scratch
           model_name:str='acs-employment', # registered model whose champion a warm start continues
           tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
+          project_root:str|Path|None=None, # the project folder: its modules travel with the model
          ):
     "Fit the pipeline on the training split and save it as an MLflow model"
-    import mlflow.sklearn, skops.io
-    from mlflow.models import infer_signature
+    from sklearn.base import clone
     paths = get_stage('train').paths(run_dir)
     features = _read_json(paths['features'])
     df = pd.read_parquet(paths['train'])
     X, y = model_input(df, features), df[target]
-    pipe = build_pipeline(features, model, learning_rate, max_iter, max_leaf_nodes, inverse_regularization, random_state, task)
+    if model: pipe = build_pipeline(features, model, learning_rate, max_iter, max_leaf_nodes, inverse_regularization, random_state, task)
+    elif make_model is None: raise MlopsError('train: give make_model (the notebook\'s model cell) or set train.model to a shortcut')
+    else: pipe = make_pipeline(features, clone(load_object(paths['preprocess'])), _estimator(make_model, task))
     start, continued = time.perf_counter(), None
     found = None
     if warm_start:
@@ -184,20 +301,17 @@ def train(run_dir:str, # run folder
     if found:
         continued, pipe = found[0], warm_start_from(found[1], features, task, model, max_iter)
         # the champion's fitted encoders keep their codes: refitting them would scramble what its trees learned
-        pipe.named_steps['model'].fit(pipe.named_steps['preprocess'].transform(X), y)
-    else: pipe.fit(X, y)
+        pipe.named_steps['model'].fit(pipe[:-1].transform(X), y)
+    else:
+        try: pipe.fit(X, y)
+        except (ValueError, TypeError) as e:
+            raise MlopsError(f'fitting {type(pipe.named_steps["model"]).__name__} failed: {e}'.splitlines()[0]) from None
     fit_s = time.perf_counter() - start
-    example = X.head(5)
-    signature = infer_signature(example, pipe.predict(example))
-    with atomic_path(paths['model']) as tmp:
-        tmp.unlink()  # save_model insists on creating the folder itself
-        mlflow.sklearn.save_model(pipe, tmp, signature=signature, input_example=example,
-                                  pip_requirements=pip_requirements(), serialization_format='skops',
-                                  skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipe)))
-    fitted = task_metrics(task, y, model_output(pipe, X, task))
+    save_model(pipe, X, paths['model'], features, project_root)
+    fitted = task_metrics(task, truth_of(y, features), model_output(pipe, X, task, features.get('positive_label')))
     first = 'accuracy' if task == 'classification' else 'rmse'
     metrics = {f'train_{first}': fitted[first], 'fit_seconds': round(fit_s, 3), 'train_rows': len(df), 'n_features': X.shape[1],
-               'warm_start_from': continued}
+               'warm_start_from': continued, **describe_estimator(pipe.named_steps['model'])}
     if getattr(pipe.named_steps['model'], 'n_iter_', None) is not None:  # ridge has the attribute, set to None
         metrics['iterations'] = int(np.max(pipe.named_steps['model'].n_iter_))
     atomic_write_text(paths['metrics'], json.dumps(metrics, indent=2))
@@ -209,7 +323,8 @@ def load_pipeline(model_dir:str|Path):
     import yaml
     model_dir = Path(model_dir)
     flavor = yaml.safe_load((model_dir/'MLmodel').read_text())['flavors']['sklearn']
-    if flavor.get('serialization_format') != 'skops':
+    if flavor.get('serialization_format') == 'cloudpickle': return load_object(model_dir/flavor['pickled_model'])
+    if flavor.get('serialization_format') != 'skops':  # models registered by older versions were saved with skops
         import mlflow.sklearn
         return mlflow.sklearn.load_model(str(model_dir))
     import skops.io
@@ -243,9 +358,15 @@ def task_metrics(task:str, y_true, output):
     "Classification metrics of positive-class scores, or regression metrics of predictions"
     return classification_metrics(y_true, output) if check_task(task) == 'classification' else regression_metrics(y_true, output)
 
-def model_output(pipe, X, task:str):
-    "What a model is judged on: the positive-class score of a classifier, the prediction of a regressor"
-    return pipe.predict_proba(X)[:, 1] if task == 'classification' else pipe.predict(X)
+def model_output(pipe, X, task:str, positive=None):
+    "What a model is judged on: the score of a classifier's `positive` label (default its second class), a regressor's prediction"
+    if task != 'classification': return pipe.predict(X)
+    return pipe.predict_proba(X)[:, positive_index(pipe.classes_, positive)]
+
+def truth_of(y, features:dict):
+    "What metrics compare with: 1 for the positive label and 0 for the other, or a regressor's numbers"
+    if features.get('task', 'classification') != 'classification': return np.asarray(y, float)
+    return is_positive(y, features.get('positive_label', 1))
 
 # %% ../notebooks/lib/05_model.ipynb #c015
 @dataclass
@@ -267,9 +388,10 @@ class EvaluateResult:
 
     @property
     def comparison(self):
-        "Challenger and champion side by side, on the same holdout"
+        "Challenger, champion and the trivial baseline side by side, on the same holdout"
         champ = (self.verdict.get('champion') or {}).get('metrics') or {}
-        t = pd.DataFrame({'challenger': self.metrics, 'champion': pd.Series(champ, dtype=float)})
+        base = (self.verdict.get('baseline') or {}).get('metrics') or {}
+        t = pd.DataFrame({'challenger': self.metrics, 'champion': pd.Series(champ, dtype=float), 'baseline': pd.Series(base, dtype=float)})
         return t.assign(change=t.challenger - t.champion)
 
     def plot(self):
@@ -304,53 +426,63 @@ class EvaluateResult:
         fig.tight_layout()
         return fig
 
-def slice_metrics(df:pd.DataFrame, score, columns:list, label:str, task:str='classification'):
-    "Holdout metrics for each group of each slice column"
-    rows = []
+def slice_metrics(df:pd.DataFrame, score, columns:list, truth, task:str='classification'):
+    "Holdout metrics for each group of each slice column; `truth` is what `task_metrics` compares `score` with"
+    rows, truth = [], np.asarray(truth)
     for col in columns:
-        if col not in df: raise MlopsError(f'evaluate.slice_columns names {col!r}, which is not a column of the holdout')
+        if col not in df: raise MlopsError(f'evaluate.slice_columns names {col!r}, which is not a column of the holdout; '
+                                           f'its columns are {", ".join(map(str, df.columns))}')
         for group, idx in df.groupby(df[col].astype('object').fillna('(missing)'), observed=True).indices.items():
-            rows.append({'column': col, 'group': str(group), **task_metrics(task, df[label].to_numpy()[idx], score[idx])})
+            rows.append({'column': col, 'group': str(group), **task_metrics(task, truth[idx], score[idx])})
     return pd.DataFrame(rows)
 
-def _champion_scores(tracking_uri, model_name, X, task):
+def baseline_output(train_target, features:dict, n:int):
+    "A trivial model's output for `n` rows: the training split's positive rate, or its mean"
+    return np.full(n, float(np.mean(truth_of(train_target, features))))
+
+def _champion_scores(tracking_uri, model_name, X, task, positive):
     from mlops_nb.tracking import champion_model
     found = champion_model(tracking_uri, model_name)
     if found is None: return None, None
     version, pipe = found
-    try: return version, model_output(pipe, X, task)
+    try: return version, model_output(pipe, X, task, positive)
     except Exception as e:  # the champion may predate a schema or task change; then it cannot be compared, which we say
         return version, f'{type(e).__name__}: {e}'
 
 def evaluate(run_dir:str, # run folder
              target:str='employed', # label column
              task:str='classification', # classification or regression
-             criteria:str='accuracy at least 0.8, roc_auc at least 0.85, roc_auc change at least -0.01', # the verdict's criteria
-             slice_columns:str='SEX, RAC1P', # metrics also per group of these columns
+             criteria:str='roc_auc baseline_change at least 0.05, roc_auc change at least -0.01', # the verdict's criteria
+             slice_columns:str='', # metrics also per group of these columns, comma-separated
              model_name:str='acs-employment', # registered model whose champion is compared
              tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
             ):
-    "Score the challenger and the champion on the holdout; write metrics, slices, predictions and the verdict"
+    "Score the challenger, the champion and a trivial baseline on the holdout; write metrics, slices, predictions and the verdict"
     from mlops_nb.gate import judge_metrics, parse_criteria, verdict
     from mlops_nb.tracking import project_tracking_uri
     crit = parse_criteria(criteria, 'evaluate.criteria')
     paths = get_stage('evaluate').paths(run_dir)
     features = _read_json(paths['features'])
     df = pd.read_parquet(paths['holdout'])
-    X = model_input(df, features)
-    score = model_output(load_pipeline(paths['model']), X, check_task(task))
-    metrics = task_metrics(task, df[target], score)
-    preds = pd.DataFrame({features['id_column']: df[features['id_column']].to_numpy(), 'label': df[target].to_numpy()})
+    X, positive = model_input(df, features), features.get('positive_label')
+    score = model_output(load_pipeline(paths['model']), X, check_task(task), positive)
+    truth = truth_of(df[target], features)
+    metrics = task_metrics(task, truth, score)
+    # without an id column the holdout's row numbers identify its rows (the audit joins on them)
+    key = features['id_column'] or 'row'
+    preds = pd.DataFrame({key: df[key].to_numpy() if features['id_column'] else np.arange(len(df)), 'label': truth})
     if task == 'classification': preds = preds.assign(score=score, prediction=(score >= 0.5).astype(int))
     else: preds['prediction'] = score
-    version, champ = _champion_scores(project_tracking_uri(tracking_uri)[0], model_name, X, task)
+    version, champ = _champion_scores(project_tracking_uri(tracking_uri)[0], model_name, X, task, positive)
     champion = None
     if isinstance(champ, str): champion = {'version': version, 'metrics': None, 'error': champ}
     elif champ is not None:
-        champion = {'version': version, 'metrics': task_metrics(task, df[target], champ)}
+        champion = {'version': version, 'metrics': task_metrics(task, truth, champ)}
         preds['champion_score' if task == 'classification' else 'champion_prediction'] = champ
-    result = {**verdict(judge_metrics(crit, metrics, champion and champion['metrics'])), 'champion': champion}
-    slices = slice_metrics(df, score, [c.strip() for c in slice_columns.split(',') if c.strip()], target, task)
+    base = task_metrics(task, truth, baseline_output(pd.read_parquet(paths['train'], columns=[target])[target], features, len(df)))
+    result = {**verdict(judge_metrics(crit, metrics, champion and champion['metrics'], base)), 'champion': champion,
+              'baseline': {'model': 'prior' if task == 'classification' else 'mean', 'metrics': base}}
+    slices = slice_metrics(df, score, [c.strip() for c in slice_columns.split(',') if c.strip()], truth, task)
     with atomic_path(paths['predictions']) as tmp: preds.to_parquet(tmp, index=False)
     atomic_write_text(paths['slices'], slices.to_json(orient='records', indent=2))
     atomic_write_text(paths['metrics'], json.dumps(metrics, indent=2))

@@ -319,7 +319,7 @@ class MonitorResult:
 
 def _scores(ref:Reference, X):
     from mlops_nb.model import model_output
-    return model_output(ref.pipeline, X, ref.task)
+    return model_output(ref.pipeline, X, ref.task, ref.features.get('positive_label'))
 
 def _prediction_frame(ref:Reference, output):
     "Scores and predicted classes of a classifier, predictions of a regressor, as columns to compare"
@@ -393,7 +393,7 @@ def monitor(run_dir:str, # run folder
            ):
     "Compare the run's batch with the champion's training data; write the report, the trigger and, if triggered, the training data"
     from mlops_nb.drift import drift_summary, drift_table
-    from mlops_nb.model import LOWER_IS_BETTER, METRICS, model_input, task_metrics
+    from mlops_nb.model import LOWER_IS_BETTER, METRICS, model_input, task_metrics, truth_of
     from mlops_nb.tracking import project_tracking_uri
     from mlops_nb.validate import validate_batch
     paths = get_stage('monitor').paths(run_dir)
@@ -413,16 +413,17 @@ def monitor(run_dir:str, # run folder
     skew = pd.DataFrame(validate_batch(batch[cols + [c for c in (id_column,) if c in batch]],
                                        {**ref.schema, 'target': target}, serving=True))
     labelled = batch[target].notna().to_numpy()
+    truth = truth_of(batch[target], ref.features)
     metric = key_metric if key_metric in METRICS[ref.task] else 'accuracy' if ref.task == 'classification' else 'rmse'
     rows = []
     for name, idx in windows(batch, time_column, window_rows):
         wd = drift_summary(drift_table(ref.train[cols], batch.iloc[idx][cols], thresholds=thresholds)) if len(idx) else None
         li = idx[labelled[idx]]
-        perf = task_metrics(ref.task, batch[target].to_numpy()[li].astype(float), out[li]) if len(li) else {}
+        perf = task_metrics(ref.task, truth[li], out[li]) if len(li) else {}
         rows.append({'window': name, 'rows': len(idx), 'labelled_rows': len(li), 'drift_share': wd and wd['drift_share'],
                      'performance': perf.get(metric)})
     win = pd.DataFrame(rows)
-    performance = task_metrics(ref.task, batch[target].to_numpy()[labelled].astype(float), out[labelled]) if labelled.any() else None
+    performance = task_metrics(ref.task, truth[labelled], out[labelled]) if labelled.any() else None
     runs_dir = run_dir.parent
     series = pd.concat([history(runs_dir, model_name, ref.version, run_dir.name), win.assign(run_id=run_dir.name)], ignore_index=True)
     series['point'] = series['run_id'].str[-6:] + ' ' + series['window'].astype(str)

@@ -15,19 +15,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .columns import label_text
 from .core import MlopsError, atomic_write_text, find_project_root
 from .data import NotNumbers, schema_hash
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'QUANTILES', 'LABELS', 'SEVERITIES', 'LEVELS', 'dtype_kind', 'infer_schema', 'normalise_schema',
+__all__ = ['SCHEMA_VERSION', 'QUANTILES', 'SEVERITIES', 'LEVELS', 'dtype_kind', 'infer_schema', 'normalise_schema',
            'check_severities', 'validate_batch', 'format_anomaly', 'load_champion_schema', 'compare_columns',
            'plot_comparison', 'ValidateResult', 'describe_reference', 'reference_schema', 'validate']
 
 # %% ../notebooks/lib/04_validate.ipynb #c004
 SCHEMA_VERSION = 2
 QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
-LABELS = (0, 1)  # a classifier's target is binary; a regressor's is any number
 
 def dtype_kind(dtype):
     "'bool', 'integer', 'float', 'datetime' or 'text' (strings, categories, objects)"
@@ -188,7 +188,14 @@ def validate_batch(df:pd.DataFrame, # the batch to check
         y = df[names[target]]
         missing = int(y.isna().sum())
         if schema.get('task', 'classification') == 'classification':
-            bad, want = y.notna() & ~y.isin(LABELS), 'labels 0 or 1'
+            texts = y.astype(object).map(label_text)
+            known = [label_text(c) for c in schema.get('classes') or []]
+            if len(known) != 2: known = sorted(texts[y.notna()].unique())[:2]
+            bad, want = y.notna() & ~texts.isin(known), f'the labels {" and ".join(known)}' if len(known) == 2 else 'two labels'
+            pos = schema.get('positive_label')
+            if pos not in (None, '') and label_text(pos) not in set(texts[y.notna()]):
+                add(target, 'bad_target', f'the positive label {pos!r} (data.positive_label)', f'labels {", ".join(sorted(set(texts[y.notna()]))[:10])}',
+                    always_error=True)
         else:
             numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
             bad, want = y.notna() & (False if numeric else pd.to_numeric(y.astype('object'), errors='coerce').isna()), 'numeric labels'
@@ -514,6 +521,7 @@ def validate(run_dir:str, # run folder
              task:str='classification', # classification (0/1 target) or regression (numeric target)
              id_column:str='id', # row identifier
              time_column:str='year', # time of a row, not a feature
+             positive_label:str='', # classification: the positive label, which the batch must have
              max_null_rate:float=0.5, # more missing values than this share is an anomaly
              max_null_increase:float=0.1, # more than the reference's missing share plus this is an anomaly
              reference:str='champion', # 'champion', 'none', or a schema.json path
@@ -528,12 +536,13 @@ def validate(run_dir:str, # run folder
     version = json.loads(paths['version'].read_text()) if paths['version'].is_file() else {}
     schema = {**infer_schema(df, target, id_column, time_column), 'task': task, 'data_version': version.get('data_version')}
     ref, ref_info, anomalies = reference_schema(reference, model_name, tracking_uri)
-    base = {**(ref or schema), 'target': target, 'task': task, 'id_column': id_column, 'time_column': time_column}
+    base = {**(ref or schema), 'target': target, 'task': task, 'id_column': id_column, 'time_column': time_column,
+            'positive_label': positive_label}
     base['columns'] = {c: {**col, 'role': _role(c, target, id_column, time_column)} for c, col in base['columns'].items()}
     anomalies = validate_batch(df, base, severities, max_null_rate=max_null_rate, max_null_increase=max_null_increase) + anomalies
     anomalies += _numbers_as_text(df, base, check_severities(severities), anomalies)
     if task == 'classification' and target in df and len(df) and not any(a['column'] == target for a in anomalies) and df[target].nunique() < 2:
-        anomalies.insert(0, dict(column=target, kind='single_class', severity='error', expected=f'both labels {" and ".join(map(str, LABELS))}',
+        anomalies.insert(0, dict(column=target, kind='single_class', severity='error', expected='two labels',
                                  found=f'only {_fmt(df[target].dropna().iloc[0])} in {len(df)} rows'))
     anomalies = _sorted(anomalies)
     comparison = compare_columns(df, base, anomalies)

@@ -118,7 +118,7 @@ def test_a_single_row_loads_with_a_warning_and_cannot_train(tmp_path):
     (tmp_path / 'batch.csv').write_text('id,AGEP,employed\n1,30,1\n')
     run, r = ingest_ok(tmp_path, tmp_path / 'batch.csv')
     assert r.version['rows'] == 1 and any('only 1 row' in w for w in r.version['warnings'])
-    assert "error: column 'employed': single_class: expected both labels 0 and 1, found only 1 in 1 rows" in validate_errors(run)
+    assert "error: column 'employed': single_class: expected two labels, found only 1 in 1 rows" in validate_errors(run)
 
 
 def test_missing_target_stops_validate_naming_the_column(tmp_path):
