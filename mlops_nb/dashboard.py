@@ -200,10 +200,12 @@ def diff_runs(run_a:str|Path, # the earlier run folder
     packages = [(k, pa.get(k), pb.get(k)) for k in dict.fromkeys([*pa, *pb]) if pa.get(k) != pb.get(k)]
     ra, rb = {r['name']: r for r in a['stages']}, {r['name']: r for r in b['stages']}
     order = list(dict.fromkeys([r['name'] for r in b['stages']] + [r['name'] for r in a['stages']]))
-    causes, notebooks, outputs = [], [], []
+    causes, notebooks, outputs, edited = [], [], [], []
     champions = (_champion_compared(da, a), _champion_compared(db, b))
     for i, name in enumerate(order):
         x, y = ra.get(name) or {}, rb.get(name) or {}
+        if (y.get('source') or {}).get('template', 'same') != 'same':
+            edited.append((name, y['source']['path'], 'edited' if y['source']['template'] else 'own'))
         if not x.get('parameters') or not y.get('parameters'):
             if bool(x) != bool(y): causes.append((1, i, f"stage {name} is in run {(a if x else b)['run_id']} only"))
             continue
@@ -236,7 +238,7 @@ def diff_runs(run_a:str|Path, # the earlier run folder
     return dict(a=a['run_id'], b=b['run_id'], status=(a['status'], b['status']), cause=changes[0] if changes else None,
                 other_changes=changes[1:], settings=settings,
                 data_version=(sa.get('data_version'), sb.get('data_version')), rows=(sa.get('rows'), sb.get('rows')),
-                code=(ga.get('commit'), gb.get('commit'), ga.get('dirty'), gb.get('dirty')), packages=packages, notebooks=notebooks,
+                code=(ga.get('commit'), gb.get('commit'), ga.get('dirty'), gb.get('dirty')), packages=packages, notebooks=notebooks, edited=edited,
                 champion=champions, outputs=outputs, first_output=first_output, metrics=metrics, disparities=disparities, fairness=fairness)
 
 # %% ../notebooks/lib/15_dashboard.ipynb #c011
@@ -257,6 +259,8 @@ def diff_text(d:dict, most:int=20)->str:
     L += ['  settings          ' + ('same' if not d['settings'] else '')] + [f'    {k} = {x!r} -> {y!r}' for k, x, y in d['settings']]
     L += ['  packages          ' + ('same' if not d['packages'] else '')] + [f'    {k} {x} -> {y}' for k, x, y in d['packages']]
     L += ['  stage notebooks   ' + ('same' if not d['notebooks'] else '')] + [f'    {p}' for _, p, _, _ in d['notebooks']]
+    kinds = {'edited': 'edited from the template', 'own': "the project's own stage"}
+    L += [f"    {p}: {kinds[k]} (run {d['b']})" for _, p, k in d.get('edited', [])]
     changed = [(s, rel, x, y) for s, rel, x, y in d['outputs'] if x != y]
     L += ['', f"outputs (sha256): {len(changed)} of {len(d['outputs'])} differ" +
           (f", first {d['first_output'][1]} ({d['first_output'][0]})" if d['first_output'] else '')]

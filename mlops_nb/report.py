@@ -217,8 +217,8 @@ def report_html(run_dir:str|Path, exporter=None)->str:
                      f'<div class="nb">{notebook_html(sweep, exporter, prefix="sweep")}</div></section>')
     toc, sections = [], []
     for i, r in enumerate(m.get('stages', []), 1):
-        try: purpose = get_stage(r['name']).purpose
-        except MlopsError: purpose = ''
+        try: purpose = r.get('purpose') or get_stage(r['name']).purpose
+        except MlopsError: purpose = ''  # a project's own stage recorded before stages recorded their purpose
         nb, log = run_dir/r['notebook'], run_dir/'logs'/f"{Path(r['notebook']).stem}.log"
         took = f"{r['duration_s']:.1f} s" if r.get('duration_s') is not None else ''
         links = ([f'<a href="{esc(r["notebook"])}">executed notebook</a>'] if nb.is_file() else []) + \

@@ -22,12 +22,12 @@ import yaml
 
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
 from .project import Project, load_project
-from .stages import Stage, check_notebook, get_stage, stage_params
+from .stages import TEMPLATES, Stage, find_stages, stage_params
 
 # %% auto #0
 __all__ = ['MANIFEST_SCHEMA', 'PACKAGES', 'new_run_id', 'package_versions', 'git_state', 'write_manifest', 'read_manifest',
-           'Kernel', 'StageFailed', 'run_stage', 'Tracker', 'RunInterrupted', 'check_settings', 'execute_stages',
-           'run_pipeline', 'list_runs', 'find_run']
+           'Kernel', 'StageFailed', 'template_state', 'run_stage', 'Tracker', 'RunInterrupted', 'check_settings',
+           'execute_stages', 'run_pipeline', 'list_runs', 'find_run']
 
 # %% ../notebooks/lib/08_runner.ipynb #c004
 MANIFEST_SCHEMA = 1
@@ -113,17 +113,30 @@ def _error_lines(e:Exception, max_lines:int=6):
 def _cells_seconds(nb):
     return round(sum((c.metadata.get('papermill', {}).get('duration') or 0) for c in nb.cells), 3)
 
-def _hashes(run_dir:Path, rel_paths):
-    return {p: sha256_path(run_dir/p) for p in rel_paths}
+def _hashes(run_dir:Path, paths):
+    return {Path(p).relative_to(run_dir).as_posix(): sha256_path(p) for p in paths}
+
+def _written(run_dir:Path, stage:Stage):
+    "What the stage wrote: each entry of its artifacts folder, and its declared outputs"
+    folder = run_dir/stage.artifacts
+    found = sorted(folder.iterdir()) if folder.is_dir() else []
+    return sorted({*found, *(run_dir/p for p in stage.outputs.values())})
+
+def template_state(notebook:Path):
+    "`same` or `edited` against the package's template of that name, or None for a notebook of the project's own"
+    t = TEMPLATES/notebook.name
+    if not t.is_file(): return None
+    return 'same' if sha256_path(t) == sha256_path(notebook) else 'edited'
 
 def run_stage(stage:Stage, project:Project, run_dir:Path, kernel:Kernel, record:dict):
     "Execute `stage` in `kernel`, filling `record`; raise `StageFailed` if it fails"
     import papermill as pm
-    missing = [p for p in stage.inputs.values() if not (run_dir/p).exists()]
+    inputs = stage.paths(run_dir)
+    missing = [str(inputs[k].relative_to(run_dir)) for k in stage.inputs if not inputs[k].exists()]
     if missing: raise StageFailed(f'inputs missing before {stage.name}: {", ".join(missing)}')
-    record['inputs'] = _hashes(run_dir, stage.inputs.values())
-    source = project.root/'notebooks'/'stages'/stage.notebook
-    record['source'] = {'path': str(source.relative_to(project.root)), 'sha256': sha256_path(source)}
+    record['inputs'] = _hashes(run_dir, [inputs[k] for k in stage.inputs])
+    source = project.notebook(stage)
+    record['source'] = {'path': str(source.relative_to(project.root)), 'sha256': sha256_path(source), 'template': template_state(source)}
     out = run_dir/stage.notebook
     tmp = run_dir/f'.{out.stem}.running.ipynb'
     try:
@@ -139,8 +152,9 @@ def run_stage(stage:Stage, project:Project, run_dir:Path, kernel:Kernel, record:
         if tmp.exists(): os.replace(tmp, out)
     missing = [p for p in stage.outputs.values() if not (run_dir/p).exists()]
     if missing: raise StageFailed(f'{stage.name} did not write its declared outputs: {", ".join(missing)}')
-    record['outputs'] = _hashes(run_dir, stage.outputs.values())
-    if stage.result: record['result'] = json.loads((run_dir/stage.outputs[stage.result]).read_text())
+    record['outputs'] = _hashes(run_dir, _written(run_dir, stage))
+    result = run_dir/stage.outputs[stage.result] if stage.result else run_dir/stage.artifacts/'result.json'
+    if result.is_file(): record['result'] = json.loads(result.read_text())
 
 # %% ../notebooks/lib/08_runner.ipynb #c011
 def _flat_numbers(d:dict, prefix=''):
@@ -178,11 +192,16 @@ class Tracker:
         from mlflow.entities import Metric, Param as MlflowParam
         rid, now = record['mlflow_run_id'], int(time.time()*1000)
         params = [MlflowParam(k, str(v)[:6000]) for k, v in record['parameters'].items() if k not in ('run_dir', 'mlflow_run_id')]
-        metrics = [Metric(k, v, now, 0) for k, v in _flat_numbers(record.get('result') or {}).items()]
+        result = dict(record.get('result') or {})
+        fitted = result.pop('estimator_params', None)  # the estimator actually fitted, as parameters of its stage's run
+        if fitted is not None:
+            params += [MlflowParam('estimator', str(result.get('estimator'))[:6000])]
+            params += [MlflowParam(f'estimator.{k}', str(v)[:6000]) for k, v in fitted.items() if k not in record['parameters']]
+        metrics = [Metric(k, v, now, 0) for k, v in _flat_numbers(result).items()]
         metrics += [Metric(f'stage.{k}', record[k], now, 0) for k in ('duration_s', 'cells_s', 'overhead_s') if record.get(k) is not None]
         self.c.log_batch(rid, params=params, metrics=metrics)
         if (run_dir/stage.notebook).exists(): self.c.log_artifact(rid, str(run_dir/stage.notebook))
-        for rel in stage.outputs.values():
+        for rel in {*stage.outputs.values(), *(record.get('outputs') or {})}:  # a project's own stage declares none
             if rel.endswith('.json') and (run_dir/rel).exists(): self.c.log_artifact(rid, str(run_dir/rel), 'outputs')
         if record['status'] == 'completed' and 'snapshot' in stage.outputs and 'data_version' in (record.get('result') or {}):
             from mlops_nb.data import log_dataset_input
@@ -234,7 +253,7 @@ def _new_manifest(project:Project, stages, kind:str, trigger:dict|None):
             'created': utc_now().isoformat(), 'ended': None, 'duration_s': None, 'git': git_state(project.root),
             'packages': package_versions(), 'settings_file': str(project.settings_file), 'overrides': list(project.overrides),
             'settings': project.settings,
-            'stages': [{'name': s.name, 'notebook': s.notebook, 'status': 'pending'} for s in stages]}
+            'stages': [{'name': s.name, 'notebook': s.notebook, 'purpose': s.purpose, 'status': 'pending'} for s in stages]}
 
 def _progress(i:int, n:int, rec:dict):
     took = f"{rec['duration_s']:7.1f} s" if rec.get('duration_s') is not None else ''
@@ -246,14 +265,14 @@ def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|
         run_dir = Path(resume).resolve()
         manifest = read_manifest(run_dir)
         if manifest['status'] == 'completed': raise MlopsError(f'run {manifest["run_id"]} completed: there is nothing to resume')
-        project = Project(Path(manifest['settings_file']).parent, Path(manifest['settings_file']), manifest['settings'],
-                          tuple(manifest['overrides']))
-        stages = [get_stage(r['name']) for r in manifest['stages']]
+        root = Path(manifest['settings_file']).parent
+        project = Project(root, Path(manifest['settings_file']), manifest['settings'], tuple(manifest['overrides']), find_stages(root))
+        stages = project.stages_named([r['name'] for r in manifest['stages']], 'stages of the run')
         for r in manifest['stages']:
             if r['status'] == 'completed': _check_completed(run_dir, r)
     else:
         project = project or load_project()
-        stages = [get_stage(n) for n in stages] if stages else project.stages
+        stages = project.stages_named(list(stages), 'stages') if stages else project.stages
         manifest = _new_manifest(project, stages, kind, trigger)
         run_dir = project.runs_dir/manifest['run_id']
     return project, stages, manifest, run_dir
@@ -285,9 +304,11 @@ def check_settings(settings:dict):
     from mlops_nb.model import METRICS, MODELS, TASKS
     task = settings['data']['task']
     if task not in TASKS: return [f'data.task must be one of {", ".join(TASKS)}; got {task!r}']
-    problems = [] if settings['train']['model'] in MODELS[task] else [
-        f'train.model must be one of {", ".join(MODELS[task])} for a {task} target; got {settings["train"]["model"]!r}']
+    model = settings.get('train', {}).get('model', '')
+    problems = [] if model in ('', *MODELS[task]) else [
+        f'train.model must be empty (the notebook\'s make_model) or one of {", ".join(MODELS[task])} for a {task} target; got {model!r}']
     for key, known in (('evaluate', METRICS[task]), ('audit', MEASURES[task])):
+        if 'criteria' not in settings.get(key, {}): continue
         unknown = [c['measure'] for c in parse_criteria(settings[key]['criteria'], f'{key}.criteria') if c['measure'] not in known]
         if unknown: problems.append(f'{key}.criteria names {", ".join(unknown)}, which a {task} {key} does not have; it has {", ".join(known)}')
     return problems
@@ -303,12 +324,11 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
     current = None
     try:
         for j, i in enumerate(todo):
-            stage, rec, current = get_stage(records[i]['name']), records[i], i
+            stage, rec, current = project.notebooks[records[i]['name']], records[i], i
             t0 = time.perf_counter()
             if j + 1 < len(todo): kernels[todo[j+1]] = kernel(todo[j+1])
             params = stage_params(stage, project.settings, run_dir)
             rec.update(status='running', start=utc_now().isoformat(), end=None, error=None, mlflow_run_id=tracker.start_stage(manifest, rec))
-            if 'tracking_uri' in params: params['tracking_uri'] = project.tracking_uri
             if 'mlflow_run_id' in params: params['mlflow_run_id'] = rec['mlflow_run_id']
             rec['parameters'] = params
             write_manifest(run_dir, manifest)
@@ -335,7 +355,7 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
             if current is not None:
                 kernels[current].interrupt()
                 records[current].update(status='interrupted', end=utc_now().isoformat(), error='interrupted (Ctrl-C)')
-                tracker.end_stage(run_dir, get_stage(records[current]['name']), records[current])
+                tracker.end_stage(run_dir, project.notebooks[records[current]['name']], records[current])
         finally: signal.signal(signal.SIGINT, previous)
         raise
     finally:
@@ -351,9 +371,12 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
                 ):
     "Run the pipeline's stage notebooks into a run folder; return the run folder"
     project, stages, manifest, run_dir = _open_run(project, resume, kind, stages, trigger)
-    problems = [p for s in stages for p in check_notebook(s, project.root/'notebooks'/'stages'/s.notebook)]
-    if problems: raise MlopsError('stage notebooks do not match their declared parameters:\n  ' + '\n  '.join(problems))
+    for s in stages: project.notebook(s)  # a project without its notebooks is told how to get them, before anything is made
     problems = check_settings(project.settings)
+    if not problems and not resume and any(s.name == 'ingest' for s in stages):
+        from mlops_nb.preflight import data_problems
+        problems = data_problems(project.settings, project.root)  # before anything is made: minutes before a later stage would meet them
+    if len(problems) == 1: raise MlopsError(f'{project.settings_file}: {problems[0]}')
     if problems: raise MlopsError(f'{project.settings_file}:\n  ' + '\n  '.join(problems))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))

@@ -15,7 +15,7 @@ from pathlib import Path
 from .core import MlopsError
 
 # %% auto #0
-__all__ = ['Param', 'read_settings', 'parse_override', 'apply_overrides', 'resolve']
+__all__ = ['Param', 'read_settings', 'parse_override', 'apply_overrides', 'suggest', 'resolve']
 
 # %% ../notebooks/lib/01_settings.ipynb #c004
 _TRUE, _FALSE = {'true', 'yes', 'on', '1'}, {'false', 'no', 'off', '0'}
@@ -70,19 +70,21 @@ def apply_overrides(raw:dict, overrides=()):
     return res
 
 # %% ../notebooks/lib/01_settings.ipynb #c010
-def _suggest(name, choices):
-    close = difflib.get_close_matches(name, choices, n=1)
+def suggest(name:str, choices):
+    "` (did you mean 'x'?)` for the closest of `choices` to `name`, or ''"
+    choices = list(choices)
+    close = [c for c in choices if c.lower() == name.lower()] or difflib.get_close_matches(name, choices, n=1)
     return f' (did you mean {close[0]!r}?)' if close else ''
 
 def resolve(raw:dict, declared:dict, source:str='settings'):
     "Typed `{section: {key: value}}` from `raw` text and `declared` `{section: {key: Param}}`"
     for s, kv in raw.items():
         if s not in declared:
-            raise MlopsError(f'{source}: unknown section [{s}]{_suggest(s, declared)}; '
+            raise MlopsError(f'{source}: unknown section [{s}]{suggest(s, declared)}; '
                              f'known sections: {", ".join(declared)}')
         for k in kv:
             if k not in declared[s]:
-                raise MlopsError(f'{source}: unknown setting {s}.{k}{_suggest(k, declared[s])}; '
+                raise MlopsError(f'{source}: unknown setting {s}.{k}{suggest(k, declared[s])}; '
                                  f'[{s}] has: {", ".join(declared[s])}')
     return {s: {k: (p.parse(raw[s][k], f'{source} [{s}] {k}') if k in raw.get(s, {}) else p.default)
                 for k, p in ps.items()} for s, ps in declared.items()}

@@ -1,4 +1,4 @@
-"""Each stage declared once: its notebook, typed parameters, inputs and outputs.
+"""A stage is a notebook of the project: its `parameters` cell declares its settings, its contract names what it reads and writes.
 
 Docs: https://github.com/mlops-nb/mlops-nb/stages.html.md"""
 
@@ -8,25 +8,75 @@ Docs: https://github.com/mlops-nb/mlops-nb/stages.html.md"""
 from __future__ import annotations
 
 import ast
+import io
+import json
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import MlopsError
-from .settings import Param
+from .settings import Param, suggest
 
 # %% auto #0
-__all__ = ['RUN_DIR', 'STAGES', 'TRAINING', 'MONITORING', 'SETTINGS', 'Stage', 'get_stage', 'declared_settings', 'stage_params',
-           'check_notebook']
+__all__ = ['BUILTIN', 'TRAINING', 'MONITORING', 'TEMPLATES', 'SETTINGS', 'parse_parameters', 'Stage', 'run_order',
+           'resolve_input', 'get_stage', 'stage_name', 'find_stages', 'declared_settings', 'stage_params',
+           'pipeline_stages']
 
 # %% ../notebooks/lib/02_stages.ipynb #c004
+_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
+
+def _comments(src:str):
+    "`{line number: comment text}` of a cell's source"
+    res = {}
+    for t in tokenize.generate_tokens(io.StringIO(src).readline):
+        if t.type == tokenize.COMMENT: res[t.start[0]] = t.string.lstrip('#').strip()
+    return res
+
+def _parameters_cell(path:Path):
+    try: nb = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: raise MlopsError(f'{path}: cannot be read as a notebook: {e}') from None
+    cells = [c for c in nb.get('cells', []) if c.get('cell_type') == 'code' and 'parameters' in (c.get('metadata', {}).get('tags') or [])]
+    if not cells:
+        raise MlopsError(f'{path}: no cell tagged "parameters"; tag the cell of `name: type = default  # help` lines '
+                         '(JupyterLab: property inspector, Cell Tags)')
+    src = cells[0]['source']
+    return ''.join(src) if isinstance(src, list) else src
+
+def parse_parameters(path:str|Path):
+    "The `Param`s of the `parameters` cell of the notebook at `path`, in order; `run_dir` first"
+    path = Path(path)
+    src = _parameters_cell(path)
+    try: tree, notes = ast.parse(src), _comments(src)
+    except (SyntaxError, tokenize.TokenError) as e: raise MlopsError(f'{path.name}: parameters cell: {e}') from None
+    res = []
+    for node in tree.body:
+        line = src.splitlines()[node.lineno - 1].strip()
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None
+                and isinstance(node.annotation, ast.Name) and node.annotation.id in _TYPES):
+            raise MlopsError(f'{path.name}: parameters cell line {node.lineno} `{line}` is not `name: type = default  # help` '
+                             f'with type one of {", ".join(_TYPES)}')
+        typ, name = _TYPES[node.annotation.id], node.target.id
+        try: default = ast.literal_eval(node.value)
+        except ValueError: raise MlopsError(f'{path.name}: parameter {name!r}: the default must be a literal, got `{line}`') from None
+        if typ is float and type(default) is int: default = float(default)
+        if type(default) is not typ:
+            raise MlopsError(f'{path.name}: parameter {name!r} is typed {typ.__name__} but defaults to {default!r}')
+        help = next((notes[i] for i in range(node.lineno, node.end_lineno + 1) if i in notes), '')
+        if not help: raise MlopsError(f'{path.name}: parameter {name!r} has no "# help" comment saying what it does')
+        res.append(Param(name, typ, default, help))
+    if not res or res[0].name != 'run_dir':
+        raise MlopsError(f"{path.name}: the parameters cell must start with `run_dir: str = '../../runs/interactive'  # run folder`")
+    return tuple(res)
+
+# %% ../notebooks/lib/02_stages.ipynb #c007
 @dataclass(frozen=True)
 class Stage:
-    "A pipeline stage: a parameterized notebook with declared inputs and outputs"
-    name:str # also the settings.ini section of its own parameters
-    notebook:str # file name in notebooks/stages
+    "A pipeline stage: a parameterized notebook, with the inputs and outputs of its contract"
+    name:str # the name in [pipeline] stages, and the settings.ini section of its parameters
+    notebook:str # file name in the project's notebooks/stages
     purpose:str # one line
-    params:tuple = () # `Param`s, besides `run_dir` which every stage has
-    inputs:dict = field(default_factory=dict) # name -> path relative to the run folder
+    params:tuple = () # `Param`s of its parameters cell, `run_dir` excluded
+    inputs:dict = field(default_factory=dict) # name -> path relative to the run folder, where the stage that makes it writes it
     outputs:dict = field(default_factory=dict) # name -> path relative to the run folder
     result:str|None = None # output name of a JSON file summarising the stage
 
@@ -34,177 +84,126 @@ class Stage:
     def artifacts(self): return f'artifacts/{Path(self.notebook).stem}'
 
     def paths(self, run_dir:str|Path):
-        "Absolute paths of this stage's inputs and outputs, by name"
+        "Absolute paths of this stage's inputs (as the run resolves them) and outputs, by name"
         run_dir = Path(run_dir).resolve()
-        return {k: run_dir/v for k, v in {**self.inputs, **self.outputs}.items()}
+        return {**{k: resolve_input(run_dir, rel, self.name) for k, rel in self.inputs.items()},
+                **{k: run_dir/rel for k, rel in self.outputs.items()}}
 
-    def section(self, p:Param): return p.section or self.name
+# %% ../notebooks/lib/02_stages.ipynb #c008
+def run_order(run_dir:Path):
+    "`[(stage name, notebook stem)]` of the run in `run_dir`, from its manifest; [] outside a run"
+    try: m = json.loads((run_dir/'manifest.json').read_text())
+    except (OSError, ValueError): return []
+    return [(r['name'], Path(r['notebook']).stem) for r in m.get('stages', []) if 'notebook' in r]
 
-# %% ../notebooks/lib/02_stages.ipynb #c006
-RUN_DIR = Param('run_dir', str, '../../runs/interactive', 'run folder the stage reads from and writes to')
+def resolve_input(run_dir:Path, rel:str, stage:str):
+    "Where `stage` reads `rel` (`artifacts/<stem>/<file>`): that file of the latest earlier stage of the run that wrote it"
+    run_dir, file = Path(run_dir), Path(*Path(rel).parts[2:])
+    order = run_order(run_dir)
+    names = [n for n, _ in order]
+    for _, stem in reversed(order[:names.index(stage)] if stage in names else order):
+        if (run_dir/'artifacts'/stem/file).exists(): return run_dir/'artifacts'/stem/file
+    return run_dir/rel
 
-_target = Param('target', str, 'employed', 'label column: 0/1 for classification, numbers for regression', 'data')
-_task = Param('task', str, 'classification', 'classification (a 0/1 target, scored by probability) or regression (a numeric target)', 'data')
-_id = Param('id_column', str, 'id', 'column that identifies a row', 'data')
-_time = Param('time_column', str, 'year', 'column holding the time of a row, not a feature', 'data')
-_seed = Param('random_state', int, 42, 'seed for sampling and splitting', 'project')
-_tracking = Param('tracking_uri', str, '', 'MLflow tracking URI; empty means mlflow.db beside settings.ini', 'mlflow')
-_experiment = Param('experiment', str, 'mlops-nb', 'MLflow experiment of the runs', 'mlflow')
-
+# %% ../notebooks/lib/02_stages.ipynb #c010
 _snapshot = 'artifacts/01_ingest/data.parquet'
-_features = 'artifacts/03_features/features.json'
+_version = 'artifacts/01_ingest/data_version.json'
+_schema = 'artifacts/02_validate/schema.json'
+_anomalies = 'artifacts/02_validate/anomalies.json'
+_train = 'artifacts/03_features/train.parquet'
 _holdout = 'artifacts/03_features/holdout.parquet'
+_features = 'artifacts/03_features/features.json'
+_preprocess = 'artifacts/03_features/preprocess.pkl'
 _model = 'artifacts/04_train/model'
+_metrics = 'artifacts/05_evaluate/metrics.json'
 _verdict = 'artifacts/05_evaluate/verdict.json'
 _predictions = 'artifacts/05_evaluate/predictions.parquet'
-_key_metric = Param('key_metric', str, 'roc_auc', 'the metric run listings show and monitoring charts per window', 'project')
-_model_name = Param('model_name', str, 'acs-employment', 'registered model name in MLflow', 'project')
+_audit = 'artifacts/06_audit/audit.json'
 
-_reference = Param('reference', str, 'champion', "the data contract's schema: champion (the champion's training schema), none, "
-                   'or a schema.json path; ingest reads CSV columns as its types, validate checks the snapshot against it', 'validate')
-# the severity of each kind of data anomaly (mlops_nb.validate.SEVERITIES has the same defaults)
-_severities = tuple(Param(kind, str, default, f'severity of {what}: error, warning or ignore') for kind, default, what in (
-    ('missing_column', 'error', 'a column of the reference schema missing from the batch'),
-    ('new_column', 'warning', 'a column the reference schema does not have (the current model does not use it)'),
-    ('dtype_change', 'error', 'a column whose kind of values changed (numbers to text, text to numbers)'),
-    ('parse_failure', 'error', 'values that do not parse as the numbers or dates the schema expects'),
-    ('null_rate', 'warning', 'more missing values than max_null_rate, or than the reference plus max_null_increase'),
-    ('all_null', 'warning', 'a column with every value missing'),
-    ('out_of_range', 'warning', "numbers outside the reference's range"),
-    ('unseen_category', 'warning', "values outside the reference's categories"),
-    ('duplicate_ids', 'error', 'an id that appears more than once'),
-    ('empty_batch', 'error', 'a batch with no rows'),
-    ('constant', 'warning', 'a column with a single value'),
-    ('target_leakage', 'warning', 'the target column in serving data')))
-
-STAGES = (
+BUILTIN = {s.name: s for s in (
     Stage('ingest', '01_ingest.ipynb', 'Snapshot the source data into the run folder with its data version.',
-          params=(Param('source', str, 'acs_employment_ma',
-                        'bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI (relative to the project)', 'data'),
-                  Param('years', str, '2015', 'survey years to keep, comma-separated (bundled ACS data)'),
-                  Param('max_rows', int, 0, 'keep a random sample of this many rows; 0 keeps all'), _seed,
-                  Param('delimiter', str, '', 'CSV field delimiter: comma, semicolon, tab, pipe or the character; empty detects it'),
-                  Param('encoding', str, 'utf-8', 'text encoding of CSV files (a UTF-8 byte order mark is skipped)'),
-                  Param('chunk_rows', int, 200_000, 'rows read at a time from a file: bounds the memory ingest needs'),
-                  _reference, _model_name, _tracking),
-          outputs={'snapshot': _snapshot, 'version': 'artifacts/01_ingest/data_version.json'},
-          result='version'),
+          outputs={'snapshot': _snapshot, 'version': _version}, result='version'),
     Stage('validate', '02_validate.ipynb', "Infer the snapshot's schema, check it against the champion's, and stop on data errors.",
-          params=(_target, _task, _id, _time,
-                  Param('max_null_rate', float, 0.5, 'a column with more missing values than this share is an anomaly'),
-                  Param('max_null_increase', float, 0.1, "so is one whose missing share exceeds the reference's by more than this"),
-                  _reference, _model_name, _tracking, *_severities),
-          inputs={'snapshot': _snapshot, 'version': 'artifacts/01_ingest/data_version.json'},
-          outputs={'schema': 'artifacts/02_validate/schema.json', 'anomalies': 'artifacts/02_validate/anomalies.json'},
+          inputs={'snapshot': _snapshot, 'version': _version}, outputs={'schema': _schema, 'anomalies': _anomalies},
           result='anomalies'),
-    Stage('features', '03_features.ipynb', 'Choose the feature columns and split train from holdout.',
-          params=(_target, _task, _id, _time, Param('holdout_share', float, 0.2, 'share of rows kept out of training'), _seed,
-                  Param('split', str, 'random', 'random, or time: the latest rows by the time column are the holdout (retraining uses it)')),
-          inputs={'snapshot': _snapshot, 'schema': 'artifacts/02_validate/schema.json'},
-          outputs={'train': 'artifacts/03_features/train.parquet', 'holdout': _holdout, 'features': _features},
-          result='features'),
-    Stage('train', '04_train.ipynb', 'Fit one scikit-learn Pipeline (preprocessing + estimator) on the training split.',
-          params=(_target, _task,
-                  Param('model', str, 'hist_gradient_boosting', 'hist_gradient_boosting, or logistic_regression (classification) or ridge (regression)', 'train'),
-                  Param('learning_rate', float, 0.1, 'boosting step size', 'train'),
-                  Param('max_iter', int, 200, 'boosting iterations, or solver iterations for logistic regression', 'train'),
-                  Param('max_leaf_nodes', int, 31, 'leaves per boosted tree', 'train'),
-                  Param('inverse_regularization', float, 1.0, 'C of logistic regression, 1/alpha of ridge: smaller is stronger', 'train'),
-                  _seed,
-                  Param('warm_start', bool, False, "continue from the champion's model (more boosting iterations, or solver steps from its weights)"),
-                  _model_name, _tracking),
-          inputs={'train': 'artifacts/03_features/train.parquet', 'features': _features},
-          outputs={'model': _model, 'metrics': 'artifacts/04_train/metrics.json'},
-          result='metrics'),
-    Stage('evaluate', '05_evaluate.ipynb', 'Score the challenger and the champion on the holdout and judge the challenger.',
-          params=(_target, _task,
-                  Param('criteria', str, 'accuracy at least 0.8, roc_auc at least 0.85, roc_auc change at least -0.01',
-                        'comma-separated METRIC [change|relative_change] at least|at most NUMBER; change is against the champion'),
-                  Param('slice_columns', str, 'SEX, RAC1P', 'metrics also per group of these columns, comma-separated'),
-                  _model_name, _tracking),
-          inputs={'holdout': _holdout, 'model': _model, 'features': _features},
-          outputs={'metrics': 'artifacts/05_evaluate/metrics.json', 'verdict': _verdict, 'predictions': _predictions,
-                   'slices': 'artifacts/05_evaluate/slices.json'},
-          result='metrics'),
+    Stage('features', '03_features.ipynb', 'Choose the feature columns and their preprocessing; split train from holdout.',
+          inputs={'snapshot': _snapshot, 'schema': _schema},
+          outputs={'train': _train, 'holdout': _holdout, 'features': _features, 'preprocess': _preprocess}, result='features'),
+    Stage('train', '04_train.ipynb', "Fit the notebook's model, behind the features' preprocessing, on the training split.",
+          inputs={'train': _train, 'features': _features, 'preprocess': _preprocess},
+          outputs={'model': _model, 'metrics': 'artifacts/04_train/metrics.json'}, result='metrics'),
+    Stage('evaluate', '05_evaluate.ipynb', 'Score the challenger, the champion and a trivial baseline on the holdout and judge the challenger.',
+          inputs={'holdout': _holdout, 'model': _model, 'features': _features, 'train': _train},
+          outputs={'metrics': _metrics, 'verdict': _verdict, 'predictions': _predictions, 'slices': 'artifacts/05_evaluate/slices.json'}, result='metrics'),
     Stage('audit', '06_audit.ipynb', 'Audit the holdout decisions for bias by group and judge them against the gate.',
-          params=(Param('sensitive_columns', str, 'SEX, RAC1P', 'columns whose groups must be treated fairly, comma-separated', 'data'), _task,
-                  Param('intersections', bool, False, 'also audit the combination of the sensitive columns'),
-                  Param('min_group_size', int, 100, 'smaller groups are reported as too small to judge: their rates are noise'),
-                  Param('n_boot', int, 200, 'bootstrap resamples for the confidence intervals'),
-                  Param('criteria', str, 'SEX.demographic_parity_ratio at least 0.8, equalized_odds_difference at most 0.15',
-                        'comma-separated [COLUMN.]MEASURE at least|at most NUMBER over the disparities'),
-                  _seed),
           inputs={'predictions': _predictions, 'holdout': _holdout, 'features': _features},
-          outputs={'audit': 'artifacts/06_audit/audit.json'},
-          result='audit'),
+          outputs={'audit': _audit}, result='audit'),
     Stage('register', '07_register.ipynb', 'Register the model and decide: blessed, pending approval, or rejected.',
-          params=(_model_name, _tracking, _experiment,
-                  Param('require_approval', bool, True, 'a person must approve (mlops-nb approve) before the model becomes champion'),
-                  Param('mlflow_run_id', str, '', 'MLflow run to log the model into; empty starts one (set by the runner)')),
-          inputs={'model': _model, 'verdict': _verdict, 'version': 'artifacts/01_ingest/data_version.json',
-                  'metrics': 'artifacts/05_evaluate/metrics.json', 'anomalies': 'artifacts/02_validate/anomalies.json',
-                  'audit': 'artifacts/06_audit/audit.json'},
-          outputs={'registration': 'artifacts/07_register/registration.json'},
-          result='registration'),
+          inputs={'model': _model, 'verdict': _verdict, 'version': _version, 'metrics': _metrics, 'anomalies': _anomalies, 'audit': _audit},
+          outputs={'registration': 'artifacts/07_register/registration.json'}, result='registration'),
     Stage('monitor', '08_monitor.ipynb', "Compare a batch with the champion's training data: drift, skew, predictions, performance, control charts, trigger.",
-          params=(_target, _id, _time, _model_name, _tracking,
-                  _key_metric,
-                  Param('labels', str, '', 'CSV or Parquet of late labels (id column, target, optionally label_independent); empty: those in the batch'),
-                  Param('wasserstein', float, 0.1, 'a numeric feature drifts from this normalised Wasserstein distance (robust standard deviations)', 'monitor'),
-                  Param('psi', float, 0.2, 'a feature drifts from this population stability index', 'monitor'),
-                  Param('js', float, 0.1, 'a categorical feature drifts from this Jensen-Shannon distance (base 2)', 'monitor'),
-                  Param('new_share', float, 0.01, 'a categorical feature drifts when this share of rows has categories training never saw', 'monitor'),
-                  Param('window_rows', int, 0, 'rows per window when the time column does not give windows; 0: one window'),
-                  Param('baseline_points', int, 5, 'control-chart points (windows of earlier monitor runs) that set the limits'),
-                  Param('drift_share', float, 0.3, 'retrain when this share of the features drifted; 0: never for this reason'),
-                  Param('drift_features', str, '', 'retrain when any of these features drifts, comma-separated', 'monitor'),
-                  Param('spc_series', str, 'performance', 'retrain on a control-chart signal of these series: performance, drift_share (comma-separated)', 'monitor'),
-                  Param('performance_floor', str, '', 'retrain when the labelled batch fails these criteria, e.g. accuracy at least 0.75', 'monitor'),
-                  Param('min_labelled_rows', int, 200, 'retrain only with at least this many new independently labelled rows'),
-                  Param('cooldown_hours', float, 0.0, 'no retraining sooner than this after the last one'),
-                  Param('training_data', str, 'reference+recent', "what a retraining run learns from: reference+recent (the champion's data and the "
-                        "batch's labelled rows), recent (the batch's labelled rows) or window (those of the latest window_runs monitor runs)"),
-                  Param('window_runs', int, 4, 'monitor runs (this one included) whose labelled rows a retraining learns from, when training_data is window')),
           inputs={'snapshot': _snapshot},
-          outputs={'report': 'artifacts/08_monitor/monitor.json', 'drift': 'artifacts/08_monitor/drift.json',
-                   'trigger': 'artifacts/08_monitor/trigger.json', 'training': 'artifacts/08_monitor/training',
-                   'labelled': 'artifacts/08_monitor/labelled.parquet'},
-          result='report'),
-)
-_monitor = {p.name: p for p in STAGES[-1].params}
-_train = {p.name: p for p in STAGES[3].params}
-STAGES += (
+          outputs={'report': 'artifacts/08_monitor/monitor.json', 'drift': 'artifacts/08_monitor/drift.json', 'trigger': 'artifacts/08_monitor/trigger.json', 'training': 'artifacts/08_monitor/training', 'labelled': 'artifacts/08_monitor/labelled.parquet'}, result='report'),
     Stage('replay', '09_replay.ipynb', 'Replay the retraining loop over a time-ordered dataset: never, periodic and monitor-triggered retraining.',
-          params=(Param('dataset', str, 'elec2', 'elec2 (half-hourly, concept drift) or acs (yearly surveys 2015-18)'),
-                  Param('batch', str, 'weekly', 'elec2: daily, weekly or monthly; acs: yearly'),
-                  Param('train_share', float, 0.2, 'share of the batches the first model is trained on'),
-                  Param('period', int, 4, 'the periodic policy retrains every this many batches'),
-                  Param('window_batches', int, 8, 'a retrained model learns from this many latest batches; 0: all so far'),
-                  Param('baseline_points', int, 4, "the first model's first batches, whose accuracy sets the control limits (kept after retraining)"),
-                  Param('cooldown_batches', int, 4, 'the monitor policy retrains at most once in this many batches'),
-                  Param('drift_share', float, 0.0, 'the monitor policy also retrains when this share of features drifted; 0: off'),
-                  *(_monitor[k] for k in ('drift_features', 'spc_series', 'performance_floor', 'wasserstein', 'psi', 'js', 'new_share')),
-                  *(_train[k] for k in ('model', 'learning_rate', 'max_iter', 'max_leaf_nodes', 'inverse_regularization')), _seed),
-          outputs={'report': 'artifacts/09_replay/replay.json', 'batches': 'artifacts/09_replay/batches.parquet',
-                   'plot': 'artifacts/09_replay/accuracy.png'},
-          result='report'),
-)
+          outputs={'report': 'artifacts/09_replay/replay.json', 'batches': 'artifacts/09_replay/batches.parquet', 'plot': 'artifacts/09_replay/accuracy.png'}, result='report'),
+)}
 TRAINING = ('ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register')
 MONITORING = ('ingest', 'monitor')
 
 def get_stage(name:str):
-    "The declared stage called `name`"
-    for s in STAGES:
-        if s.name == name: return s
-    raise MlopsError(f'unknown stage {name!r}; stages: {", ".join(s.name for s in STAGES)}')
+    "The contract of the built-in stage `name` (what domain code reads and writes)"
+    if name not in BUILTIN: raise MlopsError(f'{name!r} is not a built-in stage; they are {", ".join(BUILTIN)}')
+    return BUILTIN[name]
 
-# %% ../notebooks/lib/02_stages.ipynb #c009
+# %% ../notebooks/lib/02_stages.ipynb #c013
+TEMPLATES = Path(__file__).parent/'templates'/'stages'
+
+def stage_name(notebook:str|Path):
+    "`train` for `04_train.ipynb`: the file name without its leading number"
+    stem = Path(notebook).stem
+    head, _, rest = stem.partition('_')
+    return rest if head.isdigit() and rest else stem
+
+def _purpose(path:Path):
+    try: cells = json.loads(path.read_text(encoding='utf-8'))['cells']
+    except (OSError, ValueError, KeyError): return ''
+    md = next((''.join(c['source']) for c in cells if c.get('cell_type') == 'markdown'), '')
+    lines = [l.strip() for l in md.splitlines() if l.strip() and not l.startswith('#')]
+    return lines[0] if lines else ''
+
+def find_stages(root:str|Path|None=None):
+    "`{name: Stage}` of the notebooks in `root`/notebooks/stages, or of the templates when `root` has none"
+    folder = Path(root)/'notebooks'/'stages' if root else TEMPLATES
+    if not folder.is_dir(): folder = TEMPLATES
+    res = {}
+    for nb in sorted(folder.glob('*.ipynb')):
+        if nb.name.startswith('.'): continue
+        name = stage_name(nb)
+        if name in res: raise MlopsError(f'{folder}: two notebooks are stage {name!r}: {res[name].notebook} and {nb.name}; rename one')
+        base = BUILTIN.get(name)
+        res[name] = Stage(name, nb.name, _purpose(nb) or (base.purpose if base else ''), parse_parameters(nb)[1:],
+                          *((base.inputs, base.outputs, base.result) if base else ()))
+    return res
+
+# %% ../notebooks/lib/02_stages.ipynb #c016
 SETTINGS = (
     Param('name', str, 'mlops-nb', 'project name', 'project'),
+    Param('model_name', str, 'acs-employment', 'registered model name in MLflow', 'project'),
     Param('runs_dir', str, 'runs', 'folder of run folders, relative to the project', 'project'),
-    _key_metric, _tracking, _experiment,
+    Param('key_metric', str, 'roc_auc', 'the metric run listings show and monitoring charts per window', 'project'),
+    Param('random_state', int, 42, 'seed for sampling, splitting and the estimators', 'project'),
+    Param('tracking_uri', str, '', 'MLflow tracking URI; empty: mlflow.db beside settings.ini; a relative SQLite path is relative to it', 'mlflow'),
     Param('artifact_location', str, 'mlartifacts', 'where MLflow stores artifacts, relative to the project', 'mlflow'),
-    Param('stages', str, ', '.join(TRAINING), 'stages of a training run, in order, comma-separated', 'pipeline'),
+    Param('experiment', str, 'mlops-nb', 'MLflow experiment of the runs', 'mlflow'),
+    Param('source', str, 'acs_employment_ma', 'bundled dataset name (acs_employment_ma, elec2, adult), or a CSV or Parquet file, '
+          'folder, glob or fsspec URI (relative to the project)', 'data'),
+    Param('task', str, 'classification', 'classification (two labels, scored by the probability of positive_label) or regression (a numeric target)', 'data'),
+    Param('target', str, 'employed', 'label column', 'data'),
+    Param('positive_label', str, '', 'classification: the label whose probability is the score (e.g. 2, bad, >50K); empty: 1 or True', 'data'),
+    Param('id_column', str, 'id', 'column that identifies a row; empty: none (row numbers stand in)', 'data'),
+    Param('time_column', str, 'year', 'column holding the time of a row, not a feature; empty: none', 'data'),
+    Param('sensitive_columns', str, 'SEX, RAC1P', 'columns whose groups the audit checks for fair treatment, comma-separated; empty: none', 'data'),
+    Param('stages', str, ', '.join(TRAINING), 'stages of a training run, in order, comma-separated: NAME is notebooks/stages/NN_NAME.ipynb', 'pipeline'),
     Param('retrain', bool, True, 'when the monitor triggers, start a training run at once (mlops-nb monitor)', 'monitor'),
     # `mlops-nb serve` (mlops_nb.serve)
     Param('challenger_alias', str, 'challenger', "registry alias of the model that gets a share of traffic or shadows the champion; empty: none", 'serve'),
@@ -219,40 +218,30 @@ SETTINGS = (
     Param('reload_interval_s', float, 2.0, 'how often the registry is checked for a moved champion or challenger alias', 'serve'),
 )
 
-def declared_settings():
-    "`{section: {key: Param}}` for every setting the pipeline reads"
+def declared_settings(stages:dict|None=None): # `find_stages` of the project; default: the templates'
+    "`{section: {key: Param}}` for every setting: the project's shared sections, then each stage's own"
     res = {}
-    for section, p in [(p.section, p) for p in SETTINGS] + [(s.section(p), p) for s in STAGES for p in s.params]:
-        prev = res.setdefault(section, {}).setdefault(p.name, p)
-        if prev != p: raise MlopsError(f'{section}.{p.name} is declared twice, differently: {prev} and {p}')
+    for p in SETTINGS: res.setdefault(p.section, {})[p.name] = p
+    for s in (find_stages() if stages is None else stages).values():
+        for p in s.params:
+            if p.name in res.get(s.name, {}) and res[s.name][p.name] != p:
+                raise MlopsError(f'{s.notebook}: parameter {p.name!r} is also a setting of the project ([{s.name}] {p.name}); rename it')
+            res.setdefault(s.name, {})[p.name] = p
     return res
 
 def stage_params(stage:Stage, settings:dict, run_dir:str|Path):
     "The parameters to run `stage` with, from resolved `settings`"
-    return {'run_dir': str(run_dir), **{p.name: settings[stage.section(p)][p.name] for p in stage.params}}
+    own = settings.get(stage.name, {})  # a run resumed after its notebook gained a parameter: the notebook's default
+    return {'run_dir': str(run_dir), **{p.name: own.get(p.name, p.default) for p in stage.params}}
 
-# %% ../notebooks/lib/02_stages.ipynb #c012
-def check_notebook(stage:Stage, path:str|Path):
-    "Problems (empty when none) between the `parameters` cell of the notebook at `path` and `stage`"
-    import papermill as pm  # seconds of imports, needed only when a run starts
-    path = Path(path)
-    if not path.is_file(): return [f'{path}: notebook not found for stage {stage.name!r}']
-    try: found = pm.inspect_notebook(str(path))
-    except Exception as e: return [f'{path}: cannot read the parameters cell: {e}']
-    if not found: return [f'{path}: no cell tagged "parameters"']
-    problems = []
-    for p in (RUN_DIR, *stage.params):
-        f = found.pop(p.name, None)
-        if f is None:
-            problems.append(f'{path.name}: parameter {p.name!r} is missing (declare `{p.name}: {p.type.__name__} = {p.default!r}  # {p.help}`)')
-            continue
-        if f['inferred_type_name'] != p.type.__name__:
-            problems.append(f'{path.name}: {p.name} is typed {f["inferred_type_name"]}, stage {stage.name!r} declares {p.type.__name__}')
-        try: default = ast.literal_eval(f['default'])
-        except (ValueError, SyntaxError): default = f['default']
-        if default != p.default:
-            problems.append(f'{path.name}: {p.name} defaults to {f["default"]}, stage {stage.name!r} declares {p.default!r}')
-        if not (f.get('help') or '').strip():
-            problems.append(f'{path.name}: {p.name} has no "# help" comment')
-    problems += [f'{path.name}: parameter {k!r} is not declared by stage {stage.name!r}' for k in found]
-    return problems
+# %% ../notebooks/lib/02_stages.ipynb #c019
+def pipeline_stages(stages:dict, names:list, where:str='[pipeline] stages'):
+    "The `Stage`s called `names`, in order; a clear error for a name that is no notebook"
+    if not names: raise MlopsError(f'{where} is empty')
+    for n in names:
+        if n not in stages:
+            raise MlopsError(f'{where} names {n!r}{suggest(n, stages)}, which is no notebook in notebooks/stages '
+                             f'(expected notebooks/stages/NN_{n}.ipynb); the stages are {", ".join(stages)}')
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup: raise MlopsError(f'{where} lists {dup!r} twice')
+    return [stages[n] for n in names]

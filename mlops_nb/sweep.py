@@ -23,7 +23,7 @@ import yaml
 from .core import MlopsError, atomic_path, atomic_write_text, sha256_path, utc_now
 from .project import Project, load_project
 from .settings import parse_override
-from .stages import check_notebook, declared_settings, get_stage
+from .stages import declared_settings, find_stages
 
 # %% auto #0
 __all__ = ['parse_axis', 'combinations', 'split_stages', 'sweep_kind', 'run_child', 'check_workers', 'warm_workers', 'rank',
@@ -31,10 +31,11 @@ __all__ = ['parse_axis', 'combinations', 'split_stages', 'sweep_kind', 'run_chil
 
 # %% ../notebooks/lib/22_sweep.ipynb #c004
 def parse_axis(text:str, # `section.key=v1,v2` or `section.key=v1|v2`
+               stages:dict|None=None, # the project's `find_stages`; default: the templates'
               ):
     "`(setting, [(text, typed value), ...])` of one sweep axis"
     section, key, value = parse_override(text)
-    p = declared_settings().get(section, {}).get(key)
+    p = declared_settings(stages).get(section, {}).get(key)
     if p is None: raise MlopsError(f'-p {section}.{key}: no such setting (mlops-nb settings lists them)')
     texts = [v.strip() for v in value.split('|' if '|' in value else ',')]
     if not all(texts) and p.type is not str: raise MlopsError(f'-p {text!r}: an empty value')
@@ -139,7 +140,7 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
         _discard(child_dir)
     t0 = time.perf_counter()
     project = load_project(spec['settings_file'], spec['overrides'])
-    manifest = _new_manifest(project, [get_stage(n) for n in spec['shared'] + spec['stages']], 'sweep-child',
+    manifest = _new_manifest(project, project.stages_named(spec['shared'] + spec['stages']), 'sweep-child',
                              {'signal': 'sweep', 'by': spec['by'], 'sweep_run': spec['sweep_run']})
     manifest.update(run_id=spec['run_id'], parent_run=spec['sweep_run'],
                     sweep={'index': spec['index'], 'combination': spec['combination'], 'attempt': len(attempts), 'worker': worker})
@@ -369,8 +370,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
     if len(combos) < 2: raise MlopsError('a sweep needs at least two combinations: give a setting several values, e.g. -p train.max_iter=50,100')
     stages = project.stages
     shared, per_child, rest = split_stages(stages, settings)
-    problems = [p for s in stages for p in check_notebook(s, project.root/'notebooks'/'stages'/s.notebook)]
-    if problems: raise MlopsError('stage notebooks do not match their declared parameters:\n  ' + '\n  '.join(problems))
+    for s in stages: project.notebook(s)  # every notebook is there before the first child starts
     overrides = [[*project.overrides, *(f'{k}={t}' for k, (t, _) in c.items())] for c in combos]
     for ov in overrides:
         problems = check_settings(load_project(project.settings_file, ov).settings)
@@ -424,7 +424,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
                 if ranked:
                     best = ranked[0]
                     sweep['best'] = {'run_id': best['run_id'], 'folder': best['folder'], 'combination': best['combination'], key: best['metrics'].get(key)}
-                    _adopt(run_dir, run_dir/best['folder'], per_child, records)
+                    _adopt(run_dir, run_dir/best['folder'], per_child, records, project.notebooks)
                     tracker.c.log_batch(tracker.parent, tags=_tags(sweep))
                     write_manifest(run_dir, manifest)
                     _execute(load_project(project.settings_file, overrides[best['index']]), run_dir, manifest, rest, tracker, echo)
@@ -451,7 +451,7 @@ def _reopen(run_dir:str|Path):
     if load_project(project.settings_file, project.overrides).settings != m['settings']:
         raise MlopsError(f'{project.settings_file} changed since sweep {m["run_id"]} started: its combinations would not be '
                          'comparable; put the settings back, or start a new sweep')
-    axes = [parse_axis(f"{k}={'|'.join(v)}") for k, v in m['sweep']['axes'].items()]
+    axes = [parse_axis(f"{k}={'|'.join(v)}", project.notebooks) for k, v in m['sweep']['axes'].items()]
     return project, axes, m['sweep']['sample'], m, run_dir
 
 def _tags(sweep:dict):
@@ -459,13 +459,13 @@ def _tags(sweep:dict):
     return [RunTag('mlops_nb.sweep.kind', sweep['kind']), RunTag('mlops_nb.sweep.best', sweep['best']['run_id'])] + \
            [RunTag(f'mlops_nb.sweep.best.{k}', str(v)) for k, v in sweep['best']['combination'].items()]
 
-def _adopt(run_dir:Path, child_dir:Path, names:list, records:dict):
+def _adopt(run_dir:Path, child_dir:Path, names:list, records:dict, stages:dict):
     "Link the best child's stage outputs, notebooks and logs into the sweep folder and take its stage records"
     child = json.loads((child_dir/'manifest.json').read_text())
     for rec in child['stages']:
         if rec['name'] not in names: continue
-        stage = get_stage(rec['name'])
-        for rel in [*stage.outputs.values(), stage.notebook, f'logs/{Path(stage.notebook).stem}.log']:
+        stage = stages[rec['name']]
+        for rel in [*rec.get('outputs', {}), stage.notebook, f'logs/{Path(stage.notebook).stem}.log']:
             if not (child_dir/rel).exists(): continue
             if (run_dir/rel).is_dir(): _discard(run_dir/rel)  # linked by an earlier attempt of a resumed sweep
             elif (run_dir/rel).exists(): (run_dir/rel).unlink()
@@ -480,7 +480,7 @@ def _run_children(run_dir, manifest, shared, per_child, combos, overrides, proje
     records = {r['name']: r for r in manifest['stages']}
     files = {rel: digest for n in shared for rel, digest in records[n].get('outputs', {}).items()}
     for n in shared:  # the executed notebooks too, so that a child folder reads whole; no hash: they are reports
-        nb = get_stage(n).notebook
+        nb = project.notebooks[n].notebook
         if (run_dir/nb).exists(): files[nb] = None
     width = len(str(len(combos)))
     specs = [{'index': i, 'run_id': f"{manifest['run_id']}-c{i+1:0{width}d}", 'dir': str(run_dir/'children'/f'c{i+1:0{width}d}'),

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from conftest import MLOPS_NB, make_project
-from mlops_nb.stages import STAGES
+from mlops_nb.stages import find_stages
 
 
 def free_port():
@@ -91,7 +91,7 @@ def test_lab_lists_the_stage_notebooks_and_runs_one_in_its_kernel(lab):
     with pytest.raises(urllib.error.HTTPError) as e: server.call('/api/contents/notebooks/stages', token=False)
     assert e.value.code == 403, 'the token is required'
     _, listing = server.call('/api/contents/notebooks/stages')
-    assert sorted(c['name'] for c in listing['content'] if c['type'] == 'notebook') == sorted(s.notebook for s in STAGES)
+    assert sorted(c['name'] for c in listing['content'] if c['type'] == 'notebook') == sorted(s.notebook for s in find_stages(ROOT).values())
     path = 'notebooks/stages/01_ingest.ipynb'
     _, nb = server.call(f'/api/contents/{path}')
     cells = [c['source'] for c in nb['content']['cells'] if c['cell_type'] == 'code']
