@@ -11,6 +11,7 @@ import asyncio
 import csv
 import hmac
 import io
+import json
 import logging
 import math
 import os
@@ -136,7 +137,8 @@ def signature_columns(mlmodel:dict, # the parsed MLmodel file
                       schema:dict|None=None, # the training schema, if the training run folder is still there
                      ):
     "The model's input columns, or None when its signature does not name them"
-    sig = (mlmodel.get('signature') or {}).get('inputs')
+    # models trained here take any types (pandas' categories, a CSV's ints) and keep the typed schema for checking
+    sig = ((mlmodel.get('metadata') or {}).get('mlops_nb') or {}).get('input_schema') or (mlmodel.get('signature') or {}).get('inputs')
     spec = loads(sig) if isinstance(sig, str) else sig
     if not spec or any('name' not in s for s in spec): return None
     cols = (schema or {}).get('columns', {})
@@ -226,11 +228,20 @@ def check_input(p:Parsed, # the parsed request
     return {c.name: check_values(c, have[c.name], p.csv) if c.name in have else [None] * p.n for c in columns}
 
 # %% ../notebooks/lib/10_serve.ipynb #c010
-def _labels(classes, proba):
+def _labels(classes, proba, positive=None):
+    "Labels, and the score of the `positive` label (of the second class when None)"
     import numpy as np
+    from mlops_nb.columns import positive_index
     labels = classes.take(proba.argmax(axis=1)) if classes is not None else proba.argmax(axis=1)
-    score = proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
+    score = proba[:, positive_index(classes, positive) if classes is not None else 1] if proba.shape[1] == 2 else proba.max(axis=1)
     return labels, np.ascontiguousarray(score)
+
+def _inner(pipe):
+    "`pipe` without its leading `InputColumns` step: the scorers' checked columns are already typed as it types them"
+    from sklearn.pipeline import Pipeline
+    if isinstance(pipe, Pipeline) and len(pipe.steps) > 1 and getattr(pipe.steps[0][1], '_mlops_nb_input_columns', False):
+        return Pipeline(pipe.steps[1:])
+    return pipe
 
 def _array(c:Column, values):
     import numpy as np
@@ -247,22 +258,23 @@ def frame(cols:dict, columns:list|None):
     if columns is None: return pd.DataFrame(cols)
     return pd.DataFrame({c.name: _array(c, cols[c.name]) for c in columns}, copy=False)
 
-def general_scorer(pipe, columns:list|None):
-    "`score(cols, n) -> (labels, scores or None)` through one DataFrame and the pipeline"
+def general_scorer(pipe, columns:list|None, positive=None):
+    "`score(cols, n) -> (labels, scores of the `positive` label or None)` through one DataFrame and the pipeline"
     import numpy as np
     proba, classes = hasattr(pipe, 'predict_proba'), getattr(pipe, 'classes_', None)
     def score(cols, n):
         X = frame(cols, columns)
-        if proba: return _labels(classes, pipe.predict_proba(X))
+        if proba: return _labels(classes, pipe.predict_proba(X), positive)
         return np.asarray(pipe.predict(X)), None
     return score
 
-def fast_scorer(pipe, columns:list|None):
-    "`score(cols, n)` for `ColumnTransformer(OrdinalEncoder, passthrough) -> estimator` without a DataFrame; None for other shapes"
+def fast_scorer(pipe, columns:list|None, positive=None):
+    "`score(cols, n)` for `[InputColumns ->] ColumnTransformer(OrdinalEncoder, passthrough) -> estimator` without a DataFrame; None for other shapes"
     import numpy as np
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+    pipe = _inner(pipe)
     if columns is None or not isinstance(pipe, Pipeline) or len(pipe.steps) != 2: return None
     ct, est = pipe.steps[0][1], pipe.steps[1][1]
     if not isinstance(ct, ColumnTransformer) or hasattr(est, 'feature_names_in_'): return None
@@ -281,13 +293,13 @@ def fast_scorer(pipe, columns:list|None):
                              float(tr.unknown_value), float(tr.encoded_missing_value)))
         else: return None
     # a classifier answers labels and the score of the positive class; a regressor numbers and no score
-    if classifier: predict = lambda X: _labels(est.classes_, est.predict_proba(X))
+    if classifier: predict = lambda X: _labels(est.classes_, est.predict_proba(X), positive)
     else: predict = lambda X: (np.asarray(est.predict(X)), None)
     tree = _tree_model(est)
     if tree is not None and all(plan[i][1] is not None for i in tree[2]):
         # compose the pipeline's encoder with the estimator's own: one dictionary lookup per value
         raw_of, order, remaps, tables = tree
-        finish = (lambda raw: _labels(est.classes_, est._loss.predict_proba(raw))) if classifier else \
+        finish = (lambda raw: _labels(est.classes_, est._loss.predict_proba(raw), positive)) if classifier else \
                  (lambda raw: (est._loss.link.inverse(raw.ravel()), None))
         predict = lambda X: finish(raw_of(X))
         plan = [(name, {s: remaps[i].get(c, math.nan) for s, c in codes.items()}, remaps[i].get(unknown, math.nan),
@@ -564,7 +576,7 @@ def _probe(pipe, columns, example:dict|None):
     "A batch that exercises every known category, missing and unseen values, built from the input example"
     cats = {}
     try:
-        for _, tr, names in pipe.steps[0][1].transformers_:
+        for _, tr, names in _inner(pipe).steps[0][1].transformers_:
             for n, cs in zip(names if isinstance(names, list) else [], getattr(tr, 'categories_', [])):
                 cats[n] = [c for c in cs if isinstance(c, str)]
     except Exception: pass
@@ -578,11 +590,11 @@ def _probe(pipe, columns, example:dict|None):
         cols[c.name] = vals + [None, '\x00unseen' if c.kind == 'string' else vals[0]]
     return cols, k + len(base) + 2
 
-def choose_scorer(pipe, columns:list|None, example:dict|None=None):
+def choose_scorer(pipe, columns:list|None, example:dict|None=None, positive=None):
     "`(score, fast)`: the fast scorer when it gives exactly the general scorer's answers on a probe batch"
     import numpy as np
-    general = general_scorer(pipe, columns)
-    try: fast = fast_scorer(pipe, columns)
+    general = general_scorer(pipe, columns, positive)
+    try: fast = fast_scorer(pipe, columns, positive)
     except Exception: fast = None
     if fast is None: return general, False
     try:
@@ -595,7 +607,7 @@ def choose_scorer(pipe, columns:list|None, example:dict|None=None):
     except Exception: same = False
     return (fast, True) if same else (general, False)
 
-# %% ../notebooks/lib/10_serve.ipynb #c015
+# %% ../notebooks/lib/10_serve.ipynb #c016
 @dataclass
 class ServedModel:
     "A model version loaded and ready to score"
@@ -624,10 +636,11 @@ def load_model_dir(model_dir:str|Path, # an MLflow model folder (MLmodel, model.
     ex_file = model_dir/(mlmodel.get('saved_input_example_info') or {}).get('artifact_path', 'input_example.json')
     if columns is not None and ex_file.is_file():
         try:
-            doc = loads(ex_file.read_bytes())
+            doc = json.loads(ex_file.read_text())  # not orjson: MLflow writes a missing number as NaN
             example = check_input(_from_split(doc.get('dataframe_split', doc)), columns)
         except (InputError, AttributeError): example = None
-    score, fast = choose_scorer(pipe, columns, example)
+    positive = ((mlmodel.get('metadata') or {}).get('mlops_nb') or {}).get('positive_label')
+    score, fast = choose_scorer(pipe, columns, example, positive)
     if example:  # the first calls of a fresh model are slow (lazy imports, thread pools): pay that before serving
         n = len(next(iter(example.values())))
         for _ in range(3): score(example, n)
@@ -683,7 +696,7 @@ class MlflowRegistry:
         while len(self._loaded) > self.keep: self._loaded.pop(next(iter(self._loaded)))
         return m
 
-# %% ../notebooks/lib/10_serve.ipynb #c017
+# %% ../notebooks/lib/10_serve.ipynb #c018
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
@@ -732,7 +745,7 @@ class Metrics:
             out.append(f'{name}{lab(labels)} {v:g}')
         return '\n'.join(out) + '\n'
 
-# %% ../notebooks/lib/10_serve.ipynb #c020
+# %% ../notebooks/lib/10_serve.ipynb #c021
 @dataclass
 class ServeConfig:
     "How the server routes, batches, logs and reloads"
@@ -780,7 +793,7 @@ def config_from_project(project, # a `mlops_nb.project.Project`
                        max_wait_ms=max(0.0, s['max_wait_ms']), log_url=log_url(project, required=False),
                        max_payload_bytes=int(s['max_payload_mb'] * 2**20), token=token, reload_interval_s=s['reload_interval_s'])
 
-# %% ../notebooks/lib/10_serve.ipynb #c023
+# %% ../notebooks/lib/10_serve.ipynb #c024
 @dataclass
 class Job:
     "A request waiting to be scored"
@@ -920,7 +933,7 @@ class Batcher:
             except TimeoutError: self.task.cancel()
         self.pool.shutdown(wait=True)
 
-# %% ../notebooks/lib/10_serve.ipynb #c025
+# %% ../notebooks/lib/10_serve.ipynb #c026
 _log = logging.getLogger('mlops_nb.serve')
 _CODES = {400: 'BAD_REQUEST', 401: 'UNAUTHENTICATED', 413: 'REQUEST_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE',
           422: 'INVALID_PARAMETER_VALUE', 500: 'INTERNAL_ERROR', 503: 'TEMPORARILY_UNAVAILABLE'}
@@ -1219,7 +1232,7 @@ def _empty():
     import numpy as np
     return np.array([], dtype=np.int64)
 
-# %% ../notebooks/lib/10_serve.ipynb #c029
+# %% ../notebooks/lib/10_serve.ipynb #c030
 def server_from_project(project, model:str|None=None, alias:str='champion'):
     "A `ModelServer` for `project`'s registry and `[serve]` settings, models loaded"
     import tempfile

@@ -131,6 +131,7 @@ def register(run_dir:str, # run folder
                           run_name=None if mlflow_run_id else 'register') as run:
         info = mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(paths['model'])), name='model', signature=saved.signature,
                                         input_example=saved.load_input_example(str(paths['model'])),
+                                        metadata=saved.metadata,  # the typed input schema and the positive label
                                         pip_requirements=str(paths['model']/'requirements.txt'),
                                         serialization_format=flavor.get('serialization_format', 'skops'),
                                         skops_trusted_types=flavor.get('skops_trusted_types'),

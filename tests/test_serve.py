@@ -117,8 +117,7 @@ def test_same_predictions_as_mlflow_models_serve(served, tmp_path):
         bodies = [('application/json', json.dumps(_split(served, rows)).encode()),
                   ('application/json', json.dumps({'dataframe_records': records}).encode()),
                   ('application/json', json.dumps({'instances': records}).encode()),
-                  ('application/json', json.dumps({'inputs': {c: [r[i] for r in rows] for i, c in enumerate(served.columns)}}).encode()),
-                  ('text/csv', csv)]
+                  ('application/json', json.dumps({'inputs': {c: [r[i] for r in rows] for i, c in enumerate(served.columns)}}).encode())]
         for port, proc in zip(ports, procs): _wait_ready(f'http://127.0.0.1:{port}', proc)
         for port, alias in zip(ports, ('champion', 'lr')):
             server = _server(served, tmp_path / alias, alias=alias)
@@ -130,6 +129,9 @@ def test_same_predictions_as_mlflow_models_serve(served, tmp_path):
                     assert theirs.status_code == ours.status_code == 200, (ctype, theirs.text[:300], ours.text[:300])
                     assert ours.json() == theirs.json(), f'{alias} {ctype} {body[:40]!r}: predictions differ'
                     assert len(ours.json()['predictions']) == len(rows)
+                # MLflow's server cannot read CSV for a model whose signature takes any types (which pandas' categories need): ours can
+                by_csv = httpx.post(url + '/invocations', content=csv, headers={'content-type': 'text/csv'}, timeout=60)
+                assert by_csv.status_code == 200 and by_csv.json() == ours.json(), by_csv.text[:300]
                 assert ours.headers['x-model-version'] == ('1' if alias == 'champion' else '2')
     finally:
         for p in procs:
