@@ -17,7 +17,7 @@ from .project import load_project
 from .runner import RunInterrupted, find_run, list_runs, read_manifest, run_pipeline
 
 # %% auto #0
-__all__ = ['cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_lineage', 'cmd_sweep', 'cmd_runs', 'cmd_show', 'cmd_settings',
+__all__ = ['cmd_init', 'cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_lineage', 'cmd_sweep', 'cmd_runs', 'cmd_show', 'cmd_settings',
            'cmd_data_versions', 'cmd_approve', 'cmd_rollback', 'cmd_models', 'cmd_audit', 'cmd_serve', 'cmd_feedback',
            'cmd_predictions_export', 'cmd_abtest', 'cmd_report', 'cmd_diff', 'cmd_ui', 'cmd_lab', 'cmd_tracking_server',
            'parser', 'main']
@@ -38,6 +38,17 @@ def _rel(p:Path):
     except ValueError: return str(p)
 
 # %% ../notebooks/lib/09_cli.ipynb #c006
+def cmd_init(args):
+    from mlops_nb.scaffold import init_project
+    folder = Path(args.dir)
+    if args.notebooks:
+        init_project(folder, notebooks_only=True)
+        return 0
+    init_project(folder, args.data, args.target)
+    cd = '' if folder.resolve() == Path.cwd() else f'cd {folder} && '
+    print(f'next: {cd}mlops-nb run --approve-as "$USER"   (settings.ini says what each key does; README.md what to run)')
+    return 0
+
 def cmd_run(args):
     project = None if args.resume else load_project(args.settings, args.param)
     if args.resume: run_dir = run_pipeline(resume=find_run(load_project(args.settings), args.resume))
@@ -160,9 +171,9 @@ def cmd_sweep(args):
         m = read_manifest(run_dir)
         project = load_project(m['settings_file'], m['overrides'])
     else:
-        axes, fixed = [], list(args.set)
+        axes, fixed, stages = [], list(args.set), load_project(args.settings).notebooks
         for text in args.param:
-            setting, values = parse_axis(text)
+            setting, values = parse_axis(text, stages)
             if len(values) > 1: axes.append((setting, values))
             else: fixed.append(f'{setting}={values[0][0]}')
         if not axes: raise MlopsError('nothing to sweep: give a setting several values, e.g. -p train.learning_rate=0.03,0.1,0.3')
@@ -195,6 +206,8 @@ def cmd_runs(args):
     else: print(_table(rows, ['run', 'kind', 'started', 'status', 'duration_s', key, 'data_version', 'model_version']))
     return 0
 
+_NOTEBOOK_STATE = {'same': 'template', 'edited': 'edited', None: 'own'}
+
 def cmd_show(args):
     m = read_manifest(find_run(load_project(args.settings), args.run))
     git = m.get('git') or {}
@@ -202,8 +215,9 @@ def cmd_show(args):
     print(f"  created {m['created']}  ended {m['ended']}  duration {m['duration_s']} s")
     print(f"  code    {git.get('commit', 'not in git')}{' (dirty)' if git.get('dirty') else ''}")
     print(f"  mlflow  {m.get('mlflow', {}).get('tracking_uri')} run {m.get('mlflow', {}).get('run_id')}")
-    print('\nstages')
-    print(_table(m['stages'], ['name', 'status', 'duration_s', 'cells_s', 'overhead_s', 'mlflow_run_id']))
+    print('\nstages (notebook: as the template, edited, or the project\'s own)')
+    rows = [{**r, 'notebook': _NOTEBOOK_STATE.get((r.get('source') or {}).get('template', ''), '')} for r in m['stages']]
+    print(_table(rows, ['name', 'status', 'notebook', 'duration_s', 'cells_s', 'overhead_s', 'mlflow_run_id']))
     for r in m['stages']:
         if r.get('error'): print(f"\n{r['name']} error:\n  " + r['error'].replace('\n', '\n  '))
     print('\nparameters')
@@ -223,10 +237,12 @@ def cmd_show(args):
 def cmd_settings(args):
     from mlops_nb.stages import declared_settings
     project = load_project(args.settings, args.param)
-    rows = [{'setting': f'{s}.{k}', 'type': p.type.__name__, 'value': repr(project.settings[s][k]),
-             'default': repr(p.default), 'help': p.help} for s, ps in declared_settings().items() for k, p in ps.items()]
+    nbs = project.notebooks
+    rows = [{'setting': f'{s}.{k}', 'type': p.type.__name__, 'value': repr(project.settings[s][k]), 'default': repr(p.default),
+             'declared in': nbs[s].notebook if s in nbs else 'mlops_nb', 'help': p.help}
+            for s, ps in declared_settings(nbs).items() for k, p in ps.items()]
     print(f'settings from {project.settings_file}' + (f' with {", ".join(project.overrides)}' if project.overrides else ''))
-    print(_table(rows, ['setting', 'type', 'value', 'default', 'help']))
+    print(_table(rows, ['setting', 'type', 'value', 'default', 'declared in', 'help']))
     return 0
 
 def cmd_data_versions(args):
@@ -413,6 +429,13 @@ def parser():
     p = argparse.ArgumentParser(prog='mlops-nb', description='Run the ML lifecycle as parameterized notebooks.')
     p.add_argument('--settings', metavar='FILE', help='settings.ini to use (default: the nearest one at or above this folder)')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    i = sub.add_parser('init', help='make a project in a new or empty folder: settings.ini, stage notebooks, .gitignore, README',
+                       description='Make a project. With --data and --target, settings.ini is written for that data.')
+    i.add_argument('dir', nargs='?', default='.', help='the project folder (default: this one)')
+    i.add_argument('--data', metavar='FILE_OR_URI', help='a CSV or Parquet file, folder or glob (default: the bundled ACS data)')
+    i.add_argument('--target', metavar='COLUMN', help='the column to predict (with --data)')
+    i.add_argument('--notebooks', action='store_true', help="only copy the stage notebooks into DIR's notebooks/stages")
+    i.set_defaults(func=cmd_init)
     r = sub.add_parser('run', help='run the pipeline into a new run folder', description='Run the stage notebooks in order.')
     r.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE',
                    help='override one setting for this run, typed by its declaration (repeatable)')
