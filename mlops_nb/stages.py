@@ -12,6 +12,7 @@ import io
 import json
 import tokenize
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 from .core import MlopsError
@@ -156,7 +157,7 @@ def get_stage(name:str):
     return BUILTIN[name]
 
 # %% ../notebooks/lib/02_stages.ipynb #c013
-TEMPLATES = Path(__file__).parent/'templates'/'stages'
+TEMPLATES = Path(str(files('mlops_nb')/'templates'/'stages'))
 
 def stage_name(notebook:str|Path):
     "`train` for `04_train.ipynb`: the file name without its leading number"

@@ -57,7 +57,7 @@ def combinations(axes:list, # `(setting, values)` pairs from `parse_axis`
 _DATA_STAGES = ('ingest', 'validate', 'features')
 
 def _uses(stage, setting:str):
-    return any(f'{stage.section(p)}.{p.name}' == setting for p in stage.params)
+    return any(f'{stage.name}.{p.name}' == setting for p in stage.params)
 
 def split_stages(stages:list, # the pipeline's `Stage`s, in order
                  settings:list, # swept `section.key` names

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +20,14 @@ def make_project(dest: Path, max_rows: int = 2000) -> Path:
     text = text.replace('max_rows = 0', f'max_rows = {max_rows}').replace('n_boot = 200', 'n_boot = 50')
     (dest / 'settings.ini').write_text(text)
     return dest
+
+
+def batch_without(project: Path, column: str = 'DEYE'):
+    "`-p` arguments of a run on the first run's snapshot as a CSV lacking `column`: validate stops on it"
+    snapshot = sorted((project / 'runs').glob('*/artifacts/01_ingest/data.parquet'))[0]
+    path = project / f'batch_without_{column}.csv'
+    pd.read_parquet(snapshot).drop(columns=column).to_csv(path, index=False)
+    return ['-p', f'data.source={path.name}']
 
 
 def cli(project: Path, *args, timeout=600):

@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from conftest import MLOPS_NB, cli, make_project, manifests
+from conftest import MLOPS_NB, batch_without, cli, make_project, manifests
 from test_report import lines_of, wait_for
 
 CHROMIUM, CHROMEDRIVER = shutil.which('chromium'), shutil.which('chromedriver')
@@ -26,7 +26,7 @@ def site(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp('site'))
     res = cli(project, 'run', '--approve-as', 'tester')
     assert res.returncode == 0, res.stdout + res.stderr
-    assert cli(project, 'run', '-p', 'data.target=no_such_column').returncode == 1
+    assert cli(project, 'run', *batch_without(project)).returncode == 1
     res = cli(project, 'monitor', '--data', 'acs_employment_ma', '-p', 'ingest.years=2018')
     assert res.returncode == 0, res.stdout + res.stderr
     return project, manifests(project)
@@ -163,7 +163,7 @@ def test_report(site, browser, shots, which):
         assert len([p for p in plots if p[0] == 'stage-monitor']) >= 4, 'drift bars, histograms, windows and control charts'
         assert all(loaded and width > 100 for _, loaded, width in plots), plots
     else:
-        assert decision.text.startswith('failed in stage validate') and 'no_such_column' in decision.text
+        assert decision.text.startswith('failed in stage validate') and 'DEYE' in decision.text
         assert 'not run' in browser.find_element('css selector', '#stage-register').text
     assert_links_resolve(browser)
     screenshot(browser, shots / f'report-{which}.png')

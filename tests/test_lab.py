@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import MLOPS_NB, make_project
+from conftest import MLOPS_NB, ROOT, make_project
 from mlops_nb.stages import find_stages
 
 

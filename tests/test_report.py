@@ -12,7 +12,7 @@ from urllib.parse import urljoin
 
 import pytest
 
-from conftest import MLOPS_NB, cli, make_project, manifests
+from conftest import MLOPS_NB, batch_without, cli, make_project, manifests
 
 STAGES = ['ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register']
 
@@ -28,7 +28,7 @@ def runs(tmp_path_factory):
     blocker.mkdir()  # a folder where the dashboard goes: rendering it fails
     second = cli(project, 'run', '-p', 'train.max_iter=20')
     blocker.rmdir()
-    failed = cli(project, 'run', '-p', 'data.target=no_such_column')
+    failed = cli(project, 'run', *batch_without(project))
     ms = manifests(project)
     assert [m['status'] for m in ms] == ['completed', 'completed', 'failed']
     return project, (first, second, failed), ms
@@ -104,7 +104,7 @@ def test_failed_run_report_says_where_and_why(runs):
     assert failed.returncode == 1 and 'stage validate failed' in failed.stderr, 'rendering changes nothing in how a run fails'
     html = report(project, ms[2]).read_text()
     text = decision_text(html)
-    assert 'failed in stage validate' in text and "column 'no_such_column': missing_column" in text
+    assert 'failed in stage validate' in text and "column 'DEYE': missing_column" in text
     assert 'href="02_validate.ipynb"' in html and 'MlopsError' in html.split('id="stage-validate"')[1], 'the failing cell is shown'
     for s in STAGES[2:]:
         section = html.split(f'id="stage-{s}"')[1].split('</section>')[0]
