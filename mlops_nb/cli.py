@@ -51,8 +51,9 @@ def cmd_init(args):
 
 def cmd_run(args):
     project = None if args.resume else load_project(args.settings, args.param)
-    if args.resume: run_dir = run_pipeline(resume=find_run(load_project(args.settings), args.resume))
-    else: run_dir = run_pipeline(project)
+    cache = False if args.no_cache else None
+    if args.resume: run_dir = run_pipeline(resume=find_run(load_project(args.settings), args.resume), cache=cache)
+    else: run_dir = run_pipeline(project, cache=cache)
     return _print_training_run(run_dir, args.approve_as, project or load_project(args.settings))
 
 def _print_training_run(run_dir:Path, approve_as:str|None, project):
@@ -216,8 +217,9 @@ def cmd_show(args):
     print(f"  code    {git.get('commit', 'not in git')}{' (dirty)' if git.get('dirty') else ''}")
     print(f"  mlflow  {m.get('mlflow', {}).get('tracking_uri')} run {m.get('mlflow', {}).get('run_id')}")
     print('\nstages (notebook: as the template, edited, or the project\'s own)')
-    rows = [{**r, 'notebook': _NOTEBOOK_STATE.get((r.get('source') or {}).get('template', ''), '')} for r in m['stages']]
-    print(_table(rows, ['name', 'status', 'notebook', 'duration_s', 'cells_s', 'overhead_s', 'mlflow_run_id']))
+    rows = [{**r, 'notebook': _NOTEBOOK_STATE.get((r.get('source') or {}).get('template', ''), ''),
+             'reused from': (r.get('cached_from') or {}).get('run', '')} for r in m['stages']]
+    print(_table(rows, ['name', 'status', 'notebook', 'duration_s', 'cells_s', 'overhead_s', 'reused from', 'mlflow_run_id']))
     for r in m['stages']:
         if r.get('error'): print(f"\n{r['name']} error:\n  " + r['error'].replace('\n', '\n  '))
     print('\nparameters')
@@ -441,6 +443,7 @@ def parser():
                    help='override one setting for this run, typed by its declaration (repeatable)')
     r.add_argument('--resume', metavar='RUN', help='continue a failed or interrupted run from its first incomplete stage')
     r.add_argument('--approve-as', metavar='NAME', help="approve the model as NAME if the gate passes it (recorded like `mlops-nb approve`)")
+    r.add_argument('--no-cache', action='store_true', help='execute every stage, reusing none from earlier runs ([pipeline] cache = false for this run)')
     r.set_defaults(func=cmd_run)
     for verb, helptext in (('approve', 'approve a run\'s model: it becomes champion'), ('reject', "reject a run's model: it never becomes champion")):
         a = sub.add_parser(verb, help=helptext)

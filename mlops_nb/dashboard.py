@@ -239,7 +239,8 @@ def diff_runs(run_a:str|Path, # the earlier run folder
                 other_changes=changes[1:], settings=settings,
                 data_version=(sa.get('data_version'), sb.get('data_version')), rows=(sa.get('rows'), sb.get('rows')),
                 code=(ga.get('commit'), gb.get('commit'), ga.get('dirty'), gb.get('dirty')), packages=packages, notebooks=notebooks, edited=edited,
-                champion=champions, outputs=outputs, first_output=first_output, metrics=metrics, disparities=disparities, fairness=fairness)
+                champion=champions, outputs=outputs, first_output=first_output, metrics=metrics, disparities=disparities, fairness=fairness,
+                reused=[(r['name'], r['cached_from']['run']) for r in b['stages'] if r.get('cached_from')])
 
 # %% ../notebooks/lib/15_dashboard.ipynb #c011
 def _num(v): return f'{v:.4f}' if isinstance(v, float) else str(v)
@@ -261,6 +262,7 @@ def diff_text(d:dict, most:int=20)->str:
     L += ['  stage notebooks   ' + ('same' if not d['notebooks'] else '')] + [f'    {p}' for _, p, _, _ in d['notebooks']]
     kinds = {'edited': 'edited from the template', 'own': "the project's own stage"}
     L += [f"    {p}: {kinds[k]} (run {d['b']})" for _, p, k in d.get('edited', [])]
+    L += [f"  reused stages     {', '.join(f'{n} from {r}' for n, r in d.get('reused', [])) or 'none'} (run {d['b']})"]
     changed = [(s, rel, x, y) for s, rel, x, y in d['outputs'] if x != y]
     L += ['', f"outputs (sha256): {len(changed)} of {len(d['outputs'])} differ" +
           (f", first {d['first_output'][1]} ({d['first_output'][0]})" if d['first_output'] else '')]
@@ -299,6 +301,8 @@ def diff_page(d:dict)->str:
                                                         if d['packages'] else '<p>none</p>'),
              '<h3>Stage notebooks that differ</h3>' + (table([[esc(s), esc(p), v(x[:12]), w(y[:12])] for s, p, x, y in d['notebooks']],
                                                               ['stage', 'notebook', d['a'], d['b']]) if d['notebooks'] else '<p>none</p>'),
+             f'<h3>Stages {esc(d["b"])} reused from earlier runs</h3>' + (table([[esc(n), esc(r)] for n, r in d.get('reused', [])], ['stage', 'reused from'])
+                                                                          if d.get('reused') else '<p>none</p>'),
              '<h2>Outputs (sha256)</h2>',
              table([[esc(s), esc(rel), esc((x or '-')[:16]), esc((y or '-')[:16]), 'same' if x == y else badge('changed')]
                     for s, rel, x, y in d['outputs']], ['stage', 'output', d['a'], d['b'], '']),

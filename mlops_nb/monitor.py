@@ -493,6 +493,8 @@ def lineage(project, # a `mlops_nb.project.Project`
         ing, git = _ingest(m), m.get('git') or {}
         lines.append(f"{ind}  {m['kind']} run {m['run_id']} ({m['created']}): data version {ing.get('data_version')} "
                      f"({ing.get('rows', 0):,} rows) from {ing.get('source')}, code {str(git.get('commit', 'not in git'))[:12]}")
+        reused = [f"{r['name']} from {r['cached_from']['run']}" for r in m['stages'] if r.get('cached_from')]
+        if reused: lines.append(f"{ind}  stages reused from earlier runs (nothing they read had changed): {', '.join(reused)}")
         trig = m.get('trigger') or {}
         if not trig.get('monitor_run'):
             lines.append(f"{ind}  started by hand{' by ' + trig['by'] if trig.get('by') else ''}")

@@ -221,6 +221,7 @@ def report_html(run_dir:str|Path, exporter=None)->str:
         except MlopsError: purpose = ''  # a project's own stage recorded before stages recorded their purpose
         nb, log = run_dir/r['notebook'], run_dir/'logs'/f"{Path(r['notebook']).stem}.log"
         took = f"{r['duration_s']:.1f} s" if r.get('duration_s') is not None else ''
+        if r.get('cached_from'): took += f" · reused from {r['cached_from']['run']}"
         links = ([f'<a href="{esc(r["notebook"])}">executed notebook</a>'] if nb.is_file() else []) + \
                 ([f'<a href="logs/{esc(log.name)}">log</a>'] if log.is_file() else [])
         toc.append(f'<li><a href="#stage-{esc(r["name"])}">{esc(r["name"])}</a> {badge(r.get("status"))} '

@@ -22,7 +22,8 @@ import yaml
 
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
 from .project import Project, load_project
-from .stages import TEMPLATES, Stage, find_stages, stage_params
+from .cache import StageCache, cacheable, stage_key
+from .stages import BUILTIN, TEMPLATES, Stage, find_stages, stage_params
 
 # %% auto #0
 __all__ = ['MANIFEST_SCHEMA', 'PACKAGES', 'new_run_id', 'package_versions', 'git_state', 'write_manifest', 'read_manifest',
@@ -153,6 +154,7 @@ def run_stage(stage:Stage, project:Project, run_dir:Path, kernel:Kernel, record:
     missing = [p for p in stage.outputs.values() if not (run_dir/p).exists()]
     if missing: raise StageFailed(f'{stage.name} did not write its declared outputs: {", ".join(missing)}')
     record['outputs'] = _hashes(run_dir, _written(run_dir, stage))
+    record['notebook_sha256'] = sha256_path(out)
     result = run_dir/stage.outputs[stage.result] if stage.result else run_dir/stage.artifacts/'result.json'
     if result.is_file(): record['result'] = json.loads(result.read_text())
 
@@ -200,6 +202,7 @@ class Tracker:
         metrics = [Metric(k, v, now, 0) for k, v in _flat_numbers(result).items()]
         metrics += [Metric(f'stage.{k}', record[k], now, 0) for k in ('duration_s', 'cells_s', 'overhead_s') if record.get(k) is not None]
         self.c.log_batch(rid, params=params, metrics=metrics)
+        if record.get('cached_from'): self.c.set_tag(rid, 'mlops_nb.reused_from', record['cached_from']['run'])
         if (run_dir/stage.notebook).exists(): self.c.log_artifact(rid, str(run_dir/stage.notebook))
         for rel in {*stage.outputs.values(), *(record.get('outputs') or {})}:  # a project's own stage declares none
             if rel.endswith('.json') and (run_dir/rel).exists(): self.c.log_artifact(rid, str(run_dir/rel), 'outputs')
@@ -257,7 +260,9 @@ def _new_manifest(project:Project, stages, kind:str, trigger:dict|None):
 
 def _progress(i:int, n:int, rec:dict):
     took = f"{rec['duration_s']:7.1f} s" if rec.get('duration_s') is not None else ''
-    return f"[{i}/{n}] {rec['name']:<10} {rec['status']:<11} {took}"
+    status = 'reused' if rec.get('cached_from') and rec['status'] == 'completed' else rec['status']
+    line = f"[{i}/{n}] {rec['name']:<10} {status:<11} {took}"
+    return line + f"  from {rec['cached_from']['run']}" if status == 'reused' else line
 
 def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|None=None, trigger:dict|None=None):
     "`(project, stages, manifest, run_dir)` of a new run, or of the run to resume"
@@ -295,7 +300,8 @@ def _close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, proj
     if failed:
         raise StageFailed(f'stage {failed["name"]} failed: {failed["error"]}\n'
                           f'see {run_dir/failed["notebook"]} and {run_dir/"logs"/(Path(failed["notebook"]).stem + ".log")}\n'
-                          f'after fixing the cause: mlops-nb run --resume {run_dir}')
+                          f'after fixing the cause: mlops-nb run (the completed stages whose inputs did not change are reused), '
+                          f'or mlops-nb run --resume {run_dir} to go on with the settings this run started with')
 
 def check_settings(settings:dict):
     "Problems (empty when none) that settings would otherwise meet mid-run: a criterion or model the task does not have"
@@ -313,32 +319,66 @@ def check_settings(settings:dict):
         if unknown: problems.append(f'{key}.criteria names {", ".join(unknown)}, which a {task} {key} does not have; it has {", ".join(known)}')
     return problems
 
+def _stage_key(stage:Stage, project:Project, run_dir:Path, before:list, champion:str|None):
+    "The cache key of `stage` about to run after the records `before`; None when its inputs are not all there"
+    builtin = stage.name in BUILTIN
+    if builtin:
+        paths = stage.paths(run_dir)
+        if not all(paths[k].exists() for k in stage.inputs): return None  # run_stage says which is missing
+        inputs = _hashes(run_dir, [paths[k] for k in stage.inputs])
+    else: inputs = {rel: h for r in before for rel, h in (r.get('outputs') or {}).items()}  # an own stage may read any of them
+    params = stage_params(stage, project.settings, run_dir)
+    return stage_key(stage, params, inputs, project.settings, sha256_path(project.notebook(stage)), package_versions(),
+                     project.root, project.tracking_uri, champion, builtin)
+
 def execute_stages(project:Project, run_dir:Path, manifest:dict,
                    todo:list, # indices into manifest['stages'] of the stages to run, in order
                    tracker:Tracker, echo=print,
-                   after=None): # called with a stage's name after it completed
+                   after=None, # called with a stage's name after it completed
+                   cache=None): # a `StageCache` to reuse earlier executions from; None: execute every stage
     "Run stages of `manifest` in `run_dir`, each in a kernel started while the one before ran; False when one failed"
     records = manifest['stages']
     def kernel(i): return Kernel(run_dir, run_dir/'logs'/f"{Path(records[i]['notebook']).stem}.log")
-    kernels = {todo[0]: kernel(todo[0])} if todo else {}
+    from mlops_nb.tracking import alias_version
+    champion = alias_version(tracker.c, project.settings['project']['model_name'])
+    champion = champion and str(champion.version)
+    keys = {}
+    def key(i):  # known once the stages before `i` are done; recorded even when not looked up, for later runs to reuse
+        if i not in keys:
+            stage = project.notebooks[records[i]['name']]
+            keys[i] = _stage_key(stage, project, run_dir, records[:i], champion) if cacheable(stage.name, project.settings) else None
+        return keys[i]
+    def reused(i):
+        rec = records[i]
+        rec.pop('cached_from', None)
+        rec['cache_key'] = key(i)
+        return cache is not None and key(i) is not None and cache.reuse(key(i), run_dir, rec, warn=echo)
+    kernels = {}  # a stage's kernel starts while the stage before it runs; a stage that will be reused needs none
+    def prestart(i):
+        if i not in kernels and (cache is None or key(i) not in cache.index): kernels[i] = kernel(i)
+    if todo: prestart(todo[0])
     current = None
     try:
         for j, i in enumerate(todo):
             stage, rec, current = project.notebooks[records[i]['name']], records[i], i
             t0 = time.perf_counter()
-            if j + 1 < len(todo): kernels[todo[j+1]] = kernel(todo[j+1])
             params = stage_params(stage, project.settings, run_dir)
             rec.update(status='running', start=utc_now().isoformat(), end=None, error=None, mlflow_run_id=tracker.start_stage(manifest, rec))
             if 'mlflow_run_id' in params: params['mlflow_run_id'] = rec['mlflow_run_id']
             rec['parameters'] = params
             write_manifest(run_dir, manifest)
             try:
-                run_stage(stage, project, run_dir, kernels[i], rec)
+                if reused(i):
+                    if j + 1 < len(todo): prestart(todo[j+1])
+                else:
+                    if i not in kernels: kernels[i] = kernel(i)
+                    if j + 1 < len(todo) and todo[j+1] not in kernels: kernels[todo[j+1]] = kernel(todo[j+1])
+                    run_stage(stage, project, run_dir, kernels[i], rec)
                 rec['status'] = 'completed'
             except StageFailed as e: rec.update(status='failed', error=str(e))
             rec.update(end=utc_now().isoformat(), duration_s=round(time.perf_counter() - t0, 3))
             rec['overhead_s'] = round(rec['duration_s'] - rec.get('cells_s', 0), 3)
-            kernels.pop(i).shutdown()
+            if i in kernels: kernels.pop(i).shutdown()
             current = None
             echo(_progress(i + 1, len(records), rec))
             t1 = time.perf_counter()
@@ -368,6 +408,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
                  kind:str='train', # recorded in the manifest: train, monitor, retrain, replay
                  stages:list|None=None, # stage names; default: the project's [pipeline] stages
                  trigger:dict|None=None, # why the run started (a monitor's trigger.json); default: by hand
+                 cache:bool|None=None, # reuse unchanged stages of earlier runs; None: `[pipeline] cache`
                 ):
     "Run the pipeline's stage notebooks into a run folder; return the run folder"
     project, stages, manifest, run_dir = _open_run(project, resume, kind, stages, trigger)
@@ -388,7 +429,8 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     tracker = Tracker(project, manifest)
     echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
     restore = None
-    try: execute_stages(project, run_dir, manifest, todo, tracker, echo)
+    use = project.settings['pipeline'].get('cache', True) if cache is None else cache
+    try: execute_stages(project, run_dir, manifest, todo, tracker, echo, cache=StageCache(project.runs_dir, run_dir.name) if use else None)
     except KeyboardInterrupt: restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
     try: _close_run(run_dir, manifest, tracker, started, project, echo)
     finally:

@@ -205,6 +205,8 @@ SETTINGS = (
     Param('time_column', str, 'year', 'column holding the time of a row, not a feature; empty: none', 'data'),
     Param('sensitive_columns', str, 'SEX, RAC1P', 'columns whose groups the audit checks for fair treatment, comma-separated; empty: none', 'data'),
     Param('stages', str, ', '.join(TRAINING), 'stages of a training run, in order, comma-separated: NAME is notebooks/stages/NN_NAME.ipynb', 'pipeline'),
+    Param('cache', bool, True, 'reuse a stage from an earlier run when nothing it reads changed (its notebook, parameters, inputs, data, code, packages); mlops-nb run --no-cache for one run', 'pipeline'),
+    Param('uncached', str, '', 'stages never reused, comma-separated, besides register and monitor (which act outside the run folder)', 'pipeline'),
     Param('retrain', bool, True, 'when the monitor triggers, start a training run at once (mlops-nb monitor)', 'monitor'),
     # `mlops-nb serve` (mlops_nb.serve)
     Param('challenger_alias', str, 'challenger', "registry alias of the model that gets a share of traffic or shadows the champion; empty: none", 'serve'),
