@@ -40,6 +40,13 @@ def project_code(root:Path):
     return {p.name: sha256_file(p) for p in sorted(Path(root).glob('*.py'))}
 
 # %% ../notebooks/lib/26_cache.ipynb #c008
+@cache
+def _digest(path:str, size:int, mtime_ns:int): return sha256_file(path)  # a file hashed once per process while unchanged
+
+def _local_digest(path:str):
+    st = os.stat(path)
+    return _digest(path, st.st_size, st.st_mtime_ns)
+
 _REMOTE_KEYS = ('ETag', 'etag', 'VersionId', 'version_id', 'generation', 'md5Hash', 'crc32c', 'content_md5')
 
 def _remote(info:dict):
@@ -60,7 +67,7 @@ def source_fingerprint(source:str, # the `data.source` setting
     except MlopsError: return None  # ingest will say what is wrong with it
     res = {}
     for f in found:
-        if f.fs is None: res[f.name] = sha256_file(f.path)
+        if f.fs is None: res[f.name] = _local_digest(f.path)
         else:
             try: res[f.name] = _remote(f.fs.info(f.path))
             except Exception: return None  # a store that cannot say what it holds: run ingest

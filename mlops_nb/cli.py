@@ -14,13 +14,13 @@ from pathlib import Path
 
 from .core import MlopsError, atomic_path, utc_now
 from .project import load_project
-from .runner import RunInterrupted, find_run, list_runs, read_manifest, run_pipeline
+from .runner import RunInterrupted, find_run, list_runs, read_manifest, reproduce_run, run_pipeline
 
 # %% auto #0
-__all__ = ['cmd_init', 'cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_lineage', 'cmd_sweep', 'cmd_runs', 'cmd_show', 'cmd_settings',
-           'cmd_data_versions', 'cmd_approve', 'cmd_rollback', 'cmd_models', 'cmd_audit', 'cmd_serve', 'cmd_feedback',
-           'cmd_predictions_export', 'cmd_abtest', 'cmd_report', 'cmd_diff', 'cmd_ui', 'cmd_lab', 'cmd_tracking_server',
-           'parser', 'main']
+__all__ = ['cmd_init', 'cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_reproduce', 'cmd_lineage', 'cmd_sweep', 'cmd_runs',
+           'cmd_show', 'cmd_settings', 'cmd_data_versions', 'cmd_approve', 'cmd_rollback', 'cmd_models', 'cmd_audit',
+           'cmd_serve', 'cmd_feedback', 'cmd_predictions_export', 'cmd_abtest', 'cmd_report', 'cmd_diff', 'cmd_ui',
+           'cmd_lab', 'cmd_tracking_server', 'parser', 'main']
 
 # %% ../notebooks/lib/09_cli.ipynb #c004
 def _table(rows:list, columns:list):
@@ -155,6 +155,14 @@ def cmd_replay(args):
     print(f"  plot     {_rel(run_dir)}/artifacts/09_replay/accuracy.png")
     print(f"  report   {_rel(run_dir)}/report.html")
     return 0
+
+def cmd_reproduce(args):
+    run_dir, rows = reproduce_run(find_run(load_project(args.settings), args.run))
+    same = sum(eq for *_, eq in rows)
+    print(f'\nreproduced {args.run} as {_rel(run_dir)}: {same} of {len(rows)} numbers equal')
+    print(_table([{'number': k, 'then': _fmt(a) if eq else repr(a), 'now': _fmt(b) if eq else repr(b), '': '' if eq else 'DIFFERS'} for k, a, b, eq in rows],
+                 ['number', 'then', 'now', '']))
+    return 0 if same == len(rows) else 1
 
 def cmd_lineage(args):
     from mlops_nb.monitor import lineage
@@ -525,6 +533,10 @@ def parser():
     rl.add_argument('--batch', choices=('daily', 'weekly', 'monthly', 'yearly'), help='elec2: daily, weekly (default) or monthly; acs: yearly')
     rl.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override a setting, e.g. replay.period=8')
     rl.set_defaults(func=cmd_replay)
+    rp_ = sub.add_parser('reproduce', help="execute a run again from its manifest (its settings, notebooks and data; nothing reused) and compare every number",
+                         description='Exit 1 when a number differs; a notebook or the data changed since the run is an error before anything runs.')
+    rp_.add_argument('run', metavar='RUN', help='run id, a unique part of it, or a run folder')
+    rp_.set_defaults(func=cmd_reproduce)
     li = sub.add_parser('lineage', help='how a model version came to be: its training run, trigger, monitor run, data and approval')
     li.add_argument('version', metavar='MODEL_VERSION', help='version number, or an alias such as champion')
     li.add_argument('--model', metavar='NAME', help='registered model name (default: [project] model_name)')

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import yaml
 
+from .cache import StageCache, cacheable, source_fingerprint, stage_key
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
 from .project import Project, load_project
-from .cache import StageCache, cacheable, stage_key
 from .stages import BUILTIN, TEMPLATES, Stage, find_stages, stage_params
 
 # %% auto #0
 __all__ = ['MANIFEST_SCHEMA', 'PACKAGES', 'new_run_id', 'package_versions', 'git_state', 'write_manifest', 'read_manifest',
-           'Kernel', 'StageFailed', 'template_state', 'run_stage', 'Tracker', 'RunInterrupted', 'check_settings',
-           'execute_stages', 'run_pipeline', 'list_runs', 'find_run']
+           'Kernel', 'StageFailed', 'cell_progress', 'template_state', 'run_stage', 'Tracker', 'RunInterrupted',
+           'check_settings', 'execute_stages', 'run_pipeline', 'reproduce_run', 'list_runs', 'find_run']
 
 # %% ../notebooks/lib/08_runner.ipynb #c004
 MANIFEST_SCHEMA = 1
@@ -123,6 +123,21 @@ def _written(run_dir:Path, stage:Stage):
     found = sorted(folder.iterdir()) if folder.is_dir() else []
     return sorted({*found, *(run_dir/p for p in stage.outputs.values())})
 
+class _Lines:
+    "A file for tqdm that turns its in-place updates into whole lines: a log is not a terminal"
+    def __init__(self, f): self.f = f
+    def write(self, s):
+        s = s.replace('\x1b[A', '').strip('\r\n ')
+        if s: self.f.write(s + '\n')
+    def flush(self): self.f.flush()
+
+def cell_progress(name:str, out=None):
+    "tqdm arguments of papermill's progress over a stage's cells: in place on a terminal, a line every 10 s in a log"
+    out = out or sys.stderr
+    tty = out.isatty()
+    return dict(desc=f'  {name}', leave=False, file=out if tty else _Lines(out), mininterval=0.5 if tty else 10, delay=0.5 if tty else 10,
+                bar_format='{desc}: {n_fmt}/{total_fmt} cells done, {elapsed}', ascii=True)
+
 def template_state(notebook:Path):
     "`same` or `edited` against the package's template of that name, or None for a notebook of the project's own"
     t = TEMPLATES/notebook.name
@@ -142,7 +157,7 @@ def run_stage(stage:Stage, project:Project, run_dir:Path, kernel:Kernel, record:
     tmp = run_dir/f'.{out.stem}.running.ipynb'
     try:
         nb = pm.execute_notebook(str(source), str(tmp), parameters=record['parameters'], km=kernel.km,
-                                 kernel_name=kernel.km.kernel_name, cwd=str(run_dir), progress_bar=False,
+                                 kernel_name=kernel.km.kernel_name, cwd=str(run_dir), progress_bar=cell_progress(stage.name),
                                  stdout_file=kernel.log, stderr_file=kernel.log)
         record['cells_s'] = _cells_seconds(nb)
     except Exception as e:
@@ -421,6 +436,8 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     if problems: raise MlopsError(f'{project.settings_file}:\n  ' + '\n  '.join(problems))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
+    if not resume and any(s.name == 'ingest' for s in stages):  # what the data was, for `mlops-nb reproduce` to check first
+        manifest['source'] = source_fingerprint(project.settings['data']['source'], project.root)
     manifest.update(status='running', ended=None)
     write_manifest(run_dir, manifest)
     records = manifest['stages']
@@ -438,6 +455,27 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     return run_dir
 
 # %% ../notebooks/lib/08_runner.ipynb #c016
+def reproduce_run(run_dir:str|Path, # the run folder to execute again
+                  echo=print, # where progress lines go
+                 ):
+    "`(new run folder, comparison)`: the run executed again from its manifest, cache off; see `mlops_nb.reproduce.compare`"
+    from mlops_nb.cache import SIDE_EFFECTS
+    from mlops_nb.reproduce import check_reproducible, compare
+    old = read_manifest(Path(run_dir))
+    root = Path(old['settings_file']).parent
+    project = Project(root, Path(old['settings_file']), old['settings'], (), find_stages(root))
+    check_reproducible(old, project)
+    names = [r['name'] for r in old['stages'] if r['name'] not in SIDE_EFFECTS]
+    new_dir = run_pipeline(project, echo=echo, kind='reproduce', stages=names, cache=False,
+                           trigger={'signal': 'reproduce', 'by': 'mlops-nb reproduce', 'run': old['run_id']})
+    new = read_manifest(new_dir)
+    versions = [(r.get('result') or {}).get('data_version') for m in (old, new) for r in m['stages'] if r['name'] == 'ingest']
+    if len(versions) == 2 and versions[0] != versions[1]:
+        raise MlopsError(f'cannot reproduce {old["run_id"]}: the source data changed since the run (data version {versions[0]} then, '
+                         f'{versions[1]} now, in {new_dir})')
+    return new_dir, compare(old, new)
+
+# %% ../notebooks/lib/08_runner.ipynb #c018
 def list_runs(project:Project):
     "Manifests of the runs in the project's runs folder, oldest first"
     if not project.runs_dir.is_dir(): return []

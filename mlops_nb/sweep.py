@@ -23,7 +23,7 @@ import yaml
 from .core import MlopsError, atomic_path, atomic_write_text, sha256_path, utc_now
 from .project import Project, load_project
 from .settings import parse_override
-from .stages import declared_settings, find_stages
+from .stages import declared_settings
 
 # %% auto #0
 __all__ = ['parse_axis', 'combinations', 'split_stages', 'sweep_kind', 'run_child', 'check_workers', 'warm_workers', 'rank',

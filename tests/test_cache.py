@@ -139,3 +139,29 @@ def test_after_a_failure_the_next_run_reuses_what_completed(project):
     assert failed['status'] == 'failed' and json.dumps(failed).count('"cache_key"') == len(STAGES)
     _, m = run(project)
     assert set(reused(m)) == set(STAGES), 'the fixed notebook is the one that ran before the failure'
+
+
+def test_reproduce_executes_a_run_again_and_compares_every_number(project):
+    first = manifests(project)[0]
+    res = cli(project, 'reproduce', first['run_id'])
+    assert res.returncode == 0, res.stdout + res.stderr
+    m = manifests(project)[-1]
+    assert m['kind'] == 'reproduce' and reused(m) == {} and m['trigger']['run'] == first['run_id']
+    assert re.search(r'reproduced .*: (\d+) of \1 numbers equal', res.stdout), res.stdout
+    assert re.search(r'evaluate\.roc_auc +0\.\d{4} +0\.\d{4}', res.stdout) and 'DIFFERS' not in res.stdout
+
+    data = project / 'data.csv'
+    original = data.read_bytes()
+    data.write_bytes(original.replace(b'\n', b'\r\n', 1))
+    try: res = cli(project, 'reproduce', first['run_id'])
+    finally: data.write_bytes(original)
+    assert res.returncode == 1 and 'Traceback' not in res.stderr
+    assert res.stderr.strip().splitlines() == [f'error: cannot reproduce {first["run_id"]}: the source data changed since the run: {data}']
+    assert manifests(project)[-1]['run_id'] == m['run_id'], 'refused before a run folder is made'
+
+    path = project / 'notebooks' / 'stages' / '04_train.ipynb'
+    original = path.read_text()
+    path.write_text(original.replace('"cells": [', '"cells": [ ', 1))
+    try: res = cli(project, 'reproduce', first['run_id'])
+    finally: path.write_text(original)
+    assert res.returncode == 1 and 'notebooks/stages/04_train.ipynb changed since the run' in res.stderr
