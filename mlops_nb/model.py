@@ -186,7 +186,8 @@ def _by_value(root:Path|None):
         root = Path(root).resolve()
         for m in list(sys.modules.values()):
             f = getattr(m, '__file__', None)
-            if f and Path(f).resolve().is_relative_to(root) and 'site-packages' not in Path(f).parts and not m.__name__.startswith('mlops_nb'):
+            if f and Path(f).resolve().is_relative_to(root) and 'site-packages' not in Path(f).parts and \
+                    not m.__name__.startswith(('mlops_nb', '__main__', '__mp_main__')) and m not in mods:  # __main__ goes by value anyway
                 mods.append(m)
     for m in mods: cloudpickle.register_pickle_by_value(m)
     return mods
