@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
-from .core import MlopsError, sha256_file, sha256_path
+from .core import MlopsError, link_path, sha256_file, sha256_path
 
 # %% auto #0
 __all__ = ['SIDE_EFFECTS', 'NO_REGISTRY', 'NOT_SHARED', 'package_code', 'project_code', 'source_fingerprint', 'stage_key',
@@ -30,10 +29,7 @@ _VOLATILE = ('run_dir', 'mlflow_run_id')  # parameters that name this run, not w
 @cache
 def package_code():
     "sha256 of the `mlops_nb` package's Python files: an edited install is a different code version"
-    root = Path(str(files('mlops_nb')))
-    h = hashlib.sha256()
-    for p in sorted(root.rglob('*.py')): h.update(p.relative_to(root).as_posix().encode() + b'\0' + sha256_file(p).encode())
-    return h.hexdigest()
+    return sha256_path(Path(str(files('mlops_nb'))), '*.py')
 
 def project_code(root:Path):
     "`{file: sha256}` of the Python modules beside settings.ini, which stage notebooks may import"
@@ -104,17 +100,6 @@ def cacheable(name:str, settings:dict):
     return name not in SIDE_EFFECTS and name not in uncached
 
 # %% ../notebooks/lib/26_cache.ipynb #c014
-def _link(src:Path, dst:Path):
-    "Hard-link the file `src` at `dst`, or copy it where links cannot be made (another file system); read-only either way"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try: os.link(src, dst)
-    except OSError: shutil.copy2(src, dst)
-    dst.chmod(dst.stat().st_mode & ~0o222)  # a link shares its file with the earlier run: writing it would change both
-
-def _files(run_dir:Path, rel:str):
-    p = run_dir/rel
-    return [p] if p.is_file() else sorted(q for q in p.rglob('*') if q.is_file())
-
 class StageCache:
     "Completed stages of a project's earlier runs, by key"
     def __init__(self, runs_dir:Path, exclude:str|None=None):
@@ -143,7 +128,9 @@ class StageCache:
                 continue
             log = f'logs/{Path(old["notebook"]).stem}.log'
             for rel in [*old.get('outputs', {}), old['notebook'], *([log] if (src/log).is_file() else [])]:
-                for f in _files(src, rel): _link(f, run_dir/f.relative_to(src))
+                link_path(src/rel, run_dir/rel)
+                for f in [run_dir/rel, *(run_dir/rel).rglob('*')]:  # a link shares its file with the earlier run: writing it would change both
+                    if f.is_file(): f.chmod(f.stat().st_mode & ~0o222)
             rec.update({k: old[k] for k in ('inputs', 'outputs', 'source', 'cells_s', 'notebook_sha256') if k in old})
             if 'result' in old: rec['result'] = old['result']
             # named by the run that executed it, however many runs have reused it since

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .core import MlopsError, atomic_path, utc_now
+from .core import MlopsError
 from .project import load_project
 from .runner import RunInterrupted, find_run, list_runs, read_manifest, reproduce_run, run_pipeline
 
@@ -86,30 +86,12 @@ def _print_training_run(run_dir:Path, approve_as:str|None, project):
         print(f"  load the champion             mlflow.pyfunc.load_model('models:/{s['model_name']}@champion')")
     return 0
 
-def _log_batch(project, since:str|None, until:str|None):
-    "The prediction log between `since` and `until` as a batch file: features, target (independent labels kept apart), id, time"
-    from mlops_nb.predlog import log_url, parse_when, read_predictions
-    url = log_url(project)
-    df = read_predictions(url, parse_when(since), parse_when(until))
-    if not len(df): raise MlopsError(f'no logged predictions{" since " + since if since else ""}{" until " + until if until else ""} in {url}')
-    d = project.settings['data']
-    meta = ['request_id', 'row', 'time', 'model_name', 'model_version', 'role', 'latency_ms', 'prediction', 'score',
-            'shadow_model_version', 'shadow_prediction', 'shadow_score', 'label', 'label_source', 'label_independent', 'label_time']
-    batch = df[[c for c in df.columns if c not in meta]].copy()
-    batch.columns = [c.removeprefix('feature.') for c in batch.columns]
-    batch[d['target']] = df['label']
-    batch['label_independent'] = df['label_independent']
-    if d['id_column'] not in batch: batch[d['id_column']] = df['request_id'] + ':' + df['row'].astype(str)
-    if d['time_column'] and d['time_column'] not in batch: batch[d['time_column']] = df['time'].dt.strftime('%Y-%m-%d')
-    path = project.runs_dir/'_incoming'/f"log-{utc_now().strftime('%Y%m%dT%H%M%SZ')}.parquet"
-    with atomic_path(path) as tmp: batch.to_parquet(tmp, index=False)
-    return path
-
 def cmd_monitor(args):
+    from mlops_nb.predlog import log_batch
     from mlops_nb.stages import MONITORING
     if bool(args.data) == bool(args.from_log): raise MlopsError('give the batch to monitor: --data SOURCE or --from-log [--since WHEN]')
     base = load_project(args.settings, args.param)
-    source = str(_log_batch(base, args.since, args.until)) if args.from_log else args.data
+    source = str(log_batch(base, args.since, args.until)) if args.from_log else args.data
     overrides = [*args.param, f'data.source={source}', *([f'monitor.labels={Path(args.labels).resolve()}'] if args.labels else [])]
     if args.from_log: overrides.append('ingest.years=')
     project = load_project(args.settings, overrides)

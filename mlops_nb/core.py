@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MlopsError', 'atomic_path', 'atomic_write_text', 'file_lock', 'sha256_file', 'sha256_path', 'utc_now',
+__all__ = ['MlopsError', 'atomic_path', 'atomic_write_text', 'file_lock', 'sha256_file', 'sha256_path', 'link_path', 'utc_now',
            'find_project_root']
 
 # %% ../notebooks/lib/00_core.ipynb #c004
@@ -73,16 +73,26 @@ def sha256_file(path:str|Path, chunk:int=1<<20):
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
-def sha256_path(path:str|Path):
-    "Hex sha256 of a file, or of a folder's relative paths and file contents"
+def sha256_path(path:str|Path, pattern:str='*'):
+    "Hex sha256 of a file, or of a folder's relative paths and file contents (of the files matching `pattern`)"
     path = Path(path)
     if path.is_file(): return sha256_file(path)
     h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob('*') if q.is_file()):
+    for p in sorted(q for q in path.rglob(pattern) if q.is_file()):
         h.update(p.relative_to(path).as_posix().encode() + b'\0' + sha256_file(p).encode())
     return h.hexdigest()
 
-# %% ../notebooks/lib/00_core.ipynb #c012
+# %% ../notebooks/lib/00_core.ipynb #c011
+def link_path(src:Path, dst:Path):
+    "Hard-link `src` (a file or folder) at `dst`; copy where links cannot be made (another file system)"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    def one(s, d):
+        try: os.link(s, d)
+        except OSError: shutil.copy2(s, d)
+    if src.is_dir(): shutil.copytree(src, dst, copy_function=one)
+    else: one(src, dst)
+
+# %% ../notebooks/lib/00_core.ipynb #c014
 def utc_now():
     "The current time, UTC, to the second"
     return datetime.now(timezone.utc).replace(microsecond=0)

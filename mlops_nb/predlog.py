@@ -15,11 +15,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .core import MlopsError, atomic_path
+from .core import MlopsError, atomic_path, utc_now
 
 # %% auto #0
 __all__ = ['log_url', 'open_store', 'dumps', 'loads', 'utcnow', 'columns_json', 'PredictionLog', 'feedback_record',
-           'read_feedback_file', 'record_feedback', 'parse_when', 'read_predictions', 'export_predictions']
+           'read_feedback_file', 'record_feedback', 'parse_when', 'read_predictions', 'export_predictions', 'log_batch']
 
 # %% ../notebooks/lib/11_predlog.ipynb #c004
 _log = logging.getLogger('mlops_nb.predlog')
@@ -358,3 +358,24 @@ def export_predictions(url:str, # SQLAlchemy URL of the prediction log
     df = read_predictions(url, since, until)
     with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
     return len(df)
+
+# %% ../notebooks/lib/11_predlog.ipynb #c016
+def log_batch(project, # a `mlops_nb.project.Project`
+              since:str|None=None, until:str|None=None, # `parse_when` texts; None: from the first, to the last
+             ):
+    "The prediction log between `since` and `until` as a batch file: features, target (independent labels kept apart), id, time"
+    url = log_url(project)
+    df = read_predictions(url, parse_when(since), parse_when(until))
+    if not len(df): raise MlopsError(f'no logged predictions{" since " + since if since else ""}{" until " + until if until else ""} in {url}')
+    d = project.settings['data']
+    meta = ['request_id', 'row', 'time', 'model_name', 'model_version', 'role', 'latency_ms', 'prediction', 'score',
+            'shadow_model_version', 'shadow_prediction', 'shadow_score', 'label', 'label_source', 'label_independent', 'label_time']
+    batch = df[[c for c in df.columns if c not in meta]].copy()
+    batch.columns = [c.removeprefix('feature.') for c in batch.columns]
+    batch[d['target']] = df['label']
+    batch['label_independent'] = df['label_independent']
+    if d['id_column'] not in batch: batch[d['id_column']] = df['request_id'] + ':' + df['row'].astype(str)
+    if d['time_column'] and d['time_column'] not in batch: batch[d['time_column']] = df['time'].dt.strftime('%Y-%m-%d')
+    path = project.runs_dir/'_incoming'/f"log-{utc_now().strftime('%Y%m%dT%H%M%SZ')}.parquet"
+    with atomic_path(path) as tmp: batch.to_parquet(tmp, index=False)
+    return path

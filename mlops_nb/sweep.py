@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .core import MlopsError, atomic_path, atomic_write_text, sha256_path, utc_now
+from .core import MlopsError, atomic_path, atomic_write_text, link_path, sha256_path, utc_now
 from .project import Project, load_project
 from .settings import parse_override
 from .stages import declared_settings
@@ -90,15 +90,6 @@ def _execute(project:Project, run_dir:Path, manifest:dict, names:list, tracker, 
     idx = {r['name']: i for i, r in enumerate(manifest['stages'])}
     return execute_stages(project, run_dir, manifest, [idx[n] for n in names], tracker, echo, after)
 
-def _link(src:Path, dst:Path):
-    "Hard-link `src` (a file or folder) at `dst`; copy where links cannot be made (another file system)"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    def one(s, d):
-        try: os.link(s, d)
-        except OSError: shutil.copy2(s, d)
-    if src.is_dir(): shutil.copytree(src, dst, copy_function=one)
-    else: one(src, dst)
-
 def _discard(path:Path):
     "Remove a folder a dead attempt left, read-only files included"
     shutil.rmtree(path)  # folders stay writable when a run is frozen: only its files are read-only
@@ -146,7 +137,7 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
                     sweep={'index': spec['index'], 'combination': spec['combination'], 'attempt': len(attempts), 'worker': worker})
     for rec in manifest['stages'][:len(spec['shared'])]: rec.update({**spec['shared_records'][rec['name']], 'shared_from': spec['sweep_run']})
     for rel, digest in spec['shared_files'].items():
-        _link(sweep_dir/rel, child_dir/rel)
+        link_path(sweep_dir/rel, child_dir/rel)
         if digest and sha256_path(child_dir/rel) != digest:
             raise MlopsError(f'{child_dir/rel}: differs from the sweep run it was linked from')
     manifest['shared_inputs'] = {k: v for k, v in spec['shared_files'].items() if v}
@@ -469,7 +460,7 @@ def _adopt(run_dir:Path, child_dir:Path, names:list, records:dict, stages:dict):
             if not (child_dir/rel).exists(): continue
             if (run_dir/rel).is_dir(): _discard(run_dir/rel)  # linked by an earlier attempt of a resumed sweep
             elif (run_dir/rel).exists(): (run_dir/rel).unlink()
-            _link(child_dir/rel, run_dir/rel)
+            link_path(child_dir/rel, run_dir/rel)
         for rel, digest in rec.get('outputs', {}).items():
             if sha256_path(run_dir/rel) != digest: raise MlopsError(f'{run_dir/rel}: differs from the child run it was linked from')
         records[rec['name']].update({**rec, 'from_child': child['run_id']})
