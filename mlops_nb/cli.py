@@ -577,6 +577,9 @@ def parser():
 
 def main(argv=None):
     "Entry point of `mlops-nb`"
+    # jsonschema (imported by nbformat, so by every run) compiles 38 grammars at import, 1 s, when rfc3987_syntax
+    # is installed, for IRI formats that no notebook schema uses; this process is ours to spare that
+    sys.modules.setdefault('rfc3987_syntax', None)
     args = parser().parse_args(argv)
     if getattr(args, 'resume', None) and args.param: return _fail('--resume continues with the settings the run started with: drop -p')
     try: return args.func(args)

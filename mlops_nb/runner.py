@@ -27,8 +27,9 @@ from .stages import BUILTIN, TEMPLATES, Stage, find_stages, stage_params
 
 # %% auto #0
 __all__ = ['MANIFEST_SCHEMA', 'PACKAGES', 'new_run_id', 'package_versions', 'git_state', 'write_manifest', 'read_manifest',
-           'Kernel', 'StageFailed', 'cell_progress', 'template_state', 'run_stage', 'Tracker', 'RunInterrupted',
-           'check_settings', 'execute_stages', 'run_pipeline', 'reproduce_run', 'list_runs', 'find_run']
+           'Kernel', 'kernel_server', 'StageFailed', 'cell_progress', 'template_state', 'run_stage', 'Tracker',
+           'RunInterrupted', 'check_settings', 'execute_stages', 'run_pipeline', 'reproduce_run', 'list_runs',
+           'find_run']
 
 # %% ../notebooks/lib/08_runner.ipynb #c004
 MANIFEST_SCHEMA = 1
@@ -74,13 +75,21 @@ def read_manifest(run_dir:Path):
 _KERNEL_ENV = {'PYDEVD_DISABLE_FILE_VALIDATION': '1', 'JUPYTER_PLATFORM_DIRS': '1', 'MPLBACKEND': 'module://matplotlib_inline.backend_inline'}
 
 class Kernel:
-    "A Jupyter kernel started now, in `cwd`, for one notebook"
-    def __init__(self, cwd:Path, log:Path, kernel_name:str='python3'):
-        from jupyter_client.manager import AsyncKernelManager
+    "A Jupyter kernel started now, in `cwd`, for one notebook: forked from `server` when there is one"
+    def __init__(self, cwd:Path, log:Path, kernel_name:str='python3',
+                 server:KernelServer|None=None, # the run's kernel server (`mlops_nb.kernels`)
+                 stage:str|None=None, # the stage the kernel is for: the server imports its modules first
+                ):
+        from jupyter_client.manager import AsyncKernelManager  # jupyter_client: 0.1 s that commands without kernels need not pay
         from jupyter_core.utils import run_sync
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(log, 'a', encoding='utf-8')
         self.km = AsyncKernelManager(kernel_name=kernel_name)
+        if server is not None:
+            from mlops_nb.kernels import ForkProvisioner
+            self.km.kernel_id = str(uuid.uuid4())
+            self.km.provisioner = ForkProvisioner(kernel_id=self.km.kernel_id, kernel_spec=self.km.kernel_spec, parent=self.km)
+            self.km.provisioner.server, self.km.provisioner.stage, self.km.provisioner.log = server, stage, log
         self._sync = run_sync
         self._sync(self.km.start_kernel)(cwd=str(cwd), env={**os.environ, **_KERNEL_ENV}, stdout=self.log, stderr=self.log)
 
@@ -93,7 +102,16 @@ class Kernel:
         except Exception: pass  # shutting down a dead kernel is not an error worth reporting
         self.log.close()
 
-# %% ../notebooks/lib/08_runner.ipynb #c008
+# %% ../notebooks/lib/08_runner.ipynb #c007
+def kernel_server(project:Project, stages:list, run_dir:Path):
+    "The run's kernel server, importing what `stages`' notebooks import; None where kernels are not forked"
+    if sys.platform != 'linux' or not stages or os.environ.get('MLOPS_NB_WARM_KERNELS') == '0': return None
+    from mlops_nb.kernels import KernelServer  # jupyter_client: 0.1 s that commands without kernels need not pay
+    from mlops_nb.tracking import store_modules
+    return KernelServer({s.name: project.notebook(s) for s in stages}, project.root, store_modules(project.tracking_uri),
+                        {**os.environ, **_KERNEL_ENV}, run_dir/'logs'/'kernels.log')
+
+# %% ../notebooks/lib/08_runner.ipynb #c009
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
 _NOISE = re.compile(r'^-+$|Traceback \(most recent call last\)')  # IPython's banner lines say nothing
 
@@ -173,7 +191,7 @@ def run_stage(stage:Stage, project:Project, run_dir:Path, kernel:Kernel, record:
     result = run_dir/stage.outputs[stage.result] if stage.result else run_dir/stage.artifacts/'result.json'
     if result.is_file(): record['result'] = json.loads(result.read_text())
 
-# %% ../notebooks/lib/08_runner.ipynb #c011
+# %% ../notebooks/lib/08_runner.ipynb #c012
 def _flat_numbers(d:dict, prefix=''):
     res = {}
     for k, v in d.items():
@@ -234,7 +252,7 @@ class Tracker:
         self.c.log_batch(self.parent, metrics=[Metric(k, v, now, 0) for k, v in _flat_numbers(s.get('metrics', {})).items()])
         self.c.set_terminated(self.parent, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(manifest['status'], 'FAILED'))
 
-# %% ../notebooks/lib/08_runner.ipynb #c014
+# %% ../notebooks/lib/08_runner.ipynb #c015
 class RunInterrupted(MlopsError):
     "The run was stopped with Ctrl-C"
 
@@ -350,10 +368,11 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
                    todo:list, # indices into manifest['stages'] of the stages to run, in order
                    tracker:Tracker, echo=print,
                    after=None, # called with a stage's name after it completed
-                   cache=None): # a `StageCache` to reuse earlier executions from; None: execute every stage
+                   cache=None, # a `StageCache` to reuse earlier executions from; None: execute every stage
+                   server=None): # a `KernelServer` to fork kernels from; None: each kernel starts from scratch
     "Run stages of `manifest` in `run_dir`, each in a kernel started while the one before ran; False when one failed"
     records = manifest['stages']
-    def kernel(i): return Kernel(run_dir, run_dir/'logs'/f"{Path(records[i]['notebook']).stem}.log")
+    def kernel(i): return Kernel(run_dir, run_dir/'logs'/f"{Path(records[i]['notebook']).stem}.log", server=server, stage=records[i]['name'])
     from mlops_nb.tracking import alias_version
     champion = alias_version(tracker.c, project.settings['project']['model_name'])
     champion = champion and str(champion.version)
@@ -443,18 +462,22 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     records = manifest['stages']
     todo = [i for i, r in enumerate(records) if r['status'] != 'completed']
     started = time.perf_counter()
-    tracker = Tracker(project, manifest)
-    echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
+    server = kernel_server(project, [project.notebooks[records[i]['name']] for i in todo], run_dir)  # imports while MLflow opens
     restore = None
-    use = project.settings['pipeline'].get('cache', True) if cache is None else cache
-    try: execute_stages(project, run_dir, manifest, todo, tracker, echo, cache=StageCache(project.runs_dir, run_dir.name) if use else None)
-    except KeyboardInterrupt: restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
+    try:
+        tracker = Tracker(project, manifest)
+        echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
+        use = project.settings['pipeline'].get('cache', True) if cache is None else cache
+        try: execute_stages(project, run_dir, manifest, todo, tracker, echo, cache=StageCache(project.runs_dir, run_dir.name) if use else None, server=server)
+        except KeyboardInterrupt: restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
+    finally:
+        if server is not None: server.close()
     try: _close_run(run_dir, manifest, tracker, started, project, echo)
     finally:
         if restore is not None: signal.signal(signal.SIGINT, restore)
     return run_dir
 
-# %% ../notebooks/lib/08_runner.ipynb #c016
+# %% ../notebooks/lib/08_runner.ipynb #c017
 def reproduce_run(run_dir:str|Path, # the run folder to execute again
                   echo=print, # where progress lines go
                  ):
@@ -475,7 +498,7 @@ def reproduce_run(run_dir:str|Path, # the run folder to execute again
                          f'{versions[1]} now, in {new_dir})')
     return new_dir, compare(old, new)
 
-# %% ../notebooks/lib/08_runner.ipynb #c018
+# %% ../notebooks/lib/08_runner.ipynb #c019
 def list_runs(project:Project):
     "Manifests of the runs in the project's runs folder, oldest first"
     if not project.runs_dir.is_dir(): return []

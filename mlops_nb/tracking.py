@@ -17,8 +17,8 @@ from .core import atomic_write_text, file_lock
 from .stages import get_stage
 
 # %% auto #0
-__all__ = ['REFERENCE', 'mlflow_client', 'client', 'is_server', 'experiment_id', 'alias_version', 'champion_model',
-           'download_model', 'project_tracking_uri', 'RegisterResult', 'reference_files', 'register']
+__all__ = ['REFERENCE', 'mlflow_client', 'client', 'is_server', 'experiment_id', 'alias_version', 'store_modules',
+           'champion_model', 'download_model', 'project_tracking_uri', 'RegisterResult', 'reference_files', 'register']
 
 # %% ../notebooks/lib/07_tracking.ipynb #c004
 def mlflow_client(tracking_uri:str):
@@ -58,7 +58,14 @@ def alias_version(c, model_name:str, alias:str='champion'):
     try: return c.get_model_version_by_alias(model_name, alias)
     except MlflowException: return None
 
-# %% ../notebooks/lib/07_tracking.ipynb #c008
+# %% ../notebooks/lib/07_tracking.ipynb #c006
+def store_modules(tracking_uri:str):
+    "The modules MLflow imports when it opens a store of `tracking_uri`'s kind"
+    if is_server(tracking_uri): return ['mlflow.store.tracking.rest_store', 'mlflow.store.model_registry.rest_store']
+    if '://' not in tracking_uri or tracking_uri.startswith('file:'): return ['mlflow.store.tracking.file_store']
+    return ['mlflow.store.tracking.sqlalchemy_store', 'mlflow.store.model_registry.sqlalchemy_store', 'alembic.command', 'alembic.runtime.migration']
+
+# %% ../notebooks/lib/07_tracking.ipynb #c011
 def champion_model(tracking_uri:str, model_name:str):
     "`(version, fitted pipeline)` of the champion of `model_name`, or None when there is none"
     from mlops_nb.model import load_pipeline
@@ -85,7 +92,7 @@ def project_tracking_uri(tracking_uri:str=''):
     p = load_project()
     return p.tracking_uri, p.artifact_location
 
-# %% ../notebooks/lib/07_tracking.ipynb #c010
+# %% ../notebooks/lib/07_tracking.ipynb #c013
 @dataclass
 class RegisterResult:
     "The registered model version and the decision"
