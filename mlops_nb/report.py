@@ -8,6 +8,7 @@ Docs: https://github.com/mlops-nb/mlops-nb/report.html.md"""
 from __future__ import annotations
 
 import copy
+import hashlib
 import html
 import json
 from pathlib import Path
@@ -15,8 +16,8 @@ from pathlib import Path
 from .core import MlopsError, atomic_write_text
 
 # %% auto #0
-__all__ = ['PAGE_CSS', 'esc', 'page', 'fmt', 'badge', 'table', 'run_decision', 'notebook_exporter', 'notebook_html',
-           'report_html', 'render_report', 'render_reports', 'render_run_pages']
+__all__ = ['PAGE_CSS', 'esc', 'page', 'fmt', 'badge', 'table', 'run_decision', 'notebook_exporter', 'notebook_html', 'fragments',
+           'prerender', 'report_html', 'render_report', 'render_reports', 'render_run_pages']
 
 # %% ../notebooks/lib/14_report.ipynb #c004
 PAGE_CSS = """
@@ -155,15 +156,36 @@ def _readable_cells(nb, prefix:str):
     nb.cells = cells
     return nb
 
-def notebook_html(path:str|Path, exporter=None, prefix:str='nb')->str:
+def notebook_html(path:str|Path, exporter=None, prefix:str='nb',
+                  cache:Path|None=None, # a folder of fragments rendered before, by the notebook's content
+                 )->str:
     "The cells of the executed notebook at `path` as HTML, inputs hidden"
     import nbformat
+    from nbconvert import __version__ as nbconvert_version
     path = Path(path)
+    key = hashlib.sha256(b'\0'.join([path.read_bytes(), prefix.encode(), _BODY_TEMPLATE.encode(), nbconvert_version.encode()])).hexdigest()
+    hit = cache/f'{key}.html' if cache else None
+    if hit and hit.is_file(): return hit.read_text(encoding='utf-8')
     nb = _readable_cells(nbformat.read(path, as_version=4), prefix)
     body, _ = (exporter or notebook_exporter()).from_notebook_node(nb, resources={'metadata': {'path': str(path.parent), 'name': path.stem}})
+    if hit: atomic_write_text(hit, body)
     return body
 
-# %% ../notebooks/lib/14_report.ipynb #c012
+# %% ../notebooks/lib/14_report.ipynb #c010
+def fragments(run_dir:Path):
+    "The folder of a project's rendered notebook fragments: beside its runs, shared by them (a reused stage's notebook is the same file)"
+    return Path(run_dir).parent/'.cache'/'html'
+
+# %% ../notebooks/lib/14_report.ipynb #c011
+def prerender(run_dir:str|Path, # a run folder
+              notebook:str, # an executed notebook in it
+              name:str, # the stage's name
+             ):
+    "Render a stage's executed notebook for the report ahead of it, while the next stage runs; a failure is left for the report to meet"
+    try: notebook_html(Path(run_dir)/notebook, prefix=name, cache=fragments(Path(run_dir)))
+    except Exception: pass  # report_html renders it again and says why it could not
+
+# %% ../notebooks/lib/14_report.ipynb #c014
 def _criteria_rows(run_dir:Path, m:dict):
     "Rows of the gate's criteria (evaluate's verdict, then audit's) with values and outcomes"
     reg = next((r.get('result') for r in m.get('stages', []) if r.get('name') == 'register' and r.get('result')), None) or {}
@@ -214,7 +236,7 @@ def report_html(run_dir:str|Path, exporter=None)->str:
     if sweep.is_file():
         parts.append('<section class="sweep" id="sweep"><h2>The sweep</h2><p class="links"><a href="sweep.ipynb">notebook</a> · '
                      '<a href="artifacts/sweep/ranking.csv">ranking.csv</a></p>'
-                     f'<div class="nb">{notebook_html(sweep, exporter, prefix="sweep")}</div></section>')
+                     f'<div class="nb">{notebook_html(sweep, exporter, prefix="sweep", cache=fragments(run_dir))}</div></section>')
     toc, sections = [], []
     for i, r in enumerate(m.get('stages', []), 1):
         try: purpose = r.get('purpose') or get_stage(r['name']).purpose
@@ -231,7 +253,7 @@ def report_html(run_dir:str|Path, exporter=None)->str:
         if links: body.append(f'<p class="links">{" · ".join(links)}</p>')
         if r.get('error'): body.append(f'<div class="decision state-failed"><div class="title">why it {esc(r["status"])}</div><pre>{esc(r["error"])}</pre></div>')
         if nb.is_file():
-            try: body.append(f'<div class="nb">{notebook_html(nb, exporter, prefix=r["name"])}</div>')
+            try: body.append(f'<div class="nb">{notebook_html(nb, exporter, prefix=r["name"], cache=fragments(run_dir))}</div>')
             except Exception as e: body.append(f'<p class="muted">the notebook could not be rendered: {esc(type(e).__name__)}: {esc(e)}</p>')
         elif r.get('status') == 'pending': body.append('<p class="muted">not run: the run stopped before this stage.</p>')
         sections.append(f'<section class="stage" id="stage-{esc(r["name"])}">{"".join(body)}</section>')
@@ -239,7 +261,7 @@ def report_html(run_dir:str|Path, exporter=None)->str:
     parts += sections
     return page(f'Run {m["run_id"]}: {d["title"]}', '\n'.join(parts))
 
-# %% ../notebooks/lib/14_report.ipynb #c014
+# %% ../notebooks/lib/14_report.ipynb #c016
 def render_report(run_dir:str|Path, exporter=None)->Path:
     "Write `report.html` in the run folder `run_dir`; return its path"
     from mlops_nb.runner import read_manifest

@@ -463,15 +463,22 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     todo = [i for i, r in enumerate(records) if r['status'] != 'completed']
     started = time.perf_counter()
     server = kernel_server(project, [project.notebooks[records[i]['name']] for i in todo], run_dir)  # imports while MLflow opens
+    from concurrent.futures import ThreadPoolExecutor
+    from mlops_nb.report import prerender  # the report's notebook fragments, rendered while the next stage runs
+    pool = ThreadPoolExecutor(1)
+    def after(name):
+        pool.submit(prerender, run_dir, next(r['notebook'] for r in records if r['name'] == name), name)
     restore = None
     try:
         tracker = Tracker(project, manifest)
         echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
         use = project.settings['pipeline'].get('cache', True) if cache is None else cache
-        try: execute_stages(project, run_dir, manifest, todo, tracker, echo, cache=StageCache(project.runs_dir, run_dir.name) if use else None, server=server)
+        try: execute_stages(project, run_dir, manifest, todo, tracker, echo, after=after,
+                            cache=StageCache(project.runs_dir, run_dir.name) if use else None, server=server)
         except KeyboardInterrupt: restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
     finally:
         if server is not None: server.close()
+        pool.shutdown(cancel_futures=True)
     try: _close_run(run_dir, manifest, tracker, started, project, echo)
     finally:
         if restore is not None: signal.signal(signal.SIGINT, restore)
