@@ -84,11 +84,18 @@ def sweep_kind(stages:list, settings:list):
     return 'mixed'
 
 # %% ../notebooks/lib/22_sweep.ipynb #c010
-def _execute(project:Project, run_dir:Path, manifest:dict, names:list, tracker, echo=print, after=None):
-    "Run the stages `names` of `manifest` in `run_dir`; False when one failed"
-    from mlops_nb.runner import execute_stages
+def _execute(project:Project, run_dir:Path, manifest:dict, names:list, tracker, echo=print, after=None,
+             cache:bool=False): # reuse unchanged stages of earlier runs (the shared stages; a child's are its own)
+    "Run the stages `names` of `manifest` in `run_dir`, kernels forked from a kernel server; False when one failed"
+    from mlops_nb.cache import StageCache
+    from mlops_nb.runner import execute_stages, kernel_server
     idx = {r['name']: i for i, r in enumerate(manifest['stages'])}
-    return execute_stages(project, run_dir, manifest, [idx[n] for n in names], tracker, echo, after)
+    server = kernel_server(project, [project.notebooks[n] for n in names], run_dir)
+    try:
+        return execute_stages(project, run_dir, manifest, [idx[n] for n in names], tracker, echo, after, server=server,
+                              cache=StageCache(project.runs_dir, run_dir.name) if cache and project.settings['pipeline'].get('cache', True) else None)
+    finally:
+        if server is not None: server.close()
 
 def _discard(path:Path):
     "Remove a folder a dead attempt left, read-only files included"
@@ -236,7 +243,10 @@ def _dask_client(scheduler:str|None, workers:int|None):
         try: return Client(scheduler, timeout=20), None
         except (OSError, TimeoutError) as e: raise MlopsError(f'cannot connect to the Dask scheduler {scheduler}: {e}') from None
     # a worker that dies mid-task gets its task retried once on another worker, not three times
-    with dask.config.set({'distributed.scheduler.allowed-failures': 1, 'distributed.worker.daemon': False}):
+    # one thread of BLAS and OpenMP per worker (and its kernels): N workers on N cores, not N x N threads
+    single = {v: 1 for v in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'VECLIB_MAXIMUM_THREADS', 'NUMEXPR_NUM_THREADS')}
+    with dask.config.set({'distributed.scheduler.allowed-failures': 1, 'distributed.worker.daemon': False,
+                          'distributed.nanny.pre-spawn-environ': {**dask.config.get('distributed.nanny.pre-spawn-environ', {}), **single}}):
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
                                host='127.0.0.1', dashboard_address=None, memory_limit=0, silence_logs=50)
     return Client(cluster), cluster
@@ -398,7 +408,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
              f"{'continued in' if resume else 'into'} {run_dir}")
         records = {r['name']: r for r in manifest['stages']}
         try:
-            if _execute(project, run_dir, manifest, [n for n in shared if records[n]['status'] != 'completed'], tracker, echo):
+            if _execute(project, run_dir, manifest, [n for n in shared if records[n]['status'] != 'completed'], tracker, echo, cache=True):
                 t0 = time.perf_counter()
                 rows = _run_children(run_dir, manifest, shared, per_child, combos, overrides, project, tracker, client, progress, echo)
                 sweep['children_s'] = round(time.perf_counter() - t0, 3)
