@@ -76,7 +76,7 @@ def time_values(s:pd.Series, # the time column
     if pd.api.types.is_datetime64_any_dtype(s): return s.dt.tz_convert(None) if getattr(s.dt, 'tz', None) is not None else s
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         if (s == s.round()).all() and s.between(1000, 2999).all(): return s.astype('int64')
-        raise MlopsError(f'time column {column!r} of {where} holds numbers such as {s.iloc[0]!r}, not dates or years: '
+        raise MlopsError(f'time column {column!r} of {where} holds numbers such as {s.iloc[0]}, not dates or years: '
                          'replay the rows in their order with --batch N (rows) and no time column')
     try: parsed = pd.to_datetime(s.astype(str), errors='coerce', format='mixed', utc=True).dt.tz_convert(None)
     except (ValueError, TypeError, OverflowError): parsed = pd.Series(pd.NaT, index=s.index)
