@@ -123,19 +123,21 @@ def cmd_monitor(args):
     return _print_training_run(run_pipeline(retrain, kind='retrain', trigger=trigger), args.approve_as, retrain)
 
 def cmd_replay(args):
-    overrides = [*args.param, *([f'replay.dataset={args.dataset}'] if args.dataset else []), *([f'replay.batch={args.batch}'] if args.batch else [])]
-    run_dir = run_pipeline(load_project(args.settings, overrides), kind='replay', stages=['replay'])
+    from mlops_nb.replay import replay_input, summary_lines
+    if args.data and args.dataset: raise MlopsError('give --data FILE or --dataset NAME, not both')
+    local = Path(args.data).expanduser() if args.data else None
+    data = str(local.resolve()) if local is not None and local.exists() else args.data  # a glob or URI stays as given
+    overrides = [*args.param, *([f'replay.data={data}'] if args.data else []), *([f'replay.dataset={args.dataset}', 'replay.data='] if args.dataset else []),
+                 *([f'replay.time_column={args.time_column}'] if args.time_column is not None else []), *([f'replay.batch={args.batch}'] if args.batch else [])]
+    project = load_project(args.settings, overrides)
+    r = project.settings['replay']  # read and checked before a run folder is made: bad input is one line, not a failed stage
+    replay_input(project.settings, project.root, r.get('data', ''), r.get('time_column', ''), r['dataset'], r['batch'])
+    # never reused from an earlier run: the cache key covers neither the data file's content nor the train notebook's model cell
+    run_dir = run_pipeline(project, kind='replay', stages=['replay'], cache=False)
     m = read_manifest(run_dir)
-    rep = next(s['result'] for s in m['stages'] if s['name'] == 'replay')
-    print(f"\nreplay run {m['run_id']} completed in {m['duration_s']:.1f} s: {rep['dataset']}, {rep['batches'] - rep['first_batches']} "
-          f"{rep['batch']} batches after training on the first {rep['first_batches']}")
-    print(_table([{**p, 'accuracy': f"{p['accuracy']:.4f}", 'accuracy_weighted': f"{p['accuracy_weighted']:.4f}",
-                   'worst_batch': f"{p['worst_batch']:.4f}"} for p in rep['policies']],
-                 ['policy', 'accuracy', 'accuracy_weighted', 'worst_batch', 'retrains']))
-    print(f"  monitor vs never: {rep['monitor_gain_over_never']:+.4f} accuracy; vs periodic: {rep['monitor_minus_periodic']:+.4f} "
-          f"with {rep['retrains_saved_vs_periodic']} fewer retrains")
-    print(f"  plot     {_rel(run_dir)}/artifacts/09_replay/accuracy.png")
-    print(f"  report   {_rel(run_dir)}/report.html")
+    print(f"\nreplay run {m['run_id']} completed in {m['duration_s']:.1f} s", *summary_lines(next(s['result'] for s in m['stages'] if s['name'] == 'replay')), sep='\n')
+    for what, rel in (('batches', 'artifacts/09_replay/batches.parquet'), ('plot', 'artifacts/09_replay/accuracy.png'), ('report', 'report.html')):
+        print(f'  {what:<8} {_rel(run_dir)}/{rel}')
     return 0
 
 def cmd_reproduce(args):
@@ -510,9 +512,11 @@ def parser():
     mo.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override a setting (repeatable)')
     mo.set_defaults(func=cmd_monitor)
     rl = sub.add_parser('replay', help='replay the retraining loop over a time-ordered dataset: never, periodic, monitor-triggered',
-                        description='Score each batch with the current model, monitor it, label it, and retrain by each policy.')
-    rl.add_argument('--dataset', choices=('elec2', 'acs'), help='elec2 (default) or acs')
-    rl.add_argument('--batch', choices=('daily', 'weekly', 'monthly', 'yearly'), help='elec2: daily, weekly (default) or monthly; acs: yearly')
+                        description="Score each batch with the current model, monitor it, label it, and retrain by each policy, as the project's settings say.")
+    rl.add_argument('--data', metavar='FILE_OR_URI', help="your time-ordered data (CSV or Parquet file, folder, glob or URI), read with the project's [data] settings")
+    rl.add_argument('--time-column', metavar='COL', help="the column of a row's time in --data (default: data.time_column if there, else row order)")
+    rl.add_argument('--dataset', choices=('elec2', 'acs'), help='a bundled dataset instead: elec2 (the default without --data) or acs')
+    rl.add_argument('--batch', metavar='SIZE', help='daily, weekly, monthly, yearly (by the time column) or a number of rows; elec2: daily, weekly or monthly; acs: yearly')
     rl.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override a setting, e.g. replay.period=8')
     rl.set_defaults(func=cmd_replay)
     rp_ = sub.add_parser('reproduce', help="execute a run again from its manifest (its settings, notebooks and data; nothing reused) and compare every number",
