@@ -429,6 +429,9 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     project, stages, manifest, run_dir = _open_run(project, resume, kind, stages, trigger)
     for s in stages: project.notebook(s)  # a project without its notebooks is told how to get them, before anything is made
     problems = check_settings(project.settings)
+    if not resume:  # values outside their declared domain or the estimator's constraints, a line each
+        from mlops_nb.preflight import parameter_problems
+        problems += parameter_problems(project, stages)
     if not problems and not resume and any(s.name == 'ingest' for s in stages):
         from mlops_nb.preflight import data_problems
         problems = data_problems(project.settings, project.root)  # before anything is made: minutes before a later stage would meet them
