@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +23,7 @@ import yaml
 
 from .cache import StageCache, cacheable, source_fingerprint, stage_key
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
+from .liveness import Heartbeat, as_read, process_record
 from .project import Project, load_project
 from .stages import BUILTIN, TEMPLATES, Stage, find_stages, stage_params
 
@@ -57,8 +59,10 @@ def git_state(root:Path):
         return {'commit': commit.stdout.strip(), 'dirty': bool(status.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired): return None
 
+_WRITING = threading.Lock()  # the run's thread and its heartbeat's write the one manifest
+
 def write_manifest(run_dir:Path, manifest:dict):
-    atomic_write_text(run_dir/'manifest.json', json.dumps(manifest, indent=2, default=str))
+    with _WRITING: atomic_write_text(run_dir/'manifest.json', json.dumps(manifest, indent=2, default=str))
 
 def read_manifest(run_dir:Path):
     "The manifest of the run folder `run_dir`"
@@ -68,7 +72,7 @@ def read_manifest(run_dir:Path):
     except json.JSONDecodeError as e: raise MlopsError(f'{path} is not valid JSON: {e}') from None
     if m.get('schema_version') != MANIFEST_SCHEMA:
         raise MlopsError(f'{path}: manifest schema {m.get("schema_version")} is not {MANIFEST_SCHEMA}, which this mlops-nb reads')
-    return m
+    return as_read(m, Path(run_dir))  # a running run whose process is gone reads as interrupted
 
 # %% ../notebooks/lib/08_runner.ipynb #c006
 _KERNEL_ENV = {'PYDEVD_DISABLE_FILE_VALIDATION': '1', 'JUPYTER_PLATFORM_DIRS': '1', 'MPLBACKEND': 'module://matplotlib_inline.backend_inline'}
@@ -285,6 +289,11 @@ def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|
         run_dir = Path(resume).resolve()
         manifest = read_manifest(run_dir)
         if manifest['status'] == 'completed': raise MlopsError(f'run {manifest["run_id"]} completed: there is nothing to resume')
+        if manifest['status'] == 'running':
+            p = manifest.get('process') or {}
+            raise MlopsError(f'run {manifest["run_id"]} is still running (process {p.get("pid")} on {p.get("host")}): '
+                             'let it finish, or stop it (Ctrl-C) and resume it then')
+        manifest.pop('interrupted', None)
         root = Path(manifest['settings_file']).parent
         project = Project(root, Path(manifest['settings_file']), manifest['settings'], tuple(manifest['overrides']), find_stages(root))
         stages = project.stages_named([r['name'] for r in manifest['stages']], 'stages of the run')
@@ -441,7 +450,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
     if not resume and any(s.name == 'ingest' for s in stages):  # what the data was, for `mlops-nb reproduce` to check first
         manifest['source'] = source_fingerprint(project.settings['data']['source'], project.root)
-    manifest.update(status='running', ended=None)
+    manifest.update(status='running', ended=None, process=process_record())  # who runs it: `runs` tells a dead run from a live one
     write_manifest(run_dir, manifest)
     records = manifest['stages']
     todo = [i for i, r in enumerate(records) if r['status'] != 'completed']
@@ -450,8 +459,10 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
     restore = None
     use = project.settings['pipeline'].get('cache', True) if cache is None else cache
+    beat = Heartbeat(manifest['process'], lambda: write_manifest(run_dir, manifest))
     try: execute_stages(project, run_dir, manifest, todo, tracker, echo, cache=StageCache(project.runs_dir, run_dir.name) if use else None)
     except KeyboardInterrupt: restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
+    finally: beat.stop()
     try: _close_run(run_dir, manifest, tracker, started, project, echo)
     finally:
         if restore is not None: signal.signal(signal.SIGINT, restore)
