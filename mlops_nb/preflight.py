@@ -16,7 +16,7 @@ from .settings import domain_problems, suggest
 
 # %% auto #0
 __all__ = ['column_settings', 'column_problems', 'source_columns', 'data_problems', 'notebook_estimator', 'estimator_problems',
-           'parameter_problems']
+           'parameter_problems', 'mask_url', 'service_problems']
 
 # %% ../notebooks/lib/24_preflight.ipynb #c004
 def column_settings(settings:dict):
@@ -143,3 +143,43 @@ def parameter_problems(project, # a `mlops_nb.project.Project`
     est = notebook_estimator(project.notebook(train), {k: (next(p.default for p in train.params if p.name == k) if k in bad else v)
                                                        for k, v in params.items()}, project.settings)
     return problems + (estimator_problems(est, params) if est is not None else [])
+
+# %% ../notebooks/lib/24_preflight.ipynb #c018
+def mask_url(text:str):
+    "`text` with the password of every URL in it replaced by `***` (`postgresql://user:***@host/db`)"
+    import re
+    return re.sub(r'([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@', r'\1***@', str(text))
+
+# %% ../notebooks/lib/24_preflight.ipynb #c020
+def _try_store(uri:str, timeout:float):
+    "Raise when the tracking store at `uri` cannot be used now"
+    import os
+    if uri.startswith(('sqlite:', 'file:')) or '://' not in uri:
+        path = Path(uri.split(':///', 1)[1] if ':///' in uri else uri)
+        folder = path if uri.startswith('file:') and path.is_dir() else path.parent
+        while not folder.exists() and folder != folder.parent: folder = folder.parent  # MLflow makes the missing folders
+        if not (folder.is_dir() and os.access(folder, os.W_OK)): raise OSError(f'{folder} is not a folder it can write to')
+    elif uri.startswith(('http://', 'https://')):
+        import urllib.request
+        urllib.request.urlopen(uri.rstrip('/') + '/health', timeout=timeout).close()
+    else:
+        import sqlalchemy
+        args = {'connect_timeout': max(1, int(timeout))} if uri.split(':', 1)[0].split('+')[0] in ('postgresql', 'mysql') else {}
+        engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        try: engine.connect().close()
+        finally: engine.dispose()
+
+def service_problems(tracking_uri:str, # the project's tracking URI, with its credentials (used here only)
+                     tries:int=2, timeout:float=5.0):
+    "A line (empty list when it answers) for a tracking store that cannot be used, its password masked"
+    import time
+    for i in range(tries):
+        try:
+            _try_store(tracking_uri, timeout)
+            return []
+        except Exception as e:  # any failure of any driver: the line below is what a person needs
+            cause = str(getattr(e, 'orig', None) or e).strip().splitlines()
+            cause = mask_url(cause[0] if cause else type(e).__name__)
+            if i + 1 < tries: time.sleep(1)
+    return [f'the MLflow tracking store {mask_url(tracking_uri)} cannot be used: {cause} ({tries} tries, at most '
+            f'{tries * (timeout + 1):.0f} s); start it, or set mlflow.tracking_uri (empty: mlflow.db beside settings.ini)']

@@ -441,6 +441,9 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     if not resume:  # values outside their declared domain or the estimator's constraints, a line each
         from mlops_nb.preflight import parameter_problems
         problems += parameter_problems(project, stages)
+    if not problems:  # the tracking store answers, or the run stops here, before a folder says running
+        from mlops_nb.preflight import service_problems
+        problems = service_problems(project.tracking_uri)
     if not problems and not resume and any(s.name == 'ingest' for s in stages):
         from mlops_nb.preflight import data_problems
         problems = data_problems(project.settings, project.root)  # before anything is made: minutes before a later stage would meet them
