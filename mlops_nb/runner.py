@@ -289,8 +289,8 @@ def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|
         run_dir = Path(resume).resolve()
         manifest = read_manifest(run_dir)
         if manifest['status'] == 'completed': raise MlopsError(f'run {manifest["run_id"]} completed: there is nothing to resume')
-        if manifest['status'] == 'running':
-            p = manifest.get('process') or {}
+        if manifest['status'] == 'running' and manifest.get('process'):  # recorded and alive (a run without a record: as before)
+            p = manifest['process']
             raise MlopsError(f'run {manifest["run_id"]} is still running (process {p.get("pid")} on {p.get("host")}): '
                              'let it finish, or stop it (Ctrl-C) and resume it then')
         manifest.pop('interrupted', None)
