@@ -197,7 +197,13 @@ def cmd_runs(args):
             for m in list_runs(project)]
     if not rows: print(f'no runs yet in {project.runs_dir}: start one with `mlops-nb run`')
     else: print(_table(rows, ['run', 'kind', 'started', 'status', 'duration_s', key, 'data_version', 'model_version']))
+    for m in list_runs(project):
+        if m.get('interrupted'): print(_interrupted(m))
     return 0
+
+def _interrupted(m:dict):
+    i = m['interrupted']
+    return f"{m['run_id']} was interrupted in stage {i['stage']}: {i['why']}; continue with: {i['resume']}"
 
 _NOTEBOOK_STATE = {'same': 'template', 'edited': 'edited', None: 'own'}
 
@@ -205,6 +211,7 @@ def cmd_show(args):
     m = read_manifest(find_run(load_project(args.settings), args.run))
     git = m.get('git') or {}
     print(f"run {m['run_id']} ({m['kind']}): {m['status']}")
+    if m.get('interrupted'): print('  ' + _interrupted(m))
     print(f"  created {m['created']}  ended {m['ended']}  duration {m['duration_s']} s")
     print(f"  code    {git.get('commit', 'not in git')}{' (dirty)' if git.get('dirty') else ''}")
     print(f"  mlflow  {m.get('mlflow', {}).get('tracking_uri')} run {m.get('mlflow', {}).get('run_id')}")

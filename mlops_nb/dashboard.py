@@ -362,7 +362,9 @@ def _run_row(m:dict, runs_dir:Path, names:list, diff_href:str|None):
     model = (f"v{esc(s['version'])} {badge(d['state'])}" if s.get('version') else
              f"watched v{esc(s.get('champion_version'))} {badge(d['state'])}" if m.get('kind') == 'monitor' and m.get('status') == 'completed' else '-')
     metrics = (s.get('metrics') or {})
-    cells = [link, esc(m.get('kind')), badge(m.get('status')), esc((m.get('created') or '').replace('+00:00', 'Z').replace('T', ' ')),
+    gone = m.get('interrupted')  # its process died: the stage it was in, and how to go on
+    status = badge(m.get('status')) + (f"<br><small>in {esc(gone['stage'])}: <code>{esc(gone['resume'])}</code></small>" if gone else '')
+    cells = [link, esc(m.get('kind')), status, esc((m.get('created') or '').replace('+00:00', 'Z').replace('T', ' ')),
              f"{m['duration_s']:.1f} s" if m.get('duration_s') else '-', esc(s.get('data_version')), model,
              *[fmt(metrics.get(k)) for k in names], esc(trigger_text(m)),
              f'<a href="{esc(diff_href)}">what changed</a>' if diff_href else '-']

@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from .core import MlopsError
-from .settings import suggest
+from .settings import domain_problems, suggest
 
 # %% auto #0
-__all__ = ['column_settings', 'column_problems', 'source_columns', 'data_problems']
+__all__ = ['column_settings', 'column_problems', 'source_columns', 'data_problems', 'notebook_estimator', 'estimator_problems',
+           'parameter_problems', 'mask_url', 'service_problems']
 
 # %% ../notebooks/lib/24_preflight.ipynb #c004
 def column_settings(settings:dict):
@@ -86,3 +87,99 @@ def data_problems(settings:dict, # a project's typed settings
     except MlopsError as e: return [f'{e} (in {where})']
     except (OSError, ValueError, UnicodeError): return []  # ingest reads the data properly and says what is wrong with it
     return []
+
+# %% ../notebooks/lib/24_preflight.ipynb #c013
+def notebook_estimator(notebook:Path, # the train stage's notebook
+                       params:dict, # its parameters, as the run would pass them
+                       settings:dict, # the project's typed settings
+                      ):
+    "The unfitted estimator the train notebook makes with `params` (a built-in's, or its `model` cell's `make_model()`); None when it cannot be built outside its stage"
+    import json
+    task, features = settings['data']['task'], {'categorical': [], 'numeric': []}
+    try:
+        if params.get('model'):
+            from mlops_nb.model import build_pipeline
+            keys = ('learning_rate', 'max_iter', 'max_leaf_nodes', 'inverse_regularization')
+            return build_pipeline(features, params['model'], **{k: params[k] for k in keys if k in params},
+                                  random_state=settings['project']['random_state'], task=task).named_steps['model']
+        cells = json.loads(Path(notebook).read_text(encoding='utf-8'))['cells']
+        src = next(''.join(c['source']) for c in cells if 'model' in (c.get('metadata', {}).get('tags') or []))
+        ns = {**params, 'classification': task == 'classification', 'features': features, 'data': settings['data'],
+              'project': settings['project']}
+        exec(compile(src, str(notebook), 'exec'), ns)
+        return ns['make_model']()
+    except Exception: return None  # a cell that needs more than its stage's variables: the stage itself will say what is wrong
+
+def estimator_problems(est, # an unfitted scikit-learn estimator
+                       params:dict, # the stage's parameters: a constraint's line names the one of the same name
+                       section:str='train', # their settings section
+                      ):
+    "One line per parameter of `est` outside scikit-learn's declared constraints, checked without fitting"
+    constraints = getattr(est, '_parameter_constraints', None)
+    if not isinstance(constraints, dict): return []  # not an estimator that declares its constraints
+    try: from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+    except ImportError: return []
+    res = []
+    for k, v in est.get_params(deep=False).items():
+        if k not in constraints: continue
+        try: validate_parameter_constraints({k: constraints[k]}, {k: v}, caller_name=type(est).__name__)
+        except InvalidParameterError as e:
+            where = f'{section}.{k} = {params[k]!r}' if k in params else f"{section}: the notebook's model cell makes {type(est).__name__}({k}={v!r})"
+            res.append(f'{where}: {e}')
+    return res
+
+# %% ../notebooks/lib/24_preflight.ipynb #c015
+def parameter_problems(project, # a `mlops_nb.project.Project`
+                       stages:list, # the `Stage`s the run executes
+                      ):
+    "One line per value outside its declared domain, or outside the train estimator's own constraints (shared settings and the run's stages)"
+    from mlops_nb.stages import SETTINGS, declared_settings, stage_params
+    declared = declared_settings(project.notebooks or None)
+    problems = domain_problems(project.settings, declared, {p.section for p in SETTINGS} | {s.name for s in stages})
+    train = next((s for s in stages if s.name == 'train'), None)
+    if train is None: return problems
+    params = stage_params(train, project.settings, '')
+    bad = {p.name for p in train.params if p.check(params[p.name])}  # said above: built with its default instead, a line per value
+    est = notebook_estimator(project.notebook(train), {k: (next(p.default for p in train.params if p.name == k) if k in bad else v)
+                                                       for k, v in params.items()}, project.settings)
+    return problems + (estimator_problems(est, params) if est is not None else [])
+
+# %% ../notebooks/lib/24_preflight.ipynb #c018
+def mask_url(text:str):
+    "`text` with the password of every URL in it replaced by `***` (`postgresql://user:***@host/db`)"
+    import re
+    return re.sub(r'([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@', r'\1***@', str(text))
+
+# %% ../notebooks/lib/24_preflight.ipynb #c020
+def _try_store(uri:str, timeout:float):
+    "Raise when the tracking store at `uri` cannot be used now"
+    import os
+    if uri.startswith(('sqlite:', 'file:')) or '://' not in uri:
+        path = Path(uri.split(':///', 1)[1] if ':///' in uri else uri)
+        folder = path if uri.startswith('file:') and path.is_dir() else path.parent
+        while not folder.exists() and folder != folder.parent: folder = folder.parent  # MLflow makes the missing folders
+        if not (folder.is_dir() and os.access(folder, os.W_OK)): raise OSError(f'{folder} is not a folder it can write to')
+    elif uri.startswith(('http://', 'https://')):
+        import urllib.request
+        urllib.request.urlopen(uri.rstrip('/') + '/health', timeout=timeout).close()
+    else:
+        import sqlalchemy
+        args = {'connect_timeout': max(1, int(timeout))} if uri.split(':', 1)[0].split('+')[0] in ('postgresql', 'mysql') else {}
+        engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        try: engine.connect().close()
+        finally: engine.dispose()
+
+def service_problems(tracking_uri:str, # the project's tracking URI, with its credentials (used here only)
+                     tries:int=2, timeout:float=5.0):
+    "A line (empty list when it answers) for a tracking store that cannot be used, its password masked"
+    import time
+    for i in range(tries):
+        try:
+            _try_store(tracking_uri, timeout)
+            return []
+        except Exception as e:  # any failure of any driver: the line below is what a person needs
+            cause = str(getattr(e, 'orig', None) or e).strip().splitlines()
+            cause = mask_url(cause[0] if cause else type(e).__name__)
+            if i + 1 < tries: time.sleep(1)
+    return [f'the MLflow tracking store {mask_url(tracking_uri)} cannot be used: {cause} ({tries} tries, at most '
+            f'{tries * (timeout + 1):.0f} s); start it, or set mlflow.tracking_uri (empty: mlflow.db beside settings.ini)']

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +23,7 @@ import yaml
 
 from .cache import StageCache, cacheable, source_fingerprint, stage_key
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
+from .liveness import Heartbeat, as_read, process_record
 from .project import Project, load_project
 from .stages import BUILTIN, TEMPLATES, Stage, find_stages, stage_params
 
@@ -58,8 +60,10 @@ def git_state(root:Path):
         return {'commit': commit.stdout.strip(), 'dirty': bool(status.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired): return None
 
+_WRITING = threading.Lock()  # the run's thread and its heartbeat's write the one manifest
+
 def write_manifest(run_dir:Path, manifest:dict):
-    atomic_write_text(run_dir/'manifest.json', json.dumps(manifest, indent=2, default=str))
+    with _WRITING: atomic_write_text(run_dir/'manifest.json', json.dumps(manifest, indent=2, default=str))
 
 def read_manifest(run_dir:Path):
     "The manifest of the run folder `run_dir`"
@@ -69,7 +73,7 @@ def read_manifest(run_dir:Path):
     except json.JSONDecodeError as e: raise MlopsError(f'{path} is not valid JSON: {e}') from None
     if m.get('schema_version') != MANIFEST_SCHEMA:
         raise MlopsError(f'{path}: manifest schema {m.get("schema_version")} is not {MANIFEST_SCHEMA}, which this mlops-nb reads')
-    return m
+    return as_read(m, Path(run_dir))  # a running run whose process is gone reads as interrupted
 
 # %% ../notebooks/lib/08_runner.ipynb #c006
 _KERNEL_ENV = {'PYDEVD_DISABLE_FILE_VALIDATION': '1', 'JUPYTER_PLATFORM_DIRS': '1', 'MPLBACKEND': 'module://matplotlib_inline.backend_inline'}
@@ -303,6 +307,11 @@ def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|
         run_dir = Path(resume).resolve()
         manifest = read_manifest(run_dir)
         if manifest['status'] == 'completed': raise MlopsError(f'run {manifest["run_id"]} completed: there is nothing to resume')
+        if manifest['status'] == 'running' and manifest.get('process'):  # recorded and alive (a run without a record: as before)
+            p = manifest['process']
+            raise MlopsError(f'run {manifest["run_id"]} is still running (process {p.get("pid")} on {p.get("host")}): '
+                             'let it finish, or stop it (Ctrl-C) and resume it then')
+        manifest.pop('interrupted', None)
         root = Path(manifest['settings_file']).parent
         project = Project(root, Path(manifest['settings_file']), manifest['settings'], tuple(manifest['overrides']), find_stages(root))
         stages = project.stages_named([r['name'] for r in manifest['stages']], 'stages of the run')
@@ -448,6 +457,12 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     project, stages, manifest, run_dir = _open_run(project, resume, kind, stages, trigger)
     for s in stages: project.notebook(s)  # a project without its notebooks is told how to get them, before anything is made
     problems = check_settings(project.settings)
+    if not resume:  # values outside their declared domain or the estimator's constraints, a line each
+        from mlops_nb.preflight import parameter_problems
+        problems += parameter_problems(project, stages)
+    if not problems:  # the tracking store answers, or the run stops here, before a folder says running
+        from mlops_nb.preflight import service_problems
+        problems = service_problems(project.tracking_uri)
     if not problems and not resume and any(s.name == 'ingest' for s in stages):
         from mlops_nb.preflight import data_problems
         problems = data_problems(project.settings, project.root)  # before anything is made: minutes before a later stage would meet them
@@ -457,7 +472,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
     if not resume and any(s.name == 'ingest' for s in stages):  # what the data was, for `mlops-nb reproduce` to check first
         manifest['source'] = source_fingerprint(project.settings['data']['source'], project.root)
-    manifest.update(status='running', ended=None)
+    manifest.update(status='running', ended=None, process=process_record())  # who runs it: `runs` tells a dead run from a live one
     write_manifest(run_dir, manifest)
     records = manifest['stages']
     todo = [i for i, r in enumerate(records) if r['status'] != 'completed']
@@ -469,6 +484,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     def after(name):
         pool.submit(prerender, run_dir, next(r['notebook'] for r in records if r['name'] == name), name)
     restore = None
+    beat = Heartbeat(manifest['process'], lambda: write_manifest(run_dir, manifest))
     try:
         tracker = Tracker(project, manifest)
         echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
@@ -477,6 +493,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
                             cache=StageCache(project.runs_dir, run_dir.name) if use else None, server=server)
         except KeyboardInterrupt: restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
     finally:
+        beat.stop()
         if server is not None: server.close()
         pool.shutdown(cancel_futures=True)
     try: _close_run(run_dir, manifest, tracker, started, project, echo)

@@ -64,7 +64,11 @@ def parse_parameters(path:str|Path):
             raise MlopsError(f'{path.name}: parameter {name!r} is typed {typ.__name__} but defaults to {default!r}')
         help = next((notes[i] for i in range(node.lineno, node.end_lineno + 1) if i in notes), '')
         if not help: raise MlopsError(f'{path.name}: parameter {name!r} has no "# help" comment saying what it does')
-        res.append(Param(name, typ, default, help))
+        p = Param(name, typ, default, help)
+        try: why = p.check(default)
+        except ValueError as e: raise MlopsError(f'{path.name}: parameter {name!r}: its domain {e}') from None
+        if why: raise MlopsError(f'{path.name}: parameter {name!r} defaults to {default!r}, which {why.replace("must be", "is not")}')
+        res.append(p)
     if not res or res[0].name != 'run_dir':
         raise MlopsError(f"{path.name}: the parameters cell must start with `run_dir: str = '../../runs/interactive'  # run folder`")
     return tuple(res)
@@ -192,7 +196,7 @@ SETTINGS = (
     Param('model_name', str, 'acs-employment', 'registered model name in MLflow', 'project'),
     Param('runs_dir', str, 'runs', 'folder of run folders, relative to the project', 'project'),
     Param('key_metric', str, 'roc_auc', 'the metric run listings show and monitoring charts per window', 'project'),
-    Param('random_state', int, 42, 'seed for sampling, splitting and the estimators', 'project'),
+    Param('random_state', int, 42, 'seed for sampling, splitting and the estimators, in [0, 4294967295]', 'project'),
     Param('tracking_uri', str, '', 'MLflow tracking URI; empty: mlflow.db beside settings.ini; a relative SQLite path is relative to it', 'mlflow'),
     Param('artifact_location', str, 'mlartifacts', 'where MLflow stores artifacts, relative to the project', 'mlflow'),
     Param('experiment', str, 'mlops-nb', 'MLflow experiment of the runs', 'mlflow'),
@@ -212,13 +216,13 @@ SETTINGS = (
     Param('challenger_alias', str, 'challenger', "registry alias of the model that gets a share of traffic or shadows the champion; empty: none", 'serve'),
     Param('weights', str, '100/0', 'champion/challenger traffic weights, e.g. 90/10 (sticky per client)', 'serve'),
     Param('sticky_key', str, 'X-Client-Id', 'header, or field of the first row, whose value keeps a client on one model', 'serve'),
-    Param('shadow_share', float, 0.0, 'share of champion requests the challenger also scores, logged and never returned', 'serve'),
-    Param('max_batch_size', int, 256, 'most rows scored in one predict call (a larger request is scored alone)', 'serve'),
-    Param('max_wait_ms', float, 2.0, 'longest a request waits for others to join its batch', 'serve'),
+    Param('shadow_share', float, 0.0, 'share of champion requests the challenger also scores, logged and never returned, in [0, 1]', 'serve'),
+    Param('max_batch_size', int, 256, 'most rows scored in one predict call (a larger request is scored alone), in [1, inf)', 'serve'),
+    Param('max_wait_ms', float, 2.0, 'longest a request waits for others to join its batch, in [0, inf)', 'serve'),
     Param('prediction_log', str, '', "SQLAlchemy URL of the prediction log; empty: predictions.db beside settings.ini; off: no log", 'serve'),
-    Param('max_payload_mb', float, 20.0, 'larger request bodies are refused with 413', 'serve'),
+    Param('max_payload_mb', float, 20.0, 'larger request bodies are refused with 413, in (0, inf)', 'serve'),
     Param('token_env', str, '', 'environment variable holding the bearer token clients must send; empty: no auth', 'serve'),
-    Param('reload_interval_s', float, 2.0, 'how often the registry is checked for a moved champion or challenger alias', 'serve'),
+    Param('reload_interval_s', float, 2.0, 'how often the registry is checked for a moved champion or challenger alias, in (0, inf)', 'serve'),
 )
 
 def declared_settings(stages:dict|None=None): # `find_stages` of the project; default: the templates'

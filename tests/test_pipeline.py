@@ -165,7 +165,8 @@ def test_settings_lists_every_setting_with_its_value(trained):
 
 def test_a_setting_that_does_not_fit_its_notebook_is_caught_before_execution(project):
     nb_path = project / 'notebooks' / 'stages' / '03_features.ipynb'
-    nb_path.write_text(nb_path.read_text().replace('holdout_share: float = 0.2', 'holdout_share: int = 1'))
+    nb_path.write_text(nb_path.read_text().replace('holdout_share: float = 0.2  # share of rows kept out of training, in (0, 1)',
+                                                  'holdout_share: int = 1  # share of rows kept out of training'))
     res = cli(project, 'run')
     assert res.returncode == 1 and 'Traceback' not in res.stderr
     assert "settings.ini [features] holdout_share: expected int for 'holdout_share'" in res.stderr and "got '0.2'" in res.stderr
