@@ -189,21 +189,19 @@ def cmd_sweep(args):
 
 def cmd_runs(args):
     project = load_project(args.settings)
-    key = project.settings['project']['key_metric']
+    key, runs = project.settings['project']['key_metric'], list_runs(project)
     rows = [{'run': m['run_id'], 'kind': m['kind'], 'started': m['created'].replace('+00:00', 'Z'), 'status': m['status'],
              'duration_s': f"{m['duration_s']:.1f}" if m.get('duration_s') else None,
              key: _fmt(m.get('summary', {}).get('metrics', {}).get(key)) if m.get('summary', {}).get('metrics') else None,
              'data_version': m.get('summary', {}).get('data_version'), 'model_version': m.get('summary', {}).get('version')}
-            for m in list_runs(project)]
+            for m in runs]
     if not rows: print(f'no runs yet in {project.runs_dir}: start one with `mlops-nb run`')
     else: print(_table(rows, ['run', 'kind', 'started', 'status', 'duration_s', key, 'data_version', 'model_version']))
-    for m in list_runs(project):
-        if m.get('interrupted'): print(_interrupted(m))
+    for line in [_interrupted(m) for m in runs if m.get('interrupted')]: print(line)
     return 0
 
 def _interrupted(m:dict):
-    i = m['interrupted']
-    return f"{m['run_id']} was interrupted in stage {i['stage']}: {i['why']}; continue with: {i['resume']}"
+    return "{run} was interrupted in stage {stage}: {why}; continue with: {resume}".format(run=m['run_id'], **m['interrupted'])
 
 _NOTEBOOK_STATE = {'same': 'template', 'edited': 'edited', None: 'own'}
 
@@ -372,12 +370,6 @@ def cmd_diff(args):
 
 def _stop(*_): raise KeyboardInterrupt
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 def cmd_ui(args):
     import signal, subprocess
     from mlops_nb.dashboard import dashboard_server, render_dashboard
@@ -392,7 +384,8 @@ def cmd_ui(args):
     if project.tracking_uri.startswith(('http://', 'https://')):
         print(f'MLflow UI  {project.tracking_uri}/  (the tracking server settings.ini names)', flush=True)
     elif args.mlflow:
-        port = args.mlflow_port or _free_port()
+        from mlops_nb.trackserver import free_port
+        port = args.mlflow_port or free_port()
         mlflow = subprocess.Popen([sys.executable, '-m', 'mlflow', 'ui', '--backend-store-uri', project.tracking_uri,
                                    '--host', '127.0.0.1', '--port', str(port)], cwd=project.root)
         print(f'MLflow UI  http://127.0.0.1:{port}/  (started by --mlflow, stops with this command)', flush=True)
