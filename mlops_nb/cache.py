@@ -17,11 +17,12 @@ from pathlib import Path
 from .core import MlopsError, link_path, sha256_file, sha256_path
 
 # %% auto #0
-__all__ = ['SIDE_EFFECTS', 'NO_REGISTRY', 'NOT_SHARED', 'package_code', 'project_code', 'source_fingerprint', 'stage_key',
-           'cacheable', 'StageCache']
+__all__ = ['SIDE_EFFECTS', 'UNKEYED', 'NO_REGISTRY', 'NOT_SHARED', 'package_code', 'project_code', 'source_fingerprint',
+           'stage_key', 'cacheable', 'StageCache']
 
 # %% ../notebooks/lib/26_cache.ipynb #c005
 SIDE_EFFECTS = ('register', 'monitor')  # never reused: what they do outside the run folder must happen each time
+UNKEYED = ('replay',)  # never reused: it reads a file of its own (replay.data) and [monitor], which a key does not cover
 NO_REGISTRY = ('features', 'audit')  # built-in stages that never read the champion
 NOT_SHARED = ('pipeline', 'serve', 'monitor')  # sections read by commands, not by stages
 _VOLATILE = ('run_dir', 'mlflow_run_id')  # parameters that name this run, not what it computes
@@ -95,9 +96,9 @@ def stage_key(stage, # the `Stage` about to run
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 def cacheable(name:str, settings:dict):
-    "Whether stage `name` may be reused: not one with side effects, not listed in `[pipeline] uncached`"
+    "Whether stage `name` may be reused: not one with side effects or inputs outside its key, not listed in `[pipeline] uncached`"
     uncached = {n.strip() for n in str(settings.get('pipeline', {}).get('uncached', '')).split(',') if n.strip()}
-    return name not in SIDE_EFFECTS and name not in uncached
+    return name not in (*SIDE_EFFECTS, *UNKEYED) and name not in uncached
 
 # %% ../notebooks/lib/26_cache.ipynb #c014
 class StageCache:
