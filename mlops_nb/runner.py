@@ -107,13 +107,13 @@ class Kernel:
         self.log.close()
 
 # %% ../notebooks/lib/08_runner.ipynb #c007
-def kernel_server(project:Project, stages:list, run_dir:Path):
+def kernel_server(project:Project, stages:list, log:Path):
     "The run's kernel server, importing what `stages`' notebooks import; None where kernels are not forked"
     if sys.platform != 'linux' or not stages or os.environ.get('MLOPS_NB_WARM_KERNELS') == '0': return None
     from mlops_nb.kernels import KernelServer  # jupyter_client: 0.1 s that commands without kernels need not pay
     from mlops_nb.tracking import store_modules
     return KernelServer({s.name: project.notebook(s) for s in stages}, project.root, store_modules(project.tracking_uri),
-                        {**os.environ, **_KERNEL_ENV}, run_dir/'logs'/'kernels.log')
+                        {**os.environ, **_KERNEL_ENV}, log)
 
 # %% ../notebooks/lib/08_runner.ipynb #c009
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
@@ -445,17 +445,8 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
         for k in kernels.values(): k.shutdown()
     return True
 
-def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
-                 resume:str|Path|None=None, # a run folder to continue instead of starting a new run
-                 echo=print, # where progress lines go
-                 kind:str='train', # recorded in the manifest: train, monitor, retrain, replay
-                 stages:list|None=None, # stage names; default: the project's [pipeline] stages
-                 trigger:dict|None=None, # why the run started (a monitor's trigger.json); default: by hand
-                 cache:bool|None=None, # reuse unchanged stages of earlier runs; None: `[pipeline] cache`
-                ):
-    "Run the pipeline's stage notebooks into a run folder; return the run folder"
-    project, stages, manifest, run_dir = _open_run(project, resume, kind, stages, trigger)
-    for s in stages: project.notebook(s)  # a project without its notebooks is told how to get them, before anything is made
+def _preflight(project:Project, stages:list, resume):
+    "Raise, with a line per problem, when the settings, parameters, tracking store or data would fail the run"
     problems = check_settings(project.settings)
     if not resume:  # values outside their declared domain or the estimator's constraints, a line each
         from mlops_nb.preflight import parameter_problems
@@ -468,7 +459,29 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
         problems = data_problems(project.settings, project.root)  # before anything is made: minutes before a later stage would meet them
     if len(problems) == 1: raise MlopsError(f'{project.settings_file}: {problems[0]}')
     if problems: raise MlopsError(f'{project.settings_file}:\n  ' + '\n  '.join(problems))
+
+def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
+                 resume:str|Path|None=None, # a run folder to continue instead of starting a new run
+                 echo=print, # where progress lines go
+                 kind:str='train', # recorded in the manifest: train, monitor, retrain, replay
+                 stages:list|None=None, # stage names; default: the project's [pipeline] stages
+                 trigger:dict|None=None, # why the run started (a monitor's trigger.json); default: by hand
+                 cache:bool|None=None, # reuse unchanged stages of earlier runs; None: `[pipeline] cache`
+                ):
+    "Run the pipeline's stage notebooks into a run folder; return the run folder"
+    project, stages, manifest, run_dir = _open_run(project, resume, kind, stages, trigger)
+    for s in stages: project.notebook(s)  # a project without its notebooks is told how to get them, before anything is made
+    early = project.runs_dir/'.cache'/f'kernels-{os.getpid()}.log'  # the server's log until the run folder exists
+    server = kernel_server(project, [project.notebooks[r['name']] for r in manifest['stages'] if r['status'] != 'completed'], early)
+    try: _preflight(project, stages, resume)  # while the server imports on the other core
+    except BaseException:
+        if server is not None: server.close()
+        early.unlink(missing_ok=True)
+        raise
     run_dir.mkdir(parents=True, exist_ok=True)
+    if server is not None:
+        (run_dir/'logs').mkdir(exist_ok=True)
+        os.replace(early, run_dir/'logs'/'kernels.log')  # the server writes on through its open file
     if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
     if not resume and any(s.name == 'ingest' for s in stages):  # what the data was, for `mlops-nb reproduce` to check first
         manifest['source'] = source_fingerprint(project.settings['data']['source'], project.root)
@@ -477,7 +490,6 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     records = manifest['stages']
     todo = [i for i, r in enumerate(records) if r['status'] != 'completed']
     started = time.perf_counter()
-    server = kernel_server(project, [project.notebooks[records[i]['name']] for i in todo], run_dir)  # imports while MLflow opens
     from concurrent.futures import ThreadPoolExecutor
     from mlops_nb.report import prerender  # the report's notebook fragments, rendered while the next stage runs
     pool = ThreadPoolExecutor(1)

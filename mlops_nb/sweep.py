@@ -90,7 +90,7 @@ def _execute(project:Project, run_dir:Path, manifest:dict, names:list, tracker, 
     from mlops_nb.cache import StageCache
     from mlops_nb.runner import execute_stages, kernel_server
     idx = {r['name']: i for i, r in enumerate(manifest['stages'])}
-    server = kernel_server(project, [project.notebooks[n] for n in names], run_dir)
+    server = kernel_server(project, [project.notebooks[n] for n in names], run_dir/'logs'/'kernels.log')
     try:
         return execute_stages(project, run_dir, manifest, [idx[n] for n in names], tracker, echo, after, server=server,
                               cache=StageCache(project.runs_dir, run_dir.name) if cache and project.settings['pipeline'].get('cache', True) else None)
