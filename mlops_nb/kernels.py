@@ -100,6 +100,7 @@ def _become_kernel(req:dict):
         null = os.open(os.devnull, os.O_RDONLY)
         for fd, to in ((null, 0), (out, 1), (out, 2)): os.dup2(fd, to)
         os.chdir(req['cwd'])
+        sys.path.insert(0, os.getcwd())  # as `python -m ipykernel_launcher` started there has it (the server runs with -P)
         os.environ.clear()
         os.environ.update(req['env'], JPY_PARENT_PID=str(os.getppid()))  # the kernel watches the server, which watches the runner
         import random

@@ -477,6 +477,9 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     except BaseException:
         if server is not None: server.close()
         early.unlink(missing_ok=True)
+        for d in (early.parent, project.runs_dir):  # a refused run leaves no trace, not even an empty runs folder
+            try: d.rmdir()
+            except OSError: break  # not empty: other runs are there
         raise
     run_dir.mkdir(parents=True, exist_ok=True)
     if server is not None:
