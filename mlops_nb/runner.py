@@ -420,7 +420,8 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
                 rec['status'] = 'completed'
             except StageFailed as e: rec.update(status='failed', error=str(e))
             rec.update(end=utc_now().isoformat(), duration_s=round(time.perf_counter() - t0, 3))
-            rec['overhead_s'] = round(rec['duration_s'] - rec.get('cells_s', 0), 3)
+            # a reused stage's cells_s is the earlier execution's: its overhead here would be meaningless, even negative
+            rec['overhead_s'] = None if rec.get('cached_from') else round(rec['duration_s'] - rec.get('cells_s', 0), 3)
             if i in kernels: kernels.pop(i).shutdown()
             current = None
             echo(_progress(i + 1, len(records), rec))
