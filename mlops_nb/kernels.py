@@ -23,6 +23,8 @@ from pathlib import Path
 
 from jupyter_client.provisioning import LocalProvisioner
 
+from .liveness import pid_alive
+
 # %% auto #0
 __all__ = ['source_imports', 'stage_modules', 'serve', 'KernelServer', 'ForkProvisioner']
 
@@ -80,15 +82,6 @@ def stage_modules(notebook:Path, # a stage notebook
     return [m for m in seen if _outside(m, root)]
 
 # %% ../notebooks/lib/28_kernels.ipynb #c011
-def _alive(pid:int):
-    "Whether process `pid` runs (a zombie does not)"
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
-    except (OSError, IndexError): return True
-
-# %% ../notebooks/lib/28_kernels.ipynb #c013
 def _become_kernel(req:dict):
     "In a forked child: start the kernel `req` asks for; never returns"
     code = 1
@@ -120,7 +113,7 @@ def _become_kernel(req:dict):
             except Exception: pass  # a closed stream has nothing left to write
         os._exit(code)
 
-# %% ../notebooks/lib/28_kernels.ipynb #c014
+# %% ../notebooks/lib/28_kernels.ipynb #c012
 class _Requests:
     "Lines of JSON from a file descriptor, read without blocking past what is there"
     def __init__(self, fd:int): self.fd, self.buf, self.eof = fd, b'', False
@@ -136,7 +129,7 @@ class _Requests:
         *lines, self.buf = self.buf.split(b'\n')
         return [json.loads(l) for l in lines if l.strip()]
 
-# %% ../notebooks/lib/28_kernels.ipynb #c016
+# %% ../notebooks/lib/28_kernels.ipynb #c014
 def serve():
     "The kernel server's main loop (`python -m mlops_nb.kernels`): import the plan's modules, fork kernels on request"
     requests, reply = _Requests(sys.stdin.fileno()), sys.stdout.buffer  # not sys.stdin: its buffer would hide requests from select
@@ -196,7 +189,7 @@ def serve():
         try: os.killpg(pid, signal.SIGKILL)
         except OSError: pass  # it ended already
 
-# %% ../notebooks/lib/28_kernels.ipynb #c018
+# %% ../notebooks/lib/28_kernels.ipynb #c016
 class _Forked:
     "A kernel forked by the server: the part of `subprocess.Popen` that jupyter_client uses"
     stdin = stdout = stderr = None
@@ -206,7 +199,7 @@ class _Forked:
     def pid(self): return self.server.pid(self.id)
 
     def poll(self):
-        if self.returncode is None and not _alive(self.pid): self.returncode = 0  # the server reaped it; its status stays there
+        if self.returncode is None and not pid_alive(self.pid): self.returncode = 0  # the server reaped it; its status stays there
         return self.returncode
 
     def wait(self, timeout:float|None=None):
@@ -223,7 +216,7 @@ class _Forked:
     def kill(self): self.send_signal(signal.SIGKILL)
     def terminate(self): self.send_signal(signal.SIGTERM)
 
-# %% ../notebooks/lib/28_kernels.ipynb #c019
+# %% ../notebooks/lib/28_kernels.ipynb #c017
 class KernelServer:
     "The run's kernel server: started now, importing what `notebooks` import; `fork` asks it for a stage's kernel"
     def __init__(self, notebooks:dict, # `{stage name: stage notebook}`, in run order
@@ -269,7 +262,7 @@ class KernelServer:
         except subprocess.TimeoutExpired: self.proc.terminate()  # amid an import that nobody needs now
         self.proc.wait()
 
-# %% ../notebooks/lib/28_kernels.ipynb #c020
+# %% ../notebooks/lib/28_kernels.ipynb #c018
 def _kernel_args(cmd:list):
     "The arguments after `python -m ipykernel_launcher` in a kernel command of this Python, or None"
     if len(cmd) >= 3 and Path(cmd[0]).resolve() == Path(sys.executable).resolve() and cmd[1:3] == ['-m', 'ipykernel_launcher']:
@@ -288,5 +281,5 @@ class ForkProvisioner(LocalProvisioner):
         self.cwd = kw.get('cwd')
         return self.connection_info
 
-# %% ../notebooks/lib/28_kernels.ipynb #c024
+# %% ../notebooks/lib/28_kernels.ipynb #c022
 if __name__ == '__main__': serve()

@@ -16,16 +16,28 @@ from pathlib import Path
 from .core import utc_now
 
 # %% auto #0
-__all__ = ['HEARTBEAT_S', 'STALE_S', 'process_record', 'process_alive', 'as_read', 'Heartbeat']
+__all__ = ['HEARTBEAT_S', 'STALE_S', 'pid_alive', 'process_record', 'process_alive', 'as_read', 'Heartbeat']
 
 # %% ../notebooks/lib/29_liveness.ipynb #c004
 HEARTBEAT_S = 10 # how often a running run refreshes its heartbeat
 STALE_S = 60 # a run on another host whose heartbeat is older than this is gone
 
+def _stat(pid:int):
+    "The fields of `/proc/PID/stat` after the command name (state first), or None where /proc cannot tell"
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except (OSError, IndexError): return None
+
 def _proc_start(pid:int):
     "The start of process `pid` in clock ticks since boot (Linux), or None where /proc cannot tell"
-    try: return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19])
-    except (OSError, ValueError, IndexError): return None
+    try: return int(_stat(pid)[19])
+    except (TypeError, ValueError, IndexError): return None
+
+def pid_alive(pid:int):
+    "Whether process `pid` exists on this host and is not a zombie (ended, not yet reaped)"
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass  # another user's process: it exists
+    return (_stat(pid) or ['?'])[0] != 'Z'
 
 def process_record():
     "`{host, pid, proc_start, started, heartbeat}` of the current process, for a run's manifest"
@@ -41,9 +53,8 @@ def process_alive(proc:dict, # a manifest's `process`
         try: age = ((now or utc_now()) - datetime.fromisoformat(proc['heartbeat'])).total_seconds()
         except (KeyError, TypeError, ValueError): return True  # cannot tell: do not call a run dead
         return age < STALE_S
-    try: os.kill(proc['pid'], 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass  # another user's process: it exists
+    try:
+        if not pid_alive(proc['pid']): return False
     except (KeyError, TypeError): return True
     start = _proc_start(proc['pid'])
     return proc.get('proc_start') is None or start is None or start == proc['proc_start']  # a reused pid is another process
