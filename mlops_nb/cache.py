@@ -18,7 +18,7 @@ from .core import MlopsError, link_path, sha256_file, sha256_path
 
 # %% auto #0
 __all__ = ['SIDE_EFFECTS', 'UNKEYED', 'NO_REGISTRY', 'NOT_SHARED', 'package_code', 'project_code', 'source_fingerprint',
-           'stage_key', 'cacheable', 'StageCache']
+           'stage_key', 'cacheable', 'StageCache', 'run_cache']
 
 # %% ../notebooks/lib/26_cache.ipynb #c005
 SIDE_EFFECTS = ('register', 'monitor')  # never reused: what they do outside the run folder must happen each time
@@ -138,3 +138,13 @@ class StageCache:
             rec['cached_from'] = {'run': (old.get('cached_from') or {}).get('run', src.name), 'stage': old['name'], 'linked_from': src.name}
             return True
         return False
+
+# %% ../notebooks/lib/26_cache.ipynb #c016
+def run_cache(settings:dict, # the run's settings: `[pipeline] cache` says whether to reuse
+              runs_dir:Path, # the project's runs folder
+              run_dir:Path, # the new run's folder, left out of the index
+              use:bool|None=None, # reuse or not, whatever the settings say; None: as they say
+             ):
+    "The `StageCache` a new run in `run_dir` reuses stages from, or None when it reuses none"
+    on = settings.get('pipeline', {}).get('cache', True) if use is None else use
+    return StageCache(runs_dir, Path(run_dir).name) if on else None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .cache import StageCache, cacheable, source_fingerprint, stage_key
+from .cache import cacheable, run_cache, source_fingerprint, stage_key
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
 from .liveness import Heartbeat, as_read, process_record
 from .project import Project, load_project
@@ -504,9 +504,8 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     try:
         tracker = Tracker(project, manifest)
         echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
-        use = project.settings['pipeline'].get('cache', True) if cache is None else cache
         try: execute_stages(project, run_dir, manifest, todo, tracker, echo, after=after,
-                            cache=StageCache(project.runs_dir, run_dir.name) if use else None, server=server)
+                            cache=run_cache(project.settings, project.runs_dir, run_dir, cache), server=server)
         except KeyboardInterrupt: restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
     finally:
         beat.stop()

@@ -87,13 +87,13 @@ def sweep_kind(stages:list, settings:list):
 def _execute(project:Project, run_dir:Path, manifest:dict, names:list, tracker, echo=print, after=None,
              cache:bool=False): # reuse unchanged stages of earlier runs (the shared stages; a child's are its own)
     "Run the stages `names` of `manifest` in `run_dir`, kernels forked from a kernel server; False when one failed"
-    from mlops_nb.cache import StageCache
+    from mlops_nb.cache import run_cache
     from mlops_nb.runner import execute_stages, kernel_server
     idx = {r['name']: i for i, r in enumerate(manifest['stages'])}
     server = kernel_server(project, [project.notebooks[n] for n in names], run_dir/'logs'/'kernels.log')
     try:
         return execute_stages(project, run_dir, manifest, [idx[n] for n in names], tracker, echo, after, server=server,
-                              cache=StageCache(project.runs_dir, run_dir.name) if cache and project.settings['pipeline'].get('cache', True) else None)
+                              cache=run_cache(project.settings, project.runs_dir, run_dir, None if cache else False))
     finally:
         if server is not None: server.close()
 
