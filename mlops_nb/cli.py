@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .core import MlopsError
+from .liveness import stacks_on_signal
 from .project import load_project
 from .runner import RunInterrupted, find_run, list_runs, read_manifest, reproduce_run, run_pipeline
 
@@ -581,9 +582,9 @@ def parser():
 
 def main(argv=None):
     "Entry point of `mlops-nb`"
-    # jsonschema (imported by nbformat, so by every run) compiles 38 grammars at import, 1 s, when rfc3987_syntax
-    # is installed, for IRI formats that no notebook schema uses; this process is ours to spare that
+    # jsonschema (imported by nbformat) compiles 38 IRI grammars at import, 1 s, if rfc3987_syntax is there; no schema here uses them
     sys.modules.setdefault('rfc3987_syntax', None)
+    stacks_on_signal()  # `kill -USR1 PID` shows where a run that seems stuck is
     args = parser().parse_args(argv)
     if getattr(args, 'resume', None) and args.param: return _fail('--resume continues with the settings the run started with: drop -p')
     try: return args.func(args)

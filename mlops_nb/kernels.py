@@ -23,7 +23,7 @@ from pathlib import Path
 
 from jupyter_client.provisioning import LocalProvisioner
 
-from .liveness import pid_alive
+from .liveness import pid_alive, stacks_on_signal
 
 # %% auto #0
 __all__ = ['source_imports', 'stage_modules', 'serve', 'KernelServer', 'ForkProvisioner']
@@ -92,6 +92,7 @@ def _become_kernel(req:dict):
         out = os.open(req['log'], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         for fd, to in ((null, 0), (out, 1), (out, 2)): os.dup2(fd, to)
+        stacks_on_signal(file=os.fdopen(out, 'w'))  # ipykernel takes fd 2 over to forward output to the notebook
         os.chdir(req['cwd'])
         sys.path.insert(0, os.getcwd())  # as `python -m ipykernel_launcher` started there has it (the server runs with -P)
         os.environ.clear()
@@ -169,6 +170,7 @@ def serve():
             children.discard(pid)
     signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle: it stops the stage, then us
+    stacks_on_signal()  # into our log: `kill -USR1 PID` shows where we are stuck
     ahead = itertools.chain(['ipykernel.kernelapp'], itertools.chain.from_iterable(map(of, notebooks)))  # every kernel needs ipykernel
     more = True
     while pending or not requests.eof:

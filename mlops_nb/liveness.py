@@ -16,7 +16,7 @@ from pathlib import Path
 from .core import utc_now
 
 # %% auto #0
-__all__ = ['HEARTBEAT_S', 'STALE_S', 'pid_alive', 'process_record', 'process_alive', 'as_read', 'Heartbeat']
+__all__ = ['HEARTBEAT_S', 'STALE_S', 'pid_alive', 'process_record', 'process_alive', 'as_read', 'Heartbeat', 'stacks_on_signal']
 
 # %% ../notebooks/lib/29_liveness.ipynb #c004
 HEARTBEAT_S = 10 # how often a running run refreshes its heartbeat
@@ -90,3 +90,12 @@ class Heartbeat:
     def stop(self):
         self.done.set()
         self.thread.join()
+
+# %% ../notebooks/lib/29_liveness.ipynb #6f99513a
+def stacks_on_signal(sig:int|None=None, # default: SIGUSR1, where there is one
+                     file=None, # an open file to print to, kept open; default: stderr
+                    ):
+    "Have `kill -USR1 PID` print every thread's stack, and go on: where a process that seems stuck is"
+    import faulthandler, signal, sys
+    sig = sig or getattr(signal, 'SIGUSR1', None)
+    if sig is not None and hasattr(faulthandler, 'register'): faulthandler.register(sig, file=file or sys.stderr, all_threads=True, chain=False)
