@@ -98,4 +98,6 @@ def stacks_on_signal(sig:int|None=None, # default: SIGUSR1, where there is one
     "Have `kill -USR1 PID` print every thread's stack, and go on: where a process that seems stuck is"
     import faulthandler, signal, sys
     sig = sig or getattr(signal, 'SIGUSR1', None)
-    if sig is not None and hasattr(faulthandler, 'register'): faulthandler.register(sig, file=file or sys.stderr, all_threads=True, chain=False)
+    if sig is None or not hasattr(faulthandler, 'register'): return
+    try: faulthandler.register(sig, file=file or sys.stderr, all_threads=True, chain=False)
+    except (ValueError, OSError): pass  # stderr is no file (a notebook's, say): there is nowhere to print to
