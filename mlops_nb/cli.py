@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .core import MlopsError
+from .credentials import hide, mask
 from .liveness import stacks_on_signal
 from .project import load_project
 from .runner import RunInterrupted, find_run, list_runs, read_manifest, reproduce_run, run_pipeline
@@ -238,10 +239,10 @@ def cmd_settings(args):
     from mlops_nb.stages import declared_settings
     project = load_project(args.settings, args.param)
     nbs = project.notebooks
-    rows = [{'setting': f'{s}.{k}', 'type': p.type.__name__, 'value': repr(project.settings[s][k]), 'default': repr(p.default),
+    rows = [{'setting': f'{s}.{k}', 'type': p.type.__name__, 'value': repr(hide(project.settings[s][k])), 'default': repr(p.default),
              'declared in': nbs[s].notebook if s in nbs else 'mlops_nb', 'help': p.help}
             for s, ps in declared_settings(nbs).items() for k, p in ps.items()]
-    print(f'settings from {project.settings_file}' + (f' with {", ".join(project.overrides)}' if project.overrides else ''))
+    print(f'settings from {project.settings_file}' + (f' with {", ".join(hide(project.overrides))}' if project.overrides else ''))
     print(_table(rows, ['setting', 'type', 'value', 'default', 'declared in', 'help']))
     return 0
 
@@ -375,23 +376,15 @@ def cmd_ui(args):
     import signal, subprocess
     from mlops_nb.dashboard import dashboard_server, render_dashboard
     from mlops_nb.report import render_reports
+    from mlops_nb.trackserver import mlflow_ui
     project = load_project(args.settings)
     render_reports([project.runs_dir/m['run_id'] for m in list_runs(project) if not (project.runs_dir/m['run_id']/'report.html').is_file()])
     render_dashboard(project)
     srv = dashboard_server(project.runs_dir, args.port)
     signal.signal(signal.SIGTERM, _stop)  # stopped by a service manager: close down as after Ctrl-C
     print(f'dashboard  http://127.0.0.1:{srv.server_address[1]}/index.html', flush=True)
-    mlflow = None
-    if project.tracking_uri.startswith(('http://', 'https://')):
-        print(f'MLflow UI  {project.tracking_uri}/  (the tracking server settings.ini names)', flush=True)
-    elif args.mlflow:
-        from mlops_nb.trackserver import free_port
-        port = args.mlflow_port or free_port()
-        mlflow = subprocess.Popen([sys.executable, '-m', 'mlflow', 'ui', '--backend-store-uri', project.tracking_uri,
-                                   '--host', '127.0.0.1', '--port', str(port)], cwd=project.root)
-        print(f'MLflow UI  http://127.0.0.1:{port}/  (started by --mlflow, stops with this command)', flush=True)
-    else: print(f'MLflow UI  mlflow ui --backend-store-uri {project.tracking_uri} --host 127.0.0.1 --port 5000  '
-                '(then http://127.0.0.1:5000/), or run this command with --mlflow', flush=True)
+    mlflow, line = mlflow_ui(project.tracking_uri, project.root, args.mlflow, args.mlflow_port)
+    print(line, flush=True)
     print('Ctrl-C stops', flush=True)
     try: srv.serve_forever()
     except KeyboardInterrupt: pass
@@ -596,5 +589,5 @@ def main(argv=None):
         return 0
 
 def _fail(msg:str, code:int=1):
-    print(f'error: {msg}', file=sys.stderr)
+    print(f'error: {mask(msg)}', file=sys.stderr)
     return code

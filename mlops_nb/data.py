@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .core import MlopsError, atomic_path, atomic_write_text, find_project_root
+from .credentials import mask, reveal
 from .stages import get_stage
 
 # %% auto #0
@@ -154,7 +155,7 @@ def _fsspec_files(uri:str):
     except ImportError:
         raise MlopsError(f'{uri}: reading URIs needs fsspec and the package of the filesystem '
                          '(pip install fsspec s3fs for s3://, gcsfs for gs://, adlfs for az://)') from None
-    try: fs, path = fsspec.core.url_to_fs(uri)
+    try: fs, path = fsspec.core.url_to_fs(reveal(uri))  # a masked setting: its password, known to this process
     except (ImportError, ValueError) as e: raise MlopsError(f'{uri}: {e}') from None  # fsspec names the package to install
     try:
         if glob_magic := globlib.has_magic(path): paths = sorted(fs.glob(path))
@@ -164,7 +165,7 @@ def _fsspec_files(uri:str):
         infos = {p: fs.info(p) for p in paths}
     except MlopsError: raise
     except Exception as e: raise MlopsError(f'{uri}: cannot be listed: {type(e).__name__}: {e}') from None
-    name = lambda p: fs.unstrip_protocol(p)
+    name = lambda p: mask(fs.unstrip_protocol(p))  # what is shown and recorded; `path` is what is opened
     if len(paths) == 1 and not glob_magic and infos[paths[0]].get('type') != 'directory':
         p = paths[0]
         f = DataFile(name(p), 'csv', size=infos[p].get('size'), fs=fs, path=p)

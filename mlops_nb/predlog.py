@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .core import MlopsError, atomic_path, utc_now
+from .credentials import mask, reveal
 
 # %% auto #0
 __all__ = ['log_url', 'open_store', 'dumps', 'loads', 'utcnow', 'columns_json', 'PredictionLog', 'feedback_record',
@@ -69,8 +70,8 @@ def open_store(url:str, # SQLAlchemy URL; a SQLite file is created with its fold
     "`(engine, tables)` of the prediction log at `url`, tables created if missing"
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
-    try: u = make_url(url)
-    except Exception as e: raise MlopsError(f'prediction log: {url!r} is not a SQLAlchemy URL ({e})') from None
+    try: u = make_url(reveal(url))  # masked, as a manifest holds it: the password this process knows
+    except Exception as e: raise MlopsError(f'prediction log: {mask(url)!r} is not a SQLAlchemy URL ({mask(e)})') from None
     sqlite = u.get_backend_name() == 'sqlite'
     if sqlite and u.database and u.database != ':memory:': Path(u.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(u, connect_args={'timeout': 30} if sqlite else {})

@@ -12,11 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 from .core import MlopsError
+from .credentials import mask
 from .settings import domain_problems, suggest
 
 # %% auto #0
 __all__ = ['column_settings', 'column_problems', 'source_columns', 'data_problems', 'notebook_estimator', 'estimator_problems',
-           'parameter_problems', 'mask_url', 'service_problems']
+           'parameter_problems', 'service_problems']
 
 # %% ../notebooks/lib/24_preflight.ipynb #c004
 def column_settings(settings:dict):
@@ -144,12 +145,6 @@ def parameter_problems(project, # a `mlops_nb.project.Project`
                                                        for k, v in params.items()}, project.settings)
     return problems + (estimator_problems(est, params) if est is not None else [])
 
-# %% ../notebooks/lib/24_preflight.ipynb #c018
-def mask_url(text:str):
-    "`text` with the password of every URL in it replaced by `***` (`postgresql://user:***@host/db`)"
-    import re
-    return re.sub(r'([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@', r'\1***@', str(text))
-
 # %% ../notebooks/lib/24_preflight.ipynb #c020
 def _try_store(uri:str, timeout:float):
     "Raise when the tracking store at `uri` cannot be used now"
@@ -169,9 +164,13 @@ def _try_store(uri:str, timeout:float):
         try: engine.connect().close()
         finally: engine.dispose()
 
-def service_problems(tracking_uri:str, # the project's tracking URI, with its credentials (used here only)
-                     tries:int=2, timeout:float=5.0):
-    "A line (empty list when it answers) for a tracking store that cannot be used, its password masked"
+_TRACKING = ('the MLflow tracking store', 'mlflow.tracking_uri (empty: mlflow.db beside settings.ini)')
+
+def service_problems(tracking_uri:str, # the store's URI, with its credentials (used here only)
+                     tries:int=2, timeout:float=5.0,
+                     service:tuple=_TRACKING, # `(what it is, the setting that names it)`, for the line
+                    ):
+    "A line (empty list when it answers) for a store (tracking, prediction log) that cannot be used, its password masked"
     import time
     for i in range(tries):
         try:
@@ -179,7 +178,7 @@ def service_problems(tracking_uri:str, # the project's tracking URI, with its cr
             return []
         except Exception as e:  # any failure of any driver: the line below is what a person needs
             cause = str(getattr(e, 'orig', None) or e).strip().splitlines()
-            cause = mask_url(cause[0] if cause else type(e).__name__)
+            cause = mask(cause[0] if cause else type(e).__name__)
             if i + 1 < tries: time.sleep(1)
-    return [f'the MLflow tracking store {mask_url(tracking_uri)} cannot be used: {cause} ({tries} tries, at most '
-            f'{tries * (timeout + 1):.0f} s); start it, or set mlflow.tracking_uri (empty: mlflow.db beside settings.ini)']
+    return [f'{service[0]} {mask(tracking_uri)} cannot be used: {cause} ({tries} tries, at most '
+            f'{tries * (timeout + 1):.0f} s); start it, or set {service[1]}']

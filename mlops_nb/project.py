@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import MlopsError, find_project_root
+from .credentials import remember, reveal
 from .settings import apply_overrides, read_settings, resolve
 from .stages import declared_settings, find_stages, pipeline_stages, run_order
 
@@ -40,7 +41,7 @@ class Project:
     def runs_dir(self): return (self.root/self.settings['project']['runs_dir']).resolve()
 
     @property
-    def tracking_uri(self): return _absolute_uri(self.settings['mlflow']['tracking_uri'] or 'sqlite:///mlflow.db', self.root)
+    def tracking_uri(self): return _absolute_uri(reveal(self.settings['mlflow']['tracking_uri']) or 'sqlite:///mlflow.db', self.root)
 
     @property
     def artifact_location(self): return _absolute_uri(self.settings['mlflow']['artifact_location'], self.root)
@@ -70,7 +71,9 @@ def load_project(settings_file:str|Path|None=None, # settings.ini to use; defaul
     settings_file = Path(settings_file).resolve() if settings_file else find_project_root()/'settings.ini'
     raw = apply_overrides(read_settings(settings_file), overrides)
     stages = find_stages(settings_file.parent)
-    return Project(settings_file.parent, settings_file, resolve(raw, declared_settings(stages), settings_file.name), tuple(overrides), stages)
+    settings = resolve(raw, declared_settings(stages), settings_file.name)
+    remember([settings, list(overrides)])  # a password in a setting: known to this process and its kernels, masked in what they write
+    return Project(settings_file.parent, settings_file, settings, tuple(overrides), stages)
 
 # %% ../notebooks/lib/06_project.ipynb #c007
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import yaml
 
 from .cache import cacheable, run_cache, source_fingerprint, stage_key
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
+from .credentials import hide, reveal, scrub, unrevealed
 from .liveness import Heartbeat, as_read, process_record
 from .project import Project, load_project
 from .stages import BUILTIN, TEMPLATES, Stage, find_stages, stage_params
@@ -63,7 +64,7 @@ def git_state(root:Path):
 _WRITING = threading.Lock()  # the run's thread and its heartbeat's write the one manifest
 
 def write_manifest(run_dir:Path, manifest:dict):
-    with _WRITING: atomic_write_text(run_dir/'manifest.json', json.dumps(manifest, indent=2, default=str))
+    with _WRITING: atomic_write_text(run_dir/'manifest.json', json.dumps(hide(manifest), indent=2, default=str))  # passwords stay in memory
 
 def read_manifest(run_dir:Path):
     "The manifest of the run folder `run_dir`"
@@ -178,7 +179,7 @@ def run_stage(stage:Stage, project:Project, run_dir:Path, kernel:Kernel, record:
     out = run_dir/stage.notebook
     tmp = run_dir/f'.{out.stem}.running.ipynb'
     try:
-        nb = pm.execute_notebook(str(source), str(tmp), parameters=record['parameters'], km=kernel.km,
+        nb = pm.execute_notebook(str(source), str(tmp), parameters=hide(record['parameters']), km=kernel.km,
                                  kernel_name=kernel.km.kernel_name, cwd=str(run_dir), progress_bar=cell_progress(stage.name),
                                  stdout_file=kernel.log, stderr_file=kernel.log)
         record['cells_s'] = _cells_seconds(nb)
@@ -188,6 +189,7 @@ def run_stage(stage:Stage, project:Project, run_dir:Path, kernel:Kernel, record:
         raise StageFailed(_error_lines(e)) from None
     finally:
         if tmp.exists(): os.replace(tmp, out)
+        scrub([out, kernel.log.name, *_written(run_dir, stage)])  # a password that a library printed anyway
     missing = [p for p in stage.outputs.values() if not (run_dir/p).exists()]
     if missing: raise StageFailed(f'{stage.name} did not write its declared outputs: {", ".join(missing)}')
     record['outputs'] = _hashes(run_dir, _written(run_dir, stage))
@@ -217,7 +219,7 @@ class Tracker:
                                        tags={'mlops_nb.run_id': manifest['run_id'], 'mlops_nb.kind': manifest['kind']})
             m['run_id'] = parent.info.run_id
             from mlflow.entities import Param as MlflowParam
-            self.c.log_batch(m['run_id'], params=[MlflowParam(f'{s}.{k}', str(v)[:6000]) for s, kv in manifest['settings'].items()
+            self.c.log_batch(m['run_id'], params=[MlflowParam(f'{s}.{k}', str(hide(v))[:6000]) for s, kv in manifest['settings'].items()
                                                   for k, v in kv.items()])
         self.parent = m['run_id']
 
@@ -230,7 +232,7 @@ class Tracker:
     def end_stage(self, run_dir:Path, stage:Stage, record:dict):
         from mlflow.entities import Metric, Param as MlflowParam
         rid, now = record['mlflow_run_id'], int(time.time()*1000)
-        params = [MlflowParam(k, str(v)[:6000]) for k, v in record['parameters'].items() if k not in ('run_dir', 'mlflow_run_id')]
+        params = [MlflowParam(k, str(hide(v))[:6000]) for k, v in record['parameters'].items() if k not in ('run_dir', 'mlflow_run_id')]
         result = dict(record.get('result') or {})
         fitted = result.pop('estimator_params', None)  # the estimator actually fitted, as parameters of its stage's run
         if fitted is not None:
@@ -301,6 +303,16 @@ def _progress(i:int, n:int, rec:dict):
     line = f"[{i}/{n}] {rec['name']:<10} {status:<11} {took}"
     return line + f"  from {rec['cached_from']['run']}" if status == 'reused' else line
 
+def _real_settings(manifest:dict):
+    "`manifest` with its masked settings made real again, from its settings file or what this process knows"
+    try: load_project(manifest['settings_file'])  # remembers the passwords in the file as it is now
+    except MlopsError: pass  # moved or broken: what this process knows may do
+    if missing := unrevealed([manifest['settings'], manifest['overrides']]):
+        raise MlopsError(f"run {manifest['run_id']} ran with a password in {', '.join(missing)}, which a run folder does not keep: "
+                         f"put it back in {manifest['settings_file']}, or pass it by environment (README: Credentials)")
+    manifest['settings'], manifest['overrides'] = reveal(manifest['settings']), reveal(manifest['overrides'])
+    return manifest
+
 def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|None=None, trigger:dict|None=None):
     "`(project, stages, manifest, run_dir)` of a new run, or of the run to resume"
     if resume:
@@ -312,6 +324,7 @@ def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|
             raise MlopsError(f'run {manifest["run_id"]} is still running (process {p.get("pid")} on {p.get("host")}): '
                              'let it finish, or stop it (Ctrl-C) and resume it then')
         manifest.pop('interrupted', None)
+        _real_settings(manifest)
         root = Path(manifest['settings_file']).parent
         project = Project(root, Path(manifest['settings_file']), manifest['settings'], tuple(manifest['overrides']), find_stages(root))
         stages = project.stages_named([r['name'] for r in manifest['stages']], 'stages of the run')
@@ -486,7 +499,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     if server is not None:
         (run_dir/'logs').mkdir(exist_ok=True)
         os.replace(early, run_dir/'logs'/'kernels.log')  # the server writes on through its open file
-    if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
+    if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
     if not resume and any(s.name == 'ingest' for s in stages):  # what the data was, for `mlops-nb reproduce` to check first
         manifest['source'] = source_fingerprint(project.settings['data']['source'], project.root)
     manifest.update(status='running', ended=None, process=process_record())  # who runs it: `runs` tells a dead run from a live one
@@ -523,7 +536,7 @@ def reproduce_run(run_dir:str|Path, # the run folder to execute again
     "`(new run folder, comparison)`: the run executed again from its manifest, cache off; see `mlops_nb.reproduce.compare`"
     from mlops_nb.cache import SIDE_EFFECTS
     from mlops_nb.reproduce import check_reproducible, compare
-    old = read_manifest(Path(run_dir))
+    old = _real_settings(read_manifest(Path(run_dir)))
     root = Path(old['settings_file']).parent
     project = Project(root, Path(old['settings_file']), old['settings'], (), find_stages(root))
     check_reproducible(old, project)

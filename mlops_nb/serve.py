@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import MlopsError
+from .credentials import mask
 from .predlog import PredictionLog, columns_json, dumps, feedback_record, loads, utcnow
 
 # %% auto #0
@@ -1263,11 +1264,15 @@ def serve(server:ModelServer, host:str='127.0.0.1', port:int=8000, echo=print):
     "Run `server` on uvicorn until Ctrl-C or SIGTERM; in-flight requests are answered and logged before it exits"
     import uvicorn
     tune_process()
+    if server.cfg.log_url:  # before uvicorn, whose startup would fail on it with a traceback
+        from mlops_nb.preflight import service_problems
+        if problems := service_problems(server.cfg.log_url, service=('the prediction log', 'serve.prediction_log (off: no log)')):
+            raise MlopsError(problems[0])
     c, ch = server.models['champion'], server.models.get('challenger')
     echo(f'serving {c.name} version {c.version} ({server.cfg.alias}) on http://{host}:{port}')
     if ch is not None: echo(f'  challenger version {ch.version} ({server.cfg.challenger_alias}): {server.cfg.challenger_share:.0%} of clients, '
                             f'shadow on {server.cfg.shadow_share:.0%} of requests')
-    echo(f'  prediction log {server.cfg.log_url or "off"}; auth {"bearer token" if server.cfg.token else "off"}; Ctrl-C stops')
+    echo(f'  prediction log {mask(server.cfg.log_url or "off")}; auth {"bearer token" if server.cfg.token else "off"}; Ctrl-C stops')
     # uvicorn shuts down gracefully on SIGINT and SIGTERM, then raises the signal again: a stop that went
     # well ends here with exit code 0 and a summary, not a traceback or a death by signal
     class _Stopped(Exception): pass

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from .core import MlopsError, atomic_path, atomic_write_text, link_path, sha256_path, utc_now
+from .credentials import hide
 from .project import Project, load_project
 from .settings import parse_override
 from .stages import declared_settings
@@ -148,7 +149,7 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
         if digest and sha256_path(child_dir/rel) != digest:
             raise MlopsError(f'{child_dir/rel}: differs from the sweep run it was linked from')
     manifest['shared_inputs'] = {k: v for k, v in spec['shared_files'].items() if v}
-    atomic_write_text(child_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
+    atomic_write_text(child_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
     write_manifest(child_dir, manifest)
     tracker = Tracker(project, manifest)
     if spec.get('mlflow_parent'):  # the MLflow UI shows the children under the sweep's run
@@ -400,7 +401,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
                      **where, 'shared_stages': shared, 'child_stages': per_child, 'best_stages': rest, 'key_metric': key}
             manifest['sweep'] = sweep
             (run_dir/'children').mkdir(parents=True)
-            atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(project.settings, sort_keys=False))
+            atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
         write_manifest(run_dir, manifest)
         tracker = Tracker(project, manifest)
         started = time.perf_counter()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .core import atomic_write_text, file_lock
+from .credentials import reveal
 from .stages import get_stage
 
 # %% auto #0
@@ -24,6 +25,7 @@ __all__ = ['REFERENCE', 'mlflow_client', 'client', 'is_server', 'experiment_id',
 def mlflow_client(tracking_uri:str):
     "An `MlflowClient` for `tracking_uri`, its tracking store and registry; a new SQLite store is created by one process at a time"
     from mlflow.tracking import MlflowClient
+    tracking_uri = reveal(tracking_uri)  # as a manifest holds it, masked: the password this process knows
     if not tracking_uri.startswith('sqlite:///'): return MlflowClient(tracking_uri, registry_uri=tracking_uri)
     # MLflow creates a new store's tables by migrations that fail when processes run them at once (a sweep's
     # workers, two runs started together); the client opens its store as it is made
@@ -32,8 +34,8 @@ def mlflow_client(tracking_uri:str):
 def client(tracking_uri:str):
     "`mlflow_client(tracking_uri)`, `tracking_uri` also made the process's default URI"
     import mlflow
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_tracking_uri(reveal(tracking_uri))
+    mlflow.set_registry_uri(reveal(tracking_uri))
     return mlflow_client(tracking_uri)
 
 def is_server(tracking_uri:str):

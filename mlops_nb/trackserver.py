@@ -11,20 +11,15 @@ import os
 import socket
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .core import MlopsError
+from .credentials import mask
 
 # %% auto #0
-__all__ = ['redact', 'free_port', 'check_backend', 'server_command', 'client_uri', 'run_server', 'tracking_server']
+__all__ = ['free_port', 'check_backend', 'server_command', 'client_uri', 'run_server', 'tracking_server', 'mlflow_ui']
 
 # %% ../notebooks/lib/19_trackserver.ipynb #c004
-def redact(uri:str):
-    "`uri` with its password replaced by `***`, for messages"
-    parts = urlsplit(uri)
-    if not parts.password: return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f':{parts.password}@', ':***@', 1)))
-
 def _absolute(uri_or_path:str, root:Path):
     "A relative SQLite path or artifact path made absolute against `root`; URIs as given"
     if uri_or_path.startswith('sqlite:///') and not uri_or_path.startswith('sqlite:////'):
@@ -59,14 +54,14 @@ def _driver_missing(uri:str):
 def check_backend(uri:str):
     "Open the backend store `uri`; return `[(experiment, artifact location)]` of experiments whose artifacts are local paths"
     scheme = urlsplit(uri).scheme
-    if scheme in ('http', 'https'): raise MlopsError(f'the backend store is a database, not a tracking server: {redact(uri)}; '
+    if scheme in ('http', 'https'): raise MlopsError(f'the backend store is a database, not a tracking server: {mask(uri)}; '
                                                    'give --backend-store sqlite:///PATH or postgresql://...')
     if scheme == 'sqlite':
         path = Path(uri[len('sqlite:///'):])
         if not path.parent.is_dir(): raise MlopsError(f'{path.parent}: no such folder for the SQLite store')
         if not path.is_file(): return []  # MLflow creates it
     if module := _driver_missing(uri):
-        raise MlopsError(f'{redact(uri)} needs the {module} driver: {_INSTALL.get(scheme.split("+")[0], "pip install " + module)}')
+        raise MlopsError(f'{mask(uri)} needs the {module} driver: {_INSTALL.get(scheme.split("+")[0], "pip install " + module)}')
     import sqlalchemy
     try:
         engine = sqlalchemy.create_engine(uri)
@@ -74,7 +69,7 @@ def check_backend(uri:str):
             if not sqlalchemy.inspect(con).has_table('experiments'): return []  # a new database: MLflow creates its tables
             rows = con.execute(sqlalchemy.text("SELECT name, artifact_location FROM experiments WHERE lifecycle_stage = 'active'")).all()
     except sqlalchemy.exc.SQLAlchemyError as e:
-        raise MlopsError(f'cannot open the backend store {redact(uri)}: {str(e.orig if getattr(e, "orig", None) else e).strip().splitlines()[0]}') from None
+        raise MlopsError(f'cannot open the backend store {mask(uri)}: {str(e.orig if getattr(e, "orig", None) else e).strip().splitlines()[0]}') from None
     finally:
         if 'engine' in locals(): engine.dispose()
     return [(n, loc) for n, loc in rows if loc and (loc.startswith('file:') or loc.startswith('/'))]
@@ -144,7 +139,7 @@ def tracking_server(backend_store:str='', # SQLAlchemy URI; empty: the project's
         if not backend_store:
             backend_store = p.tracking_uri
             if urlsplit(backend_store).scheme in ('http', 'https'):
-                raise MlopsError(f'{p.settings_file} already points at a tracking server ({backend_store}): '
+                raise MlopsError(f'{p.settings_file} already points at a tracking server ({mask(backend_store)}): '
                                  'give the database to serve with --backend-store')
         if not artifacts:
             artifacts = p.artifact_location
@@ -156,7 +151,7 @@ def tracking_server(backend_store:str='', # SQLAlchemy URI; empty: the project's
     local = check_backend(backend_store)
     uri = client_uri(host, port)
     echo('MLflow tracking server')
-    echo(f'  backend store  {redact(backend_store)}')
+    echo(f'  backend store  {mask(backend_store)}')
     echo(f'  artifacts      {artifacts}  (uploaded and downloaded through the server)')
     echo(f'  listening on   {host}:{port}, {workers} worker{"s" if workers > 1 else ""}, no job execution')
     if host not in ('127.0.0.1', 'localhost', '::1'):
@@ -174,3 +169,20 @@ def tracking_server(backend_store:str='', # SQLAlchemy URI; empty: the project's
     argv, env = server_command(backend_store, artifacts, host, port, workers)
     if not run: return argv, env
     return run_server(argv, env, client_uri('127.0.0.1' if host in ('0.0.0.0', '') else '::1' if host == '::' else host, port), echo)
+
+# %% ../notebooks/lib/19_trackserver.ipynb #57a45ca2
+def mlflow_ui(tracking_uri:str, # the project's tracking URI, with its credentials (used here only)
+              root:Path, # the project folder, where `mlflow ui` starts
+              start:bool, # start `mlflow ui` for a store this machine opens (a tracking server has its own UI)
+              port:int=5000, # its port; 0 picks a free one
+             ):
+    "`(process or None, line)`: the MLflow UI of `tracking_uri`, started when asked and needed, and where to find it"
+    import subprocess
+    if urlsplit(tracking_uri).scheme in ('http', 'https'):
+        return None, f'MLflow UI  {mask(tracking_uri)}/  (the tracking server settings.ini names)'
+    if not start: return None, (f'MLflow UI  mlflow ui --backend-store-uri {mask(tracking_uri)} --host 127.0.0.1 --port 5000  '
+                                '(then http://127.0.0.1:5000/), or run this command with --mlflow')
+    port = port or free_port()
+    proc = subprocess.Popen([sys.executable, '-m', 'mlflow', 'ui', '--host', '127.0.0.1', '--port', str(port)], cwd=root,
+                            env={**os.environ, 'MLFLOW_BACKEND_STORE_URI': tracking_uri})  # not in argv, which `ps` shows anyone
+    return proc, f'MLflow UI  http://127.0.0.1:{port}/  (started by --mlflow, stops with this command)'
