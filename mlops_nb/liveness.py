@@ -70,7 +70,8 @@ def as_read(manifest:dict, # a run's manifest
     stage = next((r for r in m['stages'] if r.get('status') == 'running'), None)
     why = f"its process ({proc.get('pid')} on {proc.get('host')}, last heard of {proc.get('heartbeat')}) is gone"
     if stage: stage.update(status='interrupted', error=f'interrupted: {why}')
-    m['interrupted'] = {'stage': stage and stage['name'], 'why': why, 'resume': f'mlops-nb run --resume {run_dir}'}
+    verb = 'sweep' if manifest.get('kind') == 'sweep' else 'run'
+    m['interrupted'] = {'stage': stage and stage['name'], 'why': why, 'resume': f'mlops-nb {verb} --resume {run_dir}'}
     return m
 
 # %% ../notebooks/lib/29_liveness.ipynb #c010
@@ -86,6 +87,7 @@ class Heartbeat:
             self.process['heartbeat'] = utc_now().isoformat()
             try: self.write()
             except OSError: pass  # a full disk or a gone folder: the run's own next write will say so
+            except RuntimeError: pass  # the manifest changed while it was written (a dict resized): the next beat writes it
 
     def stop(self):
         self.done.set()

@@ -22,6 +22,7 @@ import yaml
 
 from .core import MlopsError, atomic_path, atomic_write_text, link_path, sha256_path, utc_now
 from .credentials import hide
+from .liveness import Heartbeat, process_record
 from .project import Project, load_project
 from .settings import parse_override
 from .stages import declared_settings
@@ -149,14 +150,17 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
         if digest and sha256_path(child_dir/rel) != digest:
             raise MlopsError(f'{child_dir/rel}: differs from the sweep run it was linked from')
     manifest['shared_inputs'] = {k: v for k, v in spec['shared_files'].items() if v}
+    manifest['process'] = process_record()  # the worker's: a child whose worker died reads as interrupted
     atomic_write_text(child_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
     write_manifest(child_dir, manifest)
     tracker = Tracker(project, manifest)
     if spec.get('mlflow_parent'):  # the MLflow UI shows the children under the sweep's run
         tracker.c.set_tag(tracker.parent, 'mlflow.parentRunId', spec['mlflow_parent'])
     crash = os.environ.get('MLOPS_NB_SWEEP_CRASH') == str(spec['index']) and len(attempts) == 1
-    _execute(project, child_dir, manifest, spec['stages'], tracker, echo=lambda line: None,
-             after=(lambda name: os._exit(17)) if crash else None)  # a test's stand-in for a worker or machine that dies mid-task
+    beat = Heartbeat(manifest['process'], lambda: write_manifest(child_dir, manifest))
+    try: _execute(project, child_dir, manifest, spec['stages'], tracker, echo=lambda line: None,
+                  after=(lambda name: os._exit(17)) if crash else None)  # a test's stand-in for a worker or machine that dies mid-task
+    finally: beat.stop()
     statuses = {r['status'] for r in manifest['stages']}
     manifest.update(status='completed' if statuses == {'completed'} else 'failed', ended=utc_now().isoformat(),
                     duration_s=round(time.perf_counter() - t0, 3))
@@ -378,7 +382,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
         problems = check_settings(load_project(project.settings_file, ov).settings)
         if problems: raise MlopsError(f'{", ".join(ov)}:\n  ' + '\n  '.join(problems))
     key = project.settings['project']['key_metric']
-    client = cluster = None
+    client = cluster = beat = None
     try:
         if executor == 'dask':
             client, cluster = _dask_client(scheduler, workers)
@@ -402,7 +406,9 @@ def run_sweep(project:Project, # the project, with any fixed overrides
             manifest['sweep'] = sweep
             (run_dir/'children').mkdir(parents=True)
             atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
+        manifest['process'] = process_record()  # `runs` tells a sweep whose process died from a live one
         write_manifest(run_dir, manifest)
+        beat = Heartbeat(manifest['process'], lambda: write_manifest(run_dir, manifest))
         tracker = Tracker(project, manifest)
         started = time.perf_counter()
         echo(f"sweep {manifest['run_id']}: {len(combos)} combinations of {', '.join(settings)} ({sweep['kind']}) "
@@ -436,6 +442,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
             if not any(r['status'] == 'interrupted' for r in manifest['stages']):
                 next(r for r in manifest['stages'] if r['status'] != 'completed').update(status='interrupted', error='interrupted (Ctrl-C)')
     finally:
+        if beat is not None: beat.stop()
         if client is not None: client.close()
         if cluster is not None: cluster.close()
     try: _close_run(run_dir, manifest, tracker, started, project, echo)

@@ -98,6 +98,8 @@ def test_a_sweep_whose_machine_died_resumes(tmp_path, monkeypatch):
     assert m['status'] == 'running' and [r['status'] for r in m['stages']][:3] == ['completed']*3
     first = json.loads((run_dir/'children/c1/manifest.json').read_text())
     assert first['status'] == 'completed' and json.loads((run_dir/'children/c2/manifest.json').read_text())['status'] == 'running'
+    res = cli(project, 'runs')
+    assert f'continue with: mlops-nb sweep --resume {run_dir}' in res.stdout, 'its process is gone: interrupted, at once' + res.stdout
     (project/'settings.ini').write_text((project/'settings.ini').read_text().replace('n_boot = 50', 'n_boot = 40'))
     res = cli(project, 'sweep', '--resume', str(run_dir))
     assert res.returncode == 1 and 'settings.ini changed since sweep' in res.stderr and 'Traceback' not in res.stderr, res.stderr
