@@ -17,7 +17,7 @@ from .settings import domain_problems, suggest
 
 # %% auto #0
 __all__ = ['column_settings', 'column_problems', 'source_columns', 'data_problems', 'notebook_estimator', 'estimator_problems',
-           'parameter_problems', 'service_problems']
+           'parameter_problems', 'service_problems', 'artifact_problems']
 
 # %% ../notebooks/lib/24_preflight.ipynb #c004
 def column_settings(settings:dict):
@@ -146,14 +146,18 @@ def parameter_problems(project, # a `mlops_nb.project.Project`
     return problems + (estimator_problems(est, params) if est is not None else [])
 
 # %% ../notebooks/lib/24_preflight.ipynb #c020
+def _unwritable(folder:Path):
+    "None when files can be made in `folder` (made with its missing parents, as MLflow does), else the folder in the way"
+    import os
+    while not folder.exists() and folder != folder.parent: folder = folder.parent
+    return None if folder.is_dir() and os.access(folder, os.W_OK) else folder
+
 def _try_store(uri:str, timeout:float):
     "Raise when the tracking store at `uri` cannot be used now"
-    import os
     if uri.startswith(('sqlite:', 'file:')) or '://' not in uri:
         path = Path(uri.split(':///', 1)[1] if ':///' in uri else uri)
-        folder = path if uri.startswith('file:') and path.is_dir() else path.parent
-        while not folder.exists() and folder != folder.parent: folder = folder.parent  # MLflow makes the missing folders
-        if not (folder.is_dir() and os.access(folder, os.W_OK)): raise OSError(f'{folder} is not a folder it can write to')
+        if (folder := _unwritable(path if uri.startswith('file:') and path.is_dir() else path.parent)) is not None:
+            raise OSError(f'{folder} is not a folder it can write to')
     elif uri.startswith(('http://', 'https://')):
         import urllib.request
         urllib.request.urlopen(uri.rstrip('/') + '/health', timeout=timeout).close()
@@ -182,3 +186,16 @@ def service_problems(tracking_uri:str, # the store's URI, with its credentials (
             if i + 1 < tries: time.sleep(1)
     return [f'{service[0]} {mask(tracking_uri)} cannot be used: {cause} ({tries} tries, at most '
             f'{tries * (timeout + 1):.0f} s); start it, or set {service[1]}']
+
+# %% ../notebooks/lib/24_preflight.ipynb #a15f2a38
+def artifact_problems(artifact_location:str, # the project's artifact location: a `file:` URI for a folder, or a store's URI
+                      tracking_uri:str, # the project's tracking URI: a tracking server keeps the artifacts itself
+                     ):
+    "A line (empty list when it can be written) for an artifact folder that cannot be used"
+    from urllib.parse import unquote, urlsplit
+    from mlops_nb.tracking import is_server
+    if is_server(tracking_uri) or not artifact_location.startswith('file:'): return []
+    path = Path(unquote(urlsplit(artifact_location).path))
+    if (folder := _unwritable(path)) is None: return []
+    return [f'the artifact store {path} cannot be used: {folder} is not a folder it can write to; '
+            'set mlflow.artifact_location (a folder, relative to settings.ini, or a URI such as s3://bucket/path)']

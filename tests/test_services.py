@@ -1,4 +1,4 @@
-"""Services checked before any stage: a tracking store that cannot be used is one line, its password masked, and no run."""
+"""Services checked before any stage: a tracking or artifact store that cannot be used is one line, its password masked, and no run."""
 import time
 
 from conftest import cli
@@ -17,5 +17,8 @@ def test_tracking_store_down_is_one_masked_line_and_no_run(tmp_path):
         assert 'PASSWORD' not in res.stderr and 'Traceback' not in res.stderr
         assert took < 12 + 10, 'within the bound the line states (and the start of the command)'
     assert 'mlflow:***@127.0.0.1:9' in cli(project, 'run', '-p', 'mlflow.tracking_uri=postgresql://mlflow:PASSWORD@127.0.0.1:9/mlflow').stderr
+    res = cli(project, 'run', '-p', 'mlflow.artifact_location=settings.ini/artifacts')
+    assert res.returncode == 1 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert 'the artifact store' in res.stderr and 'settings.ini is not a folder it can write to' in res.stderr, res.stderr
     assert not (project / 'runs').exists(), 'no run folder, so none listed as running'
     assert 'no runs yet' in cli(project, 'runs').stdout
