@@ -71,7 +71,7 @@ def project(tmp: Path, max_rows: int):
 
 def sweep(proj: Path, axes, executor: str, workers: int | None):
     from mlops_nb.project import load_project
-    from mlops_nb.runner import read_manifest
+    from mlops_nb.manifest import read_manifest
     from mlops_nb.sweep import run_sweep
     t0 = time.perf_counter()
     run_dir = run_sweep(load_project(proj / 'settings.ini'), axes, executor=executor, workers=workers, echo=lambda *_: None, progress=False)

@@ -16,7 +16,8 @@ from .core import MlopsError
 from .credentials import hide, mask
 from .liveness import stacks_on_signal
 from .project import load_project
-from .runner import RunInterrupted, find_run, list_runs, read_manifest, reproduce_run, run_pipeline
+from .manifest import find_run, list_runs, read_manifest
+from .runner import RunInterrupted, reproduce_run, run_pipeline
 
 # %% auto #0
 __all__ = ['cmd_init', 'cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_reproduce', 'cmd_lineage', 'cmd_sweep', 'cmd_runs',

@@ -189,7 +189,7 @@ def diff_runs(run_a:str|Path, # the earlier run folder
               run_b:str|Path, # the later run folder
              ):
     "What differs between two runs (inputs), what moved (outputs), and the likely cause"
-    from mlops_nb.runner import read_manifest
+    from mlops_nb.manifest import read_manifest
     da, db = Path(run_a).resolve(), Path(run_b).resolve()
     a, b = read_manifest(da), read_manifest(db)
     sa, sb = a.get('summary') or {}, b.get('summary') or {}
@@ -373,7 +373,7 @@ def _run_row(m:dict, runs_dir:Path, names:list, diff_href:str|None):
 
 def dashboard_html(project, runs:list|None=None, write_diffs:bool=True)->str:
     "The dashboard page of `project` (a `Project`) over `runs` (manifests, oldest first; default: every run)"
-    from mlops_nb.runner import list_runs
+    from mlops_nb.manifest import list_runs
     runs = list_runs(project) if runs is None else runs
     runs_dir, key = project.runs_dir, project.settings['project']['key_metric']
     names = _metric_names(key)

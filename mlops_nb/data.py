@@ -659,7 +659,7 @@ def ingest(run_dir:str, # run folder
     return IngestResult(paths['snapshot'], version, res['preview'], res['profile'])
 
 # %% ../notebooks/lib/03_data.ipynb #c023
-def data_versions(manifests:list, # run manifests, oldest first (`mlops_nb.runner.list_runs`)
+def data_versions(manifests:list, # run manifests, oldest first (`mlops_nb.manifest.list_runs`)
                  ):
     "One row per data version ingested by a run: rows, columns, schema hash, source, and the first and last run that used it"
     seen = {}

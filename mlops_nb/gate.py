@@ -170,7 +170,7 @@ def move_champion(c, tracking_uri:str, name:str, version:str, expected:str|None,
 
 # %% ../notebooks/lib/13_gate.ipynb #c014
 def _registered(run_dir:Path):
-    from mlops_nb.runner import read_manifest
+    from mlops_nb.manifest import read_manifest
     m = read_manifest(run_dir)
     reg = next((r.get('result') for r in m['stages'] if r['name'] == 'register' and r['status'] == 'completed'), None)
     if m['status'] != 'completed' or not reg:
@@ -178,7 +178,7 @@ def _registered(run_dir:Path):
     return m, reg
 
 def _record(run_dir:Path, manifest:dict, entry:dict):
-    from mlops_nb.runner import write_manifest
+    from mlops_nb.manifest import write_manifest
     manifest.setdefault('decisions', []).append(entry)
     write_manifest(run_dir, manifest)
     p = run_dir/'manifest.json'

@@ -471,7 +471,7 @@ def lineage(project, # a `mlops_nb.project.Project`
            )->str:
     "The chain from `version` back to a run started by hand, as indented lines"
     from mlflow.exceptions import MlflowException
-    from mlops_nb.runner import read_manifest
+    from mlops_nb.manifest import read_manifest
     from mlops_nb.tracking import alias_version, client
     name = model_name or project.settings['project']['model_name']
     c = client(project.tracking_uri)

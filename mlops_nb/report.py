@@ -216,7 +216,7 @@ def _facts(m:dict):
 
 def report_html(run_dir:str|Path, exporter=None)->str:
     "The report page of the run folder `run_dir`"
-    from mlops_nb.runner import read_manifest
+    from mlops_nb.manifest import read_manifest
     from mlops_nb.stages import get_stage
     run_dir = Path(run_dir).resolve()
     m = read_manifest(run_dir)
@@ -264,7 +264,7 @@ def report_html(run_dir:str|Path, exporter=None)->str:
 # %% ../notebooks/lib/14_report.ipynb #c016
 def render_report(run_dir:str|Path, exporter=None)->Path:
     "Write `report.html` in the run folder `run_dir`; return its path"
-    from mlops_nb.runner import read_manifest
+    from mlops_nb.manifest import read_manifest
     run_dir = Path(run_dir).resolve()
     out = atomic_write_text(run_dir/'report.html', report_html(run_dir, exporter))
     if read_manifest(run_dir)['status'] == 'completed': out.chmod(out.stat().st_mode & ~0o222)

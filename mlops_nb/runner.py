@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,23 +23,18 @@ import yaml
 from .cache import cacheable, run_cache, source_fingerprint, stage_key
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
 from .credentials import hide, reveal, scrub, unrevealed
-from .liveness import Heartbeat, as_read, process_record
+from .liveness import Heartbeat, process_record
+from .manifest import MANIFEST_SCHEMA, new_run_id, read_manifest, write_manifest
 from .project import Project, load_project
 from .stages import BUILTIN, TEMPLATES, Stage, find_stages, stage_params
 
 # %% auto #0
-__all__ = ['MANIFEST_SCHEMA', 'PACKAGES', 'new_run_id', 'package_versions', 'git_state', 'write_manifest', 'read_manifest',
-           'Kernel', 'kernel_server', 'StageFailed', 'cell_progress', 'template_state', 'run_stage', 'Tracker',
-           'RunInterrupted', 'check_settings', 'execute_stages', 'run_pipeline', 'reproduce_run', 'list_runs',
-           'find_run']
+__all__ = ['PACKAGES', 'package_versions', 'git_state', 'Kernel', 'kernel_server', 'StageFailed', 'cell_progress',
+           'template_state', 'run_stage', 'Tracker', 'RunInterrupted', 'check_settings', 'execute_stages',
+           'run_pipeline', 'reproduce_run']
 
 # %% ../notebooks/lib/08_runner.ipynb #c004
-MANIFEST_SCHEMA = 1
 PACKAGES = ('mlops-nb', 'mlflow', 'papermill', 'nbclient', 'ipykernel', 'pandas', 'numpy', 'pyarrow', 'scikit-learn', 'skops')
-
-def new_run_id():
-    "`<UTC stamp>_<6 hex>`: sorts by time, unique across machines"
-    return f'{utc_now():%Y%m%dT%H%M%SZ}_{uuid.uuid4().hex[:6]}'
 
 def package_versions():
     "Versions of Python and the packages a run depends on"
@@ -60,21 +54,6 @@ def git_state(root:Path):
                                 capture_output=True, text=True, timeout=10)
         return {'commit': commit.stdout.strip(), 'dirty': bool(status.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired): return None
-
-_WRITING = threading.Lock()  # the run's thread and its heartbeat's write the one manifest
-
-def write_manifest(run_dir:Path, manifest:dict):
-    with _WRITING: atomic_write_text(run_dir/'manifest.json', json.dumps(hide(manifest), indent=2, default=str))  # passwords stay in memory
-
-def read_manifest(run_dir:Path):
-    "The manifest of the run folder `run_dir`"
-    path = Path(run_dir)/'manifest.json'
-    try: m = json.loads(path.read_text())
-    except FileNotFoundError: raise MlopsError(f'{path} not found: not a run folder') from None
-    except json.JSONDecodeError as e: raise MlopsError(f'{path} is not valid JSON: {e}') from None
-    if m.get('schema_version') != MANIFEST_SCHEMA:
-        raise MlopsError(f'{path}: manifest schema {m.get("schema_version")} is not {MANIFEST_SCHEMA}, which this mlops-nb reads')
-    return as_read(m, Path(run_dir))  # a running run whose process is gone reads as interrupted
 
 # %% ../notebooks/lib/08_runner.ipynb #c006
 _KERNEL_ENV = {'PYDEVD_DISABLE_FILE_VALIDATION': '1', 'JUPYTER_PLATFORM_DIRS': '1', 'MPLBACKEND': 'module://matplotlib_inline.backend_inline'}
@@ -549,24 +528,3 @@ def reproduce_run(run_dir:str|Path, # the run folder to execute again
         raise MlopsError(f'cannot reproduce {old["run_id"]}: the source data changed since the run (data version {versions[0]} then, '
                          f'{versions[1]} now, in {new_dir})')
     return new_dir, compare(old, new)
-
-# %% ../notebooks/lib/08_runner.ipynb #c019
-def list_runs(project:Project):
-    "Manifests of the runs in the project's runs folder, oldest first"
-    if not project.runs_dir.is_dir(): return []
-    res = []
-    for d in sorted(project.runs_dir.iterdir()):
-        if (d/'manifest.json').is_file():
-            try: res.append(read_manifest(d))
-            except MlopsError: continue  # a foreign or damaged folder is not a run to list
-    return res
-
-def find_run(project:Project, ref:str):
-    "The run folder named by `ref`: a path, a run id, or a unique prefix or suffix of one"
-    p = Path(ref)
-    if (p/'manifest.json').is_file(): return p.resolve()
-    ids = [m['run_id'] for m in list_runs(project)]
-    hits = [i for i in ids if i == ref] or [i for i in ids if i.startswith(ref) or i.endswith(ref)]
-    if len(hits) == 1: return project.runs_dir/hits[0]
-    if not hits: raise MlopsError(f'no run {ref!r} in {project.runs_dir} ({len(ids)} runs; list them with `mlops-nb runs`)')
-    raise MlopsError(f'{ref!r} matches {len(hits)} runs: {", ".join(hits[:5])}; give more of the id')

@@ -127,7 +127,8 @@ def _attempts(path:Path):
 def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared records
              ):
     "Run one combination of a sweep into its child folder; return its result row"
-    from mlops_nb.runner import Tracker, _freeze, _new_manifest, _summary, write_manifest
+    from mlops_nb.manifest import write_manifest
+    from mlops_nb.runner import Tracker, _freeze, _new_manifest, _summary
     child_dir, sweep_dir = Path(spec['dir']), Path(spec['sweep_dir'])
     attempts_file = sweep_dir/'children'/f'{child_dir.name}.attempts'
     worker = _worker_name()
@@ -365,8 +366,8 @@ def run_sweep(project:Project, # the project, with any fixed overrides
              ):
     "Run a sweep into a new run folder, or continue one that stopped; return the folder"
     import getpass
-    from mlops_nb.runner import (RunInterrupted, StageFailed, Tracker, _close_run, _new_manifest, check_settings,
-                                 write_manifest)
+    from mlops_nb.manifest import write_manifest
+    from mlops_nb.runner import RunInterrupted, StageFailed, Tracker, _close_run, _new_manifest, check_settings
     if executor not in ('local', 'dask'): raise MlopsError(f'--executor {executor}: local or dask')
     if scheduler and executor != 'dask': raise MlopsError('--scheduler needs --executor dask')
     if resume: project, axes, sample, manifest, run_dir = _reopen(resume)
