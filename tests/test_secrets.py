@@ -26,11 +26,11 @@ TARGET = 'employed'
 
 
 class _Auth(http.server.SimpleHTTPRequestHandler):
-    "Files of `directory`, to requests with the basic-auth credentials `expected` only"
-    expected = None
+    "Files of `directory`, to requests with one of the basic-auth credentials `expected` only"
+    expected = ()
 
     def _allowed(self):
-        if self.headers.get('Authorization') == self.expected: return True
+        if self.headers.get('Authorization') in self.expected: return True
         self.send_response(401)
         self.send_header('WWW-Authenticate', 'Basic realm="data"')
         self.end_headers()
@@ -49,8 +49,8 @@ class _Auth(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args): pass
 
 
-def _data_server(folder: Path, user: str, password: str):
-    handler = type('Handler', (_Auth,), {'expected': 'Basic ' + base64.b64encode(f'{user}:{password}'.encode()).decode()})
+def _data_server(folder: Path, user: str, *passwords: str):
+    handler = type('Handler', (_Auth,), {'expected': ['Basic ' + base64.b64encode(f'{user}:{pw}'.encode()).decode() for pw in passwords]})
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), partial(handler, directory=str(folder)))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
@@ -79,11 +79,11 @@ def test_a_password_in_every_url_setting_lands_nowhere(tmp_path, pg_database):
     "Run (settings and -p), a run that fails and its resume, serve with feedback, report, show, diff, settings: no password anywhere"
     from sqlalchemy.engine import make_url
     from mlops_nb.data import bundled
-    db_password, token = make_url(pg_database).password, f'tok{uuid.uuid4().hex}'
+    db_password, token, token2 = make_url(pg_database).password, f'tok{uuid.uuid4().hex}', f'tok{uuid.uuid4().hex}'
     assert db_password and db_password in pg_database
     (tmp_path / 'www').mkdir()
     bundled('acs_employment_ma').head(3000).to_csv(tmp_path / 'www' / 'acs.csv', index=False)
-    srv = _data_server(tmp_path / 'www', 'ann', token)
+    srv = _data_server(tmp_path / 'www', 'ann', token, token2)
     source = f'http://ann:{token}@127.0.0.1:{srv.server_address[1]}/acs.csv'
     project = make_project(tmp_path / 'p')
     ini = project / 'settings.ini'
@@ -104,10 +104,11 @@ def test_a_password_in_every_url_setting_lands_nowhere(tmp_path, pg_database):
         assert failed['status'] == 'failed' and '***' in failed['settings']['mlflow']['tracking_uri']
         res = run('run', '--resume', failed['run_id'], code=1)  # the slice column is still wrong, but the store is reached
         assert 'NO_SUCH_COLUMN' in res.stdout + res.stderr
+        ini.write_text(ini.read_text().replace(token, token2))  # the password changed, nothing else
         run('run')
         a, b = manifests(project)[0]['run_id'], manifests(project)[-1]['run_id']
         diff = run('diff', a, b).stdout
-        assert 'data.source' not in diff, 'the same URL but for how it was given: no difference'
+        assert 'data.source' not in diff, 'runs that differ only in a password: no difference in that setting'
         run('show', b), run('report'), run('settings'), run('models')
 
         from mlflow import MlflowClient
@@ -134,7 +135,7 @@ def test_a_password_in_every_url_setting_lands_nowhere(tmp_path, pg_database):
         assert len(res.stderr.splitlines()) == 1 and 'the prediction log postgresql://ann:***@127.0.0.1:9/log cannot be used' in res.stderr, res.stderr
     finally: srv.shutdown()
 
-    for secret in (db_password, token):
+    for secret in (db_password, token, token2):
         assert not _files_with(project, secret), 'in files under the project (runs, reports, logs, notebooks, artifacts)'
         assert not [o for o in outputs if secret in o], 'in printed lines'
         assert not _rows_with(pg_database, secret), 'in the MLflow store or the prediction log'
