@@ -7,6 +7,7 @@ Docs: https://github.com/mlops-nb/mlops-nb/runner.html.md"""
 # %% ../notebooks/lib/08_runner.ipynb #c002
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -16,13 +17,14 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from .cache import cacheable, run_cache, source_fingerprint, stage_key
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
-from .credentials import hide, reveal, scrub, unrevealed
+from .credentials import hide, mask, reveal, scrub, unrevealed
 from .liveness import Heartbeat, process_record
 from .manifest import MANIFEST_SCHEMA, new_run_id, read_manifest, write_manifest
 from .project import Project, load_project
@@ -30,8 +32,8 @@ from .stages import BUILTIN, TEMPLATES, Stage, find_stages, stage_params
 
 # %% auto #0
 __all__ = ['PACKAGES', 'package_versions', 'git_state', 'Kernel', 'kernel_server', 'StageFailed', 'cell_progress',
-           'template_state', 'run_stage', 'Tracker', 'RunInterrupted', 'check_settings', 'execute_stages',
-           'run_pipeline', 'reproduce_run']
+           'template_state', 'run_stage', 'TrackingFailed', 'Tracker', 'RunInterrupted', 'check_settings',
+           'execute_stages', 'run_pipeline', 'reproduce_run']
 
 # %% ../notebooks/lib/08_runner.ipynb #c004
 PACKAGES = ('mlops-nb', 'mlflow', 'papermill', 'nbclient', 'ipykernel', 'pandas', 'numpy', 'pyarrow', 'scikit-learn', 'skops')
@@ -185,9 +187,35 @@ def _flat_numbers(d:dict, prefix=''):
         elif isinstance(v, dict): res.update(_flat_numbers(v, f'{prefix}{k}.'))
     return res
 
+class TrackingFailed(MlopsError):
+    "The MLflow tracking store failed during a run; the message names it, its password masked"
+
+@contextmanager
+def _store(uri:str, what:str):
+    "Turn a failure of the tracking store at `uri` while doing `what` into a `TrackingFailed` line"
+    try: yield
+    except MlopsError: raise
+    except Exception as e:  # any driver's, MLflow's or the network's: the line below is what a person needs
+        cause = str(getattr(e, 'orig', None) or e).strip().splitlines()
+        raise TrackingFailed(f'the MLflow tracking store {mask(uri)} failed while {what}: '
+                             f'{mask(cause[0] if cause else type(e).__name__)}') from None
+
+def _guarded(what:str):
+    "Make a `Tracker` method raise `TrackingFailed` when the store fails"
+    def deco(f):
+        @functools.wraps(f)
+        def call(self, *args, **kw):
+            with _store(self.uri, what): return f(self, *args, **kw)
+        return call
+    return deco
+
 class Tracker:
     "The MLflow side of one run"
     def __init__(self, project:Project, manifest:dict):
+        self.uri = project.tracking_uri
+        with _store(self.uri, 'starting the run'): self._start(project, manifest)
+
+    def _start(self, project:Project, manifest:dict):
         from mlops_nb.tracking import client, experiment_id
         self.c = client(project.tracking_uri)
         self.exp = experiment_id(self.c, project.settings['mlflow']['experiment'], project.artifact_location)
@@ -202,12 +230,21 @@ class Tracker:
                                                   for k, v in kv.items()])
         self.parent = m['run_id']
 
+    @_guarded('starting a stage')
+    def champion(self, model_name:str):
+        "The champion's version of `model_name`, or None"
+        from mlops_nb.tracking import alias_version
+        v = alias_version(self.c, model_name)
+        return v and str(v.version)
+
+    @_guarded('starting a stage')
     def start_stage(self, manifest:dict, record:dict):
         run = self.c.create_run(self.exp, run_name=record['name'],
                                 tags={'mlflow.parentRunId': self.parent, 'mlops_nb.run_id': manifest['run_id'],
                                       'mlops_nb.stage': record['name']})
         return run.info.run_id
 
+    @_guarded('recording a stage')
     def end_stage(self, run_dir:Path, stage:Stage, record:dict):
         from mlflow.entities import Metric, Param as MlflowParam
         rid, now = record['mlflow_run_id'], int(time.time()*1000)
@@ -229,6 +266,7 @@ class Tracker:
             for run_id in (rid, self.parent): log_dataset_input(self.c, run_id, record['result'], run_dir/stage.outputs['snapshot'])
         self.c.set_terminated(rid, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(record['status'], 'FAILED'))
 
+    @_guarded('recording the run')
     def end_run(self, run_dir:Path, manifest:dict):
         from mlflow.entities import Metric
         for f in ('manifest.json', 'params.yaml'): self.c.log_artifact(self.parent, str(run_dir/f))
@@ -324,7 +362,9 @@ def _close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, proj
     manifest.update(ended=utc_now().isoformat(), summary=_summary(manifest))
     manifest['duration_s'] = round(manifest.get('duration_s') or 0, 3) + round(time.perf_counter() - started, 3)
     write_manifest(run_dir, manifest)
-    tracker.end_run(run_dir, manifest)
+    try: tracker.end_run(run_dir, manifest)
+    except TrackingFailed as e:  # the run folder holds the record; a failed run's line already says what failed
+        if manifest['status'] == 'completed': echo(f'warning: {e}; the run folder holds its record')
     from mlops_nb.report import render_run_pages  # report.html and the dashboard; a failure there is only a warning line
     render_run_pages(project, run_dir, echo)
     if manifest['status'] == 'completed': _freeze(run_dir)
@@ -374,9 +414,10 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
     "Run stages of `manifest` in `run_dir`, each in a kernel started while the one before ran; False when one failed"
     records = manifest['stages']
     def kernel(i): return Kernel(run_dir, run_dir/'logs'/f"{Path(records[i]['notebook']).stem}.log", server=server, stage=records[i]['name'])
-    from mlops_nb.tracking import alias_version
-    champion = alias_version(tracker.c, project.settings['project']['model_name'])
-    champion = champion and str(champion.version)
+    try: champion = tracker.champion(project.settings['project']['model_name'])
+    except TrackingFailed as e:  # the store went away since the run's checks: the first stage to run says so
+        if todo: records[todo[0]].update(status='failed', error=str(e), end=utc_now().isoformat())
+        return False
     keys = {}
     def key(i):  # known once the stages before `i` are done; recorded even when not looked up, for later runs to reuse
         if i not in keys:
@@ -398,11 +439,12 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
             stage, rec, current = project.notebooks[records[i]['name']], records[i], i
             t0 = time.perf_counter()
             params = stage_params(stage, project.settings, run_dir)
-            rec.update(status='running', start=utc_now().isoformat(), end=None, error=None, mlflow_run_id=tracker.start_stage(manifest, rec))
-            if 'mlflow_run_id' in params: params['mlflow_run_id'] = rec['mlflow_run_id']
-            rec['parameters'] = params
-            write_manifest(run_dir, manifest)
+            rec.update(status='running', start=utc_now().isoformat(), end=None, error=None)
             try:
+                rec['mlflow_run_id'] = tracker.start_stage(manifest, rec)
+                if 'mlflow_run_id' in params: params['mlflow_run_id'] = rec['mlflow_run_id']
+                rec['parameters'] = params
+                write_manifest(run_dir, manifest)
                 if reused(i):
                     if j + 1 < len(todo): prestart(todo[j+1])
                 else:
@@ -410,7 +452,7 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
                     if j + 1 < len(todo) and todo[j+1] not in kernels: kernels[todo[j+1]] = kernel(todo[j+1])
                     run_stage(stage, project, run_dir, kernels[i], rec)
                 rec['status'] = 'completed'
-            except StageFailed as e: rec.update(status='failed', error=str(e))
+            except (StageFailed, TrackingFailed) as e: rec.update(status='failed', error=str(e))
             rec.update(end=utc_now().isoformat(), duration_s=round(time.perf_counter() - t0, 3))
             # a reused stage's cells_s is the earlier execution's: its overhead here would be meaningless, even negative
             rec['overhead_s'] = None if rec.get('cached_from') else round(rec['duration_s'] - rec.get('cells_s', 0), 3)
@@ -418,7 +460,10 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
             current = None
             echo(_progress(i + 1, len(records), rec))
             t1 = time.perf_counter()
-            tracker.end_stage(run_dir, stage, rec)
+            write_manifest(run_dir, manifest)  # what happened is on record before the store is asked to keep it
+            try:
+                if rec.get('mlflow_run_id'): tracker.end_stage(run_dir, stage, rec)
+            except TrackingFailed as e: rec.update(status='failed', error=str(e))  # not in MLflow: it must run again
             rec['tracking_s'] = round(time.perf_counter() - t1, 3)
             write_manifest(run_dir, manifest)
             if rec['status'] == 'failed': return False
@@ -494,7 +539,11 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     restore = None
     beat = Heartbeat(manifest['process'], lambda: write_manifest(run_dir, manifest))
     try:
-        tracker = Tracker(project, manifest)
+        try: tracker = Tracker(project, manifest)
+        except TrackingFailed:
+            manifest.update(status='failed', ended=utc_now().isoformat())
+            write_manifest(run_dir, manifest)
+            raise
         echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
         try: execute_stages(project, run_dir, manifest, todo, tracker, echo, after=after,
                             cache=run_cache(project.settings, project.runs_dir, run_dir, cache), server=server)
