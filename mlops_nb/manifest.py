@@ -8,6 +8,7 @@ Docs: https://github.com/mlops-nb/mlops-nb/manifest.html.md"""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -45,20 +46,26 @@ def read_manifest(run_dir:Path):
     return as_read(m, Path(run_dir))  # a running run whose process is gone reads as interrupted
 
 # %% ../notebooks/lib/31_manifest.ipynb #c008
-def list_runs(project:Project):
+def _stderr(line:str): print(line, file=sys.stderr)
+
+def list_runs(project:Project,
+              warn=_stderr, # called with a line for each manifest that cannot be read, which is left out
+             ):
     "Manifests of the runs in the project's runs folder, oldest first"
     if not project.runs_dir.is_dir(): return []
     res = []
     for d in sorted(project.runs_dir.iterdir()):
         if (d/'manifest.json').is_file():
             try: res.append(read_manifest(d))
-            except MlopsError: continue  # a foreign or damaged folder is not a run to list
+            except MlopsError as e: warn(f'warning: left out: {e}')  # a damaged or foreign record: said, not listed
     return res
 
 def find_run(project:Project, ref:str):
     "The run folder named by `ref`: a path, a run id, or a unique prefix or suffix of one"
-    p = Path(ref)
-    if (p/'manifest.json').is_file(): return p.resolve()
+    for p in (Path(ref), project.runs_dir/ref):
+        if (p/'manifest.json').is_file():
+            read_manifest(p)  # a damaged manifest: its own error, naming the file
+            return p.resolve()
     ids = [m['run_id'] for m in list_runs(project)]
     hits = [i for i in ids if i == ref] or [i for i in ids if i.startswith(ref) or i.endswith(ref)]
     if len(hits) == 1: return project.runs_dir/hits[0]
