@@ -301,6 +301,11 @@ def parse_when(text:str|None, # ISO date or time (UTC unless it says), 'now', or
                                         '2026-11-01T12:00) or an age (7d, 12h, 30m)') from None
     return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
 
+def _damaged(url:str, r, e:Exception):
+    "The error for logged request `r`, whose record cannot be read"
+    return MlopsError(f'prediction log {mask(url)}: the record of request {r["request_id"]} (seq {r["seq"]}) is damaged '
+                      f'({type(e).__name__}: {e}); delete it (DELETE FROM predictions WHERE seq = {r["seq"]}) or restore the log')
+
 def read_predictions(url:str, # SQLAlchemy URL of the prediction log
                      since:datetime|None=None, # first time (naive UTC) to include
                      until:datetime|None=None, # time (naive UTC) to stop before
@@ -323,27 +328,32 @@ def read_predictions(url:str, # SQLAlchemy URL of the prediction log
                 key = (r['request_id'], r['row'])
                 if r['independent'] or key not in labels or not labels[key]['independent']: labels[key] = r
     finally: engine.dispose()
-    feats = [loads(r['features']) if r['features'] else {} for r in preds]
+    feats = []
+    for r in preds:
+        try: feats.append(loads(r['features']) if r['features'] else {})
+        except ValueError as e: raise _damaged(url, r, e) from None
     names = list(dict.fromkeys(c for f in feats for c in f))
     cols = {c: [] for c in _META}
     fcols = {c: [] for c in names}
     for r, f in zip(preds, feats):
-        n, sh = r['rows'], shadow.get(r['request_id'])
-        p = loads(r['predictions']) if r['predictions'] else [None]*n
-        s = loads(r['scores']) if r['scores'] else [None]*n
-        sp = loads(sh['predictions']) if sh is not None and sh['predictions'] else [None]*n
-        ss = loads(sh['scores']) if sh is not None and sh['scores'] else [None]*n
-        for i in range(n):
-            lab = labels.get((r['request_id'], i))
-            for k, v in (('request_id', r['request_id']), ('row', i), ('time', r['time']), ('model_name', r['model_name']),
-                         ('model_version', r['model_version']), ('role', r['role']), ('latency_ms', r['latency_ms']),
-                         ('prediction', p[i]), ('score', s[i]),
-                         ('shadow_model_version', sh['model_version'] if sh is not None else None),
-                         ('shadow_prediction', sp[i]), ('shadow_score', ss[i]),
-                         ('label', loads(lab['label']) if lab else None), ('label_source', lab['source'] if lab else None),
-                         ('label_independent', lab['independent'] if lab else None), ('label_time', lab['time'] if lab else None)):
-                cols[k].append(v)
-        for c in names: fcols[c].extend(f.get(c) or [None]*n)
+        try:
+            n, sh = r['rows'], shadow.get(r['request_id'])
+            p = loads(r['predictions']) if r['predictions'] else [None]*n
+            s = loads(r['scores']) if r['scores'] else [None]*n
+            sp = loads(sh['predictions']) if sh is not None and sh['predictions'] else [None]*n
+            ss = loads(sh['scores']) if sh is not None and sh['scores'] else [None]*n
+            for i in range(n):
+                lab = labels.get((r['request_id'], i))
+                for k, v in (('request_id', r['request_id']), ('row', i), ('time', r['time']), ('model_name', r['model_name']),
+                             ('model_version', r['model_version']), ('role', r['role']), ('latency_ms', r['latency_ms']),
+                             ('prediction', p[i]), ('score', s[i]),
+                             ('shadow_model_version', sh['model_version'] if sh is not None else None),
+                             ('shadow_prediction', sp[i]), ('shadow_score', ss[i]),
+                             ('label', loads(lab['label']) if lab else None), ('label_source', lab['source'] if lab else None),
+                             ('label_independent', lab['independent'] if lab else None), ('label_time', lab['time'] if lab else None)):
+                    cols[k].append(v)
+            for c in names: fcols[c].extend(f.get(c) or [None]*n)
+        except (ValueError, TypeError, IndexError, AttributeError) as e: raise _damaged(url, r, e) from None
     df = pd.DataFrame(cols)
     for c in ('time', 'label_time'): df[c] = pd.to_datetime(df[c]).dt.tz_localize('UTC')
     df['label_independent'] = df['label_independent'].astype('boolean')
