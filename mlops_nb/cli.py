@@ -348,7 +348,7 @@ def cmd_abtest(args):
 
 # %% ../notebooks/lib/09_cli.ipynb #c008
 def _render_pages(project, run_dir=None):
-    from mlops_nb.report import render_run_pages
+    from mlops_nb.dashboard import render_run_pages
     render_run_pages(project, run_dir, echo=lambda line: print(line, file=sys.stderr))
 
 def cmd_report(args):

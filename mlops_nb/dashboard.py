@@ -14,12 +14,12 @@ import math
 from pathlib import Path
 
 from .core import MlopsError, atomic_write_text, utc_now
-from .report import badge, esc, fmt, page, run_decision, table
+from .report import badge, esc, fmt, page, render_report, run_decision, table
 
 # %% auto #0
 __all__ = ['TRAINING_KINDS', 'key_metric_chart', 'champion_chart', 'monitor_charts', 'diff_runs', 'diff_text', 'diff_page',
            'diff_path', 'write_diff', 'champion_history', 'trigger_text', 'dashboard_html', 'render_dashboard',
-           'dashboard_server']
+           'render_run_pages', 'dashboard_server']
 
 # %% ../notebooks/lib/15_dashboard.ipynb #c004
 TRAINING_KINDS = ('train', 'retrain')  # runs that train a model: by hand, or started by a monitor's trigger
@@ -421,6 +421,21 @@ def dashboard_html(project, runs:list|None=None, write_diffs:bool=True)->str:
 def render_dashboard(project)->Path:
     "Write `index.html` in the project's runs folder (and the diff pages it links); return its path"
     return atomic_write_text(project.runs_dir/'index.html', dashboard_html(project))
+
+# %% ../notebooks/lib/15_dashboard.ipynb #c0r2
+def render_run_pages(project, # a `Project`
+                     run_dir:str|Path|None=None, # the run whose report to render; None: only the dashboard
+                     echo=print, # where a warning goes
+                    ):
+    "Render a run's report and the project's dashboard; a failure is a warning line, never an error"
+    try:
+        if run_dir is not None: render_report(run_dir)
+        render_dashboard(project)
+        return True
+    except (Exception, KeyboardInterrupt) as e:  # the run's record stands whatever its pages do
+        again = f'mlops-nb report {Path(run_dir).name}' if run_dir is not None else 'mlops-nb report'
+        echo(f'warning: report pages not rendered ({type(e).__name__}: {e}); render them again with `{again}`')
+        return False
 
 # %% ../notebooks/lib/15_dashboard.ipynb #c018
 def dashboard_server(runs_dir:str|Path, # folder served

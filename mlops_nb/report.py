@@ -17,7 +17,7 @@ from .core import MlopsError, atomic_write_text
 
 # %% auto #0
 __all__ = ['PAGE_CSS', 'esc', 'page', 'fmt', 'badge', 'table', 'run_decision', 'notebook_exporter', 'notebook_html', 'fragments',
-           'prerender', 'report_html', 'render_report', 'render_reports', 'render_run_pages']
+           'prerender', 'report_html', 'render_report', 'render_reports']
 
 # %% ../notebooks/lib/14_report.ipynb #c004
 PAGE_CSS = """
@@ -277,18 +277,3 @@ def render_reports(run_dirs:list, # run folders
     from tqdm.auto import tqdm
     ex = notebook_exporter() if run_dirs else None
     return [render_report(d, ex) for d in tqdm(run_dirs, desc='reports', unit='run', disable=not progress or len(run_dirs) < 2)]
-
-def render_run_pages(project, # a `Project`
-                     run_dir:str|Path|None=None, # the run whose report to render; None: only the dashboard
-                     echo=print, # where a warning goes
-                    ):
-    "Render a run's report and the project's dashboard; a failure is a warning line, never an error"
-    try:
-        if run_dir is not None: render_report(run_dir)
-        from mlops_nb.dashboard import render_dashboard
-        render_dashboard(project)
-        return True
-    except (Exception, KeyboardInterrupt) as e:  # the run's record stands whatever its pages do
-        again = f'mlops-nb report {Path(run_dir).name}' if run_dir is not None else 'mlops-nb report'
-        echo(f'warning: report pages not rendered ({type(e).__name__}: {e}); render them again with `{again}`')
-        return False

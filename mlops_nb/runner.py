@@ -365,7 +365,7 @@ def _close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, proj
     try: tracker.end_run(run_dir, manifest)
     except TrackingFailed as e:  # the run folder holds the record; a failed run's line already says what failed
         if manifest['status'] == 'completed': echo(f'warning: {e}; the run folder holds its record')
-    from mlops_nb.report import render_run_pages  # report.html and the dashboard; a failure there is only a warning line
+    from mlops_nb.dashboard import render_run_pages  # report.html and the dashboard; a failure there is only a warning line
     render_run_pages(project, run_dir, echo)
     if manifest['status'] == 'completed': _freeze(run_dir)
     failed = next((r for r in records if r['status'] in ('failed', 'interrupted')), None)
