@@ -45,7 +45,9 @@ def settings_text(values:dict, # `{section: {key: value}}` laid over the declare
 # %% ../notebooks/lib/25_scaffold.ipynb #c006
 _POSITIVE_NAMES = ('true', 'yes', 'y', 'positive', 'pos', 'bad', 'default', 'churn', 'fraud', 'fail', 'failed', 'failure', '>50k')
 _SENSITIVE = re.compile(r'(^|[^a-z])(sex|gender|race|rac1p|ethnic|ethnicity|religion|nationality|native|citizen|marital|mar|disab|dis|age|agep)($|[^a-z])', re.IGNORECASE)
-_TIME = re.compile(r'(date|time|year|month|week|day|period|timestamp|_at$|^dt$)', re.IGNORECASE)
+_TIME = re.compile(r'(date|time|year|month|week|day|period|timestamp|_at$|^dt$|^ts$|_ts$)', re.IGNORECASE)
+# values shaped like dates or timestamps (2024-05-01, 5/1/2024, 2024-05-01T10:00:00Z): a time column whatever its name
+_DATELIKE = r'\s*(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4})([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$'
 
 def _positive(y:pd.Series, target:str):
     "`(label, why)` of a two-label target"
@@ -69,16 +71,17 @@ def _id_column(df:pd.DataFrame, target:str):
     return (named or [None])[0]
 
 def _time_column(df:pd.DataFrame, target:str):
-    "A column that holds dates, or whole-number years, or is named like a time and parses as one; None if there is none"
+    "A column that holds dates, or whole-number years named like one, or text shaped like dates, or named like a time that parses as one; None"
     for c in df.columns:
         s = df[c].dropna()
         if c == target or s.empty: continue
         if pd.api.types.is_datetime64_any_dtype(s): return c
-        if not _TIME.search(str(c)): continue
-        if pd.api.types.is_integer_dtype(s) and s.between(1900, 2100).all() and 'year' in str(c).lower(): return c
+        named = bool(_TIME.search(str(c)))
+        if named and pd.api.types.is_integer_dtype(s) and s.between(1900, 2100).all() and 'year' in str(c).lower(): return c
         if pd.api.types.is_string_dtype(s) or s.dtype == object:
-            parsed = pd.to_datetime(s.astype(str).head(200), errors='coerce', format='mixed')
-            if parsed.notna().mean() > 0.95: return c
+            head = s.astype(str).head(200)
+            if not named and head.str.fullmatch(_DATELIKE).mean() < 0.95: continue  # else a feature of thousands of categories
+            if pd.to_datetime(head, errors='coerce', format='mixed', utc=True).notna().mean() > 0.95: return c  # utc: zones may differ
     return None
 
 def _slug(name:str): return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') or 'model'
