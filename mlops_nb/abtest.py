@@ -28,6 +28,7 @@ def _num(s:pd.Series):
     "`s` as floats (NaN where a value is not a number; booleans as 0/1)"
     return pd.to_numeric(s.map(lambda v: float(v) if isinstance(v, (bool, np.bool_)) else v), errors='coerce')
 
+# %% ../notebooks/lib/18_abtest.ipynb #c004a
 def correct(prediction:pd.Series, # predicted classes (numbers, booleans or strings)
             label:pd.Series, # true classes, as logged (JSON numbers or strings)
            ) -> np.ndarray:
@@ -36,6 +37,7 @@ def correct(prediction:pd.Series, # predicted classes (numbers, booleans or stri
     both = p.notna() & y.notna()
     return np.where(both, p.to_numpy() == y.to_numpy(), prediction.astype(str).to_numpy() == label.astype(str).to_numpy())
 
+# %% ../notebooks/lib/18_abtest.ipynb #c004b
 def pick_metric(prediction:pd.Series):
     "`mae` when any prediction is a number with a fraction (regression), else `accuracy`"
     p = _num(prediction)
@@ -46,6 +48,7 @@ def _zq(q:float):
     from scipy.stats import norm
     return float(norm.ppf(q))
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007a
 def wilson(k:int, # successes
            n:int, # trials
            alpha:float=0.05):
@@ -56,6 +59,7 @@ def wilson(k:int, # successes
     c, h = (p + z*z/(2*n))/d, z*math.sqrt(p*(1 - p)/n + z*z/(4*n*n))/d
     return (max(0.0, c - h), min(1.0, c + h))
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007b
 def newcombe(k1:int, n1:int, # champion: correct rows, rows
              k2:int, n2:int, # challenger: correct rows, rows
              alpha:float=0.05):
@@ -65,6 +69,7 @@ def newcombe(k1:int, n1:int, # champion: correct rows, rows
     d = p2 - p1
     return (d - math.sqrt((p2 - l2)**2 + (u1 - p1)**2), d + math.sqrt((u2 - p2)**2 + (p1 - l1)**2))
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007c
 def two_proportion_z(k1:int, n1:int, k2:int, n2:int):
     "Pooled two-proportion z-test of `k2/n2 - k1/n1`: `(z, two-sided p)`"
     from scipy.stats import norm
@@ -74,6 +79,7 @@ def two_proportion_z(k1:int, n1:int, k2:int, n2:int):
     z = (k2/n2 - k1/n1)/se
     return (z, float(2*norm.sf(abs(z))))
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007d
 def _t_test(d:float, # the difference of two estimates
             a:float, b:float, # their variances
             df1:int, df2:int, # their degrees of freedom
@@ -88,6 +94,7 @@ def _t_test(d:float, # the difference of two estimates
     t, q = d/se, float(tdist.ppf(1 - alpha/2, df))
     return dict(difference=d, se=se, df=df, t=t, p_value=float(2*tdist.sf(abs(t), df)), ci=(d - q*se, d + q*se))
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007e
 def welch(x1:np.ndarray, # per-row values of the champion (e.g. absolute errors)
           x2:np.ndarray, # per-row values of the challenger
           alpha:float=0.05):
@@ -96,6 +103,7 @@ def welch(x1:np.ndarray, # per-row values of the champion (e.g. absolute errors)
     n1, n2 = len(x1), len(x2)
     return _t_test(float(x2.mean() - x1.mean()), x1.var(ddof=1)/n1, x2.var(ddof=1)/n2, n1 - 1, n2 - 1, alpha)
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007f
 def cluster_var(x:np.ndarray, # per-row values
                 groups:np.ndarray, # per-row group (request id)
                ):
@@ -107,6 +115,7 @@ def cluster_var(x:np.ndarray, # per-row values
     y, m = np.bincount(codes, weights=x, minlength=k), np.bincount(codes, minlength=k)
     return k/(k - 1)*float(((y - x.mean()*m)**2).sum())/len(x)**2
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007g
 def design_effect(x:np.ndarray, groups:np.ndarray):
     "How many times correlation within groups inflates the variance of the mean (1: rows independent); None if undefined"
     x = np.asarray(x, float)
@@ -114,6 +123,7 @@ def design_effect(x:np.ndarray, groups:np.ndarray):
     c = cluster_var(x, groups)
     return None if v == 0 or math.isnan(c) else c/v
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007h
 def cluster_t(x1:np.ndarray, g1:np.ndarray, # champion: per-row values and their requests
               x2:np.ndarray, g2:np.ndarray, # challenger: per-row values and their requests
               alpha:float=0.05):
@@ -122,6 +132,7 @@ def cluster_t(x1:np.ndarray, g1:np.ndarray, # champion: per-row values and their
     k1, k2 = len(set(np.asarray(g1))), len(set(np.asarray(g2)))
     return _t_test(float(x2.mean() - x1.mean()), cluster_var(x1, g1), cluster_var(x2, g2), k1 - 1, k2 - 1, alpha)
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007i
 def n_proportions(p1:float, # the champion's proportion
                   effect:float, # the difference to detect (> 0)
                   alpha:float=0.05, power:float=0.8, direction:int=1):
@@ -135,6 +146,7 @@ def n_proportions(p1:float, # the champion's proportion
     num = za*math.sqrt(2*pb*(1 - pb)) + zb*math.sqrt(p1*(1 - p1) + p2*(1 - p2))
     return max(2, math.ceil(num*num/(p2 - p1)**2)) if p2 != p1 else None
 
+# %% ../notebooks/lib/18_abtest.ipynb #c007j
 def n_means(var1:float, var2:float, # per-row variances of the two models
             effect:float, # the difference of means to detect (> 0)
             alpha:float=0.05, power:float=0.8):
@@ -167,6 +179,7 @@ def _arm_stats(g:pd.DataFrame, metric:str, alpha:float, by_request:bool=False):
     out.update(value=value, ci=ci, design_effect=None if de is None else round(de, 4))
     return out, x
 
+# %% ../notebooks/lib/18_abtest.ipynb #c010a
 def _select(rows:pd.DataFrame, role:str, version:str|None):
     "The rows of `role` (and `version`; default: the version that answered most recently)"
     r = rows[rows['role'] == role]
@@ -179,6 +192,7 @@ def _select(rows:pd.DataFrame, role:str, version:str|None):
                          + ', '.join(sorted(r['model_version'].astype(str).unique())))
     return sel
 
+# %% ../notebooks/lib/18_abtest.ipynb #c010b
 def ab_compare(df:pd.DataFrame, # rows of `mlops_nb.predlog.read_predictions`
                metric:str='auto', # auto, accuracy, mae or rmse
                alpha:float=0.05, # significance level of the test; intervals are 1 - alpha
@@ -321,9 +335,11 @@ def abtest_log(url:str, # SQLAlchemy URL of the prediction log
     return {**r, 'since': iso(since), 'until': iso(until), 'prediction_log': make_url(url).render_as_string(hide_password=True),
             'created': utc_now().isoformat().replace('+00:00', 'Z')}
 
+# %% ../notebooks/lib/18_abtest.ipynb #c014a
 def _f(v, digits=4):
     return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{digits}f}' if isinstance(v, float) else f'{v:,}' if isinstance(v, int) else str(v)
 
+# %% ../notebooks/lib/18_abtest.ipynb #c014b
 def ab_text(r:dict):
     "The result of `ab_compare` as text for a terminal"
     level, m = f'{1 - r["alpha"]:.0%}', r['metric']
@@ -347,10 +363,12 @@ def ab_text(r:dict):
            f"verdict  {r['message']}", *(f'warning  {w}' for w in r.get('warnings', []))]
     return '\n'.join(out)
 
+# %% ../notebooks/lib/18_abtest.ipynb #c014c
 def write_ab(r:dict, path:str|Path):
     "Write the result of `ab_compare` as JSON to `path` (atomically)"
     return atomic_write_text(path, json.dumps(r, indent=1, default=str) + '\n')
 
+# %% ../notebooks/lib/18_abtest.ipynb #c014d
 def plot_ab(r:dict, # the result of `ab_compare` (or its JSON, read back)
             ax=None, # matplotlib axes to draw on (default: a new figure)
            ):

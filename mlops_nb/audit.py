@@ -30,6 +30,7 @@ def _rates(tp, fp, tn, fn):
         return {'selection_rate': (tp + fp)/n, 'accuracy': (tp + tn)/n, 'tpr': tp/(tp + fn), 'fpr': fp/(fp + tn),
                 'fnr': fn/(tp + fn), 'precision': tp/(tp + fp)}
 
+# %% ../notebooks/lib/12_audit.ipynb #c004a
 def _metric_frame(y_true, y_pred, groups):
     from fairlearn.metrics import (MetricFrame, count, false_negative_rate, false_positive_rate, selection_rate,
                                    true_positive_rate)
@@ -39,8 +40,10 @@ def _metric_frame(y_true, y_pred, groups):
                'precision': lambda y, p: precision_score(y, p, zero_division=np.nan)}
     return MetricFrame(metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
 
+# %% ../notebooks/lib/12_audit.ipynb #c004b
 def _as_groups(groups): return pd.Series(groups).astype('object').fillna('(missing)').astype(str).reset_index(drop=True)
 
+# %% ../notebooks/lib/12_audit.ipynb #c004c
 def _group_table(frame, min_group_size:int):
     "A `MetricFrame`'s per-group table with integer counts and the judgeable flag"
     table = frame.by_group
@@ -49,6 +52,7 @@ def _group_table(frame, min_group_size:int):
     table['judgeable'] = table['count'] >= min_group_size
     return table
 
+# %% ../notebooks/lib/12_audit.ipynb #c004d
 def _add_intervals(table:pd.DataFrame, boot:dict, levels, ci:float):
     "`{name}_low` and `{name}_high` columns from bootstrap values `{name: (n_boot, groups)}`"
     lo, hi = (1 - ci)/2, 1 - (1 - ci)/2
@@ -58,6 +62,7 @@ def _add_intervals(table:pd.DataFrame, boot:dict, levels, ci:float):
         table[f'{k}_high'] = pd.Series(q[1], index=levels.astype(str))
     return table
 
+# %% ../notebooks/lib/12_audit.ipynb #c004e
 def group_rates(y_true, # labels, 0/1
                 y_pred, # decisions, 0/1
                 groups:pd.Series, # the group of each row
@@ -93,6 +98,7 @@ def _error_frame(y_true, y_pred, groups):
                'mean_error': lambda y, p: float(np.mean(p - y)), 'mae': mean_absolute_error, 'rmse': root_mean_squared_error}
     return MetricFrame(metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
 
+# %% ../notebooks/lib/12_audit.ipynb #c008a
 def group_errors(y_true, # numeric labels
                  y_pred, # numeric predictions
                  groups:pd.Series, # the group of each row
@@ -129,6 +135,7 @@ def disparities(table:pd.DataFrame):
             'demographic_parity_ratio': float(sr.min()/sr.max()) if sr.max() > 0 else float('nan'),
             'equalized_odds_difference': float(max(gap.get('tpr_gap', 0), gap.get('fpr_gap', 0))), **gap}
 
+# %% ../notebooks/lib/12_audit.ipynb #c012a
 def error_disparities(table:pd.DataFrame):
     "Disparity measures of a regressor over the judgeable groups of a `group_errors` table"
     t = table[table['judgeable']]
@@ -178,6 +185,7 @@ class AuditResult:
         fig.tight_layout()
         return fig
 
+# %% ../notebooks/lib/12_audit.ipynb #c016a
 def _check_values(df, c, task):
     if task == 'classification':
         bad = df[c].dropna()[~df[c].dropna().isin([0, 1])]
@@ -187,6 +195,7 @@ def _check_values(df, c, task):
         raise MlopsError(f'audit: column {c!r} must hold numbers without missing values for a regression audit; it is {df[c].dtype}'
                          + (f' with {int(df[c].isna().sum())} missing' if df[c].isna().any() else ''))
 
+# %% ../notebooks/lib/12_audit.ipynb #c016b
 def audit_table(df:pd.DataFrame, # one row per decision
                 label:str, # column of true labels (0/1, or numbers for regression)
                 prediction:str, # column of decisions (0/1, or numeric predictions for regression)
@@ -213,11 +222,13 @@ def audit_table(df:pd.DataFrame, # one row per decision
     measures = {name: measure(t) for name, t in tables.items()}
     return AuditResult(tables, measures, verdict(judge_groups(crit, measures)))
 
+# %% ../notebooks/lib/12_audit.ipynb #c016c
 def _native(v):
     "A JSON value for a table cell: exact floats (pandas' JSON writer keeps 15 digits), NaN as null"
     v = v.item() if hasattr(v, 'item') else v
     return None if isinstance(v, float) and v != v else v
 
+# %% ../notebooks/lib/12_audit.ipynb #c016d
 def write_audit(result:AuditResult, path:str|Path):
     "The audit as one JSON report"
     tables = {k: [{c: _native(v) for c, v in row.items()} for row in t.reset_index(names='group').to_dict(orient='records')]
@@ -228,6 +239,7 @@ def write_audit(result:AuditResult, path:str|Path):
 # %% ../notebooks/lib/12_audit.ipynb #c019
 def _columns(text:str): return [c.strip() for c in text.split(',') if c.strip()]
 
+# %% ../notebooks/lib/12_audit.ipynb #c019a
 def audit(run_dir:str, # run folder
           sensitive_columns:str='', # group columns, comma-separated; empty: nothing to audit
           task:str='classification', # classification or regression

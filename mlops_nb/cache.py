@@ -30,6 +30,7 @@ def package_code():
     "sha256 of the `mlops_nb` package's Python files: an edited install is a different code version"
     return sha256_path(Path(str(files('mlops_nb'))), '*.py')
 
+# %% ../notebooks/lib/26_cache.ipynb #c005a
 def project_code(root:Path):
     "`{file: sha256}` of the Python modules beside settings.ini, which stage notebooks may import"
     return {p.name: sha256_file(p) for p in sorted(Path(root).glob('*.py'))}
@@ -38,10 +39,12 @@ def project_code(root:Path):
 @cache
 def _digest(path:str, size:int, mtime_ns:int): return sha256_file(path)  # a file hashed once per process while unchanged
 
+# %% ../notebooks/lib/26_cache.ipynb #c008a
 def _local_digest(path:str):
     st = os.stat(path)
     return _digest(path, st.st_size, st.st_mtime_ns)
 
+# %% ../notebooks/lib/26_cache.ipynb #c008b
 _REMOTE_KEYS = ('ETag', 'etag', 'VersionId', 'version_id', 'generation', 'md5Hash', 'crc32c', 'content_md5')
 
 def _remote(info:dict):
@@ -50,6 +53,7 @@ def _remote(info:dict):
     when = info.get('mtime') or info.get('LastModified') or info.get('last_modified') or info.get('updated')
     return {'size': info.get('size'), 'mtime': str(when)} if when else None
 
+# %% ../notebooks/lib/26_cache.ipynb #c008c
 def source_fingerprint(source:str, # the `data.source` setting
                        root:Path, # the project folder, which relative paths start from
                       ):
@@ -93,6 +97,7 @@ def stage_key(stage, # the `Stage` about to run
     if not (builtin and stage.name in NO_REGISTRY): parts['champion'] = champion
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
+# %% ../notebooks/lib/26_cache.ipynb #c011a
 def cacheable(name:str, settings:dict):
     "Whether stage `name` may be reused: not one with side effects or inputs outside its key, not listed in `[pipeline] uncached`"
     uncached = {n.strip() for n in str(settings.get('pipeline', {}).get('uncached', '')).split(',') if n.strip()}

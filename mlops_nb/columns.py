@@ -21,6 +21,7 @@ def _text(v):
     if isinstance(v, (int, np.integer)): return str(int(v))
     return str(v)
 
+# %% ../notebooks/lib/23_columns.ipynb #c004a
 def _number(s:pd.Series, name:str):
     if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s): return s.astype(float)
     out = pd.to_numeric(s.astype(object).where(s.notna(), None), errors='coerce')
@@ -57,11 +58,13 @@ def label_text(v):
     "A label as text, for comparing settings text with data values: `2` for 2 and 2.0"
     return _text(v) or ''
 
+# %% ../notebooks/lib/23_columns.ipynb #c009a
 def is_positive(y, positive):
     "1 where `y` is the positive label, else 0 (an array)"
     pos = label_text(positive)
     return np.fromiter((label_text(v) == pos for v in np.asarray(y, dtype=object)), dtype=int, count=len(y))
 
+# %% ../notebooks/lib/23_columns.ipynb #c009b
 def positive_index(classes, positive):
     "The column of `predict_proba` that scores `positive` (the second when `positive` is None)"
     if positive is None: return 1

@@ -28,6 +28,7 @@ def _umask():
     os.umask(mask)
     return mask
 
+# %% ../notebooks/lib/00_core.ipynb #c006a
 @contextmanager
 def atomic_path(path:str|Path, # final location; its parent folder is created
                ):
@@ -50,11 +51,13 @@ def atomic_path(path:str|Path, # final location; its parent folder is created
         if tmp.is_dir(): shutil.rmtree(tmp)
         else: tmp.unlink(missing_ok=True)
 
+# %% ../notebooks/lib/00_core.ipynb #c006b
 def atomic_write_text(path:str|Path, text:str):
     "Write `text` to `path` through a temporary file and an atomic rename"
     with atomic_path(path) as tmp: tmp.write_text(text, encoding='utf-8')
     return Path(path)
 
+# %% ../notebooks/lib/00_core.ipynb #c006c
 @contextmanager
 def file_lock(path:str|Path):
     "Hold an exclusive lock on `path` (created if missing) among the processes of this machine"
@@ -71,6 +74,7 @@ def sha256_file(path:str|Path, chunk:int=1<<20):
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+# %% ../notebooks/lib/00_core.ipynb #c009a
 def sha256_path(path:str|Path, pattern:str='*'):
     "Hex sha256 of a file, or of a folder's relative paths and file contents (of the files matching `pattern`)"
     path = Path(path)
@@ -95,6 +99,7 @@ def utc_now():
     "The current time, UTC, to the second"
     return datetime.now(timezone.utc).replace(microsecond=0)
 
+# %% ../notebooks/lib/00_core.ipynb #c014a
 def find_project_root(start:str|Path|None=None):
     "The nearest folder at or above `start` holding a `settings.ini`"
     start = Path(start or Path.cwd()).resolve()

@@ -35,11 +35,13 @@ def _known():
     try: return json.loads(os.environ.get(SECRETS_ENV) or '{}')
     except ValueError: return {}
 
+# %% ../notebooks/lib/30_credentials.ipynb #c008a
 def _strings(obj):
     if isinstance(obj, str): yield obj
     elif isinstance(obj, dict): yield from (s for v in obj.values() for s in _strings(v))
     elif isinstance(obj, (list, tuple)): yield from (s for v in obj for s in _strings(v))
 
+# %% ../notebooks/lib/30_credentials.ipynb #c008b
 def remember(obj):
     "Keep the real value of every masked string in `obj` for `reveal`, here and in kernels started from now on"
     known = _known()
@@ -59,6 +61,7 @@ def reveal(obj):
         return o
     return real(obj)
 
+# %% ../notebooks/lib/30_credentials.ipynb #c009a
 def unrevealed(obj):
     "The masked strings in `obj` whose real value this process does not know"
     known = _known()

@@ -31,6 +31,7 @@ def _figure(height:float=3.4):
     fig = Figure(figsize=(10, height), dpi=100, layout='constrained')
     return fig, fig.add_subplot()
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c004a
 def _img(fig, alt:str, id:str, caption:str)->str:
     "`fig` as an SVG image inside a captioned figure element"
     import matplotlib
@@ -40,6 +41,7 @@ def _img(fig, alt:str, id:str, caption:str)->str:
     uri = 'data:image/svg+xml;base64,' + base64.b64encode(buf.getvalue()).decode()
     return f'<figure class="chart" id="{esc(id)}"><img src="{uri}" alt="{esc(alt)}"><figcaption>{esc(caption)}</figcaption></figure>'
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c004b
 def _ticks(ax, labels:list, most:int=12):
     "Label the x axis with `labels`, at most `most` of them, evenly spread"
     step = max(1, math.ceil(len(labels)/most))
@@ -47,9 +49,11 @@ def _ticks(ax, labels:list, most:int=12):
     ax.set_xticks(idx, [labels[i] for i in idx], fontsize=8)
     ax.set_xlim(-0.5, len(labels) - 0.5)
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c004c
 def _when(iso:str|None)->str:
     return (iso or '')[5:16].replace('T', ' ')
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c004d
 def key_metric_chart(runs:list, # manifests, oldest first
                      key:str, # the metric
                      thresholds:list=(), # `[(op, value)]` absolute criteria on `key`
@@ -84,6 +88,7 @@ def key_metric_chart(runs:list, # manifests, oldest first
     return _img(fig, f'{key} of {len(pts)} training runs', 'chart-key-metric',
                 f'{key} of every training run that reached the evaluate stage; the label is the value and the model version.')
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c004e
 def champion_chart(events:list, # `mlops_nb.gate.history`: oldest first
                   ):
     "Chart of the champion's version over its history, each promotion, approval, rejection and rollback labelled; None without events"
@@ -132,6 +137,7 @@ def _series_chart(runs, values, limits, title, ylabel, id, caption):
     if ax.get_legend_handles_labels()[0]: ax.legend(loc='upper left', fontsize=8, frameon=False, ncols=3)
     return _img(fig, title, id, caption)
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c006a
 def monitor_charts(runs:list, key:str):
     "Charts of drift share and of `key` across monitoring runs, with their control limits"
     mon = [m for m in runs if m.get('kind') == 'monitor' and m.get('status') == 'completed']
@@ -152,30 +158,36 @@ _RATES = ('selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision')
 def _flat(settings:dict):
     return {f'{s}.{k}': v for s, kv in (settings or {}).items() for k, v in (kv or {}).items()}
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c009a
 def _json(path:Path):
     try: return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError): return None
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c009b
 def _artifact(run_dir:Path, stage:str, output:str):
     from mlops_nb.stages import get_stage
     try: return _json(run_dir/get_stage(stage).outputs[output])
     except (MlopsError, KeyError): return None
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c009c
 def _champion_compared(run_dir:Path, m:dict):
     reg = next((r.get('result') for r in m['stages'] if r['name'] == 'register' and r.get('result')), None)
     if reg and 'compared_with' in reg: return reg['compared_with']
     v = _artifact(run_dir, 'evaluate', 'verdict')
     return None if v is None else (v.get('champion') or {}).get('version')
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c009d
 def _reference(r:dict):
     "What a stage checked against (validate's reference schema), as words"
     ref = (r.get('result') or {}).get('reference')
     if not isinstance(ref, dict): return None
     return ref.get('kind') if not ref.get('version') else f"{ref.get('kind')} version {ref['version']}"
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c009e
 def _moved(a, b):
     return isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and abs(a - b) > 1e-12
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c009f
 def _fairness(run_dir:Path):
     "`{(column, group, rate): value}` and `{(column, measure): value}` from the audit report"
     audit = _artifact(run_dir, 'audit', 'audit') or {}
@@ -183,6 +195,7 @@ def _fairness(run_dir:Path):
     disp = {(col, k): v for col, d in (audit.get('disparities') or {}).items() for k, v in d.items() if k != 'groups_judged'}
     return rates, disp
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c009g
 def diff_runs(run_a:str|Path, # the earlier run folder
               run_b:str|Path, # the later run folder
              ):
@@ -243,8 +256,10 @@ def diff_runs(run_a:str|Path, # the earlier run folder
 # %% ../notebooks/lib/15_dashboard.ipynb #c011
 def _num(v): return f'{v:.4f}' if isinstance(v, float) else str(v)
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c011a
 def _delta(x, y): return f' ({y - x:+.4f})' if _moved(x, y) else ''
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c011b
 def diff_text(d:dict, most:int=20)->str:
     "The diff `d` as lines for a terminal"
     L = [f"runs {d['a']} -> {d['b']}",
@@ -276,6 +291,7 @@ def diff_text(d:dict, most:int=20)->str:
     if len(d['fairness']) > most: L.append(f"  ... {len(d['fairness']) - most} more on the page")
     return '\n'.join(L)
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c011c
 def diff_page(d:dict)->str:
     "The diff `d` as a page in `runs/diff/`"
     v = lambda x: f'<span class="diff-old">{esc(x)}</span>'
@@ -316,9 +332,11 @@ def diff_page(d:dict)->str:
                                                                if d['fairness'] else '<p>none</p>')]
     return page(f'What changed: {d["a"]} -> {d["b"]}', '\n'.join(parts))
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c011d
 def diff_path(runs_dir:Path, a:str, b:str)->Path:
     return Path(runs_dir)/'diff'/f'{a}_vs_{b}.html'
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c011e
 def write_diff(runs_dir:str|Path, run_a:str|Path, run_b:str|Path):
     "`(diff, page path)`: the diff of two run folders, its page written in `runs_dir/diff/`"
     d = diff_runs(run_a, run_b)
@@ -334,6 +352,7 @@ def champion_history(project):
     try: return history(client(uri), project.settings['project']['model_name'])
     except Exception: return []  # no model registered yet: no history to draw
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c014a
 def _thresholds(runs:list, key:str):
     "Absolute `at least`/`at most` criteria on `key` of the latest training run's evaluate settings"
     from mlops_nb.gate import parse_criteria
@@ -342,8 +361,10 @@ def _thresholds(runs:list, key:str):
     try: return [(c['op'], c['value']) for c in parse_criteria(text, 'evaluate.criteria') if c['measure'] == key and c['kind'] == 'value']
     except MlopsError: return []
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c014b
 def _metric_names(key:str): return list(dict.fromkeys([key, 'accuracy', 'f1']))
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c014c
 def trigger_text(m:dict):
     "Why a run started: by hand (by whom), or the monitor run and signals that triggered it"
     t = m.get('trigger')
@@ -352,6 +373,7 @@ def trigger_text(m:dict):
         return f"monitor {t['monitor_run'][-6:]}: " + ', '.join(dict.fromkeys(s['signal'] for s in t.get('signals', [])))
     return f"manual ({t['by']})" if t.get('by') else 'manual'
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c014d
 def _run_row(m:dict, runs_dir:Path, names:list, diff_href:str|None):
     s, rid = m.get('summary') or {}, m['run_id']
     d = run_decision(m)
@@ -369,6 +391,7 @@ def _run_row(m:dict, runs_dir:Path, names:list, diff_href:str|None):
     return (f'<tr class="run status-{esc(m.get("status"))}" data-run="{esc(rid)}">' +
             ''.join(f'<td{" class=num" if 7 <= i < 7 + len(names) else ""}>{c}</td>' for i, c in enumerate(cells)) + '</tr>')
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c014e
 def dashboard_html(project, runs:list|None=None, write_diffs:bool=True)->str:
     "The dashboard page of `project` (a `Project`) over `runs` (manifests, oldest first; default: every run)"
     from mlops_nb.manifest import list_runs
@@ -416,6 +439,7 @@ def dashboard_html(project, runs:list|None=None, write_diffs:bool=True)->str:
     if mon: body += ['<h2>Monitoring</h2>', *mon]
     return page(f'{project.settings["project"].get("name") or "mlops-nb"}: runs', '\n'.join(body))
 
+# %% ../notebooks/lib/15_dashboard.ipynb #c014f
 def render_dashboard(project)->Path:
     "Write `index.html` in the project's runs folder (and the diff pages it links); return its path"
     return atomic_write_text(project.runs_dir/'index.html', dashboard_html(project))

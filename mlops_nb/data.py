@@ -53,10 +53,12 @@ def _acs(years):
     if df.empty: raise MlopsError(f'acs_employment_ma has no rows for years {years}: it covers 2015-2018')
     return df
 
+# %% ../notebooks/lib/03_data.ipynb #c004a
 def _elec2():
     df = pd.read_csv(DATASETS/'elec2'/'elec2.csv')
     return df.assign(day=np.arange(len(df))//48)
 
+# %% ../notebooks/lib/03_data.ipynb #c004b
 def _adult():
     kw = dict(names=_ADULT_COLUMNS, skipinitialspace=True, na_values='?')
     df = pd.concat([pd.read_csv(DATASETS/'adult'/'adult.data', **kw),
@@ -64,10 +66,12 @@ def _adult():
     income = df.pop('income').str.rstrip('.')
     return df.assign(id=np.arange(len(df)), income=(income == '>50K').astype('int64'))
 
+# %% ../notebooks/lib/03_data.ipynb #c004c
 def _parse_years(years:str):
     try: return sorted({int(y) for y in years.replace(' ', '').split(',') if y})
     except ValueError: raise MlopsError(f'years must be comma-separated integers such as 2015,2016; got {years!r}') from None
 
+# %% ../notebooks/lib/03_data.ipynb #c004d
 def bundled(name:str, # one of `BUNDLED`
             years:str='2015', # survey years to keep (acs_employment_ma only)
            ):
@@ -94,6 +98,7 @@ class DataFile:
 
     def open(self): return open(self.path, 'rb') if self.fs is None else self.fs.open(self.path, 'rb')
 
+# %% ../notebooks/lib/03_data.ipynb #c007a
 def _file_kind(name:str):
     "`(format, compression)` from a file name, or None when it is not a data file"
     n = name.lower()
@@ -103,25 +108,30 @@ def _file_kind(name:str):
     if n.endswith(CSV_SUFFIXES): return 'csv', comp
     return None
 
+# %% ../notebooks/lib/03_data.ipynb #c007b
 def _hidden(name:str): return name.startswith(('.', '_'))
 
+# %% ../notebooks/lib/03_data.ipynb #c007c
 def _sniff_kind(f):
     "`(format, compression)` of a file whose name does not say: Parquet by its magic bytes, else CSV"
     with f.open() as fh: head = fh.read(4)
     if head == b'PAR1': return 'parquet', None
     return 'csv', 'gzip' if head[:2] == b'\x1f\x8b' else None
 
+# %% ../notebooks/lib/03_data.ipynb #c007d
 def _local_path(text:str):
     p = Path(text).expanduser()
     if p.is_absolute(): return p
     try: return find_project_root()/p
     except MlopsError: return Path.cwd()/p  # outside a project: relative to where we are
 
+# %% ../notebooks/lib/03_data.ipynb #c007e
 def _describe_folder(names):
     names = sorted(names)
     if not names: return 'it is empty'
     return 'it holds ' + ', '.join(names[:8]) + (f' and {len(names) - 8} more' if len(names) > 8 else '')
 
+# %% ../notebooks/lib/03_data.ipynb #c007f
 _NO_DATA = 'no data files (CSV or Parquet: *.csv, *.tsv, *.csv.gz, *.parquet, ...)'
 
 def resolve_files(source:str, # a file, folder or glob, local or as an fsspec URI
@@ -148,6 +158,7 @@ def resolve_files(source:str, # a file, folder or glob, local or as an fsspec UR
     raise MlopsError(f'data source {source!r} not found: it is neither a bundled dataset ({", ".join(BUNDLED)}) '
                      f'nor an existing file, folder or glob (looked for {path})')
 
+# %% ../notebooks/lib/03_data.ipynb #c007g
 def _fsspec_files(uri:str):
     try: import fsspec
     except ImportError:
@@ -191,11 +202,13 @@ def _decompressed(f:DataFile):
             raw = stack.enter_context(z.open(members[0]))
         yield raw
 
+# %% ../notebooks/lib/03_data.ipynb #c010a
 def _codec(encoding:str):
     try: name = codecs.lookup(encoding).name
     except LookupError: raise MlopsError(f'ingest.encoding: {encoding!r} is not a text encoding Python knows (utf-8, cp1252, latin-1, ...)') from None
     return 'utf-8-sig' if name == 'utf-8' else encoding  # utf-8-sig also reads files without a BOM
 
+# %% ../notebooks/lib/03_data.ipynb #c010b
 _DELIMITER_NAMES = {'comma': ',', 'semicolon': ';', 'tab': '\t', 'pipe': '|'}  # settings.ini reads `; ...` as a comment
 
 def _delimiter(text:str):
@@ -204,8 +217,10 @@ def _delimiter(text:str):
     if len(text) != 1: raise MlopsError(f'ingest.delimiter must be comma, semicolon, tab, pipe or one character (or empty to detect it); got {text!r}')
     return text
 
+# %% ../notebooks/lib/03_data.ipynb #c010c
 def _delimiter_name(d:str): return next((k for k, v in _DELIMITER_NAMES.items() if v == d), repr(d))
 
+# %% ../notebooks/lib/03_data.ipynb #c010d
 def _bad_bytes(f:DataFile, encoding:str, delimiter:str, names:list|None):
     "Where the first bytes of `f` that `encoding` cannot decode are: a message naming line and column"
     delim = (delimiter or ',').encode()
@@ -221,6 +236,7 @@ def _bad_bytes(f:DataFile, encoding:str, delimiter:str, names:list|None):
                         '(cp1252 or latin-1 for most files saved by Excel on Windows)')
     return f'{f.name}: cannot be decoded as {encoding}: set ingest.encoding to the encoding of the file'
 
+# %% ../notebooks/lib/03_data.ipynb #c010e
 def csv_header(f:DataFile, encoding:str='utf-8', delimiter:str=''):
     "`(column names, delimiter, warnings)` of a CSV file, checked"
     enc, delimiter = _codec(encoding), _delimiter(delimiter)
@@ -264,6 +280,7 @@ def schema_hash(df:pd.DataFrame):
     schema = sorted((str(c), str(t)) for c, t in df.dtypes.items())
     return hashlib.sha256(json.dumps(schema).encode()).hexdigest()[:16]
 
+# %% ../notebooks/lib/03_data.ipynb #c013a
 def _fmix64(h:np.ndarray):
     "MurmurHash3's 64-bit finaliser, vectorised: a bijective, non-linear mix of each hash"
     h = h ^ (h >> np.uint64(33))
@@ -272,6 +289,7 @@ def _fmix64(h:np.ndarray):
     h *= np.uint64(0xc4ceb9fe1a85ec53)
     return h ^ (h >> np.uint64(33))
 
+# %% ../notebooks/lib/03_data.ipynb #c013b
 class RowDigest:
     "An order-independent digest of rows, fed chunk by chunk, in constant memory"
     def __init__(self): self.rows, self.sums = 0, np.zeros(2, dtype='uint64')
@@ -290,15 +308,21 @@ class RowDigest:
         h.update(self.sums.tobytes())
         return h.hexdigest()[:16]
 
+# %% ../notebooks/lib/03_data.ipynb #c013c
 def data_version(df:pd.DataFrame):
     "Content hash of `df`, independent of row and column order"
     return RowDigest().update(df).version(schema_hash(df))
 
 # %% ../notebooks/lib/03_data.ipynb #c016
 def _textual(t): return isinstance(t, pd.CategoricalDtype) or pd.api.types.is_string_dtype(t) or t == object
+
+# %% ../notebooks/lib/03_data.ipynb #c016a
 def _numeric(t): return pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) and not isinstance(t, pd.CategoricalDtype)
+
+# %% ../notebooks/lib/03_data.ipynb #c016b
 def _same(a, b): return (isinstance(a, pd.CategoricalDtype) and isinstance(b, pd.CategoricalDtype)) or a == b
 
+# %% ../notebooks/lib/03_data.ipynb #c016c
 def _merge_dtypes(a, b, text_wins:bool):
     "A dtype that holds values of dtypes `a` and `b`, or None"
     if _same(a, b): return a
@@ -308,10 +332,12 @@ def _merge_dtypes(a, b, text_wins:bool):
     if text_wins: return pd.StringDtype(na_value=np.nan)
     return None
 
+# %% ../notebooks/lib/03_data.ipynb #c016d
 class _Retype(Exception):
     "A chunk needs a column's type widened: read again with these types fixed"
     def __init__(self, dtypes): self.dtypes = dtypes
 
+# %% ../notebooks/lib/03_data.ipynb #c016e
 def _parquet_columns(f:DataFile):
     "Column names and pandas dtypes of a Parquet file, from its footer (no rows read)"
     import pyarrow.parquet as pq
@@ -324,6 +350,7 @@ def _parquet_columns(f:DataFile):
     if dupes: raise MlopsError(f'{f.name}: column {dupes[0]!r} appears {names.count(dupes[0])} times: rename or drop the copies')
     return names, schema.empty_table().to_pandas().dtypes
 
+# %% ../notebooks/lib/03_data.ipynb #c016f
 def _plan(files:list, encoding:str, delimiter:str):
     "Per file its read options; fixed dtypes and warnings from comparing the files before reading any row"
     plans, warnings, fixed = [], [], {}
@@ -360,6 +387,7 @@ def _plan(files:list, encoding:str, delimiter:str):
             fixed[c] = merged
     return plans, fixed, warnings
 
+# %% ../notebooks/lib/03_data.ipynb #c016g
 def _read_chunks(plan:dict, encoding:str, chunk_rows:int, text_columns):
     "The DataFrames of one planned file, `chunk_rows` rows at a time"
     f = plan['file']
@@ -377,6 +405,7 @@ def _read_chunks(plan:dict, encoding:str, chunk_rows:int, text_columns):
     with _decompressed(f) as raw:
         yield from pd.read_csv(raw, sep=plan['delimiter'], encoding=_codec(encoding), chunksize=chunk_rows, dtype=dtype, low_memory=False)
 
+# %% ../notebooks/lib/03_data.ipynb #c016h
 class NotNumbers:
     "Values of a text column that are not numbers, gathered chunk by chunk, to tell 'numbers with a few bad values' from text"
     def __init__(self): self.numbers, self.others, self.values, self.first, self.text = 0, 0, {}, None, False
@@ -404,6 +433,7 @@ class NotNumbers:
         return (f'{f.name}: column {c!r} holds numbers and {n} value{"s" if n > 1 else ""} that {"are" if n > 1 else "is"} not: '
                 f'{self.examples()}, first at data row {self.first + 1}; the column is read as text')
 
+# %% ../notebooks/lib/03_data.ipynb #c016i
 class _Sampler:
     "A seeded random sample of `k` rows, in source order, holding at most `k` rows plus one chunk"
     def __init__(self, k:int, seed:int): self.k, self.seed, self.first, self.kept, self.keys, self.n = k, seed, None, None, None, 0
@@ -425,6 +455,7 @@ class _Sampler:
         lost = {c: t for c, t in dtypes.items() if not _same(df[c].dtype, t)}  # concat turns differing categoricals into text
         return (df.astype(lost) if lost else df).reset_index(drop=True)
 
+# %% ../notebooks/lib/03_data.ipynb #c016j
 @dataclass
 class _Profile:
     "Per column: missing values and numeric range, gathered chunk by chunk"
@@ -446,16 +477,19 @@ class _Profile:
                              'min': pd.Series(self.lo, dtype=object), 'max': pd.Series(self.hi, dtype=object)},
                             index=dtypes.index).rename_axis('column')
 
+# %% ../notebooks/lib/03_data.ipynb #c016k
 def _sources(source:str, years:str, encoding:str, delimiter:str):
     "`(plans, fixed dtypes, warnings)` for a bundled name or files"
     if source in BUNDLED:
         return [dict(file=DataFile(source, 'bundled'), names=None, frame=lambda: bundled(source, years))], {}, []
     return _plan(resolve_files(source), encoding, delimiter)
 
+# %% ../notebooks/lib/03_data.ipynb #c016l
 def _chunks(plan, encoding, chunk_rows, text_columns):
     if plan['file'].format == 'bundled': return iter([plan['frame']()])
     return _read_chunks(plan, encoding, chunk_rows, text_columns)
 
+# %% ../notebooks/lib/03_data.ipynb #c016m
 def _reading(plan, encoding:str, delimiter:str, names):
     "Run a read, turning what can go wrong with a file into an error naming it"
     f = plan['file']
@@ -469,6 +503,7 @@ def _reading(plan, encoding:str, delimiter:str, names):
         return e
     return fail
 
+# %% ../notebooks/lib/03_data.ipynb #c016n
 def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:int, max_rows:int, random_state:int):
     "Write the chunks of `plans` to the Parquet file `path`; what was written, or `_Retype` to read again"
     import pyarrow as pa, pyarrow.parquet as pq
@@ -556,6 +591,7 @@ def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:
     return dict(data_version=digest.version(schema_hash(written)), schema_hash=schema_hash(written),
                 rows=rows, columns=len(columns), warnings=warnings, inputs=inputs, preview=preview, profile=profile.table(written.dtypes))
 
+# %% ../notebooks/lib/03_data.ipynb #c016o
 def contract_dtypes(schema:dict):
     "The dtypes a schema gives CSV columns: text as text (categories as categories), floats as floats; others as read"
     res = {}
@@ -564,6 +600,7 @@ def contract_dtypes(schema:dict):
         elif col.get('kind') == 'float': res[c] = np.dtype('float64')
     return res
 
+# %% ../notebooks/lib/03_data.ipynb #c016p
 def snapshot(path:str|Path, # the Parquet file to write
              source:str='acs_employment_ma', # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
              years:str='2015', # survey years to keep (bundled ACS data)
@@ -589,7 +626,7 @@ def snapshot(path:str|Path, # the Parquet file to write
         return res
     raise RuntimeError('column types did not settle')  # a bug, not a user error
 
-#| export
+# %% ../notebooks/lib/03_data.ipynb #c016q
 def load_source(source:str, # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
                 years:str='2015', # survey years to keep (bundled ACS data)
                 **kwargs, # more arguments of `snapshot`: delimiter, encoding, ...
@@ -625,6 +662,7 @@ class IngestResult:
         "The whole snapshot, read back"
         return pd.read_parquet(self.snapshot)
 
+# %% ../notebooks/lib/03_data.ipynb #c020a
 def ingest(run_dir:str, # run folder
            source:str='acs_employment_ma', # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
            years:str='2015', # survey years to keep (bundled ACS data)
@@ -682,6 +720,7 @@ def _mlflow_type(t):
     if pa.types.is_binary(t) or pa.types.is_large_binary(t): return 'binary'
     return 'string'
 
+# %% ../notebooks/lib/03_data.ipynb #c026a
 def log_dataset_input(client, # an `MlflowClient`
                       mlflow_run_id:str, # the MLflow run the data is an input of
                       version:dict, # the content of data_version.json

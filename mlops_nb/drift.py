@@ -47,6 +47,7 @@ def column_kind(s:pd.Series):
     if pd.api.types.is_numeric_dtype(d) or pd.api.types.is_datetime64_any_dtype(d): return 'numeric'
     return 'categorical'
 
+# %% ../notebooks/lib/16_drift.ipynb #c006a
 def _numbers(s:pd.Series):
     "`(finite float64 values, number of missing or infinite values)` of a numeric column"
     d = s.dtype
@@ -59,6 +60,7 @@ def _numbers(s:pd.Series):
     if fin.all(): return v, 0
     return v[fin], int(len(v) - fin.sum())
 
+# %% ../notebooks/lib/16_drift.ipynb #c006b
 def _counts(s:pd.Series):
     "`(labels as text, counts, nulls)` of a categorical column"
     if isinstance(s.dtype, pd.CategoricalDtype):
@@ -83,6 +85,7 @@ def _grid(a:np.ndarray):
     if not hi > lo: lo, hi = lo - 0.5, lo + 0.5  # a constant column: one bin holds it
     return float(lo), float(hi - lo) / GRID_BINS
 
+# %% ../notebooks/lib/16_drift.ipynb #c008a
 def _bin(x:np.ndarray, lo:float, w:float):
     "Bin index of each value: 0 below the grid, 1..GRID_BINS on it, GRID_BINS+1 above"
     # x/w + (1 - lo/w) is monotone in x, so both sides are cut at the same points; after the clip, truncation is floor
@@ -91,11 +94,13 @@ def _bin(x:np.ndarray, lo:float, w:float):
     np.clip(t, 0, GRID_BINS + 1, out=t)
     return t.astype(np.intp)
 
+# %% ../notebooks/lib/16_drift.ipynb #c008b
 def _hist(x:np.ndarray, lo:float, w:float):
     "`(bin index, counts, sums)` of `x` on the grid"
     i = _bin(x, lo, w)
     return i, np.bincount(i, minlength=GRID_BINS + 2), np.bincount(i, weights=x, minlength=GRID_BINS + 2)
 
+# %% ../notebooks/lib/16_drift.ipynb #c008c
 def _quantile_from_hist(counts:np.ndarray, lo:float, w:float, q:float):
     "`(value, bin)` of the `q` quantile, interpolated inside its fine bin"
     c = np.cumsum(counts)
@@ -105,6 +110,7 @@ def _quantile_from_hist(counts:np.ndarray, lo:float, w:float, q:float):
     frac = (target - before) / counts[j] if counts[j] else 0.0
     return lo + (j - 1 + frac) * w, j
 
+# %% ../notebooks/lib/16_drift.ipynb #c008d
 def _numeric_reference(a:np.ndarray, rows:int, nulls:int, bins:int=10):
     "What drift needs from a numeric reference column: grid, histogram, scale, PSI bins"
     lo, w = _grid(a)
@@ -125,6 +131,7 @@ def _numeric_reference(a:np.ndarray, rows:int, nulls:int, bins:int=10):
                    psi_counts=np.add.reduceat(ca, np.r_[0, bounds]).tolist())
     return ref, idx, ca, sa
 
+# %% ../notebooks/lib/16_drift.ipynb #c008e
 def _ecdf_distances(a:np.ndarray, ia:np.ndarray, ca:np.ndarray, sa:np.ndarray,
                     b:np.ndarray, ib:np.ndarray, cb:np.ndarray, sb:np.ndarray, lo:float, w:float,
                     atoms:str='detect', # 'ints': both sides hold integers; 'detect': look for single-valued bins if it pays; 'none'
@@ -207,8 +214,10 @@ def _sketch_probs():
     tail = np.geomspace(1e-7, 1 / SKETCH_QUANTILES, 15)
     return np.unique(np.concatenate([np.linspace(0, 1, SKETCH_QUANTILES + 1), tail, 1 - tail]))
 
+# %% ../notebooks/lib/16_drift.ipynb #c010a
 def _json_num(x): return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
+# %% ../notebooks/lib/16_drift.ipynb #c010b
 def reference_profile(df:pd.DataFrame, # the reference (training snapshot)
                       columns:list|None=None, # columns to profile (default: all)
                       bins:int=10, # PSI bins per numeric column
@@ -234,12 +243,14 @@ def reference_profile(df:pd.DataFrame, # the reference (training snapshot)
                                       'counts': dict(zip(labels, counts.tolist()))}
     return out
 
+# %% ../notebooks/lib/16_drift.ipynb #c010c
 def _pseudo_sample(ref:dict, size:int=1 << 17):
     "Values spread evenly over the profile's quantile function (the values themselves when it kept them)"
     if ref.get('values'): return np.asarray(ref['values'], dtype='float64')
     u = (np.arange(size) + 0.5) / size
     return np.interp(u, ref['probs'], ref['quantiles'])
 
+# %% ../notebooks/lib/16_drift.ipynb #c010d
 def _is_profile(x): return isinstance(x, dict) and 'profile_version' in x
 
 # %% ../notebooks/lib/16_drift.ipynb #c012
@@ -256,13 +267,16 @@ def _columns(reference, current, columns):
     if not columns: raise MlopsError('no columns to compare: the reference and the current data share none')
     return list(columns)
 
+# %% ../notebooks/lib/16_drift.ipynb #c012a
 def _smooth(p:np.ndarray): return (p + PSI_EPS) / (1 + len(p) * PSI_EPS)
 
+# %% ../notebooks/lib/16_drift.ipynb #c012b
 def _psi(ref_counts:np.ndarray, cur_counts:np.ndarray):
     "Population stability index of two count vectors over the same bins, shares smoothed by PSI_EPS"
     p, q = _smooth(ref_counts / max(ref_counts.sum(), 1)), _smooth(cur_counts / max(cur_counts.sum(), 1))
     return float(np.sum((q - p) * np.log(q / p)))
 
+# %% ../notebooks/lib/16_drift.ipynb #c012c
 def _js(ref_counts:np.ndarray, cur_counts:np.ndarray):
     "Jensen-Shannon distance (base 2) of two count vectors"
     p, q = ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()
@@ -271,6 +285,7 @@ def _js(ref_counts:np.ndarray, cur_counts:np.ndarray):
         kl = lambda x: np.sum(np.where(x > 0, x * np.log2(x / mid), 0.0))
         return float(np.sqrt(max((kl(p) + kl(q)) / 2, 0.0)))
 
+# %% ../notebooks/lib/16_drift.ipynb #c012d
 def _chi2(ref_counts:np.ndarray, cur_counts:np.ndarray):
     "`(statistic, p-value)` of the chi-square test of homogeneity of the 2 x k table"
     from scipy.stats import chi2
@@ -281,6 +296,7 @@ def _chi2(ref_counts:np.ndarray, cur_counts:np.ndarray):
     stat = float(((t - expected) ** 2 / expected).sum())
     return stat, float(chi2.sf(stat, t.shape[1] - 1))
 
+# %% ../notebooks/lib/16_drift.ipynb #c012e
 def _ks_pvalue(d:float, n:int, m:int):
     "Two-sided KS p-value, Smirnov's asymptotic distribution (as `ks_2samp(method='asymp')`)"
     from scipy.stats import kstwo
@@ -288,6 +304,7 @@ def _ks_pvalue(d:float, n:int, m:int):
     en = big * small / (big + small)
     return float(np.clip(kstwo.sf(d, np.round(en)), 0, 1))
 
+# %% ../notebooks/lib/16_drift.ipynb #c012f
 def _numeric_row(c, ref:dict, a, ia, ca, sa, cur:pd.Series, ref_ints:bool=False):
     "The drift row of one numeric column"
     b, nulls = _numbers(cur)
@@ -314,6 +331,7 @@ def _numeric_row(c, ref:dict, a, ia, ca, sa, cur:pd.Series, ref_ints:bool=False)
     if notes: row['note'] = '; '.join(notes)
     return row
 
+# %% ../notebooks/lib/16_drift.ipynb #c012g
 def _categorical_row(c, ref:dict, cur:pd.Series):
     "The drift row of one categorical column"
     labels, counts, nulls = _counts(cur)
@@ -330,6 +348,7 @@ def _categorical_row(c, ref:dict, cur:pd.Series):
                new_categories=', '.join(new[:10]) + (f' (+{len(new) - 10} more)' if len(new) > 10 else ''))
     return row
 
+# %% ../notebooks/lib/16_drift.ipynb #c012h
 def _decide(row:dict, kind:str, th:dict):
     "Set drift, measure, value and threshold from the effect sizes of `row`"
     best = None
@@ -340,6 +359,7 @@ def _decide(row:dict, kind:str, th:dict):
     if best is None: return {**row, 'drift': False, 'measure': None, 'value': np.nan, 'threshold': np.nan}
     return {**row, 'drift': bool(best[1] >= best[2]), 'measure': best[0], 'value': best[1], 'threshold': best[2]}
 
+# %% ../notebooks/lib/16_drift.ipynb #c012i
 TABLE_COLUMNS = ['column', 'kind', 'drift', 'measure', 'value', 'threshold', 'wasserstein', 'ks', 'ks_pvalue', 'psi', 'js',
                  'chi2', 'chi2_pvalue', 'new_share', 'new_categories', 'rows_ref', 'rows_cur', 'null_share_ref',
                  'null_share_cur', 'mean_ref', 'mean_cur', 'scale', 'note']
@@ -387,6 +407,7 @@ def drift_table(reference:pd.DataFrame|dict, # the reference data, or its `refer
         if k not in out: out[k] = np.nan
     return out[TABLE_COLUMNS]
 
+# %% ../notebooks/lib/16_drift.ipynb #c012j
 def drift_summary(table:pd.DataFrame, # from `drift_table`
                  ):
     "`{columns, n_drifted, drift_share, drifted}`: the dataset-level view"
@@ -413,6 +434,7 @@ def plot_drift_bars(table:pd.DataFrame, # from `drift_table`
     fig.tight_layout()
     return fig
 
+# %% ../notebooks/lib/16_drift.ipynb #c018a
 def _ref_numeric_hist(ref, edges):
     "Reference shares in `edges` bins, from data or from a profile's quantiles"
     if isinstance(ref, dict) and ref.get('values'): ref = np.asarray(ref['values'])
@@ -423,6 +445,7 @@ def _ref_numeric_hist(ref, edges):
         return np.diff(cdf)
     return np.histogram(ref, edges)[0] / max(len(ref), 1)
 
+# %% ../notebooks/lib/16_drift.ipynb #c018b
 def plot_histograms(reference:pd.DataFrame|dict, # the reference data, or its `reference_profile`
                     current:pd.DataFrame, # the current batch
                     columns:list, # the columns to draw (e.g. the drifted ones: `drift_summary(table)['drifted']`)

@@ -36,10 +36,12 @@ def parse_criteria(text:str, # comma-separated criteria
         out.append({**m.groupdict(), 'kind': m['kind'] or 'value', 'value': float(m['value'])})
     return out
 
+# %% ../notebooks/lib/13_gate.ipynb #c004a
 def _outcome(c, v):
     if v is None or v != v: return None, 'not judged'
     return float(v), 'passed' if _OPS[c['op']](v, c['value']) else 'failed'
 
+# %% ../notebooks/lib/13_gate.ipynb #c004b
 def judge_metrics(criteria:list, # from `parse_criteria`
                   metrics:dict, # the challenger's metrics
                   champion:dict|None=None, # the champion's metrics on the same data, if there is a champion
@@ -60,6 +62,7 @@ def judge_metrics(criteria:list, # from `parse_criteria`
         res.append({**row, 'baseline': base} if vs_baseline else row)
     return res
 
+# %% ../notebooks/lib/13_gate.ipynb #c004c
 def judge_groups(criteria:list, measures:dict):
     "Each criterion over `measures` `{column: {measure: value}}`, with its value and outcome"
     res = []
@@ -71,6 +74,7 @@ def judge_groups(criteria:list, measures:dict):
             res.append(dict(column=col, measure=c['measure'], op=c['op'], threshold=c['value'], value=value, outcome=outcome))
     return res
 
+# %% ../notebooks/lib/13_gate.ipynb #c004d
 def verdict(judged:list):
     "Passed unless a criterion failed"
     return {'passed': all(c['outcome'] != 'failed' for c in judged), 'criteria': judged}
@@ -131,6 +135,7 @@ def _model_lock(c, name:str):
         try: c.delete_registered_model(lock)
         except MlflowException: pass  # removed as stale by a waiter: the move is done anyway
 
+# %% ../notebooks/lib/13_gate.ipynb #c010a
 @contextmanager
 def registry_lock(c, tracking_uri:str, name:str):
     "An exclusive lock over moves of the champion of `name` in the registry at `tracking_uri`"
@@ -139,21 +144,25 @@ def registry_lock(c, tracking_uri:str, name:str):
     else:
         with _model_lock(c, name): yield
 
+# %% ../notebooks/lib/13_gate.ipynb #c010b
 def _champion(c, name):
     from mlops_nb.tracking import alias_version
     v = alias_version(c, name, CHAMPION)
     return None if v is None else str(v.version)
 
+# %% ../notebooks/lib/13_gate.ipynb #c010c
 def record_event(c, name:str, event:dict):
     "Add `event` to the registered model's history (a tag per event, ordered by time)"
     at = event.setdefault('at', utc_now().isoformat())
     c.set_registered_model_tag(name, f"mlops_nb.history.{at.replace(':', '').replace('+', '_')}_{event['event']}", json.dumps(event))
 
+# %% ../notebooks/lib/13_gate.ipynb #c010d
 def history(c, name:str):
     "The champion's history: promotions, approvals, rejections, rollbacks, oldest first"
     tags = c.get_registered_model(name).tags
     return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith('mlops_nb.history.')]
 
+# %% ../notebooks/lib/13_gate.ipynb #c010e
 def move_champion(c, tracking_uri:str, name:str, version:str, expected:str|None, event:dict):
     "Point `champion` at `version` if the champion is still `expected`; return the version replaced"
     with registry_lock(c, tracking_uri, name):
@@ -175,6 +184,7 @@ def _registered(run_dir:Path):
         raise MlopsError(f'run {m["run_id"]} has no registered model (status {m["status"]}): nothing to decide')
     return m, reg
 
+# %% ../notebooks/lib/13_gate.ipynb #c014a
 def _record(run_dir:Path, manifest:dict, entry:dict):
     from mlops_nb.manifest import write_manifest
     manifest.setdefault('decisions', []).append(entry)
@@ -182,6 +192,7 @@ def _record(run_dir:Path, manifest:dict, entry:dict):
     p = run_dir/'manifest.json'
     p.chmod(p.stat().st_mode & ~0o222)  # the run folder stays read-only
 
+# %% ../notebooks/lib/13_gate.ipynb #c014b
 def _human_decision(run_dir, by:str, note:str, decision:str):
     from mlops_nb.tracking import client
     run_dir = Path(run_dir).resolve()
@@ -211,6 +222,7 @@ def _human_decision(run_dir, by:str, note:str, decision:str):
     _record(run_dir, m, entry)
     return entry
 
+# %% ../notebooks/lib/13_gate.ipynb #c014c
 def approve(run_dir:str|Path, # the run folder of the model
             by:str, # who approves
             note:str='', # why
@@ -218,11 +230,13 @@ def approve(run_dir:str|Path, # the run folder of the model
     "Approve the run's model: it becomes champion if the champion has not changed since its evaluation"
     return _human_decision(run_dir, by, note, 'approved')
 
+# %% ../notebooks/lib/13_gate.ipynb #c014d
 def reject(run_dir:str|Path, by:str, note:str):
     "Reject the run's model: it never becomes champion"
     if not note.strip(): raise MlopsError('a rejection needs a reason: --note TEXT')
     return _human_decision(run_dir, by, note, 'rejected')
 
+# %% ../notebooks/lib/13_gate.ipynb #c014e
 def rollback(tracking_uri:str, model_name:str, by:str, note:str, to:str|None=None):
     "Move `champion` back to `to` (default: the `previous-champion`), recording who and why"
     from mlops_nb.tracking import alias_version, client
@@ -244,6 +258,7 @@ def rollback(tracking_uri:str, model_name:str, by:str, note:str, to:str|None=Non
     c.set_model_version_tag(model_name, current, 'mlops_nb.rolled_back', json.dumps({'by': by, 'note': note, 'at': utc_now().isoformat()}))
     return {'model_name': model_name, 'champion': str(to), 'replaced': current}
 
+# %% ../notebooks/lib/13_gate.ipynb #c014f
 def promote_by_abtest(tracking_uri:str, model_name:str, result:dict, by:str):
     "Make the challenger champion when live traffic says it is better (`mlops_nb.abtest` result); return the move"
     from mlops_nb.tracking import client
@@ -264,6 +279,7 @@ def promote_by_abtest(tracking_uri:str, model_name:str, result:dict, by:str):
     c.set_model_version_tag(model_name, chall, 'mlops_nb.abtest', json.dumps({**evidence, 'by': by, 'at': utc_now().isoformat()}, default=str))
     return {'model_name': model_name, 'champion': chall, 'replaced': champ, 'note': note}
 
+# %% ../notebooks/lib/13_gate.ipynb #c014g
 def models(tracking_uri:str, model_name:str):
     "Every version of `model_name` with its aliases, decision, approval, metrics, data version and run"
     from mlops_nb.tracking import client

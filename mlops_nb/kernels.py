@@ -56,6 +56,7 @@ def _package_imports(name:str):
         if rel and p.is_file(): return tuple(source_imports(p.read_text(encoding='utf-8'), name if p.name == '__init__.py' else name.rsplit('.', 1)[0]))
     return ()
 
+# %% ../notebooks/lib/28_kernels.ipynb #c008a
 @functools.cache
 def _outside(name:str, root:Path):
     "Whether the top-level module of `name` is installed, and not a module of the project folder at `root`"
@@ -64,6 +65,7 @@ def _outside(name:str, root:Path):
     origin = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
     return bool(origin) and not Path(origin).resolve().is_relative_to(root.resolve())
 
+# %% ../notebooks/lib/28_kernels.ipynb #c008b
 def stage_modules(notebook:Path, # a stage notebook
                   root:Path, # the project folder: its own modules are left to the stage
                  ):
@@ -269,6 +271,7 @@ def _kernel_args(cmd:list):
         return cmd[3:]
     return None
 
+# %% ../notebooks/lib/28_kernels.ipynb #c018a
 class ForkProvisioner(LocalProvisioner):
     "A local kernel provisioner that forks the kernel from a `KernelServer` when it can, and launches it as usual otherwise"
     server = None  # set before the kernel starts, with `stage` and `log`

@@ -25,11 +25,13 @@ def _stat(pid:int):
     try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
     except (OSError, IndexError): return None
 
+# %% ../notebooks/lib/29_liveness.ipynb #c004a
 def _proc_start(pid:int):
     "The start of process `pid` in clock ticks since boot (Linux), or None where /proc cannot tell"
     try: return int(_stat(pid)[19])
     except (TypeError, ValueError, IndexError): return None
 
+# %% ../notebooks/lib/29_liveness.ipynb #c004b
 def pid_alive(pid:int):
     "Whether process `pid` exists on this host and is not a zombie (ended, not yet reaped)"
     try: os.kill(pid, 0)
@@ -37,6 +39,7 @@ def pid_alive(pid:int):
     except PermissionError: pass  # another user's process: it exists
     return (_stat(pid) or ['?'])[0] != 'Z'
 
+# %% ../notebooks/lib/29_liveness.ipynb #c004c
 def process_record():
     "`{host, pid, proc_start, started, heartbeat}` of the current process, for a run's manifest"
     now = utc_now().isoformat()

@@ -33,6 +33,7 @@ def write_manifest(run_dir:Path, manifest:dict):
     "Write `manifest` to `run_dir`/manifest.json at once (a reader sees the old or the new), passwords masked"
     with _WRITING: atomic_write_text(run_dir/'manifest.json', json.dumps(hide(manifest), indent=2, default=str))  # passwords stay in memory
 
+# %% ../notebooks/lib/31_manifest.ipynb #c006a
 def read_manifest(run_dir:Path):
     "The manifest of the run folder `run_dir`"
     path = Path(run_dir)/'manifest.json'
@@ -46,6 +47,7 @@ def read_manifest(run_dir:Path):
 # %% ../notebooks/lib/31_manifest.ipynb #c008
 def _stderr(line:str): print(line, file=sys.stderr)
 
+# %% ../notebooks/lib/31_manifest.ipynb #c008a
 def list_runs(project:Project,
               warn=_stderr, # called with a line for each manifest that cannot be read, which is left out
              ):
@@ -58,6 +60,7 @@ def list_runs(project:Project,
             except MlopsError as e: warn(f'warning: left out: {e}')  # a damaged or foreign record: said, not listed
     return res
 
+# %% ../notebooks/lib/31_manifest.ipynb #c008b
 def find_run(project:Project, ref:str):
     "The run folder named by `ref`: a path, a run id, or a unique prefix or suffix of one"
     for p in (Path(ref), project.runs_dir/ref):

@@ -28,6 +28,7 @@ __all__ = ['TASKS', 'MODELS', 'METRICS', 'LOWER_IS_BETTER', 'check_task', 'featu
 # %% ../notebooks/lib/05_model.ipynb #c004
 def _read_json(path): return json.loads(Path(path).read_text())
 
+# %% ../notebooks/lib/05_model.ipynb #c004a
 TASKS = ('classification', 'regression')
 
 def check_task(task:str):
@@ -35,6 +36,7 @@ def check_task(task:str):
     if task not in TASKS: raise MlopsError(f'data.task must be one of {", ".join(TASKS)}; got {task!r}')
     return task
 
+# %% ../notebooks/lib/05_model.ipynb #c004b
 def feature_columns(df:pd.DataFrame, target:str, id_column:str, time_column:str):
     "`{'categorical': [...], 'numeric': [...]}` for the columns of `df` that are features"
     skip = {target, id_column, time_column} - {''}
@@ -43,6 +45,7 @@ def feature_columns(df:pd.DataFrame, target:str, id_column:str, time_column:str)
     if not cat and not num: raise MlopsError(f'no feature columns left after removing {sorted(skip)}')
     return {'categorical': cat, 'numeric': num}
 
+# %% ../notebooks/lib/05_model.ipynb #c004c
 def check_labels(y:pd.Series, task:str, positive_label:str, target:str):
     "The positive label of a classification target (as found in the data), None for regression; a clear error otherwise"
     if check_task(task) == 'regression':
@@ -63,6 +66,7 @@ def check_labels(y:pd.Series, task:str, positive_label:str, target:str):
     else: raise MlopsError(f'the target {target!r} has labels {shown}: set data.positive_label to the one whose probability the model scores')
     return v.item() if hasattr(v, 'item') else v
 
+# %% ../notebooks/lib/05_model.ipynb #c004d
 @dataclass
 class FeaturesResult:
     "The split and the feature columns"
@@ -79,6 +83,7 @@ class FeaturesResult:
         else: col, values = f'{t} mean', [self.train[t].mean(), self.holdout[t].mean()]
         return pd.DataFrame({'rows': [len(self.train), len(self.holdout)], col: values}, index=['train', 'holdout'])
 
+# %% ../notebooks/lib/05_model.ipynb #c004e
 def make_features(run_dir:str, # run folder
                   target:str='employed', # label column
                   task:str='classification', # classification or regression
@@ -130,11 +135,13 @@ def default_preprocessing(categorical:list, numeric:list):
                                                             encoded_missing_value=np.nan), categorical),
                               ('numeric', 'passthrough', numeric)])
 
+# %% ../notebooks/lib/05_model.ipynb #c007a
 def make_pipeline(features:dict, preprocess, estimator):
     "The model: `InputColumns`, `preprocess` and `estimator`, as one Pipeline"
     from sklearn.pipeline import Pipeline
     return Pipeline([('columns', InputColumns(features['categorical'], features['numeric'])), ('preprocess', preprocess), ('model', estimator)])
 
+# %% ../notebooks/lib/05_model.ipynb #c007b
 MODELS = {'classification': ('hist_gradient_boosting', 'logistic_regression'), 'regression': ('hist_gradient_boosting', 'ridge')}
 
 def build_pipeline(features:dict, # from `feature_columns`
@@ -163,6 +170,7 @@ def build_pipeline(features:dict, # from `feature_columns`
                else Ridge(alpha=1/inverse_regularization, random_state=random_state))
     return make_pipeline(features, pre, est)
 
+# %% ../notebooks/lib/05_model.ipynb #c007c
 def model_input(df:pd.DataFrame, features:dict):
     "The raw feature columns of `df`, categories as plain strings (as a client sends them)"
     X = df[features['categorical'] + features['numeric']].copy()
@@ -175,6 +183,7 @@ def pip_requirements():
     from importlib.metadata import version
     return [f'{p}=={version(p)}' for p in ('scikit-learn', 'pandas', 'numpy', 'scipy', 'cloudpickle')]
 
+# %% ../notebooks/lib/05_model.ipynb #c010a
 def _by_value(root:Path|None):
     "Modules whose code a pickled model must carry: mlops_nb.columns and the project folder's own"
     import sys
@@ -190,6 +199,7 @@ def _by_value(root:Path|None):
     for m in mods: cloudpickle.register_pickle_by_value(m)
     return mods
 
+# %% ../notebooks/lib/05_model.ipynb #c010b
 def save_object(obj, path:Path, root:Path|None=None):
     "Pickle `obj` with cloudpickle, carrying the code of the project's modules (`root`) by value"
     import cloudpickle
@@ -199,10 +209,12 @@ def save_object(obj, path:Path, root:Path|None=None):
     finally:
         for m in mods: cloudpickle.unregister_pickle_by_value(m)
 
+# %% ../notebooks/lib/05_model.ipynb #c010c
 def load_object(path:Path):
     import cloudpickle
     with open(path, 'rb') as f: return cloudpickle.load(f)
 
+# %% ../notebooks/lib/05_model.ipynb #c010d
 def warm_start_from(champion, features:dict, task:str, model:str, max_iter:int):
     "A copy of the champion's pipeline set to continue learning: `max_iter` more boosting iterations, or solver steps from its weights"
     import copy
@@ -224,18 +236,21 @@ def warm_start_from(champion, features:dict, task:str, model:str, max_iter:int):
     pipe.named_steps['model'].set_params(warm_start=True, **more)
     return pipe
 
+# %% ../notebooks/lib/05_model.ipynb #c010e
 def describe_estimator(est):
     "`{estimator, estimator_params}`: the class actually fitted and its parameters, JSON-able"
     def plain(v): return v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
     return {'estimator': f'{type(est).__module__}.{type(est).__qualname__}',
             'estimator_params': {k: plain(v) for k, v in est.get_params(deep=False).items()}}
 
+# %% ../notebooks/lib/05_model.ipynb #c010f
 @dataclass
 class TrainResult:
     "The fitted pipeline and its training metrics"
     pipeline:object
     metrics:dict
 
+# %% ../notebooks/lib/05_model.ipynb #c010g
 def _estimator(make_model, task:str):
     if not callable(make_model): raise MlopsError(f'make_model must be a function returning an estimator, got {type(make_model).__name__}')
     est = make_model()
@@ -245,6 +260,7 @@ def _estimator(make_model, task:str):
         raise MlopsError(f'make_model() returned a {type(est).__name__}, which has no predict_proba: a classifier must score probabilities')
     return est
 
+# %% ../notebooks/lib/05_model.ipynb #c010h
 def save_model(pipe, X:pd.DataFrame, path:Path, features:dict, root:Path|None=None):
     "Save the fitted `pipe` as an MLflow sklearn model: any-typed signature, input example, the typed schema and labels as metadata"
     import mlflow.sklearn
@@ -268,6 +284,7 @@ def save_model(pipe, X:pd.DataFrame, path:Path, features:dict, root:Path|None=No
         log.setLevel(level)
         for m in mods: cloudpickle.unregister_pickle_by_value(m)
 
+# %% ../notebooks/lib/05_model.ipynb #c010i
 def train(run_dir:str, # run folder
           make_model=None, # () -> an unfitted estimator, put behind the features' preprocessing; None: `model`
           target:str='employed', # label column
@@ -329,6 +346,7 @@ def load_pipeline(model_dir:str|Path):
     import skops.io
     return skops.io.load(model_dir/flavor['pickled_model'], trusted=flavor.get('skops_trusted_types') or [])
 
+# %% ../notebooks/lib/05_model.ipynb #c013a
 def classification_metrics(y_true, score, threshold:float=0.5):
     "Holdout metrics of a binary classifier from its positive-class scores"
     from sklearn import metrics as m
@@ -341,6 +359,7 @@ def classification_metrics(y_true, score, threshold:float=0.5):
                 log_loss=float(m.log_loss(y_true, score, labels=[0, 1])), brier=float(m.brier_score_loss(y_true, score)),
                 positive_rate=float(pred.mean()), rows=int(len(y_true)))
 
+# %% ../notebooks/lib/05_model.ipynb #c013b
 def regression_metrics(y_true, pred):
     "Holdout metrics of a regressor from its predictions"
     from sklearn import metrics as m
@@ -349,6 +368,7 @@ def regression_metrics(y_true, pred):
                 r2=float(m.r2_score(y_true, pred)) if len(y_true) > 1 else float('nan'),
                 mean_error=float((pred - y_true).mean()), mean_prediction=float(pred.mean()), rows=int(len(y_true)))
 
+# %% ../notebooks/lib/05_model.ipynb #c013c
 METRICS = {'classification': ('accuracy', 'f1', 'roc_auc', 'pr_auc', 'log_loss', 'brier', 'positive_rate', 'rows'),
            'regression': ('rmse', 'mae', 'r2', 'mean_error', 'mean_prediction', 'rows')}
 LOWER_IS_BETTER = ('log_loss', 'brier', 'rmse', 'mae')  # the metrics a better model makes smaller
@@ -357,11 +377,13 @@ def task_metrics(task:str, y_true, output):
     "Classification metrics of positive-class scores, or regression metrics of predictions"
     return classification_metrics(y_true, output) if check_task(task) == 'classification' else regression_metrics(y_true, output)
 
+# %% ../notebooks/lib/05_model.ipynb #c013d
 def model_output(pipe, X, task:str, positive=None):
     "What a model is judged on: the score of a classifier's `positive` label (default its second class), a regressor's prediction"
     if task != 'classification': return pipe.predict(X)
     return pipe.predict_proba(X)[:, positive_index(pipe.classes_, positive)]
 
+# %% ../notebooks/lib/05_model.ipynb #c013e
 def truth_of(y, features:dict):
     "What metrics compare with: 1 for the positive label and 0 for the other, or a regressor's numbers"
     if features.get('task', 'classification') != 'classification': return np.asarray(y, float)
@@ -425,6 +447,7 @@ class EvaluateResult:
         fig.tight_layout()
         return fig
 
+# %% ../notebooks/lib/05_model.ipynb #c015a
 def slice_metrics(df:pd.DataFrame, score, columns:list, truth, task:str='classification'):
     "Holdout metrics for each group of each slice column; `truth` is what `task_metrics` compares `score` with"
     rows, truth = [], np.asarray(truth)
@@ -435,10 +458,12 @@ def slice_metrics(df:pd.DataFrame, score, columns:list, truth, task:str='classif
             rows.append({'column': col, 'group': str(group), **task_metrics(task, truth[idx], score[idx])})
     return pd.DataFrame(rows)
 
+# %% ../notebooks/lib/05_model.ipynb #c015b
 def baseline_output(train_target, features:dict, n:int):
     "A trivial model's output for `n` rows: the training split's positive rate, or its mean"
     return np.full(n, float(np.mean(truth_of(train_target, features))))
 
+# %% ../notebooks/lib/05_model.ipynb #c015c
 def _champion_scores(tracking_uri, model_name, X, task, positive):
     from mlops_nb.tracking import champion_model
     found = champion_model(tracking_uri, model_name)
@@ -448,6 +473,7 @@ def _champion_scores(tracking_uri, model_name, X, task, positive):
     except Exception as e:  # the champion may predate a schema or task change; then it cannot be compared, which we say
         return version, f'{type(e).__name__}: {e}'
 
+# %% ../notebooks/lib/05_model.ipynb #c015d
 def evaluate(run_dir:str, # run folder
              target:str='employed', # label column
              task:str='classification', # classification or regression

@@ -42,11 +42,13 @@ class Reference:
     @property
     def columns(self): return self.features['categorical'] + self.features['numeric']
 
+# %% ../notebooks/lib/20_monitor.ipynb #c004a
 def reference_paths(run_dir:str|Path):
     "The files of `run_dir` that monitoring compares with (those logged with the model, and the model), by name"
     from mlops_nb.tracking import reference_files
     return {k: Path(run_dir)/rel for k, rel in {**reference_files(), 'model': get_stage('train').outputs['model']}.items()}
 
+# %% ../notebooks/lib/20_monitor.ipynb #c004b
 def reference_from_run(run_dir:str|Path, model_name:str='', version:str=''):
     "The `Reference` of the model trained in `run_dir`"
     from mlops_nb.model import load_pipeline
@@ -59,6 +61,7 @@ def reference_from_run(run_dir:str|Path, model_name:str='', version:str=''):
                      pd.read_parquet(files['train']), pd.read_parquet(files['holdout']), json.loads(files['metrics'].read_text()),
                      json.loads(files['schema'].read_text()))
 
+# %% ../notebooks/lib/20_monitor.ipynb #c004c
 def _download_reference(tracking_uri:str, v, dest:Path):
     "The champion's reference files and model from MLflow into `dest`, laid out as its run folder; `dest`"
     import mlflow.artifacts, shutil, tempfile
@@ -83,6 +86,7 @@ def _download_reference(tracking_uri:str, v, dest:Path):
                          'Versions registered before mlops-nb logged it are monitored where their run folder is') from None
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+# %% ../notebooks/lib/20_monitor.ipynb #c004d
 def champion_reference(tracking_uri:str, model_name:str,
                        download_to:str|Path|None=None, # folder to fetch the reference into when its run folder is not here
                       ):
@@ -107,6 +111,7 @@ def _bools(s:pd.Series, where:str):
     if bad.any(): raise MlopsError(f'{where}: {INDEPENDENT} must be true or false; found {s[bad].iloc[0]!r}')
     return text.map(lambda v: None if v is None else v in ('true', '1', 'yes', '1.0')).astype('boolean')
 
+# %% ../notebooks/lib/20_monitor.ipynb #c006a
 def join_labels(batch:pd.DataFrame, # the batch
                 target:str, # label column
                 id_column:str, # joins the labels to the batch
@@ -176,6 +181,7 @@ def trigger_signals(drift:dict, # `drift_summary` of the batch
                             'detail': f"{c['measure']} {c['value']:.4g} is not {c['op']} {c['threshold']:g}"})
     return out
 
+# %% ../notebooks/lib/20_monitor.ipynb #c012a
 def decide_trigger(signals:list, # from `trigger_signals`
                    labelled_rows:int, # independently labelled rows of the batch
                    min_labelled_rows:int=200, # fewer: nothing new to learn from
@@ -200,6 +206,7 @@ def _manifests(runs_dir:Path):
         try: yield m.parent, json.loads(m.read_text())
         except (OSError, ValueError): continue  # a foreign or half-written folder is not a run
 
+# %% ../notebooks/lib/20_monitor.ipynb #c015a
 def monitor_runs(runs_dir:Path, model_name:str, exclude:str=''):
     "`(run folder, monitor result)` of the completed monitor runs of `model_name` but `exclude`, oldest first"
     out = []
@@ -209,6 +216,7 @@ def monitor_runs(runs_dir:Path, model_name:str, exclude:str=''):
         if res.get('model_name') == model_name: out.append((d, res))
     return out
 
+# %% ../notebooks/lib/20_monitor.ipynb #c015b
 def history(runs_dir:Path, # the project's runs folder
             model_name:str, version:str, # the champion whose monitor runs count
             exclude:str=''): # this run's id
@@ -216,6 +224,7 @@ def history(runs_dir:Path, # the project's runs folder
     return pd.DataFrame([{'run_id': d.name, **w} for d, res in monitor_runs(runs_dir, model_name, exclude)
                          if res.get('champion_version') == version for w in res.get('windows', [])])
 
+# %% ../notebooks/lib/20_monitor.ipynb #c015c
 def _worse_signals(name:str, t:pd.DataFrame, worse:str):
     "Per point, the signal of chart `t` on the side that is worse ('low' or 'high'), or ''"
     low = worse == 'low'
@@ -226,6 +235,7 @@ def _worse_signals(name:str, t:pd.DataFrame, worse:str):
     else: hit = (t['cusum_lower'] > t['h']) if low else (t['cusum_upper'] > t['h'])
     return [f'{name.upper()} past its {"lower" if low else "upper"} limit' if h else '' for h in hit]
 
+# %% ../notebooks/lib/20_monitor.ipynb #c015d
 def control_charts(series:pd.DataFrame, # one row per point, oldest first; columns per monitored value
                    current:int, # how many of the last points are this run's
                    baseline_points:int=5, # points that set the limits
@@ -315,20 +325,24 @@ class MonitorResult:
             figs.append(fig)
         return figs
 
+# %% ../notebooks/lib/20_monitor.ipynb #c018a
 def _scores(ref:Reference, X):
     from mlops_nb.model import model_output
     return model_output(ref.pipeline, X, ref.task, ref.features.get('positive_label'))
 
+# %% ../notebooks/lib/20_monitor.ipynb #c018b
 def _prediction_frame(ref:Reference, output):
     "Scores and predicted classes of a classifier, predictions of a regressor, as columns to compare"
     if ref.task == 'classification':
         return pd.DataFrame({'score': np.asarray(output, float), 'predicted_class': pd.Categorical(np.where(np.asarray(output) >= 0.5, '1', '0'))})
     return pd.DataFrame({'prediction': np.asarray(output, float)})
 
+# %% ../notebooks/lib/20_monitor.ipynb #c018c
 def _last_retrain(runs_dir:Path, model_name:str):
     return max((pd.Timestamp(man['created']).to_pydatetime() for _, man in _manifests(runs_dir)
                 if man.get('kind') == 'retrain' and (man.get('trigger') or {}).get('model_name') == model_name), default=None)
 
+# %% ../notebooks/lib/20_monitor.ipynb #c018d
 def _as_reference(recent:pd.DataFrame, reference:pd.DataFrame, id_column:str, time_column:str):
     "`recent` with the reference's columns and types; ids and times that cannot take the reference's type are renumbered after it"
     out = recent[reference.columns].copy()
@@ -342,6 +356,7 @@ def _as_reference(recent:pd.DataFrame, reference:pd.DataFrame, id_column:str, ti
             out[c] = (start + np.arange(len(out)) if c == id_column else np.full(len(out), start)).astype(t)
     return out
 
+# %% ../notebooks/lib/20_monitor.ipynb #c018e
 TRAINING_DATA = ('reference+recent', 'recent', 'window')
 
 def labelled_rows(reference:pd.DataFrame, batch:pd.DataFrame, target:str, id_column:str, time_column:str):
@@ -350,11 +365,13 @@ def labelled_rows(reference:pd.DataFrame, batch:pd.DataFrame, target:str, id_col
     if missing: raise MlopsError(f'the labelled batch lacks {", ".join(missing)}, which the training data has: cannot retrain on it')
     return _as_reference(batch[batch[target].notna()], reference, id_column, time_column)
 
+# %% ../notebooks/lib/20_monitor.ipynb #c018f
 def _earlier_labelled(runs_dir:Path, model_name:str, exclude:str, k:int):
     "The labelled rows kept by the latest `k` earlier completed monitor runs of `model_name`, newest first"
     files = [d/'artifacts/08_monitor/labelled.parquet' for d, _ in reversed(monitor_runs(runs_dir, model_name, exclude))]
     return [f for f in files if f.is_file()][:k]
 
+# %% ../notebooks/lib/20_monitor.ipynb #c018g
 def write_training_data(path:Path, # folder to write
                         reference:pd.DataFrame, # the champion's training snapshot
                         recent:pd.DataFrame, # `labelled_rows` of this batch
@@ -374,6 +391,7 @@ def write_training_data(path:Path, # folder to write
     return {'reference_rows': len(reference) if training_data == 'reference+recent' else 0, 'recent_rows': len(recent),
             'earlier_rows': sum(map(len, earlier)), 'earlier_runs': [f.parents[2].name for f in window] if earlier else []}
 
+# %% ../notebooks/lib/20_monitor.ipynb #c018h
 def monitor(run_dir:str, # run folder
             target:str='employed', # label column
             id_column:str='id', # row identifier; labels are joined on it
@@ -463,6 +481,7 @@ def monitor(run_dir:str, # run folder
 def _ingest(m:dict):
     return next((s.get('result') or {} for s in m.get('stages', []) if s['name'] == 'ingest'), {})
 
+# %% ../notebooks/lib/20_monitor.ipynb #c021a
 def lineage(project, # a `mlops_nb.project.Project`
             version:str, # a version number or an alias (champion)
             model_name:str|None=None, # default: the project's model name

@@ -52,6 +52,7 @@ def _tables():
         Column('time', DateTime, nullable=False))
     return md, {'predictions': predictions, 'shadow': shadow, 'feedback': feedback}
 
+# %% ../notebooks/lib/11_predlog.ipynb #c004a
 def log_url(project, # a `mlops_nb.project.Project`
             required:bool=True, # raise when the log is off; else return None
            ):
@@ -63,6 +64,7 @@ def log_url(project, # a `mlops_nb.project.Project`
         return None
     return _absolute_uri(text, project.root) if text else f'sqlite:///{project.root/"predictions.db"}'
 
+# %% ../notebooks/lib/11_predlog.ipynb #c004b
 def open_store(url:str, # SQLAlchemy URL; a SQLite file is created with its folder
               ):
     "`(engine, tables)` of the prediction log at `url`, tables created if missing"
@@ -96,6 +98,7 @@ def dumps(obj) -> str:
         return json.dumps(obj, separators=(',', ':'), default=lambda o: o.tolist() if isinstance(o, (np.ndarray, np.generic)) else str(o))
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
 
+# %% ../notebooks/lib/11_predlog.ipynb #c006a
 def loads(text):
     "Parse JSON text or bytes"
     try: import orjson
@@ -109,12 +112,14 @@ def utcnow():
     "Now, as a naive UTC datetime (how the log stores time)"
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
+# %% ../notebooks/lib/11_predlog.ipynb #c009a
 def columns_json(d:dict) -> str:
     "`dumps(d)` for a dict of columns, encoded one column at a time"
     # the same text; but a 10,000-row request's features take milliseconds to encode, and between two calls the
     # server's threads can take the GIL, so the writer delays a request being answered by one column at most
     return '{' + ','.join(dumps(str(k)) + ':' + dumps(v) for k, v in d.items()) + '}'
 
+# %% ../notebooks/lib/11_predlog.ipynb #c009b
 def _encode(kind:str, r:dict):
     "A queued record as a table row: JSON-encode the columns that hold data"
     r = dict(r)
@@ -124,6 +129,7 @@ def _encode(kind:str, r:dict):
     if kind == 'feedback': r['label'] = dumps(r['label'])
     return r
 
+# %% ../notebooks/lib/11_predlog.ipynb #c009c
 class PredictionLog:
     "Batched, background writes of served requests, shadow predictions and feedback to a SQLAlchemy store"
     def __init__(self, url:str, # SQLAlchemy URL of the store
@@ -217,6 +223,7 @@ def _bool(v, where:str):
         return v.strip().lower() in ('true', 'yes', '1')
     raise MlopsError(f'{where}: independent must be true or false, got {v!r}')
 
+# %% ../notebooks/lib/11_predlog.ipynb #c012a
 def feedback_record(item:dict, # {request_id, label, row?, source?, independent?}
                     source:str='', # default source when the item names none
                     independent:bool=False, # default when the item does not say
@@ -245,6 +252,7 @@ def feedback_record(item:dict, # {request_id, label, row?, source?, independent?
     ind = independent if ind is None or (isinstance(ind, float) and math.isnan(ind)) else _bool(ind, where)
     return dict(request_id=rid.strip(), row=row, label=label, source=src or None, independent=ind, time=utcnow())
 
+# %% ../notebooks/lib/11_predlog.ipynb #c012b
 def read_feedback_file(path:str|Path):
     "Feedback items (dicts) from a CSV, Parquet or JSON-lines file with columns request_id, label and optionally row, source, independent"
     import pandas as pd
@@ -260,6 +268,7 @@ def read_feedback_file(path:str|Path):
                                  'request_id and label, and optionally row, source, independent')
     return [{k: v for k, v in r.items()} for r in df.to_dict('records')]
 
+# %% ../notebooks/lib/11_predlog.ipynb #c012c
 def record_feedback(url:str, # SQLAlchemy URL of the prediction log
                     items:list, # dicts: request_id, label, optionally row, source, independent
                     source:str='', # source of labels that name none
@@ -299,11 +308,13 @@ def parse_when(text:str|None, # ISO date or time (UTC unless it says), 'now', or
                                         '2026-11-01T12:00) or an age (7d, 12h, 30m)') from None
     return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
 
+# %% ../notebooks/lib/11_predlog.ipynb #c014a
 def _damaged(url:str, r, e:Exception):
     "The error for logged request `r`, whose record cannot be read"
     return MlopsError(f'prediction log {mask(url)}: the record of request {r["request_id"]} (seq {r["seq"]}) is damaged '
                       f'({type(e).__name__}: {e}); delete it (DELETE FROM predictions WHERE seq = {r["seq"]}) or restore the log')
 
+# %% ../notebooks/lib/11_predlog.ipynb #c014b
 def read_predictions(url:str, # SQLAlchemy URL of the prediction log
                      since:datetime|None=None, # first time (naive UTC) to include
                      until:datetime|None=None, # time (naive UTC) to stop before
@@ -358,6 +369,7 @@ def read_predictions(url:str, # SQLAlchemy URL of the prediction log
     for c in names: df[c if c not in cols else f'feature.{c}'] = fcols[c]
     return df
 
+# %% ../notebooks/lib/11_predlog.ipynb #c014c
 def export_predictions(url:str, # SQLAlchemy URL of the prediction log
                        path:str|Path, # Parquet file to write
                        since:datetime|None=None, # first time (naive UTC) to include

@@ -47,6 +47,7 @@ def _local_files(source:str, root:Path):
     path = Path(source.removeprefix('file://')).expanduser()
     return resolve_files(str(path if path.is_absolute() else root/path))
 
+# %% ../notebooks/lib/24_preflight.ipynb #c008a
 def source_columns(source:str, # the `data.source` setting
                    root:Path, # the project folder, which relative paths start from
                    encoding:str='utf-8', delimiter:str='', years:str='2015',
@@ -109,6 +110,7 @@ def notebook_estimator(notebook:Path, # the train stage's notebook
         return ns['make_model']()
     except Exception: return None  # a cell that needs more than its stage's variables: the stage itself will say what is wrong
 
+# %% ../notebooks/lib/24_preflight.ipynb #c013a
 def estimator_problems(est, # an unfitted scikit-learn estimator
                        params:dict, # the stage's parameters: a constraint's line names the one of the same name
                        section:str='train', # their settings section
@@ -150,6 +152,7 @@ def _unwritable(folder:Path):
     while not folder.exists() and folder != folder.parent: folder = folder.parent
     return None if folder.is_dir() and os.access(folder, os.W_OK) else folder
 
+# %% ../notebooks/lib/24_preflight.ipynb #c020a
 def _try_store(uri:str, timeout:float):
     "Raise when the tracking store at `uri` cannot be used now"
     if uri.startswith(('sqlite:', 'file:')) or '://' not in uri:
@@ -166,6 +169,7 @@ def _try_store(uri:str, timeout:float):
         try: engine.connect().close()
         finally: engine.dispose()
 
+# %% ../notebooks/lib/24_preflight.ipynb #c020b
 _TRACKING = ('the MLflow tracking store', 'mlflow.tracking_uri (empty: mlflow.db beside settings.ini)')
 
 def service_problems(tracking_uri:str, # the store's URI, with its credentials (used here only)

@@ -26,6 +26,7 @@ def _absolute_uri(uri:str, root:Path):
     if '://' not in uri: return (root/uri).resolve().as_uri()
     return uri
 
+# %% ../notebooks/lib/06_project.ipynb #c004a
 @dataclass(frozen=True)
 class Project:
     "A project folder, its stage notebooks and its resolved settings"
@@ -62,6 +63,7 @@ class Project:
     def stages(self):
         return self.stages_named([n.strip() for n in self.settings['pipeline']['stages'].split(',') if n.strip()])
 
+# %% ../notebooks/lib/06_project.ipynb #c004b
 def load_project(settings_file:str|Path|None=None, # settings.ini to use; default: the nearest one at or above the current folder
                  overrides=(), # `section.key=value` strings laid over the file
                 ):
@@ -127,6 +129,7 @@ class StageContext:
                 else: obj.to_parquet(tmp, index=False)
         return p
 
+# %% ../notebooks/lib/06_project.ipynb #c007a
 def stage_context(run_dir:str|Path, # the stage's run folder (its `run_dir` parameter)
                   name:str, # the stage's name
                  ):

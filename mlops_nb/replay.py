@@ -182,6 +182,7 @@ def _run_cell(src:str, path:Path, tag:str, names:dict, function:str):
     if not callable(names.get(function)): raise MlopsError(f'{path.name}: the cell tagged {tag} defines no function {function}()')
     return names[function]
 
+# %% ../notebooks/lib/21_replay.ipynb #c021a
 def project_model(settings:dict, # the project's resolved settings: [train], [project] random_state, [data]
                   stages_dir:str|Path|None=None, # the project's notebooks/stages; None: train.model or boosted trees
                  ):
@@ -259,12 +260,14 @@ def _score(metric:str, pipe, X, y):
     if metric == 'accuracy': return float((pipe.predict(X) == y).mean())
     return float(np.sqrt(np.mean((pipe.predict(X) - y.astype(float))**2)))
 
+# %% ../notebooks/lib/21_replay.ipynb #c026a
 def _fit(make, features, X, y):
     pipe = make(features)
     try: return pipe.fit(X, y)
     except (ValueError, TypeError) as e:
         raise MlopsError(f'fitting {type(pipe.named_steps["model"]).__name__} failed: {e}'.splitlines()[0]) from None
 
+# %% ../notebooks/lib/21_replay.ipynb #c026b
 def replay(stream:Stream, # from `replay_input`
            make=None, # `make(features)` -> an unfitted Pipeline (`project_model`); None: boosted trees
            train_share:float=0.2, # share of the batches the first model is trained on
@@ -283,6 +286,7 @@ def replay(stream:Stream, # from `replay_input`
     with threadpool_limits(limits=threads or None): return _replay(stream, make, train_share, period, window_batches, baseline_points,
         cooldown_batches, drift_share, drift_features, spc_series, performance_floor, wasserstein, psi, js, new_share, progress)
 
+# %% ../notebooks/lib/21_replay.ipynb #c026c
 def _replay(stream, make, train_share, period, window_batches, baseline_points, cooldown_batches, drift_share, drift_features,
             spc_series, performance_floor, wasserstein, psi, js, new_share, progress):
     from mlops_nb.drift import drift_summary, drift_table

@@ -58,21 +58,25 @@ def esc(v)->str:
     "`v` as HTML text; None as a dash"
     return '-' if v is None else html.escape(str(v))
 
+# %% ../notebooks/lib/14_report.ipynb #c004a
 def page(title:str, body:str)->str:
     "A whole HTML page around `body`: the shared style, no scripts, nothing fetched"
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
             f'<link rel="icon" href="data:,">\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n')
 
+# %% ../notebooks/lib/14_report.ipynb #c004b
 def fmt(v, digits:int=4)->str:
     "A number for a table: floats to `digits` places"
     if isinstance(v, bool) or v is None: return esc(v)
     if isinstance(v, float): return f'{v:.{digits}f}'
     return esc(v)
 
+# %% ../notebooks/lib/14_report.ipynb #c004c
 def badge(state)->str:
     return f'<span class="badge {esc(str(state).replace(" ", "-"))}">{esc(str(state).replace("_", " "))}</span>'
 
+# %% ../notebooks/lib/14_report.ipynb #c004d
 def table(rows:list, columns:list, numeric=())->str:
     "An HTML table of `rows` (lists of already-escaped cells) under `columns`"
     head = ''.join(f'<th{" class=num" if c in numeric else ""}>{esc(c)}</th>' for c in columns)
@@ -130,6 +134,7 @@ def _scriptless(o):
     for mime in (_WIDGET, 'text/html', 'application/javascript'):
         if mime in data and len(data) > 1 and (mime != 'text/html' or '<script' in data[mime]): del data[mime]
 
+# %% ../notebooks/lib/14_report.ipynb #c009a
 def notebook_exporter():
     "An nbconvert HTML exporter of a notebook's cells (no page shell), inputs and prompts hidden"
     from jinja2 import DictLoader
@@ -138,6 +143,7 @@ def notebook_exporter():
                         extra_loaders=[DictLoader({'mlops_nb_cells.html.j2': _BODY_TEMPLATE})],
                         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
 
+# %% ../notebooks/lib/14_report.ipynb #c009b
 def _readable_cells(nb, prefix:str):
     "A copy of `nb` with only the cells that show something without their code"
     nb = copy.deepcopy(nb)
@@ -154,6 +160,7 @@ def _readable_cells(nb, prefix:str):
     nb.cells = cells
     return nb
 
+# %% ../notebooks/lib/14_report.ipynb #c009c
 def notebook_html(path:str|Path, exporter=None, prefix:str='nb',
                   cache:Path|None=None, # a folder of fragments rendered before, by the notebook's content
                  )->str:
@@ -200,6 +207,7 @@ def _criteria_rows(run_dir:Path, m:dict):
                          fmt(c.get('value')), fmt(c.get('champion')) if name == 'verdict' else '', badge(c['outcome'])])
     return rows
 
+# %% ../notebooks/lib/14_report.ipynb #c014a
 def _facts(m:dict):
     s, git = m.get('summary') or {}, m.get('git') or {}
     model = f"{s['model_name']} version {s['version']}" if s.get('version') else None
@@ -212,6 +220,7 @@ def _facts(m:dict):
             ('MLflow run', (m.get('mlflow') or {}).get('run_id'))]
     return '<table class="facts"><tbody>' + ''.join(f'<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in rows) + '</tbody></table>'
 
+# %% ../notebooks/lib/14_report.ipynb #c014b
 def report_html(run_dir:str|Path, exporter=None)->str:
     "The report page of the run folder `run_dir`"
     from mlops_nb.manifest import read_manifest
@@ -268,6 +277,7 @@ def render_report(run_dir:str|Path, exporter=None)->Path:
     if read_manifest(run_dir)['status'] == 'completed': out.chmod(out.stat().st_mode & ~0o222)
     return out
 
+# %% ../notebooks/lib/14_report.ipynb #c016a
 def render_reports(run_dirs:list, # run folders
                    progress:bool=True, # show a progress bar (terminal or notebook)
                   ):

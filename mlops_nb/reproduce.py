@@ -31,10 +31,12 @@ def numbers(manifest:dict):
         if r['name'] not in SIDE_EFFECTS and r.get('result'): walk(r['name'], r['result'])
     return res
 
+# %% ../notebooks/lib/27_reproduce.ipynb #c004a
 def _equal(a, b):
     return a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)) or \
         (a is not None and b is not None and math.isnan(a) and math.isnan(b))
 
+# %% ../notebooks/lib/27_reproduce.ipynb #c004b
 def compare(old:dict, new:dict):
     "`[(name, old, new, equal)]` for every number of either manifest"
     a, b = numbers(old), numbers(new)

@@ -23,6 +23,7 @@ def _ini_value(v):
     if isinstance(v, bool): return 'true' if v else 'false'
     return str(v)
 
+# %% ../notebooks/lib/25_scaffold.ipynb #c004a
 def settings_text(values:dict, # `{section: {key: value}}` laid over the declared defaults
                   notes:dict|None=None, # `{section: {key: comment}}`: why a value was chosen, shown above it
                   stages:dict|None=None, # `find_stages` of the project; default: the templates'
@@ -58,6 +59,7 @@ def _positive(y:pd.Series, target:str):
     rare = counts.index[-1]
     return rare, f'{rare!r} is the rarer label of {target!r} ({counts[rare]/counts.sum():.0%} of the sample): usually the class of interest'
 
+# %% ../notebooks/lib/25_scaffold.ipynb #c006a
 def _id_column(df:pd.DataFrame, target:str):
     "A column whose values are whole numbers or text, each row its own, named like an id first; None if there is none"
     def ok(c):
@@ -68,6 +70,7 @@ def _id_column(df:pd.DataFrame, target:str):
     named = [c for c in cands if re.search(r'(^|[^a-z])id($|[^a-z])|_id$|^id', str(c), re.IGNORECASE)]
     return (named or [None])[0]
 
+# %% ../notebooks/lib/25_scaffold.ipynb #c006b
 def _time_column(df:pd.DataFrame, target:str):
     "A column that holds dates, or whole-number years named like one, or text shaped like dates, or named like a time that parses as one; None"
     for c in df.columns:
@@ -82,6 +85,7 @@ def _time_column(df:pd.DataFrame, target:str):
             if pd.to_datetime(head, errors='coerce', format='mixed', utc=True).notna().mean() > 0.95: return c  # utc: zones may differ
     return None
 
+# %% ../notebooks/lib/25_scaffold.ipynb #c006c
 def _slug(name:str): return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') or 'model'
 
 # %% ../notebooks/lib/25_scaffold.ipynb #c008
@@ -97,6 +101,7 @@ def read_sample(source:str, # a CSV or Parquet file, folder or glob (or a bundle
         return pd.read_csv(f.path or f.name, sep=delim, nrows=rows)
     return pd.read_parquet(f.path or f.name).head(rows)
 
+# %% ../notebooks/lib/25_scaffold.ipynb #c008a
 def data_settings(df:pd.DataFrame, # a sample of the data
                   target:str, # the label column
                   where:str, # the data's name, for messages

@@ -44,6 +44,7 @@ class InputError(Exception):
         super().__init__(message)
         self.status, self.message = status, message
 
+# %% ../notebooks/lib/10_serve.ipynb #c004a
 @dataclass
 class Parsed:
     "A request body as columns"
@@ -52,6 +53,7 @@ class Parsed:
     n:int # rows
     csv:bool=False # values are CSV text, converted by the column checks
 
+# %% ../notebooks/lib/10_serve.ipynb #c004b
 def _from_rows(names, rows, where):
     if not isinstance(rows, list): raise InputError(400, f'{where} must be a list of rows')
     k = len(names) if names is not None else (len(rows[0]) if rows and isinstance(rows[0], list) else 0)
@@ -61,6 +63,7 @@ def _from_rows(names, rows, where):
         raise InputError(400, f'{where} row {i} has {got}; every row needs {k} values, one per column')
     return Parsed(names, list(zip(*rows)) if rows else [()] * k, len(rows))
 
+# %% ../notebooks/lib/10_serve.ipynb #c004c
 def _from_split(d):
     if not isinstance(d, dict) or 'data' not in d or set(d) - {'columns', 'data', 'index'}:
         raise InputError(400, 'dataframe_split must be an object with "data" and optionally "columns" and "index"')
@@ -69,6 +72,7 @@ def _from_split(d):
         raise InputError(400, 'dataframe_split "columns" must be a list of column names')
     return _from_rows(names, d['data'], 'dataframe_split data')
 
+# %% ../notebooks/lib/10_serve.ipynb #c004d
 def _from_records(recs, where):
     if not isinstance(recs, list): raise InputError(400, f'{where} must be a list of records (objects)')
     if not recs: return Parsed([], [], 0)
@@ -83,6 +87,7 @@ def _from_records(recs, where):
     names = list(dict.fromkeys(k for r in recs for k in r))  # a key missing from a record is a missing value
     return Parsed(names, [[r.get(c) for r in recs] for c in names], len(recs))
 
+# %% ../notebooks/lib/10_serve.ipynb #c004e
 def _from_columns(d, where):
     lists = [isinstance(v, list) for v in d.values()]
     if all(lists):
@@ -92,6 +97,7 @@ def _from_columns(d, where):
     if any(lists): raise InputError(400, f'{where}: give every column as a list, or every column as one value')
     return Parsed(list(d), [[v] for v in d.values()], 1)
 
+# %% ../notebooks/lib/10_serve.ipynb #c004f
 def parse_json(body:bytes):
     "`(Parsed, params)` from a JSON request body in MLflow's scoring format"
     try: doc = loads(body)
@@ -109,6 +115,7 @@ def parse_json(body:bytes):
     if isinstance(data, list) and data and isinstance(data[0], list): return _from_rows(None, data, fmt), params  # rows,
     return _from_records(data, fmt), params  # or records
 
+# %% ../notebooks/lib/10_serve.ipynb #c004g
 def parse_csv(body:bytes):
     "`Parsed` from a CSV body with a header row"
     try: text = body.decode('utf-8-sig')
@@ -132,6 +139,7 @@ class Column:
     required:bool=True
     int_ok:bool=False # a string column that also takes integers (its categories are whole numbers)
 
+# %% ../notebooks/lib/10_serve.ipynb #c007a
 def signature_columns(mlmodel:dict, # the parsed MLmodel file
                       schema:dict|None=None, # the training schema, if the training run folder is still there
                      ):
@@ -147,12 +155,14 @@ def signature_columns(mlmodel:dict, # the parsed MLmodel file
     return [Column(s['name'], _KINDS.get(s.get('type'), 'any'), s.get('required', True),
                    _KINDS.get(s.get('type')) == 'string' and int_ok(s['name'])) for s in spec]
 
+# %% ../notebooks/lib/10_serve.ipynb #c007b
 def _bad(c:Column, values, i=None):
     if i is None: i = next(j for j, v in enumerate(values) if v is not None and not _fits(c, v))
     v = values[i]
     shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + '...'
     return InputError(422, f'field {c.name!r}: expected {_WHAT[c.kind]}, got {shown} ({type(v).__name__}) in row {i}')
 
+# %% ../notebooks/lib/10_serve.ipynb #c007c
 def _fits(c, v):
     t = type(v)
     if c.kind == 'string': return t is str or (t is int and c.int_ok)
@@ -160,6 +170,7 @@ def _fits(c, v):
     if c.kind == 'integer': return t is int or (t is float and v.is_integer())
     return t is bool
 
+# %% ../notebooks/lib/10_serve.ipynb #c007d
 def _from_text(c:Column, values):
     "CSV cells (text) as typed values; an empty cell is missing"
     if c.kind in ('string', 'any'): return [v if v != '' else None for v in values]
@@ -179,6 +190,7 @@ def _from_text(c:Column, values):
         except ValueError: raise _bad(c, values, i) from None
     return out
 
+# %% ../notebooks/lib/10_serve.ipynb #c007e
 def check_values(c:Column, values, from_csv:bool=False):
     "`values` of column `c` checked and normalised: a list; `InputError` 422 naming the field and row"
     if from_csv: return _from_text(c, values)
@@ -197,6 +209,7 @@ def check_values(c:Column, values, from_csv:bool=False):
     elif types <= {bool}: return values if isinstance(values, list) else list(values)
     raise _bad(c, values)
 
+# %% ../notebooks/lib/10_serve.ipynb #c007f
 def check_input(p:Parsed, # the parsed request
                 columns:list|None, # the model's columns; None: not checked
                 allowed:tuple=(), # extra fields tolerated and dropped (the sticky routing key)
@@ -235,6 +248,7 @@ def _labels(classes, proba, positive=None):
     score = proba[:, positive_index(classes, positive) if classes is not None else 1] if proba.shape[1] == 2 else proba.max(axis=1)
     return labels, np.ascontiguousarray(score)
 
+# %% ../notebooks/lib/10_serve.ipynb #c010a
 def _inner(pipe):
     "`pipe` without its leading `InputColumns` step: the scorers' checked columns are already typed as it types them"
     from sklearn.pipeline import Pipeline
@@ -242,6 +256,7 @@ def _inner(pipe):
         return Pipeline(pipe.steps[1:])
     return pipe
 
+# %% ../notebooks/lib/10_serve.ipynb #c010b
 def _array(c:Column, values):
     import numpy as np
     if c.kind == 'number': return np.array(values, dtype=float)
@@ -251,12 +266,14 @@ def _array(c:Column, values):
     a[:] = values
     return a
 
+# %% ../notebooks/lib/10_serve.ipynb #c010c
 def frame(cols:dict, columns:list|None):
     "A DataFrame of checked columns, typed as MLflow's schema enforcement would"
     import pandas as pd
     if columns is None: return pd.DataFrame(cols)
     return pd.DataFrame({c.name: _array(c, cols[c.name]) for c in columns}, copy=False)
 
+# %% ../notebooks/lib/10_serve.ipynb #c010d
 def general_scorer(pipe, columns:list|None, positive=None):
     "`score(cols, n) -> (labels, scores of the `positive` label or None)` through one DataFrame and the pipeline"
     import numpy as np
@@ -267,6 +284,7 @@ def general_scorer(pipe, columns:list|None, positive=None):
         return np.asarray(pipe.predict(X)), None
     return score
 
+# %% ../notebooks/lib/10_serve.ipynb #c010e
 def fast_scorer(pipe, columns:list|None, positive=None):
     "`score(cols, n)` for `[InputColumns ->] ColumnTransformer(OrdinalEncoder, passthrough) -> estimator` without a DataFrame; None for other shapes"
     import numpy as np
@@ -317,6 +335,7 @@ def fast_scorer(pipe, columns:list|None, positive=None):
         return predict(X)
     return score
 
+# %% ../notebooks/lib/10_serve.ipynb #c010f
 def _table_scorer(tables, plan:list, finish, columns:list):
     "`score(cols, n)` through `TreeTables`: each value becomes its class (one dictionary lookup for a category), no matrix of floats"
     # A text column's lookup is also its check (`score.prechecked`: `check_input` leaves these columns to it):
@@ -359,6 +378,7 @@ def _table_scorer(tables, plan:list, finish, columns:list):
     score.normalized = 0
     return score
 
+# %% ../notebooks/lib/10_serve.ipynb #c010g
 def _tree_model(est):
     "`(raw, order, remaps, tables)` scoring a fitted histogram gradient-boosting model without its per-call checks; None for other estimators"
     # scikit-learn's checks (feature names, dtypes, its internal category encoder) cost about 3 ms per call,
@@ -409,6 +429,7 @@ def _tree_model(est):
         return raw
     return raw_of, order, remaps, tables
 
+# %% ../notebooks/lib/10_serve.ipynb #c010h
 def _leaf_masks(nodes, dt):
     "Per split node of one tree `(left_leaves, right_leaves)` as bit masks, the values of its leaves in bit order, and the mask of all leaves"
     splits, values = {}, []
@@ -422,6 +443,7 @@ def _leaf_masks(nodes, dt):
     full = walk(0)
     return splits, values, full
 
+# %% ../notebooks/lib/10_serve.ipynb #c010i
 class TreeTables:
     "A fitted histogram gradient-boosting ensemble as lookup tables: one gather per feature and row scores every tree"
     # Every feature's values fall in a few classes that all splits on it treat alike: the intervals between its
@@ -562,6 +584,7 @@ class TreeTables:
         got = self.raw({f: self.classes(f, X[:, f]) for f in self.features}, rows)
         return bool(np.array_equal(want, got))
 
+# %% ../notebooks/lib/10_serve.ipynb #c010j
 _HELPERS = []
 def _helpers():
     "Threads that help score large batches (one fewer than the CPUs this process may use), or None on one CPU"
@@ -571,6 +594,7 @@ def _helpers():
         _HELPERS.append(ThreadPoolExecutor(min(cpus, 4) - 1, thread_name_prefix='mlops-nb-trees') if cpus > 1 else None)
     return _HELPERS[0]
 
+# %% ../notebooks/lib/10_serve.ipynb #c010k
 def _probe(pipe, columns, example:dict|None):
     "A batch that exercises every known category, missing and unseen values, built from the input example"
     cats = {}
@@ -589,6 +613,7 @@ def _probe(pipe, columns, example:dict|None):
         cols[c.name] = vals + [None, '\x00unseen' if c.kind == 'string' else vals[0]]
     return cols, k + len(base) + 2
 
+# %% ../notebooks/lib/10_serve.ipynb #c010l
 def choose_scorer(pipe, columns:list|None, example:dict|None=None, positive=None):
     "`(score, fast)`: the fast scorer when it gives exactly the general scorer's answers on a probe batch"
     import numpy as np
@@ -619,6 +644,7 @@ class ServedModel:
     prechecked:frozenset=frozenset() # columns `score` checks itself (see `check_input`)
     loaded_at:float=field(default_factory=time.time)
 
+# %% ../notebooks/lib/10_serve.ipynb #c016a
 def load_model_dir(model_dir:str|Path, # an MLflow model folder (MLmodel, model.skops, input_example.json)
                    name:str='model', version:str='local', run_dir:str|None=None, # training run folder, for its schema
                   ):
@@ -645,6 +671,7 @@ def load_model_dir(model_dir:str|Path, # an MLflow model folder (MLmodel, model.
         for _ in range(3): score(example, n)
     return ServedModel(name, str(version), columns, score, fast, run_dir, getattr(score, 'prechecked', frozenset()))
 
+# %% ../notebooks/lib/10_serve.ipynb #c016b
 class MlflowRegistry:
     "Aliases and versions of one registered model in an MLflow registry"
     def __init__(self, tracking_uri:str, model_name:str, cache_dir:str|Path, keep:int=3):
@@ -762,6 +789,7 @@ class ServeConfig:
     reload_interval_s:float=2.0 # how often the registry is asked whether an alias moved
     max_shadow_queue:int=10_000 # shadow requests waiting beyond this are dropped (and counted)
 
+# %% ../notebooks/lib/10_serve.ipynb #c021a
 def parse_weights(text:str):
     "The challenger's share of traffic from `champion/challenger` weights such as `90/10`"
     try:
@@ -770,6 +798,7 @@ def parse_weights(text:str):
     except ValueError: raise MlopsError(f'serve.weights must be two non-negative numbers champion/challenger, such as 90/10; got {text!r}') from None
     return b / (a + b)
 
+# %% ../notebooks/lib/10_serve.ipynb #c021b
 def config_from_project(project, # a `mlops_nb.project.Project`
                         model:str|None=None, # registered model name; default: [project] model_name
                         alias:str='champion', # the alias answering by default
@@ -804,10 +833,12 @@ class Job:
     rid:str = ''
     parsed:Parsed|None = None # kept for shadow scoring by a model with other columns
 
+# %% ../notebooks/lib/10_serve.ipynb #c024a
 def _concat(jobs, names):
     if len(jobs) == 1: return jobs[0].cols
     return {c: [v for j in jobs for v in j.cols[c]] for c in names}
 
+# %% ../notebooks/lib/10_serve.ipynb #c024b
 def score_jobs(model:ServedModel, jobs:list):
     "Results for `jobs` (labels and scores each, or the exception), from one predict call when possible"
     n = sum(j.n for j in jobs)
@@ -828,6 +859,7 @@ def score_jobs(model:ServedModel, jobs:list):
         i += j.n
     return out
 
+# %% ../notebooks/lib/10_serve.ipynb #c024c
 class Batcher:
     "Gathers jobs into batches and scores them in a worker thread"
     def __init__(self, server:ModelServer):
@@ -943,10 +975,12 @@ def _json_bytes(obj) -> bytes:
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     except ImportError: return dumps(obj).encode()
 
+# %% ../notebooks/lib/10_serve.ipynb #c026a
 def _plain(a):
     "A numpy array (or None) as a JSON-ready list"
     return a.tolist() if hasattr(a, 'tolist') else a
 
+# %% ../notebooks/lib/10_serve.ipynb #c026b
 class ModelServer:
     "The serving state and the ASGI app"
     def __init__(self, cfg:ServeConfig, # routing, batching, logging and reload settings
@@ -1227,6 +1261,7 @@ class ModelServer:
                                  Route('/version', self.version, methods=['GET']),
                                  Route('/metrics', self.metrics_endpoint, methods=['GET'])], lifespan=lifespan)
 
+# %% ../notebooks/lib/10_serve.ipynb #c026c
 def _empty():
     import numpy as np
     return np.array([], dtype=np.int64)
@@ -1239,6 +1274,7 @@ def server_from_project(project, model:str|None=None, alias:str='champion'):
     cache = Path(tempfile.mkdtemp(prefix='mlops-nb-serve-'))
     return ModelServer(cfg, MlflowRegistry(project.tracking_uri, cfg.model_name, cache)).load_models()
 
+# %% ../notebooks/lib/10_serve.ipynb #c030a
 def tune_process():
     "Settings for a process that only serves: fewer garbage-collector passes, quicker GIL hand-over"
     import gc, sys
@@ -1251,6 +1287,7 @@ def tune_process():
     gc.set_threshold(50_000, 50, 100)
     sys.setswitchinterval(0.001)  # the event loop and the scoring thread share the GIL: hand it over sooner
 
+# %% ../notebooks/lib/10_serve.ipynb #c030b
 def create_app(settings_file:str|None=None, model:str|None=None, alias:str='champion'):
     "The ASGI app for the project of `settings_file` (default: `MLOPS_NB_SETTINGS`, else the nearest settings.ini)"
     from mlops_nb.project import load_project
@@ -1258,6 +1295,7 @@ def create_app(settings_file:str|None=None, model:str|None=None, alias:str='cham
     tune_process()
     return server.app()
 
+# %% ../notebooks/lib/10_serve.ipynb #c030c
 def serve(server:ModelServer, host:str='127.0.0.1', port:int=8000, echo=print):
     "Run `server` on uvicorn until Ctrl-C or SIGTERM; in-flight requests are answered and logged before it exits"
     import uvicorn

@@ -29,6 +29,7 @@ _DOMAIN = re.compile(r'\bin\s+(?:([\[(])\s*([^,\s]+)\s*,\s*([^\s\])]+)\s*([\])])
 
 def _num(x:float): return 'inf' if x == math.inf else '-inf' if x == -math.inf else f'{x:g}'
 
+# %% ../notebooks/lib/01_settings.ipynb #c007a
 @dataclass(frozen=True)
 class Domain:
     "The values a parameter takes: an interval of numbers or a choice of strings, declared at the end of its help"
@@ -110,6 +111,7 @@ def read_settings(path:str|Path):
         raise MlopsError(f'{path}: cannot be read as an ini file: {e}'.splitlines()[0]) from None
     return {s: dict(cp[s]) for s in cp.sections()}
 
+# %% ../notebooks/lib/01_settings.ipynb #c012a
 def parse_override(text:str):
     "Split `section.key=value` into `(section, key, value)`"
     lhs, eq, value = text.partition('=')
@@ -118,6 +120,7 @@ def parse_override(text:str):
         raise MlopsError(f'override {text!r} is not of the form section.key=value (e.g. train.learning_rate=0.05)')
     return section, key.strip(), value
 
+# %% ../notebooks/lib/01_settings.ipynb #c012b
 def apply_overrides(raw:dict, overrides=()):
     "A copy of `raw` with each `section.key=value` override set"
     res = {s: dict(kv) for s, kv in raw.items()}

@@ -22,6 +22,7 @@ def _series(values):
     s = values.astype('float64') if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype='float64'))
     return s.rename('value')
 
+# %% ../notebooks/lib/17_spc.ipynb #c004a
 def baseline_stats(values, # the series
                    baseline:int, # the number of first points that set the limits
                   ):
@@ -39,6 +40,7 @@ def baseline_stats(values, # the series
     note = 'the baseline has no variation (sigma 0): any value off the centre is a signal' if sigma == 0 else ''
     return centre, sigma, note
 
+# %% ../notebooks/lib/17_spc.ipynb #c004b
 def _z(x, centre, sigma):
     "(x - centre) / sigma, with sigma 0 giving 0 on the centre and +-inf off it"
     with np.errstate(divide='ignore', invalid='ignore'):
@@ -53,12 +55,14 @@ def _count_last(x:np.ndarray, k:int):
     i = np.arange(1, len(x) + 1)
     return c[i] - c[np.maximum(i - k, 0)]
 
+# %% ../notebooks/lib/17_spc.ipynb #c006a
 def _run_length(x:np.ndarray):
     "For each i, the number of consecutive true values ending at i"
     idx = np.arange(len(x))
     last_false = np.maximum.accumulate(np.where(~x, idx, -1))
     return idx - last_false
 
+# %% ../notebooks/lib/17_spc.ipynb #c006b
 def shewhart(values, # the series (list, array or Series; a Series keeps its index)
              baseline:int, # the number of first points that set the limits
              run:int=8, # rule 4's run length (8: Western Electric, 9: Nelson)
@@ -111,6 +115,7 @@ def _reset_sum(y:np.ndarray):
     S = np.cumsum(y)
     return S - np.minimum(np.minimum.accumulate(S), 0)
 
+# %% ../notebooks/lib/17_spc.ipynb #c012a
 def cusum(values, # the series
           baseline:int, # the number of first points that set the centre and sigma
           k:float=0.5, # allowance, in sigma

@@ -31,6 +31,7 @@ def _comments(src:str):
         if t.type == tokenize.COMMENT: res[t.start[0]] = t.string.lstrip('#').strip()
     return res
 
+# %% ../notebooks/lib/02_stages.ipynb #c004a
 def _parameters_cell(path:Path):
     try: nb = json.loads(path.read_text(encoding='utf-8'))
     except (OSError, ValueError) as e: raise MlopsError(f'{path}: cannot be read as a notebook: {e}') from None
@@ -41,6 +42,7 @@ def _parameters_cell(path:Path):
     src = cells[0]['source']
     return ''.join(src) if isinstance(src, list) else src
 
+# %% ../notebooks/lib/02_stages.ipynb #c004b
 def parse_parameters(path:str|Path):
     "The `Param`s of the `parameters` cell of the notebook at `path`, in order; `run_dir` first"
     path = Path(path)
@@ -99,6 +101,7 @@ def run_order(run_dir:Path):
     except (OSError, ValueError): return []
     return [(r['name'], Path(r['notebook']).stem) for r in m.get('stages', []) if 'notebook' in r]
 
+# %% ../notebooks/lib/02_stages.ipynb #c008a
 def resolve_input(run_dir:Path, rel:str, stage:str):
     "Where `stage` reads `rel` (`artifacts/<stem>/<file>`): that file of the latest earlier stage of the run that wrote it"
     run_dir, file = Path(run_dir), Path(*Path(rel).parts[2:])
@@ -167,6 +170,7 @@ def stage_name(notebook:str|Path):
     head, _, rest = stem.partition('_')
     return rest if head.isdigit() and rest else stem
 
+# %% ../notebooks/lib/02_stages.ipynb #c013a
 def _purpose(path:Path):
     try: cells = json.loads(path.read_text(encoding='utf-8'))['cells']
     except (OSError, ValueError, KeyError): return ''
@@ -174,6 +178,7 @@ def _purpose(path:Path):
     lines = [l.strip() for l in md.splitlines() if l.strip() and not l.startswith('#')]
     return lines[0] if lines else ''
 
+# %% ../notebooks/lib/02_stages.ipynb #c013b
 def find_stages(root:str|Path|None=None):
     "`{name: Stage}` of the notebooks in `root`/notebooks/stages, or of the templates when `root` has none"
     folder = Path(root)/'notebooks'/'stages' if root else TEMPLATES
@@ -234,6 +239,7 @@ def declared_settings(stages:dict|None=None): # `find_stages` of the project; de
             res.setdefault(s.name, {})[p.name] = p
     return res
 
+# %% ../notebooks/lib/02_stages.ipynb #c016a
 def stage_params(stage:Stage, settings:dict, run_dir:str|Path):
     "The parameters to run `stage` with, from resolved `settings`"
     own = settings.get(stage.name, {})  # a run resumed after its notebook gained a parameter: the notebook's default

@@ -42,6 +42,7 @@ def parse_axis(text:str, # `section.key=v1,v2` or `section.key=v1|v2`
     texts = list(dict.fromkeys(texts))  # a value given twice is one combination, not two
     return f'{section}.{key}', [(t, p.parse(t, f'-p {section}.{key}')) for t in texts]
 
+# %% ../notebooks/lib/22_sweep.ipynb #c004a
 def combinations(axes:list, # `(setting, values)` pairs from `parse_axis`
                  sample:int|None=None, # draw this many combinations from the grid; None: all of them
                  seed:int=42, # seed of the draw
@@ -59,6 +60,7 @@ _DATA_STAGES = ('ingest', 'validate', 'features')
 def _uses(stage, setting:str):
     return any(f'{stage.name}.{p.name}' == setting for p in stage.params)
 
+# %% ../notebooks/lib/22_sweep.ipynb #c007a
 def split_stages(stages:list, # the pipeline's `Stage`s, in order
                  settings:list, # swept `section.key` names
                 ):
@@ -76,6 +78,7 @@ def split_stages(stages:list, # the pipeline's `Stage`s, in order
     end = max([names.index('evaluate')] + [i for u in first.values() for i in u if names[i] != 'register'])
     return names[:start], names[start:end + 1], names[end + 1:]
 
+# %% ../notebooks/lib/22_sweep.ipynb #c007b
 def sweep_kind(stages:list, settings:list):
     "data-centric, model-centric or mixed: which stages the swept `settings` feed first"
     firsts = {next(s.name for s in stages if _uses(s, k)) for k in settings}
@@ -97,6 +100,7 @@ def _execute(project:Project, run_dir:Path, manifest:dict, names:list, tracker, 
     finally:
         if server is not None: server.close()
 
+# %% ../notebooks/lib/22_sweep.ipynb #c010a
 def _discard(path:Path):
     "Remove a folder a dead attempt left, read-only files included"
     shutil.rmtree(path)  # folders stay writable when a run is frozen: only its files are read-only
@@ -108,6 +112,7 @@ def _worker_name():
         return get_worker().address
     except (ImportError, ValueError): return 'local'
 
+# %% ../notebooks/lib/22_sweep.ipynb #c012a
 def _kill_stale_mlflow(child_dir:Path):
     "Mark the MLflow runs a dead attempt left running as killed"
     try:
@@ -118,10 +123,12 @@ def _kill_stale_mlflow(child_dir:Path):
             if rid: c.set_terminated(rid, 'KILLED')
     except Exception: pass  # no manifest or no MLflow run yet: nothing was left running
 
+# %% ../notebooks/lib/22_sweep.ipynb #c012b
 def _attempts(path:Path):
     "The attempts recorded for a child: one line each, written before the attempt starts"
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
 
+# %% ../notebooks/lib/22_sweep.ipynb #c012c
 def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared records
              ):
     "Run one combination of a sweep into its child folder; return its result row"
@@ -169,6 +176,7 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
     if manifest['status'] == 'completed': _freeze(child_dir)
     return _row(spec, child_dir, manifest, attempts, worker)
 
+# %% ../notebooks/lib/22_sweep.ipynb #c012d
 def _row(spec:dict, child_dir:Path, manifest:dict, attempts:list, worker:str):
     "The result row of a finished child"
     verdict = child_dir/'artifacts/05_evaluate/verdict.json'
@@ -188,6 +196,7 @@ def _completed_row(spec:dict):
     if m.get('status') != 'completed' or m.get('sweep', {}).get('combination') != spec['combination']: return None
     return _row(spec, child_dir, m, _attempts(Path(spec['sweep_dir'])/'children'/f'{child_dir.name}.attempts'), m['sweep'].get('worker'))
 
+# %% ../notebooks/lib/22_sweep.ipynb #c014a
 def _local_path(uri:str):
     "The file path of a `sqlite:///` or `file://` URI, or None"
     if uri.startswith('sqlite:///'): return uri[len('sqlite:///'):]
@@ -196,6 +205,7 @@ def _local_path(uri:str):
         return unquote(urlparse(uri).path)
     return None
 
+# %% ../notebooks/lib/22_sweep.ipynb #c014b
 def _probe(token_file:str, token:str, paths:list, urls:list):
     "On a worker: problems reading what the sweep needs (empty when none)"
     problems = []
@@ -209,6 +219,7 @@ def _probe(token_file:str, token:str, paths:list, urls:list):
         except Exception as e: problems.append(f'cannot reach {u} ({type(e).__name__})')
     return problems
 
+# %% ../notebooks/lib/22_sweep.ipynb #c014c
 def check_workers(client, # a `distributed.Client`
                   project:Project, # the project whose runs folder and MLflow store the workers must reach
                  ):
@@ -237,6 +248,7 @@ def check_workers(client, # a `distributed.Client`
                          'mounts (or use a tracking server and shared storage), or drop --scheduler to use a local cluster')
     return sorted(found)
 
+# %% ../notebooks/lib/22_sweep.ipynb #c014d
 def _dask_client(scheduler:str|None, workers:int|None):
     "`(client, cluster)`: connected to `scheduler`, or to a LocalCluster started here (`cluster` None otherwise)"
     try:
@@ -255,6 +267,7 @@ def _dask_client(scheduler:str|None, workers:int|None):
                                host='127.0.0.1', dashboard_address=None, memory_limit=0, silence_logs=50)
     return Client(cluster), cluster
 
+# %% ../notebooks/lib/22_sweep.ipynb #c014e
 def _warm(tracking_uri:str):
     "Import what a child needs, open the tracking store and start a kernel once, in a worker, while the shared stages run"
     from jupyter_client.manager import start_new_kernel
@@ -265,6 +278,7 @@ def _warm(tracking_uri:str):
     kc.stop_channels()
     km.shutdown_kernel(now=True)
 
+# %% ../notebooks/lib/22_sweep.ipynb #c014f
 def warm_workers(client, # a `distributed.Client`
                  tracking_uri:str):
     "Futures warming every worker; a worker's first child then starts without ~5 s of imports and first-kernel setup"
@@ -284,6 +298,7 @@ def rank(rows:list, # result rows of `run_child`
     for i, r in enumerate(res, 1): r['rank'] = i
     return res
 
+# %% ../notebooks/lib/22_sweep.ipynb #c016a
 def effects(rows:list, key:str):
     "Per swept setting: the mean key metric by value, and its range; largest range first"
     ranked = [r for r in rows if r['status'] == 'completed' and r['metrics'].get(key) is not None]
@@ -302,6 +317,7 @@ def ranking_table(ranked:list, settings:list, key:str):
              key: r['metrics'].get(key), 'gate': {True: 'passed', False: 'failed'}.get(r.get('passed'), '-'),
              'attempts': len(r.get('attempts') or []), 'duration_s': round(r['duration_s'], 1) if r.get('duration_s') else None} for r in ranked]
 
+# %% ../notebooks/lib/22_sweep.ipynb #c019a
 def _plot(ranked:list, effs:list, key:str, path:Path):
     from matplotlib.figure import Figure  # no pyplot: no global backend chosen for the caller
     fig = Figure(figsize=(11, max(3, 0.3*len(ranked) + 1.5)))
@@ -321,11 +337,13 @@ def _plot(ranked:list, effs:list, key:str, path:Path):
     fig.tight_layout()
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=90, format='png')
 
+# %% ../notebooks/lib/22_sweep.ipynb #c019b
 def _markdown(rows:list, columns:list):
     f = lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)
     return '\n'.join(['| ' + ' | '.join(columns) + ' |', '|' + '---|'*len(columns),
                       *['| ' + ' | '.join(f(r.get(c, '')) for c in columns) + ' |' for r in rows]])
 
+# %% ../notebooks/lib/22_sweep.ipynb #c019c
 def write_results(run_dir:Path, sweep:dict, table:list, ranked:list, effs:list, key:str):
     "Write the ranking (csv, json, png) and `sweep.ipynb` into the sweep folder `run_dir`"
     import base64, csv, io
@@ -450,6 +468,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
         raise StageFailed(str(e).split('\nafter fixing')[0] + f'\nafter fixing the cause: mlops-nb sweep --resume {run_dir}') from None
     return run_dir
 
+# %% ../notebooks/lib/22_sweep.ipynb #c021a
 def _reopen(run_dir:str|Path):
     "`(project, axes, sample, manifest, run_dir)` of a sweep that stopped, to continue it"
     from mlops_nb.runner import _open_run
@@ -462,11 +481,13 @@ def _reopen(run_dir:str|Path):
     axes = [parse_axis(f"{k}={'|'.join(v)}", project.notebooks) for k, v in m['sweep']['axes'].items()]
     return project, axes, m['sweep']['sample'], m, run_dir
 
+# %% ../notebooks/lib/22_sweep.ipynb #c021b
 def _tags(sweep:dict):
     from mlflow.entities import RunTag
     return [RunTag('mlops_nb.sweep.kind', sweep['kind']), RunTag('mlops_nb.sweep.best', sweep['best']['run_id'])] + \
            [RunTag(f'mlops_nb.sweep.best.{k}', str(v)) for k, v in sweep['best']['combination'].items()]
 
+# %% ../notebooks/lib/22_sweep.ipynb #c021c
 def _adopt(run_dir:Path, child_dir:Path, names:list, records:dict, stages:dict):
     "Link the best child's stage outputs, notebooks and logs into the sweep folder and take its stage records"
     child = json.loads((child_dir/'manifest.json').read_text())
@@ -482,6 +503,7 @@ def _adopt(run_dir:Path, child_dir:Path, names:list, records:dict, stages:dict):
             if sha256_path(run_dir/rel) != digest: raise MlopsError(f'{run_dir/rel}: differs from the child run it was linked from')
         records[rec['name']].update({**rec, 'from_child': child['run_id']})
 
+# %% ../notebooks/lib/22_sweep.ipynb #c021d
 def _run_children(run_dir, manifest, shared, per_child, combos, overrides, project, tracker, client, progress, echo):
     "Run every combination as a child; one result row each, in any order"
     from tqdm.auto import tqdm

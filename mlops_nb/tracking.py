@@ -29,6 +29,7 @@ def mlflow_client(tracking_uri:str):
     # workers, two runs started together); the client opens its store as it is made
     with file_lock(tracking_uri[len('sqlite:///'):] + '.init.lock'): return MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
+# %% ../notebooks/lib/07_tracking.ipynb #c004a
 def client(tracking_uri:str):
     "`mlflow_client(tracking_uri)`, `tracking_uri` also made the process's default URI"
     import mlflow
@@ -36,10 +37,12 @@ def client(tracking_uri:str):
     mlflow.set_registry_uri(reveal(tracking_uri))
     return mlflow_client(tracking_uri)
 
+# %% ../notebooks/lib/07_tracking.ipynb #c004b
 def is_server(tracking_uri:str):
     "Whether `tracking_uri` is a tracking server (http, https) rather than a store this process opens"
     return tracking_uri.split('://', 1)[0].lower() in ('http', 'https')
 
+# %% ../notebooks/lib/07_tracking.ipynb #c004c
 def experiment_id(c, name:str, artifact_location:str|None=None):
     "Id of experiment `name`, created with `artifact_location` if it does not exist"
     exp = c.get_experiment_by_name(name)
@@ -52,6 +55,7 @@ def experiment_id(c, name:str, artifact_location:str|None=None):
         if e.error_code != 'RESOURCE_ALREADY_EXISTS': raise
         return c.get_experiment_by_name(name).experiment_id
 
+# %% ../notebooks/lib/07_tracking.ipynb #c004d
 def alias_version(c, model_name:str, alias:str='champion'):
     "The model version holding `alias`, or None"
     from mlflow.exceptions import MlflowException
@@ -74,6 +78,7 @@ def champion_model(tracking_uri:str, model_name:str):
     if v is None: return None
     return str(v.version), load_pipeline(download_model(model_name, v.version))
 
+# %% ../notebooks/lib/07_tracking.ipynb #c011a
 def download_model(model_name:str, version:str, dst_path:str|Path|None=None, # None: a temporary folder
                    tracking_uri:str|None=None, # None: the process's default URI
                   ):
@@ -85,6 +90,7 @@ def download_model(model_name:str, version:str, dst_path:str|Path|None=None, # N
     if found is None: raise OSError(f'models:/{model_name}/{version} has no MLmodel')
     return found
 
+# %% ../notebooks/lib/07_tracking.ipynb #c011b
 def project_tracking_uri(tracking_uri:str=''):
     "`(tracking_uri, artifact_location)`: as given, or when empty from the project's settings.ini (notebooks run by hand)"
     if tracking_uri: return tracking_uri, None
@@ -103,6 +109,7 @@ class RegisterResult:
         r = {k: v for k, v in self.registration.items() if k not in ('reports', 'reports_paths', 'reasons')}
         return pd.Series({**r, 'reasons': '; '.join(self.registration['reasons']) or '-'}).to_frame('value')
 
+# %% ../notebooks/lib/07_tracking.ipynb #c013a
 _REPORTS = ('anomalies', 'verdict', 'audit')
 
 # what monitoring compares a batch with, besides the model: logged with the model, so that a machine without
@@ -114,6 +121,7 @@ def reference_files():
     "Paths, relative to a run folder, of the files monitoring needs besides the model, by name"
     return {name: get_stage(s).outputs[k] for name, (s, k) in REFERENCE.items()}
 
+# %% ../notebooks/lib/07_tracking.ipynb #c013b
 def register(run_dir:str, # run folder
              model_name:str='acs-employment', # registered model name
              tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini

@@ -25,12 +25,14 @@ def _absolute(uri_or_path:str, root:Path):
     if '://' not in uri_or_path and not uri_or_path.startswith('file:'): return str((root/uri_or_path).resolve())
     return uri_or_path
 
+# %% ../notebooks/lib/19_trackserver.ipynb #c004a
 def free_port(host:str='127.0.0.1'):
     "A port free on `host` now"
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
+# %% ../notebooks/lib/19_trackserver.ipynb #c004b
 def _check_port(host:str, port:int):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,6 +51,7 @@ def _driver_missing(uri:str):
     module = {'psycopg': 'psycopg', 'psycopg2': 'psycopg2', 'pymysql': 'pymysql', 'mysqldb': 'MySQLdb'}.get(dialect.driver)
     return module if module and importlib.util.find_spec(module) is None else None
 
+# %% ../notebooks/lib/19_trackserver.ipynb #c007a
 def check_backend(uri:str):
     "Open the backend store `uri`; return `[(experiment, artifact location)]` of experiments whose artifacts are local paths"
     scheme = urlsplit(uri).scheme
@@ -86,17 +89,20 @@ def server_command(backend_store:str, # SQLAlchemy URI of the tracking and regis
     env = {**os.environ, 'MLFLOW_BACKEND_STORE_URI': backend_store, 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
     return argv, env
 
+# %% ../notebooks/lib/19_trackserver.ipynb #c010a
 def client_uri(host:str, port:int):
     "The tracking URI clients use for a server listening on `host`:`port`"
     if host in ('0.0.0.0', '::', ''): host = socket.getfqdn()
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
+# %% ../notebooks/lib/19_trackserver.ipynb #c010b
 def _healthy(url:str):
     import urllib.request
     try:
         with urllib.request.urlopen(f'{url}/health', timeout=1) as r: return r.status == 200
     except OSError: return False
 
+# %% ../notebooks/lib/19_trackserver.ipynb #c010c
 def run_server(argv:list, env:dict, health_url:str, echo=print):
     "Run the server in its own session until it stops or a signal asks; say when it answers; return the exit code"
     import signal, subprocess
@@ -121,6 +127,7 @@ def run_server(argv:list, env:dict, health_url:str, echo=print):
         return 0
     raise MlopsError(f'the MLflow server stopped by itself (exit code {rc}): its messages are above')
 
+# %% ../notebooks/lib/19_trackserver.ipynb #c010d
 def tracking_server(backend_store:str='', # SQLAlchemy URI; empty: the project's tracking_uri
                     artifacts:str='', # folder or URI for artifacts; empty: the project's artifact_location
                     host:str='127.0.0.1', # interface to listen on (0.0.0.0: every interface)

@@ -36,9 +36,11 @@ def dtype_kind(dtype):
     if pd.api.types.is_datetime64_any_dtype(dtype): return 'datetime'
     return 'text'
 
+# %% ../notebooks/lib/04_validate.ipynb #c004a
 def _role(c:str, target:str, id_column:str, time_column:str):
     return {target: 'target', id_column: 'id', time_column: 'time'}.get(c, 'feature')
 
+# %% ../notebooks/lib/04_validate.ipynb #c004b
 def _present_values(s:pd.Series):
     "The distinct non-missing values of a text column (categories: only those that occur)"
     if isinstance(s.dtype, pd.CategoricalDtype):
@@ -46,9 +48,11 @@ def _present_values(s:pd.Series):
         return s.cat.categories[np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(s.cat.categories)))]
     return pd.unique(s.dropna())
 
+# %% ../notebooks/lib/04_validate.ipynb #c004c
 def _numbers(s:pd.Series):
     return s.to_numpy(dtype='float64', na_value=np.nan)
 
+# %% ../notebooks/lib/04_validate.ipynb #c004d
 def _value_counts(s:pd.Series):
     "`(sorted values as text, their counts)` of the non-missing values of a text column"
     if isinstance(s.dtype, pd.CategoricalDtype):
@@ -61,14 +65,17 @@ def _value_counts(s:pd.Series):
     vc = vc.groupby(level=0).sum().sort_index()  # values equal as text count once
     return vc.index.tolist(), vc.to_numpy()
 
+# %% ../notebooks/lib/04_validate.ipynb #c004e
 def _bin_shares(v:np.ndarray, edges):
     "Share of the finite values of `v` in each bin cut at `edges`"
     v = v[np.isfinite(v)]
     counts = np.bincount(np.searchsorted(np.asarray(edges), v, side='right'), minlength=len(edges) + 1)
     return counts/max(len(v), 1)
 
+# %% ../notebooks/lib/04_validate.ipynb #c004f
 def _round(a): return [round(float(x), 6) for x in a]
 
+# %% ../notebooks/lib/04_validate.ipynb #c004g
 def infer_schema(df:pd.DataFrame, # the training snapshot
                  target:str, # label column
                  id_column:str, # row identifier
@@ -103,6 +110,7 @@ def infer_schema(df:pd.DataFrame, # the training snapshot
     if id_column in df: schema['id_unique'] = not bool(df[id_column].duplicated().any())
     return schema
 
+# %% ../notebooks/lib/04_validate.ipynb #c004h
 def normalise_schema(schema:dict):
     "`schema` in the current format (schema.json files written before schema_version 2 had no kinds or roles)"
     if schema.get('schema_version', 1) >= SCHEMA_VERSION: return schema
@@ -129,20 +137,25 @@ def check_severities(severities:dict|None):
         res[k] = v
     return res
 
+# %% ../notebooks/lib/04_validate.ipynb #c007a
 def _fmt(v):
     if isinstance(v, float): return f'{v:.6g}'
     return repr(v) if isinstance(v, str) else str(v)
 
+# %% ../notebooks/lib/04_validate.ipynb #c007b
 def _examples(counts:dict, k:int=3):
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:k]
     return ', '.join(f'{_fmt(v)} ({n})' for v, n in top) + (', ...' if len(counts) > k else '')
 
+# %% ../notebooks/lib/04_validate.ipynb #c007c
 def _first(s:pd.Series, mask):
     "The first value of `s` where `mask` holds"
     return s.iloc[int(np.argmax(np.asarray(mask)))]
 
+# %% ../notebooks/lib/04_validate.ipynb #c007d
 def _pct(x:float): return f'{x:.1%}' if x >= 0.01 or x == 0 else f'{x:.3%}'
 
+# %% ../notebooks/lib/04_validate.ipynb #c007e
 def validate_batch(df:pd.DataFrame, # the batch to check
                    schema:dict, # from `infer_schema`, a saved schema.json, or `load_champion_schema`
                    severities:dict|None=None, # kind -> 'error', 'warning' or 'ignore'; unset kinds keep `SEVERITIES`
@@ -228,8 +241,10 @@ def validate_batch(df:pd.DataFrame, # the batch to check
         _check_values(c, col, s, present, not serving and n > 1 and col.get('role') != 'time', add)
     return _sorted(out)
 
+# %% ../notebooks/lib/04_validate.ipynb #c007f
 def _sorted(anomalies): return sorted(anomalies, key=lambda a: a['severity'] != 'error')
 
+# %% ../notebooks/lib/04_validate.ipynb #c007g
 _SMALL = 1000  # up to this many rows, Python objects beat Arrow strings, whose `isin` costs ~0.2 ms whatever the size
 
 def _outside(s:pd.Series, domain:list):
@@ -237,6 +252,7 @@ def _outside(s:pd.Series, domain:list):
     if len(s) <= _SMALL and not isinstance(s.dtype, pd.CategoricalDtype): s = pd.Series(s.to_numpy(dtype=object), dtype=object, copy=False)
     return ~s.isin(domain).to_numpy()
 
+# %% ../notebooks/lib/04_validate.ipynb #c007h
 def _check_values(c:str, col:dict, s:pd.Series, present:np.ndarray, check_constant:bool, add):
     "Type, parse, range, domain and constancy checks of one column against its schema entry"
     n = len(s)
@@ -315,6 +331,7 @@ def _check_values(c:str, col:dict, s:pd.Series, present:np.ndarray, check_consta
         if not (found in ('integer', 'float') and s.dropna().isin([0, 1]).all()):
             add(c, 'dtype_change', 'true or false', f'{s.dtype} values, e.g. {_fmt(_first(s, present))}')
 
+# %% ../notebooks/lib/04_validate.ipynb #c007i
 def format_anomaly(a:dict):
     "One line naming the column, what was expected and what was found"
     col = f"column {a['column']!r}: " if a['column'] else ''
@@ -374,6 +391,7 @@ def compare_columns(df:pd.DataFrame, schema:dict, anomalies:list):
         rows.append(r)
     return pd.DataFrame(rows).set_index('column')
 
+# %% ../notebooks/lib/04_validate.ipynb #c012a
 def _shift(col:dict, s:pd.Series):
     "How far the batch's distribution is from the schema's: total variation distance (0 same, 1 disjoint) over its bins or categories"
     kind = dtype_kind(s.dtype)
@@ -387,6 +405,7 @@ def _shift(col:dict, s:pd.Series):
         return round(0.5*float(found.sub(expected, fill_value=0).abs().sum()), 4)
     return None
 
+# %% ../notebooks/lib/04_validate.ipynb #c012b
 def _domain(col:dict):
     if not col: return '-'
     if col.get('min') is not None: return f"[{_fmt(col['min'])}, {_fmt(col['max'])}]"
@@ -394,6 +413,7 @@ def _domain(col:dict):
     if col.get('distinct'): return f"{col['distinct']} values (free text)"
     return '-'
 
+# %% ../notebooks/lib/04_validate.ipynb #c012c
 def _found_domain(s:pd.Series):
     if s.notna().sum() == 0: return 'no values'
     kind = dtype_kind(s.dtype)
@@ -403,6 +423,7 @@ def _found_domain(s:pd.Series):
     if kind == 'text': return f'{len(_present_values(s))} values'
     return '-'
 
+# %% ../notebooks/lib/04_validate.ipynb #c012d
 def plot_comparison(table:pd.DataFrame, # from `compare_columns`
                     title:str='', # figure title
                    ):
@@ -468,12 +489,14 @@ class ValidateResult:
                              + '\n'.join(map(format_anomaly, self.errors)))
         return self
 
+# %% ../notebooks/lib/04_validate.ipynb #c015a
 def describe_reference(r:dict):
     "What a reference (from `reference_schema`) is, in words"
     if r.get('kind') == 'champion': return f"the schema of {r['model_name']}@{r['alias']} (version {r['version']}, run {r.get('run_id')})"
     if r.get('kind') == 'file': return f"the schema in {r['path']}"
     return "the snapshot's own schema (no reference: " + r.get('why', 'none asked for') + ')'
 
+# %% ../notebooks/lib/04_validate.ipynb #c015b
 def reference_schema(reference:str, # 'champion', 'none', or a schema.json path (relative to the project)
                      model_name:str, # the registered model whose champion's schema is meant
                      tracking_uri:str='', # MLflow tracking URI; empty means the project's
@@ -498,6 +521,7 @@ def reference_schema(reference:str, # 'champion', 'none', or a schema.json path 
     except FileNotFoundError: raise MlopsError(f"validate.reference: {path} not found (give 'champion', 'none' or a schema.json path)") from None
     except (json.JSONDecodeError, KeyError) as e: raise MlopsError(f'validate.reference: {path} is not a schema.json: {e}') from None
 
+# %% ../notebooks/lib/04_validate.ipynb #c015c
 def _numbers_as_text(df:pd.DataFrame, schema:dict, severities:dict, found:list):
     "parse_failure anomalies for text columns that hold numbers and a few values that are not (a typo, 'N/A'), which no reference flags"
     if severities['parse_failure'] == 'ignore': return []
@@ -514,6 +538,7 @@ def _numbers_as_text(df:pd.DataFrame, schema:dict, severities:dict, found:list):
                             count=nn.others, share=nn.others/len(df)))
     return out
 
+# %% ../notebooks/lib/04_validate.ipynb #c015d
 def validate(run_dir:str, # run folder
              target:str='employed', # label column
              task:str='classification', # classification (0/1 target) or regression (numeric target)
