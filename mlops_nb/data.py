@@ -26,12 +26,13 @@ import pandas as pd
 
 from .core import MlopsError, atomic_path, atomic_write_text, find_project_root
 from .credentials import mask, reveal
+from .schema import NotNumbers, schema_hash
 from .stages import get_stage
 
 # %% auto #0
 __all__ = ['DATASETS', 'BUNDLED', 'CSV_SUFFIXES', 'PARQUET_SUFFIXES', 'COMPRESSIONS', 'bundled', 'DataFile', 'resolve_files',
-           'csv_header', 'schema_hash', 'RowDigest', 'data_version', 'NotNumbers', 'contract_dtypes', 'snapshot',
-           'load_source', 'IngestResult', 'ingest', 'data_versions', 'log_dataset_input']
+           'csv_header', 'RowDigest', 'data_version', 'contract_dtypes', 'snapshot', 'load_source', 'IngestResult',
+           'ingest', 'data_versions', 'log_dataset_input']
 
 # %% ../notebooks/lib/03_data.ipynb #c004
 DATASETS = Path(str(files('mlops_nb')))/'datasets'
@@ -274,12 +275,6 @@ def csv_header(f:DataFile, encoding:str='utf-8', delimiter:str=''):
     if bad is not None: raise MlopsError(_bad_bytes(f, enc, delimiter, names))
     return names, delimiter, warnings
 
-# %% ../notebooks/lib/03_data.ipynb #c013
-def schema_hash(df:pd.DataFrame):
-    "Hash of the column names and dtypes, in name order"
-    schema = sorted((str(c), str(t)) for c, t in df.dtypes.items())
-    return hashlib.sha256(json.dumps(schema).encode()).hexdigest()[:16]
-
 # %% ../notebooks/lib/03_data.ipynb #c013a
 def _fmix64(h:np.ndarray):
     "MurmurHash3's 64-bit finaliser, vectorised: a bijective, non-linear mix of each hash"
@@ -404,34 +399,6 @@ def _read_chunks(plan:dict, encoding:str, chunk_rows:int, text_columns):
     dtype = {c: 'str' for c in text_columns if c in plan['names']} or None
     with _decompressed(f) as raw:
         yield from pd.read_csv(raw, sep=plan['delimiter'], encoding=_codec(encoding), chunksize=chunk_rows, dtype=dtype, low_memory=False)
-
-# %% ../notebooks/lib/03_data.ipynb #c016h
-class NotNumbers:
-    "Values of a text column that are not numbers, gathered chunk by chunk, to tell 'numbers with a few bad values' from text"
-    def __init__(self): self.numbers, self.others, self.values, self.first, self.text = 0, 0, {}, None, False
-    def add(self, s:pd.Series, offset:int):
-        if self.text: return
-        values = s.dropna()
-        if not self.numbers and pd.to_numeric(values.iloc[:200], errors='coerce').notna().mean() < 0.5:
-            self.text = True  # mostly words from the start: a text column; parsing all of it would be wasted time
-            return
-        bad = values[pd.to_numeric(values, errors='coerce').isna()]
-        self.numbers, self.others = self.numbers + len(values) - len(bad), self.others + len(bad)
-        for v, k in bad.value_counts().items(): self.values[v] = self.values.get(v, 0) + int(k)
-        if len(bad) and self.first is None: self.first = offset + int(bad.index[0])
-        self.text = len(self.values) > 5  # many different words: a text column, not numbers with typos
-    @property
-    def mostly_numbers(self): return not self.text and self.others > 0 and self.numbers >= self.others
-
-    def examples(self):
-        top = sorted(self.values.items(), key=lambda kv: -kv[1])[:3]
-        return ', '.join(f'{v!r}' + (f' ({k} times)' if k > 1 else '') for v, k in top)
-
-    def message(self, f:DataFile, c:str):
-        if not self.mostly_numbers: return None
-        n = self.others
-        return (f'{f.name}: column {c!r} holds numbers and {n} value{"s" if n > 1 else ""} that {"are" if n > 1 else "is"} not: '
-                f'{self.examples()}, first at data row {self.first + 1}; the column is read as text')
 
 # %% ../notebooks/lib/03_data.ipynb #c016i
 class _Sampler:

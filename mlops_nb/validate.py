@@ -15,7 +15,7 @@ import pandas as pd
 
 from .columns import label_text
 from .core import MlopsError, atomic_write_text, find_project_root
-from .data import NotNumbers, schema_hash
+from .schema import NotNumbers, schema_hash
 from .stages import get_stage
 
 # %% auto #0
