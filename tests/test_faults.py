@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -30,6 +29,7 @@ import psutil
 import pytest
 
 from conftest import MLOPS_NB, cli, make_project, manifests
+from mlops_nb.trackserver import free_port
 
 MODEL = 'acs-employment'
 STAGES = ['ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register']
@@ -138,12 +138,6 @@ def _client(project: Path):
 def _champion(c):
     try: return str(c.get_model_version_by_alias(MODEL, 'champion').version)
     except Exception: return None
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 # -- the shared project ----------------------------------------------------------------------------------------
@@ -443,7 +437,7 @@ def killed_server(base):
     "`mlops-nb serve` under load from 6 clients for 6 s, then SIGKILL: what the clients saw"
     project = base.project
     columns, rows = _rows(base)
-    port = _free_port()
+    port = free_port()
     url = f'http://127.0.0.1:{port}'
     log = project / 'serve1.log'
     proc = _start(project, log, 'serve', '--port', str(port))
@@ -504,7 +498,7 @@ def test_sigkill_under_load_then_restart_keeps_a_whole_readable_log(killed_serve
     assert not lost, f'{len(lost)} of {len(early)} requests answered over {KILL_MARGIN_S} s before the SIGKILL are not in the log'
 
     # restarted on the same log: it answers, writes without errors, and stops cleanly
-    port = _free_port()
+    port = free_port()
     srv_url = f'http://127.0.0.1:{port}'
     proc = subprocess.Popen([*MLOPS_NB, '--settings', str(s.project / 'settings.ini'), 'serve', '--port', str(port)],
                             cwd=s.project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

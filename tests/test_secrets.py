@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from conftest import MLOPS_NB, cli, make_project, manifests
+from mlops_nb.trackserver import free_port
 from test_postgres import pg_database  # noqa: F401 (a fixture)
 
 TARGET = 'employed'
@@ -115,7 +116,7 @@ def test_a_password_in_every_url_setting_lands_nowhere(tmp_path, pg_database):
         MlflowClient(pg_database, registry_uri=pg_database).set_registered_model_alias('acs-employment', 'champion', '1')  # gated out on this sample
 
         env = {**{k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')}, 'PYTHONWARNINGS': 'ignore'}
-        proc = subprocess.Popen([*MLOPS_NB, '--settings', str(ini), 'serve', '--port', str(_free_port())],
+        proc = subprocess.Popen([*MLOPS_NB, '--settings', str(ini), 'serve', '--port', str(free_port())],
                                 cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             url = _wait_for(proc)
@@ -131,7 +132,7 @@ def test_a_password_in_every_url_setting_lands_nowhere(tmp_path, pg_database):
         finally:
             if proc.poll() is None: proc.kill()
         # a prediction log that cannot be used: one line before the server starts, its password masked
-        res = run('serve', '--port', str(_free_port()), '-p', f'serve.prediction_log=postgresql://ann:{token}@127.0.0.1:9/log', code=1)
+        res = run('serve', '--port', str(free_port()), '-p', f'serve.prediction_log=postgresql://ann:{token}@127.0.0.1:9/log', code=1)
         assert len(res.stderr.splitlines()) == 1 and 'the prediction log postgresql://ann:***@127.0.0.1:9/log cannot be used' in res.stderr, res.stderr
     finally: srv.shutdown()
 
@@ -140,13 +141,6 @@ def test_a_password_in_every_url_setting_lands_nowhere(tmp_path, pg_database):
         assert not [o for o in outputs if secret in o], 'in printed lines'
         assert not _rows_with(pg_database, secret), 'in the MLflow store or the prediction log'
     assert any('postgresql://' in o and ':***@' in o for o in outputs), 'URLs are shown, masked'
-
-
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(proc, timeout=120):

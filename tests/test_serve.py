@@ -4,7 +4,6 @@ import inspect
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,15 +17,10 @@ import pandas as pd
 import pytest
 
 from conftest import MLOPS_NB, cli, make_project
+from mlops_nb.trackserver import free_port
 
 MODEL = 'acs-employment'
 BIN = Path(sys.executable).parent
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')
@@ -72,7 +66,7 @@ def _server(s, tmp_path, **cfg):
 def running(server):
     "`server` on uvicorn in a thread, on a free port of 127.0.0.1; stopped gracefully at the end"
     import uvicorn
-    port = _free_port()
+    port = free_port()
     us = uvicorn.Server(uvicorn.Config(server.app(), host='127.0.0.1', port=port, log_level='warning', access_log=False))
     t = threading.Thread(target=us.run, daemon=True)
     t.start()
@@ -105,7 +99,7 @@ def test_same_predictions_as_mlflow_models_serve(served, tmp_path):
     "Both versions (the fast path and the general one), every input format, against MLflow's own server"
     # earlier tests in this process may have set MLFLOW_REGISTRY_URI (mlflow.set_registry_uri exports it): pin both
     env = {**os.environ, 'MLFLOW_TRACKING_URI': served.uri, 'MLFLOW_REGISTRY_URI': served.uri, 'PYTHONWARNINGS': 'ignore'}
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     procs = [subprocess.Popen([str(BIN / 'mlflow'), 'models', 'serve', '-m', f'models:/{MODEL}/{v}', '--env-manager', 'local',
                                '-h', '127.0.0.1', '-p', str(port)], env=env, cwd=tmp_path, stdout=open(tmp_path / f'mlflow{v}.log', 'w'),
                               stderr=subprocess.STDOUT) for v, port in zip((1, 2), ports)]
@@ -238,7 +232,7 @@ def test_sticky_routing_and_shadow_scoring(served, tmp_path):
 
 def test_cli_serve_logs_every_request_through_sigterm_then_feedback_and_export(served, tmp_path):
     "`mlops-nb serve`, requests in flight when SIGTERM arrives, then `mlops-nb feedback` and `mlops-nb predictions export`"
-    port = _free_port()
+    port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')}, 'PYTHONWARNINGS': 'ignore'}
     proc = subprocess.Popen([*MLOPS_NB, '--settings', str(served.project / 'settings.ini'), 'serve', '--port', str(port)],
                             cwd=served.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
