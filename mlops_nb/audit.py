@@ -15,14 +15,13 @@ import pandas as pd
 from .core import MlopsError, atomic_write_text
 from .gate import judge_groups, parse_criteria, verdict
 from .stages import get_stage
+from .tasks import ERRORS, FAIRNESS, RATES
 
 # %% auto #0
-__all__ = ['RATES', 'ERRORS', 'MEASURES', 'group_rates', 'group_errors', 'disparities', 'error_disparities', 'AuditResult',
-           'audit_table', 'write_audit', 'audit']
+__all__ = ['group_rates', 'group_errors', 'disparities', 'error_disparities', 'AuditResult', 'audit_table', 'write_audit',
+           'audit']
 
 # %% ../notebooks/lib/12_audit.ipynb #c004
-RATES = ('selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision')
-
 def _rates(tp, fp, tn, fn):
     "The rates from confusion counts (arrays broadcast); NaN where undefined"
     with np.errstate(divide='ignore', invalid='ignore'):
@@ -89,8 +88,6 @@ def group_rates(y_true, # labels, 0/1
     return table
 
 # %% ../notebooks/lib/12_audit.ipynb #c008
-ERRORS = ('mean_label', 'mean_prediction', 'mean_error', 'mae', 'rmse')
-
 def _error_frame(y_true, y_pred, groups):
     from fairlearn.metrics import MetricFrame, count
     from sklearn.metrics import mean_absolute_error, root_mean_squared_error
@@ -144,10 +141,6 @@ def error_disparities(table:pd.DataFrame):
     mae, mp = t['mae'], t['mean_prediction']
     return {'groups_judged': len(t), **gap, 'mae_ratio': float(mae.min()/mae.max()) if mae.max() > 0 else float('nan'),
             'mean_prediction_ratio': float(mp.min()/mp.max()) if mp.min() > 0 else float('nan')}
-
-MEASURES = {'classification': ('demographic_parity_difference', 'demographic_parity_ratio', 'equalized_odds_difference',
-                               *(f'{k}_gap' for k in RATES)),
-            'regression': (*(f'{k}_gap' for k in ERRORS), 'mae_ratio', 'mean_prediction_ratio')}
 
 # %% ../notebooks/lib/12_audit.ipynb #c016
 @dataclass
@@ -204,15 +197,15 @@ def audit_table(df:pd.DataFrame, # one row per decision
                 min_group_size:int=100, n_boot:int=200, criteria:str='', random_state:int=42,
                 task:str='classification'): # classification or regression
     "Audit the decisions in `df` by group; `criteria` as in `mlops_nb.gate.parse_criteria`"
-    if task not in MEASURES: raise MlopsError(f'audit: task must be one of {", ".join(MEASURES)}; got {task!r}')
+    if task not in FAIRNESS: raise MlopsError(f'audit: task must be one of {", ".join(FAIRNESS)}; got {task!r}')
     missing = [c for c in [label, prediction, *groups] if c not in df]
     if missing: raise MlopsError(f'audit: no column {", ".join(map(repr, missing))} in the table (it has {", ".join(map(str, df.columns))})')
     if not groups: raise MlopsError('audit: name at least one group column')
     for c in (label, prediction): _check_values(df, c, task)
     crit = parse_criteria(criteria, 'audit.criteria')
-    unknown = [c['measure'] for c in crit if c['measure'] not in MEASURES[task]]
+    unknown = [c['measure'] for c in crit if c['measure'] not in FAIRNESS[task]]
     if unknown: raise MlopsError(f'audit.criteria: {", ".join(map(repr, unknown))} is not a measure of a {task} audit; '
-                                 f'measures: {", ".join(MEASURES[task])}')
+                                 f'measures: {", ".join(FAIRNESS[task])}')
     cols = {g: df[g] for g in groups}
     if intersections and len(groups) > 1:
         cols[' & '.join(groups)] = df[groups].astype('object').astype(str).agg(' & '.join, axis=1)

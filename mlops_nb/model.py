@@ -17,24 +17,17 @@ import pandas as pd
 from .columns import InputColumns, is_positive, label_text, positive_index
 from .core import MlopsError, atomic_path, atomic_write_text
 from .stages import get_stage
+from .tasks import LOWER_IS_BETTER, METRICS, MODELS, check_task
 
 # %% auto #0
-__all__ = ['TASKS', 'MODELS', 'METRICS', 'LOWER_IS_BETTER', 'check_task', 'feature_columns', 'check_labels', 'FeaturesResult',
-           'make_features', 'default_preprocessing', 'make_pipeline', 'build_pipeline', 'model_input',
-           'pip_requirements', 'save_object', 'load_object', 'warm_start_from', 'describe_estimator', 'TrainResult',
-           'save_model', 'train', 'load_pipeline', 'classification_metrics', 'regression_metrics', 'task_metrics',
-           'model_output', 'truth_of', 'EvaluateResult', 'slice_metrics', 'baseline_output', 'evaluate']
+__all__ = ['feature_columns', 'check_labels', 'FeaturesResult', 'make_features', 'default_preprocessing', 'make_pipeline',
+           'build_pipeline', 'model_input', 'pip_requirements', 'save_object', 'load_object', 'warm_start_from',
+           'describe_estimator', 'TrainResult', 'save_model', 'train', 'load_pipeline', 'classification_metrics',
+           'regression_metrics', 'task_metrics', 'model_output', 'truth_of', 'EvaluateResult', 'slice_metrics',
+           'baseline_output', 'evaluate']
 
 # %% ../notebooks/lib/05_model.ipynb #c004
 def _read_json(path): return json.loads(Path(path).read_text())
-
-# %% ../notebooks/lib/05_model.ipynb #c004a
-TASKS = ('classification', 'regression')
-
-def check_task(task:str):
-    "`task`, or a clear error naming the setting"
-    if task not in TASKS: raise MlopsError(f'data.task must be one of {", ".join(TASKS)}; got {task!r}')
-    return task
 
 # %% ../notebooks/lib/05_model.ipynb #c004b
 def feature_columns(df:pd.DataFrame, target:str, id_column:str, time_column:str):
@@ -142,8 +135,6 @@ def make_pipeline(features:dict, preprocess, estimator):
     return Pipeline([('columns', InputColumns(features['categorical'], features['numeric'])), ('preprocess', preprocess), ('model', estimator)])
 
 # %% ../notebooks/lib/05_model.ipynb #c007b
-MODELS = {'classification': ('hist_gradient_boosting', 'logistic_regression'), 'regression': ('hist_gradient_boosting', 'ridge')}
-
 def build_pipeline(features:dict, # from `feature_columns`
                    model:str='hist_gradient_boosting', # one of `MODELS[task]`
                    learning_rate:float=0.1, max_iter:int=200, max_leaf_nodes:int=31,
@@ -369,10 +360,6 @@ def regression_metrics(y_true, pred):
                 mean_error=float((pred - y_true).mean()), mean_prediction=float(pred.mean()), rows=int(len(y_true)))
 
 # %% ../notebooks/lib/05_model.ipynb #c013c
-METRICS = {'classification': ('accuracy', 'f1', 'roc_auc', 'pr_auc', 'log_loss', 'brier', 'positive_rate', 'rows'),
-           'regression': ('rmse', 'mae', 'r2', 'mean_error', 'mean_prediction', 'rows')}
-LOWER_IS_BETTER = ('log_loss', 'brier', 'rmse', 'mae')  # the metrics a better model makes smaller
-
 def task_metrics(task:str, y_true, output):
     "Classification metrics of positive-class scores, or regression metrics of predictions"
     return classification_metrics(y_true, output) if check_task(task) == 'classification' else regression_metrics(y_true, output)

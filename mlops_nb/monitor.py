@@ -409,7 +409,8 @@ def monitor(run_dir:str, # run folder
            ):
     "Compare the run's batch with the champion's training data; write the report, the trigger and, if triggered, the training data"
     from mlops_nb.drift import drift_summary, drift_table
-    from mlops_nb.model import LOWER_IS_BETTER, METRICS, model_input, task_metrics, truth_of
+    from mlops_nb.model import model_input, task_metrics, truth_of
+    from mlops_nb.tasks import LOWER_IS_BETTER, METRICS
     from mlops_nb.tracking import project_tracking_uri
     from mlops_nb.validate import validate_batch
     paths = get_stage('monitor').paths(run_dir)

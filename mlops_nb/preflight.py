@@ -15,7 +15,8 @@ from .settings import domain_problems, suggest
 
 # %% auto #0
 __all__ = ['column_settings', 'column_problems', 'source_columns', 'data_problems', 'notebook_estimator', 'estimator_problems',
-           'parameter_problems', 'service_problems', 'artifact_problems']
+           'parameter_problems', 'checked_before', 'estimator_checked', 'data_checked', 'service_problems',
+           'artifact_problems']
 
 # %% ../notebooks/lib/24_preflight.ipynb #c004
 def column_settings(settings:dict):
@@ -140,10 +141,45 @@ def parameter_problems(project, # a `mlops_nb.project.Project`
     train = next((s for s in stages if s.name == 'train'), None)
     if train is None: return problems
     params = stage_params(train, project.settings, '')
+    if estimator_checked(project, stages).exists(): return problems  # as before: building it again would import scikit-learn, a second
     bad = {p.name for p in train.params if p.check(params[p.name])}  # said above: built with its default instead, a line per value
     est = notebook_estimator(project.notebook(train), {k: (next(p.default for p in train.params if p.name == k) if k in bad else v)
                                                        for k, v in params.items()}, project.settings)
     return problems + (estimator_problems(est, params) if est is not None else [])
+
+# %% ../notebooks/lib/24_preflight.ipynb #9336350a
+def checked_before(project, # a `mlops_nb.project.Project`
+                   what:str, # the check: estimator, data
+                   key, # everything its outcome depends on (JSON, with str for the rest)
+                  ):
+    "The file whose presence says the check `what` passed with `key` in an earlier run of the project"
+    import hashlib, json
+    return project.runs_dir/'.cache'/'checks'/hashlib.sha256(json.dumps([what, key], sort_keys=True, default=str).encode()).hexdigest()
+
+# %% ../notebooks/lib/24_preflight.ipynb #658e747b
+def estimator_checked(project, # a `mlops_nb.project.Project`
+                      stages:list, # the `Stage`s the run executes
+                     ):
+    "`checked_before` for the train stage's estimator: its notebook, values and scikit-learn; None without a train stage"
+    import hashlib
+    from importlib.metadata import version
+    from mlops_nb.stages import stage_params
+    train = next((s for s in stages if s.name == 'train'), None)
+    if train is None: return None
+    # what `notebook_estimator` reads; not the project's own modules a model cell imports: the stage checks again anyway
+    return checked_before(project, 'estimator', [hashlib.sha256(project.notebook(train).read_bytes()).hexdigest(),
+                                                 stage_params(train, project.settings, ''), project.settings['data'],
+                                                 project.settings['project'], version('scikit-learn')])
+
+# %% ../notebooks/lib/24_preflight.ipynb #3b0ec50d
+def data_checked(project, # a `mlops_nb.project.Project`
+                ):
+    "`checked_before` for `data_problems`: the source data's fingerprint and the settings it reads; None when the data has no fingerprint"
+    from mlops_nb.cache import source_fingerprint
+    data = project.settings['data']
+    fingerprint = source_fingerprint(data['source'], project.root)
+    return None if fingerprint is None else checked_before(project, 'data', [fingerprint, data, project.settings.get('ingest', {}),
+                                                                             list(column_settings(project.settings))])
 
 # %% ../notebooks/lib/24_preflight.ipynb #c020
 def _unwritable(folder:Path):

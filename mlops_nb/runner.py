@@ -377,15 +377,14 @@ def _close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, proj
 
 def check_settings(settings:dict):
     "Problems (empty when none) that settings would otherwise meet mid-run: a criterion or model the task does not have"
-    from mlops_nb.audit import MEASURES
     from mlops_nb.gate import parse_criteria
-    from mlops_nb.model import METRICS, MODELS, TASKS
+    from mlops_nb.tasks import FAIRNESS, METRICS, MODELS, TASKS
     task = settings['data']['task']
     if task not in TASKS: return [f'data.task must be one of {", ".join(TASKS)}; got {task!r}']
     model = settings.get('train', {}).get('model', '')
     problems = [] if model in ('', *MODELS[task]) else [
         f'train.model must be empty (the notebook\'s make_model) or one of {", ".join(MODELS[task])} for a {task} target; got {model!r}']
-    for key, known in (('evaluate', METRICS[task]), ('audit', MEASURES[task])):
+    for key, known in (('evaluate', METRICS[task]), ('audit', FAIRNESS[task])):
         if 'criteria' not in settings.get(key, {}): continue
         unknown = [c['measure'] for c in parse_criteria(settings[key]['criteria'], f'{key}.criteria') if c['measure'] not in known]
         if unknown: problems.append(f'{key}.criteria names {", ".join(unknown)}, which a {task} {key} does not have; it has {", ".join(known)}')
@@ -491,10 +490,15 @@ def _preflight(project:Project, stages:list, resume):
         from mlops_nb.preflight import artifact_problems, service_problems
         problems = service_problems(project.tracking_uri) or artifact_problems(project.artifact_location, project.tracking_uri)
     if not problems and not resume and any(s.name == 'ingest' for s in stages):
-        from mlops_nb.preflight import data_problems
-        problems = data_problems(project.settings, project.root)  # before anything is made: minutes before a later stage would meet them
+        from mlops_nb.preflight import data_checked, data_problems
+        if (checked := data_checked(project)) is None or not checked.exists():
+            problems = data_problems(project.settings, project.root)  # before anything is made: minutes before a later stage would meet them
     if len(problems) == 1: raise MlopsError(f'{project.settings_file}: {problems[0]}')
     if problems: raise MlopsError(f'{project.settings_file}:\n  ' + '\n  '.join(problems))
+    if not resume:  # the next run with these values skips them, and their imports (a refused run leaves no trace: only now)
+        from mlops_nb.preflight import data_checked, estimator_checked
+        for marker in (estimator_checked(project, stages), any(s.name == 'ingest' for s in stages) and data_checked(project)):
+            if marker: marker.parent.mkdir(parents=True, exist_ok=True); marker.touch()
 
 def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
                  resume:str|Path|None=None, # a run folder to continue instead of starting a new run

@@ -290,7 +290,7 @@ def rank(rows:list, # result rows of `run_child`
          key:str, # the metric to rank by
         ):
     "Completed rows, best first (a row without the metric ranks last), with `rank` set"
-    from mlops_nb.model import LOWER_IS_BETTER
+    from mlops_nb.tasks import LOWER_IS_BETTER
     lower = key in LOWER_IS_BETTER
     ok = [r for r in rows if r['status'] == 'completed']
     have = sorted([r for r in ok if r['metrics'].get(key) is not None], key=lambda r: r['metrics'][key], reverse=not lower)

@@ -111,7 +111,7 @@ def test_a_sweep_whose_machine_died_resumes(tmp_path, monkeypatch):
     sw = m['sweep']
     assert m['status'] == 'completed' and [r['status'] for r in m['stages']] == ['completed']*7 and len(sw['resumed']) == 1
     assert json.loads((run_dir/'children/c1/manifest.json').read_text()) == first, 'the completed child is kept as it was'
-    assert [len(c['attempts']) for c in sw['children']] == [1, 2] and [c['status'] for c in sw['children']] == ['completed']*2
+    assert [len(c['attempts']) for c in sw['children']] == [1, 2] and [c['status'] for c in sw['children']] == ['completed']*2, sw['children']
     assert len(results['table']) == 2 and sw['best']['run_id'] in {c['run_id'] for c in sw['children']}
     res = cli(project, 'sweep', '--resume', str(run_dir))
     assert res.returncode == 1 and 'nothing to resume' in res.stderr
