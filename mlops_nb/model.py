@@ -16,15 +16,17 @@ import pandas as pd
 
 from .columns import InputColumns, is_positive, label_text, positive_index
 from .core import MlopsError, atomic_path, atomic_write_text
+from .gate import judge_metrics, parse_criteria, verdict
 from .stages import get_stage
 from .tasks import LOWER_IS_BETTER, METRICS, MODELS, check_task
+from .tracking import alias_version, client, download_model, project_tracking_uri
 
 # %% auto #0
 __all__ = ['feature_columns', 'check_labels', 'FeaturesResult', 'make_features', 'default_preprocessing', 'make_pipeline',
            'build_pipeline', 'model_input', 'pip_requirements', 'save_object', 'load_object', 'warm_start_from',
-           'describe_estimator', 'TrainResult', 'save_model', 'train', 'load_pipeline', 'classification_metrics',
-           'regression_metrics', 'task_metrics', 'model_output', 'truth_of', 'EvaluateResult', 'slice_metrics',
-           'baseline_output', 'evaluate']
+           'describe_estimator', 'TrainResult', 'save_model', 'train', 'load_pipeline', 'champion_model',
+           'classification_metrics', 'regression_metrics', 'task_metrics', 'model_output', 'truth_of', 'EvaluateResult',
+           'slice_metrics', 'baseline_output', 'evaluate']
 
 # %% ../notebooks/lib/05_model.ipynb #c004
 def _read_json(path): return json.loads(Path(path).read_text())
@@ -303,7 +305,6 @@ def train(run_dir:str, # run folder
     start, continued = time.perf_counter(), None
     found = None
     if warm_start:
-        from mlops_nb.tracking import champion_model, project_tracking_uri
         found = champion_model(project_tracking_uri(tracking_uri)[0], model_name)
     if found:
         continued, pipe = found[0], warm_start_from(found[1], features, task, model, max_iter)
@@ -336,6 +337,14 @@ def load_pipeline(model_dir:str|Path):
         return mlflow.sklearn.load_model(str(model_dir))
     import skops.io
     return skops.io.load(model_dir/flavor['pickled_model'], trusted=flavor.get('skops_trusted_types') or [])
+
+# %% ../notebooks/lib/05_model.ipynb #c011
+def champion_model(tracking_uri:str, model_name:str):
+    "`(version, fitted pipeline)` of the champion of `model_name`, or None when there is none"
+    c = client(tracking_uri)
+    v = alias_version(c, model_name)
+    if v is None: return None
+    return str(v.version), load_pipeline(download_model(model_name, v.version))
 
 # %% ../notebooks/lib/05_model.ipynb #c013a
 def classification_metrics(y_true, score, threshold:float=0.5):
@@ -452,7 +461,6 @@ def baseline_output(train_target, features:dict, n:int):
 
 # %% ../notebooks/lib/05_model.ipynb #c015c
 def _champion_scores(tracking_uri, model_name, X, task, positive):
-    from mlops_nb.tracking import champion_model
     found = champion_model(tracking_uri, model_name)
     if found is None: return None, None
     version, pipe = found
@@ -470,8 +478,6 @@ def evaluate(run_dir:str, # run folder
              tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
             ):
     "Score the challenger, the champion and a trivial baseline on the holdout; write metrics, slices, predictions and the verdict"
-    from mlops_nb.gate import judge_metrics, parse_criteria, verdict
-    from mlops_nb.tracking import project_tracking_uri
     crit = parse_criteria(criteria, 'evaluate.criteria')
     paths = get_stage('evaluate').paths(run_dir)
     features = _read_json(paths['features'])

@@ -45,7 +45,7 @@ class Reference:
 # %% ../notebooks/lib/20_monitor.ipynb #c004a
 def reference_paths(run_dir:str|Path):
     "The files of `run_dir` that monitoring compares with (those logged with the model, and the model), by name"
-    from mlops_nb.tracking import reference_files
+    from mlops_nb.register import reference_files
     return {k: Path(run_dir)/rel for k, rel in {**reference_files(), 'model': get_stage('train').outputs['model']}.items()}
 
 # %% ../notebooks/lib/20_monitor.ipynb #c004b

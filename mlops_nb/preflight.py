@@ -14,9 +14,9 @@ from .credentials import mask
 from .settings import domain_problems, suggest
 
 # %% auto #0
-__all__ = ['column_settings', 'column_problems', 'source_columns', 'data_problems', 'notebook_estimator', 'estimator_problems',
-           'parameter_problems', 'checked_before', 'estimator_checked', 'data_checked', 'service_problems',
-           'artifact_problems']
+__all__ = ['MOVED', 'column_settings', 'column_problems', 'source_columns', 'data_problems', 'notebook_estimator',
+           'estimator_problems', 'parameter_problems', 'moved_imports', 'checked_before', 'estimator_checked',
+           'data_checked', 'service_problems', 'artifact_problems']
 
 # %% ../notebooks/lib/24_preflight.ipynb #c004
 def column_settings(settings:dict):
@@ -146,6 +146,25 @@ def parameter_problems(project, # a `mlops_nb.project.Project`
     est = notebook_estimator(project.notebook(train), {k: (next(p.default for p in train.params if p.name == k) if k in bad else v)
                                                        for k, v in params.items()}, project.settings)
     return problems + (estimator_problems(est, params) if est is not None else [])
+
+# %% ../notebooks/lib/24_preflight.ipynb #62adfac6
+MOVED = {('mlops_nb.tracking', 'register'): 'mlops_nb.register'}  # (module, name) -> its module now, for notebooks of earlier versions
+
+# %% ../notebooks/lib/24_preflight.ipynb #a7c7559b
+def moved_imports(notebooks:list, # the run's stage notebooks (paths)
+                 ):
+    "One line per import, in a stage notebook made by an earlier mlops-nb, of a name that has moved: the line to write instead"
+    import ast, json
+    res = []
+    for nb in notebooks:
+        for c in json.loads(Path(nb).read_text(encoding='utf-8'))['cells']:
+            if c['cell_type'] != 'code': continue
+            try: tree = ast.parse(''.join(l for l in c['source'] if not l.lstrip().startswith(('%', '!'))))
+            except SyntaxError: continue  # the stage itself will say so
+            res += [f'{Path(nb).name}: `from {n.module} import {a.name}` no longer works: {a.name} moved; write '
+                    f'`from {MOVED[n.module, a.name]} import {a.name}`' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                    for a in n.names if (n.module, a.name) in MOVED]
+    return res
 
 # %% ../notebooks/lib/24_preflight.ipynb #9336350a
 def checked_before(project, # a `mlops_nb.project.Project`

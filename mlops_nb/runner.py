@@ -482,7 +482,8 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
 
 def _preflight(project:Project, stages:list, resume):
     "Raise, with a line per problem, when the settings, parameters, tracking store or data would fail the run"
-    problems = check_settings(project.settings)
+    from mlops_nb.preflight import moved_imports
+    problems = moved_imports([project.notebook(s) for s in stages]) + check_settings(project.settings)
     if not resume:  # values outside their declared domain or the estimator's constraints, a line each
         from mlops_nb.preflight import parameter_problems
         problems += parameter_problems(project, stages)

@@ -5,19 +5,14 @@
 # %% ../notebooks/lib/07_tracking.ipynb #c002
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from .core import atomic_write_text, file_lock
+from .core import file_lock
 from .credentials import reveal
-from .stages import get_stage
 
 # %% auto #0
-__all__ = ['REFERENCE', 'mlflow_client', 'client', 'is_server', 'experiment_id', 'alias_version', 'store_modules',
-           'champion_model', 'download_model', 'project_tracking_uri', 'RegisterResult', 'reference_files', 'register']
+__all__ = ['mlflow_client', 'client', 'is_server', 'experiment_id', 'alias_version', 'store_modules', 'download_model',
+           'project_tracking_uri']
 
 # %% ../notebooks/lib/07_tracking.ipynb #c004
 def mlflow_client(tracking_uri:str):
@@ -69,15 +64,6 @@ def store_modules(tracking_uri:str):
     if '://' not in tracking_uri or tracking_uri.startswith('file:'): return ['mlflow.store.tracking.file_store']
     return ['mlflow.store.tracking.sqlalchemy_store', 'mlflow.store.model_registry.sqlalchemy_store', 'alembic.command', 'alembic.runtime.migration']
 
-# %% ../notebooks/lib/07_tracking.ipynb #c011
-def champion_model(tracking_uri:str, model_name:str):
-    "`(version, fitted pipeline)` of the champion of `model_name`, or None when there is none"
-    from mlops_nb.model import load_pipeline
-    c = client(tracking_uri)
-    v = alias_version(c, model_name)
-    if v is None: return None
-    return str(v.version), load_pipeline(download_model(model_name, v.version))
-
 # %% ../notebooks/lib/07_tracking.ipynb #c011a
 def download_model(model_name:str, version:str, dst_path:str|Path|None=None, # None: a temporary folder
                    tracking_uri:str|None=None, # None: the process's default URI
@@ -97,72 +83,3 @@ def project_tracking_uri(tracking_uri:str=''):
     from mlops_nb.project import load_project
     p = load_project()
     return p.tracking_uri, p.artifact_location
-
-# %% ../notebooks/lib/07_tracking.ipynb #c013
-@dataclass
-class RegisterResult:
-    "The registered model version and the decision"
-    registration:dict
-
-    @property
-    def summary(self):
-        r = {k: v for k, v in self.registration.items() if k not in ('reports', 'reports_paths', 'reasons')}
-        return pd.Series({**r, 'reasons': '; '.join(self.registration['reasons']) or '-'}).to_frame('value')
-
-# %% ../notebooks/lib/07_tracking.ipynb #c013a
-_REPORTS = ('anomalies', 'verdict', 'audit')
-
-# what monitoring compares a batch with, besides the model: logged with the model, so that a machine without
-# the training run's folder (a teammate's, through a shared tracking server) can monitor the champion
-REFERENCE = {'snapshot': ('ingest', 'snapshot'), 'schema': ('validate', 'schema'), 'features': ('features', 'features'),
-             'train': ('features', 'train'), 'holdout': ('evaluate', 'predictions'), 'metrics': ('evaluate', 'metrics')}
-
-def reference_files():
-    "Paths, relative to a run folder, of the files monitoring needs besides the model, by name"
-    return {name: get_stage(s).outputs[k] for name, (s, k) in REFERENCE.items()}
-
-# %% ../notebooks/lib/07_tracking.ipynb #c013b
-def register(run_dir:str, # run folder
-             model_name:str='acs-employment', # registered model name
-             tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
-             experiment:str='mlops-nb', # MLflow experiment
-             require_approval:bool=True, # a person must approve before the model becomes champion
-             mlflow_run_id:str='', # MLflow run to log the model into; empty starts one
-            ):
-    "Log and register the trained model; decide; promote it if blessed"
-    import mlflow, mlflow.sklearn
-    from mlflow.models import Model
-    from mlops_nb.gate import decide, move_champion
-    paths = get_stage('register').paths(run_dir)
-    run_dir = Path(run_dir).resolve()
-    decision = decide({k: paths[k] for k in _REPORTS}, require_approval)
-    version, metrics = json.loads(paths['version'].read_text()), json.loads(paths['metrics'].read_text())
-    tracking_uri, artifact_location = project_tracking_uri(tracking_uri)
-    c = client(tracking_uri)
-    exp_id = experiment_id(c, experiment, artifact_location)
-    saved = Model.load(str(paths['model']))
-    flavor = saved.flavors['sklearn']
-    with mlflow.start_run(run_id=mlflow_run_id or None, experiment_id=None if mlflow_run_id else exp_id,
-                          run_name=None if mlflow_run_id else 'register') as run:
-        info = mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(paths['model'])), name='model', signature=saved.signature,
-                                        input_example=saved.load_input_example(str(paths['model'])),
-                                        metadata=saved.metadata,  # the typed input schema and the positive label
-                                        pip_requirements=str(paths['model']/'requirements.txt'),
-                                        serialization_format=flavor.get('serialization_format', 'skops'),
-                                        skops_trusted_types=flavor.get('skops_trusted_types'),
-                                        registered_model_name=model_name)
-        for rel in reference_files().values(): mlflow.log_artifact(str(run_dir/rel), str(Path('reference', rel).parent))
-    v = str(info.registered_model_version)
-    tags = {'mlops_nb.run_id': run_dir.name, 'mlops_nb.run_dir': str(run_dir), 'data_version': version['data_version'],
-            'mlops_nb.decision': decision['decision'], **{k: f'{metrics[k]:.4f}' for k in ('accuracy', 'roc_auc') if k in metrics}}
-    for k, val in tags.items(): c.set_model_version_tag(model_name, v, k, val)
-    replaced = None
-    if decision['decision'] == 'blessed':
-        replaced = move_champion(c, tracking_uri, model_name, v, decision['compared_with'],
-                                 {'event': 'promoted', 'by': 'gate', 'note': 'blessed; no approval required', 'run_id': run_dir.name})
-    registration = dict(model_name=model_name, version=v, model_uri=f'models:/{model_name}/{v}',
-                        champion=decision['decision'] == 'blessed', replaced=replaced, **decision,
-                        reports_paths={k: get_stage('register').inputs[k] for k in _REPORTS},
-                        mlflow_run_id=run.info.run_id, tracking_uri=tracking_uri)
-    atomic_write_text(paths['registration'], json.dumps(registration, indent=2))
-    return RegisterResult(registration)
