@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from importlib.resources import files
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from .liveness import pid_alive, stacks_on_signal
 
 # %% auto #0
-__all__ = ['source_imports', 'stage_modules', 'serve', 'KernelServer', 'ForkProvisioner']
+__all__ = ['source_imports', 'stage_modules', 'serve', 'KernelServer', 'ForkProvisioner', 'Kernel', 'kernel_server']
 
 # %% ../notebooks/lib/28_kernels.ipynb #c005
 def source_imports(src:str, # Python source
@@ -286,3 +287,44 @@ class ForkProvisioner(LocalProvisioner):
 
 # %% ../notebooks/lib/28_kernels.ipynb #c022
 if __name__ == '__main__': serve()
+
+# %% ../notebooks/lib/28_kernels.ipynb #k030
+_KERNEL_ENV = {'PYDEVD_DISABLE_FILE_VALIDATION': '1', 'JUPYTER_PLATFORM_DIRS': '1', 'MPLBACKEND': 'module://matplotlib_inline.backend_inline'}
+
+class Kernel:
+    "A Jupyter kernel started now, in `cwd`, for one notebook: forked from `server` when there is one"
+    def __init__(self, cwd:Path, log:Path, kernel_name:str='python3',
+                 server:KernelServer|None=None, # the run's kernel server (`mlops_nb.kernels`)
+                 stage:str|None=None, # the stage the kernel is for: the server imports its modules first
+                ):
+        from jupyter_client.manager import AsyncKernelManager  # jupyter_client: 0.1 s that commands without kernels need not pay
+        from jupyter_core.utils import run_sync
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(log, 'a', encoding='utf-8')
+        self.km = AsyncKernelManager(kernel_name=kernel_name)
+        if server is not None:
+            self.km.kernel_id = str(uuid.uuid4())
+            self.km.provisioner = ForkProvisioner(kernel_id=self.km.kernel_id, kernel_spec=self.km.kernel_spec, parent=self.km)
+            self.km.provisioner.server, self.km.provisioner.stage, self.km.provisioner.log = server, stage, log
+        self._sync = run_sync
+        self._sync(self.km.start_kernel)(cwd=str(cwd), env={**os.environ, **_KERNEL_ENV}, stdout=self.log, stderr=self.log)
+
+    def interrupt(self):
+        try: self._sync(self.km.interrupt_kernel)()
+        except Exception: pass  # a kernel that is already gone needs no interrupt
+
+    def shutdown(self):
+        try: self._sync(self.km.shutdown_kernel)(now=True)
+        except Exception: pass  # shutting down a dead kernel is not an error worth reporting
+        self.log.close()
+
+# %% ../notebooks/lib/28_kernels.ipynb #k031
+def kernel_server(project, # a `mlops_nb.project.Project`
+                  stages:list, # its `Stage`s whose kernels the server forks
+                  log:Path, # where the server writes
+                 ):
+    "The run's kernel server, importing what `stages`' notebooks import; None where kernels are not forked"
+    if sys.platform != 'linux' or not stages or os.environ.get('MLOPS_NB_WARM_KERNELS') == '0': return None
+    from mlops_nb.tracking import store_modules
+    return KernelServer({s.name: project.notebook(s) for s in stages}, project.root, store_modules(project.tracking_uri),
+                        {**os.environ, **_KERNEL_ENV}, log)

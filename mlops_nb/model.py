@@ -18,7 +18,7 @@ from .columns import InputColumns, is_positive, label_text, positive_index
 from .core import MlopsError, atomic_path, atomic_write_text
 from .gate import judge_metrics, parse_criteria, verdict
 from .stages import get_stage
-from .tasks import LOWER_IS_BETTER, METRICS, MODELS, check_task
+from .tasks import MODELS, check_task
 from .tracking import alias_version, client, download_model, project_tracking_uri
 
 # %% auto #0

@@ -5,33 +5,30 @@
 # %% ../notebooks/lib/08_runner.ipynb #c002
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from .cache import cacheable, run_cache, source_fingerprint, stage_key
 from .core import MlopsError, atomic_write_text, sha256_path, utc_now
-from .credentials import hide, mask, reveal, scrub, unrevealed
+from .credentials import hide, reveal, unrevealed
+from .execute import StageFailed, file_hashes, run_stage
 from .liveness import Heartbeat, process_record
 from .manifest import MANIFEST_SCHEMA, new_run_id, read_manifest, write_manifest
 from .project import Project, load_project
-from .stages import BUILTIN, TEMPLATES, Stage, find_stages, stage_params
+from .stages import BUILTIN, Stage, find_stages, stage_params
+from .tracker import Tracker, TrackingFailed
 
 # %% auto #0
-__all__ = ['PACKAGES', 'package_versions', 'git_state', 'Kernel', 'kernel_server', 'StageFailed', 'cell_progress',
-           'template_state', 'run_stage', 'TrackingFailed', 'Tracker', 'RunInterrupted', 'check_settings',
-           'execute_stages', 'run_pipeline', 'reproduce_run']
+__all__ = ['PACKAGES', 'package_versions', 'git_state', 'RunInterrupted', 'run_summary', 'freeze_run', 'new_manifest',
+           'real_settings', 'open_run', 'close_run', 'check_settings', 'execute_stages', 'run_pipeline',
+           'reproduce_run']
 
 # %% ../notebooks/lib/08_runner.ipynb #c004
 PACKAGES = ('mlops-nb', 'mlflow', 'papermill', 'nbclient', 'ipykernel', 'pandas', 'numpy', 'pyarrow', 'scikit-learn', 'skops')
@@ -45,6 +42,7 @@ def package_versions():
         except PackageNotFoundError: res[p] = None
     return res
 
+# %% ../notebooks/lib/08_runner.ipynb #c004a
 def git_state(root:Path):
     "`{commit, dirty}` of the git work tree at `root`, or None outside git"
     try:
@@ -55,229 +53,12 @@ def git_state(root:Path):
         return {'commit': commit.stdout.strip(), 'dirty': bool(status.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired): return None
 
-# %% ../notebooks/lib/08_runner.ipynb #c006
-_KERNEL_ENV = {'PYDEVD_DISABLE_FILE_VALIDATION': '1', 'JUPYTER_PLATFORM_DIRS': '1', 'MPLBACKEND': 'module://matplotlib_inline.backend_inline'}
-
-class Kernel:
-    "A Jupyter kernel started now, in `cwd`, for one notebook: forked from `server` when there is one"
-    def __init__(self, cwd:Path, log:Path, kernel_name:str='python3',
-                 server:KernelServer|None=None, # the run's kernel server (`mlops_nb.kernels`)
-                 stage:str|None=None, # the stage the kernel is for: the server imports its modules first
-                ):
-        from jupyter_client.manager import AsyncKernelManager  # jupyter_client: 0.1 s that commands without kernels need not pay
-        from jupyter_core.utils import run_sync
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(log, 'a', encoding='utf-8')
-        self.km = AsyncKernelManager(kernel_name=kernel_name)
-        if server is not None:
-            from mlops_nb.kernels import ForkProvisioner
-            self.km.kernel_id = str(uuid.uuid4())
-            self.km.provisioner = ForkProvisioner(kernel_id=self.km.kernel_id, kernel_spec=self.km.kernel_spec, parent=self.km)
-            self.km.provisioner.server, self.km.provisioner.stage, self.km.provisioner.log = server, stage, log
-        self._sync = run_sync
-        self._sync(self.km.start_kernel)(cwd=str(cwd), env={**os.environ, **_KERNEL_ENV}, stdout=self.log, stderr=self.log)
-
-    def interrupt(self):
-        try: self._sync(self.km.interrupt_kernel)()
-        except Exception: pass  # a kernel that is already gone needs no interrupt
-
-    def shutdown(self):
-        try: self._sync(self.km.shutdown_kernel)(now=True)
-        except Exception: pass  # shutting down a dead kernel is not an error worth reporting
-        self.log.close()
-
-# %% ../notebooks/lib/08_runner.ipynb #c007
-def kernel_server(project:Project, stages:list, log:Path):
-    "The run's kernel server, importing what `stages`' notebooks import; None where kernels are not forked"
-    if sys.platform != 'linux' or not stages or os.environ.get('MLOPS_NB_WARM_KERNELS') == '0': return None
-    from mlops_nb.kernels import KernelServer  # jupyter_client: 0.1 s that commands without kernels need not pay
-    from mlops_nb.tracking import store_modules
-    return KernelServer({s.name: project.notebook(s) for s in stages}, project.root, store_modules(project.tracking_uri),
-                        {**os.environ, **_KERNEL_ENV}, log)
-
-# %% ../notebooks/lib/08_runner.ipynb #c009
-_ANSI = re.compile(r'\x1b\[[0-9;]*m')
-_NOISE = re.compile(r'^-+$|Traceback \(most recent call last\)')  # IPython's banner lines say nothing
-
-class StageFailed(MlopsError):
-    "A stage failed; the message is a few lines a person can act on"
-
-def _error_lines(e:Exception, max_lines:int=6):
-    "The failing cell's error in a few lines, not a wall of traceback"
-    from papermill.exceptions import PapermillExecutionError
-    if isinstance(e, PapermillExecutionError):
-        head = f'cell {e.exec_count}: {e.ename}: {e.evalue}'
-        if e.ename == 'MlopsError': return head  # the message already says what to fix
-        tb = [l for l in _ANSI.sub('', '\n'.join(e.traceback)).splitlines()
-              if l.strip() and not _NOISE.search(l.strip())]
-        return '\n'.join([head, *tb[-max_lines:-1]]) if len(tb) > 1 else head
-    return f'{type(e).__name__}: {e}'
-
-def _cells_seconds(nb):
-    return round(sum((c.metadata.get('papermill', {}).get('duration') or 0) for c in nb.cells), 3)
-
-def _hashes(run_dir:Path, paths):
-    return {Path(p).relative_to(run_dir).as_posix(): sha256_path(p) for p in paths}
-
-def _written(run_dir:Path, stage:Stage):
-    "What the stage wrote: each entry of its artifacts folder, and its declared outputs"
-    folder = run_dir/stage.artifacts
-    found = sorted(folder.iterdir()) if folder.is_dir() else []
-    return sorted({*found, *(run_dir/p for p in stage.outputs.values())})
-
-class _Lines:
-    "A file for tqdm that turns its in-place updates into whole lines: a log is not a terminal"
-    def __init__(self, f): self.f = f
-    def write(self, s):
-        s = s.replace('\x1b[A', '').strip('\r\n ')
-        if s: self.f.write(s + '\n')
-    def flush(self): self.f.flush()
-
-def cell_progress(name:str, out=None):
-    "tqdm arguments of papermill's progress over a stage's cells: in place on a terminal, a line every 10 s in a log"
-    out = out or sys.stderr
-    tty = out.isatty()
-    return dict(desc=f'  {name}', leave=False, file=out if tty else _Lines(out), mininterval=0.5 if tty else 10, delay=0.5 if tty else 10,
-                bar_format='{desc}: {n_fmt}/{total_fmt} cells done, {elapsed}', ascii=True)
-
-def template_state(notebook:Path):
-    "`same` or `edited` against the package's template of that name, or None for a notebook of the project's own"
-    t = TEMPLATES/notebook.name
-    if not t.is_file(): return None
-    return 'same' if sha256_path(t) == sha256_path(notebook) else 'edited'
-
-def run_stage(stage:Stage, project:Project, run_dir:Path, kernel:Kernel, record:dict):
-    "Execute `stage` in `kernel`, filling `record`; raise `StageFailed` if it fails"
-    import papermill as pm
-    inputs = stage.paths(run_dir)
-    missing = [str(inputs[k].relative_to(run_dir)) for k in stage.inputs if not inputs[k].exists()]
-    if missing: raise StageFailed(f'inputs missing before {stage.name}: {", ".join(missing)}')
-    record['inputs'] = _hashes(run_dir, [inputs[k] for k in stage.inputs])
-    source = project.notebook(stage)
-    record['source'] = {'path': str(source.relative_to(project.root)), 'sha256': sha256_path(source), 'template': template_state(source)}
-    out = run_dir/stage.notebook
-    tmp = run_dir/f'.{out.stem}.running.ipynb'
-    try:
-        nb = pm.execute_notebook(str(source), str(tmp), parameters=hide(record['parameters']), km=kernel.km,
-                                 kernel_name=kernel.km.kernel_name, cwd=str(run_dir), progress_bar=cell_progress(stage.name),
-                                 stdout_file=kernel.log, stderr_file=kernel.log)
-        record['cells_s'] = _cells_seconds(nb)
-    except Exception as e:
-        import nbformat
-        if tmp.exists(): record['cells_s'] = _cells_seconds(nbformat.read(tmp, as_version=4))
-        raise StageFailed(_error_lines(e)) from None
-    finally:
-        if tmp.exists(): os.replace(tmp, out)
-        scrub([out, kernel.log.name, *_written(run_dir, stage)])  # a password that a library printed anyway
-    missing = [p for p in stage.outputs.values() if not (run_dir/p).exists()]
-    if missing: raise StageFailed(f'{stage.name} did not write its declared outputs: {", ".join(missing)}')
-    record['outputs'] = _hashes(run_dir, _written(run_dir, stage))
-    record['notebook_sha256'] = sha256_path(out)
-    result = run_dir/stage.outputs[stage.result] if stage.result else run_dir/stage.artifacts/'result.json'
-    if result.is_file(): record['result'] = json.loads(result.read_text())
-
-# %% ../notebooks/lib/08_runner.ipynb #c012
-def _flat_numbers(d:dict, prefix=''):
-    res = {}
-    for k, v in d.items():
-        if isinstance(v, bool): res[prefix + k] = float(v)
-        elif isinstance(v, (int, float)) and v == v: res[prefix + k] = float(v)
-        elif isinstance(v, dict): res.update(_flat_numbers(v, f'{prefix}{k}.'))
-    return res
-
-class TrackingFailed(MlopsError):
-    "The MLflow tracking store failed during a run; the message names it, its password masked"
-
-@contextmanager
-def _store(uri:str, what:str):
-    "Turn a failure of the tracking store at `uri` while doing `what` into a `TrackingFailed` line"
-    try: yield
-    except MlopsError: raise
-    except Exception as e:  # any driver's, MLflow's or the network's: the line below is what a person needs
-        cause = str(getattr(e, 'orig', None) or e).strip().splitlines()
-        raise TrackingFailed(f'the MLflow tracking store {mask(uri)} failed while {what}: '
-                             f'{mask(cause[0] if cause else type(e).__name__)}') from None
-
-def _guarded(what:str):
-    "Make a `Tracker` method raise `TrackingFailed` when the store fails"
-    def deco(f):
-        @functools.wraps(f)
-        def call(self, *args, **kw):
-            with _store(self.uri, what): return f(self, *args, **kw)
-        return call
-    return deco
-
-class Tracker:
-    "The MLflow side of one run"
-    def __init__(self, project:Project, manifest:dict):
-        self.uri = project.tracking_uri
-        with _store(self.uri, 'starting the run'): self._start(project, manifest)
-
-    def _start(self, project:Project, manifest:dict):
-        from mlops_nb.tracking import client, experiment_id
-        self.c = client(project.tracking_uri)
-        self.exp = experiment_id(self.c, project.settings['mlflow']['experiment'], project.artifact_location)
-        m = manifest.setdefault('mlflow', {'tracking_uri': project.tracking_uri, 'experiment_id': self.exp})
-        if 'run_id' in m: self.c.update_run(m['run_id'], status='RUNNING')
-        else:
-            parent = self.c.create_run(self.exp, run_name=manifest['run_id'],
-                                       tags={'mlops_nb.run_id': manifest['run_id'], 'mlops_nb.kind': manifest['kind']})
-            m['run_id'] = parent.info.run_id
-            from mlflow.entities import Param as MlflowParam
-            self.c.log_batch(m['run_id'], params=[MlflowParam(f'{s}.{k}', str(hide(v))[:6000]) for s, kv in manifest['settings'].items()
-                                                  for k, v in kv.items()])
-        self.parent = m['run_id']
-
-    @_guarded('starting a stage')
-    def champion(self, model_name:str):
-        "The champion's version of `model_name`, or None"
-        from mlops_nb.tracking import alias_version
-        v = alias_version(self.c, model_name)
-        return v and str(v.version)
-
-    @_guarded('starting a stage')
-    def start_stage(self, manifest:dict, record:dict):
-        run = self.c.create_run(self.exp, run_name=record['name'],
-                                tags={'mlflow.parentRunId': self.parent, 'mlops_nb.run_id': manifest['run_id'],
-                                      'mlops_nb.stage': record['name']})
-        return run.info.run_id
-
-    @_guarded('recording a stage')
-    def end_stage(self, run_dir:Path, stage:Stage, record:dict):
-        from mlflow.entities import Metric, Param as MlflowParam
-        rid, now = record['mlflow_run_id'], int(time.time()*1000)
-        params = [MlflowParam(k, str(hide(v))[:6000]) for k, v in record['parameters'].items() if k not in ('run_dir', 'mlflow_run_id')]
-        result = dict(record.get('result') or {})
-        fitted = result.pop('estimator_params', None)  # the estimator actually fitted, as parameters of its stage's run
-        if fitted is not None:
-            params += [MlflowParam('estimator', str(result.get('estimator'))[:6000])]
-            params += [MlflowParam(f'estimator.{k}', str(v)[:6000]) for k, v in fitted.items() if k not in record['parameters']]
-        metrics = [Metric(k, v, now, 0) for k, v in _flat_numbers(result).items()]
-        metrics += [Metric(f'stage.{k}', record[k], now, 0) for k in ('duration_s', 'cells_s', 'overhead_s') if record.get(k) is not None]
-        self.c.log_batch(rid, params=params, metrics=metrics)
-        if record.get('cached_from'): self.c.set_tag(rid, 'mlops_nb.reused_from', record['cached_from']['run'])
-        if (run_dir/stage.notebook).exists(): self.c.log_artifact(rid, str(run_dir/stage.notebook))
-        for rel in {*stage.outputs.values(), *(record.get('outputs') or {})}:  # a project's own stage declares none
-            if rel.endswith('.json') and (run_dir/rel).exists(): self.c.log_artifact(rid, str(run_dir/rel), 'outputs')
-        if record['status'] == 'completed' and 'snapshot' in stage.outputs and 'data_version' in (record.get('result') or {}):
-            from mlops_nb.data import log_dataset_input
-            for run_id in (rid, self.parent): log_dataset_input(self.c, run_id, record['result'], run_dir/stage.outputs['snapshot'])
-        self.c.set_terminated(rid, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(record['status'], 'FAILED'))
-
-    @_guarded('recording the run')
-    def end_run(self, run_dir:Path, manifest:dict):
-        from mlflow.entities import Metric
-        for f in ('manifest.json', 'params.yaml'): self.c.log_artifact(self.parent, str(run_dir/f))
-        s = manifest.get('summary', {})
-        now = int(time.time()*1000)
-        self.c.log_batch(self.parent, metrics=[Metric(k, v, now, 0) for k, v in _flat_numbers(s.get('metrics', {})).items()])
-        self.c.set_terminated(self.parent, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(manifest['status'], 'FAILED'))
-
 # %% ../notebooks/lib/08_runner.ipynb #c015
 class RunInterrupted(MlopsError):
     "The run was stopped with Ctrl-C"
 
-def _summary(manifest:dict):
+# %% ../notebooks/lib/08_runner.ipynb #c015a
+def run_summary(manifest:dict):
     res = {r['name']: r.get('result') or {} for r in manifest['stages'] if r['status'] == 'completed'}
     s = {}
     if 'ingest' in res: s.update(data_version=res['ingest'].get('data_version'), rows=res['ingest'].get('rows'))
@@ -291,11 +72,13 @@ def _summary(manifest:dict):
                  metrics={k: v for k, v in (m.get('performance') or {}).items() if k != 'rows'})
     return s
 
-def _freeze(run_dir:Path):
+# %% ../notebooks/lib/08_runner.ipynb #c015b
+def freeze_run(run_dir:Path):
     "Make a completed run folder's files read-only: it is a record, not a workspace"
     for p in run_dir.rglob('*'):
         if p.is_file(): p.chmod(p.stat().st_mode & ~0o222)
 
+# %% ../notebooks/lib/08_runner.ipynb #c015c
 def _check_completed(run_dir:Path, record:dict):
     for kind in ('inputs', 'outputs'):
         for rel, digest in record.get(kind, {}).items():
@@ -303,7 +86,8 @@ def _check_completed(run_dir:Path, record:dict):
             if sha256_path(run_dir/rel) != digest:
                 raise MlopsError(f'cannot resume: {rel} ({kind[:-1]} of completed stage {record["name"]}) changed since it ran')
 
-def _new_manifest(project:Project, stages, kind:str, trigger:dict|None):
+# %% ../notebooks/lib/08_runner.ipynb #c015d
+def new_manifest(project:Project, stages, kind:str, trigger:dict|None):
     import getpass
     return {'schema_version': MANIFEST_SCHEMA, 'run_id': new_run_id(), 'kind': kind, 'status': 'running',
             'trigger': trigger or {'signal': 'manual', 'by': getpass.getuser()}, 'parent_run': (trigger or {}).get('monitor_run'),
@@ -312,13 +96,15 @@ def _new_manifest(project:Project, stages, kind:str, trigger:dict|None):
             'settings': project.settings,
             'stages': [{'name': s.name, 'notebook': s.notebook, 'purpose': s.purpose, 'status': 'pending'} for s in stages]}
 
+# %% ../notebooks/lib/08_runner.ipynb #c015e
 def _progress(i:int, n:int, rec:dict):
     took = f"{rec['duration_s']:7.1f} s" if rec.get('duration_s') is not None else ''
     status = 'reused' if rec.get('cached_from') and rec['status'] == 'completed' else rec['status']
     line = f"[{i}/{n}] {rec['name']:<10} {status:<11} {took}"
     return line + f"  from {rec['cached_from']['run']}" if status == 'reused' else line
 
-def _real_settings(manifest:dict):
+# %% ../notebooks/lib/08_runner.ipynb #c015f
+def real_settings(manifest:dict):
     "`manifest` with its masked settings made real again, from its settings file or what this process knows"
     try: load_project(manifest['settings_file'])  # remembers the passwords in the file as it is now
     except MlopsError: pass  # moved or broken: what this process knows may do
@@ -328,7 +114,8 @@ def _real_settings(manifest:dict):
     manifest['settings'], manifest['overrides'] = reveal(manifest['settings']), reveal(manifest['overrides'])
     return manifest
 
-def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|None=None, trigger:dict|None=None):
+# %% ../notebooks/lib/08_runner.ipynb #c015g
+def open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|None=None, trigger:dict|None=None):
     "`(project, stages, manifest, run_dir)` of a new run, or of the run to resume"
     if resume:
         run_dir = Path(resume).resolve()
@@ -339,7 +126,7 @@ def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|
             raise MlopsError(f'run {manifest["run_id"]} is still running (process {p.get("pid")} on {p.get("host")}): '
                              'let it finish, or stop it (Ctrl-C) and resume it then')
         manifest.pop('interrupted', None)
-        _real_settings(manifest)
+        real_settings(manifest)
         root = Path(manifest['settings_file']).parent
         project = Project(root, Path(manifest['settings_file']), manifest['settings'], tuple(manifest['overrides']), find_stages(root))
         stages = project.stages_named([r['name'] for r in manifest['stages']], 'stages of the run')
@@ -348,16 +135,17 @@ def _open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|
     else:
         project = project or load_project()
         stages = project.stages_named(list(stages), 'stages') if stages else project.stages
-        manifest = _new_manifest(project, stages, kind, trigger)
+        manifest = new_manifest(project, stages, kind, trigger)
         run_dir = project.runs_dir/manifest['run_id']
     return project, stages, manifest, run_dir
 
-def _close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, project:Project, echo=print):
+# %% ../notebooks/lib/08_runner.ipynb #c015h
+def close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, project:Project, echo=print):
     "Record the run's outcome; raise if it did not complete"
     records = manifest['stages']
     statuses = {r['status'] for r in records}
     manifest['status'] = 'completed' if statuses == {'completed'} else 'interrupted' if 'interrupted' in statuses else 'failed'
-    manifest.update(ended=utc_now().isoformat(), summary=_summary(manifest))
+    manifest.update(ended=utc_now().isoformat(), summary=run_summary(manifest))
     manifest['duration_s'] = round(manifest.get('duration_s') or 0, 3) + round(time.perf_counter() - started, 3)
     write_manifest(run_dir, manifest)
     try: tracker.end_run(run_dir, manifest)
@@ -365,7 +153,7 @@ def _close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, proj
         if manifest['status'] == 'completed': echo(f'warning: {e}; the run folder holds its record')
     from mlops_nb.dashboard import render_run_pages  # report.html and the dashboard; a failure there is only a warning line
     render_run_pages(project, run_dir, echo)
-    if manifest['status'] == 'completed': _freeze(run_dir)
+    if manifest['status'] == 'completed': freeze_run(run_dir)
     failed = next((r for r in records if r['status'] in ('failed', 'interrupted')), None)
     if failed and failed['status'] == 'interrupted':
         raise RunInterrupted(f'run {manifest["run_id"]} interrupted in stage {failed["name"]}; continue with: mlops-nb run --resume {run_dir}')
@@ -375,6 +163,7 @@ def _close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, proj
                           f'after fixing the cause: mlops-nb run (the completed stages whose inputs did not change are reused), '
                           f'or mlops-nb run --resume {run_dir} to go on with the settings this run started with')
 
+# %% ../notebooks/lib/08_runner.ipynb #c015i
 def check_settings(settings:dict):
     "Problems (empty when none) that settings would otherwise meet mid-run: a criterion or model the task does not have"
     from mlops_nb.gate import parse_criteria
@@ -390,18 +179,20 @@ def check_settings(settings:dict):
         if unknown: problems.append(f'{key}.criteria names {", ".join(unknown)}, which a {task} {key} does not have; it has {", ".join(known)}')
     return problems
 
+# %% ../notebooks/lib/08_runner.ipynb #c015j
 def _stage_key(stage:Stage, project:Project, run_dir:Path, before:list, champion:str|None):
     "The cache key of `stage` about to run after the records `before`; None when its inputs are not all there"
     builtin = stage.name in BUILTIN
     if builtin:
         paths = stage.paths(run_dir)
         if not all(paths[k].exists() for k in stage.inputs): return None  # run_stage says which is missing
-        inputs = _hashes(run_dir, [paths[k] for k in stage.inputs])
+        inputs = file_hashes(run_dir, [paths[k] for k in stage.inputs])
     else: inputs = {rel: h for r in before for rel, h in (r.get('outputs') or {}).items()}  # an own stage may read any of them
     params = stage_params(stage, project.settings, run_dir)
     return stage_key(stage, params, inputs, project.settings, sha256_path(project.notebook(stage)), package_versions(),
                      project.root, project.tracking_uri, champion, builtin)
 
+# %% ../notebooks/lib/08_runner.ipynb #c015k
 def execute_stages(project:Project, run_dir:Path, manifest:dict,
                    todo:list, # indices into manifest['stages'] of the stages to run, in order
                    tracker:Tracker, echo=print,
@@ -409,6 +200,7 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
                    cache=None, # a `StageCache` to reuse earlier executions from; None: execute every stage
                    server=None): # a `KernelServer` to fork kernels from; None: each kernel starts from scratch
     "Run stages of `manifest` in `run_dir`, each in a kernel started while the one before ran; False when one failed"
+    from mlops_nb.kernels import Kernel  # jupyter_client: 0.1 s that commands without kernels need not pay
     records = manifest['stages']
     def kernel(i): return Kernel(run_dir, run_dir/'logs'/f"{Path(records[i]['notebook']).stem}.log", server=server, stage=records[i]['name'])
     try: champion = tracker.champion(project.settings['project']['model_name'])
@@ -480,6 +272,7 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
         for k in kernels.values(): k.shutdown()
     return True
 
+# %% ../notebooks/lib/08_runner.ipynb #c015l
 def _preflight(project:Project, stages:list, resume):
     "Raise, with a line per problem, when the settings, parameters, tracking store or data would fail the run"
     from mlops_nb.preflight import moved_imports
@@ -501,6 +294,7 @@ def _preflight(project:Project, stages:list, resume):
         for marker in (estimator_checked(project, stages), any(s.name == 'ingest' for s in stages) and data_checked(project)):
             if marker: marker.parent.mkdir(parents=True, exist_ok=True); marker.touch()
 
+# %% ../notebooks/lib/08_runner.ipynb #c015m
 def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
                  resume:str|Path|None=None, # a run folder to continue instead of starting a new run
                  echo=print, # where progress lines go
@@ -510,7 +304,8 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
                  cache:bool|None=None, # reuse unchanged stages of earlier runs; None: `[pipeline] cache`
                 ):
     "Run the pipeline's stage notebooks into a run folder; return the run folder"
-    project, stages, manifest, run_dir = _open_run(project, resume, kind, stages, trigger)
+    from mlops_nb.kernels import kernel_server  # jupyter_client: 0.1 s that commands without kernels need not pay
+    project, stages, manifest, run_dir = open_run(project, resume, kind, stages, trigger)
     for s in stages: project.notebook(s)  # a project without its notebooks is told how to get them, before anything is made
     early = project.runs_dir/'.cache'/f'kernels-{os.getpid()}.log'  # the server's log until the run folder exists
     server = kernel_server(project, [project.notebooks[r['name']] for r in manifest['stages'] if r['status'] != 'completed'], early)
@@ -555,7 +350,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
         beat.stop()
         if server is not None: server.close()
         pool.shutdown(cancel_futures=True)
-    try: _close_run(run_dir, manifest, tracker, started, project, echo)
+    try: close_run(run_dir, manifest, tracker, started, project, echo)
     finally:
         if restore is not None: signal.signal(signal.SIGINT, restore)
     return run_dir
@@ -567,7 +362,7 @@ def reproduce_run(run_dir:str|Path, # the run folder to execute again
     "`(new run folder, comparison)`: the run executed again from its manifest, cache off; see `mlops_nb.reproduce.compare`"
     from mlops_nb.cache import SIDE_EFFECTS
     from mlops_nb.reproduce import check_reproducible, compare
-    old = _real_settings(read_manifest(Path(run_dir)))
+    old = real_settings(read_manifest(Path(run_dir)))
     root = Path(old['settings_file']).parent
     project = Project(root, Path(old['settings_file']), old['settings'], (), find_stages(root))
     check_reproducible(old, project)

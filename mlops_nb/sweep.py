@@ -91,7 +91,8 @@ def _execute(project:Project, run_dir:Path, manifest:dict, names:list, tracker, 
              cache:bool=False): # reuse unchanged stages of earlier runs (the shared stages; a child's are its own)
     "Run the stages `names` of `manifest` in `run_dir`, kernels forked from a kernel server; False when one failed"
     from mlops_nb.cache import run_cache
-    from mlops_nb.runner import execute_stages, kernel_server
+    from mlops_nb.kernels import kernel_server
+    from mlops_nb.runner import execute_stages
     idx = {r['name']: i for i, r in enumerate(manifest['stages'])}
     server = kernel_server(project, [project.notebooks[n] for n in names], run_dir/'logs'/'kernels.log')
     try:
@@ -133,7 +134,8 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
              ):
     "Run one combination of a sweep into its child folder; return its result row"
     from mlops_nb.manifest import write_manifest
-    from mlops_nb.runner import Tracker, _freeze, _new_manifest, _summary
+    from mlops_nb.runner import freeze_run, new_manifest, run_summary
+    from mlops_nb.tracker import Tracker
     child_dir, sweep_dir = Path(spec['dir']), Path(spec['sweep_dir'])
     attempts_file = sweep_dir/'children'/f'{child_dir.name}.attempts'
     worker = _worker_name()
@@ -146,7 +148,7 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
         _discard(child_dir)
     t0 = time.perf_counter()
     project = load_project(spec['settings_file'], spec['overrides'])
-    manifest = _new_manifest(project, project.stages_named(spec['shared'] + spec['stages']), 'sweep-child',
+    manifest = new_manifest(project, project.stages_named(spec['shared'] + spec['stages']), 'sweep-child',
                              {'signal': 'sweep', 'by': spec['by'], 'sweep_run': spec['sweep_run']})
     manifest.update(run_id=spec['run_id'], parent_run=spec['sweep_run'],
                     sweep={'index': spec['index'], 'combination': spec['combination'], 'attempt': len(attempts), 'worker': worker})
@@ -170,10 +172,10 @@ def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared reco
     statuses = {r['status'] for r in manifest['stages']}
     manifest.update(status='completed' if statuses == {'completed'} else 'failed', ended=utc_now().isoformat(),
                     duration_s=round(time.perf_counter() - t0, 3))
-    manifest['summary'] = _summary(manifest)
+    manifest['summary'] = run_summary(manifest)
     write_manifest(child_dir, manifest)
     tracker.end_run(child_dir, manifest)
-    if manifest['status'] == 'completed': _freeze(child_dir)
+    if manifest['status'] == 'completed': freeze_run(child_dir)
     return _row(spec, child_dir, manifest, attempts, worker)
 
 # %% ../notebooks/lib/22_sweep.ipynb #c012d
@@ -271,7 +273,7 @@ def _dask_client(scheduler:str|None, workers:int|None):
 def _warm(tracking_uri:str):
     "Import what a child needs, open the tracking store and start a kernel once, in a worker, while the shared stages run"
     from jupyter_client.manager import start_new_kernel
-    from mlops_nb.runner import Tracker  # noqa: F401 (the import is the warming)
+    from mlops_nb.tracker import Tracker  # noqa: F401 (the import is the warming)
     from mlops_nb.tracking import client
     client(tracking_uri).search_experiments(max_results=1)
     km, kc = start_new_kernel(kernel_name='python3', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -383,7 +385,9 @@ def run_sweep(project:Project, # the project, with any fixed overrides
     "Run a sweep into a new run folder, or continue one that stopped; return the folder"
     import getpass
     from mlops_nb.manifest import write_manifest
-    from mlops_nb.runner import RunInterrupted, StageFailed, Tracker, _close_run, _new_manifest, check_settings
+    from mlops_nb.execute import StageFailed
+    from mlops_nb.runner import RunInterrupted, check_settings, close_run, new_manifest
+    from mlops_nb.tracker import Tracker
     if executor not in ('local', 'dask'): raise MlopsError(f'--executor {executor}: local or dask')
     if scheduler and executor != 'dask': raise MlopsError('--scheduler needs --executor dask')
     if resume: project, axes, sample, manifest, run_dir = _reopen(resume)
@@ -415,7 +419,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
             sweep.setdefault('resumed', []).append({'at': utc_now().isoformat(), 'by': getpass.getuser(), **where})
             manifest.update(status='running', ended=None)
         else:
-            manifest = _new_manifest(project, stages, 'sweep', {'signal': 'manual', 'by': getpass.getuser()})
+            manifest = new_manifest(project, stages, 'sweep', {'signal': 'manual', 'by': getpass.getuser()})
             run_dir = project.runs_dir/manifest['run_id']
             sweep = {'run_id': manifest['run_id'], 'axes': {k: [t for t, _ in v] for k, v in axes}, 'kind': sweep_kind(stages, settings),
                      'grid': len(list(itertools.product(*[v for _, v in axes]))), 'combinations': len(combos), 'sample': sample,
@@ -462,7 +466,7 @@ def run_sweep(project:Project, # the project, with any fixed overrides
         if beat is not None: beat.stop()
         if client is not None: client.close()
         if cluster is not None: cluster.close()
-    try: _close_run(run_dir, manifest, tracker, started, project, echo)
+    try: close_run(run_dir, manifest, tracker, started, project, echo)
     except RunInterrupted: raise RunInterrupted(f"sweep {manifest['run_id']} interrupted; continue with: mlops-nb sweep --resume {run_dir}") from None
     except StageFailed as e:
         raise StageFailed(str(e).split('\nafter fixing')[0] + f'\nafter fixing the cause: mlops-nb sweep --resume {run_dir}') from None
@@ -471,8 +475,8 @@ def run_sweep(project:Project, # the project, with any fixed overrides
 # %% ../notebooks/lib/22_sweep.ipynb #c021a
 def _reopen(run_dir:str|Path):
     "`(project, axes, sample, manifest, run_dir)` of a sweep that stopped, to continue it"
-    from mlops_nb.runner import _open_run
-    project, _, m, run_dir = _open_run(None, run_dir, 'sweep')  # refuses a completed run; checks completed stages' files
+    from mlops_nb.runner import open_run
+    project, _, m, run_dir = open_run(None, run_dir, 'sweep')  # refuses a completed run; checks completed stages' files
     if m['kind'] != 'sweep': raise MlopsError(f"{run_dir} is a {m['kind']} run, not a sweep: continue it with mlops-nb run --resume")
     # the children read settings.ini afresh: edited since, it would give the rest of them other settings than the first
     if load_project(project.settings_file, project.overrides).settings != m['settings']:
