@@ -41,7 +41,7 @@ def machine():
 
 def make_batch(rows: int, seed: int = 0):
     "`(saved schema, batch)`: the schema the validate stage saves for the default data, and a later batch of `rows` rows"
-    from mlops_nb.data import bundled
+    from mlops_nb.sources import bundled
     from mlops_nb.validate import infer_schema
     train = bundled('acs_employment_ma', '2015')
     path = Path(tempfile.mkdtemp()) / 'schema.json'

@@ -58,7 +58,7 @@ def source_fingerprint(source:str, # the `data.source` setting
                        root:Path, # the project folder, which relative paths start from
                       ):
     "`{file: fingerprint}` of the source data, or None when it cannot be fingerprinted"
-    from mlops_nb.data import BUNDLED, resolve_files
+    from mlops_nb.sources import BUNDLED, resolve_files
     if source in BUNDLED: return {source: sha256_path(Path(str(files('mlops_nb')))/'datasets'/source)}
     remote = '://' in source and not source.startswith('file://')
     path = Path(source.removeprefix('file://')).expanduser()

@@ -43,7 +43,7 @@ def _local_files(source:str, root:Path):
     "The data files of a local `source` (relative to the project `root`), or None for a remote one"
     import re
 
-    from mlops_nb.data import resolve_files
+    from mlops_nb.sources import resolve_files
     if re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]+://', source) and not source.startswith('file://'): return None  # read by ingest only
     path = Path(source.removeprefix('file://')).expanduser()
     return resolve_files(str(path if path.is_absolute() else root/path))
@@ -54,7 +54,7 @@ def source_columns(source:str, # the `data.source` setting
                    encoding:str='utf-8', delimiter:str='', years:str='2015',
                   ):
     "`(column names, where, target reader)` of `source` from its header alone; None for a remote source"
-    from mlops_nb.data import BUNDLED, bundled, csv_header
+    from mlops_nb.sources import BUNDLED, bundled, csv_header
     if source in BUNDLED:
         df = bundled(source, years)
         return list(df.columns), source, lambda c: df[c]

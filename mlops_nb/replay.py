@@ -45,7 +45,7 @@ def replay_data(dataset:str='elec2', # elec2 or acs
                 batch:str='weekly', # elec2: daily, weekly or monthly; acs: yearly
                ):
     "The `Stream` of a bundled time-ordered dataset"
-    from mlops_nb.data import bundled
+    from mlops_nb.sources import bundled
     from mlops_nb.model import feature_columns
     if dataset not in DATASETS: raise MlopsError(f'replay.dataset must be one of {", ".join(DATASETS)}; got {dataset!r}')
     d = DATASETS[dataset]
@@ -123,7 +123,8 @@ def read_stream(source:str, # a CSV or Parquet file, folder, glob or fsspec URI 
                 encoding:str='utf-8', delimiter:str='', # how CSV files are read ([ingest] settings)
                ):
     "The `Stream` of a time-ordered dataset of your own, checked: its time column, its batches, its labels"
-    from mlops_nb.data import BUNDLED, load_source
+    from mlops_nb.data import load_source
+    from mlops_nb.sources import BUNDLED
     from mlops_nb.model import check_labels, feature_columns
     where, path = source, Path(source).expanduser()
     if root is not None and source not in BUNDLED and '://' not in source and not path.is_absolute(): source = str(Path(root)/path)

@@ -93,7 +93,7 @@ def read_sample(source:str, # a CSV or Parquet file, folder or glob (or a bundle
                 rows:int=50_000, # most rows read
                ):
     "The first `rows` rows of `source`, as ingest types them"
-    from mlops_nb.data import BUNDLED, bundled, csv_header, resolve_files
+    from mlops_nb.sources import BUNDLED, bundled, csv_header, resolve_files
     if source in BUNDLED: return bundled(source).head(rows)
     f = resolve_files(source)[0]
     if f.format == 'csv':

@@ -172,7 +172,7 @@ def test_a_parquet_file_with_another_schema_than_its_siblings_is_an_error(tmp_pa
 @pytest.fixture(scope='module')
 def acs_parts(tmp_path_factory):
     "The ACS 2015 data as three CSV files and three Parquet files, with the whole DataFrame"
-    from mlops_nb.data import bundled
+    from mlops_nb.sources import bundled
     df = bundled('acs_employment_ma', '2015').head(3000)
     d = tmp_path_factory.mktemp('parts')
     for i, part in enumerate(np.array_split(np.arange(len(df)), 3)):

@@ -31,7 +31,7 @@ def test_a_later_year_is_monitored_without_retraining(trained):
 
 
 def test_drift_triggers_a_warm_started_retraining_that_skips_echoed_labels_and_has_lineage(trained, tmp_path):
-    from mlops_nb.data import bundled
+    from mlops_nb.sources import bundled
     project, _, _ = trained
     batch = bundled('acs_employment_ma', '2016').sample(1500, random_state=0)
     batch['AGEP'] = batch['AGEP'] + 20  # the population aged
@@ -63,7 +63,7 @@ def test_drift_triggers_a_warm_started_retraining_that_skips_echoed_labels_and_h
 
 
 def test_the_prediction_log_is_a_batch_with_its_independent_labels(trained):
-    from mlops_nb.data import bundled
+    from mlops_nb.sources import bundled
     from mlops_nb.predlog import PredictionLog, log_url, record_feedback, utcnow
     from mlops_nb.project import load_project
     project, _, _ = trained

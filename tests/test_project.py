@@ -212,7 +212,7 @@ def test_wheel_init_run_add_a_stage_and_change_the_model(wheel_env, tmp_path):
     assert {'runs/', 'mlflow.db', 'mlartifacts/', 'predictions.db*'} <= set((demo / '.gitignore').read_text().split())
     out = ok(mlops(demo, *RUN, '-p', 'ingest.max_rows=2000', '-p', 'audit.n_boot=50', exe=exe)).stdout
     assert 'model    demo version 1, approved by tester: champion' in out, out
-    from mlops_nb.data import bundled
+    from mlops_nb.sources import bundled
     bundled('acs_employment_ma').head(300).to_csv(tmp_path / 'acs.csv', index=False)  # as a user's CSV: codes read as ints
     check_champion(demo, 'demo', tmp_path / 'acs.csv', wheel_env, tmp_path / 'demo-clients')
     # a CSV of one's own: 1/2 labels, no id, no time
