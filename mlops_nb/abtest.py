@@ -192,18 +192,10 @@ def _select(rows:pd.DataFrame, role:str, version:str|None):
                          + ', '.join(sorted(r['model_version'].astype(str).unique())))
     return sel
 
-# %% ../notebooks/lib/18_abtest.ipynb #c010b
-def ab_compare(df:pd.DataFrame, # rows of `mlops_nb.predlog.read_predictions`
-               metric:str='auto', # auto, accuracy, mae or rmse
-               alpha:float=0.05, # significance level of the test; intervals are 1 - alpha
-               min_effect:float=0.01, # the smallest difference that matters, in the metric's units
-               power:float=0.8, # probability of detecting the planned effect
-               all_labels:bool=False, # also count labels not marked independent of the model (biased)
-               champion:str|None=None, # champion version to compare (default: the latest that answered)
-               challenger:str|None=None, # challenger version to compare (default: the latest that answered)
-               by_request:bool=False, # treat requests, not rows, as the independent units (cluster-robust intervals and test)
-              ) -> dict:
-    "Compare challenger with champion on the labelled rows of `df`: metric, difference, interval, test, rows needed, verdict"
+# %% ../notebooks/lib/18_abtest.ipynb #c010b0
+def _ab_rows(df:pd.DataFrame, metric:str, alpha:float, power:float, min_effect:float, all_labels:bool,
+             champion:str|None, challenger:str|None, by_request:bool):
+    "`(labelled, independent, rows, champion rows, challenger rows, metric)`: the rows an A/B test compares, or a clear error"
     if metric not in METRICS: raise MlopsError(f'abtest: metric must be one of {", ".join(METRICS)}, got {metric!r}')
     if not 0 < alpha < 1: raise MlopsError(f'abtest: alpha must be between 0 and 1, got {alpha}')
     if not 0 < power < 1: raise MlopsError(f'abtest: power must be between 0 and 1, got {power}')
@@ -237,55 +229,60 @@ def ab_compare(df:pd.DataFrame, # rows of `mlops_nb.predlog.read_predictions`
             bad = g[_num(g['prediction']).isna() | _num(g['label']).isna()]
             if len(bad): raise MlopsError(f'abtest: {metric} needs numeric predictions and labels; '
                                           f'request {bad["request_id"].iloc[0]} has {bad["prediction"].iloc[0]!r} and {bad["label"].iloc[0]!r}')
-    (sa, xa), (sb, xb) = _arm_stats(a, metric, alpha, by_request), _arm_stats(b, metric, alpha, by_request)
-    na, nb = len(a), len(b)
-    if by_request:  # requests as clusters: the variances of the means from the request sums; same test for every metric
-        ga, gb = a['request_id'].to_numpy(), b['request_id'].to_numpy()
-        w = cluster_t(xa, ga, xb, gb, alpha)
-        stat, p, df_, test, method = w['t'], w['p_value'], w['df'], 'cluster-robust t', 'cluster-robust'
-        if metric != 'rmse': d, ci = w['difference'], w['ci']
-        else:
-            from scipy.stats import t as tdist
-            ma, mb = xa.mean(), xb.mean()
-            d, method = math.sqrt(mb) - math.sqrt(ma), 'cluster-robust delta'
-            h = float(tdist.ppf(1 - alpha/2, df_))*math.sqrt((cluster_var(xa, ga)/(4*ma) if ma > 0 else 0.0) +
-                                                              (cluster_var(xb, gb)/(4*mb) if mb > 0 else 0.0))
-            ci = (d - h, d + h)
-        # plan with the row formulas, inflated by the design effect: correlated rows carry less information
-        deff = max(1.0, float(np.mean([s['design_effect'] or 1.0 for s in (sa, sb)])))
-        va, vb = xa.var(ddof=1), xb.var(ddof=1)
-        if metric == 'rmse': va, vb = (va/(4*xa.mean()) if xa.mean() > 0 else 0.0), (vb/(4*xb.mean()) if xb.mean() > 0 else 0.0)
-        base = ((lambda e: n_proportions(xa.mean(), e, alpha, power, 1 if d >= 0 else -1)) if metric == 'accuracy' else
-                (lambda e: n_means(va, vb, e, alpha, power)))
-        plan = lambda e: None if base(e) is None else math.ceil(base(e)*deff)
-    elif metric == 'accuracy':
+    return labelled, indep, rows, a, b, metric
+
+# %% ../notebooks/lib/18_abtest.ipynb #c010b1
+def _ab_by_request(a, b, xa, xb, sa, sb, metric:str, alpha:float, power:float):
+    "`(difference, ci, statistic, p, df, test, method, plan)` with requests as clusters: the variances of the means from the request sums"
+    ga, gb = a['request_id'].to_numpy(), b['request_id'].to_numpy()
+    w = cluster_t(xa, ga, xb, gb, alpha)
+    stat, p, df_, test, method = w['t'], w['p_value'], w['df'], 'cluster-robust t', 'cluster-robust'
+    if metric != 'rmse': d, ci = w['difference'], w['ci']
+    else:
+        from scipy.stats import t as tdist
+        ma, mb = xa.mean(), xb.mean()
+        d, method = math.sqrt(mb) - math.sqrt(ma), 'cluster-robust delta'
+        h = float(tdist.ppf(1 - alpha/2, df_))*math.sqrt((cluster_var(xa, ga)/(4*ma) if ma > 0 else 0.0) +
+                                                          (cluster_var(xb, gb)/(4*mb) if mb > 0 else 0.0))
+        ci = (d - h, d + h)
+    # plan with the row formulas, inflated by the design effect: correlated rows carry less information
+    deff = max(1.0, float(np.mean([s['design_effect'] or 1.0 for s in (sa, sb)])))
+    va, vb = xa.var(ddof=1), xb.var(ddof=1)
+    if metric == 'rmse': va, vb = (va/(4*xa.mean()) if xa.mean() > 0 else 0.0), (vb/(4*xb.mean()) if xb.mean() > 0 else 0.0)
+    base = ((lambda e: n_proportions(xa.mean(), e, alpha, power, 1 if d >= 0 else -1)) if metric == 'accuracy' else
+            (lambda e: n_means(va, vb, e, alpha, power)))
+    return d, ci, stat, p, df_, test, method, lambda e: None if base(e) is None else math.ceil(base(e)*deff)
+
+# %% ../notebooks/lib/18_abtest.ipynb #c010b2
+def _ab_by_row(xa, xb, metric:str, alpha:float, power:float):
+    "`(difference, ci, statistic, p, df, test, method, plan)` with rows as the independent units"
+    na, nb = len(xa), len(xb)
+    if metric == 'accuracy':
         ka, kb = int(xa.sum()), int(xb.sum())
         d = kb/nb - ka/na
         ci, (stat, p) = newcombe(ka, na, kb, nb, alpha), two_proportion_z(ka, na, kb, nb)
-        df_, test, method = None, 'two-proportion z', 'newcombe'
-        plan = lambda e: n_proportions(ka/na, e, alpha, power, 1 if d >= 0 else -1)
-    else:
-        w = welch(xa, xb, alpha)
-        stat, p, df_, test = w['t'], w['p_value'], w['df'], 'welch t'
-        if metric == 'mae':
-            d, ci, method = w['difference'], w['ci'], 'welch'
-            plan = lambda e: n_means(xa.var(ddof=1), xb.var(ddof=1), e, alpha, power)
-        else:  # RMSE: the test on squared errors, the interval by the delta method
-            from scipy.stats import t as tdist
-            ra, rb = math.sqrt(xa.mean()), math.sqrt(xb.mean())
-            d, method = rb - ra, 'welch-delta'
-            va = xa.var(ddof=1)/(4*xa.mean()) if xa.mean() > 0 else 0.0  # per-row variance of RMSE, delta method
-            vb = xb.var(ddof=1)/(4*xb.mean()) if xb.mean() > 0 else 0.0
-            h = float(tdist.ppf(1 - alpha/2, df_))*math.sqrt(va/na + vb/nb)
-            ci = (d - h, d + h)
-            plan = lambda e: n_means(va, vb, e, alpha, power)
+        return d, ci, stat, p, None, 'two-proportion z', 'newcombe', lambda e: n_proportions(ka/na, e, alpha, power, 1 if d >= 0 else -1)
+    w = welch(xa, xb, alpha)
+    if metric == 'mae':
+        return (w['difference'], w['ci'], w['t'], w['p_value'], w['df'], 'welch t', 'welch',
+                lambda e: n_means(xa.var(ddof=1), xb.var(ddof=1), e, alpha, power))
+    from scipy.stats import t as tdist  # RMSE: the test on squared errors, the interval by the delta method
+    d = math.sqrt(xb.mean()) - math.sqrt(xa.mean())
+    va = xa.var(ddof=1)/(4*xa.mean()) if xa.mean() > 0 else 0.0  # per-row variance of RMSE, delta method
+    vb = xb.var(ddof=1)/(4*xb.mean()) if xb.mean() > 0 else 0.0
+    h = float(tdist.ppf(1 - alpha/2, w['df']))*math.sqrt(va/na + vb/nb)
+    return d, (d - h, d + h), w['t'], w['p_value'], w['df'], 'welch t', 'welch-delta', lambda e: n_means(va, vb, e, alpha, power)
+
+# %% ../notebooks/lib/18_abtest.ipynb #c010b3
+def _ab_verdict(metric:str, d:float, ci, p:float, plan, have:int, sa:dict, sb:dict, alpha:float, power:float, min_effect:float):
+    "`(verdict, message, effect, rows per model planned, rows needed, requests needed)`"
     higher = HIGHER_IS_BETTER[metric]
     effect = max(abs(d), min_effect)
     n_plan, n_min = plan(effect), plan(min_effect) if min_effect > 0 else None
-    significant, have = p < alpha, min(na, nb)
+    significant = p < alpha
+    within = min_effect > 0 and -min_effect < ci[0] and ci[1] < min_effect
     if significant and abs(d) >= min_effect: verdict = 'challenger better' if (d > 0) == higher else 'champion better'
-    elif significant or (min_effect > 0 and (-min_effect < ci[0] and ci[1] < min_effect or (n_min is not None and have >= n_min))):
-        verdict = 'no meaningful difference'
+    elif significant or within or (min_effect > 0 and n_min is not None and have >= n_min): verdict = 'no meaningful difference'
     else: verdict = 'no difference yet'
     needed = 0 if verdict != 'no difference yet' else (max(1, n_plan - have) if n_plan is not None else None)
     small = sa if sa['rows'] <= sb['rows'] else sb  # the model short of rows sets the pace: its rows per request
@@ -299,28 +296,52 @@ def ab_compare(df:pd.DataFrame, # rows of `mlops_nb.predlog.read_predictions`
     elif verdict == 'no meaningful difference':
         message = (f'no meaningful difference: {metric} differs by {d:+.4g} ({level} CI {ci[0]:+.4g} to {ci[1]:+.4g}, p = {p:.3g}); '
                    + (f'significant, but smaller than the minimum effect {min_effect:g} that matters' if significant else
-                      f'the interval lies within the minimum effect ±{min_effect:g} that matters' if -min_effect < ci[0] and ci[1] < min_effect else
+                      f'the interval lies within the minimum effect ±{min_effect:g} that matters' if within else
                       f'each model has the {n_min:,} rows needed to detect {min_effect:g}, and no such difference shows'))
     else:
         message = f'{verdict}: {metric} {sb["value"]:.4g} vs {sa["value"]:.4g}, difference {d:+.4g} ({level} CI {ci[0]:+.4g} to {ci[1]:+.4g}), p = {p:.3g}'
+    return verdict, message, effect, n_plan, needed, req_needed
+
+# %% ../notebooks/lib/18_abtest.ipynb #c010b4
+def _ab_models(rows:pd.DataFrame, metric:str, alpha:float, by_request:bool, sa:dict, sb:dict):
+    "Each model's numbers, the compared two first"
     models = []
     for (role, v), g in rows.groupby(['role', 'model_version'], sort=True, dropna=False):
         s, _ = _arm_stats(g, metric, alpha, by_request) if len(g) and (metric == 'accuracy' or _num(g['label']).notna().all()) else ({}, None)
         if s: models.append({**s, 'compared': (role, v) in (('champion', sa['model_version']), ('challenger', sb['model_version']))})
     models.sort(key=lambda x: ({'champion': 0, 'challenger': 1}.get(x['role'], 2), not x['compared'], str(x['model_version'])))
+    return models
+
+# %% ../notebooks/lib/18_abtest.ipynb #c010b
+def ab_compare(df:pd.DataFrame, # rows of `mlops_nb.predlog.read_predictions`
+               metric:str='auto', # auto, accuracy, mae or rmse
+               alpha:float=0.05, # significance level of the test; intervals are 1 - alpha
+               min_effect:float=0.01, # the smallest difference that matters, in the metric's units
+               power:float=0.8, # probability of detecting the planned effect
+               all_labels:bool=False, # also count labels not marked independent of the model (biased)
+               champion:str|None=None, # champion version to compare (default: the latest that answered)
+               challenger:str|None=None, # challenger version to compare (default: the latest that answered)
+               by_request:bool=False, # treat requests, not rows, as the independent units (cluster-robust intervals and test)
+              ) -> dict:
+    "Compare challenger with champion on the labelled rows of `df`: metric, difference, interval, test, rows needed, verdict"
+    labelled, indep, rows, a, b, metric = _ab_rows(df, metric, alpha, power, min_effect, all_labels, champion, challenger, by_request)
+    (sa, xa), (sb, xb) = _arm_stats(a, metric, alpha, by_request), _arm_stats(b, metric, alpha, by_request)
+    d, ci, stat, p, df_, test, method, plan = (_ab_by_request(a, b, xa, xb, sa, sb, metric, alpha, power) if by_request else
+                                               _ab_by_row(xa, xb, metric, alpha, power))
+    verdict, message, effect, n_plan, needed, req_needed = _ab_verdict(metric, d, ci, p, plan, min(len(a), len(b)), sa, sb, alpha, power, min_effect)
     warnings = []
     deffs = [s['design_effect'] for s in (sa, sb) if s['design_effect'] is not None]
     if not by_request and deffs and max(deffs) > 1.5:
         warnings.append(f'rows of one request are correlated (design effect up to {max(deffs):.1f}): the intervals are too narrow '
                         'and the p-value too small; compare by request (--by-request)')
     return dict(verdict=verdict, conclusive=verdict != 'no difference yet', message=message, warnings=warnings, metric=metric,
-                higher_is_better=higher, alpha=alpha, power=power, min_effect=min_effect,
+                higher_is_better=HIGHER_IS_BETTER[metric], alpha=alpha, power=power, min_effect=min_effect,
                 labels='all' if all_labels else 'independent', unit='request' if by_request else 'row', champion=sa, challenger=sb,
                 difference=d, ci=[float(ci[0]), float(ci[1])], ci_method=method, test=test, statistic=float(stat),
                 df=None if df_ is None else float(df_), p_value=float(p), effect=effect, rows_per_model=n_plan,
-                rows_needed=needed, requests_needed=req_needed, models=models,
+                rows_needed=needed, requests_needed=req_needed, models=_ab_models(rows, metric, alpha, by_request, sa, sb),
                 excluded=dict(unlabelled=int(len(df) - len(labelled)), not_independent=0 if all_labels else int((~indep).sum()),
-                              other_models=int(len(rows) - na - nb)))
+                              other_models=int(len(rows) - len(a) - len(b))))
 
 # %% ../notebooks/lib/18_abtest.ipynb #c014
 def abtest_log(url:str, # SQLAlchemy URL of the prediction log
