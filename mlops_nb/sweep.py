@@ -371,6 +371,62 @@ def write_results(run_dir:Path, sweep:dict, table:list, ranked:list, effs:list, 
     nb = nbformat.v4.new_notebook(cells=cells, metadata={'kernelspec': {'name': 'python3', 'language': 'python', 'display_name': 'Python 3'}})
     atomic_write_text(run_dir/'sweep.ipynb', nbformat.writes(nb))
 
+# %% ../notebooks/lib/22_sweep.ipynb #c02090
+def _plan(project:Project, axes:list, sample:int|None):
+    "`(combinations, overrides of each, swept settings)`, every combination's settings checked before anything runs"
+    from mlops_nb.runner import check_settings
+    settings = [a for a, _ in axes]
+    if len(set(settings)) != len(settings): raise MlopsError('a setting is swept twice: give its values in one -p')
+    combos = combinations(axes, sample, project.settings['project']['random_state'])
+    if len(combos) < 2: raise MlopsError('a sweep needs at least two combinations: give a setting several values, e.g. -p train.max_iter=50,100')
+    for s in project.stages: project.notebook(s)  # every notebook is there before the first child starts
+    overrides = [[*project.overrides, *(f'{k}={t}' for k, (t, _) in c.items())] for c in combos]
+    for ov in overrides:
+        problems = check_settings(load_project(project.settings_file, ov).settings)
+        if problems: raise MlopsError(f'{", ".join(ov)}:\n  ' + '\n  '.join(problems))
+    return combos, overrides, settings
+
+# %% ../notebooks/lib/22_sweep.ipynb #c02091
+def _start(project:Project, axes:list, sample:int|None, combos:list, settings:list, where:dict):
+    "`(manifest, run folder)` of a new sweep, its folder made"
+    import getpass
+    from mlops_nb.runner import new_manifest
+    stages = project.stages
+    shared, per_child, rest = split_stages(stages, settings)
+    manifest = new_manifest(project, stages, 'sweep', {'signal': 'manual', 'by': getpass.getuser()})
+    run_dir = project.runs_dir/manifest['run_id']
+    manifest['sweep'] = {'run_id': manifest['run_id'], 'axes': {k: [t for t, _ in v] for k, v in axes}, 'kind': sweep_kind(stages, settings),
+                         'grid': len(list(itertools.product(*[v for _, v in axes]))), 'combinations': len(combos), 'sample': sample,
+                         **where, 'shared_stages': shared, 'child_stages': per_child, 'best_stages': rest,
+                         'key_metric': project.settings['project']['key_metric']}
+    (run_dir/'children').mkdir(parents=True)
+    atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
+    return manifest, run_dir
+
+# %% ../notebooks/lib/22_sweep.ipynb #c02092
+def _conclude(run_dir:Path, manifest:dict, rows:list, settings:list, project:Project, overrides:list, tracker, echo):
+    "Rank the children, write the results, and take the best through the stages after theirs"
+    from mlops_nb.manifest import write_manifest
+    sweep, key = manifest['sweep'], manifest['sweep']['key_metric']
+    records = {r['name']: r for r in manifest['stages']}
+    ranked, effs = rank(rows, key), effects(rows, key)
+    sweep['children'] = [{k: r.get(k) for k in ('index', 'run_id', 'folder', 'status', 'rank', 'passed', 'error', 'worker', 'duration_s')}
+                         | {'combination': r['combination'], key: r['metrics'].get(key), 'attempts': r.get('attempts') or []}
+                         for r in sorted(rows, key=lambda r: r['index'])]
+    sweep['retried'] = [r['run_id'] for r in rows if len(r.get('attempts') or []) > 1]
+    sweep['effects'] = [{**e, 'means': {str(v): m for v, m in e['means'].items()}} for e in effs]
+    sweep['moved_most'] = effs[0]['setting'] if effs else None
+    write_results(run_dir, sweep, ranking_table(ranked, settings, key), ranked, effs, key)
+    if not ranked:
+        for n in sweep['child_stages']: records[n].update(status='failed', error='no combination completed: see the children in ' + str(run_dir/'children'))
+        return
+    best = ranked[0]
+    sweep['best'] = {'run_id': best['run_id'], 'folder': best['folder'], 'combination': best['combination'], key: best['metrics'].get(key)}
+    _adopt(run_dir, run_dir/best['folder'], sweep['child_stages'], records, project.notebooks)
+    tracker.c.log_batch(tracker.parent, tags=_tags(sweep))
+    write_manifest(run_dir, manifest)
+    _execute(load_project(project.settings_file, overrides[best['index']]), run_dir, manifest, sweep['best_stages'], tracker, echo)
+
 # %% ../notebooks/lib/22_sweep.ipynb #c021
 def run_sweep(project:Project, # the project, with any fixed overrides
               axes:list, # `(setting, values)` pairs from `parse_axis`
@@ -386,23 +442,12 @@ def run_sweep(project:Project, # the project, with any fixed overrides
     import getpass
     from mlops_nb.manifest import write_manifest
     from mlops_nb.execute import StageFailed
-    from mlops_nb.runner import RunInterrupted, check_settings, close_run, new_manifest
+    from mlops_nb.runner import RunInterrupted, close_run
     from mlops_nb.tracker import Tracker
     if executor not in ('local', 'dask'): raise MlopsError(f'--executor {executor}: local or dask')
     if scheduler and executor != 'dask': raise MlopsError('--scheduler needs --executor dask')
     if resume: project, axes, sample, manifest, run_dir = _reopen(resume)
-    settings = [a for a, _ in axes]
-    if len(set(settings)) != len(settings): raise MlopsError('a setting is swept twice: give its values in one -p')
-    combos = combinations(axes, sample, project.settings['project']['random_state'])
-    if len(combos) < 2: raise MlopsError('a sweep needs at least two combinations: give a setting several values, e.g. -p train.max_iter=50,100')
-    stages = project.stages
-    shared, per_child, rest = split_stages(stages, settings)
-    for s in stages: project.notebook(s)  # every notebook is there before the first child starts
-    overrides = [[*project.overrides, *(f'{k}={t}' for k, (t, _) in c.items())] for c in combos]
-    for ov in overrides:
-        problems = check_settings(load_project(project.settings_file, ov).settings)
-        if problems: raise MlopsError(f'{", ".join(ov)}:\n  ' + '\n  '.join(problems))
-    key = project.settings['project']['key_metric']
+    combos, overrides, settings = _plan(project, axes, sample)
     client = cluster = beat = None
     try:
         if executor == 'dask':
@@ -411,22 +456,14 @@ def run_sweep(project:Project, # the project, with any fixed overrides
             workers = len(client.scheduler_info().get('workers', {}))
             from mlops_nb.tracking import mlflow_client
             mlflow_client(project.tracking_uri)  # a new store's tables are made here, not by the warming workers at once
-            warming = warm_workers(client, project.tracking_uri)  # kept until the sweep ends; a failure only costs the time it saves
+            warming = warm_workers(client, project.tracking_uri)  # noqa: F841 (kept until the sweep ends; a failure only costs the time it saves)
         where = {'executor': executor, 'scheduler': scheduler, 'workers': workers if executor == 'dask' else None}
         if resume:
-            sweep = manifest['sweep']
-            sweep.update(where)
-            sweep.setdefault('resumed', []).append({'at': utc_now().isoformat(), 'by': getpass.getuser(), **where})
+            manifest['sweep'].update(where)
+            manifest['sweep'].setdefault('resumed', []).append({'at': utc_now().isoformat(), 'by': getpass.getuser(), **where})
             manifest.update(status='running', ended=None)
-        else:
-            manifest = new_manifest(project, stages, 'sweep', {'signal': 'manual', 'by': getpass.getuser()})
-            run_dir = project.runs_dir/manifest['run_id']
-            sweep = {'run_id': manifest['run_id'], 'axes': {k: [t for t, _ in v] for k, v in axes}, 'kind': sweep_kind(stages, settings),
-                     'grid': len(list(itertools.product(*[v for _, v in axes]))), 'combinations': len(combos), 'sample': sample,
-                     **where, 'shared_stages': shared, 'child_stages': per_child, 'best_stages': rest, 'key_metric': key}
-            manifest['sweep'] = sweep
-            (run_dir/'children').mkdir(parents=True)
-            atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
+        else: manifest, run_dir = _start(project, axes, sample, combos, settings, where)
+        sweep = manifest['sweep']
         manifest['process'] = process_record()  # `runs` tells a sweep whose process died from a live one
         write_manifest(run_dir, manifest)
         beat = Heartbeat(manifest['process'], lambda: write_manifest(run_dir, manifest))
@@ -435,30 +472,13 @@ def run_sweep(project:Project, # the project, with any fixed overrides
         echo(f"sweep {manifest['run_id']}: {len(combos)} combinations of {', '.join(settings)} ({sweep['kind']}) "
              f"{'continued in' if resume else 'into'} {run_dir}")
         records = {r['name']: r for r in manifest['stages']}
+        shared = sweep['shared_stages']
         try:
             if _execute(project, run_dir, manifest, [n for n in shared if records[n]['status'] != 'completed'], tracker, echo, cache=True):
                 t0 = time.perf_counter()
-                rows = _run_children(run_dir, manifest, shared, per_child, combos, overrides, project, tracker, client, progress, echo)
+                rows = _run_children(run_dir, manifest, shared, sweep['child_stages'], combos, overrides, project, tracker, client, progress, echo)
                 sweep['children_s'] = round(time.perf_counter() - t0, 3)
-                ranked = rank(rows, key)
-                effs = effects(rows, key)
-                sweep['children'] = [{k: r.get(k) for k in ('index', 'run_id', 'folder', 'status', 'rank', 'passed', 'error', 'worker', 'duration_s')}
-                                     | {'combination': r['combination'], key: r['metrics'].get(key), 'attempts': r.get('attempts') or []}
-                                     for r in sorted(rows, key=lambda r: r['index'])]
-                sweep['retried'] = [r['run_id'] for r in rows if len(r.get('attempts') or []) > 1]
-                sweep['effects'] = [{**e, 'means': {str(v): m for v, m in e['means'].items()}} for e in effs]
-                sweep['moved_most'] = effs[0]['setting'] if effs else None
-                table = ranking_table(ranked, settings, key)
-                write_results(run_dir, sweep, table, ranked, effs, key)
-                if ranked:
-                    best = ranked[0]
-                    sweep['best'] = {'run_id': best['run_id'], 'folder': best['folder'], 'combination': best['combination'], key: best['metrics'].get(key)}
-                    _adopt(run_dir, run_dir/best['folder'], per_child, records, project.notebooks)
-                    tracker.c.log_batch(tracker.parent, tags=_tags(sweep))
-                    write_manifest(run_dir, manifest)
-                    _execute(load_project(project.settings_file, overrides[best['index']]), run_dir, manifest, rest, tracker, echo)
-                else:
-                    for n in per_child: records[n].update(status='failed', error='no combination completed: see the children in ' + str(run_dir/'children'))
+                _conclude(run_dir, manifest, rows, settings, project, overrides, tracker, echo)
         except KeyboardInterrupt:
             if not any(r['status'] == 'interrupted' for r in manifest['stages']):
                 next(r for r in manifest['stages'] if r['status'] != 'completed').update(status='interrupted', error='interrupted (Ctrl-C)')
