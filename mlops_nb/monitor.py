@@ -391,6 +391,37 @@ def write_training_data(path:Path, # folder to write
     return {'reference_rows': len(reference) if training_data == 'reference+recent' else 0, 'recent_rows': len(recent),
             'earlier_rows': sum(map(len, earlier)), 'earlier_runs': [f.parents[2].name for f in window] if earlier else []}
 
+# %% ../notebooks/lib/20_monitor.ipynb #c018g0
+def _window_rows(ref, batch:pd.DataFrame, cols:list, out, truth, labelled, metric:str, time_column:str, window_rows:int, thresholds:dict):
+    "One row per window of the batch: its rows, labelled rows, drift share and performance"
+    from mlops_nb.drift import drift_summary, drift_table
+    from mlops_nb.model import task_metrics
+    rows = []
+    for name, idx in windows(batch, time_column, window_rows):
+        wd = drift_summary(drift_table(ref.train[cols], batch.iloc[idx][cols], thresholds=thresholds)) if len(idx) else None
+        li = idx[labelled[idx]]
+        perf = task_metrics(ref.task, truth[li], out[li]) if len(li) else {}
+        rows.append({'window': name, 'rows': len(idx), 'labelled_rows': len(li), 'drift_share': wd and wd['drift_share'],
+                     'performance': perf.get(metric)})
+    return pd.DataFrame(rows)
+
+# %% ../notebooks/lib/20_monitor.ipynb #c018g1
+def _learning_rows(paths:dict, ref, batch:pd.DataFrame, trig:dict, report:dict, target:str, id_column:str, time_column:str,
+                   training_data:str, window_runs:int, excluded:int, run_dir:Path, model_name:str):
+    "Write the batch's labelled rows and, when the trigger fired, the training data the policy `training_data` makes of them"
+    reference = pd.read_parquet(reference_paths(ref.run_dir)['snapshot'])
+    try: recent = labelled_rows(reference, batch, target, id_column, time_column)
+    except MlopsError as e:
+        if trig['triggered']: raise
+        recent, report['note'] = reference.iloc[:0], str(e)  # nothing to learn from, and no retraining asked for it
+    with atomic_path(paths['labelled']) as tmp: recent.to_parquet(tmp, index=False)
+    if trig['triggered']:
+        window = _earlier_labelled(run_dir.parent, model_name, run_dir.name, window_runs - 1) if training_data == 'window' else []
+        trig['training_data'] = {'policy': training_data, 'folder': str(paths['training']),
+                                 **write_training_data(paths['training'], reference, recent, training_data, window),
+                                 'excluded_labels': excluded}
+    else: paths['training'].mkdir(parents=True, exist_ok=True)  # declared, so always there: empty when nothing triggered
+
 # %% ../notebooks/lib/20_monitor.ipynb #c018h
 def monitor(run_dir:str, # run folder
             target:str='employed', # label column
@@ -432,14 +463,7 @@ def monitor(run_dir:str, # run folder
     labelled = batch[target].notna().to_numpy()
     truth = truth_of(batch[target], ref.features)
     metric = key_metric if key_metric in METRICS[ref.task] else 'accuracy' if ref.task == 'classification' else 'rmse'
-    rows = []
-    for name, idx in windows(batch, time_column, window_rows):
-        wd = drift_summary(drift_table(ref.train[cols], batch.iloc[idx][cols], thresholds=thresholds)) if len(idx) else None
-        li = idx[labelled[idx]]
-        perf = task_metrics(ref.task, truth[li], out[li]) if len(li) else {}
-        rows.append({'window': name, 'rows': len(idx), 'labelled_rows': len(li), 'drift_share': wd and wd['drift_share'],
-                     'performance': perf.get(metric)})
-    win = pd.DataFrame(rows)
+    win = _window_rows(ref, batch, cols, out, truth, labelled, metric, time_column, window_rows, thresholds)
     performance = task_metrics(ref.task, truth[labelled], out[labelled]) if labelled.any() else None
     runs_dir = run_dir.parent
     series = pd.concat([history(runs_dir, model_name, ref.version, run_dir.name), win.assign(run_id=run_dir.name)], ignore_index=True)
@@ -458,18 +482,7 @@ def monitor(run_dir:str, # run folder
               'control_limits': {metric: [None if v is None or v != v else float(v) for v in limits]},
               'decision': 'retrain' if trig['triggered'] else ('drift' if signals or summary['n_drifted'] else 'no drift'),
               'trigger': trig}
-    reference = pd.read_parquet(reference_paths(ref.run_dir)['snapshot'])
-    try: recent = labelled_rows(reference, batch, target, id_column, time_column)
-    except MlopsError as e:
-        if trig['triggered']: raise
-        recent, report['note'] = reference.iloc[:0], str(e)  # nothing to learn from, and no retraining asked for it
-    with atomic_path(paths['labelled']) as tmp: recent.to_parquet(tmp, index=False)
-    if trig['triggered']:
-        window = _earlier_labelled(runs_dir, model_name, run_dir.name, window_runs - 1) if training_data == 'window' else []
-        trig['training_data'] = {'policy': training_data, 'folder': str(paths['training']),
-                                 **write_training_data(paths['training'], reference, recent, training_data, window),
-                                 'excluded_labels': excluded}
-    else: paths['training'].mkdir(parents=True, exist_ok=True)  # declared, so always there: empty when nothing triggered
+    _learning_rows(paths, ref, batch, trig, report, target, id_column, time_column, training_data, window_runs, excluded, run_dir, model_name)
     atomic_write_text(paths['drift'], json.dumps({'features': json.loads(drift.to_json(orient='records')),
                                                   'predictions': json.loads(pred_drift.to_json(orient='records')),
                                                   'skew': json.loads(skew.to_json(orient='records'))}, indent=2))
