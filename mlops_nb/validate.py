@@ -155,6 +155,29 @@ def _first(s:pd.Series, mask):
 # %% ../notebooks/lib/04_validate.ipynb #c007d
 def _pct(x:float): return f'{x:.1%}' if x >= 0.01 or x == 0 else f'{x:.3%}'
 
+# %% ../notebooks/lib/04_validate.ipynb #c007d9
+def _check_target(y:pd.Series, # the target column of a labelled batch
+                  target:str, schema:dict, add):
+    "Report through `add` labels the task cannot learn from: another label, text for a regressor, a missing positive label or value"
+    missing = int(y.isna().sum())
+    if schema.get('task', 'classification') == 'classification':
+        texts = y.astype(object).map(label_text)
+        known = [label_text(c) for c in schema.get('classes') or []]
+        if len(known) != 2: known = sorted(texts[y.notna()].unique())[:2]
+        bad, want = y.notna() & ~texts.isin(known), f'the labels {" and ".join(known)}' if len(known) == 2 else 'two labels'
+        pos = schema.get('positive_label')
+        if pos not in (None, '') and label_text(pos) not in set(texts[y.notna()]):
+            add(target, 'bad_target', f'the positive label {pos!r} (data.positive_label)', f'labels {", ".join(sorted(set(texts[y.notna()]))[:10])}',
+                always_error=True)
+    else:
+        numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+        bad, want = y.notna() & (False if numeric else pd.to_numeric(y.astype('object'), errors='coerce').isna()), 'numeric labels'
+        if not numeric and not bad.any():  # numbers stored as text: a regressor cannot learn from them as they are
+            bad = y.notna()
+    if bad.any(): add(target, 'bad_target', want, f'{int(bad.sum())} other values, e.g. {_fmt(_first(y, bad))}',
+                      count=bad.sum(), share=bad.mean(), always_error=True)
+    if missing: add(target, 'null_target', 'no missing labels', f'{missing} missing', count=missing, share=missing/len(y), always_error=True)
+
 # %% ../notebooks/lib/04_validate.ipynb #c007e
 def validate_batch(df:pd.DataFrame, # the batch to check
                    schema:dict, # from `infer_schema`, a saved schema.json, or `load_champion_schema`
@@ -196,25 +219,7 @@ def validate_batch(df:pd.DataFrame, # the batch to check
         return _sorted(out)
     # the target of a labelled batch
     if not serving and target in names:
-        y = df[names[target]]
-        missing = int(y.isna().sum())
-        if schema.get('task', 'classification') == 'classification':
-            texts = y.astype(object).map(label_text)
-            known = [label_text(c) for c in schema.get('classes') or []]
-            if len(known) != 2: known = sorted(texts[y.notna()].unique())[:2]
-            bad, want = y.notna() & ~texts.isin(known), f'the labels {" and ".join(known)}' if len(known) == 2 else 'two labels'
-            pos = schema.get('positive_label')
-            if pos not in (None, '') and label_text(pos) not in set(texts[y.notna()]):
-                add(target, 'bad_target', f'the positive label {pos!r} (data.positive_label)', f'labels {", ".join(sorted(set(texts[y.notna()]))[:10])}',
-                    always_error=True)
-        else:
-            numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
-            bad, want = y.notna() & (False if numeric else pd.to_numeric(y.astype('object'), errors='coerce').isna()), 'numeric labels'
-            if not numeric and not bad.any():  # numbers stored as text: a regressor cannot learn from them as they are
-                bad = y.notna()
-        if bad.any(): add(target, 'bad_target', want, f'{int(bad.sum())} other values, e.g. {_fmt(_first(y, bad))}',
-                          count=bad.sum(), share=bad.mean(), always_error=True)
-        if missing: add(target, 'null_target', 'no missing labels', f'{missing} missing', count=missing, share=missing/n, always_error=True)
+        _check_target(df[names[target]], target, schema, add)
     if id_column and id_column in names:
         dup = df[names[id_column]].duplicated().to_numpy()
         if dup.any():
