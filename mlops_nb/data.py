@@ -221,6 +221,29 @@ def _reading(plan, encoding:str, delimiter:str, names):
         return e
     return fail
 
+# %% ../notebooks/lib/03_data.ipynb #c016m9
+def _reconcile(chunk:pd.DataFrame, dtypes:dict, fixed:dict, f, origin):
+    "`chunk` cast to the types of the chunks before it (`dtypes`, first seen in the file `origin`); `_Retype` when they must widen"
+    cast, widen = {}, {}
+    for c in dtypes:
+        have, want = chunk[c].dtype, dtypes[c]
+        if _same(have, want): continue
+        if not chunk[c].notna().any():  # no values, so no type to reconcile: only room for missing ones
+            if pd.api.types.is_integer_dtype(want): widen[c] = np.dtype('float64')
+            elif pd.api.types.is_bool_dtype(want): widen[c] = np.dtype('object')
+            else: cast[c] = want
+            continue
+        merged = _merge_dtypes(want, have, text_wins=f.format == 'csv' and origin.format == 'csv')
+        if merged is None:
+            raise MlopsError(f'{f.name}: column {c!r} is {have}, but {want} in {origin.name}: '
+                             'the files of a source must have the same column types')
+        # numbers parsed from CSV text become text only by reading them as text: '01' must not become '1'
+        reread = f.format == 'csv' and _textual(merged) and not _textual(have) and c not in fixed
+        if _same(merged, want) and not reread: cast[c] = want
+        else: widen[c] = merged
+    if widen: raise _Retype(widen)
+    return chunk.astype(cast) if cast else chunk
+
 # %% ../notebooks/lib/03_data.ipynb #c016n
 def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:int, max_rows:int, random_state:int):
     "Write the chunks of `plans` to the Parquet file `path`; what was written, or `_Retype` to read again"
@@ -256,25 +279,7 @@ def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:
                         if dtypes is None:
                             generic = lambda t: pd.CategoricalDtype() if isinstance(t, pd.CategoricalDtype) else t
                             dtypes, origin = {c: generic(fixed.get(c, chunk[c].dtype)) for c in columns}, f
-                        cast, widen = {}, {}
-                        for c in columns:
-                            have, want = chunk[c].dtype, dtypes[c]
-                            if _same(have, want): continue
-                            if not chunk[c].notna().any():  # no values, so no type to reconcile: only room for missing ones
-                                if pd.api.types.is_integer_dtype(want): widen[c] = np.dtype('float64')
-                                elif pd.api.types.is_bool_dtype(want): widen[c] = np.dtype('object')
-                                else: cast[c] = want
-                                continue
-                            merged = _merge_dtypes(want, have, text_wins=f.format == 'csv' and origin.format == 'csv')
-                            if merged is None:
-                                raise MlopsError(f'{f.name}: column {c!r} is {have}, but {want} in {origin.name}: '
-                                                 'the files of a source must have the same column types')
-                            # numbers parsed from CSV text become text only by reading them as text: '01' must not become '1'
-                            reread = f.format == 'csv' and _textual(merged) and not _textual(have) and c not in fixed
-                            if _same(merged, want) and not reread: cast[c] = want
-                            else: widen[c] = merged
-                        if widen: raise _Retype(widen)
-                        if cast: chunk = chunk.astype(cast)
+                        chunk = _reconcile(chunk, dtypes, fixed, f, origin)
                         if f.format == 'csv':
                             for c in columns:
                                 if pd.api.types.is_string_dtype(chunk[c].dtype) and not isinstance(chunk[c].dtype, pd.CategoricalDtype):
