@@ -10,13 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from .core import MlopsError
-from .credentials import mask
 from .settings import domain_problems, suggest
 
 # %% auto #0
 __all__ = ['MOVED', 'column_settings', 'column_problems', 'source_columns', 'data_problems', 'notebook_estimator',
            'estimator_problems', 'parameter_problems', 'moved_imports', 'checked_before', 'estimator_checked',
-           'data_checked', 'service_problems', 'artifact_problems']
+           'data_checked']
 
 # %% ../notebooks/lib/24_preflight.ipynb #c004
 def column_settings(settings:dict):
@@ -199,60 +198,3 @@ def data_checked(project, # a `mlops_nb.project.Project`
     fingerprint = source_fingerprint(data['source'], project.root)
     return None if fingerprint is None else checked_before(project, 'data', [fingerprint, data, project.settings.get('ingest', {}),
                                                                              list(column_settings(project.settings))])
-
-# %% ../notebooks/lib/24_preflight.ipynb #c020
-def _unwritable(folder:Path):
-    "None when files can be made in `folder` (made with its missing parents, as MLflow does), else the folder in the way"
-    import os
-    while not folder.exists() and folder != folder.parent: folder = folder.parent
-    return None if folder.is_dir() and os.access(folder, os.W_OK) else folder
-
-# %% ../notebooks/lib/24_preflight.ipynb #c020a
-def _try_store(uri:str, timeout:float):
-    "Raise when the tracking store at `uri` cannot be used now"
-    if uri.startswith(('sqlite:', 'file:')) or '://' not in uri:
-        path = Path(uri.split(':///', 1)[1] if ':///' in uri else uri)
-        if (folder := _unwritable(path if uri.startswith('file:') and path.is_dir() else path.parent)) is not None:
-            raise OSError(f'{folder} is not a folder it can write to')
-    elif uri.startswith(('http://', 'https://')):
-        import urllib.request
-        urllib.request.urlopen(uri.rstrip('/') + '/health', timeout=timeout).close()
-    else:
-        import sqlalchemy
-        args = {'connect_timeout': max(1, int(timeout))} if uri.split(':', 1)[0].split('+')[0] in ('postgresql', 'mysql') else {}
-        engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
-        try: engine.connect().close()
-        finally: engine.dispose()
-
-# %% ../notebooks/lib/24_preflight.ipynb #c020b
-_TRACKING = ('the MLflow tracking store', 'mlflow.tracking_uri (empty: mlflow.db beside settings.ini)')
-
-def service_problems(tracking_uri:str, # the store's URI, with its credentials (used here only)
-                     tries:int=2, timeout:float=5.0,
-                     service:tuple=_TRACKING, # `(what it is, the setting that names it)`, for the line
-                    ):
-    "A line (empty list when it answers) for a store (tracking, prediction log) that cannot be used, its password masked"
-    import time
-    for i in range(tries):
-        try:
-            _try_store(tracking_uri, timeout)
-            return []
-        except Exception as e:  # any failure of any driver: the line below is what a person needs
-            cause = str(getattr(e, 'orig', None) or e).strip().splitlines()
-            cause = mask(cause[0] if cause else type(e).__name__)
-            if i + 1 < tries: time.sleep(1)
-    return [f'{service[0]} {mask(tracking_uri)} cannot be used: {cause} ({tries} tries, at most '
-            f'{tries * (timeout + 1):.0f} s); start it, or set {service[1]}']
-
-# %% ../notebooks/lib/24_preflight.ipynb #a15f2a38
-def artifact_problems(artifact_location:str, # the project's artifact location: a `file:` URI for a folder, or a store's URI
-                      tracking_uri:str, # the project's tracking URI: a tracking server keeps the artifacts itself
-                     ):
-    "A line (empty list when it can be written) for an artifact folder that cannot be used"
-    from urllib.parse import unquote, urlsplit
-    from mlops_nb.tracking import is_server
-    if is_server(tracking_uri) or not artifact_location.startswith('file:'): return []
-    path = Path(unquote(urlsplit(artifact_location).path))
-    if (folder := _unwritable(path)) is None: return []
-    return [f'the artifact store {path} cannot be used: {folder} is not a folder it can write to; '
-            'set mlflow.artifact_location (a folder, relative to settings.ini, or a URI such as s3://bucket/path)']

@@ -281,7 +281,7 @@ def _preflight(project:Project, stages:list, resume):
         from mlops_nb.preflight import parameter_problems
         problems += parameter_problems(project, stages)
     if not problems:  # the tracking store answers, or the run stops here, before a folder says running
-        from mlops_nb.preflight import artifact_problems, service_problems
+        from mlops_nb.services import artifact_problems, service_problems
         problems = service_problems(project.tracking_uri) or artifact_problems(project.artifact_location, project.tracking_uri)
     if not problems and not resume and any(s.name == 'ingest' for s in stages):
         from mlops_nb.preflight import data_checked, data_problems

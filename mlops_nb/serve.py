@@ -1301,7 +1301,7 @@ def serve(server:ModelServer, host:str='127.0.0.1', port:int=8000, echo=print):
     import uvicorn
     tune_process()
     if server.cfg.log_url:  # before uvicorn, whose startup would fail on it with a traceback
-        from mlops_nb.preflight import service_problems
+        from mlops_nb.services import service_problems
         if problems := service_problems(server.cfg.log_url, service=('the prediction log', 'serve.prediction_log (off: no log)')):
             raise MlopsError(problems[0])
     c, ch = server.models['champion'], server.models.get('challenger')

@@ -18,6 +18,12 @@ def test_library_notebook_tests_pass():
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
+def test_the_dependency_rule_holds():
+    "pyproject.toml's import-linter contracts: the layers, and no cycle, imports inside functions counted"
+    res = subprocess.run([str(BIN / 'lint-imports')], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
 def test_export_leaves_the_package_unchanged(tmp_path):
     for name in ('pyproject.toml', 'settings.ini', 'README.md'):
         shutil.copy(ROOT / name, tmp_path / name)
