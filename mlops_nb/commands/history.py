@@ -58,7 +58,7 @@ def cmd_show(args):
     print('\ninputs and outputs (sha256)')
     for r in m['stages']:
         for kind in ('inputs', 'outputs'):
-            for rel, h in (r.get(kind) or {}).items(): print(f"  {r['name']:<9} {kind[:-1]:<6} {h[:16]}  {rel}")
+            for path, h in (r.get(kind) or {}).items(): print(f"  {r['name']:<9} {kind[:-1]:<6} {h[:16]}  {path}")
     return 0
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #68ce8a88

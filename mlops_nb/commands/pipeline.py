@@ -77,8 +77,8 @@ def cmd_replay(args):
     run_dir = run_pipeline(project, kind='replay', stages=['replay'], cache=False)
     m = read_manifest(run_dir)
     print(f"\nreplay run {m['run_id']} completed in {m['duration_s']:.1f} s", *summary_lines(next(s['result'] for s in m['stages'] if s['name'] == 'replay')), sep='\n')
-    for what, rel in (('batches', 'artifacts/09_replay/batches.parquet'), ('plot', 'artifacts/09_replay/accuracy.png'), ('report', 'report.html')):
-        print(f'  {what:<8} {rel(run_dir)}/{rel}')
+    for what, path in (('batches', 'artifacts/09_replay/batches.parquet'), ('plot', 'artifacts/09_replay/accuracy.png'), ('report', 'report.html')):
+        print(f'  {what:<8} {rel(run_dir)}/{path}')
     return 0
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #e5b1a079
