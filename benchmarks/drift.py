@@ -196,7 +196,7 @@ def main():
     sizes = [int(s.replace('_', '')) for s in args.sizes.split(',') if s.strip()]
     print(f'machine: {machine()} (shared with other work while measuring: times are upper bounds)')
     print(f'load average before: {os.getloadavg()[0]:.2f}')
-    print(f'planted drifts: ' + ', '.join(f'{c} ({w})' for c, w in PLANTED.items()))
+    print('planted drifts: ' + ', '.join(f'{c} ({w})' for c, w in PLANTED.items()))
     if not args.no_evidently:
         print(f'Evidently: DataDriftPreset() with its defaults, interpreter {args.evidently_python}, '
               f'up to {args.evidently_max_rows:,} rows (--evidently-max-rows)')

@@ -60,7 +60,7 @@ def data_version(df:pd.DataFrame):
     return RowDigest().update(df).version(schema_hash(df))
 
 # %% ../notebooks/lib/03_data.ipynb #c016
-def _textual(t): return isinstance(t, pd.CategoricalDtype) or pd.api.types.is_string_dtype(t) or t == object
+def _textual(t): return isinstance(t, pd.CategoricalDtype) or pd.api.types.is_string_dtype(t) or pd.api.types.is_object_dtype(t)
 
 # %% ../notebooks/lib/03_data.ipynb #c016a
 def _numeric(t): return pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) and not isinstance(t, pd.CategoricalDtype)
@@ -247,7 +247,8 @@ def _reconcile(chunk:pd.DataFrame, dtypes:dict, fixed:dict, f, origin):
 # %% ../notebooks/lib/03_data.ipynb #c016n
 def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:int, max_rows:int, random_state:int):
     "Write the chunks of `plans` to the Parquet file `path`; what was written, or `_Retype` to read again"
-    import pyarrow as pa, pyarrow.parquet as pq
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from tqdm.auto import tqdm
     text_columns = [c for c, t in fixed.items() if _textual(t)]  # read as text; categories are made after
     # shown only when reading takes more than a second: a bundled dataset or a small file stays quiet

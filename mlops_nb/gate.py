@@ -105,7 +105,9 @@ LOCK_STALE_S, LOCK_TIMEOUT_S = 30.0, 90.0
 @contextmanager
 def _model_lock(c, name:str):
     "A lock held by creating the registered model `<name>.champion-lock` (atomic in MLflow's stores)"
-    import os, socket, time
+    import os
+    import socket
+    import time
     from mlflow.exceptions import MlflowException
     lock, holder = f'{name}.champion-lock', f'{socket.gethostname()}:{os.getpid()}'
     start, seen = time.monotonic(), None  # seen: (creation time of the lock we wait on, when we first saw it)

@@ -99,7 +99,9 @@ def stacks_on_signal(sig:int|None=None, # default: SIGUSR1, where there is one
                      file=None, # an open file to print to, kept open; default: stderr
                     ):
     "Have `kill -USR1 PID` print every thread's stack, and go on: where a process that seems stuck is"
-    import faulthandler, signal, sys
+    import faulthandler
+    import signal
+    import sys
     sig = sig or getattr(signal, 'SIGUSR1', None)
     if sig is None or not hasattr(faulthandler, 'register'): return
     try: faulthandler.register(sig, file=file or sys.stderr, all_threads=True, chain=False)

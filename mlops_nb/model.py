@@ -180,7 +180,8 @@ def pip_requirements():
 def _by_value(root:Path|None):
     "Modules whose code a pickled model must carry: mlops_nb.columns and the project folder's own"
     import sys
-    import cloudpickle, mlops_nb.columns
+    import cloudpickle
+    import mlops_nb.columns
     mods = [mlops_nb.columns]
     if root is not None:
         root = Path(root).resolve()

@@ -64,7 +64,9 @@ def reference_from_run(run_dir:str|Path, model_name:str='', version:str=''):
 # %% ../notebooks/lib/20_monitor.ipynb #c004c
 def _download_reference(tracking_uri:str, v, dest:Path):
     "The champion's reference files and model from MLflow into `dest`, laid out as its run folder; `dest`"
-    import mlflow.artifacts, shutil, tempfile
+    import mlflow.artifacts
+    import shutil
+    import tempfile
     from mlflow.exceptions import MlflowException
     from mlops_nb.tracking import download_model
     if (reference_paths(dest)['model']/'MLmodel').is_file(): return dest  # fetched by an earlier attempt of this run

@@ -153,7 +153,8 @@ MOVED = {('mlops_nb.tracking', 'register'): 'mlops_nb.register'}  # (module, nam
 def moved_imports(notebooks:list, # the run's stage notebooks (paths)
                  ):
     "One line per import, in a stage notebook made by an earlier mlops-nb, of a name that has moved: the line to write instead"
-    import ast, json
+    import ast
+    import json
     res = []
     for nb in notebooks:
         for c in json.loads(Path(nb).read_text(encoding='utf-8'))['cells']:
@@ -171,7 +172,8 @@ def checked_before(project, # a `mlops_nb.project.Project`
                    key, # everything its outcome depends on (JSON, with str for the rest)
                   ):
     "The file whose presence says the check `what` passed with `key` in an earlier run of the project"
-    import hashlib, json
+    import hashlib
+    import json
     return project.runs_dir/'.cache'/'checks'/hashlib.sha256(json.dumps([what, key], sort_keys=True, default=str).encode()).hexdigest()
 
 # %% ../notebooks/lib/24_preflight.ipynb #658e747b

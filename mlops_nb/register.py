@@ -52,7 +52,8 @@ def register(run_dir:str, # run folder
              mlflow_run_id:str='', # MLflow run to log the model into; empty starts one
             ):
     "Log and register the trained model; decide; promote it if blessed"
-    import mlflow, mlflow.sklearn
+    import mlflow
+    import mlflow.sklearn
     from mlflow.models import Model
     paths = get_stage('register').paths(run_dir)
     run_dir = Path(run_dir).resolve()

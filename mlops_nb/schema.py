@@ -41,7 +41,7 @@ class NotNumbers:
         top = sorted(self.values.items(), key=lambda kv: -kv[1])[:3]
         return ', '.join(f'{v!r}' + (f' ({k} times)' if k > 1 else '') for v, k in top)
 
-    def message(self, f:DataFile, c:str):
+    def message(self, f, c:str):  # f: the `mlops_nb.sources.DataFile` read
         if not self.mostly_numbers: return None
         n = self.others
         return (f'{f.name}: column {c!r} holds numbers and {n} value{"s" if n > 1 else ""} that {"are" if n > 1 else "is"} not: '

@@ -348,7 +348,9 @@ def _markdown(rows:list, columns:list):
 # %% ../notebooks/lib/22_sweep.ipynb #c019c
 def write_results(run_dir:Path, sweep:dict, table:list, ranked:list, effs:list, key:str):
     "Write the ranking (csv, json, png) and `sweep.ipynb` into the sweep folder `run_dir`"
-    import base64, csv, io
+    import base64
+    import csv
+    import io
     import nbformat
     out = run_dir/'artifacts'/'sweep'
     out.mkdir(parents=True, exist_ok=True)

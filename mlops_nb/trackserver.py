@@ -105,7 +105,8 @@ def _healthy(url:str):
 # %% ../notebooks/lib/19_trackserver.ipynb #c010c
 def run_server(argv:list, env:dict, health_url:str, echo=print):
     "Run the server in its own session until it stops or a signal asks; say when it answers; return the exit code"
-    import signal, subprocess
+    import signal
+    import subprocess
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     asked = []
     def stop(signum, _frame):

@@ -441,7 +441,9 @@ print(run)
 
 def test_two_runs_logging_the_same_new_data_at_once_both_get_it(tmp_path):
     "MLflow looks a dataset up, then inserts it: the run that loses the race finds the other's and reuses it"
-    import subprocess, sys, time
+    import subprocess
+    import sys
+    import time
     from mlflow.tracking import MlflowClient
     pd.DataFrame({'a': [1, 2]}).to_parquet(tmp_path / 'snap.parquet')
     (tmp_path / 'racer.py').write_text(RACER)

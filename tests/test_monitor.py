@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import cli, make_project, manifests
+from conftest import cli, manifests
 
 
 def _monitor_result(project, run_id):

@@ -24,6 +24,12 @@ def test_the_dependency_rule_holds():
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
+def test_ruff_finds_nothing():
+    "pyproject.toml's [tool.ruff] over the package, tests and benchmarks"
+    res = subprocess.run([str(BIN / 'ruff'), 'check', '--no-cache', '.'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
 def test_export_leaves_the_package_unchanged(tmp_path):
     for name in ('pyproject.toml', 'settings.ini', 'README.md'):
         shutil.copy(ROOT / name, tmp_path / name)

@@ -3,7 +3,6 @@
 The PostgreSQL tests need a server: `.ci/run` starts one (`bash .ci/postgres start`, Debian's postgresql on
 127.0.0.1) and exports its URI as MLOPS_NB_TEST_POSTGRES. Without it they skip, except in CI, where they fail.
 """
-import json
 import os
 import queue
 import re

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-import pytest
 
 from conftest import MLOPS_NB, cli, make_project, manifests
 from mlops_nb.trackserver import free_port

@@ -105,7 +105,8 @@ def _stop(*_): raise KeyboardInterrupt
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #13ab992f
 def cmd_ui(args):
-    import signal, subprocess
+    import signal
+    import subprocess
     from mlops_nb.dashboard import dashboard_server, render_dashboard
     from mlops_nb.report import render_reports
     from mlops_nb.trackserver import mlflow_ui

@@ -42,7 +42,8 @@ def cmd_settings(args):
 
 # %% ../../notebooks/lib/commands/01_project.ipynb #6a0cf7a6
 def cmd_lab(args):
-    import importlib.util, os
+    import importlib.util
+    import os
     project = load_project(args.settings)
     if importlib.util.find_spec('jupyterlab') is None: raise MlopsError("JupyterLab is not installed: pip install 'mlops-nb[lab]'")
     argv = [sys.executable, '-m', 'jupyterlab', f'--ServerApp.root_dir={project.root}', '--ServerApp.ip=127.0.0.1',
