@@ -210,6 +210,7 @@ def _human_decision(run_dir, by:str, note:str, decision:str):
                  version=reg['version'], reports=reports)
     c = client(m['mlflow']['tracking_uri'])
     if decision == 'approved':
+        if reg.get('already_champion'): raise MlopsError(f'run {m["run_id"]}: version {reg["version"]} is the champion already')
         if reg['decision'] != 'pending_approval':
             why = '; '.join(reg['reasons']) if reg['decision'] == 'rejected' else 'it was promoted by the gate already'
             raise MlopsError(f'run {m["run_id"]} cannot be approved: the gate decided {reg["decision"]} ({why})')

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .core import atomic_write_text
+from .core import atomic_write_text, sha256_path
 from .gate import decide, move_champion
 from .stages import get_stage
 from .tracking import client, experiment_id, project_tracking_uri
 
 # %% auto #0
-__all__ = ['REFERENCE', 'RegisterResult', 'reference_files', 'register']
+__all__ = ['REFERENCE', 'RegisterResult', 'reference_files', 'registered_version', 'register']
 
 # %% ../notebooks/lib/34_register.ipynb #c013
 @dataclass
@@ -43,6 +43,36 @@ def reference_files():
     "Paths, relative to a run folder, of the files monitoring needs besides the model, by name"
     return {name: get_stage(s).outputs[k] for name, (s, k) in REFERENCE.items()}
 
+# %% ../notebooks/lib/34_register.ipynb #c013a0x
+def registered_version(c, # an `MlflowClient`
+                       model_name:str, model_sha:str, # the sha256 of the train stage's model folder
+                      ):
+    "`(version, the run that registered it)` of `model_name` holding exactly this model, or None"
+    from mlflow.exceptions import MlflowException
+    try: found = c.search_model_versions(f"name = '{model_name}' and tags.`mlops_nb.model_sha256` = '{model_sha}'")
+    except MlflowException: return None  # no such model yet
+    v = min(found, key=lambda m: int(m.version), default=None)
+    return None if v is None else (str(v.version), v.tags.get('mlops_nb.run_id'))
+
+# %% ../notebooks/lib/34_register.ipynb #c013a1x
+def _log_model(model:Path, # the train stage's MLflow model folder
+               model_name:str, run_dir:Path):
+    "Log `model` into the active MLflow run with the files monitoring needs, and register it; its version"
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import Model
+    saved = Model.load(str(model))
+    flavor = saved.flavors['sklearn']
+    info = mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(model)), name='model', signature=saved.signature,
+                                    input_example=saved.load_input_example(str(model)),
+                                    metadata=saved.metadata,  # the typed input schema and the positive label
+                                    pip_requirements=str(model/'requirements.txt'),
+                                    serialization_format=flavor.get('serialization_format', 'skops'),
+                                    skops_trusted_types=flavor.get('skops_trusted_types'),
+                                    registered_model_name=model_name)
+    for rel in reference_files().values(): mlflow.log_artifact(str(run_dir/rel), str(Path('reference', rel).parent))
+    return str(info.registered_model_version)
+
 # %% ../notebooks/lib/34_register.ipynb #c013b
 def register(run_dir:str, # run folder
              model_name:str='acs-employment', # registered model name
@@ -51,10 +81,8 @@ def register(run_dir:str, # run folder
              require_approval:bool=True, # a person must approve before the model becomes champion
              mlflow_run_id:str='', # MLflow run to log the model into; empty starts one
             ):
-    "Log and register the trained model; decide; promote it if blessed"
+    "Log and register the trained model (unless that very model is registered already); decide; promote it if blessed"
     import mlflow
-    import mlflow.sklearn
-    from mlflow.models import Model
     paths = get_stage('register').paths(run_dir)
     run_dir = Path(run_dir).resolve()
     decision = decide({k: paths[k] for k in _REPORTS}, require_approval)
@@ -62,28 +90,27 @@ def register(run_dir:str, # run folder
     tracking_uri, artifact_location = project_tracking_uri(tracking_uri)
     c = client(tracking_uri)
     exp_id = experiment_id(c, experiment, artifact_location)
-    saved = Model.load(str(paths['model']))
-    flavor = saved.flavors['sklearn']
+    model_sha = sha256_path(paths['model'])
+    same = registered_version(c, model_name, model_sha)  # a re-run whose train stage was reused: no second version of it
     with mlflow.start_run(run_id=mlflow_run_id or None, experiment_id=None if mlflow_run_id else exp_id,
                           run_name=None if mlflow_run_id else 'register') as run:
-        info = mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(paths['model'])), name='model', signature=saved.signature,
-                                        input_example=saved.load_input_example(str(paths['model'])),
-                                        metadata=saved.metadata,  # the typed input schema and the positive label
-                                        pip_requirements=str(paths['model']/'requirements.txt'),
-                                        serialization_format=flavor.get('serialization_format', 'skops'),
-                                        skops_trusted_types=flavor.get('skops_trusted_types'),
-                                        registered_model_name=model_name)
-        for rel in reference_files().values(): mlflow.log_artifact(str(run_dir/rel), str(Path('reference', rel).parent))
-    v = str(info.registered_model_version)
-    tags = {'mlops_nb.run_id': run_dir.name, 'mlops_nb.run_dir': str(run_dir), 'data_version': version['data_version'],
-            'mlops_nb.decision': decision['decision'], **{k: f'{metrics[k]:.4f}' for k in ('accuracy', 'roc_auc') if k in metrics}}
+        if same is None: v = _log_model(paths['model'], model_name, run_dir)
+        else: v, _ = same
+        mlflow.set_tags({'mlops_nb.model_version': v, 'mlops_nb.model_sha256': model_sha})
+    already = decision['compared_with'] is not None and str(decision['compared_with']) == v  # it is the model it was compared with
+    # a version registered before keeps its lineage; its decision is this run's, unless it is the champion already
+    tags = ({} if already else {'mlops_nb.decision': decision['decision']}) if same else {
+        'mlops_nb.run_id': run_dir.name, 'mlops_nb.run_dir': str(run_dir), 'data_version': version['data_version'],
+        'mlops_nb.model_sha256': model_sha, 'mlops_nb.decision': decision['decision'],
+        **{k: f'{metrics[k]:.4f}' for k in ('accuracy', 'roc_auc') if k in metrics}}
     for k, val in tags.items(): c.set_model_version_tag(model_name, v, k, val)
     replaced = None
-    if decision['decision'] == 'blessed':
+    if decision['decision'] == 'blessed' and not already:
         replaced = move_champion(c, tracking_uri, model_name, v, decision['compared_with'],
                                  {'event': 'promoted', 'by': 'gate', 'note': 'blessed; no approval required', 'run_id': run_dir.name})
     registration = dict(model_name=model_name, version=v, model_uri=f'models:/{model_name}/{v}',
-                        champion=decision['decision'] == 'blessed', replaced=replaced, **decision,
+                        champion=already or decision['decision'] == 'blessed', replaced=replaced, **decision,
+                        registered_by=same[1] if same else run_dir.name, already_champion=already,
                         reports_paths={k: get_stage('register').inputs[k] for k in _REPORTS},
                         mlflow_run_id=run.info.run_id, tracking_uri=tracking_uri)
     atomic_write_text(paths['registration'], json.dumps(registration, indent=2))

@@ -44,8 +44,9 @@ def print_training_run(run_dir:Path, approve_as:str|None, project):
     if 'data_version' in s: print(f"  data     version {s['data_version']} ({s['rows']:,} rows)")
     if 'metrics' in s: print('  metrics  ' + '  '.join(f'{k} {fmt(v)}' for k, v in s['metrics'].items()))
     if 'version' in s:
-        decision = s.get('decision')
-        if decision == 'pending_approval' and approve_as:
+        decision, reg = s.get('decision'), m['stages'][-1].get('result') or {}
+        if reg.get('already_champion'): decision = 'the champion already'
+        elif decision == 'pending_approval' and approve_as:
             from mlops_nb.gate import approve
             approve(run_dir, by=approve_as, note='approved at run time with --approve-as')
             render_pages(project, run_dir)
@@ -53,7 +54,8 @@ def print_training_run(run_dir:Path, approve_as:str|None, project):
         elif decision == 'pending_approval': decision = f"pending approval: mlops-nb approve {m['run_id']} --by NAME"
         elif decision == 'rejected': decision = 'rejected: ' + '; '.join(m['stages'][-1]['result']['reasons'])
         elif decision == 'blessed': decision = 'blessed: champion'
-        print(f"  model    {s['model_name']} version {s['version']}, {decision}")
+        before = f" (registered by run {reg['registered_by']})" if reg.get('registered_by') not in (None, m['run_id']) else ''
+        print(f"  model    {s['model_name']} version {s['version']}{before}, {decision}")
     print('next')
     print(f"  read the report               {rel(run_dir)}/report.html")
     print(f"  all runs, charts, diffs       mlops-nb ui  (or open {rel(run_dir.parent)}/index.html)")
