@@ -88,7 +88,7 @@ def _print_training_run(run_dir:Path, approve_as:str|None, project):
     return 0
 
 def cmd_monitor(args):
-    from mlops_nb.predlog import log_batch
+    from mlops_nb.serving.predlog import log_batch
     from mlops_nb.stages import MONITORING
     if bool(args.data) == bool(args.from_log): raise MlopsError('give the batch to monitor: --data SOURCE or --from-log [--since WHEN]')
     base = load_project(args.settings, args.param)
@@ -305,19 +305,19 @@ def cmd_audit(args):
     return 0 if r.verdict['passed'] else 3
 
 def cmd_serve(args):
-    from mlops_nb.serve import serve, server_from_project
+    from mlops_nb.serving.app import serve, server_from_project
     serve(server_from_project(load_project(args.settings, args.param), args.model, args.alias), args.host, args.port)
     return 0
 
 def cmd_feedback(args):
-    from mlops_nb.predlog import log_url, read_feedback_file, record_feedback
+    from mlops_nb.serving.predlog import log_url, read_feedback_file, record_feedback
     url = log_url(load_project(args.settings))
     r = record_feedback(url, read_feedback_file(args.file), args.source or '', args.independent)
     print(f"{r['labels']:,} labels recorded: {r['matched']:,} match logged predictions, {r['unmatched']:,} do not")
     return 0
 
 def cmd_predictions_export(args):
-    from mlops_nb.predlog import export_predictions, log_url, parse_when
+    from mlops_nb.serving.predlog import export_predictions, log_url, parse_when
     url = log_url(load_project(args.settings))
     n = export_predictions(url, args.to, parse_when(args.since), parse_when(args.until))
     print(f'{n:,} predictions written to {args.to}')
@@ -325,7 +325,7 @@ def cmd_predictions_export(args):
 
 def cmd_abtest(args):
     from mlops_nb.abtest import ab_text, abtest_log, write_ab
-    from mlops_nb.predlog import log_url, parse_when
+    from mlops_nb.serving.predlog import log_url, parse_when
     url = log_url(load_project(args.settings))
     if args.all_labels: print('warning: --all-labels counts labels not marked independent of the model; labels that echo '
                               "a model's answers favour that model, so the comparison is biased", file=sys.stderr)
