@@ -230,6 +230,20 @@ def test_metrics_parse_with_prometheus_clients_parser(served, tmp_path):
     assert [s.labels for s in families['mlops_nb_model_info'].samples] == [{'role': 'champion', 'alias': 'champion', 'model': MODEL, 'version': '1'}]
 
 
+def test_serve_without_the_serve_extra_says_how_to_install_it(tmp_path):
+    "`mlops-nb serve` without the serve extra: one line naming the install command, no traceback"
+    # mlflow brings starlette and uvicorn; prometheus_client is what a plain `pip install mlops-nb` lacks.
+    # None in sys.modules makes its import fail as if it were not installed.
+    code = ('import sys\n'
+            'sys.modules["prometheus_client"] = None\n'
+            'from mlops_nb.cli import main\n'
+            f'sys.argv = ["mlops-nb", "--settings", {str(tmp_path / "settings.ini")!r}, "serve"]\n'
+            'sys.exit(main())')
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and 'Traceback' not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines() == ["error: serving needs prometheus_client, which the serve extra installs: pip install 'mlops-nb[serve]'"], res.stderr
+
+
 def test_sticky_routing_and_shadow_scoring(served, tmp_path):
     served.client.set_registered_model_alias(MODEL, 'challenger', '2')
     try:

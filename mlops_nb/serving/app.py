@@ -19,16 +19,21 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from fastcore.basics import patch
-from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.applications import Starlette
-from starlette.background import BackgroundTask
-from starlette.responses import Response
-from starlette.routing import Route
 
 from ..core import MlopsError
 from ..credentials import mask
+
+try:  # the serving stack is the extra mlops-nb[serve]: without it, `mlops-nb serve` says how to install it, no traceback
+    import uvicorn
+    from prometheus_client import CONTENT_TYPE_LATEST
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.responses import Response
+    from starlette.routing import Route
+except ImportError as e:
+    raise MlopsError(f"serving needs {e.name}, which the serve extra installs: pip install 'mlops-nb[serve]'") from None
+
 from .batcher import Batcher, Job
 from .metrics import ServerMetrics
 from .models import MlflowRegistry, ServedModel
