@@ -313,7 +313,7 @@ def _ab_models(rows:pd.DataFrame, metric:str, alpha:float, by_request:bool, sa:d
     return models
 
 # %% ../notebooks/lib/18_abtest.ipynb #c010b
-def ab_compare(df:pd.DataFrame, # rows of `mlops_nb.predlog.read_predictions`
+def ab_compare(df:pd.DataFrame, # rows of `mlops_nb.serving.predlog.read_predictions`
                metric:str='auto', # auto, accuracy, mae or rmse
                alpha:float=0.05, # significance level of the test; intervals are 1 - alpha
                min_effect:float=0.01, # the smallest difference that matters, in the metric's units
@@ -350,7 +350,7 @@ def abtest_log(url:str, # SQLAlchemy URL of the prediction log
               ) -> dict:
     "`ab_compare` on the prediction log at `url`, with the window and the log recorded in the result"
     from sqlalchemy.engine import make_url
-    from mlops_nb.predlog import read_predictions
+    from mlops_nb.serving.predlog import read_predictions
     r = ab_compare(read_predictions(url, since, until), **kwargs)
     iso = lambda t: None if t is None else t.isoformat() + 'Z'
     return {**r, 'since': iso(since), 'until': iso(until), 'prediction_log': make_url(url).render_as_string(hide_password=True),

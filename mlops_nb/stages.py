@@ -215,7 +215,7 @@ SETTINGS = (
     Param('cache', bool, True, 'reuse a stage from an earlier run when nothing it reads changed (its notebook, parameters, inputs, data, code, packages); mlops-nb run --no-cache for one run', 'pipeline'),
     Param('uncached', str, '', 'stages never reused, comma-separated, besides register and monitor (which act outside the run folder)', 'pipeline'),
     Param('retrain', bool, True, 'when the monitor triggers, start a training run at once (mlops-nb monitor)', 'monitor'),
-    # `mlops-nb serve` (mlops_nb.serve)
+    # `mlops-nb serve` (mlops_nb.serving)
     Param('challenger_alias', str, 'challenger', "registry alias of the model that gets a share of traffic or shadows the champion; empty: none", 'serve'),
     Param('weights', str, '100/0', 'champion/challenger traffic weights, e.g. 90/10 (sticky per client)', 'serve'),
     Param('sticky_key', str, 'X-Client-Id', 'header, or field of the first row, whose value keeps a client on one model', 'serve'),

@@ -225,7 +225,7 @@ def test_correct_and_text_and_plot():
 
 
 def test_cli_abtest(tmp_path):
-    from mlops_nb.predlog import PredictionLog, log_url, record_feedback, utcnow
+    from mlops_nb.serving.predlog import PredictionLog, log_url, record_feedback, utcnow
     from mlops_nb.project import load_project
     project = make_project(tmp_path)
     res = cli(project, 'abtest')
@@ -278,7 +278,7 @@ def test_cli_abtest(tmp_path):
 
 def test_a_better_challenger_on_live_traffic_can_be_promoted(tmp_path):
     from mlops_nb.gate import history
-    from mlops_nb.predlog import PredictionLog, log_url, record_feedback, utcnow
+    from mlops_nb.serving.predlog import PredictionLog, log_url, record_feedback, utcnow
     from mlops_nb.project import load_project
     from mlops_nb.tracking import client
     project = make_project(tmp_path)

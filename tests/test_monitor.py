@@ -64,7 +64,7 @@ def test_drift_triggers_a_warm_started_retraining_that_skips_echoed_labels_and_h
 
 def test_the_prediction_log_is_a_batch_with_its_independent_labels(trained):
     from mlops_nb.sources import bundled
-    from mlops_nb.predlog import PredictionLog, log_url, record_feedback, utcnow
+    from mlops_nb.serving.predlog import PredictionLog, log_url, record_feedback, utcnow
     from mlops_nb.project import load_project
     project, _, _ = trained
     rows = bundled('acs_employment_ma', '2017').head(400)
@@ -119,7 +119,7 @@ def test_a_champion_trained_on_another_machine_is_monitored_and_served_from_mlfl
     from pathlib import Path
     from urllib.parse import urlparse
     from mlops_nb.project import load_project
-    from mlops_nb.serve import MlflowRegistry
+    from mlops_nb.serving.models import MlflowRegistry
     from mlops_nb.tracking import alias_version, client
     project, _, _ = trained
     uri = load_project(project / 'settings.ini').tracking_uri

@@ -165,7 +165,7 @@ def test_pipeline_against_a_postgres_tracking_server(tmp_path, pg_database):
         rows = {l.split()[0]: l for l in res.stdout.splitlines()[2:]}
         assert set(rows) == {'1', '2', '3'} and 'champion' in rows['3'] and 'previous-champion' in rows[winner], res.stdout
 
-        from mlops_nb.serve import MlflowRegistry
+        from mlops_nb.serving.models import MlflowRegistry
         reg = MlflowRegistry(srv.uri, 'acs-employment', tmp_path / 'serve-cache')
         assert reg.version_of('champion') == '3' and reg.load('3').version == '3'
 

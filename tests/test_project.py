@@ -195,7 +195,7 @@ def wheel_env(tmp_path_factory):
     wheel = next((tmp / 'dist').glob('mlops_nb-*.whl'))
     ok(subprocess.run([sys.executable, '-m', 'venv', str(tmp / 'venv')], check=False, capture_output=True, text=True, timeout=300))
     pip = [str(tmp / 'venv' / 'bin' / 'python'), '-m', 'pip', 'install', '-q', '-c', str(ROOT / '.ci' / 'constraints.txt')]
-    ok(subprocess.run([*pip, str(wheel), 'httpx'], check=False, capture_output=True, text=True, timeout=1200))
+    ok(subprocess.run([*pip, f'{wheel}[serve]', 'httpx'], check=False, capture_output=True, text=True, timeout=1200))  # serves too
     where = ok(subprocess.run([str(tmp / 'venv' / 'bin' / 'python'), '-c', 'import mlops_nb; print(mlops_nb.__file__)'],
                               check=False, capture_output=True, text=True, cwd=tmp)).stdout
     assert str(tmp / 'venv') in where, f'the wheel, not the repository: {where}'

@@ -56,7 +56,8 @@ def served(tmp_path_factory):
 
 def _server(s, tmp_path, **cfg):
     "A ModelServer on the fixture's registry, with `cfg` laid over the project's [serve] settings"
-    from mlops_nb.serve import MlflowRegistry, ModelServer, config_from_project
+    from mlops_nb.serving.app import ModelServer, config_from_project
+    from mlops_nb.serving.models import MlflowRegistry
     base = config_from_project(s.settings)
     for k, v in {'log_url': f'sqlite:///{tmp_path}/predictions.db', **cfg}.items(): setattr(base, k, v)
     return ModelServer(base, MlflowRegistry(s.uri, MODEL, tmp_path / 'cache')).load_models()
@@ -169,8 +170,8 @@ def test_hot_reload_under_concurrent_requests_fails_nothing(served, tmp_path):
     assert failures == [], failures[:5]
     assert len(seen) > 100 and {v for _, _, v in seen} == {'1', '2'}
     assert promote_s < 5 and rollback_s < 5, (promote_s, rollback_s)
-    assert 'mlops_nb_reloads_total{role="champion"} 2' in metrics
-    assert 'mlops_nb_requests_total{model_version="2",role="champion",code="200"}' in metrics
+    assert 'mlops_nb_reloads_total{role="champion"} 2.0' in metrics
+    assert 'mlops_nb_requests_total{code="200",model_version="2",role="champion"}' in metrics
 
 
 def test_refused_inputs_name_the_problem(served, tmp_path):
@@ -202,9 +203,45 @@ def test_refused_inputs_name_the_problem(served, tmp_path):
         assert post(json=_split(served, served.rows[:200])).status_code == 200
         text = httpx.get(url + '/metrics', headers=auth).text
         assert httpx.get(url + '/metrics').status_code == 401
-    assert 'mlops_nb_requests_total{model_version="1",role="champion",code="422"} 4' in text
-    assert 'mlops_nb_requests_total{model_version="1",role="champion",code="401"} 1' in text
+    assert 'mlops_nb_requests_total{code="422",model_version="1",role="champion"} 4.0' in text
+    assert 'mlops_nb_requests_total{code="401",model_version="1",role="champion"} 1.0' in text
     assert 'mlops_nb_batch_rows_bucket' in text and 'mlops_nb_request_seconds_bucket' in text
+
+
+def test_metrics_parse_with_prometheus_clients_parser(served, tmp_path):
+    "What /metrics serves reads back through prometheus_client's own text parser, every family with its type"
+    from prometheus_client.parser import text_string_to_metric_families
+    server = _server(served, tmp_path)
+    with running(server) as url:
+        assert httpx.post(url + '/invocations', json=_split(served, served.rows[:5]), timeout=30).status_code == 200
+        assert httpx.post(url + '/invocations', json={'dataframe_records': [{'AGEP': 'old'}]}, timeout=30).status_code == 422
+        r = httpx.get(url + '/metrics', timeout=30)
+    assert r.status_code == 200 and r.headers['content-type'].startswith('text/plain')
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    kinds = {name: f.type for name, f in families.items() if name.startswith('mlops_nb_') and not name.endswith('_created')}
+    assert kinds == {'mlops_nb_requests': 'counter', 'mlops_nb_rows': 'counter', 'mlops_nb_request_seconds': 'histogram',
+                     'mlops_nb_batch_rows': 'histogram', 'mlops_nb_shadow': 'counter', 'mlops_nb_feedback': 'counter',
+                     'mlops_nb_reloads': 'counter', 'mlops_nb_in_flight': 'gauge', 'mlops_nb_queued_rows': 'gauge',
+                     'mlops_nb_shadow_queued': 'gauge', 'mlops_nb_model_info': 'gauge', 'mlops_nb_log_pending': 'gauge',
+                     'mlops_nb_log_written': 'gauge', 'mlops_nb_log_write_errors': 'gauge'}, kinds
+    answers = {s.labels['code']: s.value for s in families['mlops_nb_requests'].samples if s.name == 'mlops_nb_requests_total'}
+    assert answers == {'200': 1.0, '422': 1.0}, answers
+    assert [s.value for s in families['mlops_nb_rows'].samples if s.name == 'mlops_nb_rows_total'] == [5.0]
+    assert [s.labels for s in families['mlops_nb_model_info'].samples] == [{'role': 'champion', 'alias': 'champion', 'model': MODEL, 'version': '1'}]
+
+
+def test_serve_without_the_serve_extra_says_how_to_install_it(tmp_path):
+    "`mlops-nb serve` without the serve extra: one line naming the install command, no traceback"
+    # mlflow brings starlette and uvicorn; prometheus_client is what a plain `pip install mlops-nb` lacks.
+    # None in sys.modules makes its import fail as if it were not installed.
+    code = ('import sys\n'
+            'sys.modules["prometheus_client"] = None\n'
+            'from mlops_nb.cli import main\n'
+            f'sys.argv = ["mlops-nb", "--settings", {str(tmp_path / "settings.ini")!r}, "serve"]\n'
+            'sys.exit(main())')
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and 'Traceback' not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines() == ["error: serving needs prometheus_client, which the serve extra installs: pip install 'mlops-nb[serve]'"], res.stderr
 
 
 def test_sticky_routing_and_shadow_scoring(served, tmp_path):
@@ -221,7 +258,7 @@ def test_sticky_routing_and_shadow_scoring(served, tmp_path):
                     by_client.setdefault(i, set()).add((r.headers['x-model-version'], r.headers['x-model-alias']))
         assert all(len(v) == 1 for v in by_client.values()), 'one client sees one model'
         assert {next(iter(v)) for v in by_client.values()} == {('1', 'champion'), ('2', 'challenger')}
-        from mlops_nb.predlog import read_predictions
+        from mlops_nb.serving.predlog import read_predictions
         log = read_predictions(server.cfg.log_url)
         assert len(log) == 40 * 3 * 3
         champion = log[log.role == 'champion']
@@ -263,7 +300,7 @@ def test_cli_serve_logs_every_request_through_sigterm_then_feedback_and_export(s
     assert f'on http://127.0.0.1:{port}' in out and 'stopped: ' in out and 'NOT written' not in out and statuses == []
     assert 300 <= len(answered) < 8 * 400, 'SIGTERM arrived while requests were being sent'
 
-    from mlops_nb.predlog import read_predictions
+    from mlops_nb.serving.predlog import read_predictions
     log = read_predictions(f'sqlite:///{served.project / "predictions.db"}')
     missing = {rid for rid, _, _ in answered} - set(log.request_id)
     assert not missing, f'{len(missing)} answered requests are missing from the log'
@@ -308,8 +345,9 @@ def test_regressor_pipelines_answer_numbers_without_scores(served, tmp_path):
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
     from mlops_nb.model import pip_requirements
-    from mlops_nb.predlog import read_predictions
-    from mlops_nb.serve import ModelServer, ServeConfig, load_model_dir
+    from mlops_nb.serving.predlog import read_predictions
+    from mlops_nb.serving.app import ModelServer, ServeConfig
+    from mlops_nb.serving.models import load_model_dir
     features = json.loads((served.project / 'runs/run1/artifacts/03_features/features.json').read_text())
     cat, num = features['categorical'], features['numeric']
     X = pd.DataFrame(served.rows, columns=served.columns)

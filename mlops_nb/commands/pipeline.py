@@ -27,7 +27,7 @@ def cmd_run(args):
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #9fb5cff9
 def cmd_monitor(args):
-    from mlops_nb.predlog import log_batch
+    from mlops_nb.serving.predlog import log_batch
     from mlops_nb.stages import MONITORING
     if bool(args.data) == bool(args.from_log): raise MlopsError('give the batch to monitor: --data SOURCE or --from-log [--since WHEN]')
     base = load_project(args.settings, args.param)

@@ -15,13 +15,13 @@ __all__ = ['cmd_serve', 'cmd_feedback', 'cmd_predictions_export', 'cmd_abtest', 
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #5f34c26e
 def cmd_serve(args):
-    from mlops_nb.serve import serve, server_from_project
+    from mlops_nb.serving.app import serve, server_from_project
     serve(server_from_project(load_project(args.settings, args.param), args.model, args.alias), args.host, args.port)
     return 0
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #9936932d
 def cmd_feedback(args):
-    from mlops_nb.predlog import log_url, read_feedback_file, record_feedback
+    from mlops_nb.serving.predlog import log_url, read_feedback_file, record_feedback
     url = log_url(load_project(args.settings))
     r = record_feedback(url, read_feedback_file(args.file), args.source or '', args.independent)
     print(f"{r['labels']:,} labels recorded: {r['matched']:,} match logged predictions, {r['unmatched']:,} do not")
@@ -29,7 +29,7 @@ def cmd_feedback(args):
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #3eb0101c
 def cmd_predictions_export(args):
-    from mlops_nb.predlog import export_predictions, log_url, parse_when
+    from mlops_nb.serving.predlog import export_predictions, log_url, parse_when
     url = log_url(load_project(args.settings))
     n = export_predictions(url, args.to, parse_when(args.since), parse_when(args.until))
     print(f'{n:,} predictions written to {args.to}')
@@ -38,7 +38,7 @@ def cmd_predictions_export(args):
 # %% ../../notebooks/lib/commands/05_serving.ipynb #33e83b53
 def cmd_abtest(args):
     from mlops_nb.abtest import ab_text, abtest_log, write_ab
-    from mlops_nb.predlog import log_url, parse_when
+    from mlops_nb.serving.predlog import log_url, parse_when
     url = log_url(load_project(args.settings))
     if args.all_labels: print('warning: --all-labels counts labels not marked independent of the model; labels that echo '
                               "a model's answers favour that model, so the comparison is biased", file=sys.stderr)
