@@ -113,8 +113,8 @@ def cmd_sweep(args):
     key = sw['key_metric']
     print(f"\nsweep {sw['run_id']}: {sw['combinations']} of {sw['grid']} combinations, {sw['kind']}, "
           f"executor {sw['executor']}{' with ' + str(sw['workers']) + ' workers' if sw.get('workers') else ''}, children in {sw['children_s']:.1f} s")
-    table = json.loads((run_dir/'artifacts'/'sweep'/'results.json').read_text())['table']
-    rows = [{**r, key: fmt(r[key])} for r in table]
+    ranking = json.loads((run_dir/'artifacts'/'sweep'/'results.json').read_text())['table']
+    rows = [{**r, key: fmt(r[key])} for r in ranking]
     print(table(rows, list(rows[0]) if rows else ['rank']))
     for e in sw['effects']:
         print(f"  {e['setting']:<28} range {e['range']:.4f}  (mean {key} by value: " + ', '.join(f'{v} {m:.4f}' for v, m in e['means'].items()) + ')')
