@@ -485,7 +485,13 @@ class ValidateResult:
     @property
     def checked_against(self): return describe_reference(self.reference)
 
-    def plot(self): return plot_comparison(self.comparison, f'{self.source}: checked against {self.checked_against}')
+    def plot(self):
+        "Bars of the comparison; with no anomaly and no bar to draw, a line that says so instead of empty panels"
+        shares = self.comparison.reindex(columns=['missing_expected', 'missing_found', 'outside', 'shift'])
+        if not self.anomalies and not shares.apply(pd.to_numeric, errors='coerce').fillna(0).to_numpy().any():
+            print('no anomaly: no missing values, nothing outside the reference\'s domain, no distribution shift')
+            return None
+        return plot_comparison(self.comparison, f'{self.source}: checked against {self.checked_against}')
 
     def raise_for_errors(self):
         "Raise `MlopsError` with one line per error-level anomaly, if there is any"
