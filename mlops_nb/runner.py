@@ -151,7 +151,7 @@ def close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, proje
     try: tracker.end_run(run_dir, manifest)
     except TrackingFailed as e:  # the run folder holds the record; a failed run's line already says what failed
         if manifest['status'] == 'completed': echo(f'warning: {e}; the run folder holds its record')
-    from mlops_nb.dashboard import render_run_pages  # report.html and the dashboard; a failure there is only a warning line
+    from mlops_nb.reporting.dashboard import render_run_pages  # report.html and the dashboard; a failure there is only a warning line
     render_run_pages(project, run_dir, echo)
     if manifest['status'] == 'completed': freeze_run(run_dir)
     failed = next((r for r in records if r['status'] in ('failed', 'interrupted')), None)
@@ -330,7 +330,7 @@ def run_pipeline(project:Project|None=None, # the project; default: found from t
     todo = [i for i, r in enumerate(records) if r['status'] != 'completed']
     started = time.perf_counter()
     from concurrent.futures import ThreadPoolExecutor
-    from mlops_nb.report import prerender  # the report's notebook fragments, rendered while the next stage runs
+    from mlops_nb.reporting.notebooks import prerender  # the report's notebook fragments, rendered while the next stage runs
     pool = ThreadPoolExecutor(1)
     def after(name):
         pool.submit(prerender, run_dir, next(r['notebook'] for r in records if r['name'] == name), name)

@@ -105,7 +105,7 @@ def assert_dashboard(driver, ms):
     assert cells[1:3] == ['train', 'completed'] and cells[5] == ms[0]['summary']['data_version'] and cells[6].startswith('v1')
     assert dict(rows)[ms[1]['run_id']][2] == 'failed'
     monitor = dict(rows)[ms[2]['run_id']]
-    assert monitor[1:3] == ['monitor', 'completed'] and monitor[6].startswith('watched v1') and monitor[-2].startswith('manual'), monitor
+    assert monitor[1:3] == ['monitor', 'completed'] and monitor[6].startswith('watched v1') and monitor[-2].startswith('by hand'), monitor
     charts = images(driver, 'figure.chart')
     assert sorted(c[0] for c in charts) == ['chart-champion', 'chart-drift', 'chart-key-metric', 'chart-performance']
     assert all(loaded and width >= 600 for _, loaded, width in charts), charts
@@ -120,6 +120,15 @@ def test_dashboard_from_the_file_system(site, browser, shots):
     assert len(assert_links_resolve(browser)) >= 3
     screenshot(browser, shots / 'dashboard.png')
     assert console_errors(browser) == []
+
+
+def test_dashboard_runs_table_fits_at_1280_px(site, browser):
+    project, _ = site
+    open_page(browser, (project / 'runs' / 'index.html').as_uri())
+    assert browser.execute_script('return window.innerWidth') <= 1280
+    box = browser.execute_script("const b = document.querySelector('table#runs').parentElement; "
+                                 "return [b.scrollWidth, b.clientWidth, b.getBoundingClientRect().right, document.documentElement.clientWidth]")
+    assert box[0] <= box[1] and box[2] <= box[3], f'the runs table is cut off on the right: {box}'
 
 
 def test_dashboard_served_by_ui(site, browser, shots):
@@ -157,6 +166,9 @@ def test_report(site, browser, shots, which):
         assert {p[0] for p in plots} >= {'stage-evaluate', 'stage-audit'}, 'the stage plots are on the page'
         assert all(loaded and width > 100 for _, loaded, width in plots), plots
         assert 'from mlops_nb' not in browser.find_element('tag name', 'body').text, 'inputs are hidden'
+        train = browser.find_element('css selector', '#stage-train')
+        assert train.find_element('css selector', '.sk-top-container').is_displayed(), "scikit-learn's diagram of the fitted pipeline"
+        assert 'Pipeline(steps=' not in train.text, 'not its long text'
     elif which == 'monitor':
         assert decision.text.startswith(('no drift', 'drift')) and 'features drifted' in decision.text
         plots = images(browser, 'section.stage .nb')

@@ -59,7 +59,7 @@ def test_drift_triggers_a_warm_started_retraining_that_skips_echoed_labels_and_h
     out = res.stdout
     assert f"retrain run {retrain['run_id']}" in out and f"triggered by monitor run {mon['run_id']}: feature_drift (AGEP drifted)" in out
     assert '1,200 new labelled rows, 300 labels excluded' in out and 'model acs-employment version 1' in out and 'started by hand' in out
-    assert 'monitor ' + mon['run_id'][-6:] in (project / 'runs' / 'index.html').read_text(), 'the dashboard shows the trigger'
+    assert 'by monitor run ' + mon['run_id'][-6:] in (project / 'runs' / 'index.html').read_text(), 'the dashboard shows the trigger'
 
 
 def test_the_prediction_log_is_a_batch_with_its_independent_labels(trained):

@@ -6,20 +6,24 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections import Counter
 from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
+import pandas as pd
 import pytest
 
 from conftest import MLOPS_NB, batch_without, cli, make_project, manifests
 
 STAGES = ['ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register']
+EVIL = '<script>alert(1)</script>'
 
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    "Three runs: approved at run time; fewer iterations, while the dashboard cannot be written; failing in validate"
+    """Three runs: approved at run time; fewer iterations, while the dashboard cannot be written; failing in validate on a batch
+    that lacks a column and has one named like markup"""
     project = make_project(tmp_path_factory.mktemp('reports'))
     first = cli(project, 'run', '--approve-as', 'tester')
     assert first.returncode == 0, first.stdout + first.stderr
@@ -28,7 +32,10 @@ def runs(tmp_path_factory):
     blocker.mkdir()  # a folder where the dashboard goes: rendering it fails
     second = cli(project, 'run', '-p', 'train.max_iter=20')
     blocker.rmdir()
-    failed = cli(project, 'run', *batch_without(project))
+    batch = batch_without(project)
+    csv = project / batch[1].split('=', 1)[1]
+    pd.read_csv(csv).assign(**{EVIL: 1}).to_csv(csv, index=False)
+    failed = cli(project, 'run', *batch)
     ms = manifests(project)
     assert [m['status'] for m in ms] == ['completed', 'completed', 'failed']
     return project, (first, second, failed), ms
@@ -76,6 +83,10 @@ def decision_text(html):
     return unescape(re.sub(r'<[^>]+>', ' ', re.search(r'<div class="decision[^"]*" id="decision">(.*?)</div>\s*<table', html, re.S)[1]))
 
 
+def section(html, stage):
+    return html.split(f'id="stage-{stage}"')[1].split('</section>')[0]
+
+
 def test_every_run_has_a_report_with_the_decision_first(runs):
     project, _, ms = runs
     first, second = (report(project, m).read_text() for m in ms[:2])
@@ -94,9 +105,34 @@ def test_every_run_has_a_report_with_the_decision_first(runs):
         assert 'The gate' in html and 'roc_auc change' in html, 'the criteria with their values are at the top'
     for m in ms:
         assert_links_resolve(report(project, m))
+        ids = Counter(re.findall(r'\sid="([^"]+)"', report(project, m).read_text()))
+        assert [i for i, n in ids.items() if n > 1] == [], 'ids are unique (every stage has a heading Verdict or Result)'
     for m in ms[:2]:
         writable = [p for p in (project / 'runs' / m['run_id']).rglob('*') if p.is_file() and p.stat().st_mode & 0o222]
         assert writable == [], 'a completed run folder, its report included, is read-only'
+
+
+def test_what_a_reader_meets_in_a_report(runs):
+    project, _, ms = runs
+    first, second = (report(project, m).read_text() for m in ms[:2])
+    assert re.search(r'<tr><th>trigger</th><td>by hand, by [^<{]+</td></tr>', first), 'the trigger in words, not a dict'
+    register = section(first, 'register')
+    assert 'approved after this stage: acs-employment version 1 became champion' in register, 'the banner and the register table agree'
+    assert register.index('after this stage') < register.index('class="nb"') and 'pending approval' in register
+    assert 'after this stage' not in section(second, 'register'), 'not decided yet: nothing after the stage'
+    validate = section(first, 'validate')
+    assert 'no anomaly:' in validate and 'data:image/png' not in validate, 'no empty panels when there is nothing to draw'
+    train = section(first, 'train')
+    assert 'sk-top-container' in train and '<script' not in train and 'href="http' not in train, "scikit-learn's diagram, static"
+
+
+def test_a_column_named_like_markup_is_text_on_every_page(runs):
+    project, _, ms = runs
+    failed = report(project, ms[2]).read_text()
+    assert EVIL not in failed and '&lt;script&gt;alert(1)&lt;/script&gt;' in section(failed, 'validate'), 'the new column, escaped'
+    pages = [report(project, m) for m in ms] + [project / 'runs' / 'index.html', *(project / 'runs' / 'diff').glob('*.html')]
+    for page in pages:
+        assert EVIL not in page.read_text() and '<script' not in page.read_text(), page.name
 
 
 def test_failed_run_report_says_where_and_why(runs):
@@ -126,7 +162,7 @@ def test_dashboard_lists_every_run_with_charts(runs):
     rows = re.findall(r'<tr class="run status-(\w+)" data-run="([^"]+)">', html)
     assert rows == [(m['status'], m['run_id']) for m in reversed(ms)], 'every run, newest first'
     row = html.split(f'data-run="{ms[0]["run_id"]}"')[1].split('</tr>')[0]
-    for cell in ('train', 'completed', ms[0]['summary']['data_version'], 'v1', 'approved', 'manual',
+    for cell in ('train', 'completed', ms[0]['summary']['data_version'], 'v1', 'approved', 'by hand, by',
                  f"{ms[0]['summary']['metrics']['roc_auc']:.4f}", ms[0]['created'][:10]):
         assert cell in row, cell
     assert 'champion: acs-employment version 1' in html

@@ -80,8 +80,8 @@ def cmd_data_versions(args):
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #6246614f
 def cmd_report(args):
-    from mlops_nb.dashboard import render_dashboard
-    from mlops_nb.report import render_reports
+    from mlops_nb.reporting.dashboard import render_dashboard
+    from mlops_nb.reporting.report import render_reports
     project = load_project(args.settings)
     dirs = [find_run(project, args.run)] if args.run else [project.runs_dir/m['run_id'] for m in list_runs(project)]
     if not dirs: print(f'no runs yet in {project.runs_dir}: start one with `mlops-nb run`')
@@ -93,7 +93,7 @@ def cmd_report(args):
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #2bc77e92
 def cmd_diff(args):
-    from mlops_nb.dashboard import diff_text, write_diff
+    from mlops_nb.reporting.diff import diff_text, write_diff
     project = load_project(args.settings)
     d, page = write_diff(project.runs_dir, find_run(project, args.run_a), find_run(project, args.run_b))
     print(diff_text(d))
@@ -107,8 +107,8 @@ def _stop(*_): raise KeyboardInterrupt
 def cmd_ui(args):
     import signal
     import subprocess
-    from mlops_nb.dashboard import dashboard_server, render_dashboard
-    from mlops_nb.report import render_reports
+    from mlops_nb.reporting.dashboard import dashboard_server, render_dashboard
+    from mlops_nb.reporting.report import render_reports
     from mlops_nb.trackserver import mlflow_ui
     project = load_project(args.settings)
     render_reports([project.runs_dir/m['run_id'] for m in list_runs(project) if not (project.runs_dir/m['run_id']/'report.html').is_file()])

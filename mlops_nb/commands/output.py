@@ -32,7 +32,7 @@ def rel(p:Path):
 
 # %% ../../notebooks/lib/commands/00_output.ipynb #940f791b
 def render_pages(project, run_dir=None):
-    from mlops_nb.dashboard import render_run_pages
+    from mlops_nb.reporting.dashboard import render_run_pages
     render_run_pages(project, run_dir, echo=lambda line: print(line, file=sys.stderr))
 
 # %% ../../notebooks/lib/commands/00_output.ipynb #ecb65fba
