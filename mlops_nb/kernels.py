@@ -12,9 +12,11 @@ import importlib.util
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from importlib.resources import files
@@ -301,7 +303,11 @@ class Kernel:
         from jupyter_core.utils import run_sync
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(log, 'a', encoding='utf-8')
-        self.km = AsyncKernelManager(kernel_name=kernel_name)
+        # Unix sockets, not TCP ports: a free port picked here can be taken by another process before the kernel binds it,
+        # and a client then waits forever on a kernel that died; a socket file in a folder of its own cannot be taken
+        self.sockets = tempfile.mkdtemp(prefix='mlops-nb-kernel-') if os.name == 'posix' else None
+        self.km = (AsyncKernelManager(kernel_name=kernel_name, transport='ipc', ip=os.path.join(self.sockets, 'k')) if self.sockets
+                   else AsyncKernelManager(kernel_name=kernel_name))
         if server is not None:
             self.km.kernel_id = str(uuid.uuid4())
             self.km.provisioner = ForkProvisioner(kernel_id=self.km.kernel_id, kernel_spec=self.km.kernel_spec, parent=self.km)
@@ -317,6 +323,7 @@ class Kernel:
         try: self._sync(self.km.shutdown_kernel)(now=True)
         except Exception: pass  # shutting down a dead kernel is not an error worth reporting
         self.log.close()
+        if self.sockets: shutil.rmtree(self.sockets, ignore_errors=True)
 
 # %% ../notebooks/lib/28_kernels.ipynb #k031
 def kernel_server(project, # a `mlops_nb.project.Project`
