@@ -114,7 +114,7 @@ def _reset_peak() -> bool:
 
 
 def run_mlops(ref, cur):
-    from mlops_nb.drift import drift_table
+    from mlops_nb.monitoring.drift import drift_table
     t = drift_table(ref, cur)
     return t.loc[t['drift'], 'column'].tolist(), {r.column: [r.measure, round(float(r.value), 4)] for r in t.itertuples()}
 
@@ -145,7 +145,7 @@ def worker(tool: str, rows: int, pair: str):
     data_bytes = int(ref.memory_usage(deep=True).sum() + cur.memory_usage(deep=True).sum())
     fn = run_mlops if tool == 'mlops-nb' else run_evidently
     if tool == 'evidently': import evidently  # noqa: F401  (import time is not the call's)
-    else: import mlops_nb.drift, scipy.stats  # noqa: F401,E401  (SciPy is imported lazily; Evidently imports it up front)
+    else: import mlops_nb.monitoring.drift, scipy.stats  # noqa: F401,E401  (SciPy is imported lazily; Evidently imports it up front)
     gc.collect()
     try:  # hand freed heap memory (from building the data) back, so the call's peak counts what it needs, not what it reuses
         import ctypes

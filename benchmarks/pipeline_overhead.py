@@ -46,9 +46,9 @@ def cells_seconds(nb):
 
 
 def mlops_nb_overheads(proj: Path):
-    from mlops_nb.project import load_project
-    from mlops_nb.manifest import read_manifest
-    from mlops_nb.runner import run_pipeline
+    from mlops_nb.core.project import load_project
+    from mlops_nb.core.manifest import read_manifest
+    from mlops_nb.pipeline.runner import run_pipeline
     run_dir = run_pipeline(load_project(proj / 'settings.ini'), echo=lambda *_: None)
     m = read_manifest(run_dir)
     return [r['overhead_s'] for r in m['stages']], m

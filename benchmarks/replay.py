@@ -49,7 +49,7 @@ def main():
     from importlib.metadata import version
     print(f"versions: scikit-learn {version('scikit-learn')}, pandas {version('pandas')}, numpy {version('numpy')}; "
           f"load average before: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    from mlops_nb.scaffold import init_project
+    from mlops_nb.pipeline.scaffold import init_project
     for task in args.tasks.split(','):
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / 'stream.csv'

@@ -67,10 +67,11 @@ def build_model(project: Path, max_rows: int):
     import inspect
     import pandas as pd
     from mlflow.tracking import MlflowClient
-    from mlops_nb.data import ingest
-    from mlops_nb.model import make_features, model_input, train
-    from mlops_nb.project import load_project
-    from mlops_nb.validate import validate
+    from mlops_nb.stages.data import ingest
+    from mlops_nb.stages.features import make_features, model_input
+    from mlops_nb.stages.train import train
+    from mlops_nb.core.project import load_project
+    from mlops_nb.stages.validate import validate
     p = load_project(project / 'settings.ini')
     run = project / 'runs' / 'bench'
     ingest(str(run), max_rows=max_rows)

@@ -70,9 +70,9 @@ def project(tmp: Path, max_rows: int):
 
 
 def sweep(proj: Path, axes, executor: str, workers: int | None):
-    from mlops_nb.project import load_project
-    from mlops_nb.manifest import read_manifest
-    from mlops_nb.sweep import run_sweep
+    from mlops_nb.core.project import load_project
+    from mlops_nb.core.manifest import read_manifest
+    from mlops_nb.pipeline.sweep import run_sweep
     t0 = time.perf_counter()
     run_dir = run_sweep(load_project(proj / 'settings.ini'), axes, executor=executor, workers=workers, echo=lambda *_: None, progress=False)
     wall = time.perf_counter() - t0
@@ -93,7 +93,7 @@ def main():
                     'weighs on all alike (default 1)')
     args = ap.parse_args()
     machine()
-    from mlops_nb.sweep import parse_axis
+    from mlops_nb.pipeline.sweep import parse_axis
     axes = [parse_axis(f'train.learning_rate={args.learning_rates}'), parse_axis(f'train.max_leaf_nodes={args.leaves}')]
     n = len(axes[0][1]) * len(axes[1][1])
     print(f'grid: {n} combinations (train.learning_rate x train.max_leaf_nodes), max_rows {args.max_rows or "all"}')

@@ -9,10 +9,10 @@ import argparse
 import sys
 
 from .commands import history, pipeline, project, registry, serving
-from .core import MlopsError
-from .credentials import mask
-from .liveness import stacks_on_signal
-from .runner import RunInterrupted
+from .core.basics import MlopsError
+from .core.credentials import mask
+from .core.liveness import stacks_on_signal
+from .pipeline.runner import RunInterrupted
 
 # %% auto #0
 __all__ = ['parser', 'main']

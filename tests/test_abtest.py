@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import cli, make_project
-from mlops_nb.abtest import ab_compare, ab_text, correct, plot_ab, welch
-from mlops_nb.core import MlopsError
+from mlops_nb.monitoring.abtest import ab_compare, ab_text, correct, plot_ab, welch
+from mlops_nb.core.basics import MlopsError
 
 Z975, Z80 = 1.959963984540054, 0.8416212335729143  # normal quantiles at 0.975 and 0.8, from tables
 
@@ -226,7 +226,7 @@ def test_correct_and_text_and_plot():
 
 def test_cli_abtest(tmp_path):
     from mlops_nb.serving.predlog import PredictionLog, log_url, record_feedback, utcnow
-    from mlops_nb.project import load_project
+    from mlops_nb.core.project import load_project
     project = make_project(tmp_path)
     res = cli(project, 'abtest')
     assert res.returncode == 1 and 'error: no labelled predictions' in res.stderr and 'Traceback' not in res.stderr
@@ -277,10 +277,10 @@ def test_cli_abtest(tmp_path):
 
 
 def test_a_better_challenger_on_live_traffic_can_be_promoted(tmp_path):
-    from mlops_nb.gate import history
+    from mlops_nb.registry.gate import history
     from mlops_nb.serving.predlog import PredictionLog, log_url, record_feedback, utcnow
-    from mlops_nb.project import load_project
-    from mlops_nb.tracking import client
+    from mlops_nb.core.project import load_project
+    from mlops_nb.registry.tracking import client
     project = make_project(tmp_path)
     p = load_project(project/'settings.ini')
     c = client(p.tracking_uri)

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from conftest import cli, make_project, manifests
-from mlops_nb.sources import bundled
+from mlops_nb.stages.sources import bundled
 
 STAGES = ['ingest', 'validate', 'features', 'train', 'evaluate']
 

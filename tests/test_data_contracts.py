@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from conftest import cli, make_project, manifests
-from mlops_nb.core import MlopsError
-from mlops_nb.data import data_version, ingest, log_dataset_input
-from mlops_nb.stages import get_stage
-from mlops_nb.validate import SEVERITIES, format_anomaly, infer_schema, load_champion_schema, validate, validate_batch
+from mlops_nb.core.basics import MlopsError
+from mlops_nb.stages.data import data_version, ingest, log_dataset_input
+from mlops_nb.core.stage import get_stage
+from mlops_nb.stages.validate import SEVERITIES, format_anomaly, infer_schema, load_champion_schema, validate, validate_batch
 
 TARGET = 'employed'
 
@@ -172,7 +172,7 @@ def test_a_parquet_file_with_another_schema_than_its_siblings_is_an_error(tmp_pa
 @pytest.fixture(scope='module')
 def acs_parts(tmp_path_factory):
     "The ACS 2015 data as three CSV files and three Parquet files, with the whole DataFrame"
-    from mlops_nb.sources import bundled
+    from mlops_nb.stages.sources import bundled
     df = bundled('acs_employment_ma', '2015').head(3000)
     d = tmp_path_factory.mktemp('parts')
     for i, part in enumerate(np.array_split(np.arange(len(df)), 3)):
@@ -327,7 +327,7 @@ def _uri(project):
 
 
 def _registered(project):
-    from mlops_nb.tracking import alias_version, client
+    from mlops_nb.registry.tracking import alias_version, client
     v = alias_version(client(_uri(project)), 'acs-employment')
     return None if v is None else str(v.version)
 
@@ -426,8 +426,8 @@ def test_the_data_version_is_logged_as_the_runs_dataset_input(tmp_path):
 RACER = '''
 import sys, time
 from pathlib import Path
-from mlops_nb.data import log_dataset_input
-from mlops_nb.tracking import client
+from mlops_nb.stages.data import log_dataset_input
+from mlops_nb.registry.tracking import client
 d, i, trials = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 c = client(f'sqlite:///{d}/mlflow.db')
 run = c.create_run(c.get_experiment_by_name('race').experiment_id).info.run_id

@@ -1,4 +1,4 @@
-"""mlops_nb.drift: exact against SciPy, planted drifts found with no false alarm, profiles as references."""
+"""mlops_nb.monitoring.drift: exact against SciPy, planted drifts found with no false alarm, profiles as references."""
 import json
 
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-import mlops_nb.drift as drift
-from mlops_nb.core import MlopsError
-from mlops_nb.drift import drift_summary, drift_table, reference_profile
+import mlops_nb.monitoring.drift as drift
+from mlops_nb.core.basics import MlopsError
+from mlops_nb.monitoring.drift import drift_summary, drift_table, reference_profile
 
 
 def _exact(a, b):

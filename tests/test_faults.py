@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 from conftest import MLOPS_NB, cli, make_project, manifests
-from mlops_nb.trackserver import free_port
+from mlops_nb.registry.server import free_port
 
 MODEL = 'acs-employment'
 STAGES = ['ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register']
@@ -209,7 +209,7 @@ def test_sigkill_in_train_then_in_evaluate_then_resume_gives_the_uninterrupted_o
                  if p.name.endswith(('.tmp', '.running.ipynb', '.old')) or p.name.startswith('.')]
     assert leftovers == [], f'files of the killed executions left in the completed run folder: {leftovers}'
     for rel, digest in (o for r in m['stages'] for o in r['outputs'].items()):  # the record is the folder
-        from mlops_nb.core import sha256_path
+        from mlops_nb.core.basics import sha256_path
         assert sha256_path(run_dir / rel) == digest, f'{rel} is not what the manifest records'
     versions = [v for v in _client(project).search_model_versions(f"name='{MODEL}'") if v.tags.get('mlops_nb.run_id') == run_id]
     assert len(versions) == 1, f'the run registered its model {len(versions)} times'
@@ -313,7 +313,7 @@ def _spill_notebook(project: Path, patch: bool):
     cells.append(nbformat.v4.new_code_cell(
         'import numpy as np\n'
         'import pandas as pd\n'
-        'from mlops_nb.project import stage_context\n\n'
+        'from mlops_nb.core.project import stage_context\n\n'
         "ctx = stage_context(run_dir, 'spill')\n"
         "ctx.write('started.json', {'rows': rows})\n"
         "table = pd.DataFrame(np.random.default_rng(0).random((rows, 2)), columns=['a', 'b'])\n"
@@ -385,7 +385,7 @@ def test_two_approvals_at_once_on_sqlite_one_wins(base):
     for m in runs:
         reg = _stage(m, 'register')['result']
         assert reg['decision'] == 'pending_approval' and reg['compared_with'] == champion, reg
-    from mlops_nb.gate import history
+    from mlops_nb.registry.gate import history
     events = [e['event'] for e in history(c, MODEL)]
 
     with ThreadPoolExecutor(2) as ex:
@@ -422,7 +422,7 @@ def _wait_ready(url, proc, log, timeout=120):
 
 
 def _rows(base):
-    from mlops_nb.model import model_input
+    from mlops_nb.stages.features import model_input
     run = base.project / 'runs' / base.run['run_id']
     features = json.loads((run / 'artifacts/03_features/features.json').read_text())
     hold = model_input(pd.read_parquet(run / 'artifacts/03_features/holdout.parquet'), features)

@@ -9,7 +9,7 @@ from conftest import MLOPS_NB, cli, make_project, manifests
 
 
 def registry(project):
-    from mlops_nb.tracking import client
+    from mlops_nb.registry.tracking import client
     return client(f'sqlite:///{project.resolve()}/mlflow.db')
 
 
@@ -117,7 +117,7 @@ def test_two_approvals_at_once_cannot_both_win_and_rollback(gated):
     assert aliases(project)['champion'] == champion and aliases(project)['previous-champion'] == now['champion']
     res = cli(project, 'rollback', '--to', loser['stages'][-1]['result']['version'], '--by', 'erin', '--note', 'x')
     assert res.returncode == 1 and 'was rejected: it cannot become champion' in res.stderr
-    from mlops_nb.gate import history
+    from mlops_nb.registry.gate import history
     events = [e['event'] for e in history(registry(project), 'acs-employment')]
     assert events == ['approved', 'approved', 'rejected', 'rolled_back']
 

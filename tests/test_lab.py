@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from conftest import MLOPS_NB, ROOT, make_project
-from mlops_nb.stages import find_stages
+from mlops_nb.core.stage import find_stages
 
 
 def free_port():

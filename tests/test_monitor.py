@@ -31,7 +31,7 @@ def test_a_later_year_is_monitored_without_retraining(trained):
 
 
 def test_drift_triggers_a_warm_started_retraining_that_skips_echoed_labels_and_has_lineage(trained, tmp_path):
-    from mlops_nb.sources import bundled
+    from mlops_nb.stages.sources import bundled
     project, _, _ = trained
     batch = bundled('acs_employment_ma', '2016').sample(1500, random_state=0)
     batch['AGEP'] = batch['AGEP'] + 20  # the population aged
@@ -63,9 +63,9 @@ def test_drift_triggers_a_warm_started_retraining_that_skips_echoed_labels_and_h
 
 
 def test_the_prediction_log_is_a_batch_with_its_independent_labels(trained):
-    from mlops_nb.sources import bundled
+    from mlops_nb.stages.sources import bundled
     from mlops_nb.serving.predlog import PredictionLog, log_url, record_feedback, utcnow
-    from mlops_nb.project import load_project
+    from mlops_nb.core.project import load_project
     project, _, _ = trained
     rows = bundled('acs_employment_ma', '2017').head(400)
     features = {c: [None if pd.isna(v) else (v if isinstance(v, float) else str(v)) for v in rows[c]]
@@ -118,9 +118,9 @@ def test_a_champion_trained_on_another_machine_is_monitored_and_served_from_mlfl
     "Its run folder is not here (a teammate's, through a shared tracking server): its reference comes from its MLflow run"
     from pathlib import Path
     from urllib.parse import urlparse
-    from mlops_nb.project import load_project
+    from mlops_nb.core.project import load_project
     from mlops_nb.serving.models import MlflowRegistry
-    from mlops_nb.tracking import alias_version, client
+    from mlops_nb.registry.tracking import alias_version, client
     project, _, _ = trained
     uri = load_project(project / 'settings.ini').tracking_uri
     c = client(uri)

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 
 from conftest import ROOT, make_project
-from mlops_nb.stages import BUILTIN, TEMPLATES, find_stages, parse_parameters
+from mlops_nb.core.stage import BUILTIN, TEMPLATES, find_stages, parse_parameters
 
 BIN = Path(sys.executable).parent
 
@@ -70,7 +70,7 @@ def test_the_parameters_cell_reads_as_papermill_reads_it():
 
 
 def test_importing_the_package_is_cheap():
-    code = ('import sys, mlops_nb.cli, mlops_nb.runner, mlops_nb.tracking\n'
+    code = ('import sys, mlops_nb.cli, mlops_nb.pipeline.runner, mlops_nb.registry.tracking\n'
             'heavy = [m for m in ("mlflow", "papermill", "sklearn", "matplotlib") if m in sys.modules]\n'
             'assert not heavy, heavy')
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
@@ -80,9 +80,9 @@ def test_importing_the_package_is_cheap():
 def test_stage_notebooks_run_top_to_bottom_with_their_defaults(tmp_path):
     "As in JupyterLab: no parameters injected, working directory notebooks/stages, the project's own store"
     import papermill as pm
-    from mlops_nb.project import load_project
-    from mlops_nb.stages import TRAINING
-    from mlops_nb.tracking import client
+    from mlops_nb.core.project import load_project
+    from mlops_nb.core.stage import TRAINING
+    from mlops_nb.registry.tracking import client
     project = make_project(tmp_path)
     stages_dir = project / 'notebooks' / 'stages'
     def run(name):

@@ -53,9 +53,9 @@ def test_a_stage_notebook_of_an_earlier_version_says_which_line_to_change(tmp_pa
     "A project made before `register` moved out of mlops_nb.tracking: one line naming the notebook and the new import"
     project = init_project(tmp_path)
     nb = project / 'notebooks' / 'stages' / '07_register.ipynb'
-    nb.write_text(nb.read_text().replace('from mlops_nb.register import register', 'from mlops_nb.tracking import register'))
+    nb.write_text(nb.read_text().replace('from mlops_nb.stages.register import register', 'from mlops_nb.tracking import register'))
     res = cli(project, 'run')
     assert res.returncode == 1 and 'Traceback' not in res.stderr, res.stderr
     assert res.stderr.splitlines() == [f'error: {project / "settings.ini"}: 07_register.ipynb: `from mlops_nb.tracking import register` '
-                                       'no longer works: register moved; write `from mlops_nb.register import register`']
+                                       'no longer works: register moved; write `from mlops_nb.stages.register import register`']
     assert not (project / 'runs').exists()

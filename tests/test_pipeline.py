@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import MLOPS_NB, batch_without, cli, manifests
-from mlops_nb.core import sha256_path
+from mlops_nb.core.basics import sha256_path
 
 STAGES = ['ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register']
 
@@ -21,7 +21,7 @@ def tracking_uri(project):
 
 
 def champion_version(project):
-    from mlops_nb.tracking import alias_version, client
+    from mlops_nb.registry.tracking import alias_version, client
     v = alias_version(client(tracking_uri(project)), 'acs-employment')
     return None if v is None else str(v.version)
 
@@ -81,7 +81,7 @@ def test_executed_notebooks_keep_outputs_and_parameters(trained):
 
 def test_mlflow_has_parent_and_nested_runs(trained):
     project, _, m = trained
-    from mlops_nb.tracking import client
+    from mlops_nb.registry.tracking import client
     c = client(tracking_uri(project))
     parent = c.get_run(m['mlflow']['run_id'])
     assert parent.data.tags['mlops_nb.run_id'] == m['run_id'] and parent.info.status == 'FINISHED'

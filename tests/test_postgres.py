@@ -174,7 +174,7 @@ def test_pipeline_against_a_postgres_tracking_server(tmp_path, pg_database):
         assert reg.version_of('champion') == winner, "serve's hot reload sees the move"
 
         from mlflow.tracking import MlflowClient
-        from mlops_nb.gate import history
+        from mlops_nb.registry.gate import history
         c = MlflowClient(srv.uri, registry_uri=srv.uri)
         assert [m.name for m in c.search_registered_models()] == ['acs-employment'], 'no lock left behind'
         assert [e['event'] for e in history(c, 'acs-employment')] == ['approved', 'approved', 'rolled_back']
@@ -191,7 +191,7 @@ def test_champion_lock_on_a_postgres_store(pg_database):
     "The registry lock of a shared store excludes concurrent movers: no update lost in read-modify-write cycles"
     import time
     from mlflow.tracking import MlflowClient
-    from mlops_nb.gate import _model_lock
+    from mlops_nb.registry.gate import _model_lock
     clients = [MlflowClient(pg_database, registry_uri=pg_database) for _ in range(4)]
     clients[0].create_registered_model('counter', tags={'n': '0'})
 

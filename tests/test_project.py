@@ -68,7 +68,7 @@ def add_stage(project: Path, body: str | None = None, name: str = '035_my_check.
     "A stage of the project's own: a parameters cell, then code that reads an earlier stage's table and writes its own"
     params = "run_dir: str = '../../runs/interactive'  # run folder\nmin_amount: float = 0.0  # training rows with a smaller credit amount are dropped"
     code = body or textwrap.dedent("""\
-        from mlops_nb.project import stage_context
+        from mlops_nb.core.project import stage_context
         ctx = stage_context(run_dir, 'my_check')
         train = ctx.read('train.parquet')
         kept = train[train['Credit amount'] >= min_amount]
@@ -212,7 +212,7 @@ def test_wheel_init_run_add_a_stage_and_change_the_model(wheel_env, tmp_path):
     assert {'runs/', 'mlflow.db', 'mlartifacts/', 'predictions.db*'} <= set((demo / '.gitignore').read_text().split())
     out = ok(mlops(demo, *RUN, '-p', 'ingest.max_rows=2000', '-p', 'audit.n_boot=50', exe=exe)).stdout
     assert 'model    demo version 1, approved by tester: champion' in out, out
-    from mlops_nb.sources import bundled
+    from mlops_nb.stages.sources import bundled
     bundled('acs_employment_ma').head(300).to_csv(tmp_path / 'acs.csv', index=False)  # as a user's CSV: codes read as ints
     check_champion(demo, 'demo', tmp_path / 'acs.csv', wheel_env, tmp_path / 'demo-clients')
     # a CSV of one's own: 1/2 labels, no id, no time

@@ -24,14 +24,14 @@ def stream(task='classification', seed=0, rows=ROWS, change=CHANGE):
 
 
 def init(folder: Path, data: Path, target='y'):
-    from mlops_nb.scaffold import init_project
+    from mlops_nb.pipeline.scaffold import init_project
     return init_project(folder, str(data), target, echo=lambda *_: None)
 
 
 def replay_in(project: Path, data: Path, batch=str(BATCH), **kw):
     "The replay stage of `project` on `data`, in-process, with the project's settings (as `mlops-nb replay` runs it)"
-    from mlops_nb.project import load_project
-    from mlops_nb.replay import replay_stage
+    from mlops_nb.core.project import load_project
+    from mlops_nb.monitoring.replay import replay_stage
     p = load_project(project / 'settings.ini', ['replay.window_batches=2', 'replay.cooldown_batches=2'])
     r = p.settings['replay']
     return replay_stage(str(project / 'runs' / 'test'), p.settings, p.root, data=str(data), batch=batch,

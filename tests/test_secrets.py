@@ -19,7 +19,7 @@ import httpx
 import pandas as pd
 
 from conftest import MLOPS_NB, cli, make_project, manifests
-from mlops_nb.trackserver import free_port
+from mlops_nb.registry.server import free_port
 from test_postgres import pg_database  # noqa: F401 (a fixture)
 
 TARGET = 'employed'
@@ -78,7 +78,7 @@ def _rows_with(uri: str, secret: str):
 def test_a_password_in_every_url_setting_lands_nowhere(tmp_path, pg_database):
     "Run (settings and -p), a run that fails and its resume, serve with feedback, report, show, diff, settings: no password anywhere"
     from sqlalchemy.engine import make_url
-    from mlops_nb.sources import bundled
+    from mlops_nb.stages.sources import bundled
     db_password, token, token2 = make_url(pg_database).password, f'tok{uuid.uuid4().hex}', f'tok{uuid.uuid4().hex}'
     assert db_password and db_password in pg_database
     (tmp_path / 'www').mkdir()

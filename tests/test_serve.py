@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import MLOPS_NB, cli, make_project
-from mlops_nb.trackserver import free_port
+from mlops_nb.registry.server import free_port
 
 MODEL = 'acs-employment'
 BIN = Path(sys.executable).parent
@@ -30,10 +30,11 @@ def served(tmp_path_factory):
     The models are trained by the stage functions on 2,000 rows and registered with the MLflow client, with the
     `mlops_nb.run_dir` tag the register stage sets (the gate deciding promotion is not what is tested here)."""
     from mlflow.tracking import MlflowClient
-    from mlops_nb.data import ingest
-    from mlops_nb.model import make_features, model_input, train
-    from mlops_nb.project import load_project
-    from mlops_nb.validate import validate
+    from mlops_nb.stages.data import ingest
+    from mlops_nb.stages.features import make_features, model_input
+    from mlops_nb.stages.train import train
+    from mlops_nb.core.project import load_project
+    from mlops_nb.stages.validate import validate
     project = make_project(tmp_path_factory.mktemp('serve'))
     p = load_project(project / 'settings.ini')
     c = MlflowClient(p.tracking_uri, registry_uri=p.tracking_uri)
@@ -344,7 +345,7 @@ def test_regressor_pipelines_answer_numbers_without_scores(served, tmp_path):
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
-    from mlops_nb.model import pip_requirements
+    from mlops_nb.registry.models import pip_requirements
     from mlops_nb.serving.predlog import read_predictions
     from mlops_nb.serving.app import ModelServer, ServeConfig
     from mlops_nb.serving.models import load_model_dir

@@ -129,9 +129,9 @@ def test_sweep_errors_are_messages(project):
 
 def test_check_workers_says_what_workers_cannot_reach(project):
     from distributed import Client, LocalCluster
-    from mlops_nb.core import MlopsError
-    from mlops_nb.project import load_project
-    from mlops_nb.sweep import _probe, check_workers
+    from mlops_nb.core.basics import MlopsError
+    from mlops_nb.core.project import load_project
+    from mlops_nb.pipeline.sweep import _probe, check_workers
     p = load_project(project/'settings.ini')
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
         assert len(check_workers(client, p)) == 1, 'a worker on this machine sees the same paths'

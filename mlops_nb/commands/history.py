@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 from .output import fmt, rel, table
-from ..manifest import find_run, list_runs, read_manifest
-from ..project import load_project
+from ..core.manifest import find_run, list_runs, read_manifest
+from ..core.project import load_project
 
 # %% auto #0
 __all__ = ['cmd_runs', 'cmd_show', 'cmd_lineage', 'cmd_data_versions', 'cmd_report', 'cmd_diff', 'cmd_ui', 'add_commands']
@@ -63,14 +63,14 @@ def cmd_show(args):
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #68ce8a88
 def cmd_lineage(args):
-    from mlops_nb.monitor import lineage
+    from mlops_nb.monitoring.monitor import lineage
     project = load_project(args.settings)
     print(lineage(project, args.version, args.model))
     return 0
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #beead28e
 def cmd_data_versions(args):
-    from mlops_nb.data import data_versions
+    from mlops_nb.stages.data import data_versions
     project = load_project(args.settings)
     rows = data_versions(list_runs(project))
     for r in rows: r.update(first_used=(r['first_used'] or '').replace('+00:00', 'Z'), last_used=(r['last_used'] or '').replace('+00:00', 'Z'))
@@ -109,7 +109,7 @@ def cmd_ui(args):
     import subprocess
     from mlops_nb.reporting.dashboard import dashboard_server, render_dashboard
     from mlops_nb.reporting.report import render_reports
-    from mlops_nb.trackserver import mlflow_ui
+    from mlops_nb.registry.server import mlflow_ui
     project = load_project(args.settings)
     render_reports([project.runs_dir/m['run_id'] for m in list_runs(project) if not (project.runs_dir/m['run_id']/'report.html').is_file()])
     render_dashboard(project)

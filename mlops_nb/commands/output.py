@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..manifest import read_manifest
+from ..core.manifest import read_manifest
 
 # %% auto #0
 __all__ = ['table', 'fmt', 'rel', 'render_pages', 'print_training_run']
@@ -47,7 +47,7 @@ def print_training_run(run_dir:Path, approve_as:str|None, project):
         decision, reg = s.get('decision'), m['stages'][-1].get('result') or {}
         if reg.get('already_champion'): decision = 'the champion already'
         elif decision == 'pending_approval' and approve_as:
-            from mlops_nb.gate import approve
+            from mlops_nb.registry.gate import approve
             approve(run_dir, by=approve_as, note='approved at run time with --approve-as')
             render_pages(project, run_dir)
             decision = f'approved by {approve_as}: champion'

@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 from .output import fmt, print_training_run, rel, table
-from ..core import MlopsError
-from ..manifest import find_run, read_manifest
-from ..project import load_project
-from ..runner import reproduce_run, run_pipeline
+from ..core.basics import MlopsError
+from ..core.manifest import find_run, read_manifest
+from ..core.project import load_project
+from ..pipeline.runner import reproduce_run, run_pipeline
 
 # %% auto #0
 __all__ = ['cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_reproduce', 'cmd_sweep', 'add_commands']
@@ -28,7 +28,7 @@ def cmd_run(args):
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #9fb5cff9
 def cmd_monitor(args):
     from mlops_nb.serving.predlog import log_batch
-    from mlops_nb.stages import MONITORING
+    from mlops_nb.core.stage import MONITORING
     if bool(args.data) == bool(args.from_log): raise MlopsError('give the batch to monitor: --data SOURCE or --from-log [--since WHEN]')
     base = load_project(args.settings, args.param)
     source = str(log_batch(base, args.since, args.until)) if args.from_log else args.data
@@ -64,7 +64,7 @@ def cmd_monitor(args):
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #c6fa3eb5
 def cmd_replay(args):
-    from mlops_nb.replay import replay_input, summary_lines
+    from mlops_nb.monitoring.replay import replay_input, summary_lines
     if args.data and args.dataset: raise MlopsError('give --data FILE or --dataset NAME, not both')
     local = Path(args.data).expanduser() if args.data else None
     data = str(local.resolve()) if local is not None and local.exists() else args.data  # a glob or URI stays as given
@@ -92,7 +92,7 @@ def cmd_reproduce(args):
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #5d5390e7
 def cmd_sweep(args):
-    from mlops_nb.sweep import parse_axis, run_sweep
+    from mlops_nb.pipeline.sweep import parse_axis, run_sweep
     executor = args.executor or ('dask' if args.scheduler or args.workers else 'local')
     if args.resume:
         if args.param or args.set or args.sample:

@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 
 from .output import table
-from ..core import MlopsError
-from ..credentials import hide
-from ..project import load_project
+from ..core.basics import MlopsError
+from ..core.credentials import hide
+from ..core.project import load_project
 
 # %% auto #0
 __all__ = ['cmd_init', 'cmd_settings', 'cmd_lab', 'add_commands']
 
 # %% ../../notebooks/lib/commands/01_project.ipynb #fab3fca1
 def cmd_init(args):
-    from mlops_nb.scaffold import init_project
+    from mlops_nb.pipeline.scaffold import init_project
     folder = Path(args.dir)
     if args.notebooks:
         init_project(folder, notebooks_only=True)
@@ -30,7 +30,7 @@ def cmd_init(args):
 
 # %% ../../notebooks/lib/commands/01_project.ipynb #892c1347
 def cmd_settings(args):
-    from mlops_nb.stages import declared_settings
+    from mlops_nb.core.stage import declared_settings
     project = load_project(args.settings, args.param)
     nbs = project.notebooks
     rows = [{'setting': f'{s}.{k}', 'type': p.type.__name__, 'value': repr(hide(project.settings[s][k])), 'default': repr(p.default),

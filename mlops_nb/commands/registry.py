@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .output import render_pages, table
-from ..core import MlopsError
-from ..manifest import find_run
-from ..project import load_project
+from ..core.basics import MlopsError
+from ..core.manifest import find_run
+from ..core.project import load_project
 
 # %% auto #0
 __all__ = ['cmd_approve', 'cmd_rollback', 'cmd_models', 'cmd_audit', 'cmd_tracking_server', 'add_commands']
@@ -22,7 +22,7 @@ def _project_registry(args):
 
 # %% ../../notebooks/lib/commands/04_registry.ipynb #9f762b02
 def cmd_approve(args):
-    from mlops_nb.gate import approve, reject
+    from mlops_nb.registry.gate import approve, reject
     project = load_project(args.settings)
     run_dir = find_run(project, args.run)
     e = (approve if args.command == 'approve' else reject)(run_dir, by=args.by, note=args.note or '')
@@ -34,7 +34,7 @@ def cmd_approve(args):
 
 # %% ../../notebooks/lib/commands/04_registry.ipynb #a479949d
 def cmd_rollback(args):
-    from mlops_nb.gate import rollback
+    from mlops_nb.registry.gate import rollback
     r = rollback(*_project_registry(args), by=args.by, note=args.note, to=args.to)
     render_pages(load_project(args.settings))
     print(f"{r['model_name']}: champion is version {r['champion']} again (was {r['replaced']})")
@@ -42,7 +42,7 @@ def cmd_rollback(args):
 
 # %% ../../notebooks/lib/commands/04_registry.ipynb #09fcd881
 def cmd_models(args):
-    from mlops_nb.gate import models
+    from mlops_nb.registry.gate import models
     uri, name = _project_registry(args)
     rows = models(uri, name)
     if not rows: print(f'no registered versions of {name} in {uri}')
@@ -52,7 +52,7 @@ def cmd_models(args):
 # %% ../../notebooks/lib/commands/04_registry.ipynb #721c2e90
 def cmd_audit(args):
     import pandas as pd
-    from mlops_nb.audit import audit_table, write_audit
+    from mlops_nb.stages.audit import audit_table, write_audit
     path = Path(args.data)
     if not path.is_file(): raise MlopsError(f'{path}: no such file')
     try: df = pd.read_parquet(path) if path.suffix.lower() in ('.parquet', '.pq') else pd.read_csv(path)
@@ -72,7 +72,7 @@ def cmd_audit(args):
 
 # %% ../../notebooks/lib/commands/04_registry.ipynb #8b010a2b
 def cmd_tracking_server(args):
-    from mlops_nb.trackserver import tracking_server
+    from mlops_nb.registry.server import tracking_server
     return tracking_server(args.backend_store or '', args.artifacts or '', args.host, args.port, args.workers, args.settings,
                            echo=lambda line: print(line, flush=True))
 

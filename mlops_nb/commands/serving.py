@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from .output import render_pages
-from ..project import load_project
+from ..core.project import load_project
 
 # %% auto #0
 __all__ = ['cmd_serve', 'cmd_feedback', 'cmd_predictions_export', 'cmd_abtest', 'add_commands']
@@ -37,7 +37,7 @@ def cmd_predictions_export(args):
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #33e83b53
 def cmd_abtest(args):
-    from mlops_nb.abtest import ab_text, abtest_log, write_ab
+    from mlops_nb.monitoring.abtest import ab_text, abtest_log, write_ab
     from mlops_nb.serving.predlog import log_url, parse_when
     url = log_url(load_project(args.settings))
     if args.all_labels: print('warning: --all-labels counts labels not marked independent of the model; labels that echo '
@@ -50,7 +50,7 @@ def cmd_abtest(args):
         write_ab(r, args.json)
         print(f'\nresult written to {args.json}')
     if args.promote:
-        from mlops_nb.gate import promote_by_abtest
+        from mlops_nb.registry.gate import promote_by_abtest
         project = load_project(args.settings)
         moved = promote_by_abtest(project.tracking_uri, project.settings['project']['model_name'], r, args.by or '')
         print(f"\nversion {moved['champion']} of {moved['model_name']} is champion (was {moved['replaced']}): {moved['note']}")

@@ -84,7 +84,7 @@ def key_metric_chart(runs:list, # manifests, oldest first
                 f'{key} of every training run that reached the evaluate stage; the label is the value and the model version.')
 
 # %% ../../notebooks/lib/reporting/03_charts.ipynb #c009
-def champion_chart(events:list, # `mlops_nb.gate.history`: oldest first
+def champion_chart(events:list, # `mlops_nb.registry.gate.history`: oldest first
                   ):
     "Chart of the champion's version over its history, each promotion, approval, rejection and rollback labelled; None without events"
     if not events: return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core import MlopsError, atomic_write_text, utc_now
+from ..core.basics import MlopsError, atomic_write_text, utc_now
 from .charts import TRAINING_KINDS, champion_chart, key_metric_chart, monitor_charts
 from .diff import diff_path, write_diff
 from .pages import render
@@ -21,15 +21,15 @@ def champion_history(project):
     "The champion's history from the project's registry; [] when there is no store or no registered model"
     uri = project.tracking_uri
     if uri.startswith('sqlite:///') and not Path(uri[len('sqlite:///'):]).is_file(): return []
-    from mlops_nb.gate import history
-    from mlops_nb.tracking import client
+    from mlops_nb.registry.gate import history
+    from mlops_nb.registry.tracking import client
     try: return history(client(uri), project.settings['project']['model_name'])
     except Exception: return []  # no model registered yet: no history to draw
 
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c006
 def _thresholds(runs:list, key:str):
     "Absolute `at least`/`at most` criteria on `key` of the latest training run's evaluate settings"
-    from mlops_nb.gate import parse_criteria
+    from mlops_nb.registry.gate import parse_criteria
     train = [m for m in runs if m.get('kind') in TRAINING_KINDS]
     text = ((train[-1].get('settings') or {}).get('evaluate') or {}).get('criteria', '') if train else ''
     try: return [(c['op'], c['value']) for c in parse_criteria(text, 'evaluate.criteria') if c['measure'] == key and c['kind'] == 'value']
@@ -68,7 +68,7 @@ def _diffs(runs:list, runs_dir:Path, write:bool):
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c010
 def dashboard_html(project, runs:list|None=None, write_diffs:bool=True)->str:
     "The dashboard page of `project` (a `Project`) over `runs` (manifests, oldest first; default: every run)"
-    from mlops_nb.manifest import list_runs
+    from mlops_nb.core.manifest import list_runs
     runs = list_runs(project) if runs is None else runs
     runs_dir, key, model_name = project.runs_dir, project.settings['project']['key_metric'], project.settings['project']['model_name']
     names, diffs = _metric_names(key), _diffs(runs, runs_dir, write_diffs)

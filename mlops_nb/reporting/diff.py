@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..core import MlopsError, atomic_write_text
+from ..core.basics import MlopsError, atomic_write_text
 from .pages import render
 
 # %% auto #0
@@ -28,7 +28,7 @@ def _json(path:Path):
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c006
 def _artifact(run_dir:Path, stage:str, output:str):
-    from mlops_nb.stages import get_stage
+    from mlops_nb.core.stage import get_stage
     try: return _json(run_dir/get_stage(stage).outputs[output])
     except (MlopsError, KeyError): return None
 
@@ -63,7 +63,7 @@ def diff_runs(run_a:str|Path, # the earlier run folder
               run_b:str|Path, # the later run folder
              ):
     "What differs between two runs (inputs), what moved (outputs), and the likely cause"
-    from mlops_nb.manifest import read_manifest
+    from mlops_nb.core.manifest import read_manifest
     da, db = Path(run_a).resolve(), Path(run_b).resolve()
     a, b = read_manifest(da), read_manifest(db)
     sa, sb = a.get('summary') or {}, b.get('summary') or {}

@@ -10,7 +10,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from ..core import atomic_write_text
+from ..core.basics import atomic_write_text
 
 # %% auto #0
 __all__ = ['notebook_exporter', 'static_diagram', 'notebook_html', 'fragments', 'prerender']

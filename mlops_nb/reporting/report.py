@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..core import MlopsError, atomic_write_text
+from ..core.basics import MlopsError, atomic_write_text
 from .notebooks import fragments, notebook_exporter, notebook_html
 from .pages import render
 
@@ -124,7 +124,7 @@ def _facts(m:dict):
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c019
 def _stage(run_dir:Path, m:dict, r:dict, exporter):
     "What the report shows of stage record `r`: status, time, links, why it failed, and its notebook rendered"
-    from mlops_nb.stages import get_stage
+    from mlops_nb.core.stage import get_stage
     try: purpose = r.get('purpose') or get_stage(r['name']).purpose
     except MlopsError: purpose = ''  # a project's own stage recorded before stages recorded their purpose
     nb, log = run_dir/r['notebook'], run_dir/'logs'/f"{Path(r['notebook']).stem}.log"
@@ -141,7 +141,7 @@ def _stage(run_dir:Path, m:dict, r:dict, exporter):
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c020
 def report_html(run_dir:str|Path, exporter=None)->str:
     "The report page of the run folder `run_dir`"
-    from mlops_nb.manifest import read_manifest
+    from mlops_nb.core.manifest import read_manifest
     run_dir = Path(run_dir).resolve()
     m = read_manifest(run_dir)
     d = run_decision(m)
@@ -154,7 +154,7 @@ def report_html(run_dir:str|Path, exporter=None)->str:
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c022
 def render_report(run_dir:str|Path, exporter=None)->Path:
     "Write `report.html` in the run folder `run_dir`; return its path"
-    from mlops_nb.manifest import read_manifest
+    from mlops_nb.core.manifest import read_manifest
     run_dir = Path(run_dir).resolve()
     out = atomic_write_text(run_dir/'report.html', report_html(run_dir, exporter))
     if read_manifest(run_dir)['status'] == 'completed': out.chmod(out.stat().st_mode & ~0o222)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from fastcore.basics import patch
 
-from ..core import MlopsError
-from ..credentials import mask
+from ..core.basics import MlopsError
+from ..core.credentials import mask
 
 try:  # the serving stack is the extra mlops-nb[serve]: without it, `mlops-nb serve` says how to install it, no traceback
     import uvicorn
@@ -72,7 +72,7 @@ def parse_weights(text:str):
     return b / (a + b)
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c021b
-def config_from_project(project, # a `mlops_nb.project.Project`
+def config_from_project(project, # a `mlops_nb.core.project.Project`
                         model:str|None=None, # registered model name; default: [project] model_name
                         alias:str='champion', # the alias answering by default
                        ):
@@ -462,7 +462,7 @@ def tune_process():
 # %% ../../notebooks/lib/serving/06_app.ipynb #c030b
 def create_app(settings_file:str|None=None, model:str|None=None, alias:str='champion'):
     "The ASGI app for the project of `settings_file` (default: `MLOPS_NB_SETTINGS`, else the nearest settings.ini)"
-    from mlops_nb.project import load_project
+    from mlops_nb.core.project import load_project
     server = server_from_project(load_project(settings_file or os.environ.get('MLOPS_NB_SETTINGS')), model, alias)
     tune_process()
     return server.app()
@@ -472,7 +472,7 @@ def serve(server:ModelServer, host:str='127.0.0.1', port:int=8000, echo=print):
     "Run `server` on uvicorn until Ctrl-C or SIGTERM; in-flight requests are answered and logged before it exits"
     tune_process()
     if server.cfg.log_url:  # before uvicorn, whose startup would fail on it with a traceback
-        from mlops_nb.services import service_problems
+        from mlops_nb.registry.services import service_problems
         if problems := service_problems(server.cfg.log_url, service=('the prediction log', 'serve.prediction_log (off: no log)')):
             raise MlopsError(problems[0])
     c, ch = server.models['champion'], server.models.get('challenger')

@@ -37,7 +37,7 @@ def load_model_dir(model_dir:str|Path, # an MLflow model folder (MLmodel, model.
                   ):
     "A `ServedModel` from an MLflow sklearn model folder, warmed up"
     import yaml
-    from mlops_nb.model import load_pipeline
+    from mlops_nb.registry.models import load_pipeline
     model_dir = Path(model_dir)
     mlmodel = yaml.safe_load((model_dir/'MLmodel').read_text())
     schema_file = Path(run_dir)/'artifacts/02_validate/schema.json' if run_dir else None
@@ -62,13 +62,13 @@ def load_model_dir(model_dir:str|Path, # an MLflow model folder (MLmodel, model.
 class MlflowRegistry:
     "Aliases and versions of one registered model in an MLflow registry"
     def __init__(self, tracking_uri:str, model_name:str, cache_dir:str|Path, keep:int=3):
-        from mlops_nb.tracking import client
+        from mlops_nb.registry.tracking import client
         self.model_name, self.cache_dir, self.keep = model_name, Path(cache_dir), keep
         self.client, self._loaded = client(tracking_uri), {}
 
     def version_of(self, alias:str):
         "The version holding `alias`, or None"
-        from mlops_nb.tracking import alias_version
+        from mlops_nb.registry.tracking import alias_version
         mv = alias_version(self.client, self.model_name, alias)
         return str(mv.version) if mv is not None else None
 
@@ -94,7 +94,7 @@ class MlflowRegistry:
         "The `ServedModel` of `version` (downloaded once, kept for rollbacks)"
         import shutil
         import tempfile
-        from mlops_nb.tracking import download_model
+        from mlops_nb.registry.tracking import download_model
         if version in self._loaded: return self._loaded[version]
         os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # no progress bars in a server's output
         mv = self.client.get_model_version(self.model_name, version)

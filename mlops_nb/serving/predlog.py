@@ -15,8 +15,8 @@ from pathlib import Path
 
 from fastcore.basics import patch
 
-from ..core import MlopsError, atomic_path, utc_now
-from ..credentials import mask, reveal
+from ..core.basics import MlopsError, atomic_path, utc_now
+from ..core.credentials import mask, reveal
 
 # %% auto #0
 __all__ = ['log_url', 'open_store', 'dumps', 'loads', 'utcnow', 'columns_json', 'PredictionLog', 'feedback_record',
@@ -55,11 +55,11 @@ def _tables():
     return md, {'predictions': predictions, 'shadow': shadow, 'feedback': feedback}
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c004a
-def log_url(project, # a `mlops_nb.project.Project`
+def log_url(project, # a `mlops_nb.core.project.Project`
             required:bool=True, # raise when the log is off; else return None
            ):
     "The SQLAlchemy URL of `project`'s prediction log (`[serve] prediction_log`)"
-    from mlops_nb.project import _absolute_uri
+    from mlops_nb.core.project import _absolute_uri
     text = project.settings['serve']['prediction_log'].strip()
     if text.lower() == 'off':
         if required: raise MlopsError(f'{project.settings_file.name}: serve.prediction_log is off: there is no prediction log')
@@ -387,7 +387,7 @@ def export_predictions(url:str, # SQLAlchemy URL of the prediction log
     return len(df)
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c016
-def log_batch(project, # a `mlops_nb.project.Project`
+def log_batch(project, # a `mlops_nb.core.project.Project`
               since:str|None=None, until:str|None=None, # `parse_when` texts; None: from the first, to the last
              ):
     "The prediction log between `since` and `until` as a batch file: features, target (independent labels kept apart), id, time"

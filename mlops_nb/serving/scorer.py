@@ -20,7 +20,7 @@ __all__ = ['frame', 'general_scorer', 'fast_scorer', 'TreeTables', 'choose_score
 def _labels(classes, proba, positive=None):
     "Labels, and the score of the `positive` label (of the second class when None)"
     import numpy as np
-    from mlops_nb.columns import positive_index
+    from mlops_nb.core.columns import positive_index
     labels = classes.take(proba.argmax(axis=1)) if classes is not None else proba.argmax(axis=1)
     score = proba[:, positive_index(classes, positive) if classes is not None else 1] if proba.shape[1] == 2 else proba.max(axis=1)
     return labels, np.ascontiguousarray(score)
