@@ -12,6 +12,7 @@ reused, (c) <= 3 s, (a)/(d) <= 1.5.
 
 Usage: python benchmarks/inner_loop.py [--max-rows N]
 """
+
 import argparse
 import json
 import os
@@ -33,16 +34,24 @@ MLOPS_NB = Path(sys.executable).parent / 'mlops-nb'
 
 def project(tmp: Path, max_rows: int):
     shutil.copytree(ROOT / 'notebooks' / 'stages', tmp / 'notebooks' / 'stages')
-    (tmp / 'settings.ini').write_text((ROOT / 'settings.ini').read_text().replace('max_rows = 0', f'max_rows = {max_rows}'))
+    (tmp / 'settings.ini').write_text(
+        (ROOT / 'settings.ini').read_text().replace('max_rows = 0', f'max_rows = {max_rows}')
+    )
     return tmp
 
 
 def timed_run(proj: Path, *args):
     "`(wall seconds, manifest)` of one `mlops-nb run` in a new process"
     t0 = time.perf_counter()
-    res = subprocess.run([str(MLOPS_NB), '--settings', str(proj / 'settings.ini'), 'run', *args], cwd=proj, capture_output=True, text=True)
+    res = subprocess.run(
+        [str(MLOPS_NB), '--settings', str(proj / 'settings.ini'), 'run', *args],
+        cwd=proj,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
-    if res.returncode: sys.exit(f'mlops-nb run {" ".join(args)} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}')
+    if res.returncode:
+        sys.exit(f'mlops-nb run {" ".join(args)} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}')
     manifest = json.loads(max((proj / 'runs').glob('*/manifest.json')).read_text())
     return wall, manifest
 
@@ -51,13 +60,16 @@ def floor_script(proj: Path, manifest: dict):
     "A script of the code cells of `manifest`'s executed notebooks, writing into a run folder of its own"
     src, dst = proj / 'runs' / manifest['run_id'], proj / 'runs' / 'floor'
     dst.mkdir()
-    for f in ('manifest.json', 'params.yaml'): shutil.copy(src / f, dst / f)
+    for f in ('manifest.json', 'params.yaml'):
+        shutil.copy(src / f, dst / f)
     parts = ['import time, json', 'from IPython.display import display', 'times = {}']
     for r in manifest['stages']:
         nb = nbformat.read(src / r['notebook'], as_version=4)
         code = '\n'.join(c.source for c in nb.cells if c.cell_type == 'code')
         code = code.replace(str(src), str(dst))
-        code = re.sub(r'^mlflow_run_id = .*$', "mlflow_run_id = ''", code, flags=re.M)  # register starts its own MLflow run
+        code = re.sub(
+            r'^mlflow_run_id = .*$', "mlflow_run_id = ''", code, flags=re.M
+        )  # register starts its own MLflow run
         parts += ['_t0 = time.perf_counter()', code, f'times[{r["name"]!r}] = time.perf_counter() - _t0']
     parts.append("print('TIMES ' + json.dumps(times))")
     path = proj / 'floor.py'
@@ -77,24 +89,45 @@ def main():
         c, mc = timed_run(proj, '-p', 'train.learning_rate=0.05')
         script, _ = floor_script(proj, ma)
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, str(script)], cwd=proj / 'runs' / 'floor', capture_output=True, text=True,
-                             env={**os.environ, 'MPLBACKEND': 'Agg'})
+        res = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=proj / 'runs' / 'floor',
+            capture_output=True,
+            text=True,
+            env={**os.environ, 'MPLBACKEND': 'Agg'},
+        )
         floor = time.perf_counter() - t0
-        if res.returncode: sys.exit(f'the floor script failed:\n{res.stderr[-3000:]}')
+        if res.returncode:
+            sys.exit(f'the floor script failed:\n{res.stderr[-3000:]}')
         stage_floor = json.loads(next(l for l in res.stdout.splitlines() if l.startswith('TIMES '))[6:])
     reused = lambda m: [r['name'] for r in m['stages'] if r.get('cached_from')]
     print(f'\ndefault pipeline ({len(ma["stages"])} stages), {ma["summary"].get("rows", 0):,} rows')
     print(f'{"":<48}{"wall s":>8}{"x (d)":>8}  reused')
-    for label, wall, m in (('(a) cold full run', a, ma), ('(b) after -p train.learning_rate=0.05', b, mb),
-                           ('(c) unchanged re-run', c, mc), ('(d) floor: the cells in one Python process', floor, None)):
+    for label, wall, m in (
+        ('(a) cold full run', a, ma),
+        ('(b) after -p train.learning_rate=0.05', b, mb),
+        ('(c) unchanged re-run', c, mc),
+        ('(d) floor: the cells in one Python process', floor, None),
+    ):
         print(f'{label:<48}{wall:>8.1f}{wall / floor:>8.2f}  {", ".join(reused(m)) if m else ""}')
     print('\nper stage: cells in (a) and in the floor, wall in (a)')
     for r in ma['stages']:
-        print(f'  {r["name"]:<10} cells {r.get("cells_s", 0):6.2f} s   floor {stage_floor.get(r["name"], 0):6.2f} s   wall {r["duration_s"]:6.2f} s')
-    goals = [('(a) <= 15 s', a <= 15), ('(b) <= 10 s', b <= 10), ('(b) reuses ingest, validate, features', reused(mb)[:3] == ['ingest', 'validate', 'features']),
-             ('(c) <= 3 s', c <= 3), ('(a)/(d) <= 1.5', a / floor <= 1.5)]
+        print(
+            f'  {r["name"]:<10} cells {r.get("cells_s", 0):6.2f} s   floor {stage_floor.get(r["name"], 0):6.2f} s   wall {r["duration_s"]:6.2f} s'
+        )
+    goals = [
+        ('(a) <= 15 s', a <= 15),
+        ('(b) <= 10 s', b <= 10),
+        ('(b) reuses ingest, validate, features', reused(mb)[:3] == ['ingest', 'validate', 'features']),
+        ('(c) <= 3 s', c <= 3),
+        ('(a)/(d) <= 1.5', a / floor <= 1.5),
+    ]
     print('\ngoals: ' + ', '.join(f'{g} {"met" if ok else "NOT met"}' for g, ok in goals))
-    print(json.dumps({'cold_s': round(a, 2), 'one_param_s': round(b, 2), 'unchanged_s': round(c, 2), 'floor_s': round(floor, 2)}))
+    print(
+        json.dumps(
+            {'cold_s': round(a, 2), 'one_param_s': round(b, 2), 'unchanged_s': round(c, 2), 'floor_s': round(floor, 2)}
+        )
+    )
 
 
 if __name__ == '__main__':

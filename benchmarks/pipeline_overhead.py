@@ -8,6 +8,7 @@ Three ways of running notebooks are compared:
 
 Usage: python benchmarks/pipeline_overhead.py [--max-rows N] [--repeat K]
 """
+
 import argparse
 import json
 import os
@@ -27,17 +28,37 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine():
-    mem = next((l.split()[1] for l in open('/proc/meminfo') if l.startswith('MemTotal')), '?') if os.path.exists('/proc/meminfo') else '?'
-    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor()) \
-        if os.path.exists('/proc/cpuinfo') else platform.processor()
-    print(f'machine: {platform.platform()}, {os.cpu_count()} cores ({cpu}), {int(mem) // 1024**2 if mem != "?" else "?"} GiB')
-    print('versions: python ' + platform.python_version() + ', ' +
-          ', '.join(f'{p} {version(p)}' for p in ('mlops-nb', 'papermill', 'nbclient', 'ipykernel', 'jupyter-client', 'mlflow')))
+    mem = (
+        next((l.split()[1] for l in open('/proc/meminfo') if l.startswith('MemTotal')), '?')
+        if os.path.exists('/proc/meminfo')
+        else '?'
+    )
+    cpu = (
+        next(
+            (l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')),
+            platform.processor(),
+        )
+        if os.path.exists('/proc/cpuinfo')
+        else platform.processor()
+    )
+    print(
+        f'machine: {platform.platform()}, {os.cpu_count()} cores ({cpu}), {int(mem) // 1024**2 if mem != "?" else "?"} GiB'
+    )
+    print(
+        'versions: python '
+        + platform.python_version()
+        + ', '
+        + ', '.join(
+            f'{p} {version(p)}' for p in ('mlops-nb', 'papermill', 'nbclient', 'ipykernel', 'jupyter-client', 'mlflow')
+        )
+    )
 
 
 def project(tmp: Path, max_rows: int):
     shutil.copytree(ROOT / 'notebooks' / 'stages', tmp / 'notebooks' / 'stages')
-    (tmp / 'settings.ini').write_text((ROOT / 'settings.ini').read_text().replace('max_rows = 0', f'max_rows = {max_rows}'))
+    (tmp / 'settings.ini').write_text(
+        (ROOT / 'settings.ini').read_text().replace('max_rows = 0', f'max_rows = {max_rows}')
+    )
     return tmp
 
 
@@ -49,6 +70,7 @@ def mlops_nb_overheads(proj: Path):
     from mlops_nb.core.project import load_project
     from mlops_nb.core.manifest import read_manifest
     from mlops_nb.pipeline.runner import run_pipeline
+
     run_dir = run_pipeline(load_project(proj / 'settings.ini'), echo=lambda *_: None)
     m = read_manifest(run_dir)
     return [r['overhead_s'] for r in m['stages']], m
@@ -57,6 +79,7 @@ def mlops_nb_overheads(proj: Path):
 def papermill_overheads(proj: Path, manifest: dict):
     "The same notebooks and parameters, one `papermill.execute_notebook` call each"
     import papermill as pm
+
     run_dir = proj / 'runs' / 'papermill'
     run_dir.mkdir(parents=True)
     res = []
@@ -64,8 +87,14 @@ def papermill_overheads(proj: Path, manifest: dict):
         params = {**r['parameters'], 'run_dir': str(run_dir)}
         params.pop('mlflow_run_id', None)
         t0 = time.perf_counter()
-        nb = pm.execute_notebook(str(proj / 'notebooks' / 'stages' / r['notebook']), str(run_dir / r['notebook']),
-                                 parameters=params, cwd=str(run_dir), progress_bar=False, kernel_name='python3')
+        nb = pm.execute_notebook(
+            str(proj / 'notebooks' / 'stages' / r['notebook']),
+            str(run_dir / r['notebook']),
+            parameters=params,
+            cwd=str(run_dir),
+            progress_bar=False,
+            kernel_name='python3',
+        )
         res.append(time.perf_counter() - t0 - cells_seconds(nb))
     return res
 
@@ -73,15 +102,20 @@ def papermill_overheads(proj: Path, manifest: dict):
 def one_cell(tmp: Path, repeat: int):
     "Wall time of a one-cell notebook: papermill's CLI vs execute_notebook in one process"
     import papermill as pm
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x = 1')],
-                                  metadata={'kernelspec': {'name': 'python3', 'language': 'python', 'display_name': 'Python 3'}})
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell('x = 1')],
+        metadata={'kernelspec': {'name': 'python3', 'language': 'python', 'display_name': 'Python 3'}},
+    )
     src = tmp / 'one_cell.ipynb'
     nbformat.write(nb, src)
     exe = Path(sys.executable).parent / 'papermill'
     cli, api = [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        subprocess.run([str(exe), str(src), str(tmp / 'out_cli.ipynb'), '--no-progress-bar'], check=True, capture_output=True)
+        subprocess.run(
+            [str(exe), str(src), str(tmp / 'out_cli.ipynb'), '--no-progress-bar'], check=True, capture_output=True
+        )
         cli.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         pm.execute_notebook(str(src), str(tmp / 'out_api.ipynb'), progress_bar=False)
@@ -109,16 +143,28 @@ def main():
     med = statistics.median
     print()
     print(f'{"per-stage overhead (wall - cell time), median":<58}{"seconds":>8}{"x mlops-nb":>12}')
-    rows = [('mlops-nb run, default pipeline (6 stages)', med(ours)),
-            ('papermill.execute_notebook, same notebooks and parameters', med(theirs)),
-            ('papermill CLI, one-cell notebook (whole wall time)', med(cli)),
-            ('papermill.execute_notebook, one-cell notebook (wall time)', med(api))]
+    rows = [
+        ('mlops-nb run, default pipeline (6 stages)', med(ours)),
+        ('papermill.execute_notebook, same notebooks and parameters', med(theirs)),
+        ('papermill CLI, one-cell notebook (whole wall time)', med(cli)),
+        ('papermill.execute_notebook, one-cell notebook (wall time)', med(api)),
+    ]
     for label, v in rows:
         print(f'{label:<58}{v:>8.3f}{v / rows[0][1]:>12.1f}')
-    print(f'\ngoal: mlops-nb median per-stage overhead <= 0.5 s: {"met" if med(ours) <= 0.5 else "NOT met"}'
-          f' ({len(ours)} stage executions)')
-    print(json.dumps({'mlops_nb_median_s': round(med(ours), 3), 'papermill_api_median_s': round(med(theirs), 3),
-                      'papermill_cli_one_cell_s': round(med(cli), 3), 'papermill_api_one_cell_s': round(med(api), 3)}))
+    print(
+        f'\ngoal: mlops-nb median per-stage overhead <= 0.5 s: {"met" if med(ours) <= 0.5 else "NOT met"}'
+        f' ({len(ours)} stage executions)'
+    )
+    print(
+        json.dumps(
+            {
+                'mlops_nb_median_s': round(med(ours), 3),
+                'papermill_api_median_s': round(med(theirs), 3),
+                'papermill_cli_one_cell_s': round(med(cli), 3),
+                'papermill_api_one_cell_s': round(med(api), 3),
+            }
+        )
+    )
 
 
 if __name__ == '__main__':

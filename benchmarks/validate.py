@@ -13,6 +13,7 @@ Goal (issue 3): at least 1,000,000 rows/s, and peak memory under 3x the batch.
 
 Usage: python benchmarks/validate.py [--rows N] [--repeat K]
 """
+
 import argparse
 import json
 import os
@@ -28,20 +29,42 @@ import numpy as np
 
 
 def machine():
-    mem = next((l.split()[1] for l in open('/proc/meminfo') if l.startswith('MemTotal')), '?') if os.path.exists('/proc/meminfo') else '?'
-    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor()) \
-        if os.path.exists('/proc/cpuinfo') else platform.processor()
-    print(f'machine: {platform.platform()}, {os.cpu_count()} cores ({cpu}), {int(mem) // 1024**2 if mem != "?" else "?"} GiB')
+    mem = (
+        next((l.split()[1] for l in open('/proc/meminfo') if l.startswith('MemTotal')), '?')
+        if os.path.exists('/proc/meminfo')
+        else '?'
+    )
+    cpu = (
+        next(
+            (l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')),
+            platform.processor(),
+        )
+        if os.path.exists('/proc/cpuinfo')
+        else platform.processor()
+    )
+    print(
+        f'machine: {platform.platform()}, {os.cpu_count()} cores ({cpu}), {int(mem) // 1024**2 if mem != "?" else "?"} GiB'
+    )
+
     def v(p):
-        try: return version(p)
-        except PackageNotFoundError: return 'not installed'
-    print('versions: python ' + platform.python_version() + ', ' + ', '.join(f'{p} {v(p)}' for p in ('mlops-nb', 'pandas', 'numpy', 'pyarrow', 'pandera')))
+        try:
+            return version(p)
+        except PackageNotFoundError:
+            return 'not installed'
+
+    print(
+        'versions: python '
+        + platform.python_version()
+        + ', '
+        + ', '.join(f'{p} {v(p)}' for p in ('mlops-nb', 'pandas', 'numpy', 'pyarrow', 'pandera'))
+    )
 
 
 def make_batch(rows: int, seed: int = 0):
     "`(saved schema, batch)`: the schema the validate stage saves for the default data, and a later batch of `rows` rows"
     from mlops_nb.stages.sources import bundled
     from mlops_nb.stages.validate import infer_schema
+
     train = bundled('acs_employment_ma', '2015')
     path = Path(tempfile.mkdtemp()) / 'schema.json'
     path.write_text(json.dumps(infer_schema(train, 'employed', 'id', 'year')))
@@ -61,23 +84,34 @@ def make_batch(rows: int, seed: int = 0):
 def pandera_schema(schema: dict):
     "The same checks as a pandera DataFrameSchema"
     import pandera.pandas as pa
+
     cols = {}
     for c, col in schema['columns'].items():
         checks = []
         if col.get('min') is not None and col['kind'] in ('integer', 'float') and col['role'] not in ('id', 'time'):
             checks.append(pa.Check.in_range(col['min'], col['max']))
-        if col.get('categories') is not None: checks.append(pa.Check.isin(col['categories']))
-        if col['role'] == 'target': checks.append(pa.Check.isin([0, 1]))
+        if col.get('categories') is not None:
+            checks.append(pa.Check.isin(col['categories']))
+        if col['role'] == 'target':
+            checks.append(pa.Check.isin([0, 1]))
         dtype = 'category' if col['dtype'] == 'category' else col['dtype']
-        cols[c] = pa.Column(dtype, checks=checks, nullable=col['nullable'] if col['role'] != 'target' else False,
-                            unique=col['role'] == 'id', coerce=False)
+        cols[c] = pa.Column(
+            dtype,
+            checks=checks,
+            nullable=col['nullable'] if col['role'] != 'target' else False,
+            unique=col['role'] == 'id',
+            coerce=False,
+        )
     return pa.DataFrameSchema(cols, strict=False)
 
 
 def run_pandera(ps, batch):
     import pandera.errors
-    try: ps.validate(batch, lazy=True)
-    except pandera.errors.SchemaErrors as e: return len(e.failure_cases)
+
+    try:
+        ps.validate(batch, lazy=True)
+    except pandera.errors.SchemaErrors as e:
+        return len(e.failure_cases)
     return 0
 
 
@@ -107,35 +141,64 @@ def main():
     ap.add_argument('--repeat', type=int, default=5)
     args = ap.parse_args()
     from mlops_nb.stages.validate import validate_batch
+
     machine()
     schema, batch = make_batch(args.rows)
     size = int(batch.memory_usage(deep=True, index=True).sum())
-    print(f'batch: {len(batch):,} rows x {batch.shape[1]} columns, {size / 2**20:.1f} MiB in memory; '
-          f'schema: {len(schema["columns"])} columns from {schema["rows"]:,} training rows')
+    print(
+        f'batch: {len(batch):,} rows x {batch.shape[1]} columns, {size / 2**20:.1f} MiB in memory; '
+        f'schema: {len(schema["columns"])} columns from {schema["rows"]:,} training rows'
+    )
     print(f'goal: >= 1,000,000 rows/s and peak memory < 3x the batch ({3 * size / 2**20:.1f} MiB)\n')
     results = []
     validate_batch(batch.head(1000), schema)  # warm-up: imports and first-call costs
     times, anomalies = timed(lambda: validate_batch(batch, schema), args.repeat)
-    results.append(('mlops-nb validate_batch', times, peak_memory(lambda: validate_batch(batch, schema)),
-                    f'{len(anomalies)} anomalies: ' + ', '.join(f"{a['column']}:{a['kind']}" for a in anomalies)))
+    results.append(
+        (
+            'mlops-nb validate_batch',
+            times,
+            peak_memory(lambda: validate_batch(batch, schema)),
+            f'{len(anomalies)} anomalies: ' + ', '.join(f'{a["column"]}:{a["kind"]}' for a in anomalies),
+        )
+    )
     try:
         import pandera  # noqa: F401
+
         ps = pandera_schema(schema)
         run_pandera(ps, batch.head(1000))
         times, failures = timed(lambda: run_pandera(ps, batch), args.repeat)
-        results.append((f'pandera {version("pandera")} (lazy)', times, peak_memory(lambda: run_pandera(ps, batch)),
-                        f'{failures:,} failure cases (one row each)'))
-    except ImportError: print('pandera is not installed: pip install pandera to compare with it\n')
-    print(f'{"validator":<28} {"best rows/s":>12} {"median rows/s":>14} {"best s":>8} {"peak MiB":>9} {"x batch":>8}  found')
+        results.append(
+            (
+                f'pandera {version("pandera")} (lazy)',
+                times,
+                peak_memory(lambda: run_pandera(ps, batch)),
+                f'{failures:,} failure cases (one row each)',
+            )
+        )
+    except ImportError:
+        print('pandera is not installed: pip install pandera to compare with it\n')
+    print(
+        f'{"validator":<28} {"best rows/s":>12} {"median rows/s":>14} {"best s":>8} {"peak MiB":>9} {"x batch":>8}  found'
+    )
     for name, times, peak, found in results:
-        print(f'{name:<28} {len(batch) / min(times):>12,.0f} {len(batch) / statistics.median(times):>14,.0f} {min(times):>8.3f} '
-              f'{peak / 2**20:>9.1f} {peak / size:>8.2f}  {found}')
-    payload = batch.drop(columns=['id', 'year', 'employed']).head(1).astype({c: str for c in batch.select_dtypes('category') if c in batch})
+        print(
+            f'{name:<28} {len(batch) / min(times):>12,.0f} {len(batch) / statistics.median(times):>14,.0f} {min(times):>8.3f} '
+            f'{peak / 2**20:>9.1f} {peak / size:>8.2f}  {found}'
+        )
+    payload = (
+        batch.drop(columns=['id', 'year', 'employed'])
+        .head(1)
+        .astype({c: str for c in batch.select_dtypes('category') if c in batch})
+    )
     t, _ = timed(lambda: validate_batch(payload, schema, serving=True), 200)
-    print(f'\none-row serving payload (serving=True): median {statistics.median(t) * 1e3:.2f} ms per call, p95 {sorted(t)[189] * 1e3:.2f} ms')
+    print(
+        f'\none-row serving payload (serving=True): median {statistics.median(t) * 1e3:.2f} ms per call, p95 {sorted(t)[189] * 1e3:.2f} ms'
+    )
     best = len(batch) / min(results[0][1])
     ok = best >= 1_000_000 and results[0][2] < 3 * size
-    print(f'\nmlops-nb: {best:,.0f} rows/s, peak {results[0][2] / size:.2f}x the batch: goal {"met" if ok else "NOT met"}')
+    print(
+        f'\nmlops-nb: {best:,.0f} rows/s, peak {results[0][2] / size:.2f}x the batch: goal {"met" if ok else "NOT met"}'
+    )
 
 
 if __name__ == '__main__':

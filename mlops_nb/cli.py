@@ -17,14 +17,19 @@ from .pipeline.runner import RunInterrupted
 # %% auto #0
 __all__ = ['parser', 'main']
 
+
 # %% ../notebooks/lib/09_cli.ipynb #df84688b
 def parser():
     "The argument parser of `mlops-nb`"
     p = argparse.ArgumentParser(prog='mlops-nb', description='Run the ML lifecycle as parameterized notebooks.')
-    p.add_argument('--settings', metavar='FILE', help='settings.ini to use (default: the nearest one at or above this folder)')
+    p.add_argument(
+        '--settings', metavar='FILE', help='settings.ini to use (default: the nearest one at or above this folder)'
+    )
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for group in (project, pipeline, history, registry, serving): group.add_commands(sub)
+    for group in (project, pipeline, history, registry, serving):
+        group.add_commands(sub)
     return p
+
 
 # %% ../notebooks/lib/09_cli.ipynb #6b2de2e9
 def main(argv=None):
@@ -33,16 +38,22 @@ def main(argv=None):
     sys.modules.setdefault('rfc3987_syntax', None)
     stacks_on_signal()  # `kill -USR1 PID` shows where a run that seems stuck is
     args = parser().parse_args(argv)
-    if getattr(args, 'resume', None) and args.param: return _fail('--resume continues with the settings the run started with: drop -p')
-    try: return args.func(args)
-    except RunInterrupted as e: return _fail(str(e), 130)
-    except MlopsError as e: return _fail(str(e))
-    except KeyboardInterrupt: return _fail('interrupted', 130)
+    if getattr(args, 'resume', None) and args.param:
+        return _fail('--resume continues with the settings the run started with: drop -p')
+    try:
+        return args.func(args)
+    except RunInterrupted as e:
+        return _fail(str(e), 130)
+    except MlopsError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail('interrupted', 130)
     except BrokenPipeError:  # output piped into `head` and friends
         sys.stderr.close()
         return 0
 
+
 # %% ../notebooks/lib/09_cli.ipynb #0cb002f7
-def _fail(msg:str, code:int=1):
+def _fail(msg: str, code: int = 1):
     print(f'error: {mask(msg)}', file=sys.stderr)
     return code

@@ -1,4 +1,5 @@
 """Shared fixtures: a throwaway copy of the project with its own runs folder and MLflow store."""
+
 import json
 import os
 import shutil
@@ -38,37 +39,48 @@ def cli(project: Path, *args, timeout=600):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')}, 'PYTHONWARNINGS': 'ignore'}
     cmd = [*MLOPS_NB, '--settings', str(project / 'settings.ini'), *args]
     with subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
-        try: out, err = proc.communicate(timeout=timeout)
+        try:
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             out, err = _stop_stuck(proc)
-            pytest.fail(f'mlops-nb {" ".join(args)} took over {timeout} s\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-8000:]}'
-                        + _newest_run_logs(project), pytrace=False)
+            pytest.fail(
+                f'mlops-nb {" ".join(args)} took over {timeout} s\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-8000:]}'
+                + _newest_run_logs(project),
+                pytrace=False,
+            )
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _stop_stuck(proc):
     "Ask `proc` and its descendants for their stacks (`kill -USR1`: the CLI, kernel server and kernels print them), then kill them"
     import psutil
+
     tree = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
     for p in tree:
-        try: p.send_signal(signal.SIGUSR1)
-        except psutil.Error: pass  # ended meanwhile
+        try:
+            p.send_signal(signal.SIGUSR1)
+        except psutil.Error:
+            pass  # ended meanwhile
     time.sleep(2)
     for p in tree:
-        try: p.kill()
-        except psutil.Error: pass
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
     return proc.communicate()
 
 
 def _newest_run_logs(project: Path):
     "The stage statuses and the tail of every log of the newest run folder of `project`"
     runs = sorted(d for d in (project / 'runs').glob('2*') if d.is_dir())
-    if not runs: return '\n(no run folder)'
+    if not runs:
+        return '\n(no run folder)'
     res = [f'\n--- {runs[-1].name}']
     if (runs[-1] / 'manifest.json').is_file():
         m = json.loads((runs[-1] / 'manifest.json').read_text())
-        res += [f"{r['name']}: {r.get('status')} {r.get('error') or ''}" for r in m.get('stages', [])]
-    for log in sorted((runs[-1] / 'logs').glob('*.log')): res += [f'--- {log.name}', log.read_text(errors='replace')[-4000:]]
+        res += [f'{r["name"]}: {r.get("status")} {r.get("error") or ""}' for r in m.get('stages', [])]
+    for log in sorted((runs[-1] / 'logs').glob('*.log')):
+        res += [f'--- {log.name}', log.read_text(errors='replace')[-4000:]]
     return '\n'.join(res)
 
 

@@ -55,7 +55,10 @@ def test_one_parameter_reruns_only_the_stages_it_reaches(project):
     show = cli(project, 'show', m['run_id'])
     assert 'reused from' in show.stdout and re.search(rf'features +completed .* {first["run_id"]}', show.stdout)
     diff = cli(project, 'diff', first['run_id'], m['run_id'])
-    assert f'ingest from {first["run_id"]}' in diff.stdout and 'likely cause: train.learning_rate: 0.1 -> 0.05' in diff.stdout
+    assert (
+        f'ingest from {first["run_id"]}' in diff.stdout
+        and 'likely cause: train.learning_rate: 0.1 -> 0.05' in diff.stdout
+    )
     report = (project / 'runs' / m['run_id'] / 'report.html').read_text()
     assert f'reused from {first["run_id"]}' in report
 
@@ -68,7 +71,9 @@ def test_an_unchanged_run_reuses_every_stage(project):
     _, fresh = run(project, '--no-cache')
     assert reused(fresh) == {}
     for s in ('ingest', 'validate', 'features'):
-        assert outputs(project, fresh, s) == outputs(project, first, s), f'{s}: a reused stage has the files a fresh execution writes'
+        assert outputs(project, fresh, s) == outputs(project, first, s), (
+            f'{s}: a reused stage has the files a fresh execution writes'
+        )
     assert fresh['summary']['metrics'] == first['summary']['metrics']
 
 
@@ -78,9 +83,13 @@ def test_one_character_of_a_notebook_reruns_that_stage_alone(project):
     nb = nbformat.reads(original, as_version=4)
     nb.cells[0].source += '.'
     nbformat.write(nb, path)
-    try: _, m = run(project)
-    finally: path.write_text(original)
-    assert set(reused(m)) == {'ingest', 'validate', 'train', 'evaluate'}, 'features wrote the same files, so train is reused'
+    try:
+        _, m = run(project)
+    finally:
+        path.write_text(original)
+    assert set(reused(m)) == {'ingest', 'validate', 'train', 'evaluate'}, (
+        'features wrote the same files, so train is reused'
+    )
 
 
 def test_one_byte_of_the_data_reruns_everything(project):
@@ -91,8 +100,10 @@ def test_one_byte_of_the_data_reruns_everything(project):
     row = lines[1].split(',')
     row[header.index('AGEP')] = str(float(row[header.index('AGEP')]) + 1)
     data.write_text(''.join([lines[0], ','.join(row), *lines[2:]]))
-    try: _, m = run(project)
-    finally: data.write_bytes(original)
+    try:
+        _, m = run(project)
+    finally:
+        data.write_bytes(original)
     assert reused(m) == {}
 
 
@@ -110,7 +121,10 @@ def test_a_deleted_or_truncated_cached_file_is_executed_again_with_a_warning(pro
     newest = next(m for m in reversed(ms) if 'validate' in reused(m))
     (project / 'runs' / newest['run_id'] / 'artifacts/02_validate/schema.json').unlink()
     res, m = run(project)
-    assert f'stage validate of run {newest["run_id"]} cannot be reused (artifacts/02_validate/schema.json is gone)' in res.stdout
+    assert (
+        f'stage validate of run {newest["run_id"]} cannot be reused (artifacts/02_validate/schema.json is gone)'
+        in res.stdout
+    )
     linked = next(r for r in m['stages'] if r['name'] == 'validate')['cached_from']['linked_from']
     assert linked != newest['run_id'], 'an intact earlier execution of the same key is used instead'
 
@@ -123,7 +137,9 @@ def test_a_deleted_or_truncated_cached_file_is_executed_again_with_a_warning(pro
     res, m = run(project)
     assert 'artifacts/03_features/train.parquet changed since it was written): running it again' in res.stdout
     assert 'features' not in reused(m) and {'ingest', 'validate', 'train'} <= set(reused(m))
-    assert outputs(project, m, 'features')['artifacts/03_features/train.parquet'] == digest, 'executed again, it writes what it wrote first'
+    assert outputs(project, m, 'features')['artifacts/03_features/train.parquet'] == digest, (
+        'executed again, it writes what it wrote first'
+    )
 
 
 def test_after_a_failure_the_next_run_reuses_what_completed(project):
@@ -153,15 +169,21 @@ def test_reproduce_executes_a_run_again_and_compares_every_number(project):
     data = project / 'data.csv'
     original = data.read_bytes()
     data.write_bytes(original.replace(b'\n', b'\r\n', 1))
-    try: res = cli(project, 'reproduce', first['run_id'])
-    finally: data.write_bytes(original)
+    try:
+        res = cli(project, 'reproduce', first['run_id'])
+    finally:
+        data.write_bytes(original)
     assert res.returncode == 1 and 'Traceback' not in res.stderr
-    assert res.stderr.strip().splitlines() == [f'error: cannot reproduce {first["run_id"]}: the source data changed since the run: {data}']
+    assert res.stderr.strip().splitlines() == [
+        f'error: cannot reproduce {first["run_id"]}: the source data changed since the run: {data}'
+    ]
     assert manifests(project)[-1]['run_id'] == m['run_id'], 'refused before a run folder is made'
 
     path = project / 'notebooks' / 'stages' / '04_train.ipynb'
     original = path.read_text()
     path.write_text(original.replace('"cells": [', '"cells": [ ', 1))
-    try: res = cli(project, 'reproduce', first['run_id'])
-    finally: path.write_text(original)
+    try:
+        res = cli(project, 'reproduce', first['run_id'])
+    finally:
+        path.write_text(original)
     assert res.returncode == 1 and 'notebooks/stages/04_train.ipynb changed since the run' in res.stderr

@@ -1,5 +1,6 @@
 """Data contracts: every kind of bad input the ingest stage meets, every anomaly kind, the champion's schema,
 `mlops-nb data versions`, and the data version as MLflow's dataset input."""
+
 import gzip
 import json
 import shutil
@@ -14,7 +15,14 @@ from conftest import cli, make_project, manifests
 from mlops_nb.core.basics import MlopsError
 from mlops_nb.stages.data import data_version, ingest, log_dataset_input
 from mlops_nb.core.stage import get_stage
-from mlops_nb.stages.validate import SEVERITIES, format_anomaly, infer_schema, load_champion_schema, validate, validate_batch
+from mlops_nb.stages.validate import (
+    SEVERITIES,
+    format_anomaly,
+    infer_schema,
+    load_champion_schema,
+    validate,
+    validate_batch,
+)
 
 TARGET = 'employed'
 
@@ -34,7 +42,11 @@ def ingest_ok(tmp_path, source, **kw):
     run = Path(tempfile.mkdtemp(prefix='run', dir=tmp_path))
     r = ingest(run, source=str(source), **kw)
     snap = pd.read_parquet(run / 'artifacts/01_ingest/data.parquet')
-    assert data_version(snap) == r.version['data_version'] == json.loads((run / 'artifacts/01_ingest/data_version.json').read_text())['data_version']
+    assert (
+        data_version(snap)
+        == r.version['data_version']
+        == json.loads((run / 'artifacts/01_ingest/data_version.json').read_text())['data_version']
+    )
     assert [p.name for p in run.rglob('.*')] == [], 'no temporary files are left'
     return run, r
 
@@ -47,6 +59,7 @@ def validate_errors(run, **kw):
 
 
 # --- bad input, one test each ---------------------------------------------------------------------------------
+
 
 def test_empty_file_is_an_error_naming_it(tmp_path):
     (tmp_path / 'batch.csv').write_bytes(b'')
@@ -65,7 +78,10 @@ def test_wrong_delimiter_is_detected_with_a_warning_or_is_an_error_when_one_is_s
     _, r = ingest_ok(tmp_path, tmp_path / 'batch.csv')
     assert r.version['columns'] == 3 and any("delimiter ';'" in w and 'batch.csv' in w for w in r.version['warnings'])
     msg = ingest_fails(tmp_path, tmp_path / 'batch.csv', delimiter='comma')
-    assert "batch.csv: the header is one column 'id;AGEP;employed' when split at ','" in msg and 'ingest.delimiter = semicolon' in msg
+    assert (
+        "batch.csv: the header is one column 'id;AGEP;employed' when split at ','" in msg
+        and 'ingest.delimiter = semicolon' in msg
+    )
 
 
 def test_non_utf8_bytes_are_an_error_naming_line_and_column_until_the_encoding_is_set(tmp_path):
@@ -81,11 +97,15 @@ def test_utf8_bom_is_skipped(tmp_path):
     (tmp_path / 'plain.csv').write_text('id,AGEP,employed\n1,30,0\n2,40,1\n')
     run, r = ingest_ok(tmp_path, tmp_path / 'bom.csv')
     assert list(pd.read_parquet(run / 'artifacts/01_ingest/data.parquet').columns) == ['id', 'AGEP', 'employed']
-    assert ingest_ok(tmp_path, tmp_path / 'plain.csv')[1].version['data_version'] == r.version['data_version'], 'same data, same version'
+    assert ingest_ok(tmp_path, tmp_path / 'plain.csv')[1].version['data_version'] == r.version['data_version'], (
+        'same data, same version'
+    )
 
 
 def test_excel_csv_with_quoted_newlines_loads(tmp_path):
-    (tmp_path / 'excel.csv').write_bytes(b'\xef\xbb\xbfid,comment,employed\r\n1,"two\r\nlines, one comma",0\r\n2,plain,1\r\n')
+    (tmp_path / 'excel.csv').write_bytes(
+        b'\xef\xbb\xbfid,comment,employed\r\n1,"two\r\nlines, one comma",0\r\n2,plain,1\r\n'
+    )
     run, r = ingest_ok(tmp_path, tmp_path / 'excel.csv', chunk_rows=1)
     df = pd.read_parquet(run / 'artifacts/01_ingest/data.parquet')
     assert df.comment.tolist() == ['two\r\nlines, one comma', 'plain'] and df.employed.tolist() == [0, 1]
@@ -100,9 +120,15 @@ def test_duplicate_column_names_are_an_error_naming_them(tmp_path):
 def test_string_in_a_numeric_column_warns_at_ingest_and_stops_validate(tmp_path):
     (tmp_path / 'batch.csv').write_text('id,AGEP,employed\n1,30,0\n2,41,1\n3,abc,0\n4,52,1\n')
     run, r = ingest_ok(tmp_path, tmp_path / 'batch.csv')
-    assert any("batch.csv: column 'AGEP' holds numbers and 1 value that is not: 'abc', first at data row 3" in w for w in r.version['warnings'])
+    assert any(
+        "batch.csv: column 'AGEP' holds numbers and 1 value that is not: 'abc', first at data row 3" in w
+        for w in r.version['warnings']
+    )
     msg = validate_errors(run)
-    assert "error: column 'AGEP': parse_failure: expected numbers (3 of 4 values are), found 1 values that are not: 'abc'" in msg
+    assert (
+        "error: column 'AGEP': parse_failure: expected numbers (3 of 4 values are), found 1 values that are not: 'abc'"
+        in msg
+    )
     assert 'batch.csv' in msg, 'the error names the source'
 
 
@@ -125,7 +151,10 @@ def test_missing_target_stops_validate_naming_the_column(tmp_path):
     (tmp_path / 'batch.csv').write_text('id,AGEP\n1,30\n2,40\n')
     run, _ = ingest_ok(tmp_path, tmp_path / 'batch.csv')
     msg = validate_errors(run)
-    assert "error: column 'employed': missing_column: expected the target column, found no such column" in msg and 'batch.csv' in msg
+    assert (
+        "error: column 'employed': missing_column: expected the target column, found no such column" in msg
+        and 'batch.csv' in msg
+    )
 
 
 def test_a_path_that_does_not_exist_is_an_error(tmp_path):
@@ -146,9 +175,12 @@ def test_a_gzip_csv_loads_with_the_version_of_the_plain_file(tmp_path):
     (tmp_path / 'batch.csv.gz').write_bytes(gzip.compress(text))
     (tmp_path / 'plain.csv').write_bytes(text)
     run, r = ingest_ok(tmp_path, tmp_path / 'batch.csv.gz')
-    assert r.version['rows'] == 3 and ingest_ok(tmp_path, tmp_path / 'plain.csv')[1].version['data_version'] == r.version['data_version']
+    assert (
+        r.version['rows'] == 3
+        and ingest_ok(tmp_path, tmp_path / 'plain.csv')[1].version['data_version'] == r.version['data_version']
+    )
     big = gzip.compress(text + b''.join(b'%d,%d,%d\n' % (i, i * 7919 % 97, i % 2) for i in range(4, 20000)))
-    (tmp_path / 'broken.csv.gz').write_bytes(big[:len(big) // 2])  # a download cut short
+    (tmp_path / 'broken.csv.gz').write_bytes(big[: len(big) // 2])  # a download cut short
     assert 'broken.csv.gz: cannot be read as CSV (gzip)' in ingest_fails(tmp_path, tmp_path / 'broken.csv.gz')
 
 
@@ -161,7 +193,9 @@ def test_a_parquet_file_with_another_schema_than_its_siblings_is_an_error(tmp_pa
     assert "part-1.parquet: column 'AGEP' is str, but float64 in" in msg and 'part-0.parquet' in msg
     pd.DataFrame({'id': [3], 'employed': [1]}).to_parquet(d / 'part-1.parquet')
     assert "part-1.parquet: has no column 'AGEP', which" in ingest_fails(tmp_path, d)
-    pd.DataFrame({'id': [3], 'AGEP': [50], 'employed': [1]}).to_parquet(d / 'part-1.parquet')  # int beside float: read as float
+    pd.DataFrame({'id': [3], 'AGEP': [50], 'employed': [1]}).to_parquet(
+        d / 'part-1.parquet'
+    )  # int beside float: read as float
     run, r = ingest_ok(tmp_path, d)
     assert pd.read_parquet(run / 'artifacts/01_ingest/data.parquet').AGEP.tolist() == [30.0, 41.0, 50.0]
     assert any("part-1.parquet: column 'AGEP' is int64 here and float64" in w for w in r.version['warnings'])
@@ -169,10 +203,12 @@ def test_a_parquet_file_with_another_schema_than_its_siblings_is_an_error(tmp_pa
 
 # --- reading in chunks, folders, globs and URIs ----------------------------------------------------------------
 
+
 @pytest.fixture(scope='module')
 def acs_parts(tmp_path_factory):
     "The ACS 2015 data as three CSV files and three Parquet files, with the whole DataFrame"
     from mlops_nb.stages.sources import bundled
+
     df = bundled('acs_employment_ma', '2015').head(3000)
     d = tmp_path_factory.mktemp('parts')
     for i, part in enumerate(np.array_split(np.arange(len(df)), 3)):
@@ -191,22 +227,36 @@ def test_chunked_reading_of_a_glob_gives_the_version_of_one_read(tmp_path, acs_p
         assert len(back) == 3000 and back.SEX.astype(str).tolist() == df.SEX.astype(str).tolist()
     assert versions == {data_version(back)}, 'the chunk size does not change the snapshot'
     r = ingest(tmp_path / 'csv', source=f'{d}/*.csv', chunk_rows=400, max_rows=500)
-    assert r.version['rows'] == 500 and r.version['files'] == 3 and [i['rows'] for i in r.version['inputs']] == [1000] * 3
+    assert (
+        r.version['rows'] == 500 and r.version['files'] == 3 and [i['rows'] for i in r.version['inputs']] == [1000] * 3
+    )
 
 
 def test_a_large_file_is_read_in_bounded_memory(tmp_path):
     import tracemalloc
+
     n = 300_000
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({'id': np.arange(n), 'AGEP': rng.random(n) * 90, 'SEX': rng.choice(['1', '2'], n), TARGET: rng.integers(0, 2, n)})
+    df = pd.DataFrame(
+        {
+            'id': np.arange(n),
+            'AGEP': rng.random(n) * 90,
+            'SEX': rng.choice(['1', '2'], n),
+            TARGET: rng.integers(0, 2, n),
+        }
+    )
     df.to_csv(tmp_path / 'big.csv', index=False)
     peaks = {}
     for chunk_rows in (10_000, n):
         tracemalloc.start()
-        version = ingest(tmp_path / f'run{chunk_rows}', source=str(tmp_path / 'big.csv'), chunk_rows=chunk_rows, reference='none').version
+        version = ingest(
+            tmp_path / f'run{chunk_rows}', source=str(tmp_path / 'big.csv'), chunk_rows=chunk_rows, reference='none'
+        ).version
         peaks[chunk_rows] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert version['data_version'] == data_version(pd.read_csv(tmp_path / 'big.csv')), 'the version of one read of the file'
+        assert version['data_version'] == data_version(pd.read_csv(tmp_path / 'big.csv')), (
+            'the version of one read of the file'
+        )
     size = df.memory_usage(deep=True).sum()
     assert peaks[10_000] < 0.25 * size < size < peaks[n], (peaks, size)
 
@@ -215,27 +265,38 @@ def test_fsspec_uris_are_read_like_local_files(tmp_path, acs_parts):
     fsspec = pytest.importorskip('fsspec')
     d, _ = acs_parts
     fs = fsspec.filesystem('memory')
-    for p in sorted(d.glob('part-*.parquet')): fs.pipe(f'/contracts/{p.name}', p.read_bytes())
+    for p in sorted(d.glob('part-*.parquet')):
+        fs.pipe(f'/contracts/{p.name}', p.read_bytes())
     local = ingest(tmp_path / 'local', source=f'{d}/part-*.parquet').version
     remote = ingest(tmp_path / 'remote', source='memory://contracts/').version
     assert remote['data_version'] == local['data_version'] and remote['inputs'][0]['file'].startswith('memory://')
     msg = ingest_fails(tmp_path, 'memory://contracts/nothing-here.csv')
     assert 'not found' in msg
     if not shutil.which('s3fs'):
-        try: import s3fs  # noqa: F401
-        except ImportError: assert 's3fs' in ingest_fails(tmp_path, 's3://bucket/batch.csv'), 'the package to install is named'
+        try:
+            import s3fs  # noqa: F401
+        except ImportError:
+            assert 's3fs' in ingest_fails(tmp_path, 's3://bucket/batch.csv'), 'the package to install is named'
 
 
 # --- anomaly kinds ------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope='module')
 def reference():
     "A training table and its schema"
     rng = np.random.default_rng(0)
     n = 400
-    df = pd.DataFrame({'id': np.arange(n), 'AGEP': rng.integers(18, 90, n).astype('float64'),
-                       'SEX': pd.Categorical(rng.choice(['1', '2'], n)), 'town': rng.choice(['a', 'b', 'c'], n),
-                       'year': 2015, TARGET: rng.integers(0, 2, n)})
+    df = pd.DataFrame(
+        {
+            'id': np.arange(n),
+            'AGEP': rng.integers(18, 90, n).astype('float64'),
+            'SEX': pd.Categorical(rng.choice(['1', '2'], n)),
+            'town': rng.choice(['a', 'b', 'c'], n),
+            'year': 2015,
+            TARGET: rng.integers(0, 2, n),
+        }
+    )
     return df, infer_schema(df, TARGET, 'id', 'year')
 
 
@@ -272,8 +333,9 @@ def test_each_anomaly_kind_is_found_with_its_severity(reference, kind):
     assert [a['column'] for a in hits] == [column], found
     assert hits[0]['severity'] == SEVERITIES.get(kind, 'error')
     line = format_anomaly(hits[0])
-    assert line.startswith(f"{hits[0]['severity']}: ") and 'expected ' in line and 'found ' in line
-    if column: assert f"column {column!r}" in line
+    assert line.startswith(f'{hits[0]["severity"]}: ') and 'expected ' in line and 'found ' in line
+    if column:
+        assert f'column {column!r}' in line
 
 
 def test_severities_are_settings(reference):
@@ -303,12 +365,14 @@ def test_a_large_batch_is_checked_to_its_last_row(reference):
 
 # --- the stage against the champion, through the CLI ---------------------------------------------------------------
 
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """A project whose first run ingested and validated the default data, and whose champion is a model version
     registered from that run, tagged as the register stage tags it: `(project, completed process, manifest)`.
     (Training a real model adds a minute and nothing to what these tests check.)"""
     from mlflow.tracking import MlflowClient
+
     project = make_project(tmp_path_factory.mktemp('contracts'))
     res = cli(project, 'run', '-p', 'pipeline.stages=ingest,validate')
     assert res.returncode == 0, res.stdout + res.stderr
@@ -316,8 +380,12 @@ def trained(tmp_path_factory):
     c = MlflowClient(_uri(project), registry_uri=_uri(project))
     c.create_registered_model('acs-employment')
     validate_run = m['stages'][1]['mlflow_run_id']
-    v = c.create_model_version('acs-employment', f'runs:/{validate_run}/model', run_id=validate_run,
-                               tags={'mlops_nb.run_id': m['run_id'], 'mlops_nb.run_dir': str(project.resolve() / 'runs' / m['run_id'])})
+    v = c.create_model_version(
+        'acs-employment',
+        f'runs:/{validate_run}/model',
+        run_id=validate_run,
+        tags={'mlops_nb.run_id': m['run_id'], 'mlops_nb.run_dir': str(project.resolve() / 'runs' / m['run_id'])},
+    )
     c.set_registered_model_alias('acs-employment', 'champion', v.version)
     return project, res, m
 
@@ -328,6 +396,7 @@ def _uri(project):
 
 def _registered(project):
     from mlops_nb.registry.tracking import alias_version, client
+
     v = alias_version(client(_uri(project)), 'acs-employment')
     return None if v is None else str(v.version)
 
@@ -343,15 +412,24 @@ def test_a_batch_breaking_the_champions_schema_stops_the_run(trained):
     bad.to_csv(project / 'batch.csv', index=False)
     res = cli(project, 'run', '-p', 'data.source=batch.csv', '-p', 'pipeline.stages=ingest,validate')
     assert res.returncode == 1 and 'Traceback' not in res.stderr, res.stderr
-    assert 'stage validate failed' in res.stderr and 'checked against the schema of acs-employment@champion' in res.stderr
-    assert "error: column 'AGEP': parse_failure: expected numbers (float64), found 3 values that are not numbers, e.g. 'unknown'" in res.stderr
+    assert (
+        'stage validate failed' in res.stderr and 'checked against the schema of acs-employment@champion' in res.stderr
+    )
+    assert (
+        "error: column 'AGEP': parse_failure: expected numbers (float64), found 3 values that are not numbers, e.g. 'unknown'"
+        in res.stderr
+    )
     assert "error: column 'DIS': missing_column: expected a category column, found no such column" in res.stderr
     assert 'bonus_feature' not in res.stderr, 'warnings are in the notebook and anomalies.json, not in the error'
     failed = manifests(project)[-1]
     assert failed['status'] == 'failed' and [r['status'] for r in failed['stages']] == ['completed', 'failed']
     report = json.loads((project / 'runs' / failed['run_id'] / 'artifacts/02_validate/anomalies.json').read_text())
     assert report['reference']['kind'] == 'champion' and report['reference']['version'] == champion
-    assert {(a['column'], a['kind']) for a in report['anomalies']} >= {('bonus_feature', 'new_column'), ('AGEP', 'parse_failure'), ('DIS', 'missing_column')}
+    assert {(a['column'], a['kind']) for a in report['anomalies']} >= {
+        ('bonus_feature', 'new_column'),
+        ('AGEP', 'parse_failure'),
+        ('DIS', 'missing_column'),
+    }
     assert _registered(project) == champion, 'the champion is untouched'
 
 
@@ -359,14 +437,17 @@ def test_the_champions_schema_is_found_in_mlflow_when_its_run_folder_is_gone(tra
     project, _, m = trained
     uri = _uri(project)
     run_dir = project / 'runs' / m['run_id']
-    assert load_champion_schema(uri, 'acs-employment')['reference']['path'] == str(run_dir / 'artifacts/02_validate/schema.json')
+    assert load_champion_schema(uri, 'acs-employment')['reference']['path'] == str(
+        run_dir / 'artifacts/02_validate/schema.json'
+    )
     moved = tmp_path / 'moved'
     shutil.copytree(run_dir, moved)
     shutil.rmtree(run_dir, onerror=lambda f, p, e: (Path(p).chmod(0o755), f(p)))
     try:
         schema = load_champion_schema(uri, 'acs-employment')
         assert schema['reference']['path'].startswith('runs:/') and schema['columns']['AGEP']['kind'] == 'float'
-    finally: shutil.copytree(moved, run_dir)
+    finally:
+        shutil.copytree(moved, run_dir)
     assert load_champion_schema(uri, 'no-such-model') is None
     assert load_champion_schema(f'sqlite:///{tmp_path}/absent.db', 'acs-employment') is None
 
@@ -380,7 +461,10 @@ def test_the_training_data_exported_to_csv_reads_back_with_its_version(trained):
     assert res.returncode == 0, res.stderr
     again = manifests(project)[-1]
     ingest_result = again['stages'][0]['result']
-    assert ingest_result['data_version'] == m['summary']['data_version'] and 'acs-employment@champion' in ingest_result['csv_types_from']
+    assert (
+        ingest_result['data_version'] == m['summary']['data_version']
+        and 'acs-employment@champion' in ingest_result['csv_types_from']
+    )
     assert again['stages'][1]['result']['errors'] == 0
 
 
@@ -390,7 +474,9 @@ def test_bad_input_through_the_cli_is_one_error_and_no_snapshot(trained):
     res = cli(project, 'run', '-p', 'data.source=empty.csv', '-p', 'pipeline.stages=ingest,validate')
     assert res.returncode == 1 and 'Traceback' not in res.stderr
     assert f'{project.resolve() / "empty.csv"}: the file is empty (0 bytes)' in res.stderr, res.stderr
-    assert manifests(project)[-1]['status'] == 'completed', 'refused before a run folder is made, so none holds a snapshot'
+    assert manifests(project)[-1]['status'] == 'completed', (
+        'refused before a run folder is made, so none holds a snapshot'
+    )
 
 
 def test_data_versions_lists_each_version_with_its_first_and_last_run(trained):
@@ -401,17 +487,30 @@ def test_data_versions_lists_each_version_with_its_first_and_last_run(trained):
     res = cli(project, 'data', 'versions')
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ['data_version', 'rows', 'columns', 'schema_hash', 'source', 'runs', 'first_run', 'last_run']
+    assert lines[0].split() == [
+        'data_version',
+        'rows',
+        'columns',
+        'schema_hash',
+        'source',
+        'runs',
+        'first_run',
+        'last_run',
+    ]
     v = m['summary']['data_version']
     row = next(l for l in lines if l.startswith(v)).split()
     assert row[1:3] == ['2000', '19'] and row[4] == 'acs_employment_ma'
-    assert row[-2:] == [m['run_id'], again['run_id']] and int(row[5]) >= 2, 'the same data in another run is the same version'
+    assert row[-2:] == [m['run_id'], again['run_id']] and int(row[5]) >= 2, (
+        'the same data in another run is the same version'
+    )
 
 
 # --- MLflow -------------------------------------------------------------------------------------------------------
 
+
 def test_the_data_version_is_logged_as_the_runs_dataset_input(tmp_path):
     from mlflow.tracking import MlflowClient
+
     run, r = ingest_ok(tmp_path, 'acs_employment_ma', max_rows=300)
     c = MlflowClient(f'sqlite:///{tmp_path}/mlflow.db')
     mlflow_run = c.create_run(c.create_experiment('contracts', artifact_location=(tmp_path / 'art').as_uri()))
@@ -423,7 +522,7 @@ def test_the_data_version_is_logged_as_the_runs_dataset_input(tmp_path):
     assert {t.key: t.value for t in inp.tags}['mlflow.data.context'] == 'training'
 
 
-RACER = '''
+RACER = """
 import sys, time
 from pathlib import Path
 from mlops_nb.stages.data import log_dataset_input
@@ -436,7 +535,7 @@ for t in range(trials):
     while not (d / f'go{t}').exists(): time.sleep(0.002)
     log_dataset_input(c, run, {'data_version': f'{t:016x}', 'rows': 2, 'source': 'race.csv'}, d / 'snap.parquet')
 print(run)
-'''
+"""
 
 
 def test_two_runs_logging_the_same_new_data_at_once_both_get_it(tmp_path):
@@ -445,15 +544,24 @@ def test_two_runs_logging_the_same_new_data_at_once_both_get_it(tmp_path):
     import sys
     import time
     from mlflow.tracking import MlflowClient
+
     pd.DataFrame({'a': [1, 2]}).to_parquet(tmp_path / 'snap.parquet')
     (tmp_path / 'racer.py').write_text(RACER)
     c = MlflowClient(f'sqlite:///{tmp_path}/mlflow.db')
     exp = c.create_experiment('race', artifact_location=(tmp_path / 'art').as_uri())
     trials = 20  # unguarded, 39 of 50 such trials failed one of the two calls
-    procs = [subprocess.Popen([sys.executable, str(tmp_path / 'racer.py'), str(tmp_path), str(i), str(trials)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(tmp_path / 'racer.py'), str(tmp_path), str(i), str(trials)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for t in range(trials):  # both wait at each trial's start line; `go` releases them together
-        while len(list(tmp_path.glob(f'ready{t}-*'))) < 2 and all(p.poll() is None for p in procs): time.sleep(0.002)
+        while len(list(tmp_path.glob(f'ready{t}-*'))) < 2 and all(p.poll() is None for p in procs):
+            time.sleep(0.002)
         (tmp_path / f'go{t}').touch()
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
@@ -461,6 +569,9 @@ def test_two_runs_logging_the_same_new_data_at_once_both_get_it(tmp_path):
         digests = sorted(i.dataset.digest for i in c.get_run(out.strip()).inputs.dataset_inputs)
         assert digests == [f'{t:016x}' for t in range(trials)]
     import sqlalchemy
+
     with sqlalchemy.create_engine(f'sqlite:///{tmp_path}/mlflow.db').connect() as db:
-        stored = db.execute(sqlalchemy.text('SELECT count(*) FROM datasets WHERE experiment_id = :e'), {'e': int(exp)}).scalar()
+        stored = db.execute(
+            sqlalchemy.text('SELECT count(*) FROM datasets WHERE experiment_id = :e'), {'e': int(exp)}
+        ).scalar()
     assert stored == trials, 'each dataset is stored once'

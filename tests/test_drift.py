@@ -1,4 +1,5 @@
 """mlops_nb.monitoring.drift: exact against SciPy, planted drifts found with no false alarm, profiles as references."""
+
 import json
 
 import numpy as np
@@ -36,10 +37,14 @@ def test_numeric_distances_equal_scipy(shape, n, m):
     wass, wb, ks, kb, (lo, hi) = _exact(a, b)
     assert wb == 0 and kb == 0, 'small data are sorted within the budget: exact'
     # the distance is that of the values winsorised to the reference's central range (the grid)
-    assert wass == pytest.approx(stats.wasserstein_distance(np.clip(a, lo, hi), np.clip(b, lo, hi)), rel=1e-9, abs=1e-12)
+    assert wass == pytest.approx(
+        stats.wasserstein_distance(np.clip(a, lo, hi), np.clip(b, lo, hi)), rel=1e-9, abs=1e-12
+    )
     assert ks == pytest.approx(stats.ks_2samp(a, b).statistic, rel=1e-12)
     t = drift_table(pd.DataFrame({'x': a}), pd.DataFrame({'x': b}))
-    assert t.ks[0] == pytest.approx(ks) and t.ks_pvalue[0] == pytest.approx(stats.ks_2samp(a, b, method='asymp').pvalue, rel=1e-9, abs=1e-300)
+    assert t.ks[0] == pytest.approx(ks) and t.ks_pvalue[0] == pytest.approx(
+        stats.ks_2samp(a, b, method='asymp').pvalue, rel=1e-9, abs=1e-300
+    )
 
 
 def test_over_the_sort_budget_the_error_bounds_hold(monkeypatch):
@@ -47,8 +52,11 @@ def test_over_the_sort_budget_the_error_bounds_hold(monkeypatch):
     monkeypatch.setattr(drift, 'REFINE_BUDGET', 500)
     rng = np.random.default_rng(7)
     bounds = []
-    for a, b in [(rng.normal(0, 1, 40000), rng.normal(0.01, 1, 30000)), (rng.pareto(1.5, 40000), rng.pareto(1.5, 40000)),
-                 (rng.poisson(3, 40000).astype(float), rng.poisson(3.05, 40000).astype(float))]:
+    for a, b in [
+        (rng.normal(0, 1, 40000), rng.normal(0.01, 1, 30000)),
+        (rng.pareto(1.5, 40000), rng.pareto(1.5, 40000)),
+        (rng.poisson(3, 40000).astype(float), rng.poisson(3.05, 40000).astype(float)),
+    ]:
         wass, wb, ks, kb, (lo, hi) = _exact(a, b)
         true_w = stats.wasserstein_distance(np.clip(a, lo, hi), np.clip(b, lo, hi))
         true_ks = stats.ks_2samp(a, b).statistic
@@ -67,21 +75,25 @@ def test_integer_columns_are_exact_without_sorting():
     assert t.ks[0] == pytest.approx(stats.ks_2samp(a, b).statistic, rel=1e-12)
     lo, w = drift._grid(a)
     hi = lo + drift.GRID_BINS * w
-    assert t.wasserstein[0] * t.scale[0] == pytest.approx(stats.wasserstein_distance(np.clip(a, lo, hi), np.clip(b, lo, hi)), rel=1e-9)
+    assert t.wasserstein[0] * t.scale[0] == pytest.approx(
+        stats.wasserstein_distance(np.clip(a, lo, hi), np.clip(b, lo, hi)), rel=1e-9
+    )
     assert pd.isna(t.note[0])
 
 
 def test_categorical_measures_equal_scipy():
     rng = np.random.default_rng(0)
-    r = pd.Series(rng.choice(list('abcde'), 3000, p=[.4, .3, .15, .1, .05]), dtype='category')
-    c = pd.Series(rng.choice(list('abcdf'), 2000, p=[.35, .3, .2, .1, .05]))  # 'e' gone, 'f' new
+    r = pd.Series(rng.choice(list('abcde'), 3000, p=[0.4, 0.3, 0.15, 0.1, 0.05]), dtype='category')
+    c = pd.Series(rng.choice(list('abcdf'), 2000, p=[0.35, 0.3, 0.2, 0.1, 0.05]))  # 'e' gone, 'f' new
     t = drift_table(pd.DataFrame({'c': r}), pd.DataFrame({'c': c}))
     cats = list('abcdef')
     rc = r.value_counts().reindex(cats, fill_value=0).to_numpy()
     cc = c.value_counts().reindex(cats, fill_value=0).to_numpy()
     assert t.js[0] == pytest.approx(jensenshannon(rc / rc.sum(), cc / cc.sum(), base=2), rel=1e-12)
     chi = stats.chi2_contingency(np.vstack([rc, cc]), correction=False)
-    assert t.chi2[0] == pytest.approx(chi.statistic, rel=1e-12) and t.chi2_pvalue[0] == pytest.approx(chi.pvalue, rel=1e-9, abs=1e-300)
+    assert t.chi2[0] == pytest.approx(chi.statistic, rel=1e-12) and t.chi2_pvalue[0] == pytest.approx(
+        chi.pvalue, rel=1e-9, abs=1e-300
+    )
     eps = drift.PSI_EPS
     p, q = (rc / rc.sum() + eps) / (1 + 6 * eps), (cc / cc.sum() + eps) / (1 + 6 * eps)
     assert t.psi[0] == pytest.approx(np.sum((q - p) * np.log(q / p)), rel=1e-12)
@@ -90,23 +102,31 @@ def test_categorical_measures_equal_scipy():
     table = np.vstack([rc, cc])
     expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
     sq = stats.chisquare(table.ravel(), expected.ravel(), ddof=len(cats))
-    assert t.chi2[0] == pytest.approx(sq.statistic, rel=1e-12) and t.chi2_pvalue[0] == pytest.approx(sq.pvalue, rel=1e-9, abs=1e-300)
+    assert t.chi2[0] == pytest.approx(sq.statistic, rel=1e-12) and t.chi2_pvalue[0] == pytest.approx(
+        sq.pvalue, rel=1e-9, abs=1e-300
+    )
 
 
 def _frame(rows, seed, drifted):
     rng = np.random.default_rng(seed)
-    cat = lambda k, p=None: pd.Categorical.from_codes(rng.choice(k, rows, p=p).astype(np.int8), [f'v{i}' for i in range(k)])
-    p8 = np.array([.3, .2, .15, .1, .08, .07, .05, .05])
+    cat = lambda k, p=None: pd.Categorical.from_codes(
+        rng.choice(k, rows, p=p).astype(np.int8), [f'v{i}' for i in range(k)]
+    )
+    p8 = np.array([0.3, 0.2, 0.15, 0.1, 0.08, 0.07, 0.05, 0.05])
     d = {
         'mean_shift': rng.standard_t(3, rows) + (0.15 if drifted else 0),  # 0.13 robust sd
         'variance': rng.normal(0, 1.15 if drifted else 1, rows),
         'stable_lognormal': rng.lognormal(0, 1, rows),
         'stable_pareto': rng.pareto(1.5, rows),
         'stable_counts': rng.poisson(3, rows),
-        'shares': cat(8, p8 + (np.array([-.1, 0, 0, 0, .05, .05, 0, 0]) if drifted else 0)),
+        'shares': cat(8, p8 + (np.array([-0.1, 0, 0, 0, 0.05, 0.05, 0, 0]) if drifted else 0)),
         'stable_cat': cat(20),
     }
-    new = rng.choice(['a', 'b', 'c', 'NEW'] if drifted else ['a', 'b', 'c'], rows, p=[.4, .35, .23, .02] if drifted else [.4, .35, .25])
+    new = rng.choice(
+        ['a', 'b', 'c', 'NEW'] if drifted else ['a', 'b', 'c'],
+        rows,
+        p=[0.4, 0.35, 0.23, 0.02] if drifted else [0.4, 0.35, 0.25],
+    )
     d['new_category'] = pd.Series(new, dtype='str')
     return pd.DataFrame(d)
 
@@ -121,8 +141,12 @@ def test_planted_drifts_found_and_no_false_alarm(frames):
     t = drift_table(ref, cur).set_index('column')
     planted = {'mean_shift': 'wasserstein', 'variance': 'wasserstein', 'shares': 'js', 'new_category': 'new_share'}
     assert set(drift_summary(t.reset_index())['drifted']) == set(planted), t[['drift', 'measure', 'value']]
-    for c, measure in planted.items(): assert t.loc[c, 'measure'] == measure
-    assert (t.loc[[c for c in t.index if c not in planted], 'value'] < 0.5 * t.loc[[c for c in t.index if c not in planted], 'threshold']).all()
+    for c, measure in planted.items():
+        assert t.loc[c, 'measure'] == measure
+    assert (
+        t.loc[[c for c in t.index if c not in planted], 'value']
+        < 0.5 * t.loc[[c for c in t.index if c not in planted], 'threshold']
+    ).all()
     # p-values are reported but do not decide: a stable column can have a small one at this size without drifting
     tn = drift_table(ref, null)
     assert not tn.drift.any(), tn[['column', 'measure', 'value']]
@@ -152,8 +176,11 @@ def test_thresholds_and_errors():
     assert t.drift[0] and t.threshold[0] == 0.02
     t = drift_table(ref, cur, thresholds={'wasserstein': None, 'psi': None, 'ks': 0.01})
     assert t.measure[0] == 'ks' and t.drift[0]
-    with pytest.raises(MlopsError, match='unknown drift measure'): drift_table(ref, cur, thresholds={'wass': 0.1})
-    with pytest.raises(MlopsError, match="'x'"): drift_table(ref, cur.assign(x=cur.x.astype(str)))
-    with pytest.raises(MlopsError, match='nope'): drift_table(ref, cur, columns=['nope'])
+    with pytest.raises(MlopsError, match='unknown drift measure'):
+        drift_table(ref, cur, thresholds={'wass': 0.1})
+    with pytest.raises(MlopsError, match="'x'"):
+        drift_table(ref, cur.assign(x=cur.x.astype(str)))
+    with pytest.raises(MlopsError, match='nope'):
+        drift_table(ref, cur, columns=['nope'])
     t = drift_table(ref.assign(x=np.nan), cur)  # all null on one side: reported, not a crash
     assert not t.drift[0] and t.null_share_ref[0] == 1 and 'no values' in t.note[0]

@@ -1,4 +1,5 @@
 """The gate: evaluate against the champion, audit, decide, approve, reject, roll back; and the audit command."""
+
 import json
 import subprocess
 
@@ -10,6 +11,7 @@ from conftest import MLOPS_NB, cli, make_project, manifests
 
 def registry(project):
     from mlops_nb.registry.tracking import client
+
     return client(f'sqlite:///{project.resolve()}/mlflow.db')
 
 
@@ -28,7 +30,7 @@ def gated(tmp_path_factory):
     "A project whose first model was approved by a person: `(project, manifest of that run)`"
     project = make_project(tmp_path_factory.mktemp('gate'))
     m, res = last_run(project)
-    assert f"version 1, pending approval: mlops-nb approve {m['run_id']} --by NAME" in res.stdout
+    assert f'version 1, pending approval: mlops-nb approve {m["run_id"]} --by NAME' in res.stdout
     assert 'champion' not in aliases(project), 'nobody approved yet'
     res = cli(project, 'approve', m['run_id'], '--by', 'alice', '--note', 'looks right')
     assert res.returncode == 0 and 'version 1 approved by alice' in res.stdout, res.stderr
@@ -58,9 +60,13 @@ def test_evaluate_compares_with_the_champion_on_the_same_holdout(gated):
     rows = m['stages'][4]['result']['rows']
     assert verdict['champion']['version'] == '1' and verdict['champion']['metrics']['rows'] == rows
     change = next(c for c in verdict['criteria'] if c['kind'] == 'change')
-    assert change['value'] == pytest.approx(m['summary']['metrics']['roc_auc'] - verdict['champion']['metrics']['roc_auc'])
+    assert change['value'] == pytest.approx(
+        m['summary']['metrics']['roc_auc'] - verdict['champion']['metrics']['roc_auc']
+    )
     slices = json.loads((project / 'runs' / m['run_id'] / 'artifacts/05_evaluate/slices.json').read_text())
-    assert {s['column'] for s in slices} == {'SEX', 'RAC1P'} and sum(s['rows'] for s in slices if s['column'] == 'SEX') == rows
+    assert {s['column'] for s in slices} == {'SEX', 'RAC1P'} and sum(
+        s['rows'] for s in slices if s['column'] == 'SEX'
+    ) == rows
     reg = m['stages'][-1]['result']
     if reg['decision'] == 'rejected':
         res = cli(project, 'approve', m['run_id'], '--by', 'alice')
@@ -70,7 +76,13 @@ def test_evaluate_compares_with_the_champion_on_the_same_holdout(gated):
 
 def test_failing_criteria_reject_with_reasons(gated):
     project, _ = gated
-    m, res = last_run(project, '-p', 'evaluate.criteria=roc_auc at least 0.999', '-p', 'audit.criteria=SEX.demographic_parity_ratio at least 0.9999')
+    m, res = last_run(
+        project,
+        '-p',
+        'evaluate.criteria=roc_auc at least 0.999',
+        '-p',
+        'audit.criteria=SEX.demographic_parity_ratio at least 0.9999',
+    )
     reg = m['stages'][-1]['result']
     assert reg['decision'] == 'rejected' and len(reg['reasons']) == 2
     assert reg['reasons'][0].startswith('evaluate: roc_auc = 0.') and 'needs at least 0.999' in reg['reasons'][0]
@@ -87,8 +99,12 @@ def test_an_unchanged_rerun_registers_no_second_version(gated):
     again, res = last_run(project, '-p', 'train.learning_rate=0.13')
     assert next(r for r in again['stages'] if r['name'] == 'train').get('cached_from', {}).get('run') == first['run_id']
     reg1, reg2 = first['stages'][-1]['result'], again['stages'][-1]['result']
-    assert reg2['version'] == reg1['version'] and reg2['registered_by'] == first['run_id'] and reg1['registered_by'] == first['run_id']
-    assert f"version {reg1['version']} (registered by run {first['run_id']})" in res.stdout, res.stdout
+    assert (
+        reg2['version'] == reg1['version']
+        and reg2['registered_by'] == first['run_id']
+        and reg1['registered_by'] == first['run_id']
+    )
+    assert f'version {reg1["version"]} (registered by run {first["run_id"]})' in res.stdout, res.stdout
     versions = registry(project).search_model_versions("name = 'acs-employment'")
     assert [v.tags['mlops_nb.run_id'] for v in versions if str(v.version) == reg1['version']] == [first['run_id']]
     assert len({v.tags['mlops_nb.model_sha256'] for v in versions}) == len(versions), 'one version per model'
@@ -100,9 +116,16 @@ def test_two_approvals_at_once_cannot_both_win_and_rollback(gated):
     champion = aliases(project)['champion']
     (b, _), (c, _) = last_run(project, '--no-cache'), last_run(project, '--no-cache')  # two trainings, two models
     assert b['stages'][-1]['result']['compared_with'] == c['stages'][-1]['result']['compared_with'] == champion
-    procs = [subprocess.Popen([*MLOPS_NB, '--settings', str(project / 'settings.ini'), 'approve', r['run_id'], '--by', who],
-                              cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r, who in ((b, 'bob'), (c, 'carol'))]
+    procs = [
+        subprocess.Popen(
+            [*MLOPS_NB, '--settings', str(project / 'settings.ini'), 'approve', r['run_id'], '--by', who],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r, who in ((b, 'bob'), (c, 'carol'))
+    ]
     outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     assert sorted(rc for rc, _, _ in outs) == [0, 1], outs
     loser_err = next(err for rc, _, err in outs if rc == 1)
@@ -118,6 +141,7 @@ def test_two_approvals_at_once_cannot_both_win_and_rollback(gated):
     res = cli(project, 'rollback', '--to', loser['stages'][-1]['result']['version'], '--by', 'erin', '--note', 'x')
     assert res.returncode == 1 and 'was rejected: it cannot become champion' in res.stderr
     from mlops_nb.registry.gate import history
+
     events = [e['event'] for e in history(registry(project), 'acs-employment')]
     assert events == ['approved', 'approved', 'rejected', 'rolled_back']
 
@@ -136,18 +160,58 @@ def test_audit_command_rates_are_exact(tmp_path):
     # group a: tp fn fp tn = 1 1 1 1; group b: tp tp fn tn; group c: a single row (too small)
     df = pd.DataFrame({'y': [1, 1, 0, 0, 1, 1, 1, 0, 1], 'p': [1, 0, 1, 0, 1, 1, 0, 0, 1], 'g': list('aaaabbbbc')})
     df.to_csv(tmp_path / 'decisions.csv', index=False)
-    args = ['audit', '--data', str(tmp_path / 'decisions.csv'), '--label', 'y', '--prediction', 'p', '--group', 'g',
-            '--min-group-size', '2', '--n-boot', '0', '--out', str(tmp_path / 'audit.json')]
+    args = [
+        'audit',
+        '--data',
+        str(tmp_path / 'decisions.csv'),
+        '--label',
+        'y',
+        '--prediction',
+        'p',
+        '--group',
+        'g',
+        '--min-group-size',
+        '2',
+        '--n-boot',
+        '0',
+        '--out',
+        str(tmp_path / 'audit.json'),
+    ]
     res = cli(tmp_path, *args)
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / 'audit.json').read_text())
     rows = {r['group']: r for r in report['groups']['g']}
-    assert [rows['a'][k] for k in ('selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision')] == [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
-    assert [rows['b'][k] for k in ('selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision')] == [0.5, 0.75, 2 / 3, 0.0, 1 / 3, 1.0]
+    assert [rows['a'][k] for k in ('selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision')] == [
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+    ]
+    assert [rows['b'][k] for k in ('selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision')] == [
+        0.5,
+        0.75,
+        2 / 3,
+        0.0,
+        1 / 3,
+        1.0,
+    ]
     assert rows['c']['judgeable'] is False and rows['c']['count'] == 1
     d = report['disparities']['g']
     assert d['groups_judged'] == 2 and d['demographic_parity_ratio'] == 1.0 and d['equalized_odds_difference'] == 0.5
     res = cli(tmp_path, *args, '--criteria', 'equalized_odds_difference at most 0.2')
     assert res.returncode == 3 and 'failed' in res.stdout
-    res = cli(tmp_path, 'audit', '--data', str(tmp_path / 'decisions.csv'), '--label', 'y', '--prediction', 'p', '--group', 'sex')
+    res = cli(
+        tmp_path,
+        'audit',
+        '--data',
+        str(tmp_path / 'decisions.csv'),
+        '--label',
+        'y',
+        '--prediction',
+        'p',
+        '--group',
+        'sex',
+    )
     assert res.returncode == 1 and "no column 'sex'" in res.stderr and 'Traceback' not in res.stderr

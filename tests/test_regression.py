@@ -1,12 +1,33 @@
 """Regression: the same pipeline on a numeric target (hours worked per week in the Adult census data)."""
+
 import json
 
 from conftest import cli, manifests
 
-REGRESSION = ['-p', 'data.task=regression', '-p', 'data.source=adult', '-p', 'data.target=hours_per_week',
-              '-p', 'data.time_column=', '-p', 'data.sensitive_columns=sex, race', '-p', 'ingest.years=',
-              '-p', 'evaluate.criteria=r2 at least 0.05, rmse relative_change at most 0.05', '-p', 'evaluate.slice_columns=sex',
-              '-p', 'audit.criteria=mae_ratio at least 0.7', '-p', 'project.model_name=adult-hours', '-p', 'project.key_metric=r2']
+REGRESSION = [
+    '-p',
+    'data.task=regression',
+    '-p',
+    'data.source=adult',
+    '-p',
+    'data.target=hours_per_week',
+    '-p',
+    'data.time_column=',
+    '-p',
+    'data.sensitive_columns=sex, race',
+    '-p',
+    'ingest.years=',
+    '-p',
+    'evaluate.criteria=r2 at least 0.05, rmse relative_change at most 0.05',
+    '-p',
+    'evaluate.slice_columns=sex',
+    '-p',
+    'audit.criteria=mae_ratio at least 0.7',
+    '-p',
+    'project.model_name=adult-hours',
+    '-p',
+    'project.key_metric=r2',
+]
 
 
 def test_regression_run_reports_rmse_mae_r2_and_errors_by_group(project):
@@ -26,7 +47,9 @@ def test_regression_run_reports_rmse_mae_r2_and_errors_by_group(project):
     # the second run is compared with the first on the same holdout, by the change in RMSE
     res = cli(project, 'run', *REGRESSION, '-p', 'train.model=ridge')
     assert res.returncode == 0, res.stdout + res.stderr
-    verdict = json.loads((project / 'runs' / manifests(project)[-1]['run_id'] / 'artifacts/05_evaluate/verdict.json').read_text())
+    verdict = json.loads(
+        (project / 'runs' / manifests(project)[-1]['run_id'] / 'artifacts/05_evaluate/verdict.json').read_text()
+    )
     assert verdict['champion']['version'] == '1'
     rel = next(c for c in verdict['criteria'] if c['kind'] == 'relative_change')
     assert rel['champion'] == metrics['rmse'] and rel['outcome'] in ('passed', 'failed')
@@ -43,5 +66,7 @@ def test_classification_criteria_on_a_regression_task_are_refused_before_anythin
 def test_a_text_target_is_a_data_error_for_regression(project):
     res = cli(project, 'run', *REGRESSION, '-p', 'data.target=sex')
     assert res.returncode == 1 and 'Traceback' not in res.stderr
-    assert "data.task = regression needs a numeric target; 'sex' holds str values such as 'Male' (in adult)" in res.stderr
+    assert (
+        "data.task = regression needs a numeric target; 'sex' holds str values such as 'Male' (in adult)" in res.stderr
+    )
     assert not manifests(project), 'refused before a run folder is made'

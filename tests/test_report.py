@@ -1,4 +1,5 @@
 """Run reports, the runs dashboard, what changed between two runs, and the commands that render and serve them."""
+
 import base64
 import queue
 import re
@@ -43,15 +44,19 @@ def runs(tmp_path_factory):
 
 class Links(HTMLParser):
     "Every href and src of a page, and every id"
+
     def __init__(self):
         super().__init__()
         self.links, self.ids = [], set()
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if a.get('id'): self.ids.add(a['id'])
-        if tag == 'a' and a.get('href'): self.links.append(a['href'])
-        if tag in ('img', 'script', 'link') and (a.get('src') or a.get('href')): self.links.append(a.get('src') or a.get('href'))
+        if a.get('id'):
+            self.ids.add(a['id'])
+        if tag == 'a' and a.get('href'):
+            self.links.append(a['href'])
+        if tag in ('img', 'script', 'link') and (a.get('src') or a.get('href')):
+            self.links.append(a.get('src') or a.get('href'))
 
 
 def links_of(html):
@@ -66,8 +71,11 @@ def assert_links_resolve(page):
     p = links_of(html)
     assert p.links
     for href in p.links:
-        assert not href.startswith(('http:', 'https:', '//')), f'{page.name} fetches {href}: pages must work with no network'
-        if href.startswith('data:'): continue
+        assert not href.startswith(('http:', 'https:', '//')), (
+            f'{page.name} fetches {href}: pages must work with no network'
+        )
+        if href.startswith('data:'):
+            continue
         path, _, frag = href.partition('#')
         if not path:
             assert frag in p.ids, f'{page.name}: anchor #{frag} has no target'
@@ -80,7 +88,11 @@ def report(project, m):
 
 
 def decision_text(html):
-    return unescape(re.sub(r'<[^>]+>', ' ', re.search(r'<div class="decision[^"]*" id="decision">(.*?)</div>\s*<table', html, re.S)[1]))
+    return unescape(
+        re.sub(
+            r'<[^>]+>', ' ', re.search(r'<div class="decision[^"]*" id="decision">(.*?)</div>\s*<table', html, re.S)[1]
+        )
+    )
 
 
 def section(html, stage):
@@ -93,7 +105,7 @@ def test_every_run_has_a_report_with_the_decision_first(runs):
     assert 'approved: acs-employment version 1 became champion' in decision_text(first)
     assert 'approved by tester' in decision_text(first)
     assert 'pending approval: acs-employment version 2' in decision_text(second)
-    assert f"mlops-nb approve {ms[1]['run_id']} --by NAME" in decision_text(second)
+    assert f'mlops-nb approve {ms[1]["run_id"]} --by NAME' in decision_text(second)
     for html in (first, second):
         assert html.index('id="decision"') < html.index('<nav class="toc"') < html.index('<section class="stage"')
         assert re.findall(r'<section class="stage" id="stage-(\w+)">', html) == STAGES
@@ -106,7 +118,9 @@ def test_every_run_has_a_report_with_the_decision_first(runs):
     for m in ms:
         assert_links_resolve(report(project, m))
         ids = Counter(re.findall(r'\sid="([^"]+)"', report(project, m).read_text()))
-        assert [i for i, n in ids.items() if n > 1] == [], 'ids are unique (every stage has a heading Verdict or Result)'
+        assert [i for i, n in ids.items() if n > 1] == [], (
+            'ids are unique (every stage has a heading Verdict or Result)'
+        )
     for m in ms[:2]:
         writable = [p for p in (project / 'runs' / m['run_id']).rglob('*') if p.is_file() and p.stat().st_mode & 0o222]
         assert writable == [], 'a completed run folder, its report included, is read-only'
@@ -117,31 +131,46 @@ def test_what_a_reader_meets_in_a_report(runs):
     first, second = (report(project, m).read_text() for m in ms[:2])
     assert re.search(r'<tr><th>trigger</th><td>by hand, by [^<{]+</td></tr>', first), 'the trigger in words, not a dict'
     register = section(first, 'register')
-    assert 'approved after this stage: acs-employment version 1 became champion' in register, 'the banner and the register table agree'
+    assert 'approved after this stage: acs-employment version 1 became champion' in register, (
+        'the banner and the register table agree'
+    )
     assert register.index('after this stage') < register.index('class="nb"') and 'pending approval' in register
     assert 'after this stage' not in section(second, 'register'), 'not decided yet: nothing after the stage'
     validate = section(first, 'validate')
-    assert 'no anomaly:' in validate and 'data:image/png' not in validate, 'no empty panels when there is nothing to draw'
+    assert 'no anomaly:' in validate and 'data:image/png' not in validate, (
+        'no empty panels when there is nothing to draw'
+    )
     train = section(first, 'train')
-    assert 'sk-top-container' in train and '<script' not in train and 'href="http' not in train, "scikit-learn's diagram, static"
+    assert 'sk-top-container' in train and '<script' not in train and 'href="http' not in train, (
+        "scikit-learn's diagram, static"
+    )
 
 
 def test_a_column_named_like_markup_is_text_on_every_page(runs):
     project, _, ms = runs
     failed = report(project, ms[2]).read_text()
-    assert EVIL not in failed and '&lt;script&gt;alert(1)&lt;/script&gt;' in section(failed, 'validate'), 'the new column, escaped'
-    pages = [report(project, m) for m in ms] + [project / 'runs' / 'index.html', *(project / 'runs' / 'diff').glob('*.html')]
+    assert EVIL not in failed and '&lt;script&gt;alert(1)&lt;/script&gt;' in section(failed, 'validate'), (
+        'the new column, escaped'
+    )
+    pages = [report(project, m) for m in ms] + [
+        project / 'runs' / 'index.html',
+        *(project / 'runs' / 'diff').glob('*.html'),
+    ]
     for page in pages:
         assert EVIL not in page.read_text() and '<script' not in page.read_text(), page.name
 
 
 def test_failed_run_report_says_where_and_why(runs):
     project, (_, _, failed), ms = runs
-    assert failed.returncode == 1 and 'stage validate failed' in failed.stderr, 'rendering changes nothing in how a run fails'
+    assert failed.returncode == 1 and 'stage validate failed' in failed.stderr, (
+        'rendering changes nothing in how a run fails'
+    )
     html = report(project, ms[2]).read_text()
     text = decision_text(html)
     assert 'failed in stage validate' in text and "column 'DEYE': missing_column" in text
-    assert 'href="02_validate.ipynb"' in html and 'MlopsError' in html.split('id="stage-validate"')[1], 'the failing cell is shown'
+    assert 'href="02_validate.ipynb"' in html and 'MlopsError' in html.split('id="stage-validate"')[1], (
+        'the failing cell is shown'
+    )
     for s in STAGES[2:]:
         section = html.split(f'id="stage-{s}"')[1].split('</section>')[0]
         assert 'not run: the run stopped before this stage' in section, s
@@ -151,7 +180,7 @@ def test_a_rendering_failure_is_a_warning_not_a_failed_run(runs):
     project, (_, second, _), ms = runs
     assert second.returncode == 0, second.stderr
     assert re.search(r'warning: report pages not rendered \(\w+Error: .*index\.html', second.stdout), second.stdout
-    assert f"mlops-nb report {ms[1]['run_id']}" in second.stdout, 'the warning says how to render again'
+    assert f'mlops-nb report {ms[1]["run_id"]}' in second.stdout, 'the warning says how to render again'
     assert ms[1]['status'] == 'completed' and report(project, ms[1]).is_file()
 
 
@@ -162,15 +191,27 @@ def test_dashboard_lists_every_run_with_charts(runs):
     rows = re.findall(r'<tr class="run status-(\w+)" data-run="([^"]+)">', html)
     assert rows == [(m['status'], m['run_id']) for m in reversed(ms)], 'every run, newest first'
     row = html.split(f'data-run="{ms[0]["run_id"]}"')[1].split('</tr>')[0]
-    for cell in ('train', 'completed', ms[0]['summary']['data_version'], 'v1', 'approved', 'by hand, by',
-                 f"{ms[0]['summary']['metrics']['roc_auc']:.4f}", ms[0]['created'][:10]):
+    for cell in (
+        'train',
+        'completed',
+        ms[0]['summary']['data_version'],
+        'v1',
+        'approved',
+        'by hand, by',
+        f'{ms[0]["summary"]["metrics"]["roc_auc"]:.4f}',
+        ms[0]['created'][:10],
+    ):
         assert cell in row, cell
     assert 'champion: acs-employment version 1' in html
-    svgs = {fid: base64.b64decode(data).decode() for fid, data in
-            re.findall(r'<figure class="chart" id="([\w-]+)"><img src="data:image/svg\+xml;base64,([^"]+)"', html)}
+    svgs = {
+        fid: base64.b64decode(data).decode()
+        for fid, data in re.findall(
+            r'<figure class="chart" id="([\w-]+)"><img src="data:image/svg\+xml;base64,([^"]+)"', html
+        )
+    }
     assert set(svgs) == {'chart-key-metric', 'chart-champion'}, 'no monitoring charts without monitoring runs'
     assert all(s.lstrip().startswith('<?xml') and '<svg' in s for s in svgs.values())
-    for label in ('v1', 'v2', 'gate: roc_auc at least 0.85', f"{ms[1]['summary']['metrics']['roc_auc']:.3f}"):
+    for label in ('v1', 'v2', 'gate: roc_auc at least 0.85', f'{ms[1]["summary"]["metrics"]["roc_auc"]:.3f}'):
         assert label in svgs['chart-key-metric'], f'{label} is written on the chart, not hidden behind a hover'
     assert 'v1 approved' in svgs['chart-champion'] and 'by tester' in svgs['chart-champion']
     assert f'href="diff/{ms[0]["run_id"]}_vs_{ms[1]["run_id"]}.html"' in html
@@ -188,7 +229,9 @@ def test_diff_names_the_likely_cause(runs):
     assert 'data version      same' in out and 'code commit       same' in out
     assert 'train.max_iter = 200 -> 20' in out and 'packages          same' in out
     assert re.search(r'train +artifacts/04_train/model +\w{12} -> \w{12}', out)
-    assert not re.search(r'features +artifacts/03_features/train.parquet', out), 'unchanged outputs are not listed as changed'
+    assert not re.search(r'features +artifacts/03_features/train.parquet', out), (
+        'unchanged outputs are not listed as changed'
+    )
     assert re.search(r'roc_auc +0\.\d{4} -> 0\.\d{4} \([+-]0\.\d{4}\)', out)
     assert re.search(r'SEX=\d \w+ +0\.\d{4} -> \d\.\d{4}', out), 'per-group fairness rates that moved'
     page = project / 'runs' / 'diff' / f'{a}_vs_{b}.html'
@@ -223,21 +266,30 @@ def lines_of(proc):
 def wait_for(q, prefix, timeout=60):
     deadline, seen = time.monotonic() + timeout, []
     while time.monotonic() < deadline:
-        try: line = q.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty: break
+        try:
+            line = q.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            break
         seen.append(line)
-        if line.startswith(prefix): return line.strip(), seen
+        if line.startswith(prefix):
+            return line.strip(), seen
     raise AssertionError(f'no line starting {prefix!r} in {timeout} s: {seen}')
 
 
 def get(url):
-    with urllib.request.urlopen(url, timeout=10) as r: return r.status, r.read().decode('utf-8', 'replace')
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read().decode('utf-8', 'replace')
 
 
 def test_ui_serves_the_dashboard_and_reports_on_loopback(runs):
     project, _, ms = runs
-    proc = subprocess.Popen([*MLOPS_NB, '--settings', str(project / 'settings.ini'), 'ui', '--port', '0'], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*MLOPS_NB, '--settings', str(project / 'settings.ini'), 'ui', '--port', '0'],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         q = lines_of(proc)
         line, _ = wait_for(q, 'dashboard  http://127.0.0.1:')
@@ -251,7 +303,7 @@ def test_ui_serves_the_dashboard_and_reports_on_loopback(runs):
         for h in hrefs:
             status, body = get(urljoin(url, h))
             assert status == 200 and body, h
-        status, body = get(urljoin(url, f"{ms[0]['run_id']}/01_ingest.ipynb"))
+        status, body = get(urljoin(url, f'{ms[0]["run_id"]}/01_ingest.ipynb'))
         assert status == 200 and '"cells"' in body, 'the executed notebooks are served too'
     finally:
         proc.terminate()
@@ -264,6 +316,10 @@ def test_approving_later_renders_the_report_and_dashboard_again(runs):
     res = cli(project, 'approve', ms[1]['run_id'], '--by', 'bob', '--note', 'fewer iterations, better log loss')
     assert res.returncode == 0, res.stderr
     text = decision_text(report(project, ms[1]).read_text())
-    assert 'approved: acs-employment version 2 became champion' in text and 'approved by bob' in text and 'it replaced version 1' in text
+    assert (
+        'approved: acs-employment version 2 became champion' in text
+        and 'approved by bob' in text
+        and 'it replaced version 1' in text
+    )
     html = (project / 'runs' / 'index.html').read_text()
     assert 'champion: acs-employment version 2' in html and 'fewer iterations, better log loss' in html

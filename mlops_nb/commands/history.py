@@ -10,98 +10,161 @@ from ..core.manifest import find_run, list_runs, read_manifest
 from ..core.project import load_project
 
 # %% auto #0
-__all__ = ['cmd_runs', 'cmd_show', 'cmd_lineage', 'cmd_data_versions', 'cmd_report', 'cmd_diff', 'cmd_ui', 'add_commands']
+__all__ = [
+    'cmd_runs',
+    'cmd_show',
+    'cmd_lineage',
+    'cmd_data_versions',
+    'cmd_report',
+    'cmd_diff',
+    'cmd_ui',
+    'add_commands',
+]
+
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #abc07b69
 def cmd_runs(args):
     project = load_project(args.settings)
     key, runs = project.settings['project']['key_metric'], list_runs(project)
-    rows = [{'run': m['run_id'], 'kind': m['kind'], 'started': m['created'].replace('+00:00', 'Z'), 'status': m['status'],
-             'duration_s': f"{m['duration_s']:.1f}" if m.get('duration_s') else None,
-             key: fmt(m.get('summary', {}).get('metrics', {}).get(key)) if m.get('summary', {}).get('metrics') else None,
-             'data_version': m.get('summary', {}).get('data_version'), 'model_version': m.get('summary', {}).get('version')}
-            for m in runs]
-    if not rows: print(f'no runs yet in {project.runs_dir}: start one with `mlops-nb run`')
-    else: print(table(rows, ['run', 'kind', 'started', 'status', 'duration_s', key, 'data_version', 'model_version']))
-    for line in [_interrupted(m) for m in runs if m.get('interrupted')]: print(line)
+    rows = [
+        {
+            'run': m['run_id'],
+            'kind': m['kind'],
+            'started': m['created'].replace('+00:00', 'Z'),
+            'status': m['status'],
+            'duration_s': f'{m["duration_s"]:.1f}' if m.get('duration_s') else None,
+            key: fmt(m.get('summary', {}).get('metrics', {}).get(key)) if m.get('summary', {}).get('metrics') else None,
+            'data_version': m.get('summary', {}).get('data_version'),
+            'model_version': m.get('summary', {}).get('version'),
+        }
+        for m in runs
+    ]
+    if not rows:
+        print(f'no runs yet in {project.runs_dir}: start one with `mlops-nb run`')
+    else:
+        print(table(rows, ['run', 'kind', 'started', 'status', 'duration_s', key, 'data_version', 'model_version']))
+    for line in [_interrupted(m) for m in runs if m.get('interrupted')]:
+        print(line)
     return 0
 
+
 # %% ../../notebooks/lib/commands/03_history.ipynb #70cdf468
-def _interrupted(m:dict):
-    return "{run} was interrupted in stage {stage}: {why}; continue with: {resume}".format(run=m['run_id'], **m['interrupted'])
+def _interrupted(m: dict):
+    return '{run} was interrupted in stage {stage}: {why}; continue with: {resume}'.format(
+        run=m['run_id'], **m['interrupted']
+    )
+
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #b3346d6e
 _NOTEBOOK_STATE = {'same': 'template', 'edited': 'edited', None: 'own'}
 
+
 def cmd_show(args):
     m = read_manifest(find_run(load_project(args.settings), args.run))
     git = m.get('git') or {}
-    print(f"run {m['run_id']} ({m['kind']}): {m['status']}")
-    if m.get('interrupted'): print('  ' + _interrupted(m))
-    print(f"  created {m['created']}  ended {m['ended']}  duration {m['duration_s']} s")
-    print(f"  code    {git.get('commit', 'not in git')}{' (dirty)' if git.get('dirty') else ''}")
-    print(f"  mlflow  {m.get('mlflow', {}).get('tracking_uri')} run {m.get('mlflow', {}).get('run_id')}")
-    print('\nstages (notebook: as the template, edited, or the project\'s own)')
-    rows = [{**r, 'notebook': _NOTEBOOK_STATE.get((r.get('source') or {}).get('template', ''), ''),
-             'reused from': (r.get('cached_from') or {}).get('run', '')} for r in m['stages']]
-    print(table(rows, ['name', 'status', 'notebook', 'duration_s', 'cells_s', 'overhead_s', 'reused from', 'mlflow_run_id']))
+    print(f'run {m["run_id"]} ({m["kind"]}): {m["status"]}')
+    if m.get('interrupted'):
+        print('  ' + _interrupted(m))
+    print(f'  created {m["created"]}  ended {m["ended"]}  duration {m["duration_s"]} s')
+    print(f'  code    {git.get("commit", "not in git")}{" (dirty)" if git.get("dirty") else ""}')
+    print(f'  mlflow  {m.get("mlflow", {}).get("tracking_uri")} run {m.get("mlflow", {}).get("run_id")}')
+    print("\nstages (notebook: as the template, edited, or the project's own)")
+    rows = [
+        {
+            **r,
+            'notebook': _NOTEBOOK_STATE.get((r.get('source') or {}).get('template', ''), ''),
+            'reused from': (r.get('cached_from') or {}).get('run', ''),
+        }
+        for r in m['stages']
+    ]
+    print(
+        table(
+            rows, ['name', 'status', 'notebook', 'duration_s', 'cells_s', 'overhead_s', 'reused from', 'mlflow_run_id']
+        )
+    )
     for r in m['stages']:
-        if r.get('error'): print(f"\n{r['name']} error:\n  " + r['error'].replace('\n', '\n  '))
+        if r.get('error'):
+            print(f'\n{r["name"]} error:\n  ' + r['error'].replace('\n', '\n  '))
     print('\nparameters')
     for r in m['stages']:
         for k, v in (r.get('parameters') or {}).items():
-            if k != 'run_dir': print(f"  {r['name']}.{k} = {v}")
+            if k != 'run_dir':
+                print(f'  {r["name"]}.{k} = {v}')
     s = m.get('summary', {})
     if s.get('metrics'):
         print('\nmetrics')
-        for k, v in s['metrics'].items(): print(f'  {k} = {fmt(v)}')
+        for k, v in s['metrics'].items():
+            print(f'  {k} = {fmt(v)}')
     print('\ninputs and outputs (sha256)')
     for r in m['stages']:
         for kind in ('inputs', 'outputs'):
-            for path, h in (r.get(kind) or {}).items(): print(f"  {r['name']:<9} {kind[:-1]:<6} {h[:16]}  {path}")
+            for path, h in (r.get(kind) or {}).items():
+                print(f'  {r["name"]:<9} {kind[:-1]:<6} {h[:16]}  {path}')
     return 0
+
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #68ce8a88
 def cmd_lineage(args):
     from mlops_nb.monitoring.monitor import lineage
+
     project = load_project(args.settings)
     print(lineage(project, args.version, args.model))
     return 0
 
+
 # %% ../../notebooks/lib/commands/03_history.ipynb #beead28e
 def cmd_data_versions(args):
     from mlops_nb.stages.data import data_versions
+
     project = load_project(args.settings)
     rows = data_versions(list_runs(project))
-    for r in rows: r.update(first_used=(r['first_used'] or '').replace('+00:00', 'Z'), last_used=(r['last_used'] or '').replace('+00:00', 'Z'))
-    if not rows: print(f'no data versions yet: no run in {project.runs_dir} has ingested data')
-    else: print(table(rows, ['data_version', 'rows', 'columns', 'schema_hash', 'source', 'runs', 'first_run', 'last_run']))
+    for r in rows:
+        r.update(
+            first_used=(r['first_used'] or '').replace('+00:00', 'Z'),
+            last_used=(r['last_used'] or '').replace('+00:00', 'Z'),
+        )
+    if not rows:
+        print(f'no data versions yet: no run in {project.runs_dir} has ingested data')
+    else:
+        print(
+            table(rows, ['data_version', 'rows', 'columns', 'schema_hash', 'source', 'runs', 'first_run', 'last_run'])
+        )
     return 0
+
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #6246614f
 def cmd_report(args):
     from mlops_nb.reporting.dashboard import render_dashboard
     from mlops_nb.reporting.report import render_reports
+
     project = load_project(args.settings)
-    dirs = [find_run(project, args.run)] if args.run else [project.runs_dir/m['run_id'] for m in list_runs(project)]
-    if not dirs: print(f'no runs yet in {project.runs_dir}: start one with `mlops-nb run`')
+    dirs = [find_run(project, args.run)] if args.run else [project.runs_dir / m['run_id'] for m in list_runs(project)]
+    if not dirs:
+        print(f'no runs yet in {project.runs_dir}: start one with `mlops-nb run`')
     paths = render_reports(dirs)
-    if len(paths) == 1: print(f'report     {rel(paths[0])}')
-    elif paths: print(f'{len(paths)} reports rendered in {rel(project.runs_dir)}/*/report.html')
+    if len(paths) == 1:
+        print(f'report     {rel(paths[0])}')
+    elif paths:
+        print(f'{len(paths)} reports rendered in {rel(project.runs_dir)}/*/report.html')
     print(f'dashboard  {rel(render_dashboard(project))}')
     return 0
+
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #2bc77e92
 def cmd_diff(args):
     from mlops_nb.reporting.diff import diff_text, write_diff
+
     project = load_project(args.settings)
     d, page = write_diff(project.runs_dir, find_run(project, args.run_a), find_run(project, args.run_b))
     print(diff_text(d))
     print(f'\npage  {rel(page)}')
     return 0
 
+
 # %% ../../notebooks/lib/commands/03_history.ipynb #48aaf777
-def _stop(*_): raise KeyboardInterrupt
+def _stop(*_):
+    raise KeyboardInterrupt
+
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #13ab992f
 def cmd_ui(args):
@@ -110,8 +173,15 @@ def cmd_ui(args):
     from mlops_nb.reporting.dashboard import dashboard_server, render_dashboard
     from mlops_nb.reporting.report import render_reports
     from mlops_nb.registry.server import mlflow_ui
+
     project = load_project(args.settings)
-    render_reports([project.runs_dir/m['run_id'] for m in list_runs(project) if not (project.runs_dir/m['run_id']/'report.html').is_file()])
+    render_reports(
+        [
+            project.runs_dir / m['run_id']
+            for m in list_runs(project)
+            if not (project.runs_dir / m['run_id'] / 'report.html').is_file()
+        ]
+    )
     render_dashboard(project)
     srv = dashboard_server(project.runs_dir, args.port)
     signal.signal(signal.SIGTERM, _stop)  # stopped by a service manager: close down as after Ctrl-C
@@ -119,38 +189,55 @@ def cmd_ui(args):
     mlflow, line = mlflow_ui(project.tracking_uri, project.root, args.mlflow, args.mlflow_port)
     print(line, flush=True)
     print('Ctrl-C stops', flush=True)
-    try: srv.serve_forever()
-    except KeyboardInterrupt: pass
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
     finally:
         srv.server_close()
         if mlflow is not None:
             mlflow.terminate()
-            try: mlflow.wait(15)
-            except subprocess.TimeoutExpired: mlflow.kill()
+            try:
+                mlflow.wait(15)
+            except subprocess.TimeoutExpired:
+                mlflow.kill()
     return 0
+
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #e045537c
 def add_commands(sub):
     "Add the history commands to the subparsers `sub` of `mlops-nb`"
-    li = sub.add_parser('lineage', help='how a model version came to be: its training run, trigger, monitor run, data and approval')
+    li = sub.add_parser(
+        'lineage', help='how a model version came to be: its training run, trigger, monitor run, data and approval'
+    )
     li.add_argument('version', metavar='MODEL_VERSION', help='version number, or an alias such as champion')
     li.add_argument('--model', metavar='NAME', help='registered model name (default: [project] model_name)')
     li.set_defaults(func=cmd_lineage)
     sub.add_parser('runs', help='list runs').set_defaults(func=cmd_runs)
-    rp = sub.add_parser('report', help="render report.html of one run (default: every run) and the runs dashboard")
+    rp = sub.add_parser('report', help='render report.html of one run (default: every run) and the runs dashboard')
     rp.add_argument('run', nargs='?', metavar='RUN', help='run id, a unique part of it, or a run folder')
     rp.set_defaults(func=cmd_report)
     ui = sub.add_parser('ui', help='serve the dashboard and reports on 127.0.0.1 and give the MLflow UI address')
     ui.add_argument('--port', type=int, default=8000, help='port of the dashboard (default 8000; 0 picks a free one)')
     ui.add_argument('--mlflow', action='store_true', help='also start the MLflow UI on the same tracking store')
-    ui.add_argument('--mlflow-port', type=int, default=5000, metavar='PORT', help='port of the MLflow UI (default 5000; 0 picks a free one)')
+    ui.add_argument(
+        '--mlflow-port',
+        type=int,
+        default=5000,
+        metavar='PORT',
+        help='port of the MLflow UI (default 5000; 0 picks a free one)',
+    )
     ui.set_defaults(func=cmd_ui)
     df = sub.add_parser('diff', help='what differs between two runs, what moved, and the likely cause')
     df.add_argument('run_a', metavar='RUN_A', help='the earlier run')
     df.add_argument('run_b', metavar='RUN_B', help='the later run')
     df.set_defaults(func=cmd_diff)
-    dv = sub.add_parser('data', help='the data the runs used').add_subparsers(dest='data_command', required=True, metavar='SUBCOMMAND')
-    dv.add_parser('versions', help='data versions seen across runs: rows, schema hash, first and last run').set_defaults(func=cmd_data_versions)
+    dv = sub.add_parser('data', help='the data the runs used').add_subparsers(
+        dest='data_command', required=True, metavar='SUBCOMMAND'
+    )
+    dv.add_parser(
+        'versions', help='data versions seen across runs: rows, schema hash, first and last run'
+    ).set_defaults(func=cmd_data_versions)
     s = sub.add_parser('show', help="show one run's stages, parameters, metrics and hashes")
     s.add_argument('run', metavar='RUN', help='run id, a unique part of it, or a run folder')
     s.set_defaults(func=cmd_show)

@@ -13,57 +13,78 @@ from ..core.manifest import read_manifest
 # %% auto #0
 __all__ = ['table', 'fmt', 'rel', 'render_pages', 'print_training_run']
 
+
 # %% ../../notebooks/lib/commands/00_output.ipynb #949bc7e1
-def table(rows:list, columns:list):
+def table(rows: list, columns: list):
     "Plain-text table of `rows` (dicts) with `columns`"
     cells = [[str(r.get(c, '') if r.get(c) is not None else '-') for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     line = lambda vals: '  '.join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
-    return '\n'.join([line(columns), line(['-'*w for w in widths]), *map(line, cells)])
+    return '\n'.join([line(columns), line(['-' * w for w in widths]), *map(line, cells)])
+
 
 # %% ../../notebooks/lib/commands/00_output.ipynb #19ba4c0c
 def fmt(v):
     return f'{v:.4f}' if isinstance(v, float) else str(v)
 
+
 # %% ../../notebooks/lib/commands/00_output.ipynb #85056bb9
-def rel(p:Path):
-    try: return str(Path(p).resolve().relative_to(Path.cwd()))
-    except ValueError: return str(p)
+def rel(p: Path):
+    try:
+        return str(Path(p).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
 
 # %% ../../notebooks/lib/commands/00_output.ipynb #940f791b
 def render_pages(project, run_dir=None):
     from mlops_nb.reporting.dashboard import render_run_pages
+
     render_run_pages(project, run_dir, echo=lambda line: print(line, file=sys.stderr))
 
+
 # %% ../../notebooks/lib/commands/00_output.ipynb #ecb65fba
-def print_training_run(run_dir:Path, approve_as:str|None, project):
+def print_training_run(run_dir: Path, approve_as: str | None, project):
     m = read_manifest(run_dir)
     s = m['summary']
-    print(f"\nrun {m['run_id']} completed in {m['duration_s']:.1f} s")
-    print(f"  folder   {rel(run_dir)}")
-    if 'data_version' in s: print(f"  data     version {s['data_version']} ({s['rows']:,} rows)")
-    if 'metrics' in s: print('  metrics  ' + '  '.join(f'{k} {fmt(v)}' for k, v in s['metrics'].items()))
+    print(f'\nrun {m["run_id"]} completed in {m["duration_s"]:.1f} s')
+    print(f'  folder   {rel(run_dir)}')
+    if 'data_version' in s:
+        print(f'  data     version {s["data_version"]} ({s["rows"]:,} rows)')
+    if 'metrics' in s:
+        print('  metrics  ' + '  '.join(f'{k} {fmt(v)}' for k, v in s['metrics'].items()))
     if 'version' in s:
         decision, reg = s.get('decision'), m['stages'][-1].get('result') or {}
-        if reg.get('already_champion'): decision = 'the champion already'
+        if reg.get('already_champion'):
+            decision = 'the champion already'
         elif decision == 'pending_approval' and approve_as:
             from mlops_nb.registry.gate import approve
+
             approve(run_dir, by=approve_as, note='approved at run time with --approve-as')
             render_pages(project, run_dir)
             decision = f'approved by {approve_as}: champion'
-        elif decision == 'pending_approval': decision = f"pending approval: mlops-nb approve {m['run_id']} --by NAME"
-        elif decision == 'rejected': decision = 'rejected: ' + '; '.join(m['stages'][-1]['result']['reasons'])
-        elif decision == 'blessed': decision = 'blessed: champion'
-        before = f" (registered by run {reg['registered_by']})" if reg.get('registered_by') not in (None, m['run_id']) else ''
-        print(f"  model    {s['model_name']} version {s['version']}{before}, {decision}")
+        elif decision == 'pending_approval':
+            decision = f'pending approval: mlops-nb approve {m["run_id"]} --by NAME'
+        elif decision == 'rejected':
+            decision = 'rejected: ' + '; '.join(m['stages'][-1]['result']['reasons'])
+        elif decision == 'blessed':
+            decision = 'blessed: champion'
+        before = (
+            f' (registered by run {reg["registered_by"]})'
+            if reg.get('registered_by') not in (None, m['run_id'])
+            else ''
+        )
+        print(f'  model    {s["model_name"]} version {s["version"]}{before}, {decision}')
     print('next')
-    print(f"  read the report               {rel(run_dir)}/report.html")
-    print(f"  all runs, charts, diffs       mlops-nb ui  (or open {rel(run_dir.parent)}/index.html)")
-    print(f"  read the executed notebooks   {rel(run_dir)}/*.ipynb")
-    print(f"  this run in detail            mlops-nb show {m['run_id']}")
+    print(f'  read the report               {rel(run_dir)}/report.html')
+    print(f'  all runs, charts, diffs       mlops-nb ui  (or open {rel(run_dir.parent)}/index.html)')
+    print(f'  read the executed notebooks   {rel(run_dir)}/*.ipynb')
+    print(f'  this run in detail            mlops-nb show {m["run_id"]}')
     uri = m['mlflow']['tracking_uri']  # a tracking server serves its own UI
-    print(f"  the MLflow UI                 {uri if uri.startswith(('http://', 'https://')) else 'mlflow ui --backend-store-uri ' + uri}")
+    print(
+        f'  the MLflow UI                 {uri if uri.startswith(("http://", "https://")) else "mlflow ui --backend-store-uri " + uri}'
+    )
     if 'model_name' in s:
-        print("  the model versions            mlops-nb models")
+        print('  the model versions            mlops-nb models')
         print(f"  load the champion             mlflow.pyfunc.load_model('models:/{s['model_name']}@champion')")
     return 0

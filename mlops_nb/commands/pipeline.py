@@ -17,160 +17,357 @@ from ..pipeline.runner import reproduce_run, run_pipeline
 # %% auto #0
 __all__ = ['cmd_run', 'cmd_monitor', 'cmd_replay', 'cmd_reproduce', 'cmd_sweep', 'add_commands']
 
+
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #c5e8ccdb
 def cmd_run(args):
     project = None if args.resume else load_project(args.settings, args.param)
     cache = False if args.no_cache else None
-    if args.resume: run_dir = run_pipeline(resume=find_run(load_project(args.settings), args.resume), cache=cache)
-    else: run_dir = run_pipeline(project, cache=cache)
+    if args.resume:
+        run_dir = run_pipeline(resume=find_run(load_project(args.settings), args.resume), cache=cache)
+    else:
+        run_dir = run_pipeline(project, cache=cache)
     return print_training_run(run_dir, args.approve_as, project or load_project(args.settings))
+
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #9fb5cff9
 def cmd_monitor(args):
     from mlops_nb.serving.predlog import log_batch
     from mlops_nb.core.stage import MONITORING
-    if bool(args.data) == bool(args.from_log): raise MlopsError('give the batch to monitor: --data SOURCE or --from-log [--since WHEN]')
+
+    if bool(args.data) == bool(args.from_log):
+        raise MlopsError('give the batch to monitor: --data SOURCE or --from-log [--since WHEN]')
     base = load_project(args.settings, args.param)
     source = str(log_batch(base, args.since, args.until)) if args.from_log else args.data
-    overrides = [*args.param, f'data.source={source}', *([f'monitor.labels={Path(args.labels).resolve()}'] if args.labels else [])]
-    if args.from_log: overrides.append('ingest.years=')
+    overrides = [
+        *args.param,
+        f'data.source={source}',
+        *([f'monitor.labels={Path(args.labels).resolve()}'] if args.labels else []),
+    ]
+    if args.from_log:
+        overrides.append('ingest.years=')
     project = load_project(args.settings, overrides)
     run_dir = run_pipeline(project, kind='monitor', stages=list(MONITORING))
     m = read_manifest(run_dir)
     rep = next(s['result'] for s in m['stages'] if s['name'] == 'monitor')
     trig = rep['trigger']
-    print(f"\nmonitor run {m['run_id']} completed in {m['duration_s']:.1f} s: {rep['decision']}")
-    print(f"  champion {rep['model_name']} version {rep['champion_version']}, batch of {rep['rows']:,} rows "
-          f"({rep['labelled_rows']:,} labelled, {rep['excluded_labels']:,} labels excluded: not independent of the model)")
-    print(f"  drift    {rep['n_drifted']} of {rep['columns']} features ({rep['drift_share']:.0%})" + (f": {', '.join(rep['drifted'])}" if rep['drifted'] else ''))
+    print(f'\nmonitor run {m["run_id"]} completed in {m["duration_s"]:.1f} s: {rep["decision"]}')
+    print(
+        f'  champion {rep["model_name"]} version {rep["champion_version"]}, batch of {rep["rows"]:,} rows '
+        f'({rep["labelled_rows"]:,} labelled, {rep["excluded_labels"]:,} labels excluded: not independent of the model)'
+    )
+    print(
+        f'  drift    {rep["n_drifted"]} of {rep["columns"]} features ({rep["drift_share"]:.0%})'
+        + (f': {", ".join(rep["drifted"])}' if rep['drifted'] else '')
+    )
     if rep.get('performance'):
-        print('  metrics  ' + '  '.join(f"{k} {fmt(v)} (ref {fmt(rep['reference_metrics'].get(k))})" for k, v in rep['performance'].items() if k != 'rows'))
-    for sig in trig['signals']: print(f"  signal   {sig['signal']}: {sig['detail']}")
-    for why in trig['held_back']: print(f'  held     {why}')
-    print(f"  report   {rel(run_dir)}/report.html")
-    if not trig['triggered']: return 0
-    if args.no_retrain or not project.settings['monitor']['retrain']:
-        print(f"retraining not started ({'--no-retrain' if args.no_retrain else 'monitor.retrain = false'}); its data: {trig['training_data']['folder']}")
+        print(
+            '  metrics  '
+            + '  '.join(
+                f'{k} {fmt(v)} (ref {fmt(rep["reference_metrics"].get(k))})'
+                for k, v in rep['performance'].items()
+                if k != 'rows'
+            )
+        )
+    for sig in trig['signals']:
+        print(f'  signal   {sig["signal"]}: {sig["detail"]}')
+    for why in trig['held_back']:
+        print(f'  held     {why}')
+    print(f'  report   {rel(run_dir)}/report.html')
+    if not trig['triggered']:
         return 0
-    trigger = {**json.loads((run_dir/'artifacts/08_monitor/trigger.json').read_text()), 'file': str(run_dir/'artifacts/08_monitor/trigger.json')}
+    if args.no_retrain or not project.settings['monitor']['retrain']:
+        print(
+            f'retraining not started ({"--no-retrain" if args.no_retrain else "monitor.retrain = false"}); its data: {trig["training_data"]["folder"]}'
+        )
+        return 0
+    trigger = {
+        **json.loads((run_dir / 'artifacts/08_monitor/trigger.json').read_text()),
+        'file': str(run_dir / 'artifacts/08_monitor/trigger.json'),
+    }
     td = trig['training_data']
-    earlier = f" + {td['earlier_rows']:,} from {len(td['earlier_runs'])} earlier batches" if td.get('earlier_rows') else ''
-    print(f"\nretraining on {td['reference_rows']:,} reference{earlier} + {td['recent_rows']:,} new labelled rows "
-          f"({trig['training_data']['excluded_labels']:,} labels excluded by the feedback-loop guard)")
+    earlier = (
+        f' + {td["earlier_rows"]:,} from {len(td["earlier_runs"])} earlier batches' if td.get('earlier_rows') else ''
+    )
+    print(
+        f'\nretraining on {td["reference_rows"]:,} reference{earlier} + {td["recent_rows"]:,} new labelled rows '
+        f'({trig["training_data"]["excluded_labels"]:,} labels excluded by the feedback-loop guard)'
+    )
     # judged on the newest rows, which the champion never saw: a random holdout would hold rows it trained on
-    retrain = load_project(args.settings, [*args.param, f"data.source={trig['training_data']['folder']}", 'ingest.years=', 'ingest.max_rows=0',
-                                           'features.split=time'])
+    retrain = load_project(
+        args.settings,
+        [
+            *args.param,
+            f'data.source={trig["training_data"]["folder"]}',
+            'ingest.years=',
+            'ingest.max_rows=0',
+            'features.split=time',
+        ],
+    )
     return print_training_run(run_pipeline(retrain, kind='retrain', trigger=trigger), args.approve_as, retrain)
+
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #c6fa3eb5
 def cmd_replay(args):
     from mlops_nb.monitoring.replay import replay_input, summary_lines
-    if args.data and args.dataset: raise MlopsError('give --data FILE or --dataset NAME, not both')
+
+    if args.data and args.dataset:
+        raise MlopsError('give --data FILE or --dataset NAME, not both')
     local = Path(args.data).expanduser() if args.data else None
     data = str(local.resolve()) if local is not None and local.exists() else args.data  # a glob or URI stays as given
-    overrides = [*args.param, *([f'replay.data={data}'] if args.data else []), *([f'replay.dataset={args.dataset}', 'replay.data='] if args.dataset else []),
-                 *([f'replay.time_column={args.time_column}'] if args.time_column is not None else []), *([f'replay.batch={args.batch}'] if args.batch else [])]
+    overrides = [
+        *args.param,
+        *([f'replay.data={data}'] if args.data else []),
+        *([f'replay.dataset={args.dataset}', 'replay.data='] if args.dataset else []),
+        *([f'replay.time_column={args.time_column}'] if args.time_column is not None else []),
+        *([f'replay.batch={args.batch}'] if args.batch else []),
+    ]
     project = load_project(args.settings, overrides)
-    r = project.settings['replay']  # read and checked before a run folder is made: bad input is one line, not a failed stage
+    r = project.settings[
+        'replay'
+    ]  # read and checked before a run folder is made: bad input is one line, not a failed stage
     replay_input(project.settings, project.root, r.get('data', ''), r.get('time_column', ''), r['dataset'], r['batch'])
     # never reused from an earlier run: the cache key covers neither the data file's content nor the train notebook's model cell
     run_dir = run_pipeline(project, kind='replay', stages=['replay'], cache=False)
     m = read_manifest(run_dir)
-    print(f"\nreplay run {m['run_id']} completed in {m['duration_s']:.1f} s", *summary_lines(next(s['result'] for s in m['stages'] if s['name'] == 'replay')), sep='\n')
-    for what, path in (('batches', 'artifacts/09_replay/batches.parquet'), ('plot', 'artifacts/09_replay/accuracy.png'), ('report', 'report.html')):
+    print(
+        f'\nreplay run {m["run_id"]} completed in {m["duration_s"]:.1f} s',
+        *summary_lines(next(s['result'] for s in m['stages'] if s['name'] == 'replay')),
+        sep='\n',
+    )
+    for what, path in (
+        ('batches', 'artifacts/09_replay/batches.parquet'),
+        ('plot', 'artifacts/09_replay/accuracy.png'),
+        ('report', 'report.html'),
+    ):
         print(f'  {what:<8} {rel(run_dir)}/{path}')
     return 0
+
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #e5b1a079
 def cmd_reproduce(args):
     run_dir, rows = reproduce_run(find_run(load_project(args.settings), args.run))
     same = sum(eq for *_, eq in rows)
     print(f'\nreproduced {args.run} as {rel(run_dir)}: {same} of {len(rows)} numbers equal')
-    print(table([{'number': k, 'then': fmt(a) if eq else repr(a), 'now': fmt(b) if eq else repr(b), '': '' if eq else 'DIFFERS'} for k, a, b, eq in rows],
-                 ['number', 'then', 'now', '']))
+    print(
+        table(
+            [
+                {
+                    'number': k,
+                    'then': fmt(a) if eq else repr(a),
+                    'now': fmt(b) if eq else repr(b),
+                    '': '' if eq else 'DIFFERS',
+                }
+                for k, a, b, eq in rows
+            ],
+            ['number', 'then', 'now', ''],
+        )
+    )
     return 0 if same == len(rows) else 1
+
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #5d5390e7
 def cmd_sweep(args):
     from mlops_nb.pipeline.sweep import parse_axis, run_sweep
+
     executor = args.executor or ('dask' if args.scheduler or args.workers else 'local')
     if args.resume:
         if args.param or args.set or args.sample:
             raise MlopsError('--resume continues a sweep with its own combinations: drop -p, --set and --sample')
-        run_dir = run_sweep(None, None, executor=executor, scheduler=args.scheduler, workers=args.workers, resume=args.resume)
+        run_dir = run_sweep(
+            None, None, executor=executor, scheduler=args.scheduler, workers=args.workers, resume=args.resume
+        )
         m = read_manifest(run_dir)
         project = load_project(m['settings_file'], m['overrides'])
     else:
         axes, fixed, stages = [], list(args.set), load_project(args.settings).notebooks
         for text in args.param:
             setting, values = parse_axis(text, stages)
-            if len(values) > 1: axes.append((setting, values))
-            else: fixed.append(f'{setting}={values[0][0]}')
-        if not axes: raise MlopsError('nothing to sweep: give a setting several values, e.g. -p train.learning_rate=0.03,0.1,0.3')
+            if len(values) > 1:
+                axes.append((setting, values))
+            else:
+                fixed.append(f'{setting}={values[0][0]}')
+        if not axes:
+            raise MlopsError(
+                'nothing to sweep: give a setting several values, e.g. -p train.learning_rate=0.03,0.1,0.3'
+            )
         project = load_project(args.settings, fixed)
-        run_dir = run_sweep(project, axes, sample=args.sample, executor=executor, scheduler=args.scheduler, workers=args.workers)
+        run_dir = run_sweep(
+            project, axes, sample=args.sample, executor=executor, scheduler=args.scheduler, workers=args.workers
+        )
     sw = read_manifest(run_dir)['sweep']
     key = sw['key_metric']
-    print(f"\nsweep {sw['run_id']}: {sw['combinations']} of {sw['grid']} combinations, {sw['kind']}, "
-          f"executor {sw['executor']}{' with ' + str(sw['workers']) + ' workers' if sw.get('workers') else ''}, children in {sw['children_s']:.1f} s")
-    ranking = json.loads((run_dir/'artifacts'/'sweep'/'results.json').read_text())['table']
+    print(
+        f'\nsweep {sw["run_id"]}: {sw["combinations"]} of {sw["grid"]} combinations, {sw["kind"]}, '
+        f'executor {sw["executor"]}{" with " + str(sw["workers"]) + " workers" if sw.get("workers") else ""}, children in {sw["children_s"]:.1f} s'
+    )
+    ranking = json.loads((run_dir / 'artifacts' / 'sweep' / 'results.json').read_text())['table']
     rows = [{**r, key: fmt(r[key])} for r in ranking]
     print(table(rows, list(rows[0]) if rows else ['rank']))
     for e in sw['effects']:
-        print(f"  {e['setting']:<28} range {e['range']:.4f}  (mean {key} by value: " + ', '.join(f'{v} {m:.4f}' for v, m in e['means'].items()) + ')')
-    if sw.get('moved_most'): print(f"  moved {key} most: {sw['moved_most']}")
-    if sw.get('retried'): print(f"  retried after a failure or a lost worker: {', '.join(sw['retried'])}")
-    print(f"  table and plot  {rel(run_dir)}/sweep.ipynb  ({rel(run_dir)}/artifacts/sweep/)")
-    print(f"best: {sw['best']['run_id']} (" + ', '.join(f'{k}={v}' for k, v in sw['best']['combination'].items()) + ')')
+        print(
+            f'  {e["setting"]:<28} range {e["range"]:.4f}  (mean {key} by value: '
+            + ', '.join(f'{v} {m:.4f}' for v, m in e['means'].items())
+            + ')'
+        )
+    if sw.get('moved_most'):
+        print(f'  moved {key} most: {sw["moved_most"]}')
+    if sw.get('retried'):
+        print(f'  retried after a failure or a lost worker: {", ".join(sw["retried"])}')
+    print(f'  table and plot  {rel(run_dir)}/sweep.ipynb  ({rel(run_dir)}/artifacts/sweep/)')
+    print(f'best: {sw["best"]["run_id"]} (' + ', '.join(f'{k}={v}' for k, v in sw['best']['combination'].items()) + ')')
     return print_training_run(run_dir, args.approve_as, project)
+
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #04f3d817
 def add_commands(sub):
     "Add the pipeline commands to the subparsers `sub` of `mlops-nb`"
-    r = sub.add_parser('run', help='run the pipeline into a new run folder', description='Run the stage notebooks in order.')
-    r.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE',
-                   help='override one setting for this run, typed by its declaration (repeatable)')
-    r.add_argument('--resume', metavar='RUN', help='continue a failed or interrupted run from its first incomplete stage')
-    r.add_argument('--approve-as', metavar='NAME', help="approve the model as NAME if the gate passes it (recorded like `mlops-nb approve`)")
-    r.add_argument('--no-cache', action='store_true', help='execute every stage, reusing none from earlier runs ([pipeline] cache = false for this run)')
+    r = sub.add_parser(
+        'run', help='run the pipeline into a new run folder', description='Run the stage notebooks in order.'
+    )
+    r.add_argument(
+        '-p',
+        '--param',
+        action='append',
+        default=[],
+        metavar='SECTION.KEY=VALUE',
+        help='override one setting for this run, typed by its declaration (repeatable)',
+    )
+    r.add_argument(
+        '--resume', metavar='RUN', help='continue a failed or interrupted run from its first incomplete stage'
+    )
+    r.add_argument(
+        '--approve-as',
+        metavar='NAME',
+        help='approve the model as NAME if the gate passes it (recorded like `mlops-nb approve`)',
+    )
+    r.add_argument(
+        '--no-cache',
+        action='store_true',
+        help='execute every stage, reusing none from earlier runs ([pipeline] cache = false for this run)',
+    )
     r.set_defaults(func=cmd_run)
-    mo = sub.add_parser('monitor', help="compare a batch with the champion's training data; retrain when a signal says so",
-                        description="Run the monitor notebook on a batch (drift, skew, predictions, performance, control charts); "
-                                    "when settings.ini [monitor] signals fire, start a training run on the chosen data.")
-    mo.add_argument('--data', metavar='SOURCE', help='the batch: a bundled dataset, CSV or Parquet file, folder, glob or fsspec URI')
-    mo.add_argument('--from-log', action='store_true', help="the batch is the server's prediction log (with its independent labels)")
-    mo.add_argument('--since', metavar='WHEN', help='with --from-log: ISO date or time (UTC), or an age such as 7d (default: from the start)')
+    mo = sub.add_parser(
+        'monitor',
+        help="compare a batch with the champion's training data; retrain when a signal says so",
+        description='Run the monitor notebook on a batch (drift, skew, predictions, performance, control charts); '
+        'when settings.ini [monitor] signals fire, start a training run on the chosen data.',
+    )
+    mo.add_argument(
+        '--data', metavar='SOURCE', help='the batch: a bundled dataset, CSV or Parquet file, folder, glob or fsspec URI'
+    )
+    mo.add_argument(
+        '--from-log', action='store_true', help="the batch is the server's prediction log (with its independent labels)"
+    )
+    mo.add_argument(
+        '--since',
+        metavar='WHEN',
+        help='with --from-log: ISO date or time (UTC), or an age such as 7d (default: from the start)',
+    )
     mo.add_argument('--until', metavar='WHEN', help='with --from-log: stop before this time (default: now)')
-    mo.add_argument('--labels', metavar='PATH', help='CSV or Parquet of late labels: the id column, the target, optionally label_independent')
+    mo.add_argument(
+        '--labels',
+        metavar='PATH',
+        help='CSV or Parquet of late labels: the id column, the target, optionally label_independent',
+    )
     mo.add_argument('--no-retrain', action='store_true', help='record the trigger but start no training run')
     mo.add_argument('--approve-as', metavar='NAME', help='approve the retrained model as NAME if the gate passes it')
-    mo.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override a setting (repeatable)')
+    mo.add_argument(
+        '-p',
+        '--param',
+        action='append',
+        default=[],
+        metavar='SECTION.KEY=VALUE',
+        help='override a setting (repeatable)',
+    )
     mo.set_defaults(func=cmd_monitor)
-    rl = sub.add_parser('replay', help='replay the retraining loop over a time-ordered dataset: never, periodic, monitor-triggered',
-                        description="Score each batch with the current model, monitor it, label it, and retrain by each policy, as the project's settings say.")
-    rl.add_argument('--data', metavar='FILE_OR_URI', help="your time-ordered data (CSV or Parquet file, folder, glob or URI), read with the project's [data] settings")
-    rl.add_argument('--time-column', metavar='COL', help="the column of a row's time in --data (default: data.time_column if there, else row order)")
-    rl.add_argument('--dataset', choices=('elec2', 'acs'), help='a bundled dataset instead: elec2 (the default without --data) or acs')
-    rl.add_argument('--batch', metavar='SIZE', help='daily, weekly, monthly, yearly (by the time column) or a number of rows; elec2: daily, weekly or monthly; acs: yearly')
-    rl.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override a setting, e.g. replay.period=8')
+    rl = sub.add_parser(
+        'replay',
+        help='replay the retraining loop over a time-ordered dataset: never, periodic, monitor-triggered',
+        description="Score each batch with the current model, monitor it, label it, and retrain by each policy, as the project's settings say.",
+    )
+    rl.add_argument(
+        '--data',
+        metavar='FILE_OR_URI',
+        help="your time-ordered data (CSV or Parquet file, folder, glob or URI), read with the project's [data] settings",
+    )
+    rl.add_argument(
+        '--time-column',
+        metavar='COL',
+        help="the column of a row's time in --data (default: data.time_column if there, else row order)",
+    )
+    rl.add_argument(
+        '--dataset',
+        choices=('elec2', 'acs'),
+        help='a bundled dataset instead: elec2 (the default without --data) or acs',
+    )
+    rl.add_argument(
+        '--batch',
+        metavar='SIZE',
+        help='daily, weekly, monthly, yearly (by the time column) or a number of rows; elec2: daily, weekly or monthly; acs: yearly',
+    )
+    rl.add_argument(
+        '-p',
+        '--param',
+        action='append',
+        default=[],
+        metavar='SECTION.KEY=VALUE',
+        help='override a setting, e.g. replay.period=8',
+    )
     rl.set_defaults(func=cmd_replay)
-    rp_ = sub.add_parser('reproduce', help="execute a run again from its manifest (its settings, notebooks and data; nothing reused) and compare every number",
-                         description='Exit 1 when a number differs; a notebook or the data changed since the run is an error before anything runs.')
+    rp_ = sub.add_parser(
+        'reproduce',
+        help='execute a run again from its manifest (its settings, notebooks and data; nothing reused) and compare every number',
+        description='Exit 1 when a number differs; a notebook or the data changed since the run is an error before anything runs.',
+    )
     rp_.add_argument('run', metavar='RUN', help='run id, a unique part of it, or a run folder')
     rp_.set_defaults(func=cmd_reproduce)
-    sw = sub.add_parser('sweep', help='run many combinations of settings as child runs, rank them, and gate the best',
-                        description='The shared stages once, then one child run per combination (locally or on Dask), ranked by '
-                                    '[project] key_metric; the best goes through audit and register like any training run.')
-    sw.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=V1,V2',
-                    help="a sweep axis, values typed by the setting; separate values with | when a value holds commas "
-                         "(-p 'ingest.years=2015|2015,2016'); one value fixes the setting (repeatable)")
-    sw.add_argument('--set', action='append', default=[], metavar='SECTION.KEY=VALUE', help='fix a setting for every combination, commas and all (repeatable)')
-    sw.add_argument('--sample', type=int, metavar='K', help='run K combinations drawn from the grid with [project] random_state (default: all)')
-    sw.add_argument('--executor', choices=('local', 'dask'), help='local: one after another; dask: on a Dask cluster '
-                    '(default: dask when --scheduler or --workers is given, else local)')
-    sw.add_argument('--scheduler', metavar='tcp://HOST:8786', help='an existing Dask scheduler; its workers must see this project and MLflow store at the same paths')
-    sw.add_argument('--workers', type=int, metavar='N', help='worker processes of the local Dask cluster (default: one per core)')
+    sw = sub.add_parser(
+        'sweep',
+        help='run many combinations of settings as child runs, rank them, and gate the best',
+        description='The shared stages once, then one child run per combination (locally or on Dask), ranked by '
+        '[project] key_metric; the best goes through audit and register like any training run.',
+    )
+    sw.add_argument(
+        '-p',
+        '--param',
+        action='append',
+        default=[],
+        metavar='SECTION.KEY=V1,V2',
+        help='a sweep axis, values typed by the setting; separate values with | when a value holds commas '
+        "(-p 'ingest.years=2015|2015,2016'); one value fixes the setting (repeatable)",
+    )
+    sw.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='SECTION.KEY=VALUE',
+        help='fix a setting for every combination, commas and all (repeatable)',
+    )
+    sw.add_argument(
+        '--sample',
+        type=int,
+        metavar='K',
+        help='run K combinations drawn from the grid with [project] random_state (default: all)',
+    )
+    sw.add_argument(
+        '--executor',
+        choices=('local', 'dask'),
+        help='local: one after another; dask: on a Dask cluster '
+        '(default: dask when --scheduler or --workers is given, else local)',
+    )
+    sw.add_argument(
+        '--scheduler',
+        metavar='tcp://HOST:8786',
+        help='an existing Dask scheduler; its workers must see this project and MLflow store at the same paths',
+    )
+    sw.add_argument(
+        '--workers', type=int, metavar='N', help='worker processes of the local Dask cluster (default: one per core)'
+    )
     sw.add_argument('--approve-as', metavar='NAME', help='approve the best model as NAME if the gate passes it')
-    sw.add_argument('--resume', metavar='RUN_DIR', help='continue a sweep that stopped: completed stages and children are kept, '
-                    'the rest run (on the executor given now)')
+    sw.add_argument(
+        '--resume',
+        metavar='RUN_DIR',
+        help='continue a sweep that stopped: completed stages and children are kept, '
+        'the rest run (on the executor given now)',
+    )
     sw.set_defaults(func=cmd_sweep)

@@ -16,57 +16,106 @@ from ..core.project import load_project
 # %% auto #0
 __all__ = ['cmd_init', 'cmd_settings', 'cmd_lab', 'add_commands']
 
+
 # %% ../../notebooks/lib/commands/01_project.ipynb #fab3fca1
 def cmd_init(args):
     from mlops_nb.pipeline.scaffold import init_project
+
     folder = Path(args.dir)
     if args.notebooks:
         init_project(folder, notebooks_only=True)
         return 0
     init_project(folder, args.data, args.target)
     cd = '' if folder.resolve() == Path.cwd() else f'cd {folder} && '
-    print(f'next: {cd}mlops-nb run --approve-as "$USER"   (settings.ini says what each key does; README.md what to run)')
+    print(
+        f'next: {cd}mlops-nb run --approve-as "$USER"   (settings.ini says what each key does; README.md what to run)'
+    )
     return 0
+
 
 # %% ../../notebooks/lib/commands/01_project.ipynb #892c1347
 def cmd_settings(args):
     from mlops_nb.core.stage import declared_settings
+
     project = load_project(args.settings, args.param)
     nbs = project.notebooks
-    rows = [{'setting': f'{s}.{k}', 'type': p.type.__name__, 'value': repr(hide(project.settings[s][k])), 'default': repr(p.default),
-             'declared in': nbs[s].notebook if s in nbs else 'mlops_nb', 'help': p.help}
-            for s, ps in declared_settings(nbs).items() for k, p in ps.items()]
-    print(f'settings from {project.settings_file}' + (f' with {", ".join(hide(project.overrides))}' if project.overrides else ''))
+    rows = [
+        {
+            'setting': f'{s}.{k}',
+            'type': p.type.__name__,
+            'value': repr(hide(project.settings[s][k])),
+            'default': repr(p.default),
+            'declared in': nbs[s].notebook if s in nbs else 'mlops_nb',
+            'help': p.help,
+        }
+        for s, ps in declared_settings(nbs).items()
+        for k, p in ps.items()
+    ]
+    print(
+        f'settings from {project.settings_file}'
+        + (f' with {", ".join(hide(project.overrides))}' if project.overrides else '')
+    )
     print(table(rows, ['setting', 'type', 'value', 'default', 'declared in', 'help']))
     return 0
+
 
 # %% ../../notebooks/lib/commands/01_project.ipynb #6a0cf7a6
 def cmd_lab(args):
     import importlib.util
     import os
+
     project = load_project(args.settings)
-    if importlib.util.find_spec('jupyterlab') is None: raise MlopsError("JupyterLab is not installed: pip install 'mlops-nb[lab]'")
-    argv = [sys.executable, '-m', 'jupyterlab', f'--ServerApp.root_dir={project.root}', '--ServerApp.ip=127.0.0.1',
-            f'--ServerApp.port={args.port}', '--ServerApp.default_url=/lab/tree/notebooks/stages', *(['--no-browser'] if args.no_browser else []),
-            *(['--allow-root'] if args.allow_root else [])]
-    print(f'JupyterLab at {project.root}: the stage notebooks are in notebooks/stages and run top to bottom with their defaults', flush=True)
+    if importlib.util.find_spec('jupyterlab') is None:
+        raise MlopsError("JupyterLab is not installed: pip install 'mlops-nb[lab]'")
+    argv = [
+        sys.executable,
+        '-m',
+        'jupyterlab',
+        f'--ServerApp.root_dir={project.root}',
+        '--ServerApp.ip=127.0.0.1',
+        f'--ServerApp.port={args.port}',
+        '--ServerApp.default_url=/lab/tree/notebooks/stages',
+        *(['--no-browser'] if args.no_browser else []),
+        *(['--allow-root'] if args.allow_root else []),
+    ]
+    print(
+        f'JupyterLab at {project.root}: the stage notebooks are in notebooks/stages and run top to bottom with their defaults',
+        flush=True,
+    )
     os.execv(sys.executable, argv)  # JupyterLab owns the terminal from here: Ctrl-C shuts its kernels down itself
+
 
 # %% ../../notebooks/lib/commands/01_project.ipynb #e23b48f8
 def add_commands(sub):
     "Add the project commands to the subparsers `sub` of `mlops-nb`"
-    i = sub.add_parser('init', help='make a project in a new or empty folder: settings.ini, stage notebooks, .gitignore, README',
-                       description='Make a project. With --data and --target, settings.ini is written for that data.')
+    i = sub.add_parser(
+        'init',
+        help='make a project in a new or empty folder: settings.ini, stage notebooks, .gitignore, README',
+        description='Make a project. With --data and --target, settings.ini is written for that data.',
+    )
     i.add_argument('dir', nargs='?', default='.', help='the project folder (default: this one)')
-    i.add_argument('--data', metavar='FILE_OR_URI', help='a CSV or Parquet file, folder or glob (default: the bundled ACS data)')
+    i.add_argument(
+        '--data', metavar='FILE_OR_URI', help='a CSV or Parquet file, folder or glob (default: the bundled ACS data)'
+    )
     i.add_argument('--target', metavar='COLUMN', help='the column to predict (with --data)')
     i.add_argument('--notebooks', action='store_true', help="only copy the stage notebooks into DIR's notebooks/stages")
     i.set_defaults(func=cmd_init)
     lb = sub.add_parser('lab', help='start JupyterLab at the project, open at the stage notebooks')
     lb.add_argument('--port', type=int, default=8888, help='port (default 8888; the next free one if taken)')
     lb.add_argument('--no-browser', action='store_true', help='do not open a browser')
-    lb.add_argument('--allow-root', action='store_true', help='run as root (in a container, say), which JupyterLab refuses otherwise')
+    lb.add_argument(
+        '--allow-root',
+        action='store_true',
+        help='run as root (in a container, say), which JupyterLab refuses otherwise',
+    )
     lb.set_defaults(func=cmd_lab)
     st = sub.add_parser('settings', help='every setting with its type, value, default and help')
-    st.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE', help='show the values with this override')
+    st.add_argument(
+        '-p',
+        '--param',
+        action='append',
+        default=[],
+        metavar='SECTION.KEY=VALUE',
+        help='show the values with this override',
+    )
     st.set_defaults(func=cmd_settings)

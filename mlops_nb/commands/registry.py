@@ -15,52 +15,83 @@ from ..core.project import load_project
 # %% auto #0
 __all__ = ['cmd_approve', 'cmd_rollback', 'cmd_models', 'cmd_audit', 'cmd_tracking_server', 'add_commands']
 
+
 # %% ../../notebooks/lib/commands/04_registry.ipynb #0752de69
 def _project_registry(args):
     p = load_project(args.settings)
     return p.tracking_uri, p.settings['project']['model_name']
 
+
 # %% ../../notebooks/lib/commands/04_registry.ipynb #9f762b02
 def cmd_approve(args):
     from mlops_nb.registry.gate import approve, reject
+
     project = load_project(args.settings)
     run_dir = find_run(project, args.run)
     e = (approve if args.command == 'approve' else reject)(run_dir, by=args.by, note=args.note or '')
     render_pages(project, run_dir)
-    print(f"{e['model_name']} version {e['version']} {e['decision']} by {e['by']} at {e['at']}"
-          + (f"; champion now (replaced version {e['replaced']})" if e['decision'] == 'approved' and e.get('replaced') else
-             '; champion now' if e['decision'] == 'approved' else ''))
+    print(
+        f'{e["model_name"]} version {e["version"]} {e["decision"]} by {e["by"]} at {e["at"]}'
+        + (
+            f'; champion now (replaced version {e["replaced"]})'
+            if e['decision'] == 'approved' and e.get('replaced')
+            else '; champion now'
+            if e['decision'] == 'approved'
+            else ''
+        )
+    )
     return 0
+
 
 # %% ../../notebooks/lib/commands/04_registry.ipynb #a479949d
 def cmd_rollback(args):
     from mlops_nb.registry.gate import rollback
+
     r = rollback(*_project_registry(args), by=args.by, note=args.note, to=args.to)
     render_pages(load_project(args.settings))
-    print(f"{r['model_name']}: champion is version {r['champion']} again (was {r['replaced']})")
+    print(f'{r["model_name"]}: champion is version {r["champion"]} again (was {r["replaced"]})')
     return 0
+
 
 # %% ../../notebooks/lib/commands/04_registry.ipynb #09fcd881
 def cmd_models(args):
     from mlops_nb.registry.gate import models
+
     uri, name = _project_registry(args)
     rows = models(uri, name)
-    if not rows: print(f'no registered versions of {name} in {uri}')
-    else: print(table(rows, ['version', 'aliases', 'status', 'gate', 'approval', 'roc_auc', 'accuracy', 'data_version', 'run']))
+    if not rows:
+        print(f'no registered versions of {name} in {uri}')
+    else:
+        print(
+            table(
+                rows, ['version', 'aliases', 'status', 'gate', 'approval', 'roc_auc', 'accuracy', 'data_version', 'run']
+            )
+        )
     return 0
+
 
 # %% ../../notebooks/lib/commands/04_registry.ipynb #721c2e90
 def cmd_audit(args):
     import pandas as pd
     from mlops_nb.stages.audit import audit_table, write_audit
+
     path = Path(args.data)
-    if not path.is_file(): raise MlopsError(f'{path}: no such file')
-    try: df = pd.read_parquet(path) if path.suffix.lower() in ('.parquet', '.pq') else pd.read_csv(path)
-    except Exception as e: raise MlopsError(f'{path}: cannot be read: {e}') from None
-    r = audit_table(df, args.label, args.prediction, args.group, args.intersections, args.min_group_size, args.n_boot, args.criteria)
+    if not path.is_file():
+        raise MlopsError(f'{path}: no such file')
+    try:
+        df = pd.read_parquet(path) if path.suffix.lower() in ('.parquet', '.pq') else pd.read_csv(path)
+    except Exception as e:
+        raise MlopsError(f'{path}: cannot be read: {e}') from None
+    r = audit_table(
+        df, args.label, args.prediction, args.group, args.intersections, args.min_group_size, args.n_boot, args.criteria
+    )
     for col, t in r.tables.items():
         print(f'\n{col}')
-        print(t[['count', 'judgeable', 'selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision']].round(4).to_string())
+        print(
+            t[['count', 'judgeable', 'selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision']]
+            .round(4)
+            .to_string()
+        )
     print('\ndisparities (judgeable groups)')
     print(r.summary.round(4).to_string())
     if r.verdict['criteria']:
@@ -70,16 +101,29 @@ def cmd_audit(args):
         print(f'\nreport written to {args.out}')
     return 0 if r.verdict['passed'] else 3
 
+
 # %% ../../notebooks/lib/commands/04_registry.ipynb #8b010a2b
 def cmd_tracking_server(args):
     from mlops_nb.registry.server import tracking_server
-    return tracking_server(args.backend_store or '', args.artifacts or '', args.host, args.port, args.workers, args.settings,
-                           echo=lambda line: print(line, flush=True))
+
+    return tracking_server(
+        args.backend_store or '',
+        args.artifacts or '',
+        args.host,
+        args.port,
+        args.workers,
+        args.settings,
+        echo=lambda line: print(line, flush=True),
+    )
+
 
 # %% ../../notebooks/lib/commands/04_registry.ipynb #4a0b6129
 def add_commands(sub):
     "Add the registry commands to the subparsers `sub` of `mlops-nb`"
-    for verb, helptext in (('approve', 'approve a run\'s model: it becomes champion'), ('reject', "reject a run's model: it never becomes champion")):
+    for verb, helptext in (
+        ('approve', "approve a run's model: it becomes champion"),
+        ('reject', "reject a run's model: it never becomes champion"),
+    ):
         a = sub.add_parser(verb, help=helptext)
         a.add_argument('run', metavar='RUN', help='run id, a unique part of it, or a run folder')
         a.add_argument('--by', required=True, metavar='NAME', help='who decides')
@@ -90,23 +134,50 @@ def add_commands(sub):
     rb.add_argument('--by', required=True, metavar='NAME', help='who rolls back')
     rb.add_argument('--note', required=True, metavar='TEXT', help='why')
     rb.set_defaults(func=cmd_rollback)
-    sub.add_parser('models', help='model versions with aliases, decisions, approvals and metrics').set_defaults(func=cmd_models)
-    au = sub.add_parser('audit', help='audit any table of decisions with labels for bias by group (exit 3 if a criterion fails)')
+    sub.add_parser('models', help='model versions with aliases, decisions, approvals and metrics').set_defaults(
+        func=cmd_models
+    )
+    au = sub.add_parser(
+        'audit', help='audit any table of decisions with labels for bias by group (exit 3 if a criterion fails)'
+    )
     au.add_argument('--data', required=True, metavar='FILE', help='CSV or Parquet table, one row per decision')
     au.add_argument('--label', required=True, metavar='COL', help='column of true labels (0/1)')
     au.add_argument('--prediction', required=True, metavar='COL', help='column of decisions (0/1)')
     au.add_argument('--group', required=True, action='append', metavar='COL', help='group column (repeatable)')
     au.add_argument('--intersections', action='store_true', help='also audit the combination of the group columns')
-    au.add_argument('--min-group-size', type=int, default=100, metavar='N', help='smaller groups are too small to judge (default 100)')
-    au.add_argument('--n-boot', type=int, default=200, metavar='N', help='bootstrap resamples for the intervals (default 200)')
+    au.add_argument(
+        '--min-group-size',
+        type=int,
+        default=100,
+        metavar='N',
+        help='smaller groups are too small to judge (default 100)',
+    )
+    au.add_argument(
+        '--n-boot', type=int, default=200, metavar='N', help='bootstrap resamples for the intervals (default 200)'
+    )
     au.add_argument('--criteria', default='', metavar='TEXT', help='e.g. "demographic_parity_ratio at least 0.8"')
     au.add_argument('--out', metavar='FILE.json', help='also write the report as JSON')
     au.set_defaults(func=cmd_audit)
-    ts = sub.add_parser('tracking-server', help="start MLflow's tracking server for a team (one worker, no job execution)",
-                        description="Serve a tracking and registry store to a team; prints the tracking_uri for settings.ini.")
-    ts.add_argument('--backend-store', metavar='URI', help="sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB (default: settings.ini's tracking_uri)")
-    ts.add_argument('--artifacts', metavar='PATH|URI', help="where the server keeps artifacts (default: settings.ini's artifact_location)")
-    ts.add_argument('--host', default='127.0.0.1', help='interface to listen on (default 127.0.0.1; 0.0.0.0 for other machines)')
+    ts = sub.add_parser(
+        'tracking-server',
+        help="start MLflow's tracking server for a team (one worker, no job execution)",
+        description='Serve a tracking and registry store to a team; prints the tracking_uri for settings.ini.',
+    )
+    ts.add_argument(
+        '--backend-store',
+        metavar='URI',
+        help="sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB (default: settings.ini's tracking_uri)",
+    )
+    ts.add_argument(
+        '--artifacts',
+        metavar='PATH|URI',
+        help="where the server keeps artifacts (default: settings.ini's artifact_location)",
+    )
+    ts.add_argument(
+        '--host', default='127.0.0.1', help='interface to listen on (default 127.0.0.1; 0.0.0.0 for other machines)'
+    )
     ts.add_argument('--port', type=int, default=5000, help='port (default 5000; 0 picks a free one)')
-    ts.add_argument('--workers', type=int, default=1, help='uvicorn worker processes (default 1; each holds about 0.25 GiB)')
+    ts.add_argument(
+        '--workers', type=int, default=1, help='uvicorn worker processes (default 1; each holds about 0.25 GiB)'
+    )
     ts.set_defaults(func=cmd_tracking_server)

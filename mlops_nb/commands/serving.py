@@ -13,89 +13,167 @@ from ..core.project import load_project
 # %% auto #0
 __all__ = ['cmd_serve', 'cmd_feedback', 'cmd_predictions_export', 'cmd_abtest', 'add_commands']
 
+
 # %% ../../notebooks/lib/commands/05_serving.ipynb #5f34c26e
 def cmd_serve(args):
     from mlops_nb.serving.app import serve, server_from_project
+
     serve(server_from_project(load_project(args.settings, args.param), args.model, args.alias), args.host, args.port)
     return 0
+
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #9936932d
 def cmd_feedback(args):
     from mlops_nb.serving.predlog import log_url, read_feedback_file, record_feedback
+
     url = log_url(load_project(args.settings))
     r = record_feedback(url, read_feedback_file(args.file), args.source or '', args.independent)
-    print(f"{r['labels']:,} labels recorded: {r['matched']:,} match logged predictions, {r['unmatched']:,} do not")
+    print(f'{r["labels"]:,} labels recorded: {r["matched"]:,} match logged predictions, {r["unmatched"]:,} do not')
     return 0
+
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #3eb0101c
 def cmd_predictions_export(args):
     from mlops_nb.serving.predlog import export_predictions, log_url, parse_when
+
     url = log_url(load_project(args.settings))
     n = export_predictions(url, args.to, parse_when(args.since), parse_when(args.until))
     print(f'{n:,} predictions written to {args.to}')
     return 0
 
+
 # %% ../../notebooks/lib/commands/05_serving.ipynb #33e83b53
 def cmd_abtest(args):
     from mlops_nb.monitoring.abtest import ab_text, abtest_log, write_ab
     from mlops_nb.serving.predlog import log_url, parse_when
+
     url = log_url(load_project(args.settings))
-    if args.all_labels: print('warning: --all-labels counts labels not marked independent of the model; labels that echo '
-                              "a model's answers favour that model, so the comparison is biased", file=sys.stderr)
-    r = abtest_log(url, parse_when(args.since), parse_when(args.until), metric=args.metric, alpha=args.alpha,
-                   min_effect=args.min_effect, power=args.power, all_labels=args.all_labels,
-                   champion=args.champion, challenger=args.challenger, by_request=args.by_request)
+    if args.all_labels:
+        print(
+            'warning: --all-labels counts labels not marked independent of the model; labels that echo '
+            "a model's answers favour that model, so the comparison is biased",
+            file=sys.stderr,
+        )
+    r = abtest_log(
+        url,
+        parse_when(args.since),
+        parse_when(args.until),
+        metric=args.metric,
+        alpha=args.alpha,
+        min_effect=args.min_effect,
+        power=args.power,
+        all_labels=args.all_labels,
+        champion=args.champion,
+        challenger=args.challenger,
+        by_request=args.by_request,
+    )
     print(ab_text(r))
     if args.json:
         write_ab(r, args.json)
         print(f'\nresult written to {args.json}')
     if args.promote:
         from mlops_nb.registry.gate import promote_by_abtest
+
         project = load_project(args.settings)
         moved = promote_by_abtest(project.tracking_uri, project.settings['project']['model_name'], r, args.by or '')
-        print(f"\nversion {moved['champion']} of {moved['model_name']} is champion (was {moved['replaced']}): {moved['note']}")
+        print(
+            f'\nversion {moved["champion"]} of {moved["model_name"]} is champion (was {moved["replaced"]}): {moved["note"]}'
+        )
         render_pages(project)
     return 0
+
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #38aa47a9
 def add_commands(sub):
     "Add the serving commands to the subparsers `sub` of `mlops-nb`"
-    sv = sub.add_parser('serve', help='serve the champion over HTTP (MLflow scoring protocol), logging every prediction')
+    sv = sub.add_parser(
+        'serve', help='serve the champion over HTTP (MLflow scoring protocol), logging every prediction'
+    )
     sv.add_argument('--model', metavar='NAME', help='registered model name (default: [project] model_name)')
     sv.add_argument('--alias', default='champion', help='alias of the version answering by default (default: champion)')
-    sv.add_argument('--host', default='127.0.0.1', help='interface to listen on (default: 127.0.0.1, this machine only)')
+    sv.add_argument(
+        '--host', default='127.0.0.1', help='interface to listen on (default: 127.0.0.1, this machine only)'
+    )
     sv.add_argument('--port', type=int, default=8000, help='port to listen on (default: 8000)')
-    sv.add_argument('-p', '--param', action='append', default=[], metavar='SECTION.KEY=VALUE',
-                    help='override a setting, e.g. serve.weights=90/10 (repeatable)')
+    sv.add_argument(
+        '-p',
+        '--param',
+        action='append',
+        default=[],
+        metavar='SECTION.KEY=VALUE',
+        help='override a setting, e.g. serve.weights=90/10 (repeatable)',
+    )
     sv.set_defaults(func=cmd_serve)
-    fb = sub.add_parser('feedback', help='join labels (request_id, label; optionally row, source, independent) to logged predictions')
+    fb = sub.add_parser(
+        'feedback', help='join labels (request_id, label; optionally row, source, independent) to logged predictions'
+    )
     fb.add_argument('file', metavar='FILE', help='CSV, Parquet or JSON-lines file of labels')
     fb.add_argument('--source', metavar='NAME', help='where the labels come from (for rows that do not say)')
-    fb.add_argument('--independent', action='store_true',
-                    help='the labels come from a person or process independent of the model (default: not, so training does not learn from them)')
+    fb.add_argument(
+        '--independent',
+        action='store_true',
+        help='the labels come from a person or process independent of the model (default: not, so training does not learn from them)',
+    )
     fb.set_defaults(func=cmd_feedback)
-    pr = sub.add_parser('predictions', help='the prediction log').add_subparsers(dest='predictions_command', required=True, metavar='SUBCOMMAND')
+    pr = sub.add_parser('predictions', help='the prediction log').add_subparsers(
+        dest='predictions_command', required=True, metavar='SUBCOMMAND'
+    )
     ex = pr.add_parser('export', help='write logged predictions, with shadow predictions and labels, to Parquet')
-    ex.add_argument('--since', metavar='WHEN', help='ISO date or time (UTC), or an age such as 7d or 12h (default: from the start)')
+    ex.add_argument(
+        '--since', metavar='WHEN', help='ISO date or time (UTC), or an age such as 7d or 12h (default: from the start)'
+    )
     ex.add_argument('--until', metavar='WHEN', help='stop before this time (default: now)')
     ex.add_argument('--to', required=True, metavar='FILE.parquet', help='Parquet file to write')
     ex.set_defaults(func=cmd_predictions_export)
-    ab = sub.add_parser('abtest', help='champion against challenger on labelled live traffic: difference, interval, test, rows still needed',
-                        description='Compare the models that answered (champion and challenger) on the logged predictions that have labels.')
-    ab.add_argument('--since', metavar='WHEN', help='ISO date or time (UTC), or an age such as 7d or 12h (default: from the start)')
+    ab = sub.add_parser(
+        'abtest',
+        help='champion against challenger on labelled live traffic: difference, interval, test, rows still needed',
+        description='Compare the models that answered (champion and challenger) on the logged predictions that have labels.',
+    )
+    ab.add_argument(
+        '--since', metavar='WHEN', help='ISO date or time (UTC), or an age such as 7d or 12h (default: from the start)'
+    )
     ab.add_argument('--until', metavar='WHEN', help='stop before this time (default: now)')
-    ab.add_argument('--metric', default='auto', choices=('auto', 'accuracy', 'mae', 'rmse'),
-                    help='auto: mae for numeric predictions with fractions, else accuracy (default: auto)')
-    ab.add_argument('--alpha', type=float, default=0.05, help='significance level; intervals are 1 - alpha (default 0.05)')
-    ab.add_argument('--power', type=float, default=0.8, help='power the rows still needed are planned for (default 0.8)')
-    ab.add_argument('--min-effect', type=float, default=0.01, metavar='X',
-                    help="smallest difference that matters, in the metric's units (default 0.01)")
-    ab.add_argument('--all-labels', action='store_true', help='also count labels not marked independent of the model (biased; warns)')
-    ab.add_argument('--by-request', action='store_true',
-                    help='treat requests, not rows, as the independent units (when rows of a request are alike: see design_effect)')
-    ab.add_argument('--champion', metavar='VERSION', help='champion version to compare (default: the latest that answered)')
-    ab.add_argument('--challenger', metavar='VERSION', help='challenger version to compare (default: the latest that answered)')
+    ab.add_argument(
+        '--metric',
+        default='auto',
+        choices=('auto', 'accuracy', 'mae', 'rmse'),
+        help='auto: mae for numeric predictions with fractions, else accuracy (default: auto)',
+    )
+    ab.add_argument(
+        '--alpha', type=float, default=0.05, help='significance level; intervals are 1 - alpha (default 0.05)'
+    )
+    ab.add_argument(
+        '--power', type=float, default=0.8, help='power the rows still needed are planned for (default 0.8)'
+    )
+    ab.add_argument(
+        '--min-effect',
+        type=float,
+        default=0.01,
+        metavar='X',
+        help="smallest difference that matters, in the metric's units (default 0.01)",
+    )
+    ab.add_argument(
+        '--all-labels',
+        action='store_true',
+        help='also count labels not marked independent of the model (biased; warns)',
+    )
+    ab.add_argument(
+        '--by-request',
+        action='store_true',
+        help='treat requests, not rows, as the independent units (when rows of a request are alike: see design_effect)',
+    )
+    ab.add_argument(
+        '--champion', metavar='VERSION', help='champion version to compare (default: the latest that answered)'
+    )
+    ab.add_argument(
+        '--challenger', metavar='VERSION', help='challenger version to compare (default: the latest that answered)'
+    )
     ab.add_argument('--json', metavar='FILE.json', help='also write the result as JSON (the verdict the gate can use)')
-    ab.add_argument('--promote', action='store_true', help='if the challenger is better, make it champion (recorded like an approval)')
+    ab.add_argument(
+        '--promote',
+        action='store_true',
+        help='if the challenger is better, make it champion (recorded like an approval)',
+    )
     ab.add_argument('--by', metavar='NAME', help='with --promote: who promotes')
     ab.set_defaults(func=cmd_abtest)

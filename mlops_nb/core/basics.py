@@ -15,12 +15,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MlopsError', 'atomic_path', 'atomic_write_text', 'file_lock', 'sha256_file', 'sha256_path', 'link_path', 'utc_now',
-           'find_project_root']
+__all__ = [
+    'MlopsError',
+    'atomic_path',
+    'atomic_write_text',
+    'file_lock',
+    'sha256_file',
+    'sha256_path',
+    'link_path',
+    'utc_now',
+    'find_project_root',
+]
+
 
 # %% ../../notebooks/lib/core/00_basics.ipynb #c004
 class MlopsError(Exception):
     "An error caused by the user's input or settings, with a message that says what to fix"
+
 
 # %% ../../notebooks/lib/core/00_basics.ipynb #c006
 def _umask():
@@ -28,10 +39,12 @@ def _umask():
     os.umask(mask)
     return mask
 
+
 # %% ../../notebooks/lib/core/00_basics.ipynb #c006a
 @contextmanager
-def atomic_path(path:str|Path, # final location; its parent folder is created
-               ):
+def atomic_path(
+    path: str | Path,  # final location; its parent folder is created
+):
     "Yield a temporary file path beside `path` (replace it by a folder to write a folder); rename onto `path` if the block succeeds"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,67 +56,90 @@ def atomic_path(path:str|Path, # final location; its parent folder is created
         yield tmp
         if tmp.is_dir() and path.is_dir():  # a folder cannot be renamed onto a non-empty one: swap
             old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
-            os.replace(path, old/path.name)
+            os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old)
-        else: os.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
-        if tmp.is_dir(): shutil.rmtree(tmp)
-        else: tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink(missing_ok=True)
+
 
 # %% ../../notebooks/lib/core/00_basics.ipynb #c006b
-def atomic_write_text(path:str|Path, text:str):
+def atomic_write_text(path: str | Path, text: str):
     "Write `text` to `path` through a temporary file and an atomic rename"
-    with atomic_path(path) as tmp: tmp.write_text(text, encoding='utf-8')
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding='utf-8')
     return Path(path)
+
 
 # %% ../../notebooks/lib/core/00_basics.ipynb #c006c
 @contextmanager
-def file_lock(path:str|Path):
+def file_lock(path: str | Path):
     "Hold an exclusive lock on `path` (created if missing) among the processes of this machine"
     with open(path, 'a') as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
 
 # %% ../../notebooks/lib/core/00_basics.ipynb #c009
-def sha256_file(path:str|Path, chunk:int=1<<20):
+def sha256_file(path: str | Path, chunk: int = 1 << 20):
     "Hex sha256 of a file's bytes, read in chunks"
     h = hashlib.sha256()
     with open(path, 'rb') as f:
-        while b := f.read(chunk): h.update(b)
+        while b := f.read(chunk):
+            h.update(b)
     return h.hexdigest()
 
+
 # %% ../../notebooks/lib/core/00_basics.ipynb #c009a
-def sha256_path(path:str|Path, pattern:str='*'):
+def sha256_path(path: str | Path, pattern: str = '*'):
     "Hex sha256 of a file, or of a folder's relative paths and file contents (of the files matching `pattern`)"
     path = Path(path)
-    if path.is_file(): return sha256_file(path)
+    if path.is_file():
+        return sha256_file(path)
     h = hashlib.sha256()
     for p in sorted(q for q in path.rglob(pattern) if q.is_file()):
         h.update(p.relative_to(path).as_posix().encode() + b'\0' + sha256_file(p).encode())
     return h.hexdigest()
 
+
 # %% ../../notebooks/lib/core/00_basics.ipynb #c011
-def link_path(src:Path, dst:Path):
+def link_path(src: Path, dst: Path):
     "Hard-link `src` (a file or folder) at `dst`; copy where links cannot be made (another file system)"
     dst.parent.mkdir(parents=True, exist_ok=True)
+
     def one(s, d):
-        try: os.link(s, d)
-        except OSError: shutil.copy2(s, d)
-    if src.is_dir(): shutil.copytree(src, dst, copy_function=one)
-    else: one(src, dst)
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=one)
+    else:
+        one(src, dst)
+
 
 # %% ../../notebooks/lib/core/00_basics.ipynb #c014
 def utc_now():
     "The current time, UTC, to the second"
     return datetime.now(timezone.utc).replace(microsecond=0)
 
+
 # %% ../../notebooks/lib/core/00_basics.ipynb #c014a
-def find_project_root(start:str|Path|None=None):
+def find_project_root(start: str | Path | None = None):
     "The nearest folder at or above `start` holding a `settings.ini`"
     start = Path(start or Path.cwd()).resolve()
     for d in [start, *start.parents]:
-        if (d/'settings.ini').is_file(): return d
-    raise MlopsError(f'no settings.ini in {start} or any folder above it: run from an mlops-nb project, '
-                     'or pass --settings FILE')
+        if (d / 'settings.ini').is_file():
+            return d
+    raise MlopsError(
+        f'no settings.ini in {start} or any folder above it: run from an mlops-nb project, or pass --settings FILE'
+    )

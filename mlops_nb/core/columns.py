@@ -12,26 +12,36 @@ from sklearn.base import BaseEstimator, TransformerMixin
 # %% auto #0
 __all__ = ['InputColumns', 'label_text', 'is_positive', 'positive_index']
 
+
 # %% ../../notebooks/lib/core/05_columns.ipynb #c004
 def _text(v):
     "A category value as the text it was trained as: `21` for 21 and 21.0, None for missing"
-    if v is None or (isinstance(v, float) and v != v) or v is pd.NA or v is pd.NaT: return None
-    if isinstance(v, (bool, np.bool_)): return str(bool(v))
-    if isinstance(v, (float, np.floating)) and float(v).is_integer(): return str(int(v))
-    if isinstance(v, (int, np.integer)): return str(int(v))
+    if v is None or (isinstance(v, float) and v != v) or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
     return str(v)
 
+
 # %% ../../notebooks/lib/core/05_columns.ipynb #c004a
-def _number(s:pd.Series, name:str):
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s): return s.astype(float)
+def _number(s: pd.Series, name: str):
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        return s.astype(float)
     out = pd.to_numeric(s.astype(object).where(s.notna(), None), errors='coerce')
     bad = out.isna() & s.notna()
-    if bad.any(): raise ValueError(f'column {name!r}: {s[bad].iloc[0]!r} is not a number')
+    if bad.any():
+        raise ValueError(f'column {name!r}: {s[bad].iloc[0]!r} is not a number')
     return out.astype(float)
+
 
 # %% ../../notebooks/lib/core/05_columns.ipynb #c006
 class InputColumns(TransformerMixin, BaseEstimator):
     "Select the model's input columns in training order: categories as text, numbers as floats"
+
     _mlops_nb_input_columns = True  # how the server knows this step without importing it (it travels by value)
 
     def __init__(self, categorical=(), numeric=()):
@@ -43,20 +53,29 @@ class InputColumns(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         cols = [*self.categorical, *self.numeric]
-        if not isinstance(X, pd.DataFrame): X = pd.DataFrame(np.asarray(X, dtype=object), columns=cols)
+        if not isinstance(X, pd.DataFrame):
+            X = pd.DataFrame(np.asarray(X, dtype=object), columns=cols)
         missing = [c for c in cols if c not in X.columns]
-        if missing: raise ValueError(f'missing input column{"s" if len(missing) > 1 else ""} {", ".join(map(repr, missing))}; '
-                                     f'the model takes {", ".join(map(repr, cols))}')
-        out = {c: pd.Series([_text(v) for v in X[c].astype(object)], index=X.index, dtype=object) for c in self.categorical}
+        if missing:
+            raise ValueError(
+                f'missing input column{"s" if len(missing) > 1 else ""} {", ".join(map(repr, missing))}; '
+                f'the model takes {", ".join(map(repr, cols))}'
+            )
+        out = {
+            c: pd.Series([_text(v) for v in X[c].astype(object)], index=X.index, dtype=object) for c in self.categorical
+        }
         out.update({c: _number(X[c], c) for c in self.numeric})
         return pd.DataFrame(out, index=X.index, columns=cols)
 
-    def get_feature_names_out(self, input_features=None): return np.array([*self.categorical, *self.numeric], dtype=object)
+    def get_feature_names_out(self, input_features=None):
+        return np.array([*self.categorical, *self.numeric], dtype=object)
+
 
 # %% ../../notebooks/lib/core/05_columns.ipynb #c009
 def label_text(v):
     "A label as text, for comparing settings text with data values: `2` for 2 and 2.0"
     return _text(v) or ''
+
 
 # %% ../../notebooks/lib/core/05_columns.ipynb #c009a
 def is_positive(y, positive):
@@ -64,9 +83,11 @@ def is_positive(y, positive):
     pos = label_text(positive)
     return np.fromiter((label_text(v) == pos for v in np.asarray(y, dtype=object)), dtype=int, count=len(y))
 
+
 # %% ../../notebooks/lib/core/05_columns.ipynb #c009b
 def positive_index(classes, positive):
     "The column of `predict_proba` that scores `positive` (the second when `positive` is None)"
-    if positive is None: return 1
+    if positive is None:
+        return 1
     texts = [label_text(c) for c in classes]
     return texts.index(label_text(positive))

@@ -16,50 +16,75 @@ __all__ = ['SECRETS_ENV', 'mask', 'hide', 'remember', 'reveal', 'unrevealed', 's
 # %% ../../notebooks/lib/core/02_credentials.ipynb #c004
 SECRETS_ENV = 'MLOPS_NB_SECRETS'  # `{masked: real}` as JSON, for this process and the kernels it starts
 _USERINFO = re.compile(r'([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@')
-_QUERY = re.compile(r'([?&](?:password|passwd|pwd|token|access_token|secret|api_?key|sig|signature|x-amz-signature)=)[^&#\s]+', re.I)
+_QUERY = re.compile(
+    r'([?&](?:password|passwd|pwd|token|access_token|secret|api_?key|sig|signature|x-amz-signature)=)[^&#\s]+', re.I
+)
 
-def mask(text:str):
+
+def mask(text: str):
     "`text` with every URL's password and secret query values replaced by `***` (`postgresql://user:***@host/db`)"
     return _QUERY.sub(r'\1***', _USERINFO.sub(r'\1***@', str(text)))
+
 
 # %% ../../notebooks/lib/core/02_credentials.ipynb #c006
 def hide(obj):
     "A copy of `obj` (dicts, lists and tuples of values) with every string masked, keys too"
-    if isinstance(obj, str): return mask(obj)
-    if isinstance(obj, dict): return {hide(k): hide(v) for k, v in obj.items()}
-    if type(obj) in (list, tuple): return type(obj)(hide(v) for v in obj)  # not named tuples (a SQLAlchemy URL)
+    if isinstance(obj, str):
+        return mask(obj)
+    if isinstance(obj, dict):
+        return {hide(k): hide(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(hide(v) for v in obj)  # not named tuples (a SQLAlchemy URL)
     return obj
+
 
 # %% ../../notebooks/lib/core/02_credentials.ipynb #c008
 def _known():
-    try: return json.loads(os.environ.get(SECRETS_ENV) or '{}')
-    except ValueError: return {}
+    try:
+        return json.loads(os.environ.get(SECRETS_ENV) or '{}')
+    except ValueError:
+        return {}
+
 
 # %% ../../notebooks/lib/core/02_credentials.ipynb #c008a
 def _strings(obj):
-    if isinstance(obj, str): yield obj
-    elif isinstance(obj, dict): yield from (s for v in obj.values() for s in _strings(v))
-    elif isinstance(obj, (list, tuple)): yield from (s for v in obj for s in _strings(v))
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        yield from (s for v in obj.values() for s in _strings(v))
+    elif isinstance(obj, (list, tuple)):
+        yield from (s for v in obj for s in _strings(v))
+
 
 # %% ../../notebooks/lib/core/02_credentials.ipynb #c008b
 def remember(obj):
     "Keep the real value of every masked string in `obj` for `reveal`, here and in kernels started from now on"
     known = _known()
     new = {mask(s): s for s in _strings(obj) if mask(s) != s}
-    new.update({mask(v): v for s in _strings(obj) if '=' in s for v in [s.split('=', 1)[1]] if mask(v) != v})  # `-p k=URL`
-    if new.items() - known.items(): os.environ[SECRETS_ENV] = json.dumps({**known, **new})
+    new.update(
+        {mask(v): v for s in _strings(obj) if '=' in s for v in [s.split('=', 1)[1]] if mask(v) != v}
+    )  # `-p k=URL`
+    if new.items() - known.items():
+        os.environ[SECRETS_ENV] = json.dumps({**known, **new})
     return new
+
 
 # %% ../../notebooks/lib/core/02_credentials.ipynb #c009
 def reveal(obj):
     "`obj` (a string, or dicts, lists and tuples of values) with each string that `hide` masked and `remember` saw made real again"
     known = _known()
+
     def real(o):
-        if isinstance(o, str): return known.get(o, o)
-        if isinstance(o, dict): return {k: real(v) for k, v in o.items()}
-        if type(o) in (list, tuple): return type(o)(real(v) for v in o)
+        if isinstance(o, str):
+            return known.get(o, o)
+        if isinstance(o, dict):
+            return {k: real(v) for k, v in o.items()}
+        if type(o) in (list, tuple):
+            return type(o)(real(v) for v in o)
         return o
+
     return real(obj)
+
 
 # %% ../../notebooks/lib/core/02_credentials.ipynb #c009a
 def unrevealed(obj):
@@ -67,17 +92,24 @@ def unrevealed(obj):
     known = _known()
     return [s for s in _strings(obj) if '***' in s and s not in known and mask(s.replace('***', 'x')) == s]
 
+
 # %% ../../notebooks/lib/core/02_credentials.ipynb #c011
 _TEXT = {'.ipynb', '.json', '.yaml', '.yml', '.txt', '.log', '.csv', '.html', '.md', '.py', '.ini'}
+
 
 def scrub(paths):
     "Replace, in each text file of `paths`, the real value of every remembered secret by its masked form"
     secrets = [(real, masked) for masked, real in _known().items() if real]
-    if not secrets: return
+    if not secrets:
+        return
     for p in map(Path, paths):
-        if p.suffix not in _TEXT or not p.is_file(): continue
+        if p.suffix not in _TEXT or not p.is_file():
+            continue
         try:
             text = new = p.read_text(errors='surrogateescape')
-            for real, masked in secrets: new = new.replace(real, masked).replace(json.dumps(real)[1:-1], json.dumps(masked)[1:-1])
-            if new != text: p.write_text(new, errors='surrogateescape')
-        except OSError: pass  # unreadable or read-only: not ours to change
+            for real, masked in secrets:
+                new = new.replace(real, masked).replace(json.dumps(real)[1:-1], json.dumps(masked)[1:-1])
+            if new != text:
+                p.write_text(new, errors='surrogateescape')
+        except OSError:
+            pass  # unreadable or read-only: not ours to change

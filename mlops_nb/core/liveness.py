@@ -14,71 +14,111 @@ from pathlib import Path
 from .basics import utc_now
 
 # %% auto #0
-__all__ = ['HEARTBEAT_S', 'STALE_S', 'pid_alive', 'process_record', 'process_alive', 'as_read', 'Heartbeat', 'stacks_on_signal']
+__all__ = [
+    'HEARTBEAT_S',
+    'STALE_S',
+    'pid_alive',
+    'process_record',
+    'process_alive',
+    'as_read',
+    'Heartbeat',
+    'stacks_on_signal',
+]
 
 # %% ../../notebooks/lib/core/06_liveness.ipynb #c004
-HEARTBEAT_S = 10 # how often a running run refreshes its heartbeat
-STALE_S = 60 # a run on another host whose heartbeat is older than this is gone
+HEARTBEAT_S = 10  # how often a running run refreshes its heartbeat
+STALE_S = 60  # a run on another host whose heartbeat is older than this is gone
 
-def _stat(pid:int):
+
+def _stat(pid: int):
     "The fields of `/proc/PID/stat` after the command name (state first), or None where /proc cannot tell"
-    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
-    except (OSError, IndexError): return None
+    try:
+        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
 
 # %% ../../notebooks/lib/core/06_liveness.ipynb #c004a
-def _proc_start(pid:int):
+def _proc_start(pid: int):
     "The start of process `pid` in clock ticks since boot (Linux), or None where /proc cannot tell"
-    try: return int(_stat(pid)[19])
-    except (TypeError, ValueError, IndexError): return None
+    try:
+        return int(_stat(pid)[19])
+    except (TypeError, ValueError, IndexError):
+        return None
+
 
 # %% ../../notebooks/lib/core/06_liveness.ipynb #c004b
-def pid_alive(pid:int):
+def pid_alive(pid: int):
     "Whether process `pid` exists on this host and is not a zombie (ended, not yet reaped)"
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass  # another user's process: it exists
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
     return (_stat(pid) or ['?'])[0] != 'Z'
+
 
 # %% ../../notebooks/lib/core/06_liveness.ipynb #c004c
 def process_record():
     "`{host, pid, proc_start, started, heartbeat}` of the current process, for a run's manifest"
     now = utc_now().isoformat()
-    return {'host': socket.gethostname(), 'pid': os.getpid(), 'proc_start': _proc_start(os.getpid()), 'started': now, 'heartbeat': now}
+    return {
+        'host': socket.gethostname(),
+        'pid': os.getpid(),
+        'proc_start': _proc_start(os.getpid()),
+        'started': now,
+        'heartbeat': now,
+    }
+
 
 # %% ../../notebooks/lib/core/06_liveness.ipynb #c006
-def process_alive(proc:dict, # a manifest's `process`
-                  now:datetime|None=None, # default: now
-                 ):
+def process_alive(
+    proc: dict,  # a manifest's `process`
+    now: datetime | None = None,  # default: now
+):
     "Whether the process a run recorded is still there: by its pid and start on this host, by its heartbeat elsewhere"
     if proc.get('host') != socket.gethostname():
-        try: age = ((now or utc_now()) - datetime.fromisoformat(proc['heartbeat'])).total_seconds()
-        except (KeyError, TypeError, ValueError): return True  # cannot tell: do not call a run dead
+        try:
+            age = ((now or utc_now()) - datetime.fromisoformat(proc['heartbeat'])).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            return True  # cannot tell: do not call a run dead
         return age < STALE_S
     try:
-        if not pid_alive(proc['pid']): return False
-    except (KeyError, TypeError): return True
+        if not pid_alive(proc['pid']):
+            return False
+    except (KeyError, TypeError):
+        return True
     start = _proc_start(proc['pid'])
-    return proc.get('proc_start') is None or start is None or start == proc['proc_start']  # a reused pid is another process
+    return (
+        proc.get('proc_start') is None or start is None or start == proc['proc_start']
+    )  # a reused pid is another process
+
 
 # %% ../../notebooks/lib/core/06_liveness.ipynb #c008
-def as_read(manifest:dict, # a run's manifest
-            run_dir:Path, # its folder
-           ):
+def as_read(
+    manifest: dict,  # a run's manifest
+    run_dir: Path,  # its folder
+):
     "`manifest` as it stands: a `running` run whose process is gone is `interrupted`, with its stage and the resume command"
     proc = manifest.get('process')
-    if manifest.get('status') != 'running' or not proc or process_alive(proc): return manifest
+    if manifest.get('status') != 'running' or not proc or process_alive(proc):
+        return manifest
     m = {**manifest, 'status': 'interrupted', 'stages': [dict(r) for r in manifest.get('stages', [])]}
     stage = next((r for r in m['stages'] if r.get('status') == 'running'), None)
-    why = f"its process ({proc.get('pid')} on {proc.get('host')}, last heard of {proc.get('heartbeat')}) is gone"
-    if stage: stage.update(status='interrupted', error=f'interrupted: {why}')
+    why = f'its process ({proc.get("pid")} on {proc.get("host")}, last heard of {proc.get("heartbeat")}) is gone'
+    if stage:
+        stage.update(status='interrupted', error=f'interrupted: {why}')
     verb = 'sweep' if manifest.get('kind') == 'sweep' else 'run'
     m['interrupted'] = {'stage': stage and stage['name'], 'why': why, 'resume': f'mlops-nb {verb} --resume {run_dir}'}
     return m
 
+
 # %% ../../notebooks/lib/core/06_liveness.ipynb #c010
 class Heartbeat:
     "A thread that refreshes `process['heartbeat']` and calls `write` every `interval` seconds, until `stop`"
-    def __init__(self, process:dict, write, interval:float=HEARTBEAT_S):
+
+    def __init__(self, process: dict, write, interval: float = HEARTBEAT_S):
         self.process, self.write, self.interval, self.done = process, write, interval, threading.Event()
         self.thread = threading.Thread(target=self._beat, name='mlops-nb heartbeat', daemon=True)
         self.thread.start()
@@ -86,23 +126,32 @@ class Heartbeat:
     def _beat(self):
         while not self.done.wait(self.interval):
             self.process['heartbeat'] = utc_now().isoformat()
-            try: self.write()
-            except OSError: pass  # a full disk or a gone folder: the run's own next write will say so
-            except RuntimeError: pass  # the manifest changed while it was written (a dict resized): the next beat writes it
+            try:
+                self.write()
+            except OSError:
+                pass  # a full disk or a gone folder: the run's own next write will say so
+            except RuntimeError:
+                pass  # the manifest changed while it was written (a dict resized): the next beat writes it
 
     def stop(self):
         self.done.set()
         self.thread.join()
 
+
 # %% ../../notebooks/lib/core/06_liveness.ipynb #6f99513a
-def stacks_on_signal(sig:int|None=None, # default: SIGUSR1, where there is one
-                     file=None, # an open file to print to, kept open; default: stderr
-                    ):
+def stacks_on_signal(
+    sig: int | None = None,  # default: SIGUSR1, where there is one
+    file=None,  # an open file to print to, kept open; default: stderr
+):
     "Have `kill -USR1 PID` print every thread's stack, and go on: where a process that seems stuck is"
     import faulthandler
     import signal
     import sys
+
     sig = sig or getattr(signal, 'SIGUSR1', None)
-    if sig is None or not hasattr(faulthandler, 'register'): return
-    try: faulthandler.register(sig, file=file or sys.stderr, all_threads=True, chain=False)
-    except (ValueError, OSError): pass  # stderr is no file (a notebook's, say): there is nowhere to print to
+    if sig is None or not hasattr(faulthandler, 'register'):
+        return
+    try:
+        faulthandler.register(sig, file=file or sys.stderr, all_threads=True, chain=False)
+    except (ValueError, OSError):
+        pass  # stderr is no file (a notebook's, say): there is nowhere to print to

@@ -22,53 +22,75 @@ __all__ = ['MANIFEST_SCHEMA', 'new_run_id', 'write_manifest', 'read_manifest', '
 # %% ../../notebooks/lib/core/09_manifest.ipynb #c004
 MANIFEST_SCHEMA = 1
 
+
 def new_run_id():
     "`<UTC stamp>_<6 hex>`: sorts by time, unique across machines"
     return f'{utc_now():%Y%m%dT%H%M%SZ}_{uuid.uuid4().hex[:6]}'
 
+
 # %% ../../notebooks/lib/core/09_manifest.ipynb #c006
 _WRITING = threading.Lock()  # the run's thread and its heartbeat's write the one manifest
 
-def write_manifest(run_dir:Path, manifest:dict):
+
+def write_manifest(run_dir: Path, manifest: dict):
     "Write `manifest` to `run_dir`/manifest.json at once (a reader sees the old or the new), passwords masked"
-    with _WRITING: atomic_write_text(run_dir/'manifest.json', json.dumps(hide(manifest), indent=2, default=str))  # passwords stay in memory
+    with _WRITING:
+        atomic_write_text(
+            run_dir / 'manifest.json', json.dumps(hide(manifest), indent=2, default=str)
+        )  # passwords stay in memory
+
 
 # %% ../../notebooks/lib/core/09_manifest.ipynb #c006a
-def read_manifest(run_dir:Path):
+def read_manifest(run_dir: Path):
     "The manifest of the run folder `run_dir`"
-    path = Path(run_dir)/'manifest.json'
-    try: m = json.loads(path.read_text())
-    except FileNotFoundError: raise MlopsError(f'{path} not found: not a run folder') from None
-    except json.JSONDecodeError as e: raise MlopsError(f'{path} is not valid JSON: {e}') from None
+    path = Path(run_dir) / 'manifest.json'
+    try:
+        m = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MlopsError(f'{path} not found: not a run folder') from None
+    except json.JSONDecodeError as e:
+        raise MlopsError(f'{path} is not valid JSON: {e}') from None
     if m.get('schema_version') != MANIFEST_SCHEMA:
-        raise MlopsError(f'{path}: manifest schema {m.get("schema_version")} is not {MANIFEST_SCHEMA}, which this mlops-nb reads')
+        raise MlopsError(
+            f'{path}: manifest schema {m.get("schema_version")} is not {MANIFEST_SCHEMA}, which this mlops-nb reads'
+        )
     return as_read(m, Path(run_dir))  # a running run whose process is gone reads as interrupted
 
+
 # %% ../../notebooks/lib/core/09_manifest.ipynb #c008
-def _stderr(line:str): print(line, file=sys.stderr)
+def _stderr(line: str):
+    print(line, file=sys.stderr)
+
 
 # %% ../../notebooks/lib/core/09_manifest.ipynb #c008a
-def list_runs(project:Project,
-              warn=_stderr, # called with a line for each manifest that cannot be read, which is left out
-             ):
+def list_runs(
+    project: Project,
+    warn=_stderr,  # called with a line for each manifest that cannot be read, which is left out
+):
     "Manifests of the runs in the project's runs folder, oldest first"
-    if not project.runs_dir.is_dir(): return []
+    if not project.runs_dir.is_dir():
+        return []
     res = []
     for d in sorted(project.runs_dir.iterdir()):
-        if (d/'manifest.json').is_file():
-            try: res.append(read_manifest(d))
-            except MlopsError as e: warn(f'warning: left out: {e}')  # a damaged or foreign record: said, not listed
+        if (d / 'manifest.json').is_file():
+            try:
+                res.append(read_manifest(d))
+            except MlopsError as e:
+                warn(f'warning: left out: {e}')  # a damaged or foreign record: said, not listed
     return res
 
+
 # %% ../../notebooks/lib/core/09_manifest.ipynb #c008b
-def find_run(project:Project, ref:str):
+def find_run(project: Project, ref: str):
     "The run folder named by `ref`: a path, a run id, or a unique prefix or suffix of one"
-    for p in (Path(ref), project.runs_dir/ref):
-        if (p/'manifest.json').is_file():
+    for p in (Path(ref), project.runs_dir / ref):
+        if (p / 'manifest.json').is_file():
             read_manifest(p)  # a damaged manifest: its own error, naming the file
             return p.resolve()
     ids = [m['run_id'] for m in list_runs(project)]
     hits = [i for i in ids if i == ref] or [i for i in ids if i.startswith(ref) or i.endswith(ref)]
-    if len(hits) == 1: return project.runs_dir/hits[0]
-    if not hits: raise MlopsError(f'no run {ref!r} in {project.runs_dir} ({len(ids)} runs; list them with `mlops-nb runs`)')
+    if len(hits) == 1:
+        return project.runs_dir / hits[0]
+    if not hits:
+        raise MlopsError(f'no run {ref!r} in {project.runs_dir} ({len(ids)} runs; list them with `mlops-nb runs`)')
     raise MlopsError(f'{ref!r} matches {len(hits)} runs: {", ".join(hits[:5])}; give more of the id')

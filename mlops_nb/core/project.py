@@ -18,44 +18,54 @@ from .stage import declared_settings, find_stages, pipeline_stages, run_order
 # %% auto #0
 __all__ = ['Project', 'load_project', 'StageContext', 'stage_context']
 
+
 # %% ../../notebooks/lib/core/07_project.ipynb #c004
-def _absolute_uri(uri:str, root:Path):
+def _absolute_uri(uri: str, root: Path):
     "`uri` with a relative SQLite or file path made absolute against `root`"
     if uri.startswith('sqlite:///') and not uri.startswith('sqlite:////'):
-        return f'sqlite:///{(root/uri[len("sqlite:///"):]).resolve()}'
-    if '://' not in uri: return (root/uri).resolve().as_uri()
+        return f'sqlite:///{(root / uri[len("sqlite:///") :]).resolve()}'
+    if '://' not in uri:
+        return (root / uri).resolve().as_uri()
     return uri
+
 
 # %% ../../notebooks/lib/core/07_project.ipynb #c004a
 @dataclass(frozen=True)
 class Project:
     "A project folder, its stage notebooks and its resolved settings"
-    root:Path
-    settings_file:Path
-    settings:dict # {section: {key: typed value}}
-    overrides:tuple = ()
-    notebooks:dict = field(default_factory=dict) # `find_stages(root)`: {stage name: Stage}
+
+    root: Path
+    settings_file: Path
+    settings: dict  # {section: {key: typed value}}
+    overrides: tuple = ()
+    notebooks: dict = field(default_factory=dict)  # `find_stages(root)`: {stage name: Stage}
 
     @property
-    def runs_dir(self): return (self.root/self.settings['project']['runs_dir']).resolve()
+    def runs_dir(self):
+        return (self.root / self.settings['project']['runs_dir']).resolve()
 
     @property
-    def tracking_uri(self): return _absolute_uri(reveal(self.settings['mlflow']['tracking_uri']) or 'sqlite:///mlflow.db', self.root)
+    def tracking_uri(self):
+        return _absolute_uri(reveal(self.settings['mlflow']['tracking_uri']) or 'sqlite:///mlflow.db', self.root)
 
     @property
-    def artifact_location(self): return _absolute_uri(self.settings['mlflow']['artifact_location'], self.root)
+    def artifact_location(self):
+        return _absolute_uri(self.settings['mlflow']['artifact_location'], self.root)
 
     @property
-    def stages_dir(self): return self.root/'notebooks'/'stages'
+    def stages_dir(self):
+        return self.root / 'notebooks' / 'stages'
 
     def notebook(self, stage):
         "The project's notebook of `stage`; a clear error when the project has no stage notebooks"
         if not self.stages_dir.is_dir():
-            raise MlopsError(f'{self.stages_dir} does not exist: a project runs its own stage notebooks; '
-                             f'copy the templates there with `mlops-nb init --notebooks {self.root}`')
-        return self.stages_dir/stage.notebook
+            raise MlopsError(
+                f'{self.stages_dir} does not exist: a project runs its own stage notebooks; '
+                f'copy the templates there with `mlops-nb init --notebooks {self.root}`'
+            )
+        return self.stages_dir / stage.notebook
 
-    def stages_named(self, names:list, where:str='[pipeline] stages'):
+    def stages_named(self, names: list, where: str = '[pipeline] stages'):
         "The project's `Stage`s called `names`, in order"
         return pipeline_stages(self.notebooks or find_stages(self.root), names, f'{self.settings_file.name} {where}')
 
@@ -63,28 +73,37 @@ class Project:
     def stages(self):
         return self.stages_named([n.strip() for n in self.settings['pipeline']['stages'].split(',') if n.strip()])
 
+
 # %% ../../notebooks/lib/core/07_project.ipynb #c004b
-def load_project(settings_file:str|Path|None=None, # settings.ini to use; default: the nearest one at or above the current folder
-                 overrides=(), # `section.key=value` strings laid over the file
-                ):
+def load_project(
+    settings_file: str
+    | Path
+    | None = None,  # settings.ini to use; default: the nearest one at or above the current folder
+    overrides=(),  # `section.key=value` strings laid over the file
+):
     "The project of `settings_file`, with `overrides` applied and every value typed"
-    settings_file = Path(settings_file).resolve() if settings_file else find_project_root()/'settings.ini'
+    settings_file = Path(settings_file).resolve() if settings_file else find_project_root() / 'settings.ini'
     raw = apply_overrides(read_settings(settings_file), overrides)
     stages = find_stages(settings_file.parent)
     settings = resolve(raw, declared_settings(stages), settings_file.name)
-    remember([settings, list(overrides)])  # a password in a setting: known to this process and its kernels, masked in what they write
+    remember(
+        [settings, list(overrides)]
+    )  # a password in a setting: known to this process and its kernels, masked in what they write
     return Project(settings_file.parent, settings_file, settings, tuple(overrides), stages)
+
 
 # %% ../../notebooks/lib/core/07_project.ipynb #c007
 @dataclass(frozen=True)
 class StageContext:
     "The settings, inputs and outputs of one stage in one run folder"
-    run_dir:Path
-    name:str # the stage's name
-    project:Project
+
+    run_dir: Path
+    name: str  # the stage's name
+    project: Project
 
     @property
-    def settings(self): return self.project.settings
+    def settings(self):
+        return self.project.settings
 
     @property
     def stem(self):
@@ -93,53 +112,72 @@ class StageContext:
         st = self.project.notebooks.get(self.name)
         return found or (Path(st.notebook).stem if st else self.name)
 
-    def input(self, file:str):
+    def input(self, file: str):
         "Path of `file` as written by the latest earlier stage of the run; a clear error when none wrote it"
         order = [stem for _, stem in run_order(self.run_dir)] or sorted(
-            p.name for p in (self.run_dir/'artifacts').glob('*') if p.is_dir())
-        before = order[:order.index(self.stem)] if self.stem in order else order
+            p.name for p in (self.run_dir / 'artifacts').glob('*') if p.is_dir()
+        )
+        before = order[: order.index(self.stem)] if self.stem in order else order
         for stem in reversed(before):
-            if (self.run_dir/'artifacts'/stem/file).exists(): return self.run_dir/'artifacts'/stem/file
-        have = sorted(p.relative_to(self.run_dir/'artifacts').as_posix() for stem in before
-                      for p in (self.run_dir/'artifacts'/stem).glob('*'))
-        raise MlopsError(f'stage {self.name}: no earlier stage of {self.run_dir.name} wrote {file!r}; '
-                         f'they wrote: {", ".join(have) or "nothing"}')
+            if (self.run_dir / 'artifacts' / stem / file).exists():
+                return self.run_dir / 'artifacts' / stem / file
+        have = sorted(
+            p.relative_to(self.run_dir / 'artifacts').as_posix()
+            for stem in before
+            for p in (self.run_dir / 'artifacts' / stem).glob('*')
+        )
+        raise MlopsError(
+            f'stage {self.name}: no earlier stage of {self.run_dir.name} wrote {file!r}; '
+            f'they wrote: {", ".join(have) or "nothing"}'
+        )
 
-    def output(self, file:str):
+    def output(self, file: str):
         "Path to write `file` to, under this stage's artifacts folder (made)"
-        p = self.run_dir/'artifacts'/self.stem/file
+        p = self.run_dir / 'artifacts' / self.stem / file
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def read(self, file:str):
+    def read(self, file: str):
         "An earlier stage's Parquet or CSV file as a DataFrame, a JSON file as its value"
         import pandas as pd
+
         p = self.input(file)
-        if p.suffix == '.json': return json.loads(p.read_text())
+        if p.suffix == '.json':
+            return json.loads(p.read_text())
         return pd.read_csv(p) if p.suffix == '.csv' else pd.read_parquet(p)
 
-    def write(self, file:str, obj):
+    def write(self, file: str, obj):
         "Write a DataFrame (Parquet, or CSV by extension) or a JSON-able value under this stage's folder; its path"
         from mlops_nb.core.basics import atomic_path, atomic_write_text
+
         p = self.output(file)
-        if p.suffix == '.json': atomic_write_text(p, json.dumps(obj, indent=2, default=str))
+        if p.suffix == '.json':
+            atomic_write_text(p, json.dumps(obj, indent=2, default=str))
         else:
             with atomic_path(p) as tmp:
-                if p.suffix == '.csv': obj.to_csv(tmp, index=False)
-                else: obj.to_parquet(tmp, index=False)
+                if p.suffix == '.csv':
+                    obj.to_csv(tmp, index=False)
+                else:
+                    obj.to_parquet(tmp, index=False)
         return p
 
+
 # %% ../../notebooks/lib/core/07_project.ipynb #c007a
-def stage_context(run_dir:str|Path, # the stage's run folder (its `run_dir` parameter)
-                  name:str, # the stage's name
-                 ):
+def stage_context(
+    run_dir: str | Path,  # the stage's run folder (its `run_dir` parameter)
+    name: str,  # the stage's name
+):
     "What the stage `name` reads and writes in `run_dir`, with the settings of its run"
     run_dir = Path(run_dir).resolve()
-    try: m = json.loads((run_dir/'manifest.json').read_text())
-    except (OSError, ValueError): m = None
+    try:
+        m = json.loads((run_dir / 'manifest.json').read_text())
+    except (OSError, ValueError):
+        m = None
     if m and 'settings' in m:
         f = Path(m['settings_file'])
         project = Project(f.parent, f, m['settings'], tuple(m.get('overrides', ())), find_stages(f.parent))
-    else: project = load_project()  # run by hand in JupyterLab: the project around the notebook
-    if str(project.root) not in sys.path: sys.path.insert(0, str(project.root))  # the project's own modules import as they do beside settings.ini
+    else:
+        project = load_project()  # run by hand in JupyterLab: the project around the notebook
+    if str(project.root) not in sys.path:
+        sys.path.insert(0, str(project.root))  # the project's own modules import as they do beside settings.ini
     return StageContext(run_dir, name, project)

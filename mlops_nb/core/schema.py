@@ -13,36 +13,49 @@ import pandas as pd
 # %% auto #0
 __all__ = ['schema_hash', 'NotNumbers']
 
+
 # %% ../../notebooks/lib/core/03_schema.ipynb #c004
-def schema_hash(df:pd.DataFrame):
+def schema_hash(df: pd.DataFrame):
     "Hash of the column names and dtypes, in name order"
     schema = sorted((str(c), str(t)) for c, t in df.dtypes.items())
     return hashlib.sha256(json.dumps(schema).encode()).hexdigest()[:16]
 
+
 # %% ../../notebooks/lib/core/03_schema.ipynb #c006
 class NotNumbers:
     "Values of a text column that are not numbers, gathered chunk by chunk, to tell 'numbers with a few bad values' from text"
-    def __init__(self): self.numbers, self.others, self.values, self.first, self.text = 0, 0, {}, None, False
-    def add(self, s:pd.Series, offset:int):
-        if self.text: return
+
+    def __init__(self):
+        self.numbers, self.others, self.values, self.first, self.text = 0, 0, {}, None, False
+
+    def add(self, s: pd.Series, offset: int):
+        if self.text:
+            return
         values = s.dropna()
         if not self.numbers and pd.to_numeric(values.iloc[:200], errors='coerce').notna().mean() < 0.5:
             self.text = True  # mostly words from the start: a text column; parsing all of it would be wasted time
             return
         bad = values[pd.to_numeric(values, errors='coerce').isna()]
         self.numbers, self.others = self.numbers + len(values) - len(bad), self.others + len(bad)
-        for v, k in bad.value_counts().items(): self.values[v] = self.values.get(v, 0) + int(k)
-        if len(bad) and self.first is None: self.first = offset + int(bad.index[0])
+        for v, k in bad.value_counts().items():
+            self.values[v] = self.values.get(v, 0) + int(k)
+        if len(bad) and self.first is None:
+            self.first = offset + int(bad.index[0])
         self.text = len(self.values) > 5  # many different words: a text column, not numbers with typos
+
     @property
-    def mostly_numbers(self): return not self.text and self.others > 0 and self.numbers >= self.others
+    def mostly_numbers(self):
+        return not self.text and self.others > 0 and self.numbers >= self.others
 
     def examples(self):
         top = sorted(self.values.items(), key=lambda kv: -kv[1])[:3]
         return ', '.join(f'{v!r}' + (f' ({k} times)' if k > 1 else '') for v, k in top)
 
-    def message(self, f, c:str):  # f: the `mlops_nb.stages.sources.DataFile` read
-        if not self.mostly_numbers: return None
+    def message(self, f, c: str):  # f: the `mlops_nb.stages.sources.DataFile` read
+        if not self.mostly_numbers:
+            return None
         n = self.others
-        return (f'{f.name}: column {c!r} holds numbers and {n} value{"s" if n > 1 else ""} that {"are" if n > 1 else "is"} not: '
-                f'{self.examples()}, first at data row {self.first + 1}; the column is read as text')
+        return (
+            f'{f.name}: column {c!r} holds numbers and {n} value{"s" if n > 1 else ""} that {"are" if n > 1 else "is"} not: '
+            f'{self.examples()}, first at data row {self.first + 1}; the column is read as text'
+        )

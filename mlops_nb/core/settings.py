@@ -15,104 +15,148 @@ from pathlib import Path
 from .basics import MlopsError
 
 # %% auto #0
-__all__ = ['suggest', 'Domain', 'Param', 'read_settings', 'parse_override', 'apply_overrides', 'resolve', 'domain_problems']
+__all__ = [
+    'suggest',
+    'Domain',
+    'Param',
+    'read_settings',
+    'parse_override',
+    'apply_overrides',
+    'resolve',
+    'domain_problems',
+]
+
 
 # %% ../../notebooks/lib/core/01_settings.ipynb #c004
-def suggest(name:str, choices):
+def suggest(name: str, choices):
     "` (did you mean 'x'?)` for the closest of `choices` to `name`, or ''"
     choices = list(choices)
     close = [c for c in choices if c.lower() == name.lower()] or difflib.get_close_matches(name, choices, n=1)
     return f' (did you mean {close[0]!r}?)' if close else ''
 
+
 # %% ../../notebooks/lib/core/01_settings.ipynb #c007
 _DOMAIN = re.compile(r'\bin\s+(?:([\[(])\s*([^,\s]+)\s*,\s*([^\s\])]+)\s*([\])])|\{([^}]*)\})(\s+or\s+nan)?\s*$')
 
-def _num(x:float): return 'inf' if x == math.inf else '-inf' if x == -math.inf else f'{x:g}'
+
+def _num(x: float):
+    return 'inf' if x == math.inf else '-inf' if x == -math.inf else f'{x:g}'
+
 
 # %% ../../notebooks/lib/core/01_settings.ipynb #c007a
 @dataclass(frozen=True)
 class Domain:
     "The values a parameter takes: an interval of numbers or a choice of strings, declared at the end of its help"
-    low:float=-math.inf
-    high:float=math.inf
-    closed:tuple=(True, True) # whether `low` and `high` themselves are in it
-    choices:tuple=() # the strings it takes; empty: an interval
-    nan:bool=False # whether it takes nan
+
+    low: float = -math.inf
+    high: float = math.inf
+    closed: tuple = (True, True)  # whether `low` and `high` themselves are in it
+    choices: tuple = ()  # the strings it takes; empty: an interval
+    nan: bool = False  # whether it takes nan
 
     @classmethod
-    def parse(cls, help:str, typ:type=float):
+    def parse(cls, help: str, typ: type = float):
         "The domain `help` ends with, or None; ValueError for one that cannot be read or does not fit `typ`"
         m = _DOMAIN.search(help)
-        if not m: return None
+        if not m:
+            return None
         left, lo, hi, right, choices, nan = m.groups()
         if choices is not None:
             items = tuple(c.strip() for c in choices.split(','))
-            if typ is not str or not all(items) or nan: raise ValueError(f'{m.group(0)!r}: a choice {{a, b}} of non-empty strings declares a str')
+            if typ is not str or not all(items) or nan:
+                raise ValueError(f'{m.group(0)!r}: a choice {{a, b}} of non-empty strings declares a str')
             return cls(choices=items)
-        if typ not in (int, float): raise ValueError(f'{m.group(0)!r}: an interval declares an int or a float, not a {typ.__name__}')
-        try: low, high = float(lo), float(hi)
-        except ValueError: raise ValueError(f'{m.group(0)!r}: the bounds must be numbers, inf or -inf') from None
-        if not low <= high: raise ValueError(f'{m.group(0)!r}: the lower bound is above the upper one')
+        if typ not in (int, float):
+            raise ValueError(f'{m.group(0)!r}: an interval declares an int or a float, not a {typ.__name__}')
+        try:
+            low, high = float(lo), float(hi)
+        except ValueError:
+            raise ValueError(f'{m.group(0)!r}: the bounds must be numbers, inf or -inf') from None
+        if not low <= high:
+            raise ValueError(f'{m.group(0)!r}: the lower bound is above the upper one')
         return cls(low, high, (left == '[', right == ']'), nan=bool(nan))
 
     def __contains__(self, v):
-        if self.choices: return v in self.choices
-        if isinstance(v, bool) or not isinstance(v, (int, float)): return False
-        if v != v: return self.nan
-        return ((v > self.low or (self.closed[0] and v == self.low)) and (v < self.high or (self.closed[1] and v == self.high)))
+        if self.choices:
+            return v in self.choices
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        if v != v:
+            return self.nan
+        return (v > self.low or (self.closed[0] and v == self.low)) and (
+            v < self.high or (self.closed[1] and v == self.high)
+        )
 
     def __str__(self):
-        if self.choices: return 'one of ' + ', '.join(self.choices)
-        return f'in {"[(("[not self.closed[0]]}{_num(self.low)}, {_num(self.high)}{"])"[not self.closed[1]]}' + (' or nan' if self.nan else '')
+        if self.choices:
+            return 'one of ' + ', '.join(self.choices)
+        return f'in {"[(("[not self.closed[0]]}{_num(self.low)}, {_num(self.high)}{"])"[not self.closed[1]]}' + (
+            ' or nan' if self.nan else ''
+        )
+
 
 # %% ../../notebooks/lib/core/01_settings.ipynb #c009
 _TRUE, _FALSE = {'true', 'yes', 'on', '1'}, {'false', 'no', 'off', '0'}
 
+
 @dataclass(frozen=True)
 class Param:
     "A typed, documented parameter, read from `[section] name` of settings.ini"
-    name:str # snake_case; also the notebook variable and the settings key
-    type:type # one of str, int, float, bool
-    default:object # used when settings.ini has no value
-    help:str # one line, shown by `mlops-nb settings` and in the notebook's parameters cell
-    section:str|None=None # settings.ini section; None means the stage's own section
 
-    def parse(self, text:str, where:str):
+    name: str  # snake_case; also the notebook variable and the settings key
+    type: type  # one of str, int, float, bool
+    default: object  # used when settings.ini has no value
+    help: str  # one line, shown by `mlops-nb settings` and in the notebook's parameters cell
+    section: str | None = None  # settings.ini section; None means the stage's own section
+
+    def parse(self, text: str, where: str):
         "Convert settings text to this parameter's type; `where` names the source in errors"
         text = text.strip()
         if self.type is bool:
-            if text.lower() in _TRUE: return True
-            if text.lower() in _FALSE: return False
-        elif self.type is str: return text
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+        elif self.type is str:
+            return text
         else:
-            try: return self.type(text)
-            except ValueError: pass
+            try:
+                return self.type(text)
+            except ValueError:
+                pass
         raise MlopsError(f'{where}: expected {self.type.__name__} for {self.name!r} ({self.help}), got {text!r}')
 
     @property
-    def domain(self): return Domain.parse(self.help, self.type)
+    def domain(self):
+        return Domain.parse(self.help, self.type)
 
     def check(self, value):
         "Why `value` is outside this parameter's domain, in a few words; None when it is inside"
         d = self.domain
-        if d is not None: return None if value in d else f'must be {d}' + (suggest(value, d.choices) if d.choices else '')
-        if self.type is float and not math.isfinite(value): return 'must be a finite number'
+        if d is not None:
+            return None if value in d else f'must be {d}' + (suggest(value, d.choices) if d.choices else '')
+        if self.type is float and not math.isfinite(value):
+            return 'must be a finite number'
         return None
 
+
 # %% ../../notebooks/lib/core/01_settings.ipynb #c012
-def read_settings(path:str|Path):
+def read_settings(path: str | Path):
     "Raw `{section: {key: text}}` from an ini file"
     path = Path(path)
-    if not path.is_file(): raise MlopsError(f'settings file not found: {path}')
+    if not path.is_file():
+        raise MlopsError(f'settings file not found: {path}')
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=('#', ';'))
     cp.optionxform = str  # keys are case-sensitive, like the notebook variables they name
-    try: cp.read(path, encoding='utf-8')
+    try:
+        cp.read(path, encoding='utf-8')
     except (configparser.Error, UnicodeDecodeError) as e:
         raise MlopsError(f'{path}: cannot be read as an ini file: {e}'.splitlines()[0]) from None
     return {s: dict(cp[s]) for s in cp.sections()}
 
+
 # %% ../../notebooks/lib/core/01_settings.ipynb #c012a
-def parse_override(text:str):
+def parse_override(text: str):
     "Split `section.key=value` into `(section, key, value)`"
     lhs, eq, value = text.partition('=')
     section, dot, key = lhs.strip().partition('.')
@@ -120,8 +164,9 @@ def parse_override(text:str):
         raise MlopsError(f'override {text!r} is not of the form section.key=value (e.g. train.learning_rate=0.05)')
     return section, key.strip(), value
 
+
 # %% ../../notebooks/lib/core/01_settings.ipynb #c012b
-def apply_overrides(raw:dict, overrides=()):
+def apply_overrides(raw: dict, overrides=()):
     "A copy of `raw` with each `section.key=value` override set"
     res = {s: dict(kv) for s, kv in raw.items()}
     for o in overrides:
@@ -129,30 +174,39 @@ def apply_overrides(raw:dict, overrides=()):
         res.setdefault(s, {})[k] = v
     return res
 
+
 # %% ../../notebooks/lib/core/01_settings.ipynb #c015
-def resolve(raw:dict, declared:dict, source:str='settings'):
+def resolve(raw: dict, declared: dict, source: str = 'settings'):
     "Typed `{section: {key: value}}` from `raw` text and `declared` `{section: {key: Param}}`"
     for s, kv in raw.items():
         if s not in declared:
-            raise MlopsError(f'{source}: unknown section [{s}]{suggest(s, declared)}; '
-                             f'known sections: {", ".join(declared)}')
+            raise MlopsError(
+                f'{source}: unknown section [{s}]{suggest(s, declared)}; known sections: {", ".join(declared)}'
+            )
         for k in kv:
             if k not in declared[s]:
-                raise MlopsError(f'{source}: unknown setting {s}.{k}{suggest(k, declared[s])}; '
-                                 f'[{s}] has: {", ".join(declared[s])}')
-    return {s: {k: (p.parse(raw[s][k], f'{source} [{s}] {k}') if k in raw.get(s, {}) else p.default)
-                for k, p in ps.items()} for s, ps in declared.items()}
+                raise MlopsError(
+                    f'{source}: unknown setting {s}.{k}{suggest(k, declared[s])}; [{s}] has: {", ".join(declared[s])}'
+                )
+    return {
+        s: {k: (p.parse(raw[s][k], f'{source} [{s}] {k}') if k in raw.get(s, {}) else p.default) for k, p in ps.items()}
+        for s, ps in declared.items()
+    }
+
 
 # %% ../../notebooks/lib/core/01_settings.ipynb #c018
-def domain_problems(settings:dict, # typed `{section: {key: value}}`, from `resolve`
-                    declared:dict, # `{section: {key: Param}}`
-                    sections=None, # the sections to check; default: all
-                   ):
+def domain_problems(
+    settings: dict,  # typed `{section: {key: value}}`, from `resolve`
+    declared: dict,  # `{section: {key: Param}}`
+    sections=None,  # the sections to check; default: all
+):
     "One line per value outside its parameter's domain (nan and inf are outside unless declared)"
     res = []
     for s, ps in declared.items():
-        if sections is not None and s not in sections: continue
+        if sections is not None and s not in sections:
+            continue
         for k, p in ps.items():
             why = p.check(settings.get(s, {}).get(k, p.default))
-            if why: res.append(f'{s}.{k} = {settings[s][k]!r} {why} ({_DOMAIN.sub("", p.help).rstrip(" ,;:")})')
+            if why:
+                res.append(f'{s}.{k} = {settings[s][k]!r} {why} ({_DOMAIN.sub("", p.help).rstrip(" ,;:")})')
     return res

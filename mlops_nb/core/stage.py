@@ -17,99 +17,158 @@ from .basics import MlopsError
 from .settings import Param, suggest
 
 # %% auto #0
-__all__ = ['BUILTIN', 'TRAINING', 'MONITORING', 'TEMPLATES', 'SETTINGS', 'parse_parameters', 'Stage', 'run_order',
-           'resolve_input', 'get_stage', 'stage_name', 'find_stages', 'declared_settings', 'stage_params',
-           'pipeline_stages']
+__all__ = [
+    'BUILTIN',
+    'TRAINING',
+    'MONITORING',
+    'TEMPLATES',
+    'SETTINGS',
+    'parse_parameters',
+    'Stage',
+    'run_order',
+    'resolve_input',
+    'get_stage',
+    'stage_name',
+    'find_stages',
+    'declared_settings',
+    'stage_params',
+    'pipeline_stages',
+]
 
 # %% ../../notebooks/lib/core/08_stage.ipynb #c004
 _TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
 
-def _comments(src:str):
+
+def _comments(src: str):
     "`{line number: comment text}` of a cell's source"
     res = {}
     for t in tokenize.generate_tokens(io.StringIO(src).readline):
-        if t.type == tokenize.COMMENT: res[t.start[0]] = t.string.lstrip('#').strip()
+        if t.type == tokenize.COMMENT:
+            res[t.start[0]] = t.string.lstrip('#').strip()
     return res
 
+
 # %% ../../notebooks/lib/core/08_stage.ipynb #c004a
-def _parameters_cell(path:Path):
-    try: nb = json.loads(path.read_text(encoding='utf-8'))
-    except (OSError, ValueError) as e: raise MlopsError(f'{path}: cannot be read as a notebook: {e}') from None
-    cells = [c for c in nb.get('cells', []) if c.get('cell_type') == 'code' and 'parameters' in (c.get('metadata', {}).get('tags') or [])]
+def _parameters_cell(path: Path):
+    try:
+        nb = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e:
+        raise MlopsError(f'{path}: cannot be read as a notebook: {e}') from None
+    cells = [
+        c
+        for c in nb.get('cells', [])
+        if c.get('cell_type') == 'code' and 'parameters' in (c.get('metadata', {}).get('tags') or [])
+    ]
     if not cells:
-        raise MlopsError(f'{path}: no cell tagged "parameters"; tag the cell of `name: type = default  # help` lines '
-                         '(JupyterLab: property inspector, Cell Tags)')
+        raise MlopsError(
+            f'{path}: no cell tagged "parameters"; tag the cell of `name: type = default  # help` lines '
+            '(JupyterLab: property inspector, Cell Tags)'
+        )
     src = cells[0]['source']
     return ''.join(src) if isinstance(src, list) else src
 
+
 # %% ../../notebooks/lib/core/08_stage.ipynb #c004b
-def parse_parameters(path:str|Path):
+def parse_parameters(path: str | Path):
     "The `Param`s of the `parameters` cell of the notebook at `path`, in order; `run_dir` first"
     path = Path(path)
     src = _parameters_cell(path)
-    try: tree, notes = ast.parse(src), _comments(src)
-    except (SyntaxError, tokenize.TokenError) as e: raise MlopsError(f'{path.name}: parameters cell: {e}') from None
+    try:
+        tree, notes = ast.parse(src), _comments(src)
+    except (SyntaxError, tokenize.TokenError) as e:
+        raise MlopsError(f'{path.name}: parameters cell: {e}') from None
     res = []
     for node in tree.body:
         line = src.splitlines()[node.lineno - 1].strip()
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None
-                and isinstance(node.annotation, ast.Name) and node.annotation.id in _TYPES):
-            raise MlopsError(f'{path.name}: parameters cell line {node.lineno} `{line}` is not `name: type = default  # help` '
-                             f'with type one of {", ".join(_TYPES)}')
+        if not (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.value is not None
+            and isinstance(node.annotation, ast.Name)
+            and node.annotation.id in _TYPES
+        ):
+            raise MlopsError(
+                f'{path.name}: parameters cell line {node.lineno} `{line}` is not `name: type = default  # help` '
+                f'with type one of {", ".join(_TYPES)}'
+            )
         typ, name = _TYPES[node.annotation.id], node.target.id
-        try: default = ast.literal_eval(node.value)
-        except ValueError: raise MlopsError(f'{path.name}: parameter {name!r}: the default must be a literal, got `{line}`') from None
-        if typ is float and type(default) is int: default = float(default)
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError:
+            raise MlopsError(f'{path.name}: parameter {name!r}: the default must be a literal, got `{line}`') from None
+        if typ is float and type(default) is int:
+            default = float(default)
         if type(default) is not typ:
             raise MlopsError(f'{path.name}: parameter {name!r} is typed {typ.__name__} but defaults to {default!r}')
         help = next((notes[i] for i in range(node.lineno, node.end_lineno + 1) if i in notes), '')
-        if not help: raise MlopsError(f'{path.name}: parameter {name!r} has no "# help" comment saying what it does')
+        if not help:
+            raise MlopsError(f'{path.name}: parameter {name!r} has no "# help" comment saying what it does')
         p = Param(name, typ, default, help)
-        try: why = p.check(default)
-        except ValueError as e: raise MlopsError(f'{path.name}: parameter {name!r}: its domain {e}') from None
-        if why: raise MlopsError(f'{path.name}: parameter {name!r} defaults to {default!r}, which {why.replace("must be", "is not")}')
+        try:
+            why = p.check(default)
+        except ValueError as e:
+            raise MlopsError(f'{path.name}: parameter {name!r}: its domain {e}') from None
+        if why:
+            raise MlopsError(
+                f'{path.name}: parameter {name!r} defaults to {default!r}, which {why.replace("must be", "is not")}'
+            )
         res.append(p)
     if not res or res[0].name != 'run_dir':
-        raise MlopsError(f"{path.name}: the parameters cell must start with `run_dir: str = '../../runs/interactive'  # run folder`")
+        raise MlopsError(
+            f"{path.name}: the parameters cell must start with `run_dir: str = '../../runs/interactive'  # run folder`"
+        )
     return tuple(res)
+
 
 # %% ../../notebooks/lib/core/08_stage.ipynb #c007
 @dataclass(frozen=True)
 class Stage:
     "A pipeline stage: a parameterized notebook, with the inputs and outputs of its contract"
-    name:str # the name in [pipeline] stages, and the settings.ini section of its parameters
-    notebook:str # file name in the project's notebooks/stages
-    purpose:str # one line
-    params:tuple = () # `Param`s of its parameters cell, `run_dir` excluded
-    inputs:dict = field(default_factory=dict) # name -> path relative to the run folder, where the stage that makes it writes it
-    outputs:dict = field(default_factory=dict) # name -> path relative to the run folder
-    result:str|None = None # output name of a JSON file summarising the stage
+
+    name: str  # the name in [pipeline] stages, and the settings.ini section of its parameters
+    notebook: str  # file name in the project's notebooks/stages
+    purpose: str  # one line
+    params: tuple = ()  # `Param`s of its parameters cell, `run_dir` excluded
+    inputs: dict = field(
+        default_factory=dict
+    )  # name -> path relative to the run folder, where the stage that makes it writes it
+    outputs: dict = field(default_factory=dict)  # name -> path relative to the run folder
+    result: str | None = None  # output name of a JSON file summarising the stage
 
     @property
-    def artifacts(self): return f'artifacts/{Path(self.notebook).stem}'
+    def artifacts(self):
+        return f'artifacts/{Path(self.notebook).stem}'
 
-    def paths(self, run_dir:str|Path):
+    def paths(self, run_dir: str | Path):
         "Absolute paths of this stage's inputs (as the run resolves them) and outputs, by name"
         run_dir = Path(run_dir).resolve()
-        return {**{k: resolve_input(run_dir, rel, self.name) for k, rel in self.inputs.items()},
-                **{k: run_dir/rel for k, rel in self.outputs.items()}}
+        return {
+            **{k: resolve_input(run_dir, rel, self.name) for k, rel in self.inputs.items()},
+            **{k: run_dir / rel for k, rel in self.outputs.items()},
+        }
+
 
 # %% ../../notebooks/lib/core/08_stage.ipynb #c008
-def run_order(run_dir:Path):
+def run_order(run_dir: Path):
     "`[(stage name, notebook stem)]` of the run in `run_dir`, from its manifest; [] outside a run"
-    try: m = json.loads((run_dir/'manifest.json').read_text())
-    except (OSError, ValueError): return []
+    try:
+        m = json.loads((run_dir / 'manifest.json').read_text())
+    except (OSError, ValueError):
+        return []
     return [(r['name'], Path(r['notebook']).stem) for r in m.get('stages', []) if 'notebook' in r]
 
+
 # %% ../../notebooks/lib/core/08_stage.ipynb #c008a
-def resolve_input(run_dir:Path, rel:str, stage:str):
+def resolve_input(run_dir: Path, rel: str, stage: str):
     "Where `stage` reads `rel` (`artifacts/<stem>/<file>`): that file of the latest earlier stage of the run that wrote it"
     run_dir, file = Path(run_dir), Path(*Path(rel).parts[2:])
     order = run_order(run_dir)
     names = [n for n, _ in order]
-    for _, stem in reversed(order[:names.index(stage)] if stage in names else order):
-        if (run_dir/'artifacts'/stem/file).exists(): return run_dir/'artifacts'/stem/file
-    return run_dir/rel
+    for _, stem in reversed(order[: names.index(stage)] if stage in names else order):
+        if (run_dir / 'artifacts' / stem / file).exists():
+            return run_dir / 'artifacts' / stem / file
+    return run_dir / rel
+
 
 # %% ../../notebooks/lib/core/08_stage.ipynb #c010
 _snapshot = 'artifacts/01_ingest/data.parquet'
@@ -126,72 +185,161 @@ _verdict = 'artifacts/05_evaluate/verdict.json'
 _predictions = 'artifacts/05_evaluate/predictions.parquet'
 _audit = 'artifacts/06_audit/audit.json'
 
-BUILTIN = {s.name: s for s in (
-    Stage('ingest', '01_ingest.ipynb', 'Snapshot the source data into the run folder with its data version.',
-          outputs={'snapshot': _snapshot, 'version': _version}, result='version'),
-    Stage('validate', '02_validate.ipynb', "Infer the snapshot's schema, check it against the champion's, and stop on data errors.",
-          inputs={'snapshot': _snapshot, 'version': _version}, outputs={'schema': _schema, 'anomalies': _anomalies},
-          result='anomalies'),
-    Stage('features', '03_features.ipynb', 'Choose the feature columns and their preprocessing; split train from holdout.',
-          inputs={'snapshot': _snapshot, 'schema': _schema},
-          outputs={'train': _train, 'holdout': _holdout, 'features': _features, 'preprocess': _preprocess}, result='features'),
-    Stage('train', '04_train.ipynb', "Fit the notebook's model, behind the features' preprocessing, on the training split.",
-          inputs={'train': _train, 'features': _features, 'preprocess': _preprocess},
-          outputs={'model': _model, 'metrics': 'artifacts/04_train/metrics.json'}, result='metrics'),
-    Stage('evaluate', '05_evaluate.ipynb', 'Score the challenger, the champion and a trivial baseline on the holdout and judge the challenger.',
-          inputs={'holdout': _holdout, 'model': _model, 'features': _features, 'train': _train},
-          outputs={'metrics': _metrics, 'verdict': _verdict, 'predictions': _predictions, 'slices': 'artifacts/05_evaluate/slices.json'}, result='metrics'),
-    Stage('audit', '06_audit.ipynb', 'Audit the holdout decisions for bias by group and judge them against the gate.',
-          inputs={'predictions': _predictions, 'holdout': _holdout, 'features': _features},
-          outputs={'audit': _audit}, result='audit'),
-    Stage('register', '07_register.ipynb', 'Register the model and decide: blessed, pending approval, or rejected.',
-          inputs={'model': _model, 'verdict': _verdict, 'version': _version, 'metrics': _metrics, 'anomalies': _anomalies, 'audit': _audit},
-          outputs={'registration': 'artifacts/07_register/registration.json'}, result='registration'),
-    Stage('monitor', '08_monitor.ipynb', "Compare a batch with the champion's training data: drift, skew, predictions, performance, control charts, trigger.",
-          inputs={'snapshot': _snapshot},
-          outputs={'report': 'artifacts/08_monitor/monitor.json', 'drift': 'artifacts/08_monitor/drift.json', 'trigger': 'artifacts/08_monitor/trigger.json', 'training': 'artifacts/08_monitor/training', 'labelled': 'artifacts/08_monitor/labelled.parquet'}, result='report'),
-    Stage('replay', '09_replay.ipynb', 'Replay the retraining loop over a time-ordered dataset: never, periodic and monitor-triggered retraining.',
-          outputs={'report': 'artifacts/09_replay/replay.json', 'batches': 'artifacts/09_replay/batches.parquet', 'plot': 'artifacts/09_replay/accuracy.png'}, result='report'),
-)}
+BUILTIN = {
+    s.name: s
+    for s in (
+        Stage(
+            'ingest',
+            '01_ingest.ipynb',
+            'Snapshot the source data into the run folder with its data version.',
+            outputs={'snapshot': _snapshot, 'version': _version},
+            result='version',
+        ),
+        Stage(
+            'validate',
+            '02_validate.ipynb',
+            "Infer the snapshot's schema, check it against the champion's, and stop on data errors.",
+            inputs={'snapshot': _snapshot, 'version': _version},
+            outputs={'schema': _schema, 'anomalies': _anomalies},
+            result='anomalies',
+        ),
+        Stage(
+            'features',
+            '03_features.ipynb',
+            'Choose the feature columns and their preprocessing; split train from holdout.',
+            inputs={'snapshot': _snapshot, 'schema': _schema},
+            outputs={'train': _train, 'holdout': _holdout, 'features': _features, 'preprocess': _preprocess},
+            result='features',
+        ),
+        Stage(
+            'train',
+            '04_train.ipynb',
+            "Fit the notebook's model, behind the features' preprocessing, on the training split.",
+            inputs={'train': _train, 'features': _features, 'preprocess': _preprocess},
+            outputs={'model': _model, 'metrics': 'artifacts/04_train/metrics.json'},
+            result='metrics',
+        ),
+        Stage(
+            'evaluate',
+            '05_evaluate.ipynb',
+            'Score the challenger, the champion and a trivial baseline on the holdout and judge the challenger.',
+            inputs={'holdout': _holdout, 'model': _model, 'features': _features, 'train': _train},
+            outputs={
+                'metrics': _metrics,
+                'verdict': _verdict,
+                'predictions': _predictions,
+                'slices': 'artifacts/05_evaluate/slices.json',
+            },
+            result='metrics',
+        ),
+        Stage(
+            'audit',
+            '06_audit.ipynb',
+            'Audit the holdout decisions for bias by group and judge them against the gate.',
+            inputs={'predictions': _predictions, 'holdout': _holdout, 'features': _features},
+            outputs={'audit': _audit},
+            result='audit',
+        ),
+        Stage(
+            'register',
+            '07_register.ipynb',
+            'Register the model and decide: blessed, pending approval, or rejected.',
+            inputs={
+                'model': _model,
+                'verdict': _verdict,
+                'version': _version,
+                'metrics': _metrics,
+                'anomalies': _anomalies,
+                'audit': _audit,
+            },
+            outputs={'registration': 'artifacts/07_register/registration.json'},
+            result='registration',
+        ),
+        Stage(
+            'monitor',
+            '08_monitor.ipynb',
+            "Compare a batch with the champion's training data: drift, skew, predictions, performance, control charts, trigger.",
+            inputs={'snapshot': _snapshot},
+            outputs={
+                'report': 'artifacts/08_monitor/monitor.json',
+                'drift': 'artifacts/08_monitor/drift.json',
+                'trigger': 'artifacts/08_monitor/trigger.json',
+                'training': 'artifacts/08_monitor/training',
+                'labelled': 'artifacts/08_monitor/labelled.parquet',
+            },
+            result='report',
+        ),
+        Stage(
+            'replay',
+            '09_replay.ipynb',
+            'Replay the retraining loop over a time-ordered dataset: never, periodic and monitor-triggered retraining.',
+            outputs={
+                'report': 'artifacts/09_replay/replay.json',
+                'batches': 'artifacts/09_replay/batches.parquet',
+                'plot': 'artifacts/09_replay/accuracy.png',
+            },
+            result='report',
+        ),
+    )
+}
 TRAINING = ('ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register')
 MONITORING = ('ingest', 'monitor')
 
-def get_stage(name:str):
+
+def get_stage(name: str):
     "The contract of the built-in stage `name` (what domain code reads and writes)"
-    if name not in BUILTIN: raise MlopsError(f'{name!r} is not a built-in stage; they are {", ".join(BUILTIN)}')
+    if name not in BUILTIN:
+        raise MlopsError(f'{name!r} is not a built-in stage; they are {", ".join(BUILTIN)}')
     return BUILTIN[name]
 
-# %% ../../notebooks/lib/core/08_stage.ipynb #c013
-TEMPLATES = Path(str(files('mlops_nb')/'templates'/'stages'))
 
-def stage_name(notebook:str|Path):
+# %% ../../notebooks/lib/core/08_stage.ipynb #c013
+TEMPLATES = Path(str(files('mlops_nb') / 'templates' / 'stages'))
+
+
+def stage_name(notebook: str | Path):
     "`train` for `04_train.ipynb`: the file name without its leading number"
     stem = Path(notebook).stem
     head, _, rest = stem.partition('_')
     return rest if head.isdigit() and rest else stem
 
+
 # %% ../../notebooks/lib/core/08_stage.ipynb #c013a
-def _purpose(path:Path):
-    try: cells = json.loads(path.read_text(encoding='utf-8'))['cells']
-    except (OSError, ValueError, KeyError): return ''
+def _purpose(path: Path):
+    try:
+        cells = json.loads(path.read_text(encoding='utf-8'))['cells']
+    except (OSError, ValueError, KeyError):
+        return ''
     md = next((''.join(c['source']) for c in cells if c.get('cell_type') == 'markdown'), '')
     lines = [l.strip() for l in md.splitlines() if l.strip() and not l.startswith('#')]
     return lines[0] if lines else ''
 
+
 # %% ../../notebooks/lib/core/08_stage.ipynb #c013b
-def find_stages(root:str|Path|None=None):
+def find_stages(root: str | Path | None = None):
     "`{name: Stage}` of the notebooks in `root`/notebooks/stages, or of the templates when `root` has none"
-    folder = Path(root)/'notebooks'/'stages' if root else TEMPLATES
-    if not folder.is_dir(): folder = TEMPLATES
+    folder = Path(root) / 'notebooks' / 'stages' if root else TEMPLATES
+    if not folder.is_dir():
+        folder = TEMPLATES
     res = {}
     for nb in sorted(folder.glob('*.ipynb')):
-        if nb.name.startswith('.'): continue
+        if nb.name.startswith('.'):
+            continue
         name = stage_name(nb)
-        if name in res: raise MlopsError(f'{folder}: two notebooks are stage {name!r}: {res[name].notebook} and {nb.name}; rename one')
+        if name in res:
+            raise MlopsError(
+                f'{folder}: two notebooks are stage {name!r}: {res[name].notebook} and {nb.name}; rename one'
+            )
         base = BUILTIN.get(name)
-        res[name] = Stage(name, nb.name, _purpose(nb) or (base.purpose if base else ''), parse_parameters(nb)[1:],
-                          *((base.inputs, base.outputs, base.result) if base else ()))
+        res[name] = Stage(
+            name,
+            nb.name,
+            _purpose(nb) or (base.purpose if base else ''),
+            parse_parameters(nb)[1:],
+            *((base.inputs, base.outputs, base.result) if base else ()),
+        )
     return res
+
 
 # %% ../../notebooks/lib/core/08_stage.ipynb #c016
 SETTINGS = (
@@ -200,59 +348,157 @@ SETTINGS = (
     Param('runs_dir', str, 'runs', 'folder of run folders, relative to the project', 'project'),
     Param('key_metric', str, 'roc_auc', 'the metric run listings show and monitoring charts per window', 'project'),
     Param('random_state', int, 42, 'seed for sampling, splitting and the estimators, in [0, 4294967295]', 'project'),
-    Param('tracking_uri', str, '', 'MLflow tracking URI; empty: mlflow.db beside settings.ini; a relative SQLite path is relative to it', 'mlflow'),
+    Param(
+        'tracking_uri',
+        str,
+        '',
+        'MLflow tracking URI; empty: mlflow.db beside settings.ini; a relative SQLite path is relative to it',
+        'mlflow',
+    ),
     Param('artifact_location', str, 'mlartifacts', 'where MLflow stores artifacts, relative to the project', 'mlflow'),
     Param('experiment', str, 'mlops-nb', 'MLflow experiment of the runs', 'mlflow'),
-    Param('source', str, 'acs_employment_ma', 'bundled dataset name (acs_employment_ma, elec2, adult), or a CSV or Parquet file, '
-          'folder, glob or fsspec URI (relative to the project)', 'data'),
-    Param('task', str, 'classification', 'classification (two labels, scored by the probability of positive_label) or regression (a numeric target)', 'data'),
+    Param(
+        'source',
+        str,
+        'acs_employment_ma',
+        'bundled dataset name (acs_employment_ma, elec2, adult), or a CSV or Parquet file, '
+        'folder, glob or fsspec URI (relative to the project)',
+        'data',
+    ),
+    Param(
+        'task',
+        str,
+        'classification',
+        'classification (two labels, scored by the probability of positive_label) or regression (a numeric target)',
+        'data',
+    ),
     Param('target', str, 'employed', 'label column', 'data'),
-    Param('positive_label', str, '', 'classification: the label whose probability is the score (e.g. 2, bad, >50K); empty: 1 or True', 'data'),
+    Param(
+        'positive_label',
+        str,
+        '',
+        'classification: the label whose probability is the score (e.g. 2, bad, >50K); empty: 1 or True',
+        'data',
+    ),
     Param('id_column', str, 'id', 'column that identifies a row; empty: none (row numbers stand in)', 'data'),
     Param('time_column', str, 'year', 'column holding the time of a row, not a feature; empty: none', 'data'),
-    Param('sensitive_columns', str, 'SEX, RAC1P', 'columns whose groups the audit checks for fair treatment, comma-separated; empty: none', 'data'),
-    Param('stages', str, ', '.join(TRAINING), 'stages of a training run, in order, comma-separated: NAME is notebooks/stages/NN_NAME.ipynb', 'pipeline'),
-    Param('cache', bool, True, 'reuse a stage from an earlier run when nothing it reads changed (its notebook, parameters, inputs, data, code, packages); mlops-nb run --no-cache for one run', 'pipeline'),
-    Param('uncached', str, '', 'stages never reused, comma-separated, besides register and monitor (which act outside the run folder)', 'pipeline'),
-    Param('retrain', bool, True, 'when the monitor triggers, start a training run at once (mlops-nb monitor)', 'monitor'),
+    Param(
+        'sensitive_columns',
+        str,
+        'SEX, RAC1P',
+        'columns whose groups the audit checks for fair treatment, comma-separated; empty: none',
+        'data',
+    ),
+    Param(
+        'stages',
+        str,
+        ', '.join(TRAINING),
+        'stages of a training run, in order, comma-separated: NAME is notebooks/stages/NN_NAME.ipynb',
+        'pipeline',
+    ),
+    Param(
+        'cache',
+        bool,
+        True,
+        'reuse a stage from an earlier run when nothing it reads changed (its notebook, parameters, inputs, data, code, packages); mlops-nb run --no-cache for one run',
+        'pipeline',
+    ),
+    Param(
+        'uncached',
+        str,
+        '',
+        'stages never reused, comma-separated, besides register and monitor (which act outside the run folder)',
+        'pipeline',
+    ),
+    Param(
+        'retrain', bool, True, 'when the monitor triggers, start a training run at once (mlops-nb monitor)', 'monitor'
+    ),
     # `mlops-nb serve` (mlops_nb.serving)
-    Param('challenger_alias', str, 'challenger', "registry alias of the model that gets a share of traffic or shadows the champion; empty: none", 'serve'),
+    Param(
+        'challenger_alias',
+        str,
+        'challenger',
+        'registry alias of the model that gets a share of traffic or shadows the champion; empty: none',
+        'serve',
+    ),
     Param('weights', str, '100/0', 'champion/challenger traffic weights, e.g. 90/10 (sticky per client)', 'serve'),
-    Param('sticky_key', str, 'X-Client-Id', 'header, or field of the first row, whose value keeps a client on one model', 'serve'),
-    Param('shadow_share', float, 0.0, 'share of champion requests the challenger also scores, logged and never returned, in [0, 1]', 'serve'),
-    Param('max_batch_size', int, 256, 'most rows scored in one predict call (a larger request is scored alone), in [1, inf)', 'serve'),
+    Param(
+        'sticky_key',
+        str,
+        'X-Client-Id',
+        'header, or field of the first row, whose value keeps a client on one model',
+        'serve',
+    ),
+    Param(
+        'shadow_share',
+        float,
+        0.0,
+        'share of champion requests the challenger also scores, logged and never returned, in [0, 1]',
+        'serve',
+    ),
+    Param(
+        'max_batch_size',
+        int,
+        256,
+        'most rows scored in one predict call (a larger request is scored alone), in [1, inf)',
+        'serve',
+    ),
     Param('max_wait_ms', float, 2.0, 'longest a request waits for others to join its batch, in [0, inf)', 'serve'),
-    Param('prediction_log', str, '', "SQLAlchemy URL of the prediction log; empty: predictions.db beside settings.ini; off: no log", 'serve'),
+    Param(
+        'prediction_log',
+        str,
+        '',
+        'SQLAlchemy URL of the prediction log; empty: predictions.db beside settings.ini; off: no log',
+        'serve',
+    ),
     Param('max_payload_mb', float, 20.0, 'larger request bodies are refused with 413, in (0, inf)', 'serve'),
-    Param('token_env', str, '', 'environment variable holding the bearer token clients must send; empty: no auth', 'serve'),
-    Param('reload_interval_s', float, 2.0, 'how often the registry is checked for a moved champion or challenger alias, in (0, inf)', 'serve'),
+    Param(
+        'token_env', str, '', 'environment variable holding the bearer token clients must send; empty: no auth', 'serve'
+    ),
+    Param(
+        'reload_interval_s',
+        float,
+        2.0,
+        'how often the registry is checked for a moved champion or challenger alias, in (0, inf)',
+        'serve',
+    ),
 )
 
-def declared_settings(stages:dict|None=None): # `find_stages` of the project; default: the templates'
+
+def declared_settings(stages: dict | None = None):  # `find_stages` of the project; default: the templates'
     "`{section: {key: Param}}` for every setting: the project's shared sections, then each stage's own"
     res = {}
-    for p in SETTINGS: res.setdefault(p.section, {})[p.name] = p
+    for p in SETTINGS:
+        res.setdefault(p.section, {})[p.name] = p
     for s in (find_stages() if stages is None else stages).values():
         for p in s.params:
             if p.name in res.get(s.name, {}) and res[s.name][p.name] != p:
-                raise MlopsError(f'{s.notebook}: parameter {p.name!r} is also a setting of the project ([{s.name}] {p.name}); rename it')
+                raise MlopsError(
+                    f'{s.notebook}: parameter {p.name!r} is also a setting of the project ([{s.name}] {p.name}); rename it'
+                )
             res.setdefault(s.name, {})[p.name] = p
     return res
 
+
 # %% ../../notebooks/lib/core/08_stage.ipynb #c016a
-def stage_params(stage:Stage, settings:dict, run_dir:str|Path):
+def stage_params(stage: Stage, settings: dict, run_dir: str | Path):
     "The parameters to run `stage` with, from resolved `settings`"
     own = settings.get(stage.name, {})  # a run resumed after its notebook gained a parameter: the notebook's default
     return {'run_dir': str(run_dir), **{p.name: own.get(p.name, p.default) for p in stage.params}}
 
+
 # %% ../../notebooks/lib/core/08_stage.ipynb #c019
-def pipeline_stages(stages:dict, names:list, where:str='[pipeline] stages'):
+def pipeline_stages(stages: dict, names: list, where: str = '[pipeline] stages'):
     "The `Stage`s called `names`, in order; a clear error for a name that is no notebook"
-    if not names: raise MlopsError(f'{where} is empty')
+    if not names:
+        raise MlopsError(f'{where} is empty')
     for n in names:
         if n not in stages:
-            raise MlopsError(f'{where} names {n!r}{suggest(n, stages)}, which is no notebook in notebooks/stages '
-                             f'(expected notebooks/stages/NN_{n}.ipynb); the stages are {", ".join(stages)}')
+            raise MlopsError(
+                f'{where} names {n!r}{suggest(n, stages)}, which is no notebook in notebooks/stages '
+                f'(expected notebooks/stages/NN_{n}.ipynb); the stages are {", ".join(stages)}'
+            )
     dup = next((n for n in names if names.count(n) > 1), None)
-    if dup: raise MlopsError(f'{where} lists {dup!r} twice')
+    if dup:
+        raise MlopsError(f'{where} lists {dup!r} twice')
     return [stages[n] for n in names]

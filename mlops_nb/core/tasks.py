@@ -13,18 +13,26 @@ __all__ = ['TASKS', 'MODELS', 'METRICS', 'LOWER_IS_BETTER', 'RATES', 'ERRORS', '
 # %% ../../notebooks/lib/core/04_tasks.ipynb #e6070e89
 TASKS = ('classification', 'regression')
 
+
 # %% ../../notebooks/lib/core/04_tasks.ipynb #d65fcf76
-def check_task(task:str):
+def check_task(task: str):
     "`task`, or a clear error naming the setting"
-    if task not in TASKS: raise MlopsError(f'data.task must be one of {", ".join(TASKS)}; got {task!r}')
+    if task not in TASKS:
+        raise MlopsError(f'data.task must be one of {", ".join(TASKS)}; got {task!r}')
     return task
 
+
 # %% ../../notebooks/lib/core/04_tasks.ipynb #65158fd6
-MODELS = {'classification': ('hist_gradient_boosting', 'logistic_regression'), 'regression': ('hist_gradient_boosting', 'ridge')}
+MODELS = {
+    'classification': ('hist_gradient_boosting', 'logistic_regression'),
+    'regression': ('hist_gradient_boosting', 'ridge'),
+}
 
 # %% ../../notebooks/lib/core/04_tasks.ipynb #72fe55a2
-METRICS = {'classification': ('accuracy', 'f1', 'roc_auc', 'pr_auc', 'log_loss', 'brier', 'positive_rate', 'rows'),
-           'regression': ('rmse', 'mae', 'r2', 'mean_error', 'mean_prediction', 'rows')}
+METRICS = {
+    'classification': ('accuracy', 'f1', 'roc_auc', 'pr_auc', 'log_loss', 'brier', 'positive_rate', 'rows'),
+    'regression': ('rmse', 'mae', 'r2', 'mean_error', 'mean_prediction', 'rows'),
+}
 
 # %% ../../notebooks/lib/core/04_tasks.ipynb #7ddf50f3
 LOWER_IS_BETTER = ('log_loss', 'brier', 'rmse', 'mae')  # the metrics a better model makes smaller
@@ -36,6 +44,12 @@ RATES = ('selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision')  # of a
 ERRORS = ('mean_label', 'mean_prediction', 'mean_error', 'mae', 'rmse')  # of a regressor, per group
 
 # %% ../../notebooks/lib/core/04_tasks.ipynb #19c828a9
-FAIRNESS = {'classification': ('demographic_parity_difference', 'demographic_parity_ratio', 'equalized_odds_difference',
-                               *(f'{k}_gap' for k in RATES)),
-            'regression': (*(f'{k}_gap' for k in ERRORS), 'mae_ratio', 'mean_prediction_ratio')}
+FAIRNESS = {
+    'classification': (
+        'demographic_parity_difference',
+        'demographic_parity_ratio',
+        'equalized_odds_difference',
+        *(f'{k}_gap' for k in RATES),
+    ),
+    'regression': (*(f'{k}_gap' for k in ERRORS), 'mae_ratio', 'mean_prediction_ratio'),
+}

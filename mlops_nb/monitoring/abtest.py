@@ -15,396 +15,666 @@ import pandas as pd
 from ..core.basics import MlopsError, atomic_write_text, utc_now
 
 # %% auto #0
-__all__ = ['HIGHER_IS_BETTER', 'METRICS', 'VERDICTS', 'correct', 'pick_metric', 'wilson', 'newcombe', 'two_proportion_z', 'welch',
-           'cluster_var', 'design_effect', 'cluster_t', 'n_proportions', 'n_means', 'ab_compare', 'abtest_log',
-           'ab_text', 'write_ab', 'plot_ab']
+__all__ = [
+    'HIGHER_IS_BETTER',
+    'METRICS',
+    'VERDICTS',
+    'correct',
+    'pick_metric',
+    'wilson',
+    'newcombe',
+    'two_proportion_z',
+    'welch',
+    'cluster_var',
+    'design_effect',
+    'cluster_t',
+    'n_proportions',
+    'n_means',
+    'ab_compare',
+    'abtest_log',
+    'ab_text',
+    'write_ab',
+    'plot_ab',
+]
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c004
 HIGHER_IS_BETTER = {'accuracy': True, 'mae': False, 'rmse': False}
 METRICS = ('auto', *HIGHER_IS_BETTER)
 VERDICTS = ('challenger better', 'champion better', 'no meaningful difference', 'no difference yet')
 
-def _num(s:pd.Series):
+
+def _num(s: pd.Series):
     "`s` as floats (NaN where a value is not a number; booleans as 0/1)"
     return pd.to_numeric(s.map(lambda v: float(v) if isinstance(v, (bool, np.bool_)) else v), errors='coerce')
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c004a
-def correct(prediction:pd.Series, # predicted classes (numbers, booleans or strings)
-            label:pd.Series, # true classes, as logged (JSON numbers or strings)
-           ) -> np.ndarray:
+def correct(
+    prediction: pd.Series,  # predicted classes (numbers, booleans or strings)
+    label: pd.Series,  # true classes, as logged (JSON numbers or strings)
+) -> np.ndarray:
     "Per row, whether `prediction` equals `label`: numerically when both read as numbers (1 == 1.0 == '1' == True), else as text"
     p, y = _num(prediction), _num(label)
     both = p.notna() & y.notna()
-    return np.where(both, p.to_numpy() == y.to_numpy(), prediction.astype(str).to_numpy() == label.astype(str).to_numpy())
+    return np.where(
+        both, p.to_numpy() == y.to_numpy(), prediction.astype(str).to_numpy() == label.astype(str).to_numpy()
+    )
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c004b
-def pick_metric(prediction:pd.Series):
+def pick_metric(prediction: pd.Series):
     "`mae` when any prediction is a number with a fraction (regression), else `accuracy`"
     p = _num(prediction)
     return 'mae' if p.notna().all() and len(p) and not np.all(np.mod(p.to_numpy(), 1) == 0) else 'accuracy'
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007
-def _zq(q:float):
+def _zq(q: float):
     from scipy.stats import norm
+
     return float(norm.ppf(q))
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007a
-def wilson(k:int, # successes
-           n:int, # trials
-           alpha:float=0.05):
+def wilson(
+    k: int,  # successes
+    n: int,  # trials
+    alpha: float = 0.05,
+):
     "Wilson score interval `(low, high)` of the proportion `k/n`"
-    if n <= 0: return (math.nan, math.nan)
-    z, p = _zq(1 - alpha/2), k/n
-    d = 1 + z*z/n
-    c, h = (p + z*z/(2*n))/d, z*math.sqrt(p*(1 - p)/n + z*z/(4*n*n))/d
+    if n <= 0:
+        return (math.nan, math.nan)
+    z, p = _zq(1 - alpha / 2), k / n
+    d = 1 + z * z / n
+    c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return (max(0.0, c - h), min(1.0, c + h))
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007b
-def newcombe(k1:int, n1:int, # champion: correct rows, rows
-             k2:int, n2:int, # challenger: correct rows, rows
-             alpha:float=0.05):
+def newcombe(
+    k1: int,
+    n1: int,  # champion: correct rows, rows
+    k2: int,
+    n2: int,  # challenger: correct rows, rows
+    alpha: float = 0.05,
+):
     "Newcombe's hybrid score interval `(low, high)` of `k2/n2 - k1/n1`"
-    p1, p2 = k1/n1, k2/n2
+    p1, p2 = k1 / n1, k2 / n2
     (l1, u1), (l2, u2) = wilson(k1, n1, alpha), wilson(k2, n2, alpha)
     d = p2 - p1
-    return (d - math.sqrt((p2 - l2)**2 + (u1 - p1)**2), d + math.sqrt((u2 - p2)**2 + (p1 - l1)**2))
+    return (d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2))
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007c
-def two_proportion_z(k1:int, n1:int, k2:int, n2:int):
+def two_proportion_z(k1: int, n1: int, k2: int, n2: int):
     "Pooled two-proportion z-test of `k2/n2 - k1/n1`: `(z, two-sided p)`"
     from scipy.stats import norm
-    p = (k1 + k2)/(n1 + n2)
-    se = math.sqrt(p*(1 - p)*(1/n1 + 1/n2))
-    if se == 0: return (0.0, 1.0)  # both models all right (or all wrong): nothing tells them apart
-    z = (k2/n2 - k1/n1)/se
-    return (z, float(2*norm.sf(abs(z))))
+
+    p = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return (0.0, 1.0)  # both models all right (or all wrong): nothing tells them apart
+    z = (k2 / n2 - k1 / n1) / se
+    return (z, float(2 * norm.sf(abs(z))))
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007d
-def _t_test(d:float, # the difference of two estimates
-            a:float, b:float, # their variances
-            df1:int, df2:int, # their degrees of freedom
-            alpha:float):
+def _t_test(
+    d: float,  # the difference of two estimates
+    a: float,
+    b: float,  # their variances
+    df1: int,
+    df2: int,  # their degrees of freedom
+    alpha: float,
+):
     "t-test and interval of `d` with Welch-Satterthwaite degrees of freedom: `dict(difference, se, df, t, p_value, ci)`"
     from scipy.stats import t as tdist
+
     se = math.sqrt(a + b)
     if se == 0:  # constant values in both arms: the difference is exact
-        return dict(difference=d, se=0.0, df=float(df1 + df2), t=0.0 if d == 0 else math.copysign(math.inf, d),
-                    p_value=1.0 if d == 0 else 0.0, ci=(d, d))
-    df = (a + b)**2/(a*a/df1 + b*b/df2)
-    t, q = d/se, float(tdist.ppf(1 - alpha/2, df))
-    return dict(difference=d, se=se, df=df, t=t, p_value=float(2*tdist.sf(abs(t), df)), ci=(d - q*se, d + q*se))
+        return dict(
+            difference=d,
+            se=0.0,
+            df=float(df1 + df2),
+            t=0.0 if d == 0 else math.copysign(math.inf, d),
+            p_value=1.0 if d == 0 else 0.0,
+            ci=(d, d),
+        )
+    df = (a + b) ** 2 / (a * a / df1 + b * b / df2)
+    t, q = d / se, float(tdist.ppf(1 - alpha / 2, df))
+    return dict(difference=d, se=se, df=df, t=t, p_value=float(2 * tdist.sf(abs(t), df)), ci=(d - q * se, d + q * se))
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007e
-def welch(x1:np.ndarray, # per-row values of the champion (e.g. absolute errors)
-          x2:np.ndarray, # per-row values of the challenger
-          alpha:float=0.05):
+def welch(
+    x1: np.ndarray,  # per-row values of the champion (e.g. absolute errors)
+    x2: np.ndarray,  # per-row values of the challenger
+    alpha: float = 0.05,
+):
     "Welch's test of `mean(x2) - mean(x1)`: `dict(difference, se, df, t, p_value, ci)`"
     x1, x2 = np.asarray(x1, float), np.asarray(x2, float)
     n1, n2 = len(x1), len(x2)
-    return _t_test(float(x2.mean() - x1.mean()), x1.var(ddof=1)/n1, x2.var(ddof=1)/n2, n1 - 1, n2 - 1, alpha)
+    return _t_test(float(x2.mean() - x1.mean()), x1.var(ddof=1) / n1, x2.var(ddof=1) / n2, n1 - 1, n2 - 1, alpha)
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007f
-def cluster_var(x:np.ndarray, # per-row values
-                groups:np.ndarray, # per-row group (request id)
-               ):
+def cluster_var(
+    x: np.ndarray,  # per-row values
+    groups: np.ndarray,  # per-row group (request id)
+):
     "Variance of `mean(x)` when rows of a group are correlated: the cluster-robust (ratio) estimator, k/(k-1)·Σ(yᵢ - x̄·mᵢ)²/n²"
     x = np.asarray(x, float)
     codes, uniq = pd.factorize(np.asarray(groups))
     k = len(uniq)
-    if k < 2: return math.nan
+    if k < 2:
+        return math.nan
     y, m = np.bincount(codes, weights=x, minlength=k), np.bincount(codes, minlength=k)
-    return k/(k - 1)*float(((y - x.mean()*m)**2).sum())/len(x)**2
+    return k / (k - 1) * float(((y - x.mean() * m) ** 2).sum()) / len(x) ** 2
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007g
-def design_effect(x:np.ndarray, groups:np.ndarray):
+def design_effect(x: np.ndarray, groups: np.ndarray):
     "How many times correlation within groups inflates the variance of the mean (1: rows independent); None if undefined"
     x = np.asarray(x, float)
-    v = x.var(ddof=1)/len(x) if len(x) > 1 else 0.0
+    v = x.var(ddof=1) / len(x) if len(x) > 1 else 0.0
     c = cluster_var(x, groups)
-    return None if v == 0 or math.isnan(c) else c/v
+    return None if v == 0 or math.isnan(c) else c / v
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007h
-def cluster_t(x1:np.ndarray, g1:np.ndarray, # champion: per-row values and their requests
-              x2:np.ndarray, g2:np.ndarray, # challenger: per-row values and their requests
-              alpha:float=0.05):
+def cluster_t(
+    x1: np.ndarray,
+    g1: np.ndarray,  # champion: per-row values and their requests
+    x2: np.ndarray,
+    g2: np.ndarray,  # challenger: per-row values and their requests
+    alpha: float = 0.05,
+):
     "Cluster-robust t-test of `mean(x2) - mean(x1)`, requests as clusters: `dict(difference, se, df, t, p_value, ci)`"
     x1, x2 = np.asarray(x1, float), np.asarray(x2, float)
     k1, k2 = len(set(np.asarray(g1))), len(set(np.asarray(g2)))
     return _t_test(float(x2.mean() - x1.mean()), cluster_var(x1, g1), cluster_var(x2, g2), k1 - 1, k2 - 1, alpha)
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007i
-def n_proportions(p1:float, # the champion's proportion
-                  effect:float, # the difference to detect (> 0)
-                  alpha:float=0.05, power:float=0.8, direction:int=1):
+def n_proportions(
+    p1: float,  # the champion's proportion
+    effect: float,  # the difference to detect (> 0)
+    alpha: float = 0.05,
+    power: float = 0.8,
+    direction: int = 1,
+):
     "Rows per model to detect `p1 -> p1 ± effect` (two-sided test at `alpha`, probability `power`)"
-    if effect <= 0: return None
-    p2 = p1 + direction*effect
-    if not 0 <= p2 <= 1: p2 = p1 - direction*effect  # no room that way (accuracy near 1): the other direction
+    if effect <= 0:
+        return None
+    p2 = p1 + direction * effect
+    if not 0 <= p2 <= 1:
+        p2 = p1 - direction * effect  # no room that way (accuracy near 1): the other direction
     p2 = min(1.0, max(0.0, p2))
-    pb = (p1 + p2)/2
-    za, zb = _zq(1 - alpha/2), _zq(power)
-    num = za*math.sqrt(2*pb*(1 - pb)) + zb*math.sqrt(p1*(1 - p1) + p2*(1 - p2))
-    return max(2, math.ceil(num*num/(p2 - p1)**2)) if p2 != p1 else None
+    pb = (p1 + p2) / 2
+    za, zb = _zq(1 - alpha / 2), _zq(power)
+    num = za * math.sqrt(2 * pb * (1 - pb)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
+    return max(2, math.ceil(num * num / (p2 - p1) ** 2)) if p2 != p1 else None
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c007j
-def n_means(var1:float, var2:float, # per-row variances of the two models
-            effect:float, # the difference of means to detect (> 0)
-            alpha:float=0.05, power:float=0.8):
+def n_means(
+    var1: float,
+    var2: float,  # per-row variances of the two models
+    effect: float,  # the difference of means to detect (> 0)
+    alpha: float = 0.05,
+    power: float = 0.8,
+):
     "Rows per model to detect a difference `effect` of means (two-sided test at `alpha`, probability `power`)"
-    if effect <= 0: return None
-    z = _zq(1 - alpha/2) + _zq(power)
-    return max(2, math.ceil(z*z*(var1 + var2)/effect**2))
+    if effect <= 0:
+        return None
+    z = _zq(1 - alpha / 2) + _zq(power)
+    return max(2, math.ceil(z * z * (var1 + var2) / effect**2))
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c010
-def _arm_stats(g:pd.DataFrame, metric:str, alpha:float, by_request:bool=False):
+def _arm_stats(g: pd.DataFrame, metric: str, alpha: float, by_request: bool = False):
     "Per-model summary: rows, requests, metric value, its interval and design effect; and the per-row values"
     from scipy.stats import t as tdist
+
     n, req = len(g), g['request_id'].to_numpy()
     k = len(set(req))
     out = dict(role=g['role'].iloc[0], model_version=g['model_version'].iloc[0], requests=k, rows=n)
-    if metric == 'accuracy': x = correct(g['prediction'], g['label']).astype(float)
+    if metric == 'accuracy':
+        x = correct(g['prediction'], g['label']).astype(float)
     else:
         e = _num(g['prediction']).to_numpy() - _num(g['label']).to_numpy()
-        x = np.abs(e) if metric == 'mae' else e*e
+        x = np.abs(e) if metric == 'mae' else e * e
     m = float(x.mean())
     value = m if metric != 'rmse' else math.sqrt(m)
-    if metric == 'accuracy' and not by_request: ci = list(wilson(int(x.sum()), n, alpha))
-    elif (k if by_request else n) < 2: ci = [None, None]  # one row (or request): no spread to judge
+    if metric == 'accuracy' and not by_request:
+        ci = list(wilson(int(x.sum()), n, alpha))
+    elif (k if by_request else n) < 2:
+        ci = [None, None]  # one row (or request): no spread to judge
     else:
-        v = cluster_var(x, req) if by_request else float(x.var(ddof=1))/n
-        h = float(tdist.ppf(1 - alpha/2, (k if by_request else n) - 1))*math.sqrt(v)
-        ci = ([max(0.0, m - h), min(1.0, m + h)] if metric == 'accuracy' else [max(0.0, m - h), m + h] if metric == 'mae'
-              else [math.sqrt(max(0.0, m - h)), math.sqrt(m + h)])
+        v = cluster_var(x, req) if by_request else float(x.var(ddof=1)) / n
+        h = float(tdist.ppf(1 - alpha / 2, (k if by_request else n) - 1)) * math.sqrt(v)
+        ci = (
+            [max(0.0, m - h), min(1.0, m + h)]
+            if metric == 'accuracy'
+            else [max(0.0, m - h), m + h]
+            if metric == 'mae'
+            else [math.sqrt(max(0.0, m - h)), math.sqrt(m + h)]
+        )
     de = design_effect(x, req)
     out.update(value=value, ci=ci, design_effect=None if de is None else round(de, 4))
     return out, x
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c010a
-def _select(rows:pd.DataFrame, role:str, version:str|None):
+def _select(rows: pd.DataFrame, role: str, version: str | None):
     "The rows of `role` (and `version`; default: the version that answered most recently)"
     r = rows[rows['role'] == role]
-    if r.empty: return r
+    if r.empty:
+        return r
     if version is None:
         version = r.sort_values('time')['model_version'].iloc[-1] if 'time' in r else r['model_version'].iloc[-1]
     sel = r[r['model_version'].astype(str) == str(version)]
     if sel.empty:
-        raise MlopsError(f'no labelled rows of {role} version {version}; labelled {role} versions: '
-                         + ', '.join(sorted(r['model_version'].astype(str).unique())))
+        raise MlopsError(
+            f'no labelled rows of {role} version {version}; labelled {role} versions: '
+            + ', '.join(sorted(r['model_version'].astype(str).unique()))
+        )
     return sel
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c010b0
-def _ab_rows(df:pd.DataFrame, metric:str, alpha:float, power:float, min_effect:float, all_labels:bool,
-             champion:str|None, challenger:str|None, by_request:bool):
+def _ab_rows(
+    df: pd.DataFrame,
+    metric: str,
+    alpha: float,
+    power: float,
+    min_effect: float,
+    all_labels: bool,
+    champion: str | None,
+    challenger: str | None,
+    by_request: bool,
+):
     "`(labelled, independent, rows, champion rows, challenger rows, metric)`: the rows an A/B test compares, or a clear error"
-    if metric not in METRICS: raise MlopsError(f'abtest: metric must be one of {", ".join(METRICS)}, got {metric!r}')
-    if not 0 < alpha < 1: raise MlopsError(f'abtest: alpha must be between 0 and 1, got {alpha}')
-    if not 0 < power < 1: raise MlopsError(f'abtest: power must be between 0 and 1, got {power}')
-    if not min_effect >= 0: raise MlopsError(f'abtest: min_effect must be 0 or more, got {min_effect}')
+    if metric not in METRICS:
+        raise MlopsError(f'abtest: metric must be one of {", ".join(METRICS)}, got {metric!r}')
+    if not 0 < alpha < 1:
+        raise MlopsError(f'abtest: alpha must be between 0 and 1, got {alpha}')
+    if not 0 < power < 1:
+        raise MlopsError(f'abtest: power must be between 0 and 1, got {power}')
+    if not min_effect >= 0:
+        raise MlopsError(f'abtest: min_effect must be 0 or more, got {min_effect}')
     missing = {'model_version', 'role', 'request_id', 'prediction', 'label', 'label_independent'} - set(df.columns)
-    if missing: raise MlopsError(f'abtest: the table lacks column(s) {", ".join(sorted(missing))}')
+    if missing:
+        raise MlopsError(f'abtest: the table lacks column(s) {", ".join(sorted(missing))}')
     labelled = df[df['label'].notna() & df['prediction'].notna()]
     if labelled.empty:
-        raise MlopsError(f'no labelled predictions in the prediction log ({len(df):,} predictions, none with a label): '
-                         'join labels with `mlops-nb feedback FILE --independent`')
+        raise MlopsError(
+            f'no labelled predictions in the prediction log ({len(df):,} predictions, none with a label): '
+            'join labels with `mlops-nb feedback FILE --independent`'
+        )
     indep = labelled['label_independent'].fillna(False).astype(bool)
     rows = labelled if all_labels else labelled[indep]
     if rows.empty:
-        raise MlopsError(f'{len(labelled):,} labelled predictions, none with a label marked independent of the model; '
-                         'labels that echo the model bias the comparison. Record independent labels '
-                         '(`mlops-nb feedback FILE --independent`) or count them anyway with --all-labels')
+        raise MlopsError(
+            f'{len(labelled):,} labelled predictions, none with a label marked independent of the model; '
+            'labels that echo the model bias the comparison. Record independent labels '
+            '(`mlops-nb feedback FILE --independent`) or count them anyway with --all-labels'
+        )
     rows = rows.assign(model_version=rows['model_version'].astype(str))
     a, b = _select(rows, 'champion', champion), _select(rows, 'challenger', challenger)
     if a.empty or b.empty:
-        have = ', '.join(f'{r} version {v}' for r, v in rows[['role', 'model_version']].drop_duplicates().itertuples(index=False))
-        raise MlopsError(f'only one model has labelled rows ({have}): an A/B test needs labelled rows of both the champion '
-                         'and the challenger; send the challenger traffic with serve.weights (e.g. 90/10)')
+        have = ', '.join(
+            f'{r} version {v}' for r, v in rows[['role', 'model_version']].drop_duplicates().itertuples(index=False)
+        )
+        raise MlopsError(
+            f'only one model has labelled rows ({have}): an A/B test needs labelled rows of both the champion '
+            'and the challenger; send the challenger traffic with serve.weights (e.g. 90/10)'
+        )
     if len(a) < 2 or len(b) < 2:
         raise MlopsError(f'too few labelled rows to compare: champion {len(a)}, challenger {len(b)} (at least 2 each)')
     if by_request and (a['request_id'].nunique() < 2 or b['request_id'].nunique() < 2):
-        raise MlopsError(f'too few labelled requests to compare by request: champion {a["request_id"].nunique()}, '
-                         f'challenger {b["request_id"].nunique()} (at least 2 each)')
-    if metric == 'auto': metric = pick_metric(pd.concat([a['prediction'], b['prediction']]))
+        raise MlopsError(
+            f'too few labelled requests to compare by request: champion {a["request_id"].nunique()}, '
+            f'challenger {b["request_id"].nunique()} (at least 2 each)'
+        )
+    if metric == 'auto':
+        metric = pick_metric(pd.concat([a['prediction'], b['prediction']]))
     if metric != 'accuracy':
         for g in (a, b):
             bad = g[_num(g['prediction']).isna() | _num(g['label']).isna()]
-            if len(bad): raise MlopsError(f'abtest: {metric} needs numeric predictions and labels; '
-                                          f'request {bad["request_id"].iloc[0]} has {bad["prediction"].iloc[0]!r} and {bad["label"].iloc[0]!r}')
+            if len(bad):
+                raise MlopsError(
+                    f'abtest: {metric} needs numeric predictions and labels; '
+                    f'request {bad["request_id"].iloc[0]} has {bad["prediction"].iloc[0]!r} and {bad["label"].iloc[0]!r}'
+                )
     return labelled, indep, rows, a, b, metric
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c010b1
-def _ab_by_request(a, b, xa, xb, sa, sb, metric:str, alpha:float, power:float):
+def _ab_by_request(a, b, xa, xb, sa, sb, metric: str, alpha: float, power: float):
     "`(difference, ci, statistic, p, df, test, method, plan)` with requests as clusters: the variances of the means from the request sums"
     ga, gb = a['request_id'].to_numpy(), b['request_id'].to_numpy()
     w = cluster_t(xa, ga, xb, gb, alpha)
     stat, p, df_, test, method = w['t'], w['p_value'], w['df'], 'cluster-robust t', 'cluster-robust'
-    if metric != 'rmse': d, ci = w['difference'], w['ci']
+    if metric != 'rmse':
+        d, ci = w['difference'], w['ci']
     else:
         from scipy.stats import t as tdist
+
         ma, mb = xa.mean(), xb.mean()
         d, method = math.sqrt(mb) - math.sqrt(ma), 'cluster-robust delta'
-        h = float(tdist.ppf(1 - alpha/2, df_))*math.sqrt((cluster_var(xa, ga)/(4*ma) if ma > 0 else 0.0) +
-                                                          (cluster_var(xb, gb)/(4*mb) if mb > 0 else 0.0))
+        h = float(tdist.ppf(1 - alpha / 2, df_)) * math.sqrt(
+            (cluster_var(xa, ga) / (4 * ma) if ma > 0 else 0.0) + (cluster_var(xb, gb) / (4 * mb) if mb > 0 else 0.0)
+        )
         ci = (d - h, d + h)
     # plan with the row formulas, inflated by the design effect: correlated rows carry less information
     deff = max(1.0, float(np.mean([s['design_effect'] or 1.0 for s in (sa, sb)])))
     va, vb = xa.var(ddof=1), xb.var(ddof=1)
-    if metric == 'rmse': va, vb = (va/(4*xa.mean()) if xa.mean() > 0 else 0.0), (vb/(4*xb.mean()) if xb.mean() > 0 else 0.0)
-    base = ((lambda e: n_proportions(xa.mean(), e, alpha, power, 1 if d >= 0 else -1)) if metric == 'accuracy' else
-            (lambda e: n_means(va, vb, e, alpha, power)))
-    return d, ci, stat, p, df_, test, method, lambda e: None if base(e) is None else math.ceil(base(e)*deff)
+    if metric == 'rmse':
+        va, vb = (va / (4 * xa.mean()) if xa.mean() > 0 else 0.0), (vb / (4 * xb.mean()) if xb.mean() > 0 else 0.0)
+    base = (
+        (lambda e: n_proportions(xa.mean(), e, alpha, power, 1 if d >= 0 else -1))
+        if metric == 'accuracy'
+        else (lambda e: n_means(va, vb, e, alpha, power))
+    )
+    return d, ci, stat, p, df_, test, method, lambda e: None if base(e) is None else math.ceil(base(e) * deff)
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c010b2
-def _ab_by_row(xa, xb, metric:str, alpha:float, power:float):
+def _ab_by_row(xa, xb, metric: str, alpha: float, power: float):
     "`(difference, ci, statistic, p, df, test, method, plan)` with rows as the independent units"
     na, nb = len(xa), len(xb)
     if metric == 'accuracy':
         ka, kb = int(xa.sum()), int(xb.sum())
-        d = kb/nb - ka/na
+        d = kb / nb - ka / na
         ci, (stat, p) = newcombe(ka, na, kb, nb, alpha), two_proportion_z(ka, na, kb, nb)
-        return d, ci, stat, p, None, 'two-proportion z', 'newcombe', lambda e: n_proportions(ka/na, e, alpha, power, 1 if d >= 0 else -1)
+        return (
+            d,
+            ci,
+            stat,
+            p,
+            None,
+            'two-proportion z',
+            'newcombe',
+            lambda e: n_proportions(ka / na, e, alpha, power, 1 if d >= 0 else -1),
+        )
     w = welch(xa, xb, alpha)
     if metric == 'mae':
-        return (w['difference'], w['ci'], w['t'], w['p_value'], w['df'], 'welch t', 'welch',
-                lambda e: n_means(xa.var(ddof=1), xb.var(ddof=1), e, alpha, power))
+        return (
+            w['difference'],
+            w['ci'],
+            w['t'],
+            w['p_value'],
+            w['df'],
+            'welch t',
+            'welch',
+            lambda e: n_means(xa.var(ddof=1), xb.var(ddof=1), e, alpha, power),
+        )
     from scipy.stats import t as tdist  # RMSE: the test on squared errors, the interval by the delta method
+
     d = math.sqrt(xb.mean()) - math.sqrt(xa.mean())
-    va = xa.var(ddof=1)/(4*xa.mean()) if xa.mean() > 0 else 0.0  # per-row variance of RMSE, delta method
-    vb = xb.var(ddof=1)/(4*xb.mean()) if xb.mean() > 0 else 0.0
-    h = float(tdist.ppf(1 - alpha/2, w['df']))*math.sqrt(va/na + vb/nb)
-    return d, (d - h, d + h), w['t'], w['p_value'], w['df'], 'welch t', 'welch-delta', lambda e: n_means(va, vb, e, alpha, power)
+    va = xa.var(ddof=1) / (4 * xa.mean()) if xa.mean() > 0 else 0.0  # per-row variance of RMSE, delta method
+    vb = xb.var(ddof=1) / (4 * xb.mean()) if xb.mean() > 0 else 0.0
+    h = float(tdist.ppf(1 - alpha / 2, w['df'])) * math.sqrt(va / na + vb / nb)
+    return (
+        d,
+        (d - h, d + h),
+        w['t'],
+        w['p_value'],
+        w['df'],
+        'welch t',
+        'welch-delta',
+        lambda e: n_means(va, vb, e, alpha, power),
+    )
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c010b3
-def _ab_verdict(metric:str, d:float, ci, p:float, plan, have:int, sa:dict, sb:dict, alpha:float, power:float, min_effect:float):
+def _ab_verdict(
+    metric: str,
+    d: float,
+    ci,
+    p: float,
+    plan,
+    have: int,
+    sa: dict,
+    sb: dict,
+    alpha: float,
+    power: float,
+    min_effect: float,
+):
     "`(verdict, message, effect, rows per model planned, rows needed, requests needed)`"
     higher = HIGHER_IS_BETTER[metric]
     effect = max(abs(d), min_effect)
     n_plan, n_min = plan(effect), plan(min_effect) if min_effect > 0 else None
     significant = p < alpha
     within = min_effect > 0 and -min_effect < ci[0] and ci[1] < min_effect
-    if significant and abs(d) >= min_effect: verdict = 'challenger better' if (d > 0) == higher else 'champion better'
-    elif significant or within or (min_effect > 0 and n_min is not None and have >= n_min): verdict = 'no meaningful difference'
-    else: verdict = 'no difference yet'
+    if significant and abs(d) >= min_effect:
+        verdict = 'challenger better' if (d > 0) == higher else 'champion better'
+    elif significant or within or (min_effect > 0 and n_min is not None and have >= n_min):
+        verdict = 'no meaningful difference'
+    else:
+        verdict = 'no difference yet'
     needed = 0 if verdict != 'no difference yet' else (max(1, n_plan - have) if n_plan is not None else None)
     small = sa if sa['rows'] <= sb['rows'] else sb  # the model short of rows sets the pace: its rows per request
-    req_needed = None if needed is None else math.ceil(needed*small['requests']/small['rows'])
+    req_needed = None if needed is None else math.ceil(needed * small['requests'] / small['rows'])
     level = f'{1 - alpha:.0%}'
     if verdict == 'no difference yet':
-        message = (f'no difference yet: about {needed:,} more labelled rows per model (about {req_needed:,} requests at '
-                   f'{small["rows"]/small["requests"]:.3g} rows each) needed to detect a difference of {effect:.4g} '
-                   f'(alpha {alpha:g}, power {power:g})' if needed is not None else
-                   'no difference yet: the two models score the same so far; set a minimum effect to plan the rows needed')
+        message = (
+            f'no difference yet: about {needed:,} more labelled rows per model (about {req_needed:,} requests at '
+            f'{small["rows"] / small["requests"]:.3g} rows each) needed to detect a difference of {effect:.4g} '
+            f'(alpha {alpha:g}, power {power:g})'
+            if needed is not None
+            else 'no difference yet: the two models score the same so far; set a minimum effect to plan the rows needed'
+        )
     elif verdict == 'no meaningful difference':
-        message = (f'no meaningful difference: {metric} differs by {d:+.4g} ({level} CI {ci[0]:+.4g} to {ci[1]:+.4g}, p = {p:.3g}); '
-                   + (f'significant, but smaller than the minimum effect {min_effect:g} that matters' if significant else
-                      f'the interval lies within the minimum effect ±{min_effect:g} that matters' if within else
-                      f'each model has the {n_min:,} rows needed to detect {min_effect:g}, and no such difference shows'))
+        message = (
+            f'no meaningful difference: {metric} differs by {d:+.4g} ({level} CI {ci[0]:+.4g} to {ci[1]:+.4g}, p = {p:.3g}); '
+            + (
+                f'significant, but smaller than the minimum effect {min_effect:g} that matters'
+                if significant
+                else f'the interval lies within the minimum effect ±{min_effect:g} that matters'
+                if within
+                else f'each model has the {n_min:,} rows needed to detect {min_effect:g}, and no such difference shows'
+            )
+        )
     else:
         message = f'{verdict}: {metric} {sb["value"]:.4g} vs {sa["value"]:.4g}, difference {d:+.4g} ({level} CI {ci[0]:+.4g} to {ci[1]:+.4g}), p = {p:.3g}'
     return verdict, message, effect, n_plan, needed, req_needed
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c010b4
-def _ab_models(rows:pd.DataFrame, metric:str, alpha:float, by_request:bool, sa:dict, sb:dict):
+def _ab_models(rows: pd.DataFrame, metric: str, alpha: float, by_request: bool, sa: dict, sb: dict):
     "Each model's numbers, the compared two first"
     models = []
     for (role, v), g in rows.groupby(['role', 'model_version'], sort=True, dropna=False):
-        s, _ = _arm_stats(g, metric, alpha, by_request) if len(g) and (metric == 'accuracy' or _num(g['label']).notna().all()) else ({}, None)
-        if s: models.append({**s, 'compared': (role, v) in (('champion', sa['model_version']), ('challenger', sb['model_version']))})
-    models.sort(key=lambda x: ({'champion': 0, 'challenger': 1}.get(x['role'], 2), not x['compared'], str(x['model_version'])))
+        s, _ = (
+            _arm_stats(g, metric, alpha, by_request)
+            if len(g) and (metric == 'accuracy' or _num(g['label']).notna().all())
+            else ({}, None)
+        )
+        if s:
+            models.append(
+                {**s, 'compared': (role, v) in (('champion', sa['model_version']), ('challenger', sb['model_version']))}
+            )
+    models.sort(
+        key=lambda x: ({'champion': 0, 'challenger': 1}.get(x['role'], 2), not x['compared'], str(x['model_version']))
+    )
     return models
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c010b
-def ab_compare(df:pd.DataFrame, # rows of `mlops_nb.serving.predlog.read_predictions`
-               metric:str='auto', # auto, accuracy, mae or rmse
-               alpha:float=0.05, # significance level of the test; intervals are 1 - alpha
-               min_effect:float=0.01, # the smallest difference that matters, in the metric's units
-               power:float=0.8, # probability of detecting the planned effect
-               all_labels:bool=False, # also count labels not marked independent of the model (biased)
-               champion:str|None=None, # champion version to compare (default: the latest that answered)
-               challenger:str|None=None, # challenger version to compare (default: the latest that answered)
-               by_request:bool=False, # treat requests, not rows, as the independent units (cluster-robust intervals and test)
-              ) -> dict:
+def ab_compare(
+    df: pd.DataFrame,  # rows of `mlops_nb.serving.predlog.read_predictions`
+    metric: str = 'auto',  # auto, accuracy, mae or rmse
+    alpha: float = 0.05,  # significance level of the test; intervals are 1 - alpha
+    min_effect: float = 0.01,  # the smallest difference that matters, in the metric's units
+    power: float = 0.8,  # probability of detecting the planned effect
+    all_labels: bool = False,  # also count labels not marked independent of the model (biased)
+    champion: str | None = None,  # champion version to compare (default: the latest that answered)
+    challenger: str | None = None,  # challenger version to compare (default: the latest that answered)
+    by_request: bool = False,  # treat requests, not rows, as the independent units (cluster-robust intervals and test)
+) -> dict:
     "Compare challenger with champion on the labelled rows of `df`: metric, difference, interval, test, rows needed, verdict"
-    labelled, indep, rows, a, b, metric = _ab_rows(df, metric, alpha, power, min_effect, all_labels, champion, challenger, by_request)
+    labelled, indep, rows, a, b, metric = _ab_rows(
+        df, metric, alpha, power, min_effect, all_labels, champion, challenger, by_request
+    )
     (sa, xa), (sb, xb) = _arm_stats(a, metric, alpha, by_request), _arm_stats(b, metric, alpha, by_request)
-    d, ci, stat, p, df_, test, method, plan = (_ab_by_request(a, b, xa, xb, sa, sb, metric, alpha, power) if by_request else
-                                               _ab_by_row(xa, xb, metric, alpha, power))
-    verdict, message, effect, n_plan, needed, req_needed = _ab_verdict(metric, d, ci, p, plan, min(len(a), len(b)), sa, sb, alpha, power, min_effect)
+    d, ci, stat, p, df_, test, method, plan = (
+        _ab_by_request(a, b, xa, xb, sa, sb, metric, alpha, power)
+        if by_request
+        else _ab_by_row(xa, xb, metric, alpha, power)
+    )
+    verdict, message, effect, n_plan, needed, req_needed = _ab_verdict(
+        metric, d, ci, p, plan, min(len(a), len(b)), sa, sb, alpha, power, min_effect
+    )
     warnings = []
     deffs = [s['design_effect'] for s in (sa, sb) if s['design_effect'] is not None]
     if not by_request and deffs and max(deffs) > 1.5:
-        warnings.append(f'rows of one request are correlated (design effect up to {max(deffs):.1f}): the intervals are too narrow '
-                        'and the p-value too small; compare by request (--by-request)')
-    return dict(verdict=verdict, conclusive=verdict != 'no difference yet', message=message, warnings=warnings, metric=metric,
-                higher_is_better=HIGHER_IS_BETTER[metric], alpha=alpha, power=power, min_effect=min_effect,
-                labels='all' if all_labels else 'independent', unit='request' if by_request else 'row', champion=sa, challenger=sb,
-                difference=d, ci=[float(ci[0]), float(ci[1])], ci_method=method, test=test, statistic=float(stat),
-                df=None if df_ is None else float(df_), p_value=float(p), effect=effect, rows_per_model=n_plan,
-                rows_needed=needed, requests_needed=req_needed, models=_ab_models(rows, metric, alpha, by_request, sa, sb),
-                excluded=dict(unlabelled=int(len(df) - len(labelled)), not_independent=0 if all_labels else int((~indep).sum()),
-                              other_models=int(len(rows) - len(a) - len(b))))
+        warnings.append(
+            f'rows of one request are correlated (design effect up to {max(deffs):.1f}): the intervals are too narrow '
+            'and the p-value too small; compare by request (--by-request)'
+        )
+    return dict(
+        verdict=verdict,
+        conclusive=verdict != 'no difference yet',
+        message=message,
+        warnings=warnings,
+        metric=metric,
+        higher_is_better=HIGHER_IS_BETTER[metric],
+        alpha=alpha,
+        power=power,
+        min_effect=min_effect,
+        labels='all' if all_labels else 'independent',
+        unit='request' if by_request else 'row',
+        champion=sa,
+        challenger=sb,
+        difference=d,
+        ci=[float(ci[0]), float(ci[1])],
+        ci_method=method,
+        test=test,
+        statistic=float(stat),
+        df=None if df_ is None else float(df_),
+        p_value=float(p),
+        effect=effect,
+        rows_per_model=n_plan,
+        rows_needed=needed,
+        requests_needed=req_needed,
+        models=_ab_models(rows, metric, alpha, by_request, sa, sb),
+        excluded=dict(
+            unlabelled=int(len(df) - len(labelled)),
+            not_independent=0 if all_labels else int((~indep).sum()),
+            other_models=int(len(rows) - len(a) - len(b)),
+        ),
+    )
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c014
-def abtest_log(url:str, # SQLAlchemy URL of the prediction log
-               since=None, until=None, # naive UTC datetimes bounding the requests' time
-               **kwargs, # passed to `ab_compare`
-              ) -> dict:
+def abtest_log(
+    url: str,  # SQLAlchemy URL of the prediction log
+    since=None,
+    until=None,  # naive UTC datetimes bounding the requests' time
+    **kwargs,  # passed to `ab_compare`
+) -> dict:
     "`ab_compare` on the prediction log at `url`, with the window and the log recorded in the result"
     from sqlalchemy.engine import make_url
     from mlops_nb.serving.predlog import read_predictions
+
     r = ab_compare(read_predictions(url, since, until), **kwargs)
     iso = lambda t: None if t is None else t.isoformat() + 'Z'
-    return {**r, 'since': iso(since), 'until': iso(until), 'prediction_log': make_url(url).render_as_string(hide_password=True),
-            'created': utc_now().isoformat().replace('+00:00', 'Z')}
+    return {
+        **r,
+        'since': iso(since),
+        'until': iso(until),
+        'prediction_log': make_url(url).render_as_string(hide_password=True),
+        'created': utc_now().isoformat().replace('+00:00', 'Z'),
+    }
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c014a
 def _f(v, digits=4):
-    return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{digits}f}' if isinstance(v, float) else f'{v:,}' if isinstance(v, int) else str(v)
+    return (
+        '-'
+        if v is None or (isinstance(v, float) and math.isnan(v))
+        else f'{v:.{digits}f}'
+        if isinstance(v, float)
+        else f'{v:,}'
+        if isinstance(v, int)
+        else str(v)
+    )
+
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c014b
-def ab_text(r:dict):
+def ab_text(r: dict):
     "The result of `ab_compare` as text for a terminal"
     level, m = f'{1 - r["alpha"]:.0%}', r['metric']
     head = ['model_version', 'role', 'requests', 'rows', m, 'ci_low', 'ci_high', 'design_effect', 'compared']
-    cells = [[str(x['model_version']), str(x['role']), _f(x['requests']), _f(x['rows']), _f(x['value']), _f(x['ci'][0]), _f(x['ci'][1]),
-              _f(x.get('design_effect'), 2), 'yes' if x['compared'] else 'no'] for x in r['models']]
+    cells = [
+        [
+            str(x['model_version']),
+            str(x['role']),
+            _f(x['requests']),
+            _f(x['rows']),
+            _f(x['value']),
+            _f(x['ci'][0]),
+            _f(x['ci'][1]),
+            _f(x.get('design_effect'), 2),
+            'yes' if x['compared'] else 'no',
+        ]
+        for x in r['models']
+    ]
     w = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
     line = lambda vals: '  '.join(v.ljust(n) for v, n in zip(vals, w)).rstrip()
     ex = r['excluded']
-    out = [f"A/B test on {m} ({'higher' if r['higher_is_better'] else 'lower'} is better), "
-           f"{r['champion']['rows'] + r['challenger']['rows']:,} labelled rows "
-           f"({'all labels, including ones not marked independent' if r['labels'] == 'all' else 'independent labels only'}; "
-           f"{'requests' if r.get('unit') == 'request' else 'rows'} as the units)",
-           f"  left out: {ex['unlabelled']:,} without a label, {ex['not_independent']:,} with a label not marked independent, "
-           f"{ex['other_models']:,} of other model versions", '',
-           line(head), line(['-'*n for n in w]), *map(line, cells), '',
-           f"difference (challenger - champion)  {r['difference']:+.4f}  {level} CI [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] ({r['ci_method']})",
-           f"{r['test']} test  statistic {r['statistic']:.3f}" + (f"  df {r['df']:.1f}" if r['df'] is not None else '') + f"  p {r['p_value']:.4g}",
-           f"rows per model to detect {r['effect']:.4g} at alpha {r['alpha']:g}, power {r['power']:g}: {_f(r['rows_per_model'])}"
-           + (f" (have {min(r['champion']['rows'], r['challenger']['rows']):,})"),
-           f"verdict  {r['message']}", *(f'warning  {w}' for w in r.get('warnings', []))]
+    out = [
+        f'A/B test on {m} ({"higher" if r["higher_is_better"] else "lower"} is better), '
+        f'{r["champion"]["rows"] + r["challenger"]["rows"]:,} labelled rows '
+        f'({"all labels, including ones not marked independent" if r["labels"] == "all" else "independent labels only"}; '
+        f'{"requests" if r.get("unit") == "request" else "rows"} as the units)',
+        f'  left out: {ex["unlabelled"]:,} without a label, {ex["not_independent"]:,} with a label not marked independent, '
+        f'{ex["other_models"]:,} of other model versions',
+        '',
+        line(head),
+        line(['-' * n for n in w]),
+        *map(line, cells),
+        '',
+        f'difference (challenger - champion)  {r["difference"]:+.4f}  {level} CI [{r["ci"][0]:+.4f}, {r["ci"][1]:+.4f}] ({r["ci_method"]})',
+        f'{r["test"]} test  statistic {r["statistic"]:.3f}'
+        + (f'  df {r["df"]:.1f}' if r['df'] is not None else '')
+        + f'  p {r["p_value"]:.4g}',
+        f'rows per model to detect {r["effect"]:.4g} at alpha {r["alpha"]:g}, power {r["power"]:g}: {_f(r["rows_per_model"])}'
+        + (f' (have {min(r["champion"]["rows"], r["challenger"]["rows"]):,})'),
+        f'verdict  {r["message"]}',
+        *(f'warning  {w}' for w in r.get('warnings', [])),
+    ]
     return '\n'.join(out)
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c014c
-def write_ab(r:dict, path:str|Path):
+def write_ab(r: dict, path: str | Path):
     "Write the result of `ab_compare` as JSON to `path` (atomically)"
     return atomic_write_text(path, json.dumps(r, indent=1, default=str) + '\n')
 
+
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c014d
-def plot_ab(r:dict, # the result of `ab_compare` (or its JSON, read back)
-            ax=None, # matplotlib axes to draw on (default: a new figure)
-           ):
+def plot_ab(
+    r: dict,  # the result of `ab_compare` (or its JSON, read back)
+    ax=None,  # matplotlib axes to draw on (default: a new figure)
+):
     "The metric of each model with its interval; the compared champion and challenger in colour"
     import matplotlib.pyplot as plt
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 0.5*len(r['models']) + 1.5))
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 0.5 * len(r['models']) + 1.5))
     ms = r['models']
     y = np.arange(len(ms))
     for i, x in enumerate(ms):
         color = ('tab:blue' if x['role'] == 'champion' else 'tab:orange') if x['compared'] else 'tab:gray'
         lo, hi = (x['value'] if c is None else c for c in x['ci'])
-        ax.errorbar(x['value'], i, xerr=[[max(0, x['value'] - lo)], [max(0, hi - x['value'])]], fmt='o', color=color, capsize=4)
-    ax.set_yticks(y, [f"{x['role']} v{x['model_version']} ({x['rows']:,} rows)" for x in ms])
-    ax.set_xlabel(f"{r['metric']} with {1 - r['alpha']:.0%} interval")
-    ax.set_title(f"{r['verdict']}: difference {r['difference']:+.4f}, p {r['p_value']:.3g}", fontsize=10)
+        ax.errorbar(
+            x['value'], i, xerr=[[max(0, x['value'] - lo)], [max(0, hi - x['value'])]], fmt='o', color=color, capsize=4
+        )
+    ax.set_yticks(y, [f'{x["role"]} v{x["model_version"]} ({x["rows"]:,} rows)' for x in ms])
+    ax.set_xlabel(f'{r["metric"]} with {1 - r["alpha"]:.0%} interval')
+    ax.set_title(f'{r["verdict"]}: difference {r["difference"]:+.4f}, p {r["p_value"]:.3g}', fontsize=10)
     ax.invert_yaxis()
     fig.tight_layout()
     return fig

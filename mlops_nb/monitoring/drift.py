@@ -14,9 +14,24 @@ import pandas as pd
 from ..core.basics import MlopsError
 
 # %% auto #0
-__all__ = ['DRIFT_THRESHOLDS', 'MEASURES', 'PSI_EPS', 'GRID_BINS', 'REFINE_BUDGET', 'TAIL', 'SKETCH_QUANTILES', 'PROFILE_VERSION',
-           'TABLE_COLUMNS', 'thresholds_with', 'column_kind', 'reference_profile', 'drift_table', 'drift_summary',
-           'plot_drift_bars', 'plot_histograms']
+__all__ = [
+    'DRIFT_THRESHOLDS',
+    'MEASURES',
+    'PSI_EPS',
+    'GRID_BINS',
+    'REFINE_BUDGET',
+    'TAIL',
+    'SKETCH_QUANTILES',
+    'PROFILE_VERSION',
+    'TABLE_COLUMNS',
+    'thresholds_with',
+    'column_kind',
+    'reference_profile',
+    'drift_table',
+    'drift_summary',
+    'plot_drift_bars',
+    'plot_histograms',
+]
 
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c004
 DRIFT_THRESHOLDS = {'wasserstein': 0.1, 'psi': 0.2, 'js': 0.1, 'new_share': 0.01, 'ks': None}
@@ -28,40 +43,51 @@ TAIL = 0.0005  # the fine grid spans the reference's [TAIL, 1 - TAIL] quantiles;
 SKETCH_QUANTILES = 2000  # quantiles kept per numeric column in a profile (plus finer ones in the tails)
 PROFILE_VERSION = 1
 
-def thresholds_with(thresholds:dict|None=None, # measure -> threshold (None: not deciding); missing ones keep the defaults
-                   ):
+
+def thresholds_with(
+    thresholds: dict | None = None,  # measure -> threshold (None: not deciding); missing ones keep the defaults
+):
     "The default thresholds updated with `thresholds`, checked"
     out = dict(DRIFT_THRESHOLDS)
     for k, v in (thresholds or {}).items():
-        if k not in out: raise MlopsError(f'unknown drift measure {k!r} in thresholds: use one of {", ".join(out)}')
+        if k not in out:
+            raise MlopsError(f'unknown drift measure {k!r} in thresholds: use one of {", ".join(out)}')
         if v is not None and not (isinstance(v, (int, float)) and v > 0):
             raise MlopsError(f'drift threshold {k} must be a positive number or None, not {v!r}')
         out[k] = None if v is None else float(v)
     return out
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c006
-def column_kind(s:pd.Series):
+def column_kind(s: pd.Series):
     "'numeric' or 'categorical'"
     d = s.dtype
-    if isinstance(d, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(d): return 'categorical'
-    if pd.api.types.is_numeric_dtype(d) or pd.api.types.is_datetime64_any_dtype(d): return 'numeric'
+    if isinstance(d, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(d):
+        return 'categorical'
+    if pd.api.types.is_numeric_dtype(d) or pd.api.types.is_datetime64_any_dtype(d):
+        return 'numeric'
     return 'categorical'
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c006a
-def _numbers(s:pd.Series):
+def _numbers(s: pd.Series):
     "`(finite float64 values, number of missing or infinite values)` of a numeric column"
     d = s.dtype
     if pd.api.types.is_datetime64_any_dtype(d):
         v = s.to_numpy(dtype='datetime64[ns]').astype('int64').astype('float64') / 1e9
         v[s.isna().to_numpy()] = np.nan
-    elif d == np.float64: v = s.to_numpy()  # a view: no copy of a 40 MB column for nothing
-    else: v = s.to_numpy(dtype='float64', na_value=np.nan)
+    elif d == np.float64:
+        v = s.to_numpy()  # a view: no copy of a 40 MB column for nothing
+    else:
+        v = s.to_numpy(dtype='float64', na_value=np.nan)
     fin = np.isfinite(v)
-    if fin.all(): return v, 0
+    if fin.all():
+        return v, 0
     return v[fin], int(len(v) - fin.sum())
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c006b
-def _counts(s:pd.Series):
+def _counts(s: pd.Series):
     "`(labels as text, counts, nulls)` of a categorical column"
     if isinstance(s.dtype, pd.CategoricalDtype):
         codes = s.cat.codes.to_numpy()
@@ -75,18 +101,23 @@ def _counts(s:pd.Series):
     vc = vc[vc > 0].groupby(level=0).sum()  # values equal as text count once
     return vc.index.tolist(), vc.to_numpy(dtype='int64'), nulls
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c008
-def _grid(a:np.ndarray):
+def _grid(a: np.ndarray):
     "`(lo, w)`: the fine grid over the central range of `a` (from a strided sample: the grid need not be exact)"
-    if len(a) == 0: return 0.0, 1.0 / GRID_BINS
-    sample = a[::max(1, len(a) // 65536)]
+    if len(a) == 0:
+        return 0.0, 1.0 / GRID_BINS
+    sample = a[:: max(1, len(a) // 65536)]
     lo, hi = np.quantile(sample, [TAIL, 1 - TAIL])
-    if not hi > lo: lo, hi = float(a.min()), float(a.max())
-    if not hi > lo: lo, hi = lo - 0.5, lo + 0.5  # a constant column: one bin holds it
+    if not hi > lo:
+        lo, hi = float(a.min()), float(a.max())
+    if not hi > lo:
+        lo, hi = lo - 0.5, lo + 0.5  # a constant column: one bin holds it
     return float(lo), float(hi - lo) / GRID_BINS
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c008a
-def _bin(x:np.ndarray, lo:float, w:float):
+def _bin(x: np.ndarray, lo: float, w: float):
     "Bin index of each value: 0 below the grid, 1..GRID_BINS on it, GRID_BINS+1 above"
     # x/w + (1 - lo/w) is monotone in x, so both sides are cut at the same points; after the clip, truncation is floor
     t = np.multiply(x, 1.0 / w)
@@ -94,14 +125,16 @@ def _bin(x:np.ndarray, lo:float, w:float):
     np.clip(t, 0, GRID_BINS + 1, out=t)
     return t.astype(np.intp)
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c008b
-def _hist(x:np.ndarray, lo:float, w:float):
+def _hist(x: np.ndarray, lo: float, w: float):
     "`(bin index, counts, sums)` of `x` on the grid"
     i = _bin(x, lo, w)
     return i, np.bincount(i, minlength=GRID_BINS + 2), np.bincount(i, weights=x, minlength=GRID_BINS + 2)
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c008c
-def _quantile_from_hist(counts:np.ndarray, lo:float, w:float, q:float):
+def _quantile_from_hist(counts: np.ndarray, lo: float, w: float, q: float):
     "`(value, bin)` of the `q` quantile, interpolated inside its fine bin"
     c = np.cumsum(counts)
     target = q * c[-1]
@@ -110,16 +143,25 @@ def _quantile_from_hist(counts:np.ndarray, lo:float, w:float, q:float):
     frac = (target - before) / counts[j] if counts[j] else 0.0
     return lo + (j - 1 + frac) * w, j
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c008d
-def _numeric_reference(a:np.ndarray, rows:int, nulls:int, bins:int=10):
+def _numeric_reference(a: np.ndarray, rows: int, nulls: int, bins: int = 10):
     "What drift needs from a numeric reference column: grid, histogram, scale, PSI bins"
     lo, w = _grid(a)
     idx, ca, sa = _hist(a, lo, w)
     n = len(a)
-    ref = {'kind': 'numeric', 'rows': rows, 'nulls': nulls, 'n': n, 'grid': [lo, w], 'mean': float(sa.sum() / n) if n else None}
+    ref = {
+        'kind': 'numeric',
+        'rows': rows,
+        'nulls': nulls,
+        'n': n,
+        'grid': [lo, w],
+        'mean': float(sa.sum() / n) if n else None,
+    }
     if n:
         (q1, j1), (q3, j3) = _quantile_from_hist(ca, lo, w, 0.25), _quantile_from_hist(ca, lo, w, 0.75)
-        if j1 != j3 and 0 < j1 and j3 <= GRID_BINS: ref.update(scale=(q3 - q1) / 1.349, scale_from='iqr')
+        if j1 != j3 and 0 < j1 and j3 <= GRID_BINS:
+            ref.update(scale=(q3 - q1) / 1.349, scale_from='iqr')
         else:
             sd = float(np.std(a))
             ref.update(scale=sd, scale_from='std') if sd > 0 else ref.update(scale=1.0, scale_from='none')
@@ -127,21 +169,34 @@ def _numeric_reference(a:np.ndarray, rows:int, nulls:int, bins:int=10):
         cum = np.cumsum(ca)
         bounds = np.unique(np.searchsorted(cum, np.arange(1, bins) / bins * n, side='left') + 1)
         bounds = bounds[(bounds > 0) & (bounds < GRID_BINS + 2)]
-        ref.update(psi_bounds=bounds.tolist(), psi_edges=(lo + (bounds - 1) * w).tolist(),
-                   psi_counts=np.add.reduceat(ca, np.r_[0, bounds]).tolist())
+        ref.update(
+            psi_bounds=bounds.tolist(),
+            psi_edges=(lo + (bounds - 1) * w).tolist(),
+            psi_counts=np.add.reduceat(ca, np.r_[0, bounds]).tolist(),
+        )
     return ref, idx, ca, sa
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c008e
-def _ecdf_distances(a:np.ndarray, ia:np.ndarray, ca:np.ndarray, sa:np.ndarray,
-                    b:np.ndarray, ib:np.ndarray, cb:np.ndarray, sb:np.ndarray, lo:float, w:float,
-                    atoms:str='detect', # 'ints': both sides hold integers; 'detect': look for single-valued bins if it pays; 'none'
-                   ):
+def _ecdf_distances(
+    a: np.ndarray,
+    ia: np.ndarray,
+    ca: np.ndarray,
+    sa: np.ndarray,
+    b: np.ndarray,
+    ib: np.ndarray,
+    cb: np.ndarray,
+    sb: np.ndarray,
+    lo: float,
+    w: float,
+    atoms: str = 'detect',  # 'ints': both sides hold integers; 'detect': look for single-valued bins if it pays; 'none'
+):
     "`(Wasserstein distance of the samples winsorised to the grid, its error bound, KS statistic, its error bound)`"
     n, m, K = len(a), len(b), GRID_BINS
     left = lo + (np.arange(K + 2, dtype='float64') - 1) * w
     right = left + w
     inner = np.zeros(K + 2, bool)
-    inner[1:K + 1] = True  # the outer bins hold what winsorising moves onto the grid's ends: no length
+    inner[1 : K + 1] = True  # the outer bins hold what winsorising moves onto the grid's ends: no length
     Ca = np.concatenate([[0], np.cumsum(ca)])
     Cb = np.concatenate([[0], np.cumsum(cb)])
     d_all = Ca / n - Cb / m  # D just below each bin, and after the last
@@ -163,7 +218,11 @@ def _ecdf_distances(a:np.ndarray, ia:np.ndarray, ca:np.ndarray, sa:np.ndarray,
         rep = np.full(K + 2, np.nan)
         rep[ib] = b
         rep[ia] = a  # any one value of each bin will do: the check below counts those that differ
-        atom = occupied & (np.bincount(ia[a != rep[ia]], minlength=K + 2) == 0) & (np.bincount(ib[b != rep[ib]], minlength=K + 2) == 0)
+        atom = (
+            occupied
+            & (np.bincount(ia[a != rep[ia]], minlength=K + 2) == 0)
+            & (np.bincount(ib[b != rep[ib]], minlength=K + 2) == 0)
+        )
     if atom is not None:
         peak[atom] = 0
         cross &= ~atom
@@ -175,8 +234,11 @@ def _ecdf_distances(a:np.ndarray, ia:np.ndarray, ca:np.ndarray, sa:np.ndarray,
     refine[cand[fit]] = True
     ks_missed = float(peak[cand[~fit]].max()) if (~fit).any() else 0.0
     crossing = cross & ~refine
-    if int(size[crossing].sum()) + int(size[refine].sum()) <= REFINE_BUDGET: refine |= crossing; bound = 0.0
-    else: bound = float((2 * w * np.minimum(hi_d, -lo_d))[crossing].sum())
+    if int(size[crossing].sum()) + int(size[refine].sum()) <= REFINE_BUDGET:
+        refine |= crossing
+        bound = 0.0
+    else:
+        bound = float((2 * w * np.minimum(hi_d, -lo_d))[crossing].sum())
     keep = inner & ~refine
     # bins not refined: the integral of D from the bins' sums
     integral = np.abs(dl * w + (ca * right - sa) / n - (cb * right - sb) / m)
@@ -193,7 +255,9 @@ def _ecdf_distances(a:np.ndarray, ia:np.ndarray, ca:np.ndarray, sa:np.ndarray,
         is_a = np.concatenate([np.ones(len(va), bool), np.zeros(len(vb), bool)])[order]
         bins = _bin(vals, lo, w)  # cheaper than gathering the bins of the selected values
         del va, vb, order
-        pa = np.concatenate([[0], np.cumsum(np.where(refine, ca, 0))])  # selected a-values in selected bins before each bin
+        pa = np.concatenate(
+            [[0], np.cumsum(np.where(refine, ca, 0))]
+        )  # selected a-values in selected bins before each bin
         pb = np.concatenate([[0], np.cumsum(np.where(refine, cb, 0))])
         cum_a = np.cumsum(is_a)
         cum_b = np.arange(1, len(vals) + 1) - cum_a
@@ -205,8 +269,11 @@ def _ecdf_distances(a:np.ndarray, ia:np.ndarray, ca:np.ndarray, sa:np.ndarray,
         nxt = np.where(last_in_bin, right[bins], np.r_[vals[1:], 0.0])
         on = inner[bins]
         fb = bins[first_in_bin & on]
-        wass += float(np.abs(d[on]) @ (nxt[on] - vals[on])) + float(np.abs(dl[fb]) @ (vals[first_in_bin & on] - left[fb]))
+        wass += float(np.abs(d[on]) @ (nxt[on] - vals[on])) + float(
+            np.abs(dl[fb]) @ (vals[first_in_bin & on] - left[fb])
+        )
     return wass, bound, ks, max(ks_missed - ks, 0.0)
+
 
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c010
 def _sketch_probs():
@@ -214,14 +281,18 @@ def _sketch_probs():
     tail = np.geomspace(1e-7, 1 / SKETCH_QUANTILES, 15)
     return np.unique(np.concatenate([np.linspace(0, 1, SKETCH_QUANTILES + 1), tail, 1 - tail]))
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c010a
-def _json_num(x): return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+def _json_num(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
 
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c010b
-def reference_profile(df:pd.DataFrame, # the reference (training snapshot)
-                      columns:list|None=None, # columns to profile (default: all)
-                      bins:int=10, # PSI bins per numeric column
-                     ):
+def reference_profile(
+    df: pd.DataFrame,  # the reference (training snapshot)
+    columns: list | None = None,  # columns to profile (default: all)
+    bins: int = 10,  # PSI bins per numeric column
+):
     "A JSON-ready profile of `df` that `drift_table` accepts as its reference"
     cols = _columns(df, None, columns)
     out = {'profile_version': PROFILE_VERSION, 'rows': len(df), 'bins': bins, 'columns': {}}
@@ -232,26 +303,40 @@ def reference_profile(df:pd.DataFrame, # the reference (training snapshot)
             ref = _numeric_reference(a, len(s), nulls, bins)[0]
             if len(a):
                 probs = _sketch_probs()
-                ref.update(probs=probs.tolist(), quantiles=np.quantile(a, probs).tolist(),
-                           min=float(a.min()), max=float(a.max()))
+                ref.update(
+                    probs=probs.tolist(),
+                    quantiles=np.quantile(a, probs).tolist(),
+                    min=float(a.min()),
+                    max=float(a.max()),
+                )
                 # a small reference is kept whole: no bigger than its sketch, and exact
-                if len(a) <= SKETCH_QUANTILES: ref['values'] = np.sort(a).tolist()
+                if len(a) <= SKETCH_QUANTILES:
+                    ref['values'] = np.sort(a).tolist()
             out['columns'][str(c)] = {k: _json_num(v) for k, v in ref.items()}
         else:
             labels, counts, nulls = _counts(s)
-            out['columns'][str(c)] = {'kind': 'categorical', 'rows': len(s), 'nulls': nulls,
-                                      'counts': dict(zip(labels, counts.tolist()))}
+            out['columns'][str(c)] = {
+                'kind': 'categorical',
+                'rows': len(s),
+                'nulls': nulls,
+                'counts': dict(zip(labels, counts.tolist())),
+            }
     return out
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c010c
-def _pseudo_sample(ref:dict, size:int=1 << 17):
+def _pseudo_sample(ref: dict, size: int = 1 << 17):
     "Values spread evenly over the profile's quantile function (the values themselves when it kept them)"
-    if ref.get('values'): return np.asarray(ref['values'], dtype='float64')
+    if ref.get('values'):
+        return np.asarray(ref['values'], dtype='float64')
     u = (np.arange(size) + 0.5) / size
     return np.interp(u, ref['probs'], ref['quantiles'])
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c010d
-def _is_profile(x): return isinstance(x, dict) and 'profile_version' in x
+def _is_profile(x):
+    return isinstance(x, dict) and 'profile_version' in x
+
 
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012
 def _columns(reference, current, columns):
@@ -260,24 +345,31 @@ def _columns(reference, current, columns):
     if columns is None:
         columns = [c for c in ref_cols if current is None or c in current.columns]
     missing = [c for c in columns if c not in ref_cols]
-    if missing: raise MlopsError(f'column(s) {", ".join(map(str, missing))} are not in the reference')
+    if missing:
+        raise MlopsError(f'column(s) {", ".join(map(str, missing))} are not in the reference')
     if current is not None:
         missing = [c for c in columns if c not in current.columns]
-        if missing: raise MlopsError(f'column(s) {", ".join(map(str, missing))} are not in the current data')
-    if not columns: raise MlopsError('no columns to compare: the reference and the current data share none')
+        if missing:
+            raise MlopsError(f'column(s) {", ".join(map(str, missing))} are not in the current data')
+    if not columns:
+        raise MlopsError('no columns to compare: the reference and the current data share none')
     return list(columns)
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012a
-def _smooth(p:np.ndarray): return (p + PSI_EPS) / (1 + len(p) * PSI_EPS)
+def _smooth(p: np.ndarray):
+    return (p + PSI_EPS) / (1 + len(p) * PSI_EPS)
+
 
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012b
-def _psi(ref_counts:np.ndarray, cur_counts:np.ndarray):
+def _psi(ref_counts: np.ndarray, cur_counts: np.ndarray):
     "Population stability index of two count vectors over the same bins, shares smoothed by PSI_EPS"
     p, q = _smooth(ref_counts / max(ref_counts.sum(), 1)), _smooth(cur_counts / max(cur_counts.sum(), 1))
     return float(np.sum((q - p) * np.log(q / p)))
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012c
-def _js(ref_counts:np.ndarray, cur_counts:np.ndarray):
+def _js(ref_counts: np.ndarray, cur_counts: np.ndarray):
     "Jensen-Shannon distance (base 2) of two count vectors"
     p, q = ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()
     mid = (p + q) / 2
@@ -285,91 +377,155 @@ def _js(ref_counts:np.ndarray, cur_counts:np.ndarray):
         kl = lambda x: np.sum(np.where(x > 0, x * np.log2(x / mid), 0.0))
         return float(np.sqrt(max((kl(p) + kl(q)) / 2, 0.0)))
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012d
-def _chi2(ref_counts:np.ndarray, cur_counts:np.ndarray):
+def _chi2(ref_counts: np.ndarray, cur_counts: np.ndarray):
     "`(statistic, p-value)` of the chi-square test of homogeneity of the 2 x k table"
     from scipy.stats import chi2
+
     t = np.vstack([ref_counts, cur_counts]).astype('float64')
     t = t[:, t.sum(0) > 0]
-    if t.shape[1] < 2: return 0.0, 1.0
+    if t.shape[1] < 2:
+        return 0.0, 1.0
     expected = t.sum(1, keepdims=True) * t.sum(0, keepdims=True) / t.sum()
     stat = float(((t - expected) ** 2 / expected).sum())
     return stat, float(chi2.sf(stat, t.shape[1] - 1))
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012e
-def _ks_pvalue(d:float, n:int, m:int):
+def _ks_pvalue(d: float, n: int, m: int):
     "Two-sided KS p-value, Smirnov's asymptotic distribution (as `ks_2samp(method='asymp')`)"
     from scipy.stats import kstwo
+
     big, small = max(n, m), min(n, m)
     en = big * small / (big + small)
     return float(np.clip(kstwo.sf(d, np.round(en)), 0, 1))
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012f
-def _numeric_row(c, ref:dict, a, ia, ca, sa, cur:pd.Series, ref_ints:bool=False):
+def _numeric_row(c, ref: dict, a, ia, ca, sa, cur: pd.Series, ref_ints: bool = False):
     "The drift row of one numeric column"
     b, nulls = _numbers(cur)
-    row = {'rows_ref': ref['rows'], 'rows_cur': len(cur), 'null_share_ref': ref['nulls'] / max(ref['rows'], 1),
-           'null_share_cur': nulls / max(len(cur), 1), 'mean_ref': ref['mean']}
+    row = {
+        'rows_ref': ref['rows'],
+        'rows_cur': len(cur),
+        'null_share_ref': ref['nulls'] / max(ref['rows'], 1),
+        'null_share_cur': nulls / max(len(cur), 1),
+        'mean_ref': ref['mean'],
+    }
     if ref['n'] == 0 or len(b) == 0:
         return {**row, 'note': 'no values on one side'}
     lo, w = ref['grid']
     ib, cb, sb = _hist(b, lo, w)
-    if ref_ints and pd.api.types.is_integer_dtype(cur.dtype): atoms = 'ints'
+    if ref_ints and pd.api.types.is_integer_dtype(cur.dtype):
+        atoms = 'ints'
     else:  # look for atoms only where the values repeat (a strided sample of them tells)
-        sample = a[::max(1, len(a) // 4096)]
+        sample = a[:: max(1, len(a) // 4096)]
         atoms = 'detect' if len(np.unique(sample)) < 0.5 * len(sample) else 'none'
     wass, bound, ks, ks_bound = _ecdf_distances(a, ia, ca, sa, b, ib, cb, sb, lo, w, atoms)
     pos = np.r_[0, ref['psi_bounds']]
     cur_psi = np.add.reduceat(cb, pos)
-    row.update(mean_cur=float(sb.sum() / len(b)), scale=ref['scale'], wasserstein=wass / ref['scale'], ks=ks,
-               ks_pvalue=_ks_pvalue(ks, ref['n'], len(b)), psi=_psi(np.asarray(ref['psi_counts']), cur_psi))
+    row.update(
+        mean_cur=float(sb.sum() / len(b)),
+        scale=ref['scale'],
+        wasserstein=wass / ref['scale'],
+        ks=ks,
+        ks_pvalue=_ks_pvalue(ks, ref['n'], len(b)),
+        psi=_psi(np.asarray(ref['psi_counts']), cur_psi),
+    )
     notes = []
-    if ref['scale_from'] != 'iqr': notes.append(f"wasserstein in {'standard deviations' if ref['scale_from'] == 'std' else 'raw units'} (the IQR is 0)")
+    if ref['scale_from'] != 'iqr':
+        notes.append(
+            f'wasserstein in {"standard deviations" if ref["scale_from"] == "std" else "raw units"} (the IQR is 0)'
+        )
     # too many values to sort within REFINE_BUDGET: say how close the distances are, where it is worth saying
     close = [f'{k} within {v:.1g}' for k, v in (('wasserstein', bound / ref['scale']), ('ks', ks_bound)) if v > 1e-4]
-    if close: notes.append(', '.join(close))
-    if notes: row['note'] = '; '.join(notes)
+    if close:
+        notes.append(', '.join(close))
+    if notes:
+        row['note'] = '; '.join(notes)
     return row
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012g
-def _categorical_row(c, ref:dict, cur:pd.Series):
+def _categorical_row(c, ref: dict, cur: pd.Series):
     "The drift row of one categorical column"
     labels, counts, nulls = _counts(cur)
     rc = ref['counts']
     union = list(rc) + [l for l in labels if l not in rc]
     r = np.array([rc.get(l, 0) for l in union], dtype='int64')
     k = pd.Series(counts, index=labels).reindex(union, fill_value=0).to_numpy()
-    row = {'rows_ref': ref['rows'], 'rows_cur': len(cur), 'null_share_ref': ref['nulls'] / max(ref['rows'], 1),
-           'null_share_cur': nulls / max(len(cur), 1)}
-    if r.sum() == 0 or k.sum() == 0: return {**row, 'note': 'no values on one side'}
+    row = {
+        'rows_ref': ref['rows'],
+        'rows_cur': len(cur),
+        'null_share_ref': ref['nulls'] / max(ref['rows'], 1),
+        'null_share_cur': nulls / max(len(cur), 1),
+    }
+    if r.sum() == 0 or k.sum() == 0:
+        return {**row, 'note': 'no values on one side'}
     new = [l for l in labels if l not in rc]
     stat, p = _chi2(r, k)
-    row.update(psi=_psi(r, k), js=_js(r, k), chi2=stat, chi2_pvalue=p, new_share=float(k[len(rc):].sum() / k.sum()),
-               new_categories=', '.join(new[:10]) + (f' (+{len(new) - 10} more)' if len(new) > 10 else ''))
+    row.update(
+        psi=_psi(r, k),
+        js=_js(r, k),
+        chi2=stat,
+        chi2_pvalue=p,
+        new_share=float(k[len(rc) :].sum() / k.sum()),
+        new_categories=', '.join(new[:10]) + (f' (+{len(new) - 10} more)' if len(new) > 10 else ''),
+    )
     return row
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012h
-def _decide(row:dict, kind:str, th:dict):
+def _decide(row: dict, kind: str, th: dict):
     "Set drift, measure, value and threshold from the effect sizes of `row`"
     best = None
     for meas in MEASURES[kind]:
         t, v = th.get(meas), row.get(meas)
-        if t is None or v is None or v != v: continue
-        if best is None or v / t > best[1] / best[2]: best = (meas, v, t)
-    if best is None: return {**row, 'drift': False, 'measure': None, 'value': np.nan, 'threshold': np.nan}
+        if t is None or v is None or v != v:
+            continue
+        if best is None or v / t > best[1] / best[2]:
+            best = (meas, v, t)
+    if best is None:
+        return {**row, 'drift': False, 'measure': None, 'value': np.nan, 'threshold': np.nan}
     return {**row, 'drift': bool(best[1] >= best[2]), 'measure': best[0], 'value': best[1], 'threshold': best[2]}
 
-# %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012i
-TABLE_COLUMNS = ['column', 'kind', 'drift', 'measure', 'value', 'threshold', 'wasserstein', 'ks', 'ks_pvalue', 'psi', 'js',
-                 'chi2', 'chi2_pvalue', 'new_share', 'new_categories', 'rows_ref', 'rows_cur', 'null_share_ref',
-                 'null_share_cur', 'mean_ref', 'mean_cur', 'scale', 'note']
 
-def drift_table(reference:pd.DataFrame|dict, # the reference data, or its `reference_profile`
-                current:pd.DataFrame, # the current batch
-                columns:list|None=None, # columns to compare (default: all the reference's columns found in `current`)
-                thresholds:dict|None=None, # effect-size thresholds, over DRIFT_THRESHOLDS
-                bins:int=10, # PSI bins per numeric column (a profile keeps its own)
-               ):
+# %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012i
+TABLE_COLUMNS = [
+    'column',
+    'kind',
+    'drift',
+    'measure',
+    'value',
+    'threshold',
+    'wasserstein',
+    'ks',
+    'ks_pvalue',
+    'psi',
+    'js',
+    'chi2',
+    'chi2_pvalue',
+    'new_share',
+    'new_categories',
+    'rows_ref',
+    'rows_cur',
+    'null_share_ref',
+    'null_share_cur',
+    'mean_ref',
+    'mean_cur',
+    'scale',
+    'note',
+]
+
+
+def drift_table(
+    reference: pd.DataFrame | dict,  # the reference data, or its `reference_profile`
+    current: pd.DataFrame,  # the current batch
+    columns: list | None = None,  # columns to compare (default: all the reference's columns found in `current`)
+    thresholds: dict | None = None,  # effect-size thresholds, over DRIFT_THRESHOLDS
+    bins: int = 10,  # PSI bins per numeric column (a profile keeps its own)
+):
     "One row per feature: effect sizes, p-values, null shares and whether it drifted"
     th = thresholds_with(thresholds)
     profile = _is_profile(reference)
@@ -380,13 +536,17 @@ def drift_table(reference:pd.DataFrame|dict, # the reference data, or its `refer
         if profile:
             ref = reference['columns'][c]
             kind = ref['kind']
-        else: kind = column_kind(reference[c])
+        else:
+            kind = column_kind(reference[c])
         if column_kind(cur) != kind:
-            raise MlopsError(f'column {c!r} is {kind} in the reference but {column_kind(cur)} in the current data: '
-                             'a change of type, which validation reports; compare it after fixing the data')
+            raise MlopsError(
+                f'column {c!r} is {kind} in the reference but {column_kind(cur)} in the current data: '
+                'a change of type, which validation reports; compare it after fixing the data'
+            )
         if kind == 'numeric':
             if profile:
-                if not ref.get('n'): row = _numeric_row(c, ref, None, None, None, None, cur)
+                if not ref.get('n'):
+                    row = _numeric_row(c, ref, None, None, None, None, cur)
                 else:
                     a = _pseudo_sample(ref)
                     ia, ca, sa = _hist(a, *ref['grid'])
@@ -404,40 +564,55 @@ def drift_table(reference:pd.DataFrame|dict, # the reference data, or its `refer
         rows.append(_decide({'column': c, 'kind': kind, **row}, kind, th))
     out = pd.DataFrame(rows)
     for k in TABLE_COLUMNS:
-        if k not in out: out[k] = np.nan
+        if k not in out:
+            out[k] = np.nan
     return out[TABLE_COLUMNS]
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c012j
-def drift_summary(table:pd.DataFrame, # from `drift_table`
-                 ):
+def drift_summary(
+    table: pd.DataFrame,  # from `drift_table`
+):
     "`{columns, n_drifted, drift_share, drifted}`: the dataset-level view"
     drifted = table.loc[table['drift'].astype(bool), 'column'].tolist()
-    return {'columns': len(table), 'n_drifted': len(drifted), 'drift_share': len(drifted) / max(len(table), 1), 'drifted': drifted}
+    return {
+        'columns': len(table),
+        'n_drifted': len(drifted),
+        'drift_share': len(drifted) / max(len(table), 1),
+        'drifted': drifted,
+    }
+
 
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c018
-def plot_drift_bars(table:pd.DataFrame, # from `drift_table`
-                   ):
+def plot_drift_bars(
+    table: pd.DataFrame,  # from `drift_table`
+):
     "Per-feature bars of the deciding effect size over its threshold, drifted ones in red"
     import matplotlib.pyplot as plt
-    t = table.assign(ratio=table['value'] / table['threshold']).sort_values('ratio', ascending=True, na_position='first')
+
+    t = table.assign(ratio=table['value'] / table['threshold']).sort_values(
+        'ratio', ascending=True, na_position='first'
+    )
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(t) + 1.2))
     colours = np.where(t['drift'].astype(bool), '#d62728', '#8fa8c8')
     ax.barh(t['column'].astype(str), t['ratio'].fillna(0), color=colours)
     ax.axvline(1, color='black', lw=1, ls='--')
     for y, (_, r) in enumerate(t.iterrows()):
         if isinstance(r['measure'], str):
-            ax.text(r['ratio'], y, f" {r['measure']} {r['value']:.3g}", va='center', fontsize=8)
+            ax.text(r['ratio'], y, f' {r["measure"]} {r["value"]:.3g}', va='center', fontsize=8)
     ax.set_xlabel('effect size / its threshold (dashed line: drift)')
     s = drift_summary(table)
-    ax.set_title(f"Drift: {s['n_drifted']} of {s['columns']} features ({s['drift_share']:.0%})")
+    ax.set_title(f'Drift: {s["n_drifted"]} of {s["columns"]} features ({s["drift_share"]:.0%})')
     ax.set_xlim(0, max(1.5, float(np.nanmax(t['ratio'].to_numpy(dtype=float), initial=0)) * 1.35))
     fig.tight_layout()
     return fig
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c018a
 def _ref_numeric_hist(ref, edges):
     "Reference shares in `edges` bins, from data or from a profile's quantiles"
-    if isinstance(ref, dict) and ref.get('values'): ref = np.asarray(ref['values'])
+    if isinstance(ref, dict) and ref.get('values'):
+        ref = np.asarray(ref['values'])
     if isinstance(ref, dict):
         # the share of the quantile function at or below each edge: a step that keeps the atoms of discrete columns
         i = np.searchsorted(np.asarray(ref['quantiles']), edges, side='right')
@@ -445,15 +620,18 @@ def _ref_numeric_hist(ref, edges):
         return np.diff(cdf)
     return np.histogram(ref, edges)[0] / max(len(ref), 1)
 
+
 # %% ../../notebooks/lib/monitoring/00_drift.ipynb #c018b
-def plot_histograms(reference:pd.DataFrame|dict, # the reference data, or its `reference_profile`
-                    current:pd.DataFrame, # the current batch
-                    columns:list, # the columns to draw (e.g. the drifted ones: `drift_summary(table)['drifted']`)
-                    bins:int=40, # bins for numbers
-                    max_categories:int=15, # categories shown (the most common of either side)
-                   ):
+def plot_histograms(
+    reference: pd.DataFrame | dict,  # the reference data, or its `reference_profile`
+    current: pd.DataFrame,  # the current batch
+    columns: list,  # the columns to draw (e.g. the drifted ones: `drift_summary(table)['drifted']`)
+    bins: int = 40,  # bins for numbers
+    max_categories: int = 15,  # categories shown (the most common of either side)
+):
     "Reference vs current: shared-bin histograms for numbers, side-by-side share bars for categories"
     import matplotlib.pyplot as plt
+
     columns = list(columns)
     ncol = min(3, max(len(columns), 1))
     nrow = max(1, math.ceil(len(columns) / ncol))
@@ -474,14 +652,19 @@ def plot_histograms(reference:pd.DataFrame|dict, # the reference data, or its `r
             if pd.api.types.is_integer_dtype(current[c].dtype) and hi - lo <= 2 * bins:
                 edges = np.arange(np.floor(lo), np.ceil(hi) + 1) + 0.5  # one bar per integer
                 edges = np.r_[edges[0] - 1, edges]
-            else: edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)  # shared bins over both sides' central 99%
+            else:
+                edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)  # shared bins over both sides' central 99%
             ax.stairs(_ref_numeric_hist(ref, edges), edges, fill=True, alpha=0.45, label='reference', color='#1f77b4')
             ax.stairs(np.histogram(b, edges)[0] / max(len(b), 1), edges, lw=1.8, label='current', color='#d62728')
             ax.set_ylabel('share of rows')
         else:
-            if profile: rc = pd.Series(reference['columns'][c]['counts'], dtype='float64')
-            else: l, k, _ = _counts(reference[c]); rc = pd.Series(k, index=l, dtype='float64')
-            l, k, _ = _counts(current[c]); cc = pd.Series(k, index=l, dtype='float64')
+            if profile:
+                rc = pd.Series(reference['columns'][c]['counts'], dtype='float64')
+            else:
+                l, k, _ = _counts(reference[c])
+                rc = pd.Series(k, index=l, dtype='float64')
+            l, k, _ = _counts(current[c])
+            cc = pd.Series(k, index=l, dtype='float64')
             shares = pd.DataFrame({'reference': rc / rc.sum(), 'current': cc / cc.sum()}).fillna(0)
             shares = shares.loc[shares.max(axis=1).sort_values(ascending=False).index[:max_categories]]
             x = np.arange(len(shares))
@@ -491,6 +674,7 @@ def plot_histograms(reference:pd.DataFrame|dict, # the reference data, or its `r
             ax.set_ylabel('share of rows')
         ax.set_title(str(c))
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(columns):]: ax.axis('off')
+    for ax in list(axes.flat)[len(columns) :]:
+        ax.axis('off')
     fig.tight_layout()
     return fig

@@ -18,121 +18,194 @@ from ..core.basics import MlopsError, atomic_path, atomic_write_text, utc_now
 from ..core.stage import get_stage
 
 # %% auto #0
-__all__ = ['INDEPENDENT', 'TRAINING_DATA', 'Reference', 'reference_paths', 'reference_from_run', 'champion_reference',
-           'join_labels', 'windows', 'trigger_signals', 'decide_trigger', 'monitor_runs', 'history', 'control_charts',
-           'MonitorResult', 'labelled_rows', 'write_training_data', 'monitor', 'lineage']
+__all__ = [
+    'INDEPENDENT',
+    'TRAINING_DATA',
+    'Reference',
+    'reference_paths',
+    'reference_from_run',
+    'champion_reference',
+    'join_labels',
+    'windows',
+    'trigger_signals',
+    'decide_trigger',
+    'monitor_runs',
+    'history',
+    'control_charts',
+    'MonitorResult',
+    'labelled_rows',
+    'write_training_data',
+    'monitor',
+    'lineage',
+]
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c004
 @dataclass
 class Reference:
     "What a batch is compared with: the champion and the data it was trained and evaluated on"
-    model_name:str
-    version:str
-    run_dir:Path
-    pipeline:object
-    features:dict # features.json of the champion's run: feature columns, target, task
-    train:pd.DataFrame # the champion's training split
-    holdout:pd.DataFrame # its holdout predictions (label, score or prediction)
-    metrics:dict # its holdout metrics
-    schema:dict # its training schema
+
+    model_name: str
+    version: str
+    run_dir: Path
+    pipeline: object
+    features: dict  # features.json of the champion's run: feature columns, target, task
+    train: pd.DataFrame  # the champion's training split
+    holdout: pd.DataFrame  # its holdout predictions (label, score or prediction)
+    metrics: dict  # its holdout metrics
+    schema: dict  # its training schema
 
     @property
-    def task(self): return self.features.get('task', 'classification')
+    def task(self):
+        return self.features.get('task', 'classification')
 
     @property
-    def columns(self): return self.features['categorical'] + self.features['numeric']
+    def columns(self):
+        return self.features['categorical'] + self.features['numeric']
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c004a
-def reference_paths(run_dir:str|Path):
+def reference_paths(run_dir: str | Path):
     "The files of `run_dir` that monitoring compares with (those logged with the model, and the model), by name"
     from mlops_nb.stages.register import reference_files
-    return {k: Path(run_dir)/rel for k, rel in {**reference_files(), 'model': get_stage('train').outputs['model']}.items()}
+
+    return {
+        k: Path(run_dir) / rel for k, rel in {**reference_files(), 'model': get_stage('train').outputs['model']}.items()
+    }
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c004b
-def reference_from_run(run_dir:str|Path, model_name:str='', version:str=''):
+def reference_from_run(run_dir: str | Path, model_name: str = '', version: str = ''):
     "The `Reference` of the model trained in `run_dir`"
     from mlops_nb.registry.models import load_pipeline
+
     run_dir = Path(run_dir)
     files = reference_paths(run_dir)
     gone = [str(p) for p in files.values() if not p.exists()]
-    if gone: raise MlopsError(f'the champion{f" (version {version})" if version else ""} was trained in {run_dir}, but '
-                              f'{", ".join(gone)} {"is" if len(gone) == 1 else "are"} gone: monitoring compares batches with them')
-    return Reference(model_name, version, run_dir, load_pipeline(files['model']), json.loads(files['features'].read_text()),
-                     pd.read_parquet(files['train']), pd.read_parquet(files['holdout']), json.loads(files['metrics'].read_text()),
-                     json.loads(files['schema'].read_text()))
+    if gone:
+        raise MlopsError(
+            f'the champion{f" (version {version})" if version else ""} was trained in {run_dir}, but '
+            f'{", ".join(gone)} {"is" if len(gone) == 1 else "are"} gone: monitoring compares batches with them'
+        )
+    return Reference(
+        model_name,
+        version,
+        run_dir,
+        load_pipeline(files['model']),
+        json.loads(files['features'].read_text()),
+        pd.read_parquet(files['train']),
+        pd.read_parquet(files['holdout']),
+        json.loads(files['metrics'].read_text()),
+        json.loads(files['schema'].read_text()),
+    )
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c004c
-def _download_reference(tracking_uri:str, v, dest:Path):
+def _download_reference(tracking_uri: str, v, dest: Path):
     "The champion's reference files and model from MLflow into `dest`, laid out as its run folder; `dest`"
     import mlflow.artifacts
     import shutil
     import tempfile
     from mlflow.exceptions import MlflowException
     from mlops_nb.registry.tracking import download_model
-    if (reference_paths(dest)['model']/'MLmodel').is_file(): return dest  # fetched by an earlier attempt of this run
-    if not v.run_id: raise MlopsError(f'{v.name} version {v.version} was registered without an MLflow run, and its run folder is not here')
+
+    if (reference_paths(dest)['model'] / 'MLmodel').is_file():
+        return dest  # fetched by an earlier attempt of this run
+    if not v.run_id:
+        raise MlopsError(
+            f'{v.name} version {v.version} was registered without an MLflow run, and its run folder is not here'
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.'))
     try:
-        mlflow.artifacts.download_artifacts(run_id=v.run_id, artifact_path='reference', dst_path=str(tmp), tracking_uri=tracking_uri)
-        got = reference_paths(tmp/'reference')
+        mlflow.artifacts.download_artifacts(
+            run_id=v.run_id, artifact_path='reference', dst_path=str(tmp), tracking_uri=tracking_uri
+        )
+        got = reference_paths(tmp / 'reference')
         got['model'].parent.mkdir(parents=True, exist_ok=True)
-        download_model(v.name, v.version, tmp/'model', tracking_uri).rename(got['model'])
-        missing = [str(p.relative_to(tmp/'reference')) for p in got.values() if not p.exists()]
-        if missing: raise OSError(f'{", ".join(missing)} not among its artifacts')
+        download_model(v.name, v.version, tmp / 'model', tracking_uri).rename(got['model'])
+        missing = [str(p.relative_to(tmp / 'reference')) for p in got.values() if not p.exists()]
+        if missing:
+            raise OSError(f'{", ".join(missing)} not among its artifacts')
         shutil.rmtree(dest, ignore_errors=True)
-        (tmp/'reference').rename(dest)
+        (tmp / 'reference').rename(dest)
         return dest
     except (MlflowException, OSError) as e:
-        raise MlopsError(f'the reference of {v.name} version {v.version} is not in MLflow either (run {v.run_id}): {e}. '
-                         'Versions registered before mlops-nb logged it are monitored where their run folder is') from None
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+        raise MlopsError(
+            f'the reference of {v.name} version {v.version} is not in MLflow either (run {v.run_id}): {e}. '
+            'Versions registered before mlops-nb logged it are monitored where their run folder is'
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c004d
-def champion_reference(tracking_uri:str, model_name:str,
-                       download_to:str|Path|None=None, # folder to fetch the reference into when its run folder is not here
-                      ):
+def champion_reference(
+    tracking_uri: str,
+    model_name: str,
+    download_to: str | Path | None = None,  # folder to fetch the reference into when its run folder is not here
+):
     "The `Reference` of the current champion of `model_name`"
     from mlops_nb.registry.tracking import alias_version, client
+
     v = alias_version(client(tracking_uri), model_name)
-    if v is None: raise MlopsError(f'model {model_name!r} has no champion to monitor: train and approve one first '
-                                   '(mlops-nb run --approve-as NAME)')
+    if v is None:
+        raise MlopsError(
+            f'model {model_name!r} has no champion to monitor: train and approve one first '
+            '(mlops-nb run --approve-as NAME)'
+        )
     run_dir, run_id = v.tags.get('mlops_nb.run_dir'), v.tags.get('mlops_nb.run_id')
-    if not run_dir: raise MlopsError(f'champion version {v.version} of {model_name!r} was not registered by mlops-nb (no mlops_nb.run_dir tag)')
+    if not run_dir:
+        raise MlopsError(
+            f'champion version {v.version} of {model_name!r} was not registered by mlops-nb (no mlops_nb.run_dir tag)'
+        )
     here = all(p.exists() for p in reference_paths(run_dir).values())
-    if not here and download_to is not None: run_dir = _download_reference(tracking_uri, v, Path(download_to)/(run_id or Path(run_dir).name))
+    if not here and download_to is not None:
+        run_dir = _download_reference(tracking_uri, v, Path(download_to) / (run_id or Path(run_dir).name))
     return reference_from_run(run_dir, model_name, str(v.version))
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c006
 INDEPENDENT = 'label_independent'
 
-def _bools(s:pd.Series, where:str):
-    if pd.api.types.is_bool_dtype(s): return s.astype('boolean')
+
+def _bools(s: pd.Series, where: str):
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype('boolean')
     text = s.astype('object').map(lambda v: None if pd.isna(v) else str(v).strip().lower())
     bad = text.notna() & ~text.isin(['true', 'false', '1', '0', 'yes', 'no', '1.0', '0.0'])
-    if bad.any(): raise MlopsError(f'{where}: {INDEPENDENT} must be true or false; found {s[bad].iloc[0]!r}')
+    if bad.any():
+        raise MlopsError(f'{where}: {INDEPENDENT} must be true or false; found {s[bad].iloc[0]!r}')
     return text.map(lambda v: None if v is None else v in ('true', '1', 'yes', '1.0')).astype('boolean')
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c006a
-def join_labels(batch:pd.DataFrame, # the batch
-                target:str, # label column
-                id_column:str, # joins the labels to the batch
-                labels:str|Path|None=None, # CSV or Parquet with the id column, the target, optionally label_independent
-               ):
+def join_labels(
+    batch: pd.DataFrame,  # the batch
+    target: str,  # label column
+    id_column: str,  # joins the labels to the batch
+    labels: str | Path | None = None,  # CSV or Parquet with the id column, the target, optionally label_independent
+):
     "`(batch with labels, excluded)`: labels joined, those that are not independent of the model removed and counted"
     df = batch.copy()
     if labels:
         path = Path(labels)
-        if not path.is_file(): raise MlopsError(f'labels file {path} not found')
+        if not path.is_file():
+            raise MlopsError(f'labels file {path} not found')
         lab = pd.read_parquet(path) if path.suffix == '.parquet' else pd.read_csv(path)
         missing = [c for c in (id_column, target) if c not in lab]
-        if missing: raise MlopsError(f'{path}: no column {", ".join(map(repr, missing))} (it has {", ".join(map(str, lab.columns))})')
-        if id_column not in df: raise MlopsError(f'the batch has no id column {id_column!r} to join the labels of {path} on')
+        if missing:
+            raise MlopsError(
+                f'{path}: no column {", ".join(map(repr, missing))} (it has {", ".join(map(str, lab.columns))})'
+            )
+        if id_column not in df:
+            raise MlopsError(f'the batch has no id column {id_column!r} to join the labels of {path} on')
         if lab[id_column].duplicated().any():
             raise MlopsError(f'{path}: id {lab[id_column][lab[id_column].duplicated()].iloc[0]!r} is labelled twice')
         keep = [id_column, target] + ([INDEPENDENT] if INDEPENDENT in lab else [])
         df = df.drop(columns=[c for c in keep[1:] if c in df]).merge(lab[keep], on=id_column, how='left')
-    if target not in df: df[target] = np.nan
+    if target not in df:
+        df[target] = np.nan
     excluded = 0
     if INDEPENDENT in df:
         echo = ~_bools(df[INDEPENDENT], INDEPENDENT).fillna(True).astype(bool) & df[target].notna()
@@ -140,38 +213,56 @@ def join_labels(batch:pd.DataFrame, # the batch
         df.loc[echo, target] = np.nan
     return df, excluded
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c009
-def windows(df:pd.DataFrame, # the batch
-            time_column:str='', # groups rows by its values when it has at most `max_windows` of them
-            window_rows:int=0, # rows per window when there is no usable time column; 0: the whole batch
-            max_windows:int=50):
+def windows(
+    df: pd.DataFrame,  # the batch
+    time_column: str = '',  # groups rows by its values when it has at most `max_windows` of them
+    window_rows: int = 0,  # rows per window when there is no usable time column; 0: the whole batch
+    max_windows: int = 50,
+):
     "`[(label, row positions)]`: the batch's windows in time order"
     if time_column and time_column in df and 0 < df[time_column].nunique() <= max_windows:
         groups = df.groupby(df[time_column], sort=True, observed=True).indices
         return [(str(k), v) for k, v in groups.items()]
-    order = np.argsort(df[time_column].to_numpy(), kind='stable') if time_column and time_column in df else np.arange(len(df))
+    order = (
+        np.argsort(df[time_column].to_numpy(), kind='stable')
+        if time_column and time_column in df
+        else np.arange(len(df))
+    )
     size = window_rows if window_rows > 0 else max(len(df), 1)
-    if len(df) > size*max_windows: size = -(-len(df)//max_windows)
-    return [(f'rows {i + 1}-{min(i + size, len(df))}', order[i:i + size]) for i in range(0, len(df), size)]
+    if len(df) > size * max_windows:
+        size = -(-len(df) // max_windows)
+    return [(f'rows {i + 1}-{min(i + size, len(df))}', order[i : i + size]) for i in range(0, len(df), size)]
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c012
-def trigger_signals(drift:dict, # `drift_summary` of the batch
-                    performance:dict|None, # the batch's metrics, when labelled
-                    spc:dict, # {series: rules fired on this run's points}
-                    drift_share:float=0.3, # drift share that triggers; 0: off
-                    drift_features:str='', # comma-separated features whose drift triggers
-                    spc_series:str='performance', # comma-separated series whose control-chart signal triggers
-                    performance_floor:str='', # criteria the batch's metrics must meet, as in evaluate.criteria
-                   ):
+def trigger_signals(
+    drift: dict,  # `drift_summary` of the batch
+    performance: dict | None,  # the batch's metrics, when labelled
+    spc: dict,  # {series: rules fired on this run's points}
+    drift_share: float = 0.3,  # drift share that triggers; 0: off
+    drift_features: str = '',  # comma-separated features whose drift triggers
+    spc_series: str = 'performance',  # comma-separated series whose control-chart signal triggers
+    performance_floor: str = '',  # criteria the batch's metrics must meet, as in evaluate.criteria
+):
     "The signals that fired: `[{signal, value, threshold, detail}]`"
     from mlops_nb.registry.gate import judge_metrics, parse_criteria
+
     out = []
     if drift_share and drift['drift_share'] >= drift_share:
-        out.append({'signal': 'drift_share', 'value': drift['drift_share'], 'threshold': drift_share,
-                    'detail': f"{drift['n_drifted']} of {drift['columns']} features drifted: {', '.join(drift['drifted'])}"})
+        out.append(
+            {
+                'signal': 'drift_share',
+                'value': drift['drift_share'],
+                'threshold': drift_share,
+                'detail': f'{drift["n_drifted"]} of {drift["columns"]} features drifted: {", ".join(drift["drifted"])}',
+            }
+        )
     named = [c.strip() for c in drift_features.split(',') if c.strip()]
     for c in named:
-        if c in drift['drifted']: out.append({'signal': 'feature_drift', 'value': c, 'threshold': None, 'detail': f'{c} drifted'})
+        if c in drift['drifted']:
+            out.append({'signal': 'feature_drift', 'value': c, 'threshold': None, 'detail': f'{c} drifted'})
     wanted = {s.strip() for s in spc_series.split(',') if s.strip()}
     for series, fired in spc.items():
         if series in wanted and fired:
@@ -179,78 +270,119 @@ def trigger_signals(drift:dict, # `drift_summary` of the batch
     if performance_floor and performance:
         for c in judge_metrics(parse_criteria(performance_floor, 'monitor.performance_floor'), performance):
             if c['outcome'] == 'failed':
-                out.append({'signal': 'performance_floor', 'value': c['value'], 'threshold': c['threshold'],
-                            'detail': f"{c['measure']} {c['value']:.4g} is not {c['op']} {c['threshold']:g}"})
+                out.append(
+                    {
+                        'signal': 'performance_floor',
+                        'value': c['value'],
+                        'threshold': c['threshold'],
+                        'detail': f'{c["measure"]} {c["value"]:.4g} is not {c["op"]} {c["threshold"]:g}',
+                    }
+                )
     return out
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c012a
-def decide_trigger(signals:list, # from `trigger_signals`
-                   labelled_rows:int, # independently labelled rows of the batch
-                   min_labelled_rows:int=200, # fewer: nothing new to learn from
-                   last_retrain=None, # time of the last retraining run of this model, or None
-                   cooldown_hours:float=0.0, # no retraining sooner than this after the last one
-                   now=None):
+def decide_trigger(
+    signals: list,  # from `trigger_signals`
+    labelled_rows: int,  # independently labelled rows of the batch
+    min_labelled_rows: int = 200,  # fewer: nothing new to learn from
+    last_retrain=None,  # time of the last retraining run of this model, or None
+    cooldown_hours: float = 0.0,  # no retraining sooner than this after the last one
+    now=None,
+):
     "`{triggered, signals, held_back}`"
     held = []
     if signals and labelled_rows < min_labelled_rows:
-        held.append(f'{labelled_rows} independently labelled rows, {min_labelled_rows} needed to retrain (monitor.min_labelled_rows)')
+        held.append(
+            f'{labelled_rows} independently labelled rows, {min_labelled_rows} needed to retrain (monitor.min_labelled_rows)'
+        )
     if signals and last_retrain is not None and cooldown_hours > 0:
         ready = last_retrain + timedelta(hours=cooldown_hours)
         if (now or utc_now()) < ready:
-            held.append(f'cooldown: the last retraining started {last_retrain.isoformat(timespec="seconds")}, the next may start '
-                        f'after {ready.isoformat(timespec="seconds")} (monitor.cooldown_hours)')
+            held.append(
+                f'cooldown: the last retraining started {last_retrain.isoformat(timespec="seconds")}, the next may start '
+                f'after {ready.isoformat(timespec="seconds")} (monitor.cooldown_hours)'
+            )
     return {'triggered': bool(signals) and not held, 'signals': signals, 'held_back': held}
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c015
-def _manifests(runs_dir:Path):
+def _manifests(runs_dir: Path):
     "`(run folder, manifest)` of every readable run in `runs_dir`, oldest first"
     for m in sorted(runs_dir.glob('*/manifest.json')):
-        try: yield m.parent, json.loads(m.read_text())
-        except (OSError, ValueError): continue  # a foreign or half-written folder is not a run
+        try:
+            yield m.parent, json.loads(m.read_text())
+        except (OSError, ValueError):
+            continue  # a foreign or half-written folder is not a run
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c015a
-def monitor_runs(runs_dir:Path, model_name:str, exclude:str=''):
+def monitor_runs(runs_dir: Path, model_name: str, exclude: str = ''):
     "`(run folder, monitor result)` of the completed monitor runs of `model_name` but `exclude`, oldest first"
     out = []
     for d, man in _manifests(runs_dir):
-        if man.get('kind') != 'monitor' or man.get('status') != 'completed' or man.get('run_id') == exclude: continue
+        if man.get('kind') != 'monitor' or man.get('status') != 'completed' or man.get('run_id') == exclude:
+            continue
         res = next((s.get('result') or {} for s in man.get('stages', []) if s['name'] == 'monitor'), {})
-        if res.get('model_name') == model_name: out.append((d, res))
+        if res.get('model_name') == model_name:
+            out.append((d, res))
     return out
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c015b
-def history(runs_dir:Path, # the project's runs folder
-            model_name:str, version:str, # the champion whose monitor runs count
-            exclude:str=''): # this run's id
+def history(
+    runs_dir: Path,  # the project's runs folder
+    model_name: str,
+    version: str,  # the champion whose monitor runs count
+    exclude: str = '',
+):  # this run's id
     "Windows of earlier completed monitor runs of this champion, oldest first"
-    return pd.DataFrame([{'run_id': d.name, **w} for d, res in monitor_runs(runs_dir, model_name, exclude)
-                         if res.get('champion_version') == version for w in res.get('windows', [])])
+    return pd.DataFrame(
+        [
+            {'run_id': d.name, **w}
+            for d, res in monitor_runs(runs_dir, model_name, exclude)
+            if res.get('champion_version') == version
+            for w in res.get('windows', [])
+        ]
+    )
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c015c
-def _worse_signals(name:str, t:pd.DataFrame, worse:str):
+def _worse_signals(name: str, t: pd.DataFrame, worse: str):
     "Per point, the signal of chart `t` on the side that is worse ('low' or 'high'), or ''"
     low = worse == 'low'
     if name == 'shewhart':
         side = (t['z'] < 0) if low else (t['z'] > 0)
         return [f'Shewhart rule {s}' if s and bad else '' for s, bad in zip(t['signal'], side)]
-    if name == 'ewma': hit = (t['ewma'] < t['lcl']) if low else (t['ewma'] > t['ucl'])
-    else: hit = (t['cusum_lower'] > t['h']) if low else (t['cusum_upper'] > t['h'])
+    if name == 'ewma':
+        hit = (t['ewma'] < t['lcl']) if low else (t['ewma'] > t['ucl'])
+    else:
+        hit = (t['cusum_lower'] > t['h']) if low else (t['cusum_upper'] > t['h'])
     return [f'{name.upper()} past its {"lower" if low else "upper"} limit' if h else '' for h in hit]
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c015d
-def control_charts(series:pd.DataFrame, # one row per point, oldest first; columns per monitored value
-                   current:int, # how many of the last points are this run's
-                   baseline_points:int=5, # points that set the limits
-                   columns=('drift_share', 'performance'),
-                   worse:dict|None=None): # per column, the side that is bad news: 'low' or 'high'
+def control_charts(
+    series: pd.DataFrame,  # one row per point, oldest first; columns per monitored value
+    current: int,  # how many of the last points are this run's
+    baseline_points: int = 5,  # points that set the limits
+    columns=('drift_share', 'performance'),
+    worse: dict | None = None,
+):  # per column, the side that is bad news: 'low' or 'high'
     "`(charts, fired)`: Shewhart/EWMA/CUSUM tables per value, and the signals on the bad side among this run's points"
     from mlops_nb.monitoring.spc import cusum, ewma, shewhart
+
     worse = {'drift_share': 'high', 'performance': 'low', **(worse or {})}
     charts, fired = {}, {}
     for c in columns:
-        if c not in series or series[c].notna().sum() == 0: continue
+        if c not in series or series[c].notna().sum() == 0:
+            continue
         v = series[c].astype(float).to_numpy()
-        charts[c] = {'shewhart': shewhart(v, baseline_points), 'ewma': ewma(v, baseline_points), 'cusum': cusum(v, baseline_points)}
+        charts[c] = {
+            'shewhart': shewhart(v, baseline_points),
+            'ewma': ewma(v, baseline_points),
+            'cusum': cusum(v, baseline_points),
+        }
         rules = []
         for name, t in charts[c].items():
             sig = _worse_signals(name, t, worse[c])
@@ -258,60 +390,75 @@ def control_charts(series:pd.DataFrame, # one row per point, oldest first; colum
         fired[c] = list(dict.fromkeys(rules))
     return charts, fired
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018
 @dataclass
 class MonitorResult:
     "Drift, skew, prediction drift, performance, control charts and the trigger of one batch"
-    report:dict
-    drift:pd.DataFrame
-    prediction_drift:pd.DataFrame
-    skew:pd.DataFrame
-    windows:pd.DataFrame
-    charts:dict
-    reference:Reference
-    batch:pd.DataFrame
+
+    report: dict
+    drift: pd.DataFrame
+    prediction_drift: pd.DataFrame
+    skew: pd.DataFrame
+    windows: pd.DataFrame
+    charts: dict
+    reference: Reference
+    batch: pd.DataFrame
 
     @property
     def summary(self):
         r = self.report
         perf = r.get('performance') or {}
-        rows = {'champion': f"{r['model_name']} version {r['champion_version']}", 'rows': r['rows'],
-                'labelled rows': f"{r['labelled_rows']} ({r['excluded_labels']} labels excluded: not independent of the model)",
-                'drifted features': f"{r['n_drifted']} of {r['columns']} ({r['drift_share']:.0%}): {', '.join(r['drifted']) or '-'}",
-                'prediction drift': 'yes' if r['prediction_drift'] else 'no',
-                'performance': ', '.join(f"{k} {v:.4f} (reference {r['reference_metrics'].get(k, float('nan')):.4f})"
-                                         for k, v in perf.items() if k != 'rows') or 'no labels',
-                'skew anomalies': len(self.skew),
-                'decision': r['decision']}
+        rows = {
+            'champion': f'{r["model_name"]} version {r["champion_version"]}',
+            'rows': r['rows'],
+            'labelled rows': f'{r["labelled_rows"]} ({r["excluded_labels"]} labels excluded: not independent of the model)',
+            'drifted features': f'{r["n_drifted"]} of {r["columns"]} ({r["drift_share"]:.0%}): {", ".join(r["drifted"]) or "-"}',
+            'prediction drift': 'yes' if r['prediction_drift'] else 'no',
+            'performance': ', '.join(
+                f'{k} {v:.4f} (reference {r["reference_metrics"].get(k, float("nan")):.4f})'
+                for k, v in perf.items()
+                if k != 'rows'
+            )
+            or 'no labels',
+            'skew anomalies': len(self.skew),
+            'decision': r['decision'],
+        }
         return pd.Series(rows).to_frame('value')
 
     @property
     def trigger(self):
         t = self.report['trigger']
         return pd.DataFrame(t['signals'] or [{'signal': '-', 'detail': 'no signal'}]).assign(
-            triggered=t['triggered'], held_back='; '.join(t['held_back']) or '-')
+            triggered=t['triggered'], held_back='; '.join(t['held_back']) or '-'
+        )
 
     def plot_drift(self):
         from mlops_nb.monitoring.drift import plot_drift_bars
+
         return plot_drift_bars(self.drift)
 
-    def plot_histograms(self, k:int=6):
+    def plot_histograms(self, k: int = 6):
         "Reference against current for the most drifted features"
         from mlops_nb.monitoring.drift import plot_histograms
+
         cols = self.drift.sort_values('value', ascending=False)
-        cols = cols[cols['drift'].astype(bool)]['column'].head(k).tolist() or self.drift['column'].head(min(k, 3)).tolist()
+        cols = (
+            cols[cols['drift'].astype(bool)]['column'].head(k).tolist() or self.drift['column'].head(min(k, 3)).tolist()
+        )
         return plot_histograms(self.reference.train, self.batch, cols)
 
     def plot_windows(self):
         "Drift share and performance per window, this run's and the history's"
         import matplotlib.pyplot as plt
+
         w = self.windows
         cols = [c for c in ('drift_share', 'performance') if c in w and w[c].notna().any()]
-        fig, axes = plt.subplots(1, len(cols), figsize=(7*len(cols), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(cols), figsize=(7 * len(cols), 3.8), squeeze=False)
         for ax, c in zip(axes[0], cols):
             ax.plot(range(len(w)), w[c], marker='o')
             ax.set_xticks(range(len(w)), w['point'], rotation=45, ha='right', fontsize=8)
-            ax.set_title(c if c != 'performance' else f"{self.report['metric']} per window")
+            ax.set_title(c if c != 'performance' else f'{self.report["metric"]} per window')
         fig.tight_layout()
         return fig
 
@@ -319,127 +466,223 @@ class MonitorResult:
         "The control charts of drift share and performance"
         import matplotlib.pyplot as plt
         from mlops_nb.monitoring.spc import plot_chart
+
         figs = []
         for c, charts in self.charts.items():
             fig, axes = plt.subplots(1, 3, figsize=(18, 3.8))
-            for ax, (name, t) in zip(axes, charts.items()): plot_chart(t, ax=ax, title=f'{c}: {name}')
+            for ax, (name, t) in zip(axes, charts.items()):
+                plot_chart(t, ax=ax, title=f'{c}: {name}')
             fig.tight_layout()
             figs.append(fig)
         return figs
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018a
-def _scores(ref:Reference, X):
+def _scores(ref: Reference, X):
     from mlops_nb.stages.evaluate import model_output
+
     return model_output(ref.pipeline, X, ref.task, ref.features.get('positive_label'))
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018b
-def _prediction_frame(ref:Reference, output):
+def _prediction_frame(ref: Reference, output):
     "Scores and predicted classes of a classifier, predictions of a regressor, as columns to compare"
     if ref.task == 'classification':
-        return pd.DataFrame({'score': np.asarray(output, float), 'predicted_class': pd.Categorical(np.where(np.asarray(output) >= 0.5, '1', '0'))})
+        return pd.DataFrame(
+            {
+                'score': np.asarray(output, float),
+                'predicted_class': pd.Categorical(np.where(np.asarray(output) >= 0.5, '1', '0')),
+            }
+        )
     return pd.DataFrame({'prediction': np.asarray(output, float)})
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018c
-def _last_retrain(runs_dir:Path, model_name:str):
-    return max((pd.Timestamp(man['created']).to_pydatetime() for _, man in _manifests(runs_dir)
-                if man.get('kind') == 'retrain' and (man.get('trigger') or {}).get('model_name') == model_name), default=None)
+def _last_retrain(runs_dir: Path, model_name: str):
+    return max(
+        (
+            pd.Timestamp(man['created']).to_pydatetime()
+            for _, man in _manifests(runs_dir)
+            if man.get('kind') == 'retrain' and (man.get('trigger') or {}).get('model_name') == model_name
+        ),
+        default=None,
+    )
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018d
-def _as_reference(recent:pd.DataFrame, reference:pd.DataFrame, id_column:str, time_column:str):
+def _as_reference(recent: pd.DataFrame, reference: pd.DataFrame, id_column: str, time_column: str):
     "`recent` with the reference's columns and types; ids and times that cannot take the reference's type are renumbered after it"
     out = recent[reference.columns].copy()
     for c, t in reference.dtypes.items():
-        try: out[c] = out[c].astype(t)
+        try:
+            out[c] = out[c].astype(t)
         except (TypeError, ValueError):
             # served batches carry request ids and request dates; the retraining run only needs them unique and later
-            if c not in (id_column, time_column) or not pd.api.types.is_numeric_dtype(t): raise MlopsError(
-                f'column {c!r} of the labelled batch cannot be read as {t} like the training data: cannot retrain on it') from None
+            if c not in (id_column, time_column) or not pd.api.types.is_numeric_dtype(t):
+                raise MlopsError(
+                    f'column {c!r} of the labelled batch cannot be read as {t} like the training data: cannot retrain on it'
+                ) from None
             start = reference[c].max() + 1
             out[c] = (start + np.arange(len(out)) if c == id_column else np.full(len(out), start)).astype(t)
     return out
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018e
 TRAINING_DATA = ('reference+recent', 'recent', 'window')
 
-def labelled_rows(reference:pd.DataFrame, batch:pd.DataFrame, target:str, id_column:str, time_column:str):
+
+def labelled_rows(reference: pd.DataFrame, batch: pd.DataFrame, target: str, id_column: str, time_column: str):
     "The batch's independently labelled rows with the reference's columns and types: what a model may learn from"
     missing = [c for c in reference.columns if c not in batch]
-    if missing: raise MlopsError(f'the labelled batch lacks {", ".join(missing)}, which the training data has: cannot retrain on it')
+    if missing:
+        raise MlopsError(
+            f'the labelled batch lacks {", ".join(missing)}, which the training data has: cannot retrain on it'
+        )
     return _as_reference(batch[batch[target].notna()], reference, id_column, time_column)
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018f
-def _earlier_labelled(runs_dir:Path, model_name:str, exclude:str, k:int):
+def _earlier_labelled(runs_dir: Path, model_name: str, exclude: str, k: int):
     "The labelled rows kept by the latest `k` earlier completed monitor runs of `model_name`, newest first"
-    files = [d/'artifacts/08_monitor/labelled.parquet' for d, _ in reversed(monitor_runs(runs_dir, model_name, exclude))]
+    files = [
+        d / 'artifacts/08_monitor/labelled.parquet' for d, _ in reversed(monitor_runs(runs_dir, model_name, exclude))
+    ]
     return [f for f in files if f.is_file()][:k]
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018g
-def write_training_data(path:Path, # folder to write
-                        reference:pd.DataFrame, # the champion's training snapshot
-                        recent:pd.DataFrame, # `labelled_rows` of this batch
-                        training_data:str='reference+recent', # or recent, or window
-                        window:list=(), # labelled.parquet files of earlier monitor runs, for `window`
-                       ):
+def write_training_data(
+    path: Path,  # folder to write
+    reference: pd.DataFrame,  # the champion's training snapshot
+    recent: pd.DataFrame,  # `labelled_rows` of this batch
+    training_data: str = 'reference+recent',  # or recent, or window
+    window: list = (),  # labelled.parquet files of earlier monitor runs, for `window`
+):
     "The data a retraining run ingests: the batch's independently labelled rows, after the reference's or earlier batches' rows"
     if training_data not in TRAINING_DATA:
-        raise MlopsError(f"monitor.training_data must be one of {', '.join(TRAINING_DATA)}; got {training_data!r}")
+        raise MlopsError(f'monitor.training_data must be one of {", ".join(TRAINING_DATA)}; got {training_data!r}')
     earlier = [pd.read_parquet(f) for f in window] if training_data == 'window' else []
     with atomic_path(path) as tmp:
         tmp.unlink()
         tmp.mkdir()
-        if training_data == 'reference+recent': reference.to_parquet(tmp/'reference.parquet', index=False)
-        for f, df in zip(window, earlier): df.astype(reference.dtypes.to_dict()).to_parquet(tmp/f'earlier_{f.parents[2].name}.parquet', index=False)
-        recent.to_parquet(tmp/'recent.parquet', index=False)
-    return {'reference_rows': len(reference) if training_data == 'reference+recent' else 0, 'recent_rows': len(recent),
-            'earlier_rows': sum(map(len, earlier)), 'earlier_runs': [f.parents[2].name for f in window] if earlier else []}
+        if training_data == 'reference+recent':
+            reference.to_parquet(tmp / 'reference.parquet', index=False)
+        for f, df in zip(window, earlier):
+            df.astype(reference.dtypes.to_dict()).to_parquet(tmp / f'earlier_{f.parents[2].name}.parquet', index=False)
+        recent.to_parquet(tmp / 'recent.parquet', index=False)
+    return {
+        'reference_rows': len(reference) if training_data == 'reference+recent' else 0,
+        'recent_rows': len(recent),
+        'earlier_rows': sum(map(len, earlier)),
+        'earlier_runs': [f.parents[2].name for f in window] if earlier else [],
+    }
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018g0
-def _window_rows(ref, batch:pd.DataFrame, cols:list, out, truth, labelled, metric:str, time_column:str, window_rows:int, thresholds:dict):
+def _window_rows(
+    ref,
+    batch: pd.DataFrame,
+    cols: list,
+    out,
+    truth,
+    labelled,
+    metric: str,
+    time_column: str,
+    window_rows: int,
+    thresholds: dict,
+):
     "One row per window of the batch: its rows, labelled rows, drift share and performance"
     from mlops_nb.monitoring.drift import drift_summary, drift_table
     from mlops_nb.stages.evaluate import task_metrics
+
     rows = []
     for name, idx in windows(batch, time_column, window_rows):
-        wd = drift_summary(drift_table(ref.train[cols], batch.iloc[idx][cols], thresholds=thresholds)) if len(idx) else None
+        wd = (
+            drift_summary(drift_table(ref.train[cols], batch.iloc[idx][cols], thresholds=thresholds))
+            if len(idx)
+            else None
+        )
         li = idx[labelled[idx]]
         perf = task_metrics(ref.task, truth[li], out[li]) if len(li) else {}
-        rows.append({'window': name, 'rows': len(idx), 'labelled_rows': len(li), 'drift_share': wd and wd['drift_share'],
-                     'performance': perf.get(metric)})
+        rows.append(
+            {
+                'window': name,
+                'rows': len(idx),
+                'labelled_rows': len(li),
+                'drift_share': wd and wd['drift_share'],
+                'performance': perf.get(metric),
+            }
+        )
     return pd.DataFrame(rows)
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018g1
-def _learning_rows(paths:dict, ref, batch:pd.DataFrame, trig:dict, report:dict, target:str, id_column:str, time_column:str,
-                   training_data:str, window_runs:int, excluded:int, run_dir:Path, model_name:str):
+def _learning_rows(
+    paths: dict,
+    ref,
+    batch: pd.DataFrame,
+    trig: dict,
+    report: dict,
+    target: str,
+    id_column: str,
+    time_column: str,
+    training_data: str,
+    window_runs: int,
+    excluded: int,
+    run_dir: Path,
+    model_name: str,
+):
     "Write the batch's labelled rows and, when the trigger fired, the training data the policy `training_data` makes of them"
     reference = pd.read_parquet(reference_paths(ref.run_dir)['snapshot'])
-    try: recent = labelled_rows(reference, batch, target, id_column, time_column)
+    try:
+        recent = labelled_rows(reference, batch, target, id_column, time_column)
     except MlopsError as e:
-        if trig['triggered']: raise
+        if trig['triggered']:
+            raise
         recent, report['note'] = reference.iloc[:0], str(e)  # nothing to learn from, and no retraining asked for it
-    with atomic_path(paths['labelled']) as tmp: recent.to_parquet(tmp, index=False)
+    with atomic_path(paths['labelled']) as tmp:
+        recent.to_parquet(tmp, index=False)
     if trig['triggered']:
-        window = _earlier_labelled(run_dir.parent, model_name, run_dir.name, window_runs - 1) if training_data == 'window' else []
-        trig['training_data'] = {'policy': training_data, 'folder': str(paths['training']),
-                                 **write_training_data(paths['training'], reference, recent, training_data, window),
-                                 'excluded_labels': excluded}
-    else: paths['training'].mkdir(parents=True, exist_ok=True)  # declared, so always there: empty when nothing triggered
+        window = (
+            _earlier_labelled(run_dir.parent, model_name, run_dir.name, window_runs - 1)
+            if training_data == 'window'
+            else []
+        )
+        trig['training_data'] = {
+            'policy': training_data,
+            'folder': str(paths['training']),
+            **write_training_data(paths['training'], reference, recent, training_data, window),
+            'excluded_labels': excluded,
+        }
+    else:
+        paths['training'].mkdir(parents=True, exist_ok=True)  # declared, so always there: empty when nothing triggered
+
 
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c018h
-def monitor(run_dir:str, # run folder
-            target:str='employed', # label column
-            id_column:str='id', # row identifier; labels are joined on it
-            time_column:str='year', # time of a row: windows follow it
-            model_name:str='acs-employment', # registered model whose champion is monitored
-            tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
-            key_metric:str='roc_auc', # the performance metric per window and on the control charts
-            labels:str='', # CSV or Parquet of late labels (id column, target, optionally label_independent)
-            wasserstein:float=0.1, psi:float=0.2, js:float=0.1, new_share:float=0.01, # drift thresholds (effect sizes)
-            window_rows:int=0, # rows per window when the time column does not give windows
-            baseline_points:int=5, # control-chart points that set the limits
-            drift_share:float=0.3, drift_features:str='', spc_series:str='performance', performance_floor:str='',
-            min_labelled_rows:int=200, cooldown_hours:float=0.0, training_data:str='reference+recent',
-            window_runs:int=4, # with training_data = window: learn from the labelled rows of this many latest monitor runs
-           ):
+def monitor(
+    run_dir: str,  # run folder
+    target: str = 'employed',  # label column
+    id_column: str = 'id',  # row identifier; labels are joined on it
+    time_column: str = 'year',  # time of a row: windows follow it
+    model_name: str = 'acs-employment',  # registered model whose champion is monitored
+    tracking_uri: str = '',  # MLflow tracking URI; empty means the project's settings.ini
+    key_metric: str = 'roc_auc',  # the performance metric per window and on the control charts
+    labels: str = '',  # CSV or Parquet of late labels (id column, target, optionally label_independent)
+    wasserstein: float = 0.1,
+    psi: float = 0.2,
+    js: float = 0.1,
+    new_share: float = 0.01,  # drift thresholds (effect sizes)
+    window_rows: int = 0,  # rows per window when the time column does not give windows
+    baseline_points: int = 5,  # control-chart points that set the limits
+    drift_share: float = 0.3,
+    drift_features: str = '',
+    spc_series: str = 'performance',
+    performance_floor: str = '',
+    min_labelled_rows: int = 200,
+    cooldown_hours: float = 0.0,
+    training_data: str = 'reference+recent',
+    window_runs: int = 4,  # with training_data = window: learn from the labelled rows of this many latest monitor runs
+):
     "Compare the run's batch with the champion's training data; write the report, the trigger and, if triggered, the training data"
     from mlops_nb.monitoring.drift import drift_summary, drift_table
     from mlops_nb.stages.features import model_input
@@ -447,103 +690,181 @@ def monitor(run_dir:str, # run folder
     from mlops_nb.core.tasks import LOWER_IS_BETTER, METRICS
     from mlops_nb.registry.tracking import project_tracking_uri
     from mlops_nb.stages.validate import validate_batch
+
     paths = get_stage('monitor').paths(run_dir)
     run_dir = Path(run_dir).resolve()
-    ref = champion_reference(project_tracking_uri(tracking_uri)[0], model_name, download_to=paths['report'].parent/'champion')
+    ref = champion_reference(
+        project_tracking_uri(tracking_uri)[0], model_name, download_to=paths['report'].parent / 'champion'
+    )
     batch, excluded = join_labels(pd.read_parquet(paths['snapshot']), target, id_column, labels)
-    if not len(batch): raise MlopsError(f'the batch {paths["snapshot"]} has no rows')
+    if not len(batch):
+        raise MlopsError(f'the batch {paths["snapshot"]} has no rows')
     thresholds = {'wasserstein': wasserstein, 'psi': psi, 'js': js, 'new_share': new_share}
     cols = [c for c in ref.columns if c in batch]
-    if not cols: raise MlopsError(f'the batch has none of the champion\'s feature columns ({", ".join(ref.columns)})')
+    if not cols:
+        raise MlopsError(f"the batch has none of the champion's feature columns ({', '.join(ref.columns)})")
     drift = drift_table(ref.train[cols], batch[cols], thresholds=thresholds)
     summary = drift_summary(drift)
     X = model_input(batch.assign(**{c: np.nan for c in ref.columns if c not in batch}), ref.features)
     out = _scores(ref, X)
     ref_out = ref.holdout['score' if ref.task == 'classification' else 'prediction'].to_numpy()
     pred_drift = drift_table(_prediction_frame(ref, ref_out), _prediction_frame(ref, out), thresholds=thresholds)
-    skew = pd.DataFrame(validate_batch(batch[cols + [c for c in (id_column,) if c in batch]],
-                                       {**ref.schema, 'target': target}, serving=True))
+    skew = pd.DataFrame(
+        validate_batch(
+            batch[cols + [c for c in (id_column,) if c in batch]], {**ref.schema, 'target': target}, serving=True
+        )
+    )
     labelled = batch[target].notna().to_numpy()
     truth = truth_of(batch[target], ref.features)
     metric = key_metric if key_metric in METRICS[ref.task] else 'accuracy' if ref.task == 'classification' else 'rmse'
     win = _window_rows(ref, batch, cols, out, truth, labelled, metric, time_column, window_rows, thresholds)
     performance = task_metrics(ref.task, truth[labelled], out[labelled]) if labelled.any() else None
     runs_dir = run_dir.parent
-    series = pd.concat([history(runs_dir, model_name, ref.version, run_dir.name), win.assign(run_id=run_dir.name)], ignore_index=True)
+    series = pd.concat(
+        [history(runs_dir, model_name, ref.version, run_dir.name), win.assign(run_id=run_dir.name)], ignore_index=True
+    )
     series['point'] = series['run_id'].str[-6:] + ' ' + series['window'].astype(str)
     worse = {'performance': 'high' if metric in LOWER_IS_BETTER else 'low'}
     charts, fired = control_charts(series, len(win), baseline_points, worse=worse)
     last = charts.get('performance', {}).get('shewhart')
     limits = [last['lcl'].iloc[-1], last['ucl'].iloc[-1]] if last is not None else [None, None]
     signals = trigger_signals(summary, performance, fired, drift_share, drift_features, spc_series, performance_floor)
-    trig = decide_trigger(signals, int(labelled.sum()), min_labelled_rows, _last_retrain(runs_dir, model_name), cooldown_hours)
-    report = {'model_name': model_name, 'champion_version': ref.version, 'champion_run': ref.run_dir.name, 'task': ref.task,
-              'rows': len(batch), 'labelled_rows': int(labelled.sum()), 'excluded_labels': excluded, **summary,
-              'prediction_drift': bool(pred_drift['drift'].any()), 'skew_anomalies': len(skew), 'metric': metric,
-              'performance': performance, 'reference_metrics': {k: ref.metrics.get(k) for k in (performance or {})},
-              'windows': json.loads(win.to_json(orient='records')), 'spc': fired, 'drift_share_limit': drift_share or None,
-              'control_limits': {metric: [None if v is None or v != v else float(v) for v in limits]},
-              'decision': 'retrain' if trig['triggered'] else ('drift' if signals or summary['n_drifted'] else 'no drift'),
-              'trigger': trig}
-    _learning_rows(paths, ref, batch, trig, report, target, id_column, time_column, training_data, window_runs, excluded, run_dir, model_name)
-    atomic_write_text(paths['drift'], json.dumps({'features': json.loads(drift.to_json(orient='records')),
-                                                  'predictions': json.loads(pred_drift.to_json(orient='records')),
-                                                  'skew': json.loads(skew.to_json(orient='records'))}, indent=2))
-    atomic_write_text(paths['trigger'], json.dumps({**trig, 'monitor_run': run_dir.name, 'model_name': model_name,
-                                                    'champion_version': ref.version, 'at': utc_now().isoformat()}, indent=2, default=str))
+    trig = decide_trigger(
+        signals, int(labelled.sum()), min_labelled_rows, _last_retrain(runs_dir, model_name), cooldown_hours
+    )
+    report = {
+        'model_name': model_name,
+        'champion_version': ref.version,
+        'champion_run': ref.run_dir.name,
+        'task': ref.task,
+        'rows': len(batch),
+        'labelled_rows': int(labelled.sum()),
+        'excluded_labels': excluded,
+        **summary,
+        'prediction_drift': bool(pred_drift['drift'].any()),
+        'skew_anomalies': len(skew),
+        'metric': metric,
+        'performance': performance,
+        'reference_metrics': {k: ref.metrics.get(k) for k in (performance or {})},
+        'windows': json.loads(win.to_json(orient='records')),
+        'spc': fired,
+        'drift_share_limit': drift_share or None,
+        'control_limits': {metric: [None if v is None or v != v else float(v) for v in limits]},
+        'decision': 'retrain' if trig['triggered'] else ('drift' if signals or summary['n_drifted'] else 'no drift'),
+        'trigger': trig,
+    }
+    _learning_rows(
+        paths,
+        ref,
+        batch,
+        trig,
+        report,
+        target,
+        id_column,
+        time_column,
+        training_data,
+        window_runs,
+        excluded,
+        run_dir,
+        model_name,
+    )
+    atomic_write_text(
+        paths['drift'],
+        json.dumps(
+            {
+                'features': json.loads(drift.to_json(orient='records')),
+                'predictions': json.loads(pred_drift.to_json(orient='records')),
+                'skew': json.loads(skew.to_json(orient='records')),
+            },
+            indent=2,
+        ),
+    )
+    atomic_write_text(
+        paths['trigger'],
+        json.dumps(
+            {
+                **trig,
+                'monitor_run': run_dir.name,
+                'model_name': model_name,
+                'champion_version': ref.version,
+                'at': utc_now().isoformat(),
+            },
+            indent=2,
+            default=str,
+        ),
+    )
     atomic_write_text(paths['report'], json.dumps(report, indent=2, default=str))
     return MonitorResult(report, drift, pred_drift, skew, series, charts, ref, batch)
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c021
-def _ingest(m:dict):
+def _ingest(m: dict):
     return next((s.get('result') or {} for s in m.get('stages', []) if s['name'] == 'ingest'), {})
 
+
 # %% ../../notebooks/lib/monitoring/02_monitor.ipynb #c021a
-def lineage(project, # a `mlops_nb.core.project.Project`
-            version:str, # a version number or an alias (champion)
-            model_name:str|None=None, # default: the project's model name
-           )->str:
+def lineage(
+    project,  # a `mlops_nb.core.project.Project`
+    version: str,  # a version number or an alias (champion)
+    model_name: str | None = None,  # default: the project's model name
+) -> str:
     "The chain from `version` back to a run started by hand, as indented lines"
     from mlflow.exceptions import MlflowException
     from mlops_nb.core.manifest import read_manifest
     from mlops_nb.registry.tracking import alias_version, client
+
     name = model_name or project.settings['project']['model_name']
     c = client(project.tracking_uri)
-    try: v = c.get_model_version(name, version) if str(version).isdigit() else alias_version(c, name, version)
-    except MlflowException: v = None
-    if v is None: raise MlopsError(f'model {name!r} has no version or alias {version!r} (see mlops-nb models)')
+    try:
+        v = c.get_model_version(name, version) if str(version).isdigit() else alias_version(c, name, version)
+    except MlflowException:
+        v = None
+    if v is None:
+        raise MlopsError(f'model {name!r} has no version or alias {version!r} (see mlops-nb models)')
     lines, seen, ind = [], set(), ''
     while v is not None and v.version not in seen:
         seen.add(v.version)
         t = v.tags
         a = json.loads(t.get('mlops_nb.approval', '{}'))
-        who = f", {a['decision']} by {a['by']} at {a['at']}" + (f" ({a['note']})" if a.get('note') else '') if a else ''
-        lines.append(f"{ind}model {name} version {v.version}: gate decision {t.get('mlops_nb.decision', 'none')}{who}")
+        who = f', {a["decision"]} by {a["by"]} at {a["at"]}' + (f' ({a["note"]})' if a.get('note') else '') if a else ''
+        lines.append(f'{ind}model {name} version {v.version}: gate decision {t.get("mlops_nb.decision", "none")}{who}')
         run_dir = Path(t.get('mlops_nb.run_dir', ''))
-        if not (run_dir/'manifest.json').is_file():
-            lines.append(f"{ind}  training run {t.get('mlops_nb.run_id', '?')}: its folder {run_dir} is gone")
+        if not (run_dir / 'manifest.json').is_file():
+            lines.append(f'{ind}  training run {t.get("mlops_nb.run_id", "?")}: its folder {run_dir} is gone')
             break
         m = read_manifest(run_dir)
         ing, git = _ingest(m), m.get('git') or {}
-        lines.append(f"{ind}  {m['kind']} run {m['run_id']} ({m['created']}): data version {ing.get('data_version')} "
-                     f"({ing.get('rows', 0):,} rows) from {ing.get('source')}, code {str(git.get('commit', 'not in git'))[:12]}")
-        reused = [f"{r['name']} from {r['cached_from']['run']}" for r in m['stages'] if r.get('cached_from')]
-        if reused: lines.append(f"{ind}  stages reused from earlier runs (nothing they read had changed): {', '.join(reused)}")
+        lines.append(
+            f'{ind}  {m["kind"]} run {m["run_id"]} ({m["created"]}): data version {ing.get("data_version")} '
+            f'({ing.get("rows", 0):,} rows) from {ing.get("source")}, code {str(git.get("commit", "not in git"))[:12]}'
+        )
+        reused = [f'{r["name"]} from {r["cached_from"]["run"]}' for r in m['stages'] if r.get('cached_from')]
+        if reused:
+            lines.append(f'{ind}  stages reused from earlier runs (nothing they read had changed): {", ".join(reused)}')
         trig = m.get('trigger') or {}
         if not trig.get('monitor_run'):
-            lines.append(f"{ind}  started by hand{' by ' + trig['by'] if trig.get('by') else ''}")
+            lines.append(f'{ind}  started by hand{" by " + trig["by"] if trig.get("by") else ""}')
             break
-        lines.append(f"{ind}  triggered by monitor run {trig['monitor_run']}: " + '; '.join(f"{s['signal']} ({s['detail']})" for s in trig.get('signals', [])))
+        lines.append(
+            f'{ind}  triggered by monitor run {trig["monitor_run"]}: '
+            + '; '.join(f'{s["signal"]} ({s["detail"]})' for s in trig.get('signals', []))
+        )
         td = trig.get('training_data') or {}
-        earlier = f" + {td['earlier_rows']:,} from earlier batches" if td.get('earlier_rows') else ''
-        lines.append(f"{ind}    trained on {td.get('policy')}: {td.get('reference_rows', 0):,} reference{earlier} + {td.get('recent_rows', 0):,} "
-                     f"new labelled rows, {td.get('excluded_labels', 0):,} labels excluded as not independent of the model")
-        mon = project.runs_dir/trig['monitor_run']/'manifest.json'
+        earlier = f' + {td["earlier_rows"]:,} from earlier batches' if td.get('earlier_rows') else ''
+        lines.append(
+            f'{ind}    trained on {td.get("policy")}: {td.get("reference_rows", 0):,} reference{earlier} + {td.get("recent_rows", 0):,} '
+            f'new labelled rows, {td.get("excluded_labels", 0):,} labels excluded as not independent of the model'
+        )
+        mon = project.runs_dir / trig['monitor_run'] / 'manifest.json'
         if mon.is_file():
             mi = _ingest(json.loads(mon.read_text()))
-            lines.append(f"{ind}    the batch: data version {mi.get('data_version')} ({mi.get('rows', 0):,} rows) from {mi.get('source')}")
-        lines.append(f"{ind}    the champion it monitored:")
+            lines.append(
+                f'{ind}    the batch: data version {mi.get("data_version")} ({mi.get("rows", 0):,} rows) from {mi.get("source")}'
+            )
+        lines.append(f'{ind}    the champion it monitored:')
         ind += '    '
-        try: v = c.get_model_version(name, trig['champion_version'])
-        except MlflowException: v = None
+        try:
+            v = c.get_model_version(name, trig['champion_version'])
+        except MlflowException:
+            v = None
     return '\n'.join(lines)

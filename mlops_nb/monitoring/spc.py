@@ -17,15 +17,18 @@ __all__ = ['D2', 'baseline_stats', 'shewhart', 'ewma', 'cusum', 'plot_chart']
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c004
 D2 = 1.128  # E[|X1 - X2|] / sigma for two normal observations
 
+
 def _series(values):
     "`values` as a float Series, keeping a Series' index (times or run ids)"
     s = values.astype('float64') if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype='float64'))
     return s.rename('value')
 
+
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c004a
-def baseline_stats(values, # the series
-                   baseline:int, # the number of first points that set the limits
-                  ):
+def baseline_stats(
+    values,  # the series
+    baseline: int,  # the number of first points that set the limits
+):
     "`(centre, sigma, note)`: NaNs and a note when the history is too short"
     s = _series(values).to_numpy()
     if not isinstance(baseline, (int, np.integer)) or baseline < 2:
@@ -33,47 +36,58 @@ def baseline_stats(values, # the series
     base = s[:baseline]
     base = base[np.isfinite(base)]
     if len(s) < baseline or len(base) < 2:
-        return np.nan, np.nan, (f'only {len(s)} points ({len(base)} usable in the baseline) for a baseline of {baseline}: '
-                                'no limits yet')
+        return (
+            np.nan,
+            np.nan,
+            (f'only {len(s)} points ({len(base)} usable in the baseline) for a baseline of {baseline}: no limits yet'),
+        )
     centre = float(base.mean())
     sigma = float(np.abs(np.diff(base)).mean() / D2)
     note = 'the baseline has no variation (sigma 0): any value off the centre is a signal' if sigma == 0 else ''
     return centre, sigma, note
+
 
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c004b
 def _z(x, centre, sigma):
     "(x - centre) / sigma, with sigma 0 giving 0 on the centre and +-inf off it"
     with np.errstate(divide='ignore', invalid='ignore'):
         z = (x - centre) / sigma
-    if sigma == 0: z = np.where(x == centre, 0.0, z)
+    if sigma == 0:
+        z = np.where(x == centre, 0.0, z)
     return z
 
+
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c006
-def _count_last(x:np.ndarray, k:int):
+def _count_last(x: np.ndarray, k: int):
     "For each i, the number of true values among x[i-k+1 .. i]"
     c = np.cumsum(np.r_[0, x.astype(np.int64)])
     i = np.arange(1, len(x) + 1)
     return c[i] - c[np.maximum(i - k, 0)]
 
+
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c006a
-def _run_length(x:np.ndarray):
+def _run_length(x: np.ndarray):
     "For each i, the number of consecutive true values ending at i"
     idx = np.arange(len(x))
     last_false = np.maximum.accumulate(np.where(~x, idx, -1))
     return idx - last_false
 
+
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c006b
-def shewhart(values, # the series (list, array or Series; a Series keeps its index)
-             baseline:int, # the number of first points that set the limits
-             run:int=8, # rule 4's run length (8: Western Electric, 9: Nelson)
-            ):
+def shewhart(
+    values,  # the series (list, array or Series; a Series keeps its index)
+    baseline: int,  # the number of first points that set the limits
+    run: int = 8,  # rule 4's run length (8: Western Electric, 9: Nelson)
+):
     "Individuals chart: centre, sigma, 3-sigma limits, Western Electric rules 1-4 and `signal`"
     s = _series(values)
     centre, sigma, note = baseline_stats(s, baseline)
     x = s.to_numpy()
     z = _z(x, centre, sigma)
-    out = pd.DataFrame({'value': x, 'centre': centre, 'sigma': sigma, 'ucl': centre + 3 * sigma, 'lcl': centre - 3 * sigma,
-                        'z': z}, index=s.index)
+    out = pd.DataFrame(
+        {'value': x, 'centre': centre, 'sigma': sigma, 'ucl': centre + 3 * sigma, 'lcl': centre - 3 * sigma, 'z': z},
+        index=s.index,
+    )
     rules = {}
     with np.errstate(invalid='ignore'):
         rules['rule1'] = np.abs(z) > 3
@@ -81,20 +95,25 @@ def shewhart(values, # the series (list, array or Series; a Series keeps its ind
             up, down = z > lim, z < -lim
             rules[name] = (up & (_count_last(up, k) >= need)) | (down & (_count_last(down, k) >= need))
         rules['rule4'] = (_run_length(z > 0) >= run) | (_run_length(z < 0) >= run)
-    for k, v in rules.items(): out[k] = v
+    for k, v in rules.items():
+        out[k] = v
     out['signal'] = [','.join(str(i + 1) for i in np.flatnonzero(r)) for r in np.column_stack(list(rules.values()))]
     out.attrs.update(chart='shewhart', baseline=baseline, note=note)
     return out
 
+
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c009
-def ewma(values, # the series
-         baseline:int, # the number of first points that set the centre and sigma
-         lam:float=0.2, # weight of the newest point (0 < lam <= 1)
-         L:float=3, # limit width in sigma of the EWMA
-        ):
+def ewma(
+    values,  # the series
+    baseline: int,  # the number of first points that set the centre and sigma
+    lam: float = 0.2,  # weight of the newest point (0 < lam <= 1)
+    L: float = 3,  # limit width in sigma of the EWMA
+):
     "EWMA chart: `value`, `ewma`, `centre`, time-varying `ucl`/`lcl`, `signal`"
     from scipy.signal import lfilter
-    if not 0 < lam <= 1: raise MlopsError(f'EWMA lam must be in (0, 1], not {lam!r}')
+
+    if not 0 < lam <= 1:
+        raise MlopsError(f'EWMA lam must be in (0, 1], not {lam!r}')
     s = _series(values)
     centre, sigma, note = baseline_stats(s, baseline)
     x = s.to_numpy()
@@ -103,52 +122,68 @@ def ewma(values, # the series
     z = lfilter([lam], [1, -(1 - lam)], x, zi=[(1 - lam) * start])[0] if len(x) else x
     t = np.arange(1, len(x) + 1)
     half = L * sigma * np.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * t)))
-    out = pd.DataFrame({'value': x, 'ewma': z, 'centre': centre, 'ucl': centre + half, 'lcl': centre - half}, index=s.index)
+    out = pd.DataFrame(
+        {'value': x, 'ewma': z, 'centre': centre, 'ucl': centre + half, 'lcl': centre - half}, index=s.index
+    )
     with np.errstate(invalid='ignore'):
         out['signal'] = (z > out['ucl'].to_numpy()) | (z < out['lcl'].to_numpy())
     out.attrs.update(chart='ewma', baseline=baseline, lam=lam, L=L, note=note)
     return out
 
+
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c012
-def _reset_sum(y:np.ndarray):
+def _reset_sum(y: np.ndarray):
     "C_t = max(0, C_{t-1} + y_t), C_0 = 0, for all t at once"
     S = np.cumsum(y)
     return S - np.minimum(np.minimum.accumulate(S), 0)
 
+
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c012a
-def cusum(values, # the series
-          baseline:int, # the number of first points that set the centre and sigma
-          k:float=0.5, # allowance, in sigma
-          h:float=5, # decision interval, in sigma
-         ):
+def cusum(
+    values,  # the series
+    baseline: int,  # the number of first points that set the centre and sigma
+    k: float = 0.5,  # allowance, in sigma
+    h: float = 5,  # decision interval, in sigma
+):
     "Tabular CUSUM chart: `value`, `cusum_upper`, `cusum_lower` (in sigma), `h`, `signal`"
     s = _series(values)
     centre, sigma, note = baseline_stats(s, baseline)
     x = s.to_numpy()
-    if centre != centre: up = down = np.full(len(x), np.nan)  # no limits yet
+    if centre != centre:
+        up = down = np.full(len(x), np.nan)  # no limits yet
     else:
         z = np.clip(_z(x, centre, sigma), -1e6, 1e6)  # off a constant baseline: a very large step, not inf - inf
         miss = np.isnan(z)  # a missing point leaves the sums as they were
         up, down = _reset_sum(np.where(miss, 0.0, z - k)), _reset_sum(np.where(miss, 0.0, -z - k))
-    out = pd.DataFrame({'value': x, 'centre': centre, 'cusum_upper': up, 'cusum_lower': down, 'h': float(h)}, index=s.index)
+    out = pd.DataFrame(
+        {'value': x, 'centre': centre, 'cusum_upper': up, 'cusum_lower': down, 'h': float(h)}, index=s.index
+    )
     with np.errstate(invalid='ignore'):
         out['signal'] = (out['cusum_upper'] > h) | (out['cusum_lower'] > h)
     out.attrs.update(chart='cusum', baseline=baseline, k=k, h=h, note=note)
     return out
 
+
 # %% ../../notebooks/lib/monitoring/01_spc.ipynb #c015
-def plot_chart(chart:pd.DataFrame, # from `shewhart`, `ewma` or `cusum`
-               title:str='', # what the series is (e.g. 'drift share')
-               ax=None, # a matplotlib Axes to draw on (default: a new figure)
-              ):
+def plot_chart(
+    chart: pd.DataFrame,  # from `shewhart`, `ewma` or `cusum`
+    title: str = '',  # what the series is (e.g. 'drift share')
+    ax=None,  # a matplotlib Axes to draw on (default: a new figure)
+):
     "Draw a control chart; return the figure"
     import matplotlib.pyplot as plt
-    if ax is None: fig, ax = plt.subplots(figsize=(8, 3.4))
-    else: fig = ax.figure
-    kind = chart.attrs.get('chart') or ('cusum' if 'cusum_upper' in chart else 'ewma' if 'ewma' in chart else 'shewhart')
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 3.4))
+    else:
+        fig = ax.figure
+    kind = chart.attrs.get('chart') or (
+        'cusum' if 'cusum_upper' in chart else 'ewma' if 'ewma' in chart else 'shewhart'
+    )
     x = chart.index if not isinstance(chart.index, pd.RangeIndex) else np.arange(len(chart))
     base = chart.attrs.get('baseline')
-    if base and len(chart): ax.axvspan(x[0], x[min(base, len(chart)) - 1], color='#eeeeee', label='baseline', zorder=0)
+    if base and len(chart):
+        ax.axvspan(x[0], x[min(base, len(chart)) - 1], color='#eeeeee', label='baseline', zorder=0)
     if kind == 'cusum':
         ax.plot(x, chart['cusum_upper'], marker='o', ms=3, color='#1f77b4', label='C+ (upward)')
         ax.plot(x, chart['cusum_lower'], marker='o', ms=3, color='#ff7f0e', label='C- (downward)')
@@ -156,7 +191,8 @@ def plot_chart(chart:pd.DataFrame, # from `shewhart`, `ewma` or `cusum`
         y, ylabel = np.maximum(chart['cusum_upper'], chart['cusum_lower']), 'cumulative sum (sigma)'
     else:
         series = chart['ewma'] if kind == 'ewma' else chart['value']
-        if kind == 'ewma': ax.plot(x, chart['value'], color='#bbbbbb', lw=0.8, marker='.', ms=3, label='value')
+        if kind == 'ewma':
+            ax.plot(x, chart['value'], color='#bbbbbb', lw=0.8, marker='.', ms=3, label='value')
         ax.plot(x, series, marker='o', ms=3, color='#1f77b4', label='EWMA' if kind == 'ewma' else 'value')
         ax.plot(x, chart['centre'], color='black', lw=1, label='centre')
         ax.step(x, chart['ucl'], where='mid', color='#d62728', ls='--', lw=1, label='limits')
@@ -165,14 +201,24 @@ def plot_chart(chart:pd.DataFrame, # from `shewhart`, `ewma` or `cusum`
     sig = chart['signal'].astype(bool) if chart['signal'].dtype == bool else chart['signal'].ne('')
     if sig.any():
         xs, ys = np.asarray(x)[sig.to_numpy()], y[sig].to_numpy()
-        ax.scatter(xs, ys, s=60, facecolors='none', edgecolors='#d62728', linewidths=1.8, zorder=5, label='out of control')
+        ax.scatter(
+            xs, ys, s=60, facecolors='none', edgecolors='#d62728', linewidths=1.8, zorder=5, label='out of control'
+        )
         if kind == 'shewhart':
-            fresh = (chart['signal'] != chart['signal'].shift()).to_numpy()[sig.to_numpy()]  # label where the rules change
-            for xi, yi, r in zip(xs[fresh], ys[fresh], chart['signal'][sig][fresh]): ax.annotate(f'rule {r}', (xi, yi), xytext=(3, 6), textcoords='offset points', fontsize=7, color='#d62728')
+            fresh = (chart['signal'] != chart['signal'].shift()).to_numpy()[
+                sig.to_numpy()
+            ]  # label where the rules change
+            for xi, yi, r in zip(xs[fresh], ys[fresh], chart['signal'][sig][fresh]):
+                ax.annotate(
+                    f'rule {r}', (xi, yi), xytext=(3, 6), textcoords='offset points', fontsize=7, color='#d62728'
+                )
     n_sig = int(sig.sum())
     note = chart.attrs.get('note')
-    ax.set_title(f"{title + ': ' if title else ''}{kind.upper() if kind != 'shewhart' else 'Shewhart individuals'} chart, "
-                 f"{n_sig} point{'s' if n_sig != 1 else ''} out of control" + (f'\n{note}' if note else ''), fontsize=10)
+    ax.set_title(
+        f'{title + ": " if title else ""}{kind.upper() if kind != "shewhart" else "Shewhart individuals"} chart, '
+        f'{n_sig} point{"s" if n_sig != 1 else ""} out of control' + (f'\n{note}' if note else ''),
+        fontsize=10,
+    )
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7, loc='upper left', ncol=3)
     fig.tight_layout()

@@ -15,115 +15,165 @@ from pathlib import Path
 from ..core.basics import MlopsError, link_path, sha256_file, sha256_path
 
 # %% auto #0
-__all__ = ['SIDE_EFFECTS', 'UNKEYED', 'NO_REGISTRY', 'NOT_SHARED', 'package_code', 'project_code', 'source_fingerprint',
-           'stage_key', 'cacheable', 'StageCache', 'run_cache']
+__all__ = [
+    'SIDE_EFFECTS',
+    'UNKEYED',
+    'NO_REGISTRY',
+    'NOT_SHARED',
+    'package_code',
+    'project_code',
+    'source_fingerprint',
+    'stage_key',
+    'cacheable',
+    'StageCache',
+    'run_cache',
+]
 
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c005
 SIDE_EFFECTS = ('register', 'monitor')  # never reused: what they do outside the run folder must happen each time
-UNKEYED = ('replay',)  # never reused: it reads a file of its own (replay.data) and [monitor], which a key does not cover
+UNKEYED = (
+    'replay',
+)  # never reused: it reads a file of its own (replay.data) and [monitor], which a key does not cover
 NO_REGISTRY = ('features', 'audit')  # built-in stages that never read the champion
 NOT_SHARED = ('pipeline', 'serve', 'monitor')  # sections read by commands, not by stages
 _VOLATILE = ('run_dir', 'mlflow_run_id')  # parameters that name this run, not what it computes
+
 
 @cache
 def package_code():
     "sha256 of the `mlops_nb` package's Python files: an edited install is a different code version"
     return sha256_path(Path(str(files('mlops_nb'))), '*.py')
 
+
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c005a
-def project_code(root:Path):
+def project_code(root: Path):
     "`{file: sha256}` of the Python modules beside settings.ini, which stage notebooks may import"
     return {p.name: sha256_file(p) for p in sorted(Path(root).glob('*.py'))}
 
+
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c008
 @cache
-def _digest(path:str, size:int, mtime_ns:int): return sha256_file(path)  # a file hashed once per process while unchanged
+def _digest(path: str, size: int, mtime_ns: int):
+    return sha256_file(path)  # a file hashed once per process while unchanged
+
 
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c008a
-def _local_digest(path:str):
+def _local_digest(path: str):
     st = os.stat(path)
     return _digest(path, st.st_size, st.st_mtime_ns)
+
 
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c008b
 _REMOTE_KEYS = ('ETag', 'etag', 'VersionId', 'version_id', 'generation', 'md5Hash', 'crc32c', 'content_md5')
 
-def _remote(info:dict):
+
+def _remote(info: dict):
     found = {k: str(info[k]) for k in _REMOTE_KEYS if info.get(k)}
-    if found: return found
+    if found:
+        return found
     when = info.get('mtime') or info.get('LastModified') or info.get('last_modified') or info.get('updated')
     return {'size': info.get('size'), 'mtime': str(when)} if when else None
 
+
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c008c
-def source_fingerprint(source:str, # the `data.source` setting
-                       root:Path, # the project folder, which relative paths start from
-                      ):
+def source_fingerprint(
+    source: str,  # the `data.source` setting
+    root: Path,  # the project folder, which relative paths start from
+):
     "`{file: fingerprint}` of the source data, or None when it cannot be fingerprinted"
     from mlops_nb.stages.sources import BUNDLED, resolve_files
-    if source in BUNDLED: return {source: sha256_path(Path(str(files('mlops_nb')))/'datasets'/source)}
+
+    if source in BUNDLED:
+        return {source: sha256_path(Path(str(files('mlops_nb'))) / 'datasets' / source)}
     remote = '://' in source and not source.startswith('file://')
     path = Path(source.removeprefix('file://')).expanduser()
-    try: found = resolve_files(source if remote or path.is_absolute() else str(root/path))
-    except MlopsError: return None  # ingest will say what is wrong with it
+    try:
+        found = resolve_files(source if remote or path.is_absolute() else str(root / path))
+    except MlopsError:
+        return None  # ingest will say what is wrong with it
     res = {}
     for f in found:
-        if f.fs is None: res[f.name] = _local_digest(f.path)
+        if f.fs is None:
+            res[f.name] = _local_digest(f.path)
         else:
-            try: res[f.name] = _remote(f.fs.info(f.path))
-            except Exception: return None  # a store that cannot say what it holds: run ingest
-            if res[f.name] is None: return None
+            try:
+                res[f.name] = _remote(f.fs.info(f.path))
+            except Exception:
+                return None  # a store that cannot say what it holds: run ingest
+            if res[f.name] is None:
+                return None
     return res
 
+
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c011
-def stage_key(stage, # the `Stage` about to run
-              parameters:dict, # its resolved parameters
-              inputs:dict, # `{path: sha256}` of what it reads in the run folder
-              settings:dict, # the run's resolved settings
-              notebook:str, # sha256 of the project's stage notebook
-              packages:dict, # the manifest's package versions (Python included)
-              root:Path, # the project folder
-              tracking_uri:str, # the MLflow store: a cache never crosses stores
-              champion:str|None, # version of the champion, for stages that read it
-              builtin:bool, # a built-in stage (declared inputs) rather than the project's own
-             ):
+def stage_key(
+    stage,  # the `Stage` about to run
+    parameters: dict,  # its resolved parameters
+    inputs: dict,  # `{path: sha256}` of what it reads in the run folder
+    settings: dict,  # the run's resolved settings
+    notebook: str,  # sha256 of the project's stage notebook
+    packages: dict,  # the manifest's package versions (Python included)
+    root: Path,  # the project folder
+    tracking_uri: str,  # the MLflow store: a cache never crosses stores
+    champion: str | None,  # version of the champion, for stages that read it
+    builtin: bool,  # a built-in stage (declared inputs) rather than the project's own
+):
     "The hex key of a stage execution, or None when it cannot be reused"
     stages = {s for s in settings if s != stage.name} - {'project', 'data', 'mlflow'}
-    parts = {'stage': stage.name, 'notebook': notebook, 'tracking_uri': tracking_uri,
-             'parameters': {k: v for k, v in parameters.items() if k not in _VOLATILE},
-             'settings': {s: v for s, v in settings.items() if s not in stages and s not in NOT_SHARED and s != stage.name},
-             'inputs': inputs, 'packages': packages, 'mlops_nb': package_code(), 'project_code': project_code(root)}
+    parts = {
+        'stage': stage.name,
+        'notebook': notebook,
+        'tracking_uri': tracking_uri,
+        'parameters': {k: v for k, v in parameters.items() if k not in _VOLATILE},
+        'settings': {s: v for s, v in settings.items() if s not in stages and s not in NOT_SHARED and s != stage.name},
+        'inputs': inputs,
+        'packages': packages,
+        'mlops_nb': package_code(),
+        'project_code': project_code(root),
+    }
     if stage.name == 'ingest' or not builtin:
         parts['source'] = source_fingerprint(settings['data']['source'], root)
-        if parts['source'] is None: return None
-    if not (builtin and stage.name in NO_REGISTRY): parts['champion'] = champion
+        if parts['source'] is None:
+            return None
+    if not (builtin and stage.name in NO_REGISTRY):
+        parts['champion'] = champion
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
+
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c011a
-def cacheable(name:str, settings:dict):
+def cacheable(name: str, settings: dict):
     "Whether stage `name` may be reused: not one with side effects or inputs outside its key, not listed in `[pipeline] uncached`"
     uncached = {n.strip() for n in str(settings.get('pipeline', {}).get('uncached', '')).split(',') if n.strip()}
     return name not in (*SIDE_EFFECTS, *UNKEYED) and name not in uncached
 
+
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c014
 class StageCache:
     "Completed stages of a project's earlier runs, by key"
-    def __init__(self, runs_dir:Path, exclude:str|None=None):
+
+    def __init__(self, runs_dir: Path, exclude: str | None = None):
         self.index = {}
         for m in sorted(Path(runs_dir).glob('*/manifest.json'), reverse=True):
-            if m.parent.name == exclude: continue
-            try: stages = json.loads(m.read_text()).get('stages', [])
-            except (OSError, ValueError): continue  # a half-written or foreign folder is no cache
+            if m.parent.name == exclude:
+                continue
+            try:
+                stages = json.loads(m.read_text()).get('stages', [])
+            except (OSError, ValueError):
+                continue  # a half-written or foreign folder is no cache
             for r in stages:
                 if r.get('status') == 'completed' and r.get('cache_key'):
                     self.index.setdefault(r['cache_key'], []).append((m.parent, r))
 
-    def _intact(self, run_dir:Path, rec:dict):
+    def _intact(self, run_dir: Path, rec: dict):
         "The first problem with a candidate's files, or None"
         for rel, digest in {**rec.get('outputs', {}), rec['notebook']: rec.get('notebook_sha256')}.items():
-            if not (run_dir/rel).exists(): return f'{rel} is gone'
-            if digest and sha256_path(run_dir/rel) != digest: return f'{rel} changed since it was written'
+            if not (run_dir / rel).exists():
+                return f'{rel} is gone'
+            if digest and sha256_path(run_dir / rel) != digest:
+                return f'{rel} changed since it was written'
         return None
 
-    def reuse(self, key:str|None, run_dir:Path, rec:dict, warn=print):
+    def reuse(self, key: str | None, run_dir: Path, rec: dict, warn=print):
         "Link the files of an intact earlier execution with `key` into `run_dir`, fill `rec`; False when there is none"
         for src, old in self.index.get(key, []) if key else []:
             problem = self._intact(src, old)
@@ -131,23 +181,34 @@ class StageCache:
                 warn(f'warning: stage {old["name"]} of run {src.name} cannot be reused ({problem}): running it again')
                 continue
             log = f'logs/{Path(old["notebook"]).stem}.log'
-            for rel in [*old.get('outputs', {}), old['notebook'], *([log] if (src/log).is_file() else [])]:
-                link_path(src/rel, run_dir/rel)
-                for f in [run_dir/rel, *(run_dir/rel).rglob('*')]:  # a link shares its file with the earlier run: writing it would change both
-                    if f.is_file(): f.chmod(f.stat().st_mode & ~0o222)
+            for rel in [*old.get('outputs', {}), old['notebook'], *([log] if (src / log).is_file() else [])]:
+                link_path(src / rel, run_dir / rel)
+                for f in [
+                    run_dir / rel,
+                    *(run_dir / rel).rglob('*'),
+                ]:  # a link shares its file with the earlier run: writing it would change both
+                    if f.is_file():
+                        f.chmod(f.stat().st_mode & ~0o222)
             rec.update({k: old[k] for k in ('inputs', 'outputs', 'source', 'cells_s', 'notebook_sha256') if k in old})
-            if 'result' in old: rec['result'] = old['result']
+            if 'result' in old:
+                rec['result'] = old['result']
             # named by the run that executed it, however many runs have reused it since
-            rec['cached_from'] = {'run': (old.get('cached_from') or {}).get('run', src.name), 'stage': old['name'], 'linked_from': src.name}
+            rec['cached_from'] = {
+                'run': (old.get('cached_from') or {}).get('run', src.name),
+                'stage': old['name'],
+                'linked_from': src.name,
+            }
             return True
         return False
 
+
 # %% ../../notebooks/lib/pipeline/00_cache.ipynb #c016
-def run_cache(settings:dict, # the run's settings: `[pipeline] cache` says whether to reuse
-              runs_dir:Path, # the project's runs folder
-              run_dir:Path, # the new run's folder, left out of the index
-              use:bool|None=None, # reuse or not, whatever the settings say; None: as they say
-             ):
+def run_cache(
+    settings: dict,  # the run's settings: `[pipeline] cache` says whether to reuse
+    runs_dir: Path,  # the project's runs folder
+    run_dir: Path,  # the new run's folder, left out of the index
+    use: bool | None = None,  # reuse or not, whatever the settings say; None: as they say
+):
     "The `StageCache` a new run in `run_dir` reuses stages from, or None when it reuses none"
     on = settings.get('pipeline', {}).get('cache', True) if use is None else use
     return StageCache(runs_dir, Path(run_dir).name) if on else None

@@ -23,88 +23,138 @@ __all__ = ['StageFailed', 'file_hashes', 'cell_progress', 'template_state', 'run
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
 _NOISE = re.compile(r'^-+$|Traceback \(most recent call last\)')  # IPython's banner lines say nothing
 
+
 class StageFailed(MlopsError):
     "A stage failed; the message is a few lines a person can act on"
 
+
 # %% ../../notebooks/lib/pipeline/03_execute.ipynb #c009a
-def _error_lines(e:Exception, max_lines:int=6):
+def _error_lines(e: Exception, max_lines: int = 6):
     "The failing cell's error in a few lines, not a wall of traceback"
     from papermill.exceptions import PapermillExecutionError
+
     if isinstance(e, PapermillExecutionError):
         head = f'cell {e.exec_count}: {e.ename}: {e.evalue}'
-        if e.ename == 'MlopsError': return head  # the message already says what to fix
-        tb = [l for l in _ANSI.sub('', '\n'.join(e.traceback)).splitlines()
-              if l.strip() and not _NOISE.search(l.strip())]
+        if e.ename == 'MlopsError':
+            return head  # the message already says what to fix
+        tb = [
+            l for l in _ANSI.sub('', '\n'.join(e.traceback)).splitlines() if l.strip() and not _NOISE.search(l.strip())
+        ]
         return '\n'.join([head, *tb[-max_lines:-1]]) if len(tb) > 1 else head
     return f'{type(e).__name__}: {e}'
+
 
 # %% ../../notebooks/lib/pipeline/03_execute.ipynb #c009b
 def _cells_seconds(nb):
     return round(sum((c.metadata.get('papermill', {}).get('duration') or 0) for c in nb.cells), 3)
 
+
 # %% ../../notebooks/lib/pipeline/03_execute.ipynb #c009c
-def file_hashes(run_dir:Path, paths):
+def file_hashes(run_dir: Path, paths):
     return {Path(p).relative_to(run_dir).as_posix(): sha256_path(p) for p in paths}
 
+
 # %% ../../notebooks/lib/pipeline/03_execute.ipynb #c009d
-def _written(run_dir:Path, stage:Stage):
+def _written(run_dir: Path, stage: Stage):
     "What the stage wrote: each entry of its artifacts folder, and its declared outputs"
-    folder = run_dir/stage.artifacts
+    folder = run_dir / stage.artifacts
     found = sorted(folder.iterdir()) if folder.is_dir() else []
-    return sorted({*found, *(run_dir/p for p in stage.outputs.values())})
+    return sorted({*found, *(run_dir / p for p in stage.outputs.values())})
+
 
 # %% ../../notebooks/lib/pipeline/03_execute.ipynb #c009e
 class _Lines:
     "A file for tqdm that turns its in-place updates into whole lines: a log is not a terminal"
-    def __init__(self, f): self.f = f
+
+    def __init__(self, f):
+        self.f = f
+
     def write(self, s):
         s = s.replace('\x1b[A', '').strip('\r\n ')
-        if s: self.f.write(s + '\n')
-    def flush(self): self.f.flush()
+        if s:
+            self.f.write(s + '\n')
+
+    def flush(self):
+        self.f.flush()
+
 
 # %% ../../notebooks/lib/pipeline/03_execute.ipynb #c009f
-def cell_progress(name:str, out=None):
+def cell_progress(name: str, out=None):
     "tqdm arguments of papermill's progress over a stage's cells: in place on a terminal, a line every 10 s in a log"
     out = out or sys.stderr
     tty = out.isatty()
-    return dict(desc=f'  {name}', leave=False, file=out if tty else _Lines(out), mininterval=0.5 if tty else 10, delay=0.5 if tty else 10,
-                bar_format='{desc}: {n_fmt}/{total_fmt} cells done, {elapsed}', ascii=True)
+    return dict(
+        desc=f'  {name}',
+        leave=False,
+        file=out if tty else _Lines(out),
+        mininterval=0.5 if tty else 10,
+        delay=0.5 if tty else 10,
+        bar_format='{desc}: {n_fmt}/{total_fmt} cells done, {elapsed}',
+        ascii=True,
+    )
+
 
 # %% ../../notebooks/lib/pipeline/03_execute.ipynb #c009g
-def template_state(notebook:Path):
+def template_state(notebook: Path):
     "`same` or `edited` against the package's template of that name, or None for a notebook of the project's own"
-    t = TEMPLATES/notebook.name
-    if not t.is_file(): return None
+    t = TEMPLATES / notebook.name
+    if not t.is_file():
+        return None
     return 'same' if sha256_path(t) == sha256_path(notebook) else 'edited'
 
+
 # %% ../../notebooks/lib/pipeline/03_execute.ipynb #c009h
-def run_stage(stage:Stage, project:Project, run_dir:Path, kernel, # a `mlops_nb.pipeline.kernels.Kernel`
-              record:dict):
+def run_stage(
+    stage: Stage,
+    project: Project,
+    run_dir: Path,
+    kernel,  # a `mlops_nb.pipeline.kernels.Kernel`
+    record: dict,
+):
     "Execute `stage` in `kernel`, filling `record`; raise `StageFailed` if it fails"
     import papermill as pm
+
     inputs = stage.paths(run_dir)
     missing = [str(inputs[k].relative_to(run_dir)) for k in stage.inputs if not inputs[k].exists()]
-    if missing: raise StageFailed(f'inputs missing before {stage.name}: {", ".join(missing)}')
+    if missing:
+        raise StageFailed(f'inputs missing before {stage.name}: {", ".join(missing)}')
     record['inputs'] = file_hashes(run_dir, [inputs[k] for k in stage.inputs])
     source = project.notebook(stage)
-    record['source'] = {'path': str(source.relative_to(project.root)), 'sha256': sha256_path(source), 'template': template_state(source)}
-    out = run_dir/stage.notebook
-    tmp = run_dir/f'.{out.stem}.running.ipynb'
+    record['source'] = {
+        'path': str(source.relative_to(project.root)),
+        'sha256': sha256_path(source),
+        'template': template_state(source),
+    }
+    out = run_dir / stage.notebook
+    tmp = run_dir / f'.{out.stem}.running.ipynb'
     try:
-        nb = pm.execute_notebook(str(source), str(tmp), parameters=hide(record['parameters']), km=kernel.km,
-                                 kernel_name=kernel.km.kernel_name, cwd=str(run_dir), progress_bar=cell_progress(stage.name),
-                                 stdout_file=kernel.log, stderr_file=kernel.log)
+        nb = pm.execute_notebook(
+            str(source),
+            str(tmp),
+            parameters=hide(record['parameters']),
+            km=kernel.km,
+            kernel_name=kernel.km.kernel_name,
+            cwd=str(run_dir),
+            progress_bar=cell_progress(stage.name),
+            stdout_file=kernel.log,
+            stderr_file=kernel.log,
+        )
         record['cells_s'] = _cells_seconds(nb)
     except Exception as e:
         import nbformat
-        if tmp.exists(): record['cells_s'] = _cells_seconds(nbformat.read(tmp, as_version=4))
+
+        if tmp.exists():
+            record['cells_s'] = _cells_seconds(nbformat.read(tmp, as_version=4))
         raise StageFailed(_error_lines(e)) from None
     finally:
-        if tmp.exists(): os.replace(tmp, out)
+        if tmp.exists():
+            os.replace(tmp, out)
         scrub([out, kernel.log.name, *_written(run_dir, stage)])  # a password that a library printed anyway
-    missing = [p for p in stage.outputs.values() if not (run_dir/p).exists()]
-    if missing: raise StageFailed(f'{stage.name} did not write its declared outputs: {", ".join(missing)}')
+    missing = [p for p in stage.outputs.values() if not (run_dir / p).exists()]
+    if missing:
+        raise StageFailed(f'{stage.name} did not write its declared outputs: {", ".join(missing)}')
     record['outputs'] = file_hashes(run_dir, _written(run_dir, stage))
     record['notebook_sha256'] = sha256_path(out)
-    result = run_dir/stage.outputs[stage.result] if stage.result else run_dir/stage.artifacts/'result.json'
-    if result.is_file(): record['result'] = json.loads(result.read_text())
+    result = run_dir / stage.outputs[stage.result] if stage.result else run_dir / stage.artifacts / 'result.json'
+    if result.is_file():
+        record['result'] = json.loads(result.read_text())

@@ -29,102 +29,144 @@ from ..core.liveness import pid_alive, stacks_on_signal
 # %% auto #0
 __all__ = ['source_imports', 'stage_modules', 'serve', 'KernelServer', 'ForkProvisioner', 'Kernel', 'kernel_server']
 
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c005
-def source_imports(src:str, # Python source
-                   package:str|None=None, # the package of the module, to resolve relative imports
-                  ):
+def source_imports(
+    src: str,  # Python source
+    package: str | None = None,  # the package of the module, to resolve relative imports
+):
     "Absolute names of the modules `src` imports anywhere (in functions too), in order of appearance"
     lines = [l for l in src.splitlines() if not l.lstrip().startswith(('%', '!'))]
-    try: tree = ast.parse('\n'.join(lines))
-    except SyntaxError: return []
+    try:
+        tree = ast.parse('\n'.join(lines))
+    except SyntaxError:
+        return []
     res = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import): res += [a.name for a in node.names]
+        if isinstance(node, ast.Import):
+            res += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ''
             if node.level:
-                if not package: continue
+                if not package:
+                    continue
                 parts = package.split('.')
-                base = '.'.join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                base = '.'.join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             res += [base, *(f'{base}.{a.name}' for a in node.names if a.name != '*')]
     return list(dict.fromkeys(r for r in res if r))
 
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c008
 @functools.cache
-def _package_imports(name:str):
+def _package_imports(name: str):
     "The modules that module `name` of this package imports anywhere, or () when it has no source file"
     root = Path(str(files('mlops_nb')))
     rel = name.split('.')[1:]
     for p in (root.joinpath(*rel).with_suffix('.py'), root.joinpath(*rel, '__init__.py')):
-        if rel and p.is_file(): return tuple(source_imports(p.read_text(encoding='utf-8'), name if p.name == '__init__.py' else name.rsplit('.', 1)[0]))
+        if rel and p.is_file():
+            return tuple(
+                source_imports(
+                    p.read_text(encoding='utf-8'), name if p.name == '__init__.py' else name.rsplit('.', 1)[0]
+                )
+            )
     return ()
+
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c008a
 @functools.cache
-def _outside(name:str, root:Path):
+def _outside(name: str, root: Path):
     "Whether the top-level module of `name` is installed, and not a module of the project folder at `root`"
-    try: spec = importlib.util.find_spec(name.split('.')[0])  # a top-level name: located, not imported
-    except (ImportError, ValueError): return False
+    try:
+        spec = importlib.util.find_spec(name.split('.')[0])  # a top-level name: located, not imported
+    except (ImportError, ValueError):
+        return False
     origin = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
     return bool(origin) and not Path(origin).resolve().is_relative_to(root.resolve())
 
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c008b
-def stage_modules(notebook:Path, # a stage notebook
-                  root:Path, # the project folder: its own modules are left to the stage
-                 ):
+def stage_modules(
+    notebook: Path,  # a stage notebook
+    root: Path,  # the project folder: its own modules are left to the stage
+):
     "The installed modules `notebook` imports, with those the package's modules it imports import, in order"
     cells = json.loads(Path(notebook).read_text(encoding='utf-8')).get('cells', [])
-    todo = source_imports('\n'.join(''.join(c['source']) if isinstance(c['source'], list) else c['source']
-                                    for c in cells if c.get('cell_type') == 'code'))
+    todo = source_imports(
+        '\n'.join(
+            ''.join(c['source']) if isinstance(c['source'], list) else c['source']
+            for c in cells
+            if c.get('cell_type') == 'code'
+        )
+    )
     seen = {}
     while todo:
         name = todo.pop(0)
-        if name in seen: continue
+        if name in seen:
+            continue
         seen[name] = None
-        if name.split('.')[0] == 'mlops_nb': todo += _package_imports(name)
+        if name.split('.')[0] == 'mlops_nb':
+            todo += _package_imports(name)
     return [m for m in seen if _outside(m, root)]
 
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c011
-def _become_kernel(req:dict):
+def _become_kernel(req: dict):
     "In a forked child: start the kernel `req` asks for; never returns"
     code = 1
     try:
         os.setsid()  # its own process group, as jupyter_client gives a kernel, so that an interrupt reaches what it starts
-        for s in (signal.SIGCHLD, signal.SIGTERM): signal.signal(s, signal.SIG_DFL)
+        for s in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(s, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         out = os.open(req['log'], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
-        for fd, to in ((null, 0), (out, 1), (out, 2)): os.dup2(fd, to)
+        for fd, to in ((null, 0), (out, 1), (out, 2)):
+            os.dup2(fd, to)
         stacks_on_signal(file=os.fdopen(out, 'w'))  # ipykernel takes fd 2 over to forward output to the notebook
         os.chdir(req['cwd'])
-        sys.path.insert(0, os.getcwd())  # as `python -m ipykernel_launcher` started there has it (the server runs with -P)
+        sys.path.insert(
+            0, os.getcwd()
+        )  # as `python -m ipykernel_launcher` started there has it (the server runs with -P)
         os.environ.clear()
-        os.environ.update(req['env'], JPY_PARENT_PID=str(os.getppid()))  # the kernel watches the server, which watches the runner
+        os.environ.update(
+            req['env'], JPY_PARENT_PID=str(os.getppid())
+        )  # the kernel watches the server, which watches the runner
         import random
+
         random.seed()  # a fresh process's generators, not copies of the server's
-        if 'numpy' in sys.modules: sys.modules['numpy'].random.seed()
+        if 'numpy' in sys.modules:
+            sys.modules['numpy'].random.seed()
         sys.argv = ['ipykernel_launcher', *req['argv']]
         from ipykernel import kernelapp
+
         kernelapp.launch_new_instance()
         code = 0
-    except SystemExit as e: code = e.code if isinstance(e.code, int) else 1
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
     except BaseException:
         import traceback
+
         traceback.print_exc()
     finally:
         for f in (sys.stdout, sys.stderr):
-            try: f.flush()
-            except Exception: pass  # a closed stream has nothing left to write
+            try:
+                f.flush()
+            except Exception:
+                pass  # a closed stream has nothing left to write
         os._exit(code)
+
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c012
 class _Requests:
     "Lines of JSON from a file descriptor, read without blocking past what is there"
-    def __init__(self, fd:int): self.fd, self.buf, self.eof = fd, b'', False
 
-    def read(self, timeout:float|None):
+    def __init__(self, fd: int):
+        self.fd, self.buf, self.eof = fd, b'', False
+
+    def read(self, timeout: float | None):
         "Requests that arrived within `timeout` seconds (None: wait for one)"
         import select
+
         if b'\n' not in self.buf and not self.eof:
             if select.select([self.fd], [], [], timeout)[0]:
                 chunk = os.read(self.fd, 1 << 16)
@@ -133,48 +175,73 @@ class _Requests:
         *lines, self.buf = self.buf.split(b'\n')
         return [json.loads(l) for l in lines if l.strip()]
 
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c014
 def serve():
     "The kernel server's main loop (`python -m mlops_nb.pipeline.kernels`): import the plan's modules, fork kernels on request"
-    requests, reply = _Requests(sys.stdin.fileno()), sys.stdout.buffer  # not sys.stdin: its buffer would hide requests from select
+    requests, reply = (
+        _Requests(sys.stdin.fileno()),
+        sys.stdout.buffer,
+    )  # not sys.stdin: its buffer would hide requests from select
     pending = []
-    while not pending and not requests.eof: pending = requests.read(None)
-    if not pending: return
+    while not pending and not requests.eof:
+        pending = requests.read(None)
+    if not pending:
+        return
     plan = pending.pop(0)['plan']
     root, notebooks, store, modules = Path(plan['root']), plan['notebooks'], plan.get('store', []), {}
-    def of(stage):  # the modules of a stage, read when first needed: the first stage's kernel should not wait for the last's
+
+    def of(
+        stage,
+    ):  # the modules of a stage, read when first needed: the first stage's kernel should not wait for the last's
         if stage not in modules:
-            try: modules[stage] = stage_modules(Path(notebooks[stage]), root) if stage in notebooks else []
+            try:
+                modules[stage] = stage_modules(Path(notebooks[stage]), root) if stage in notebooks else []
             except (OSError, ValueError) as e:
                 modules[stage] = []
                 print(f'not read: {notebooks[stage]}: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
-            if any(m.split('.')[0] == 'mlflow' for m in modules[stage]): modules[stage] += store
+            if any(m.split('.')[0] == 'mlflow' for m in modules[stage]):
+                modules[stage] += store
         return modules[stage]
+
     done, children = set(), set()
+
     def load(names):
         for name in names:
-            if name in done: continue
+            if name in done:
+                continue
             done.add(name)
             t0 = time.perf_counter()
             try:
-                try: importlib.import_module(name)
+                try:
+                    importlib.import_module(name)
                 except ModuleNotFoundError:
-                    if '.' not in name: raise
+                    if '.' not in name:
+                        raise
                     importlib.import_module(name.rsplit('.', 1)[0])  # `from a import b`, b a name of a
-            except BaseException as e: print(f'not imported: {name}: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
+            except BaseException as e:
+                print(f'not imported: {name}: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
             else:
                 took = time.perf_counter() - t0
-                if took > 0.2: print(f'imported {name} in {took:.1f} s', file=sys.stderr, flush=True)
+                if took > 0.2:
+                    print(f'imported {name} in {took:.1f} s', file=sys.stderr, flush=True)
+
     def reap(*_):
         while True:
-            try: pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError: return
-            if not pid: return
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
             children.discard(pid)
+
     signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle: it stops the stage, then us
     stacks_on_signal()  # into our log: `kill -USR1 PID` shows where we are stuck
-    ahead = itertools.chain(['ipykernel.kernelapp'], itertools.chain.from_iterable(map(of, notebooks)))  # every kernel needs ipykernel
+    ahead = itertools.chain(
+        ['ipykernel.kernelapp'], itertools.chain.from_iterable(map(of, notebooks))
+    )  # every kernel needs ipykernel
     more = True
     while pending or not requests.eof:
         batch, pending = pending + requests.read(0 if more or pending else None), []
@@ -182,156 +249,235 @@ def serve():
             load(['ipykernel.kernelapp', *of(req['stage'])])
             sys.stdout.flush(), sys.stderr.flush()
             pid = os.fork()
-            if not pid: _become_kernel(req)
+            if not pid:
+                _become_kernel(req)
             children.add(pid)
             reply.write(json.dumps({'id': req['id'], 'pid': pid}).encode() + b'\n')
             reply.flush()
         if more:
             name = next(ahead, None)
             more = name is not None
-            if more: load([name])
+            if more:
+                load([name])
     for pid in list(children):  # the runner is gone: so are the kernels it asked for
-        try: os.killpg(pid, signal.SIGKILL)
-        except OSError: pass  # it ended already
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass  # it ended already
+
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c016
 class _Forked:
     "A kernel forked by the server: the part of `subprocess.Popen` that jupyter_client uses"
+
     stdin = stdout = stderr = None
-    def __init__(self, server:KernelServer, id:int): self.server, self.id, self.returncode = server, id, None
+
+    def __init__(self, server: KernelServer, id: int):
+        self.server, self.id, self.returncode = server, id, None
 
     @property
-    def pid(self): return self.server.pid(self.id)
+    def pid(self):
+        return self.server.pid(self.id)
 
     def poll(self):
-        if self.returncode is None and not pid_alive(self.pid): self.returncode = 0  # the server reaped it; its status stays there
+        if self.returncode is None and not pid_alive(self.pid):
+            self.returncode = 0  # the server reaped it; its status stays there
         return self.returncode
 
-    def wait(self, timeout:float|None=None):
+    def wait(self, timeout: float | None = None):
         end = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
-            if end is not None and time.monotonic() > end: raise subprocess.TimeoutExpired('kernel', timeout)
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired('kernel', timeout)
             time.sleep(0.05)
         return self.returncode
 
-    def send_signal(self, sig:int):
-        try: os.killpg(self.pid, sig)  # the kernel leads its own session
-        except ProcessLookupError: pass  # gone already
+    def send_signal(self, sig: int):
+        try:
+            os.killpg(self.pid, sig)  # the kernel leads its own session
+        except ProcessLookupError:
+            pass  # gone already
 
-    def kill(self): self.send_signal(signal.SIGKILL)
-    def terminate(self): self.send_signal(signal.SIGTERM)
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c017
 class KernelServer:
     "The run's kernel server: started now, importing what `notebooks` import; `fork` asks it for a stage's kernel"
-    def __init__(self, notebooks:dict, # `{stage name: stage notebook}`, in run order
-                 root:Path, # the project folder: its own modules are left to the stages
-                 store:list, # the modules MLflow imports to open the project's store (`mlops_nb.registry.tracking.store_modules`)
-                 env:dict, # the kernels' environment (the server imports with it)
-                 log:Path, # the server's own log: what it imported, and what it could not
-                ):
+
+    def __init__(
+        self,
+        notebooks: dict,  # `{stage name: stage notebook}`, in run order
+        root: Path,  # the project folder: its own modules are left to the stages
+        store: list,  # the modules MLflow imports to open the project's store (`mlops_nb.registry.tracking.store_modules`)
+        env: dict,  # the kernels' environment (the server imports with it)
+        log: Path,  # the server's own log: what it imported, and what it could not
+    ):
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, 'ab') as f:
-            self.proc = subprocess.Popen([sys.executable, '-P', '-m', 'mlops_nb.pipeline.kernels'], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=f, env=env)
-        self._send({'plan': {'root': str(root), 'notebooks': {k: str(v) for k, v in notebooks.items()}, 'store': store}})
+            self.proc = subprocess.Popen(
+                [sys.executable, '-P', '-m', 'mlops_nb.pipeline.kernels'],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=f,
+                env=env,
+            )
+        self._send(
+            {'plan': {'root': str(root), 'notebooks': {k: str(v) for k, v in notebooks.items()}, 'store': store}}
+        )
         self.pids, self.n = {}, 0
 
-    def _send(self, msg:dict):
+    def _send(self, msg: dict):
         self.proc.stdin.write(json.dumps(msg).encode() + b'\n')
         self.proc.stdin.flush()
 
-    def fork(self, stage:str, argv:list, cwd:str, env:dict, log:Path):
+    def fork(self, stage: str, argv: list, cwd: str, env: dict, log: Path):
         "Ask for a kernel for `stage`, started as `python -m ipykernel_launcher *argv`; a handle, at once"
         self.n += 1
         self._send({'id': self.n, 'stage': stage, 'argv': argv, 'cwd': cwd, 'env': env, 'log': str(log)})
         return _Forked(self, self.n)
 
-    def pid(self, id:int):
+    def pid(self, id: int):
         "The pid of request `id`'s kernel, waiting for the server's answer if it has not come yet"
         while id not in self.pids:
             line = self.proc.stdout.readline()
-            if not line: raise RuntimeError(f'the kernel server exited ({self.proc.wait()}) before starting a kernel')
+            if not line:
+                raise RuntimeError(f'the kernel server exited ({self.proc.wait()}) before starting a kernel')
             ans = json.loads(line)
             self.pids[ans['id']] = ans['pid']
         return self.pids[id]
 
     @property
-    def usable(self): return self.proc.poll() is None
+    def usable(self):
+        return self.proc.poll() is None
 
     def close(self):
         "Stop the server; kernels it started and nobody shut down go with it"
-        try: self.proc.stdin.close()
-        except OSError: pass  # it exited already
-        try: self.proc.wait(0.2)
-        except subprocess.TimeoutExpired: self.proc.terminate()  # amid an import that nobody needs now
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass  # it exited already
+        try:
+            self.proc.wait(0.2)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()  # amid an import that nobody needs now
         self.proc.wait()
 
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c018
-def _kernel_args(cmd:list):
+def _kernel_args(cmd: list):
     "The arguments after `python -m ipykernel_launcher` in a kernel command of this Python, or None"
-    if len(cmd) >= 3 and Path(cmd[0]).resolve() == Path(sys.executable).resolve() and cmd[1:3] == ['-m', 'ipykernel_launcher']:
+    if (
+        len(cmd) >= 3
+        and Path(cmd[0]).resolve() == Path(sys.executable).resolve()
+        and cmd[1:3] == ['-m', 'ipykernel_launcher']
+    ):
         return cmd[3:]
     return None
+
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c018a
 class ForkProvisioner(LocalProvisioner):
     "A local kernel provisioner that forks the kernel from a `KernelServer` when it can, and launches it as usual otherwise"
+
     server = None  # set before the kernel starts, with `stage` and `log`
     stage = log = None
 
-    async def launch_kernel(self, cmd:list, **kw):
+    async def launch_kernel(self, cmd: list, **kw):
         args = _kernel_args(cmd)
-        if args is None or self.server is None or not self.server.usable: return await super().launch_kernel(cmd, **kw)
-        self.process = self.server.fork(self.stage, args, str(kw.get('cwd') or os.getcwd()), dict(kw.get('env') or os.environ), self.log)
+        if args is None or self.server is None or not self.server.usable:
+            return await super().launch_kernel(cmd, **kw)
+        self.process = self.server.fork(
+            self.stage, args, str(kw.get('cwd') or os.getcwd()), dict(kw.get('env') or os.environ), self.log
+        )
         self.cwd = kw.get('cwd')
         return self.connection_info
 
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c022
-if __name__ == '__main__': serve()
+if __name__ == '__main__':
+    serve()
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k030
-_KERNEL_ENV = {'PYDEVD_DISABLE_FILE_VALIDATION': '1', 'JUPYTER_PLATFORM_DIRS': '1', 'MPLBACKEND': 'module://matplotlib_inline.backend_inline'}
+_KERNEL_ENV = {
+    'PYDEVD_DISABLE_FILE_VALIDATION': '1',
+    'JUPYTER_PLATFORM_DIRS': '1',
+    'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
+}
+
 
 class Kernel:
     "A Jupyter kernel started now, in `cwd`, for one notebook: forked from `server` when there is one"
-    def __init__(self, cwd:Path, log:Path, kernel_name:str='python3',
-                 server:KernelServer|None=None, # the run's kernel server (`mlops_nb.pipeline.kernels`)
-                 stage:str|None=None, # the stage the kernel is for: the server imports its modules first
-                ):
-        from jupyter_client.manager import AsyncKernelManager  # jupyter_client: 0.1 s that commands without kernels need not pay
+
+    def __init__(
+        self,
+        cwd: Path,
+        log: Path,
+        kernel_name: str = 'python3',
+        server: KernelServer | None = None,  # the run's kernel server (`mlops_nb.pipeline.kernels`)
+        stage: str | None = None,  # the stage the kernel is for: the server imports its modules first
+    ):
+        from jupyter_client.manager import (
+            AsyncKernelManager,
+        )  # jupyter_client: 0.1 s that commands without kernels need not pay
         from jupyter_core.utils import run_sync
+
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(log, 'a', encoding='utf-8')
         # Unix sockets, not TCP ports: a free port picked here can be taken by another process before the kernel binds it,
         # and a client then waits forever on a kernel that died; a socket file in a folder of its own cannot be taken
         self.sockets = tempfile.mkdtemp(prefix='mlops-nb-kernel-') if os.name == 'posix' else None
-        self.km = (AsyncKernelManager(kernel_name=kernel_name, transport='ipc', ip=os.path.join(self.sockets, 'k')) if self.sockets
-                   else AsyncKernelManager(kernel_name=kernel_name))
+        self.km = (
+            AsyncKernelManager(kernel_name=kernel_name, transport='ipc', ip=os.path.join(self.sockets, 'k'))
+            if self.sockets
+            else AsyncKernelManager(kernel_name=kernel_name)
+        )
         if server is not None:
             self.km.kernel_id = str(uuid.uuid4())
-            self.km.provisioner = ForkProvisioner(kernel_id=self.km.kernel_id, kernel_spec=self.km.kernel_spec, parent=self.km)
+            self.km.provisioner = ForkProvisioner(
+                kernel_id=self.km.kernel_id, kernel_spec=self.km.kernel_spec, parent=self.km
+            )
             self.km.provisioner.server, self.km.provisioner.stage, self.km.provisioner.log = server, stage, log
         self._sync = run_sync
-        self._sync(self.km.start_kernel)(cwd=str(cwd), env={**os.environ, **_KERNEL_ENV}, stdout=self.log, stderr=self.log)
+        self._sync(self.km.start_kernel)(
+            cwd=str(cwd), env={**os.environ, **_KERNEL_ENV}, stdout=self.log, stderr=self.log
+        )
 
     def interrupt(self):
-        try: self._sync(self.km.interrupt_kernel)()
-        except Exception: pass  # a kernel that is already gone needs no interrupt
+        try:
+            self._sync(self.km.interrupt_kernel)()
+        except Exception:
+            pass  # a kernel that is already gone needs no interrupt
 
     def shutdown(self):
-        try: self._sync(self.km.shutdown_kernel)(now=True)
-        except Exception: pass  # shutting down a dead kernel is not an error worth reporting
+        try:
+            self._sync(self.km.shutdown_kernel)(now=True)
+        except Exception:
+            pass  # shutting down a dead kernel is not an error worth reporting
         self.log.close()
-        if self.sockets: shutil.rmtree(self.sockets, ignore_errors=True)
+        if self.sockets:
+            shutil.rmtree(self.sockets, ignore_errors=True)
+
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k031
-def kernel_server(project, # a `mlops_nb.core.project.Project`
-                  stages:list, # its `Stage`s whose kernels the server forks
-                  log:Path, # where the server writes
-                 ):
+def kernel_server(
+    project,  # a `mlops_nb.core.project.Project`
+    stages: list,  # its `Stage`s whose kernels the server forks
+    log: Path,  # where the server writes
+):
     "The run's kernel server, importing what `stages`' notebooks import; None where kernels are not forked"
-    if sys.platform != 'linux' or not stages or os.environ.get('MLOPS_NB_WARM_KERNELS') == '0': return None
+    if sys.platform != 'linux' or not stages or os.environ.get('MLOPS_NB_WARM_KERNELS') == '0':
+        return None
     from mlops_nb.registry.tracking import store_modules
-    return KernelServer({s.name: project.notebook(s) for s in stages}, project.root, store_modules(project.tracking_uri),
-                        {**os.environ, **_KERNEL_ENV}, log)
+
+    return KernelServer(
+        {s.name: project.notebook(s) for s in stages},
+        project.root,
+        store_modules(project.tracking_uri),
+        {**os.environ, **_KERNEL_ENV},
+        log,
+    )

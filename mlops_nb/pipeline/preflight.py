@@ -13,197 +13,404 @@ from ..core.basics import MlopsError
 from ..core.settings import domain_problems, suggest
 
 # %% auto #0
-__all__ = ['MOVED_MODULES', 'MOVED', 'column_settings', 'column_problems', 'source_columns', 'data_problems',
-           'notebook_estimator', 'estimator_problems', 'parameter_problems', 'moved_imports', 'checked_before',
-           'estimator_checked', 'data_checked']
+__all__ = [
+    'MOVED_MODULES',
+    'MOVED',
+    'column_settings',
+    'column_problems',
+    'source_columns',
+    'data_problems',
+    'notebook_estimator',
+    'estimator_problems',
+    'parameter_problems',
+    'moved_imports',
+    'checked_before',
+    'estimator_checked',
+    'data_checked',
+]
+
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c004
-def column_settings(settings:dict):
+def column_settings(settings: dict):
     "`[(setting, column)]`: every column a setting names (empty optional columns are not named)"
     from mlops_nb.registry.gate import parse_criteria
+
     data = settings['data']
     split = lambda text: [c.strip() for c in str(text or '').split(',') if c.strip()]
-    named = [('data.target', data['target'])] + [(f'data.{k}', data[k]) for k in ('id_column', 'time_column') if data.get(k)]
+    named = [('data.target', data['target'])] + [
+        (f'data.{k}', data[k]) for k in ('id_column', 'time_column') if data.get(k)
+    ]
     named += [('data.sensitive_columns', c) for c in split(data.get('sensitive_columns'))]
     named += [('evaluate.slice_columns', c) for c in split(settings.get('evaluate', {}).get('slice_columns'))]
     if 'criteria' in settings.get('audit', {}):
-        named += [('audit.criteria', c['column']) for c in parse_criteria(settings['audit']['criteria'], 'audit.criteria') if c['column']]
+        named += [
+            ('audit.criteria', c['column'])
+            for c in parse_criteria(settings['audit']['criteria'], 'audit.criteria')
+            if c['column']
+        ]
     return named
 
+
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c006
-def column_problems(settings:dict, columns:list, where:str):
+def column_problems(settings: dict, columns: list, where: str):
     "One line per setting that names a column not in `columns` (of the data `where`)"
     have = ', '.join(map(repr, columns[:30])) + (f' and {len(columns) - 30} more' if len(columns) > 30 else '')
-    return [f'{setting} names {c!r}, which is not a column of {where}{suggest(c, columns)}; its columns are {have}'
-            for setting, c in column_settings(settings) if c not in columns]
+    return [
+        f'{setting} names {c!r}, which is not a column of {where}{suggest(c, columns)}; its columns are {have}'
+        for setting, c in column_settings(settings)
+        if c not in columns
+    ]
+
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c008
-def _local_files(source:str, root:Path):
+def _local_files(source: str, root: Path):
     "The data files of a local `source` (relative to the project `root`), or None for a remote one"
     import re
 
     from mlops_nb.stages.sources import resolve_files
-    if re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]+://', source) and not source.startswith('file://'): return None  # read by ingest only
+
+    if re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]+://', source) and not source.startswith('file://'):
+        return None  # read by ingest only
     path = Path(source.removeprefix('file://')).expanduser()
-    return resolve_files(str(path if path.is_absolute() else root/path))
+    return resolve_files(str(path if path.is_absolute() else root / path))
+
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c008a
-def source_columns(source:str, # the `data.source` setting
-                   root:Path, # the project folder, which relative paths start from
-                   encoding:str='utf-8', delimiter:str='', years:str='2015',
-                  ):
+def source_columns(
+    source: str,  # the `data.source` setting
+    root: Path,  # the project folder, which relative paths start from
+    encoding: str = 'utf-8',
+    delimiter: str = '',
+    years: str = '2015',
+):
     "`(column names, where, target reader)` of `source` from its header alone; None for a remote source"
     from mlops_nb.stages.sources import BUNDLED, bundled, csv_header
+
     if source in BUNDLED:
         df = bundled(source, years)
         return list(df.columns), source, lambda c: df[c]
     found = _local_files(source, root)
-    if not found: return None
+    if not found:
+        return None
     f = found[0]
     where = f.name if len(found) == 1 else f'{f.name} (the first of {len(found)} files)'
     if f.format == 'csv':
         names, delim, _ = csv_header(f, encoding, delimiter)
-        read = lambda c: pd.concat([pd.read_csv(g.path, usecols=[c], sep=delim, encoding=encoding, encoding_errors='replace')[c] for g in found])
+        read = lambda c: pd.concat(
+            [
+                pd.read_csv(g.path, usecols=[c], sep=delim, encoding=encoding, encoding_errors='replace')[c]
+                for g in found
+            ]
+        )
     else:
         import pyarrow.parquet as pq
+
         names = [n for n in pq.ParquetFile(f.path).schema_arrow.names if not n.startswith('__index_level_')]
         read = lambda c: pd.concat([pd.read_parquet(g.path, columns=[c])[c] for g in found])
-    return names, where, (read if sum(g.size or 0 for g in found) <= 200 * 2**20 else None)  # a larger target column: ingest checks it
+    return (
+        names,
+        where,
+        (read if sum(g.size or 0 for g in found) <= 200 * 2**20 else None),
+    )  # a larger target column: ingest checks it
+
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c010
-def data_problems(settings:dict, # a project's typed settings
-                  root:Path, # its folder
-                 ):
+def data_problems(
+    settings: dict,  # a project's typed settings
+    root: Path,  # its folder
+):
     "Problems (one line each, empty when none) of settings that name columns or labels the data has not"
     from mlops_nb.stages.features import check_labels
+
     data, ingest = settings['data'], settings.get('ingest', {})
-    try: got = source_columns(data['source'], Path(root), ingest.get('encoding', 'utf-8'), ingest.get('delimiter', ''), ingest.get('years', '2015'))
-    except MlopsError as e: return [str(e)]
-    if got is None: return []
+    try:
+        got = source_columns(
+            data['source'],
+            Path(root),
+            ingest.get('encoding', 'utf-8'),
+            ingest.get('delimiter', ''),
+            ingest.get('years', '2015'),
+        )
+    except MlopsError as e:
+        return [str(e)]
+    if got is None:
+        return []
     names, where, read = got
     problems = column_problems(settings, names, where)
-    if problems or read is None: return problems
-    try: check_labels(read(data['target']).dropna(), data['task'], data['positive_label'], data['target'])
-    except MlopsError as e: return [f'{e} (in {where})']
-    except (OSError, ValueError, UnicodeError): return []  # ingest reads the data properly and says what is wrong with it
+    if problems or read is None:
+        return problems
+    try:
+        check_labels(read(data['target']).dropna(), data['task'], data['positive_label'], data['target'])
+    except MlopsError as e:
+        return [f'{e} (in {where})']
+    except (OSError, ValueError, UnicodeError):
+        return []  # ingest reads the data properly and says what is wrong with it
     return []
 
+
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c013
-def notebook_estimator(notebook:Path, # the train stage's notebook
-                       params:dict, # its parameters, as the run would pass them
-                       settings:dict, # the project's typed settings
-                      ):
+def notebook_estimator(
+    notebook: Path,  # the train stage's notebook
+    params: dict,  # its parameters, as the run would pass them
+    settings: dict,  # the project's typed settings
+):
     "The unfitted estimator the train notebook makes with `params` (a built-in's, or its `model` cell's `make_model()`); None when it cannot be built outside its stage"
     import json
+
     task, features = settings['data']['task'], {'categorical': [], 'numeric': []}
     try:
         if params.get('model'):
             from mlops_nb.stages.features import build_pipeline
+
             keys = ('learning_rate', 'max_iter', 'max_leaf_nodes', 'inverse_regularization')
-            return build_pipeline(features, params['model'], **{k: params[k] for k in keys if k in params},
-                                  random_state=settings['project']['random_state'], task=task).named_steps['model']
+            return build_pipeline(
+                features,
+                params['model'],
+                **{k: params[k] for k in keys if k in params},
+                random_state=settings['project']['random_state'],
+                task=task,
+            ).named_steps['model']
         cells = json.loads(Path(notebook).read_text(encoding='utf-8'))['cells']
         src = next(''.join(c['source']) for c in cells if 'model' in (c.get('metadata', {}).get('tags') or []))
-        ns = {**params, 'classification': task == 'classification', 'features': features, 'data': settings['data'],
-              'project': settings['project']}
+        ns = {
+            **params,
+            'classification': task == 'classification',
+            'features': features,
+            'data': settings['data'],
+            'project': settings['project'],
+        }
         exec(compile(src, str(notebook), 'exec'), ns)
         return ns['make_model']()
-    except Exception: return None  # a cell that needs more than its stage's variables: the stage itself will say what is wrong
+    except Exception:
+        return None  # a cell that needs more than its stage's variables: the stage itself will say what is wrong
+
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c013a
-def estimator_problems(est, # an unfitted scikit-learn estimator
-                       params:dict, # the stage's parameters: a constraint's line names the one of the same name
-                       section:str='train', # their settings section
-                      ):
+def estimator_problems(
+    est,  # an unfitted scikit-learn estimator
+    params: dict,  # the stage's parameters: a constraint's line names the one of the same name
+    section: str = 'train',  # their settings section
+):
     "One line per parameter of `est` outside scikit-learn's declared constraints, checked without fitting"
     constraints = getattr(est, '_parameter_constraints', None)
-    if not isinstance(constraints, dict): return []  # not an estimator that declares its constraints
-    try: from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
-    except ImportError: return []
+    if not isinstance(constraints, dict):
+        return []  # not an estimator that declares its constraints
+    try:
+        from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+    except ImportError:
+        return []
     res = []
     for k, v in est.get_params(deep=False).items():
-        if k not in constraints: continue
-        try: validate_parameter_constraints({k: constraints[k]}, {k: v}, caller_name=type(est).__name__)
+        if k not in constraints:
+            continue
+        try:
+            validate_parameter_constraints({k: constraints[k]}, {k: v}, caller_name=type(est).__name__)
         except InvalidParameterError as e:
-            where = f'{section}.{k} = {params[k]!r}' if k in params else f"{section}: the notebook's model cell makes {type(est).__name__}({k}={v!r})"
+            where = (
+                f'{section}.{k} = {params[k]!r}'
+                if k in params
+                else f"{section}: the notebook's model cell makes {type(est).__name__}({k}={v!r})"
+            )
             res.append(f'{where}: {e}')
     return res
 
+
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c015
-def parameter_problems(project, # a `mlops_nb.core.project.Project`
-                       stages:list, # the `Stage`s the run executes
-                      ):
+def parameter_problems(
+    project,  # a `mlops_nb.core.project.Project`
+    stages: list,  # the `Stage`s the run executes
+):
     "One line per value outside its declared domain, or outside the train estimator's own constraints (shared settings and the run's stages)"
     from mlops_nb.core.stage import SETTINGS, declared_settings, stage_params
+
     declared = declared_settings(project.notebooks or None)
     problems = domain_problems(project.settings, declared, {p.section for p in SETTINGS} | {s.name for s in stages})
     train = next((s for s in stages if s.name == 'train'), None)
-    if train is None: return problems
+    if train is None:
+        return problems
     params = stage_params(train, project.settings, '')
-    if estimator_checked(project, stages).exists(): return problems  # as before: building it again would import scikit-learn, a second
-    bad = {p.name for p in train.params if p.check(params[p.name])}  # said above: built with its default instead, a line per value
-    est = notebook_estimator(project.notebook(train), {k: (next(p.default for p in train.params if p.name == k) if k in bad else v)
-                                                       for k, v in params.items()}, project.settings)
+    if estimator_checked(project, stages).exists():
+        return problems  # as before: building it again would import scikit-learn, a second
+    bad = {
+        p.name for p in train.params if p.check(params[p.name])
+    }  # said above: built with its default instead, a line per value
+    est = notebook_estimator(
+        project.notebook(train),
+        {k: (next(p.default for p in train.params if p.name == k) if k in bad else v) for k, v in params.items()},
+        project.settings,
+    )
     return problems + (estimator_problems(est, params) if est is not None else [])
+
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #62adfac6
 # For stage notebooks of earlier versions: where each module went when the package was split by layer, and where the
 # names of the old `model` module and `tracking.register` went.
-MOVED_MODULES = {'mlops_nb.core': 'mlops_nb.core.basics', 'mlops_nb.settings': 'mlops_nb.core.settings', 'mlops_nb.credentials': 'mlops_nb.core.credentials', 'mlops_nb.schema': 'mlops_nb.core.schema', 'mlops_nb.tasks': 'mlops_nb.core.tasks', 'mlops_nb.columns': 'mlops_nb.core.columns', 'mlops_nb.liveness': 'mlops_nb.core.liveness', 'mlops_nb.project': 'mlops_nb.core.project', 'mlops_nb.stages': 'mlops_nb.core.stage', 'mlops_nb.manifest': 'mlops_nb.core.manifest', 'mlops_nb.tracking': 'mlops_nb.registry.tracking', 'mlops_nb.gate': 'mlops_nb.registry.gate', 'mlops_nb.trackserver': 'mlops_nb.registry.server', 'mlops_nb.services': 'mlops_nb.registry.services', 'mlops_nb.sources': 'mlops_nb.stages.sources', 'mlops_nb.data': 'mlops_nb.stages.data', 'mlops_nb.validate': 'mlops_nb.stages.validate', 'mlops_nb.audit': 'mlops_nb.stages.audit', 'mlops_nb.register': 'mlops_nb.stages.register', 'mlops_nb.drift': 'mlops_nb.monitoring.drift', 'mlops_nb.spc': 'mlops_nb.monitoring.spc', 'mlops_nb.monitor': 'mlops_nb.monitoring.monitor', 'mlops_nb.replay': 'mlops_nb.monitoring.replay', 'mlops_nb.abtest': 'mlops_nb.monitoring.abtest', 'mlops_nb.cache': 'mlops_nb.pipeline.cache', 'mlops_nb.preflight': 'mlops_nb.pipeline.preflight', 'mlops_nb.kernels': 'mlops_nb.pipeline.kernels', 'mlops_nb.execute': 'mlops_nb.pipeline.execute', 'mlops_nb.tracker': 'mlops_nb.pipeline.tracker', 'mlops_nb.runner': 'mlops_nb.pipeline.runner', 'mlops_nb.sweep': 'mlops_nb.pipeline.sweep', 'mlops_nb.reproduce': 'mlops_nb.pipeline.reproduce', 'mlops_nb.scaffold': 'mlops_nb.pipeline.scaffold'}
-MOVED = {('mlops_nb.tracking', 'register'): 'mlops_nb.stages.register',
-         **{('mlops_nb.model', n): m for m, ns in {'mlops_nb.stages.features': ['FeaturesResult', 'build_pipeline', 'check_labels', 'default_preprocessing', 'feature_columns', 'make_features', 'make_pipeline', 'model_input'], 'mlops_nb.registry.models': ['champion_model', 'load_object', 'load_pipeline', 'pip_requirements', 'save_model', 'save_object'], 'mlops_nb.stages.train': ['TrainResult', 'describe_estimator', 'train', 'warm_start_from'], 'mlops_nb.stages.evaluate': ['EvaluateResult', 'baseline_output', 'classification_metrics', 'evaluate', 'model_output', 'regression_metrics', 'slice_metrics', 'task_metrics', 'truth_of']}.items() for n in ns}}
+MOVED_MODULES = {
+    'mlops_nb.core': 'mlops_nb.core.basics',
+    'mlops_nb.settings': 'mlops_nb.core.settings',
+    'mlops_nb.credentials': 'mlops_nb.core.credentials',
+    'mlops_nb.schema': 'mlops_nb.core.schema',
+    'mlops_nb.tasks': 'mlops_nb.core.tasks',
+    'mlops_nb.columns': 'mlops_nb.core.columns',
+    'mlops_nb.liveness': 'mlops_nb.core.liveness',
+    'mlops_nb.project': 'mlops_nb.core.project',
+    'mlops_nb.stages': 'mlops_nb.core.stage',
+    'mlops_nb.manifest': 'mlops_nb.core.manifest',
+    'mlops_nb.tracking': 'mlops_nb.registry.tracking',
+    'mlops_nb.gate': 'mlops_nb.registry.gate',
+    'mlops_nb.trackserver': 'mlops_nb.registry.server',
+    'mlops_nb.services': 'mlops_nb.registry.services',
+    'mlops_nb.sources': 'mlops_nb.stages.sources',
+    'mlops_nb.data': 'mlops_nb.stages.data',
+    'mlops_nb.validate': 'mlops_nb.stages.validate',
+    'mlops_nb.audit': 'mlops_nb.stages.audit',
+    'mlops_nb.register': 'mlops_nb.stages.register',
+    'mlops_nb.drift': 'mlops_nb.monitoring.drift',
+    'mlops_nb.spc': 'mlops_nb.monitoring.spc',
+    'mlops_nb.monitor': 'mlops_nb.monitoring.monitor',
+    'mlops_nb.replay': 'mlops_nb.monitoring.replay',
+    'mlops_nb.abtest': 'mlops_nb.monitoring.abtest',
+    'mlops_nb.cache': 'mlops_nb.pipeline.cache',
+    'mlops_nb.preflight': 'mlops_nb.pipeline.preflight',
+    'mlops_nb.kernels': 'mlops_nb.pipeline.kernels',
+    'mlops_nb.execute': 'mlops_nb.pipeline.execute',
+    'mlops_nb.tracker': 'mlops_nb.pipeline.tracker',
+    'mlops_nb.runner': 'mlops_nb.pipeline.runner',
+    'mlops_nb.sweep': 'mlops_nb.pipeline.sweep',
+    'mlops_nb.reproduce': 'mlops_nb.pipeline.reproduce',
+    'mlops_nb.scaffold': 'mlops_nb.pipeline.scaffold',
+}
+MOVED = {
+    ('mlops_nb.tracking', 'register'): 'mlops_nb.stages.register',
+    **{
+        ('mlops_nb.model', n): m
+        for m, ns in {
+            'mlops_nb.stages.features': [
+                'FeaturesResult',
+                'build_pipeline',
+                'check_labels',
+                'default_preprocessing',
+                'feature_columns',
+                'make_features',
+                'make_pipeline',
+                'model_input',
+            ],
+            'mlops_nb.registry.models': [
+                'champion_model',
+                'load_object',
+                'load_pipeline',
+                'pip_requirements',
+                'save_model',
+                'save_object',
+            ],
+            'mlops_nb.stages.train': ['TrainResult', 'describe_estimator', 'train', 'warm_start_from'],
+            'mlops_nb.stages.evaluate': [
+                'EvaluateResult',
+                'baseline_output',
+                'classification_metrics',
+                'evaluate',
+                'model_output',
+                'regression_metrics',
+                'slice_metrics',
+                'task_metrics',
+                'truth_of',
+            ],
+        }.items()
+        for n in ns
+    },
+}
+
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #a7c7559b
-def moved_imports(notebooks:list, # the run's stage notebooks (paths)
-                 ):
+def moved_imports(
+    notebooks: list,  # the run's stage notebooks (paths)
+):
     "One line per import, in a stage notebook made by an earlier mlops-nb, of a name that has moved: the line to write instead"
     import ast
     import json
+
     res = []
     for nb in notebooks:
         for c in json.loads(Path(nb).read_text(encoding='utf-8'))['cells']:
-            if c['cell_type'] != 'code': continue
-            try: tree = ast.parse(''.join(l for l in c['source'] if not l.lstrip().startswith(('%', '!'))))
-            except SyntaxError: continue  # the stage itself will say so
+            if c['cell_type'] != 'code':
+                continue
+            try:
+                tree = ast.parse(''.join(l for l in c['source'] if not l.lstrip().startswith(('%', '!'))))
+            except SyntaxError:
+                continue  # the stage itself will say so
             for n in ast.walk(tree):
-                if not isinstance(n, ast.ImportFrom): continue
+                if not isinstance(n, ast.ImportFrom):
+                    continue
                 for a in n.names:
                     now = MOVED.get((n.module, a.name)) or MOVED_MODULES.get(n.module)
-                    if now: res.append(f'{Path(nb).name}: `from {n.module} import {a.name}` no longer works: {a.name} moved; write '
-                                       f'`from {now} import {a.name}`')
+                    if now:
+                        res.append(
+                            f'{Path(nb).name}: `from {n.module} import {a.name}` no longer works: {a.name} moved; write '
+                            f'`from {now} import {a.name}`'
+                        )
     return res
 
+
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #9336350a
-def checked_before(project, # a `mlops_nb.core.project.Project`
-                   what:str, # the check: estimator, data
-                   key, # everything its outcome depends on (JSON, with str for the rest)
-                  ):
+def checked_before(
+    project,  # a `mlops_nb.core.project.Project`
+    what: str,  # the check: estimator, data
+    key,  # everything its outcome depends on (JSON, with str for the rest)
+):
     "The file whose presence says the check `what` passed with `key` in an earlier run of the project"
     import hashlib
     import json
-    return project.runs_dir/'.cache'/'checks'/hashlib.sha256(json.dumps([what, key], sort_keys=True, default=str).encode()).hexdigest()
+
+    return (
+        project.runs_dir
+        / '.cache'
+        / 'checks'
+        / hashlib.sha256(json.dumps([what, key], sort_keys=True, default=str).encode()).hexdigest()
+    )
+
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #658e747b
-def estimator_checked(project, # a `mlops_nb.core.project.Project`
-                      stages:list, # the `Stage`s the run executes
-                     ):
+def estimator_checked(
+    project,  # a `mlops_nb.core.project.Project`
+    stages: list,  # the `Stage`s the run executes
+):
     "`checked_before` for the train stage's estimator: its notebook, values and scikit-learn; None without a train stage"
     import hashlib
     from importlib.metadata import version
     from mlops_nb.core.stage import stage_params
+
     train = next((s for s in stages if s.name == 'train'), None)
-    if train is None: return None
+    if train is None:
+        return None
     # what `notebook_estimator` reads; not the project's own modules a model cell imports: the stage checks again anyway
-    return checked_before(project, 'estimator', [hashlib.sha256(project.notebook(train).read_bytes()).hexdigest(),
-                                                 stage_params(train, project.settings, ''), project.settings['data'],
-                                                 project.settings['project'], version('scikit-learn')])
+    return checked_before(
+        project,
+        'estimator',
+        [
+            hashlib.sha256(project.notebook(train).read_bytes()).hexdigest(),
+            stage_params(train, project.settings, ''),
+            project.settings['data'],
+            project.settings['project'],
+            version('scikit-learn'),
+        ],
+    )
+
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #3b0ec50d
-def data_checked(project, # a `mlops_nb.core.project.Project`
-                ):
+def data_checked(
+    project,  # a `mlops_nb.core.project.Project`
+):
     "`checked_before` for `data_problems`: the source data's fingerprint and the settings it reads; None when the data has no fingerprint"
     from mlops_nb.pipeline.cache import source_fingerprint
+
     data = project.settings['data']
     fingerprint = source_fingerprint(data['source'], project.root)
-    return None if fingerprint is None else checked_before(project, 'data', [fingerprint, data, project.settings.get('ingest', {}),
-                                                                             list(column_settings(project.settings))])
+    return (
+        None
+        if fingerprint is None
+        else checked_before(
+            project,
+            'data',
+            [fingerprint, data, project.settings.get('ingest', {}), list(column_settings(project.settings))],
+        )
+    )

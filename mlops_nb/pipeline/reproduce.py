@@ -18,45 +18,65 @@ __all__ = ['numbers', 'compare', 'check_reproducible']
 # %% ../../notebooks/lib/pipeline/07_reproduce.ipynb #c004
 _TIMINGS = ('fit_seconds', 'seconds')  # measurements of the machine, not results
 
-def numbers(manifest:dict):
+
+def numbers(manifest: dict):
     "`{stage.key: number}` of every number the stages of `manifest` reported, timings excepted"
     res = {}
+
     def walk(prefix, v):
-        if isinstance(v, bool): res[prefix] = float(v)
-        elif isinstance(v, (int, float)): res[prefix] = float(v)
+        if isinstance(v, bool):
+            res[prefix] = float(v)
+        elif isinstance(v, (int, float)):
+            res[prefix] = float(v)
         elif isinstance(v, dict):
             for k, x in v.items():
-                if k not in _TIMINGS: walk(f'{prefix}.{k}', x)
+                if k not in _TIMINGS:
+                    walk(f'{prefix}.{k}', x)
+
     for r in manifest['stages']:
-        if r['name'] not in SIDE_EFFECTS and r.get('result'): walk(r['name'], r['result'])
+        if r['name'] not in SIDE_EFFECTS and r.get('result'):
+            walk(r['name'], r['result'])
     return res
+
 
 # %% ../../notebooks/lib/pipeline/07_reproduce.ipynb #c004a
 def _equal(a, b):
-    return a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)) or \
-        (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+    return (
+        a == b
+        or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12))
+        or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+    )
+
 
 # %% ../../notebooks/lib/pipeline/07_reproduce.ipynb #c004b
-def compare(old:dict, new:dict):
+def compare(old: dict, new: dict):
     "`[(name, old, new, equal)]` for every number of either manifest"
     a, b = numbers(old), numbers(new)
     return [(k, a.get(k), b.get(k), _equal(a.get(k), b.get(k))) for k in dict.fromkeys([*a, *b])]
 
+
 # %% ../../notebooks/lib/pipeline/07_reproduce.ipynb #c007
-def check_reproducible(manifest:dict, project:Project):
+def check_reproducible(manifest: dict, project: Project):
     "Raise, naming the file, when a notebook or the source data of `manifest`'s run is not what it was"
     stages = find_stages(project.root)
     for r in manifest['stages']:
         src = r.get('source') or {}
-        if r['name'] in SIDE_EFFECTS or not src.get('sha256'): continue
-        path = project.root/src['path']
+        if r['name'] in SIDE_EFFECTS or not src.get('sha256'):
+            continue
+        path = project.root / src['path']
         if not path.is_file() or r['name'] not in stages:
             raise MlopsError(f'cannot reproduce {manifest["run_id"]}: its stage notebook {src["path"]} is gone')
         if sha256_path(path) != src['sha256']:
-            raise MlopsError(f'cannot reproduce {manifest["run_id"]}: {src["path"]} changed since the run '
-                             f'(sha256 {src["sha256"][:12]} then, {sha256_path(path)[:12]} now)')
+            raise MlopsError(
+                f'cannot reproduce {manifest["run_id"]}: {src["path"]} changed since the run '
+                f'(sha256 {src["sha256"][:12]} then, {sha256_path(path)[:12]} now)'
+            )
     if manifest.get('source') is not None:
         now = source_fingerprint(manifest['settings']['data']['source'], project.root)
         if now != manifest['source']:
-            changed = sorted(k for k in {*manifest['source'], *(now or {})} if (now or {}).get(k) != manifest['source'].get(k))
-            raise MlopsError(f'cannot reproduce {manifest["run_id"]}: the source data changed since the run: {", ".join(changed)}')
+            changed = sorted(
+                k for k in {*manifest['source'], *(now or {})} if (now or {}).get(k) != manifest['source'].get(k)
+            )
+            raise MlopsError(
+                f'cannot reproduce {manifest["run_id"]}: the source data changed since the run: {", ".join(changed)}'
+            )

@@ -26,202 +26,362 @@ from ..core.stage import BUILTIN, Stage, find_stages, stage_params
 from .tracker import Tracker, TrackingFailed
 
 # %% auto #0
-__all__ = ['PACKAGES', 'package_versions', 'git_state', 'RunInterrupted', 'run_summary', 'freeze_run', 'new_manifest',
-           'real_settings', 'open_run', 'close_run', 'check_settings', 'execute_stages', 'run_pipeline',
-           'reproduce_run']
+__all__ = [
+    'PACKAGES',
+    'package_versions',
+    'git_state',
+    'RunInterrupted',
+    'run_summary',
+    'freeze_run',
+    'new_manifest',
+    'real_settings',
+    'open_run',
+    'close_run',
+    'check_settings',
+    'execute_stages',
+    'run_pipeline',
+    'reproduce_run',
+]
 
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c004
-PACKAGES = ('mlops-nb', 'mlflow', 'papermill', 'nbclient', 'ipykernel', 'pandas', 'numpy', 'pyarrow', 'scikit-learn', 'skops')
+PACKAGES = (
+    'mlops-nb',
+    'mlflow',
+    'papermill',
+    'nbclient',
+    'ipykernel',
+    'pandas',
+    'numpy',
+    'pyarrow',
+    'scikit-learn',
+    'skops',
+)
+
 
 def package_versions():
     "Versions of Python and the packages a run depends on"
     from importlib.metadata import PackageNotFoundError, version
+
     res = {'python': sys.version.split()[0]}
     for p in PACKAGES:
-        try: res[p] = version(p)
-        except PackageNotFoundError: res[p] = None
+        try:
+            res[p] = version(p)
+        except PackageNotFoundError:
+            res[p] = None
     return res
 
+
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c004a
-def git_state(root:Path):
+def git_state(root: Path):
     "`{commit, dirty}` of the git work tree at `root`, or None outside git"
     try:
-        commit = subprocess.run(['git', '-C', str(root), 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=10)
-        if commit.returncode: return None
-        status = subprocess.run(['git', '-C', str(root), 'status', '--porcelain', '--untracked-files=no'],
-                                capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ['git', '-C', str(root), 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode:
+            return None
+        status = subprocess.run(
+            ['git', '-C', str(root), 'status', '--porcelain', '--untracked-files=no'],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return {'commit': commit.stdout.strip(), 'dirty': bool(status.stdout.strip())}
-    except (OSError, subprocess.TimeoutExpired): return None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
 
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015
 class RunInterrupted(MlopsError):
     "The run was stopped with Ctrl-C"
 
+
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015a
-def run_summary(manifest:dict):
+def run_summary(manifest: dict):
     res = {r['name']: r.get('result') or {} for r in manifest['stages'] if r['status'] == 'completed'}
     s = {}
-    if 'ingest' in res: s.update(data_version=res['ingest'].get('data_version'), rows=res['ingest'].get('rows'))
-    if 'evaluate' in res: s['metrics'] = {k: v for k, v in res['evaluate'].items() if k != 'rows'}
-    if 'register' in res: s.update({k: res['register'].get(k) for k in ('model_name', 'version', 'champion', 'decision')})
+    if 'ingest' in res:
+        s.update(data_version=res['ingest'].get('data_version'), rows=res['ingest'].get('rows'))
+    if 'evaluate' in res:
+        s['metrics'] = {k: v for k, v in res['evaluate'].items() if k != 'rows'}
+    if 'register' in res:
+        s.update({k: res['register'].get(k) for k in ('model_name', 'version', 'champion', 'decision')})
     if 'monitor' in res:
         m = res['monitor']
-        s.update(decision=m.get('decision'), model_name=m.get('model_name'), champion_version=m.get('champion_version'),
-                 drift_share=m.get('drift_share'), drifted=m.get('drifted'), drift_share_limit=m.get('drift_share_limit'),
-                 control_limits=m.get('control_limits'),
-                 metrics={k: v for k, v in (m.get('performance') or {}).items() if k != 'rows'})
+        s.update(
+            decision=m.get('decision'),
+            model_name=m.get('model_name'),
+            champion_version=m.get('champion_version'),
+            drift_share=m.get('drift_share'),
+            drifted=m.get('drifted'),
+            drift_share_limit=m.get('drift_share_limit'),
+            control_limits=m.get('control_limits'),
+            metrics={k: v for k, v in (m.get('performance') or {}).items() if k != 'rows'},
+        )
     return s
 
+
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015b
-def freeze_run(run_dir:Path):
+def freeze_run(run_dir: Path):
     "Make a completed run folder's files read-only: it is a record, not a workspace"
     for p in run_dir.rglob('*'):
-        if p.is_file(): p.chmod(p.stat().st_mode & ~0o222)
+        if p.is_file():
+            p.chmod(p.stat().st_mode & ~0o222)
+
 
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015c
-def _check_completed(run_dir:Path, record:dict):
+def _check_completed(run_dir: Path, record: dict):
     for kind in ('inputs', 'outputs'):
         for rel, digest in record.get(kind, {}).items():
-            if not (run_dir/rel).exists(): raise MlopsError(f'cannot resume: {rel} ({kind[:-1]} of completed stage {record["name"]}) is gone')
-            if sha256_path(run_dir/rel) != digest:
-                raise MlopsError(f'cannot resume: {rel} ({kind[:-1]} of completed stage {record["name"]}) changed since it ran')
+            if not (run_dir / rel).exists():
+                raise MlopsError(f'cannot resume: {rel} ({kind[:-1]} of completed stage {record["name"]}) is gone')
+            if sha256_path(run_dir / rel) != digest:
+                raise MlopsError(
+                    f'cannot resume: {rel} ({kind[:-1]} of completed stage {record["name"]}) changed since it ran'
+                )
+
 
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015d
-def new_manifest(project:Project, stages, kind:str, trigger:dict|None):
+def new_manifest(project: Project, stages, kind: str, trigger: dict | None):
     import getpass
-    return {'schema_version': MANIFEST_SCHEMA, 'run_id': new_run_id(), 'kind': kind, 'status': 'running',
-            'trigger': trigger or {'signal': 'manual', 'by': getpass.getuser()}, 'parent_run': (trigger or {}).get('monitor_run'),
-            'created': utc_now().isoformat(), 'ended': None, 'duration_s': None, 'git': git_state(project.root),
-            'packages': package_versions(), 'settings_file': str(project.settings_file), 'overrides': list(project.overrides),
-            'settings': project.settings,
-            'stages': [{'name': s.name, 'notebook': s.notebook, 'purpose': s.purpose, 'status': 'pending'} for s in stages]}
+
+    return {
+        'schema_version': MANIFEST_SCHEMA,
+        'run_id': new_run_id(),
+        'kind': kind,
+        'status': 'running',
+        'trigger': trigger or {'signal': 'manual', 'by': getpass.getuser()},
+        'parent_run': (trigger or {}).get('monitor_run'),
+        'created': utc_now().isoformat(),
+        'ended': None,
+        'duration_s': None,
+        'git': git_state(project.root),
+        'packages': package_versions(),
+        'settings_file': str(project.settings_file),
+        'overrides': list(project.overrides),
+        'settings': project.settings,
+        'stages': [{'name': s.name, 'notebook': s.notebook, 'purpose': s.purpose, 'status': 'pending'} for s in stages],
+    }
+
 
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015e
-def _progress(i:int, n:int, rec:dict):
-    took = f"{rec['duration_s']:7.1f} s" if rec.get('duration_s') is not None else ''
+def _progress(i: int, n: int, rec: dict):
+    took = f'{rec["duration_s"]:7.1f} s' if rec.get('duration_s') is not None else ''
     status = 'reused' if rec.get('cached_from') and rec['status'] == 'completed' else rec['status']
-    line = f"[{i}/{n}] {rec['name']:<10} {status:<11} {took}"
-    return line + f"  from {rec['cached_from']['run']}" if status == 'reused' else line
+    line = f'[{i}/{n}] {rec["name"]:<10} {status:<11} {took}'
+    return line + f'  from {rec["cached_from"]["run"]}' if status == 'reused' else line
+
 
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015f
-def real_settings(manifest:dict):
+def real_settings(manifest: dict):
     "`manifest` with its masked settings made real again, from its settings file or what this process knows"
-    try: load_project(manifest['settings_file'])  # remembers the passwords in the file as it is now
-    except MlopsError: pass  # moved or broken: what this process knows may do
+    try:
+        load_project(manifest['settings_file'])  # remembers the passwords in the file as it is now
+    except MlopsError:
+        pass  # moved or broken: what this process knows may do
     if missing := unrevealed([manifest['settings'], manifest['overrides']]):
-        raise MlopsError(f"run {manifest['run_id']} ran with a password in {', '.join(missing)}, which a run folder does not keep: "
-                         f"put it back in {manifest['settings_file']}, or pass it by environment (README: Credentials)")
+        raise MlopsError(
+            f'run {manifest["run_id"]} ran with a password in {", ".join(missing)}, which a run folder does not keep: '
+            f'put it back in {manifest["settings_file"]}, or pass it by environment (README: Credentials)'
+        )
     manifest['settings'], manifest['overrides'] = reveal(manifest['settings']), reveal(manifest['overrides'])
     return manifest
 
+
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015g
-def open_run(project:Project|None, resume:str|Path|None, kind:str, stages:list|None=None, trigger:dict|None=None):
+def open_run(
+    project: Project | None,
+    resume: str | Path | None,
+    kind: str,
+    stages: list | None = None,
+    trigger: dict | None = None,
+):
     "`(project, stages, manifest, run_dir)` of a new run, or of the run to resume"
     if resume:
         run_dir = Path(resume).resolve()
         manifest = read_manifest(run_dir)
-        if manifest['status'] == 'completed': raise MlopsError(f'run {manifest["run_id"]} completed: there is nothing to resume')
-        if manifest['status'] == 'running' and manifest.get('process'):  # recorded and alive (a run without a record: as before)
+        if manifest['status'] == 'completed':
+            raise MlopsError(f'run {manifest["run_id"]} completed: there is nothing to resume')
+        if manifest['status'] == 'running' and manifest.get(
+            'process'
+        ):  # recorded and alive (a run without a record: as before)
             p = manifest['process']
-            raise MlopsError(f'run {manifest["run_id"]} is still running (process {p.get("pid")} on {p.get("host")}): '
-                             'let it finish, or stop it (Ctrl-C) and resume it then')
+            raise MlopsError(
+                f'run {manifest["run_id"]} is still running (process {p.get("pid")} on {p.get("host")}): '
+                'let it finish, or stop it (Ctrl-C) and resume it then'
+            )
         manifest.pop('interrupted', None)
         real_settings(manifest)
         root = Path(manifest['settings_file']).parent
-        project = Project(root, Path(manifest['settings_file']), manifest['settings'], tuple(manifest['overrides']), find_stages(root))
+        project = Project(
+            root, Path(manifest['settings_file']), manifest['settings'], tuple(manifest['overrides']), find_stages(root)
+        )
         stages = project.stages_named([r['name'] for r in manifest['stages']], 'stages of the run')
         for r in manifest['stages']:
-            if r['status'] == 'completed': _check_completed(run_dir, r)
+            if r['status'] == 'completed':
+                _check_completed(run_dir, r)
     else:
         project = project or load_project()
         stages = project.stages_named(list(stages), 'stages') if stages else project.stages
         manifest = new_manifest(project, stages, kind, trigger)
-        run_dir = project.runs_dir/manifest['run_id']
+        run_dir = project.runs_dir / manifest['run_id']
     return project, stages, manifest, run_dir
 
+
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015h
-def close_run(run_dir:Path, manifest:dict, tracker:Tracker, started:float, project:Project, echo=print):
+def close_run(run_dir: Path, manifest: dict, tracker: Tracker, started: float, project: Project, echo=print):
     "Record the run's outcome; raise if it did not complete"
     records = manifest['stages']
     statuses = {r['status'] for r in records}
-    manifest['status'] = 'completed' if statuses == {'completed'} else 'interrupted' if 'interrupted' in statuses else 'failed'
+    manifest['status'] = (
+        'completed' if statuses == {'completed'} else 'interrupted' if 'interrupted' in statuses else 'failed'
+    )
     manifest.update(ended=utc_now().isoformat(), summary=run_summary(manifest))
     manifest['duration_s'] = round(manifest.get('duration_s') or 0, 3) + round(time.perf_counter() - started, 3)
     write_manifest(run_dir, manifest)
-    try: tracker.end_run(run_dir, manifest)
+    try:
+        tracker.end_run(run_dir, manifest)
     except TrackingFailed as e:  # the run folder holds the record; a failed run's line already says what failed
-        if manifest['status'] == 'completed': echo(f'warning: {e}; the run folder holds its record')
-    from mlops_nb.reporting.dashboard import render_run_pages  # report.html and the dashboard; a failure there is only a warning line
+        if manifest['status'] == 'completed':
+            echo(f'warning: {e}; the run folder holds its record')
+    from mlops_nb.reporting.dashboard import (
+        render_run_pages,
+    )  # report.html and the dashboard; a failure there is only a warning line
+
     render_run_pages(project, run_dir, echo)
-    if manifest['status'] == 'completed': freeze_run(run_dir)
+    if manifest['status'] == 'completed':
+        freeze_run(run_dir)
     failed = next((r for r in records if r['status'] in ('failed', 'interrupted')), None)
     if failed and failed['status'] == 'interrupted':
-        raise RunInterrupted(f'run {manifest["run_id"]} interrupted in stage {failed["name"]}; continue with: mlops-nb run --resume {run_dir}')
+        raise RunInterrupted(
+            f'run {manifest["run_id"]} interrupted in stage {failed["name"]}; continue with: mlops-nb run --resume {run_dir}'
+        )
     if failed:
-        raise StageFailed(f'stage {failed["name"]} failed: {failed["error"]}\n'
-                          f'see {run_dir/failed["notebook"]} and {run_dir/"logs"/(Path(failed["notebook"]).stem + ".log")}\n'
-                          f'after fixing the cause: mlops-nb run (the completed stages whose inputs did not change are reused), '
-                          f'or mlops-nb run --resume {run_dir} to go on with the settings this run started with')
+        raise StageFailed(
+            f'stage {failed["name"]} failed: {failed["error"]}\n'
+            f'see {run_dir / failed["notebook"]} and {run_dir / "logs" / (Path(failed["notebook"]).stem + ".log")}\n'
+            f'after fixing the cause: mlops-nb run (the completed stages whose inputs did not change are reused), '
+            f'or mlops-nb run --resume {run_dir} to go on with the settings this run started with'
+        )
+
 
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015i
-def check_settings(settings:dict):
+def check_settings(settings: dict):
     "Problems (empty when none) that settings would otherwise meet mid-run: a criterion or model the task does not have"
     from mlops_nb.registry.gate import parse_criteria
     from mlops_nb.core.tasks import FAIRNESS, METRICS, MODELS, TASKS
+
     task = settings['data']['task']
-    if task not in TASKS: return [f'data.task must be one of {", ".join(TASKS)}; got {task!r}']
+    if task not in TASKS:
+        return [f'data.task must be one of {", ".join(TASKS)}; got {task!r}']
     model = settings.get('train', {}).get('model', '')
-    problems = [] if model in ('', *MODELS[task]) else [
-        f'train.model must be empty (the notebook\'s make_model) or one of {", ".join(MODELS[task])} for a {task} target; got {model!r}']
+    problems = (
+        []
+        if model in ('', *MODELS[task])
+        else [
+            f"train.model must be empty (the notebook's make_model) or one of {', '.join(MODELS[task])} for a {task} target; got {model!r}"
+        ]
+    )
     for key, known in (('evaluate', METRICS[task]), ('audit', FAIRNESS[task])):
-        if 'criteria' not in settings.get(key, {}): continue
-        unknown = [c['measure'] for c in parse_criteria(settings[key]['criteria'], f'{key}.criteria') if c['measure'] not in known]
-        if unknown: problems.append(f'{key}.criteria names {", ".join(unknown)}, which a {task} {key} does not have; it has {", ".join(known)}')
+        if 'criteria' not in settings.get(key, {}):
+            continue
+        unknown = [
+            c['measure']
+            for c in parse_criteria(settings[key]['criteria'], f'{key}.criteria')
+            if c['measure'] not in known
+        ]
+        if unknown:
+            problems.append(
+                f'{key}.criteria names {", ".join(unknown)}, which a {task} {key} does not have; it has {", ".join(known)}'
+            )
     return problems
 
+
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015j
-def _stage_key(stage:Stage, project:Project, run_dir:Path, before:list, champion:str|None):
+def _stage_key(stage: Stage, project: Project, run_dir: Path, before: list, champion: str | None):
     "The cache key of `stage` about to run after the records `before`; None when its inputs are not all there"
     builtin = stage.name in BUILTIN
     if builtin:
         paths = stage.paths(run_dir)
-        if not all(paths[k].exists() for k in stage.inputs): return None  # run_stage says which is missing
+        if not all(paths[k].exists() for k in stage.inputs):
+            return None  # run_stage says which is missing
         inputs = file_hashes(run_dir, [paths[k] for k in stage.inputs])
-    else: inputs = {rel: h for r in before for rel, h in (r.get('outputs') or {}).items()}  # an own stage may read any of them
+    else:
+        inputs = {
+            rel: h for r in before for rel, h in (r.get('outputs') or {}).items()
+        }  # an own stage may read any of them
     params = stage_params(stage, project.settings, run_dir)
-    return stage_key(stage, params, inputs, project.settings, sha256_path(project.notebook(stage)), package_versions(),
-                     project.root, project.tracking_uri, champion, builtin)
+    return stage_key(
+        stage,
+        params,
+        inputs,
+        project.settings,
+        sha256_path(project.notebook(stage)),
+        package_versions(),
+        project.root,
+        project.tracking_uri,
+        champion,
+        builtin,
+    )
+
 
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015k
-def execute_stages(project:Project, run_dir:Path, manifest:dict,
-                   todo:list, # indices into manifest['stages'] of the stages to run, in order
-                   tracker:Tracker, echo=print,
-                   after=None, # called with a stage's name after it completed
-                   cache=None, # a `StageCache` to reuse earlier executions from; None: execute every stage
-                   server=None): # a `KernelServer` to fork kernels from; None: each kernel starts from scratch
+def execute_stages(
+    project: Project,
+    run_dir: Path,
+    manifest: dict,
+    todo: list,  # indices into manifest['stages'] of the stages to run, in order
+    tracker: Tracker,
+    echo=print,
+    after=None,  # called with a stage's name after it completed
+    cache=None,  # a `StageCache` to reuse earlier executions from; None: execute every stage
+    server=None,
+):  # a `KernelServer` to fork kernels from; None: each kernel starts from scratch
     "Run stages of `manifest` in `run_dir`, each in a kernel started while the one before ran; False when one failed"
     from mlops_nb.pipeline.kernels import Kernel  # jupyter_client: 0.1 s that commands without kernels need not pay
+
     records = manifest['stages']
-    def kernel(i): return Kernel(run_dir, run_dir/'logs'/f"{Path(records[i]['notebook']).stem}.log", server=server, stage=records[i]['name'])
-    try: champion = tracker.champion(project.settings['project']['model_name'])
+
+    def kernel(i):
+        return Kernel(
+            run_dir,
+            run_dir / 'logs' / f'{Path(records[i]["notebook"]).stem}.log',
+            server=server,
+            stage=records[i]['name'],
+        )
+
+    try:
+        champion = tracker.champion(project.settings['project']['model_name'])
     except TrackingFailed as e:  # the store went away since the run's checks: the first stage to run says so
-        if todo: records[todo[0]].update(status='failed', error=str(e), end=utc_now().isoformat())
+        if todo:
+            records[todo[0]].update(status='failed', error=str(e), end=utc_now().isoformat())
         return False
     keys = {}
+
     def key(i):  # known once the stages before `i` are done; recorded even when not looked up, for later runs to reuse
         if i not in keys:
             stage = project.notebooks[records[i]['name']]
-            keys[i] = _stage_key(stage, project, run_dir, records[:i], champion) if cacheable(stage.name, project.settings) else None
+            keys[i] = (
+                _stage_key(stage, project, run_dir, records[:i], champion)
+                if cacheable(stage.name, project.settings)
+                else None
+            )
         return keys[i]
+
     def reused(i):
         rec = records[i]
         rec.pop('cached_from', None)
         rec['cache_key'] = key(i)
         return cache is not None and key(i) is not None and cache.reuse(key(i), run_dir, rec, warn=echo)
+
     kernels = {}  # a stage's kernel starts while the stage before it runs; a stage that will be reused needs none
+
     def prestart(i):
-        if i not in kernels and (cache is None or key(i) not in cache.index): kernels[i] = kernel(i)
-    if todo: prestart(todo[0])
+        if i not in kernels and (cache is None or key(i) not in cache.index):
+            kernels[i] = kernel(i)
+
+    if todo:
+        prestart(todo[0])
     current = None
     try:
         for j, i in enumerate(todo):
@@ -231,34 +391,46 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
             rec.update(status='running', start=utc_now().isoformat(), end=None, error=None)
             try:
                 rec['mlflow_run_id'] = tracker.start_stage(manifest, rec)
-                if 'mlflow_run_id' in params: params['mlflow_run_id'] = rec['mlflow_run_id']
+                if 'mlflow_run_id' in params:
+                    params['mlflow_run_id'] = rec['mlflow_run_id']
                 rec['parameters'] = params
                 write_manifest(run_dir, manifest)
                 if reused(i):
-                    if j + 1 < len(todo): prestart(todo[j+1])
+                    if j + 1 < len(todo):
+                        prestart(todo[j + 1])
                 else:
-                    if i not in kernels: kernels[i] = kernel(i)
-                    if j + 1 < len(todo) and todo[j+1] not in kernels: kernels[todo[j+1]] = kernel(todo[j+1])
+                    if i not in kernels:
+                        kernels[i] = kernel(i)
+                    if j + 1 < len(todo) and todo[j + 1] not in kernels:
+                        kernels[todo[j + 1]] = kernel(todo[j + 1])
                     run_stage(stage, project, run_dir, kernels[i], rec)
                 rec['status'] = 'completed'
-            except (StageFailed, TrackingFailed) as e: rec.update(status='failed', error=str(e))
+            except (StageFailed, TrackingFailed) as e:
+                rec.update(status='failed', error=str(e))
             rec.update(end=utc_now().isoformat(), duration_s=round(time.perf_counter() - t0, 3))
             # a reused stage's cells_s is the earlier execution's: its overhead here would be meaningless, even negative
             rec['overhead_s'] = None if rec.get('cached_from') else round(rec['duration_s'] - rec.get('cells_s', 0), 3)
-            if i in kernels: kernels.pop(i).shutdown()
+            if i in kernels:
+                kernels.pop(i).shutdown()
             current = None
             echo(_progress(i + 1, len(records), rec))
             t1 = time.perf_counter()
             write_manifest(run_dir, manifest)  # what happened is on record before the store is asked to keep it
             try:
-                if rec.get('mlflow_run_id'): tracker.end_stage(run_dir, stage, rec)
-            except TrackingFailed as e: rec.update(status='failed', error=str(e))  # not in MLflow: it must run again
+                if rec.get('mlflow_run_id'):
+                    tracker.end_stage(run_dir, stage, rec)
+            except TrackingFailed as e:
+                rec.update(status='failed', error=str(e))  # not in MLflow: it must run again
             rec['tracking_s'] = round(time.perf_counter() - t1, 3)
             write_manifest(run_dir, manifest)
-            if rec['status'] == 'failed': return False
-            if after: after(rec['name'])
+            if rec['status'] == 'failed':
+                return False
+            if after:
+                after(rec['name'])
     except KeyboardInterrupt:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the record of the first short
+        previous = signal.signal(
+            signal.SIGINT, signal.SIG_IGN
+        )  # a second Ctrl-C must not cut the record of the first short
         # nbclient's cancelled tasks die with the kernel and asyncio reports them as unretrieved: expected here
         logging.getLogger('asyncio').setLevel(logging.CRITICAL)
         try:
@@ -266,112 +438,183 @@ def execute_stages(project:Project, run_dir:Path, manifest:dict,
                 kernels[current].interrupt()
                 records[current].update(status='interrupted', end=utc_now().isoformat(), error='interrupted (Ctrl-C)')
                 tracker.end_stage(run_dir, project.notebooks[records[current]['name']], records[current])
-        finally: signal.signal(signal.SIGINT, previous)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         raise
     finally:
-        for k in kernels.values(): k.shutdown()
+        for k in kernels.values():
+            k.shutdown()
     return True
 
+
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015l
-def _preflight(project:Project, stages:list, resume):
+def _preflight(project: Project, stages: list, resume):
     "Raise, with a line per problem, when the settings, parameters, tracking store or data would fail the run"
     from mlops_nb.pipeline.preflight import moved_imports
+
     problems = moved_imports([project.notebook(s) for s in stages]) + check_settings(project.settings)
     if not resume:  # values outside their declared domain or the estimator's constraints, a line each
         from mlops_nb.pipeline.preflight import parameter_problems
+
         problems += parameter_problems(project, stages)
     if not problems:  # the tracking store answers, or the run stops here, before a folder says running
         from mlops_nb.registry.services import artifact_problems, service_problems
-        problems = service_problems(project.tracking_uri) or artifact_problems(project.artifact_location, project.tracking_uri)
+
+        problems = service_problems(project.tracking_uri) or artifact_problems(
+            project.artifact_location, project.tracking_uri
+        )
     if not problems and not resume and any(s.name == 'ingest' for s in stages):
         from mlops_nb.pipeline.preflight import data_checked, data_problems
+
         if (checked := data_checked(project)) is None or not checked.exists():
-            problems = data_problems(project.settings, project.root)  # before anything is made: minutes before a later stage would meet them
-    if len(problems) == 1: raise MlopsError(f'{project.settings_file}: {problems[0]}')
-    if problems: raise MlopsError(f'{project.settings_file}:\n  ' + '\n  '.join(problems))
-    if not resume:  # the next run with these values skips them, and their imports (a refused run leaves no trace: only now)
+            problems = data_problems(
+                project.settings, project.root
+            )  # before anything is made: minutes before a later stage would meet them
+    if len(problems) == 1:
+        raise MlopsError(f'{project.settings_file}: {problems[0]}')
+    if problems:
+        raise MlopsError(f'{project.settings_file}:\n  ' + '\n  '.join(problems))
+    if (
+        not resume
+    ):  # the next run with these values skips them, and their imports (a refused run leaves no trace: only now)
         from mlops_nb.pipeline.preflight import data_checked, estimator_checked
-        for marker in (estimator_checked(project, stages), any(s.name == 'ingest' for s in stages) and data_checked(project)):
-            if marker: marker.parent.mkdir(parents=True, exist_ok=True); marker.touch()
+
+        for marker in (
+            estimator_checked(project, stages),
+            any(s.name == 'ingest' for s in stages) and data_checked(project),
+        ):
+            if marker:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+
 
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c015m
-def run_pipeline(project:Project|None=None, # the project; default: found from the current folder
-                 resume:str|Path|None=None, # a run folder to continue instead of starting a new run
-                 echo=print, # where progress lines go
-                 kind:str='train', # recorded in the manifest: train, monitor, retrain, replay
-                 stages:list|None=None, # stage names; default: the project's [pipeline] stages
-                 trigger:dict|None=None, # why the run started (a monitor's trigger.json); default: by hand
-                 cache:bool|None=None, # reuse unchanged stages of earlier runs; None: `[pipeline] cache`
-                ):
+def run_pipeline(
+    project: Project | None = None,  # the project; default: found from the current folder
+    resume: str | Path | None = None,  # a run folder to continue instead of starting a new run
+    echo=print,  # where progress lines go
+    kind: str = 'train',  # recorded in the manifest: train, monitor, retrain, replay
+    stages: list | None = None,  # stage names; default: the project's [pipeline] stages
+    trigger: dict | None = None,  # why the run started (a monitor's trigger.json); default: by hand
+    cache: bool | None = None,  # reuse unchanged stages of earlier runs; None: `[pipeline] cache`
+):
     "Run the pipeline's stage notebooks into a run folder; return the run folder"
-    from mlops_nb.pipeline.kernels import kernel_server  # jupyter_client: 0.1 s that commands without kernels need not pay
+    from mlops_nb.pipeline.kernels import (
+        kernel_server,
+    )  # jupyter_client: 0.1 s that commands without kernels need not pay
+
     project, stages, manifest, run_dir = open_run(project, resume, kind, stages, trigger)
-    for s in stages: project.notebook(s)  # a project without its notebooks is told how to get them, before anything is made
-    early = project.runs_dir/'.cache'/f'kernels-{os.getpid()}.log'  # the server's log until the run folder exists
-    server = kernel_server(project, [project.notebooks[r['name']] for r in manifest['stages'] if r['status'] != 'completed'], early)
-    try: _preflight(project, stages, resume)  # while the server imports on the other core
+    for s in stages:
+        project.notebook(s)  # a project without its notebooks is told how to get them, before anything is made
+    early = project.runs_dir / '.cache' / f'kernels-{os.getpid()}.log'  # the server's log until the run folder exists
+    server = kernel_server(
+        project, [project.notebooks[r['name']] for r in manifest['stages'] if r['status'] != 'completed'], early
+    )
+    try:
+        _preflight(project, stages, resume)  # while the server imports on the other core
     except BaseException:
-        if server is not None: server.close()
+        if server is not None:
+            server.close()
         early.unlink(missing_ok=True)
         for d in (early.parent, project.runs_dir):  # a refused run leaves no trace, not even an empty runs folder
-            try: d.rmdir()
-            except OSError: break  # not empty: other runs are there
+            try:
+                d.rmdir()
+            except OSError:
+                break  # not empty: other runs are there
         raise
     run_dir.mkdir(parents=True, exist_ok=True)
     if server is not None:
-        (run_dir/'logs').mkdir(exist_ok=True)
-        os.replace(early, run_dir/'logs'/'kernels.log')  # the server writes on through its open file
-    if not resume: atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
-    if not resume and any(s.name == 'ingest' for s in stages):  # what the data was, for `mlops-nb reproduce` to check first
+        (run_dir / 'logs').mkdir(exist_ok=True)
+        os.replace(early, run_dir / 'logs' / 'kernels.log')  # the server writes on through its open file
+    if not resume:
+        atomic_write_text(run_dir / 'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
+    if not resume and any(
+        s.name == 'ingest' for s in stages
+    ):  # what the data was, for `mlops-nb reproduce` to check first
         manifest['source'] = source_fingerprint(project.settings['data']['source'], project.root)
-    manifest.update(status='running', ended=None, process=process_record())  # who runs it: `runs` tells a dead run from a live one
+    manifest.update(
+        status='running', ended=None, process=process_record()
+    )  # who runs it: `runs` tells a dead run from a live one
     write_manifest(run_dir, manifest)
     records = manifest['stages']
     todo = [i for i, r in enumerate(records) if r['status'] != 'completed']
     started = time.perf_counter()
     from concurrent.futures import ThreadPoolExecutor
-    from mlops_nb.reporting.notebooks import prerender  # the report's notebook fragments, rendered while the next stage runs
+    from mlops_nb.reporting.notebooks import (
+        prerender,
+    )  # the report's notebook fragments, rendered while the next stage runs
+
     pool = ThreadPoolExecutor(1)
+
     def after(name):
         pool.submit(prerender, run_dir, next(r['notebook'] for r in records if r['name'] == name), name)
+
     restore = None
     beat = Heartbeat(manifest['process'], lambda: write_manifest(run_dir, manifest))
     try:
-        try: tracker = Tracker(project, manifest)
+        try:
+            tracker = Tracker(project, manifest)
         except TrackingFailed:
             manifest.update(status='failed', ended=utc_now().isoformat())
             write_manifest(run_dir, manifest)
             raise
         echo(f'run {manifest["run_id"]}: {len(stages)} stages into {run_dir}')
-        try: execute_stages(project, run_dir, manifest, todo, tracker, echo, after=after,
-                            cache=run_cache(project.settings, project.runs_dir, run_dir, cache), server=server)
-        except KeyboardInterrupt: restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
+        try:
+            execute_stages(
+                project,
+                run_dir,
+                manifest,
+                todo,
+                tracker,
+                echo,
+                after=after,
+                cache=run_cache(project.settings, project.runs_dir, run_dir, cache),
+                server=server,
+            )
+        except KeyboardInterrupt:
+            restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
     finally:
         beat.stop()
-        if server is not None: server.close()
+        if server is not None:
+            server.close()
         pool.shutdown(cancel_futures=True)
-    try: close_run(run_dir, manifest, tracker, started, project, echo)
+    try:
+        close_run(run_dir, manifest, tracker, started, project, echo)
     finally:
-        if restore is not None: signal.signal(signal.SIGINT, restore)
+        if restore is not None:
+            signal.signal(signal.SIGINT, restore)
     return run_dir
 
+
 # %% ../../notebooks/lib/pipeline/05_runner.ipynb #c017
-def reproduce_run(run_dir:str|Path, # the run folder to execute again
-                  echo=print, # where progress lines go
-                 ):
+def reproduce_run(
+    run_dir: str | Path,  # the run folder to execute again
+    echo=print,  # where progress lines go
+):
     "`(new run folder, comparison)`: the run executed again from its manifest, cache off; see `mlops_nb.pipeline.reproduce.compare`"
     from mlops_nb.pipeline.cache import SIDE_EFFECTS
     from mlops_nb.pipeline.reproduce import check_reproducible, compare
+
     old = real_settings(read_manifest(Path(run_dir)))
     root = Path(old['settings_file']).parent
     project = Project(root, Path(old['settings_file']), old['settings'], (), find_stages(root))
     check_reproducible(old, project)
     names = [r['name'] for r in old['stages'] if r['name'] not in SIDE_EFFECTS]
-    new_dir = run_pipeline(project, echo=echo, kind='reproduce', stages=names, cache=False,
-                           trigger={'signal': 'reproduce', 'by': 'mlops-nb reproduce', 'run': old['run_id']})
+    new_dir = run_pipeline(
+        project,
+        echo=echo,
+        kind='reproduce',
+        stages=names,
+        cache=False,
+        trigger={'signal': 'reproduce', 'by': 'mlops-nb reproduce', 'run': old['run_id']},
+    )
     new = read_manifest(new_dir)
-    versions = [(r.get('result') or {}).get('data_version') for m in (old, new) for r in m['stages'] if r['name'] == 'ingest']
+    versions = [
+        (r.get('result') or {}).get('data_version') for m in (old, new) for r in m['stages'] if r['name'] == 'ingest'
+    ]
     if len(versions) == 2 and versions[0] != versions[1]:
-        raise MlopsError(f'cannot reproduce {old["run_id"]}: the source data changed since the run (data version {versions[0]} then, '
-                         f'{versions[1]} now, in {new_dir})')
+        raise MlopsError(
+            f'cannot reproduce {old["run_id"]}: the source data changed since the run (data version {versions[0]} then, '
+            f'{versions[1]} now, in {new_dir})'
+        )
     return new_dir, compare(old, new)

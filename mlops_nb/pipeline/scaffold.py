@@ -18,21 +18,27 @@ from ..core.stage import TEMPLATES, declared_settings, find_stages
 # %% auto #0
 __all__ = ['GITIGNORE', 'settings_text', 'read_sample', 'data_settings', 'init_project']
 
+
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c004
 def _ini_value(v):
-    if isinstance(v, bool): return 'true' if v else 'false'
+    if isinstance(v, bool):
+        return 'true' if v else 'false'
     return str(v)
 
+
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c004a
-def settings_text(values:dict, # `{section: {key: value}}` laid over the declared defaults
-                  notes:dict|None=None, # `{section: {key: comment}}`: why a value was chosen, shown above it
-                  stages:dict|None=None, # `find_stages` of the project; default: the templates'
-                 ):
+def settings_text(
+    values: dict,  # `{section: {key: value}}` laid over the declared defaults
+    notes: dict | None = None,  # `{section: {key: comment}}`: why a value was chosen, shown above it
+    stages: dict | None = None,  # `find_stages` of the project; default: the templates'
+):
     "A settings.ini with every declared key, its help as a comment, and `values` over the defaults"
     notes = notes or {}
-    lines = ['# The settings of this project. `mlops-nb settings` lists every key with its type, default and help;',
-             '# a stage notebook\'s parameters cell declares its section. Override a value for one run with',
-             '# `mlops-nb run -p section.key=value`.']
+    lines = [
+        '# The settings of this project. `mlops-nb settings` lists every key with its type, default and help;',
+        "# a stage notebook's parameters cell declares its section. Override a value for one run with",
+        '# `mlops-nb run -p section.key=value`.',
+    ]
     for section, params in declared_settings(stages).items():
         lines += ['', f'[{section}]']
         for key, p in params.items():
@@ -41,77 +47,127 @@ def settings_text(values:dict, # `{section: {key: value}}` laid over the declare
             lines.append(f'{key} = {_ini_value(values.get(section, {}).get(key, p.default))}'.rstrip())
     return '\n'.join(lines) + '\n'
 
+
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c006
-_POSITIVE_NAMES = ('true', 'yes', 'y', 'positive', 'pos', 'bad', 'default', 'churn', 'fraud', 'fail', 'failed', 'failure', '>50k')
-_SENSITIVE = re.compile(r'(^|[^a-z])(sex|gender|race|rac1p|ethnic|ethnicity|religion|nationality|native|citizen|marital|mar|disab|dis|age|agep)($|[^a-z])', re.IGNORECASE)
+_POSITIVE_NAMES = (
+    'true',
+    'yes',
+    'y',
+    'positive',
+    'pos',
+    'bad',
+    'default',
+    'churn',
+    'fraud',
+    'fail',
+    'failed',
+    'failure',
+    '>50k',
+)
+_SENSITIVE = re.compile(
+    r'(^|[^a-z])(sex|gender|race|rac1p|ethnic|ethnicity|religion|nationality|native|citizen|marital|mar|disab|dis|age|agep)($|[^a-z])',
+    re.IGNORECASE,
+)
 _TIME = re.compile(r'(date|time|year|month|week|day|period|timestamp|_at$|^dt$|^ts$|_ts$)', re.IGNORECASE)
 # values shaped like dates or timestamps (2024-05-01, 5/1/2024, 2024-05-01T10:00:00Z): a time column whatever its name
 _DATELIKE = r'\s*(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4})([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$'
 
-def _positive(y:pd.Series, target:str):
+
+def _positive(y: pd.Series, target: str):
     "`(label, why)` of a two-label target"
     from mlops_nb.core.columns import label_text
+
     counts = y.map(label_text).value_counts()
     texts = sorted(counts.index)
     named = [t for t in texts if t.lower() in _POSITIVE_NAMES]
-    if texts in (['0', '1'], ['False', 'True']): return texts[1], f'{texts[1]} of {texts[0]}/{texts[1]}'
-    if len(named) == 1: return named[0], f'{named[0]!r} reads as the positive class of {target!r} (labels {", ".join(texts)})'
+    if texts in (['0', '1'], ['False', 'True']):
+        return texts[1], f'{texts[1]} of {texts[0]}/{texts[1]}'
+    if len(named) == 1:
+        return named[0], f'{named[0]!r} reads as the positive class of {target!r} (labels {", ".join(texts)})'
     rare = counts.index[-1]
-    return rare, f'{rare!r} is the rarer label of {target!r} ({counts[rare]/counts.sum():.0%} of the sample): usually the class of interest'
+    return (
+        rare,
+        f'{rare!r} is the rarer label of {target!r} ({counts[rare] / counts.sum():.0%} of the sample): usually the class of interest',
+    )
+
 
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c006a
-def _id_column(df:pd.DataFrame, target:str):
+def _id_column(df: pd.DataFrame, target: str):
     "A column whose values are whole numbers or text, each row its own, named like an id first; None if there is none"
+
     def ok(c):
         s = df[c]
-        return c != target and s.notna().all() and s.is_unique and len(s) > 1 and (
-            pd.api.types.is_integer_dtype(s) or pd.api.types.is_string_dtype(s) or s.dtype == object)
+        return (
+            c != target
+            and s.notna().all()
+            and s.is_unique
+            and len(s) > 1
+            and (pd.api.types.is_integer_dtype(s) or pd.api.types.is_string_dtype(s) or s.dtype == object)
+        )
+
     cands = [c for c in df.columns if ok(c)]
     named = [c for c in cands if re.search(r'(^|[^a-z])id($|[^a-z])|_id$|^id', str(c), re.IGNORECASE)]
     return (named or [None])[0]
 
+
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c006b
-def _time_column(df:pd.DataFrame, target:str):
+def _time_column(df: pd.DataFrame, target: str):
     "A column that holds dates, or whole-number years named like one, or text shaped like dates, or named like a time that parses as one; None"
     for c in df.columns:
         s = df[c].dropna()
-        if c == target or s.empty: continue
-        if pd.api.types.is_datetime64_any_dtype(s): return c
+        if c == target or s.empty:
+            continue
+        if pd.api.types.is_datetime64_any_dtype(s):
+            return c
         named = bool(_TIME.search(str(c)))
-        if named and pd.api.types.is_integer_dtype(s) and s.between(1900, 2100).all() and 'year' in str(c).lower(): return c
+        if named and pd.api.types.is_integer_dtype(s) and s.between(1900, 2100).all() and 'year' in str(c).lower():
+            return c
         if pd.api.types.is_string_dtype(s) or s.dtype == object:
             head = s.astype(str).head(200)
-            if not named and head.str.fullmatch(_DATELIKE).mean() < 0.95: continue  # else a feature of thousands of categories
-            if pd.to_datetime(head, errors='coerce', format='mixed', utc=True).notna().mean() > 0.95: return c  # utc: zones may differ
+            if not named and head.str.fullmatch(_DATELIKE).mean() < 0.95:
+                continue  # else a feature of thousands of categories
+            if pd.to_datetime(head, errors='coerce', format='mixed', utc=True).notna().mean() > 0.95:
+                return c  # utc: zones may differ
     return None
 
+
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c006c
-def _slug(name:str): return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') or 'model'
+def _slug(name: str):
+    return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') or 'model'
+
 
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c008
-def read_sample(source:str, # a CSV or Parquet file, folder or glob (or a bundled name)
-                rows:int=50_000, # most rows read
-               ):
+def read_sample(
+    source: str,  # a CSV or Parquet file, folder or glob (or a bundled name)
+    rows: int = 50_000,  # most rows read
+):
     "The first `rows` rows of `source`, as ingest types them"
     from mlops_nb.stages.sources import BUNDLED, bundled, csv_header, resolve_files
-    if source in BUNDLED: return bundled(source).head(rows)
+
+    if source in BUNDLED:
+        return bundled(source).head(rows)
     f = resolve_files(source)[0]
     if f.format == 'csv':
         _, delim, _ = csv_header(f)
         return pd.read_csv(f.path or f.name, sep=delim, nrows=rows)
     return pd.read_parquet(f.path or f.name).head(rows)
 
+
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c008a
-def data_settings(df:pd.DataFrame, # a sample of the data
-                  target:str, # the label column
-                  where:str, # the data's name, for messages
-                 ):
+def data_settings(
+    df: pd.DataFrame,  # a sample of the data
+    target: str,  # the label column
+    where: str,  # the data's name, for messages
+):
     "`(values, notes)` for settings.ini: the [data] section and gate criteria for this data, and why"
     if target not in df.columns:
-        raise MlopsError(f'--target {target!r} is not a column of {where}{suggest(target, list(df.columns))}; '
-                         f'its columns are {", ".join(map(repr, df.columns[:30]))}')
+        raise MlopsError(
+            f'--target {target!r} is not a column of {where}{suggest(target, list(df.columns))}; '
+            f'its columns are {", ".join(map(repr, df.columns[:30]))}'
+        )
     y = df[target].dropna()
-    if y.nunique() < 2: raise MlopsError(f'--target {target!r} has {y.nunique()} distinct value in {where}: nothing to learn')
+    if y.nunique() < 2:
+        raise MlopsError(f'--target {target!r} has {y.nunique()} distinct value in {where}: nothing to learn')
     numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
     data, notes = {'target': target}, {'target': f'chosen by --target; {y.nunique()} distinct values in the sample'}
     if y.nunique() == 2:
@@ -126,21 +182,39 @@ def data_settings(df:pd.DataFrame, # a sample of the data
         evaluate = 'rmse baseline_relative_change at most -0.05, rmse relative_change at most 0.02'
         audit, key = 'mae_ratio at most 1.5', 'rmse'
     else:
-        raise MlopsError(f'--target {target!r} has {y.nunique()} labels in {where} ({", ".join(map(str, y.unique()[:5]))}, ...): '
-                         'mlops-nb learns two-label classification or a numeric (regression) target')
+        raise MlopsError(
+            f'--target {target!r} has {y.nunique()} labels in {where} ({", ".join(map(str, y.unique()[:5]))}, ...): '
+            'mlops-nb learns two-label classification or a numeric (regression) target'
+        )
     ident, time = _id_column(df, target), _time_column(df, target)
     data.update(id_column=ident or '', time_column=time or '', sensitive_columns='')
-    notes.update(id_column='chosen by init: its values are unique in the sample' if ident else 'no column is unique in the sample: row numbers stand in',
-                 time_column='chosen by init: it holds dates or years' if time else 'no column looks like a date or year')
+    notes.update(
+        id_column='chosen by init: its values are unique in the sample'
+        if ident
+        else 'no column is unique in the sample: row numbers stand in',
+        time_column='chosen by init: it holds dates or years' if time else 'no column looks like a date or year',
+    )
     sensitive = [c for c in df.columns if c != target and _SENSITIVE.search(str(c))]
-    notes['sensitive_columns'] = (f'candidates by name: {", ".join(sensitive)}; list the ones the audit should check' if sensitive
-                                  else 'no column is named like a sensitive attribute; list any the audit should check')
-    values = {'data': data, 'project': {'key_metric': key}, 'evaluate': {'criteria': evaluate}, 'audit': {'criteria': audit}}
-    notes = {'data': notes, 'evaluate': {'criteria': 'chosen by init: better than a trivial model, and no worse than the champion'}}
+    notes['sensitive_columns'] = (
+        f'candidates by name: {", ".join(sensitive)}; list the ones the audit should check'
+        if sensitive
+        else 'no column is named like a sensitive attribute; list any the audit should check'
+    )
+    values = {
+        'data': data,
+        'project': {'key_metric': key},
+        'evaluate': {'criteria': evaluate},
+        'audit': {'criteria': audit},
+    }
+    notes = {
+        'data': notes,
+        'evaluate': {'criteria': 'chosen by init: better than a trivial model, and no worse than the champion'},
+    }
     return values, notes
 
+
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c010
-GITIGNORE = '''# what runs make: run folders, the MLflow store, the prediction log
+GITIGNORE = """# what runs make: run folders, the MLflow store, the prediction log
 runs/
 mlflow.db
 mlartifacts/
@@ -149,10 +223,11 @@ predictions.db*
 *.db.init.lock
 .ipynb_checkpoints/
 __pycache__/
-'''
+"""
 
-def _readme(name:str, source:str):
-    return f'''# {name}
+
+def _readme(name: str, source: str):
+    return f"""# {name}
 
 A machine-learning project run by [mlops-nb](https://github.com/mlops-nb/mlops-nb): each stage of the
 lifecycle is a notebook in `notebooks/stages/`, its settings are in `settings.ini`, and every run is a folder
@@ -167,42 +242,64 @@ in `runs/` tracked in MLflow (`mlflow.db`). The data: `{source}`.
 Change the model in the `model` cell of `notebooks/stages/04_train.ipynb`, the preprocessing in the
 `preprocessing` cell of `03_features.ipynb`. Add a stage: write `notebooks/stages/NN_NAME.ipynb` with a
 `parameters` cell and list NAME in `[pipeline] stages`. `mlops-nb settings` lists every setting.
-'''
+"""
+
 
 # %% ../../notebooks/lib/pipeline/08_scaffold.ipynb #c011
-def init_project(folder:str|Path, # the project folder: new, or empty
-                 data:str|None=None, # a CSV or Parquet file, folder or glob; None: the bundled default data
-                 target:str|None=None, # the label column of `data`
-                 notebooks_only:bool=False, # only copy the stage notebooks (into a project that has its settings.ini)
-                 echo=print,
-                ):
+def init_project(
+    folder: str | Path,  # the project folder: new, or empty
+    data: str | None = None,  # a CSV or Parquet file, folder or glob; None: the bundled default data
+    target: str | None = None,  # the label column of `data`
+    notebooks_only: bool = False,  # only copy the stage notebooks (into a project that has its settings.ini)
+    echo=print,
+):
     "Write a project into `folder`: settings.ini, notebooks/stages/, .gitignore, README.md; never over a file"
     folder = Path(folder).expanduser().resolve()
-    if folder.exists() and not folder.is_dir(): raise MlopsError(f'{folder} is a file, not a folder')
+    if folder.exists() and not folder.is_dir():
+        raise MlopsError(f'{folder} is a file, not a folder')
     templates = sorted(TEMPLATES.glob('*.ipynb'))
-    files = {Path('notebooks/stages')/t.name: t for t in templates}
+    files = {Path('notebooks/stages') / t.name: t for t in templates}
     if not notebooks_only:
-        if (data is None) != (target is None): raise MlopsError('give --data and --target together (or neither, for the bundled default data)')
-        values = {'project': {'name': folder.name, 'model_name': _slug(folder.name)}, 'mlflow': {'experiment': _slug(folder.name)}}
+        if (data is None) != (target is None):
+            raise MlopsError('give --data and --target together (or neither, for the bundled default data)')
+        values = {
+            'project': {'name': folder.name, 'model_name': _slug(folder.name)},
+            'mlflow': {'experiment': _slug(folder.name)},
+        }
         notes = {'project': {'model_name': 'from the folder name'}}
         if data is not None:
             source = Path(data).expanduser()
             source = source.resolve() if source.exists() else source  # a glob or URI stays as given
             found, nd = data_settings(read_sample(str(source)), target, str(data))
-            for k, v in found.items(): values.setdefault(k, {}).update(v)
-            for k, v in nd.items(): notes.setdefault(k, {}).update(v)
+            for k, v in found.items():
+                values.setdefault(k, {}).update(v)
+            for k, v in nd.items():
+                notes.setdefault(k, {}).update(v)
             values['data']['source'] = str(source)
-        files.update({Path('settings.ini'): settings_text(values, notes), Path('.gitignore'): GITIGNORE,
-                      Path('README.md'): _readme(folder.name, values.get('data', {}).get('source', 'acs_employment_ma (bundled)'))})
-    there = [str(folder/rel) for rel in files if (folder/rel).exists()]
-    if there: raise MlopsError(f'{there[0]} exists: init never overwrites a file' + (f' ({len(there) - 1} more exist)' if len(there) > 1 else '')
-                               + ('; give a new or empty folder' if not notebooks_only else ''))
+        files.update(
+            {
+                Path('settings.ini'): settings_text(values, notes),
+                Path('.gitignore'): GITIGNORE,
+                Path('README.md'): _readme(
+                    folder.name, values.get('data', {}).get('source', 'acs_employment_ma (bundled)')
+                ),
+            }
+        )
+    there = [str(folder / rel) for rel in files if (folder / rel).exists()]
+    if there:
+        raise MlopsError(
+            f'{there[0]} exists: init never overwrites a file'
+            + (f' ({len(there) - 1} more exist)' if len(there) > 1 else '')
+            + ('; give a new or empty folder' if not notebooks_only else '')
+        )
     if not notebooks_only and folder.is_dir() and any(p.name not in ('.git',) for p in folder.iterdir()):
         raise MlopsError(f'{folder} is not empty: init makes a project in a new or empty folder')
     for rel, content in files.items():
-        (folder/rel).parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, Path): shutil.copyfile(content, folder/rel)
-        else: (folder/rel).write_text(content, encoding='utf-8')
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Path):
+            shutil.copyfile(content, folder / rel)
+        else:
+            (folder / rel).write_text(content, encoding='utf-8')
     find_stages(folder)  # the copies read as stages, as the runner will read them
     echo(f'wrote {len(files)} files into {folder}')
     return folder

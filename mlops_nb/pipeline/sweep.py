@@ -26,529 +26,883 @@ from ..core.settings import parse_override
 from ..core.stage import declared_settings
 
 # %% auto #0
-__all__ = ['parse_axis', 'combinations', 'split_stages', 'sweep_kind', 'run_child', 'check_workers', 'warm_workers', 'rank',
-           'effects', 'ranking_table', 'write_results', 'run_sweep']
+__all__ = [
+    'parse_axis',
+    'combinations',
+    'split_stages',
+    'sweep_kind',
+    'run_child',
+    'check_workers',
+    'warm_workers',
+    'rank',
+    'effects',
+    'ranking_table',
+    'write_results',
+    'run_sweep',
+]
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c004
-def parse_axis(text:str, # `section.key=v1,v2` or `section.key=v1|v2`
-               stages:dict|None=None, # the project's `find_stages`; default: the templates'
-              ):
+def parse_axis(
+    text: str,  # `section.key=v1,v2` or `section.key=v1|v2`
+    stages: dict | None = None,  # the project's `find_stages`; default: the templates'
+):
     "`(setting, [(text, typed value), ...])` of one sweep axis"
     section, key, value = parse_override(text)
     p = declared_settings(stages).get(section, {}).get(key)
-    if p is None: raise MlopsError(f'-p {section}.{key}: no such setting (mlops-nb settings lists them)')
+    if p is None:
+        raise MlopsError(f'-p {section}.{key}: no such setting (mlops-nb settings lists them)')
     texts = [v.strip() for v in value.split('|' if '|' in value else ',')]
-    if not all(texts) and p.type is not str: raise MlopsError(f'-p {text!r}: an empty value')
+    if not all(texts) and p.type is not str:
+        raise MlopsError(f'-p {text!r}: an empty value')
     texts = list(dict.fromkeys(texts))  # a value given twice is one combination, not two
     return f'{section}.{key}', [(t, p.parse(t, f'-p {section}.{key}')) for t in texts]
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c004a
-def combinations(axes:list, # `(setting, values)` pairs from `parse_axis`
-                 sample:int|None=None, # draw this many combinations from the grid; None: all of them
-                 seed:int=42, # seed of the draw
-                ):
+def combinations(
+    axes: list,  # `(setting, values)` pairs from `parse_axis`
+    sample: int | None = None,  # draw this many combinations from the grid; None: all of them
+    seed: int = 42,  # seed of the draw
+):
     "The combinations to run: a list of `{setting: (text, value)}`, in grid order"
     grid = [dict(zip([a for a, _ in axes], vals)) for vals in itertools.product(*[v for _, v in axes])]
     if sample is not None:
-        if sample < 1: raise MlopsError(f'--sample {sample}: sample at least one combination')
-        if sample < len(grid): grid = [grid[i] for i in sorted(random.Random(seed).sample(range(len(grid)), sample))]
+        if sample < 1:
+            raise MlopsError(f'--sample {sample}: sample at least one combination')
+        if sample < len(grid):
+            grid = [grid[i] for i in sorted(random.Random(seed).sample(range(len(grid)), sample))]
     return grid
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c007
 _DATA_STAGES = ('ingest', 'validate', 'features')
 
-def _uses(stage, setting:str):
+
+def _uses(stage, setting: str):
     return any(f'{stage.name}.{p.name}' == setting for p in stage.params)
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c007a
-def split_stages(stages:list, # the pipeline's `Stage`s, in order
-                 settings:list, # swept `section.key` names
-                ):
+def split_stages(
+    stages: list,  # the pipeline's `Stage`s, in order
+    settings: list,  # swept `section.key` names
+):
     "`(shared, per_child, for_the_best)` stage names of a sweep of `settings`"
     names = [s.name for s in stages]
-    if 'evaluate' not in names: raise MlopsError('a sweep ranks candidates by their evaluation: [pipeline] stages needs evaluate')
+    if 'evaluate' not in names:
+        raise MlopsError('a sweep ranks candidates by their evaluation: [pipeline] stages needs evaluate')
     first = {}
     for setting in settings:
         used = [i for i, s in enumerate(stages) if _uses(s, setting)]
-        if not used: raise MlopsError(f'{setting} is read by no stage of the pipeline ({", ".join(names)}): sweeping it changes nothing')
+        if not used:
+            raise MlopsError(
+                f'{setting} is read by no stage of the pipeline ({", ".join(names)}): sweeping it changes nothing'
+            )
         used = [i for i in used if names[i] != 'register']
-        if not used: raise MlopsError(f'{setting} is a register setting: the gate is the same for every candidate')
+        if not used:
+            raise MlopsError(f'{setting} is a register setting: the gate is the same for every candidate')
         first[setting] = used
     start = min(u[0] for u in first.values())
     end = max([names.index('evaluate')] + [i for u in first.values() for i in u if names[i] != 'register'])
-    return names[:start], names[start:end + 1], names[end + 1:]
+    return names[:start], names[start : end + 1], names[end + 1 :]
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c007b
-def sweep_kind(stages:list, settings:list):
+def sweep_kind(stages: list, settings: list):
     "data-centric, model-centric or mixed: which stages the swept `settings` feed first"
     firsts = {next(s.name for s in stages if _uses(s, k)) for k in settings}
-    if firsts <= set(_DATA_STAGES): return 'data-centric'
-    if firsts == {'train'}: return 'model-centric'
+    if firsts <= set(_DATA_STAGES):
+        return 'data-centric'
+    if firsts == {'train'}:
+        return 'model-centric'
     return 'mixed'
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c010
-def _execute(project:Project, run_dir:Path, manifest:dict, names:list, tracker, echo=print, after=None,
-             cache:bool=False): # reuse unchanged stages of earlier runs (the shared stages; a child's are its own)
+def _execute(
+    project: Project, run_dir: Path, manifest: dict, names: list, tracker, echo=print, after=None, cache: bool = False
+):  # reuse unchanged stages of earlier runs (the shared stages; a child's are its own)
     "Run the stages `names` of `manifest` in `run_dir`, kernels forked from a kernel server; False when one failed"
     from mlops_nb.pipeline.cache import run_cache
     from mlops_nb.pipeline.kernels import kernel_server
     from mlops_nb.pipeline.runner import execute_stages
+
     idx = {r['name']: i for i, r in enumerate(manifest['stages'])}
-    server = kernel_server(project, [project.notebooks[n] for n in names], run_dir/'logs'/'kernels.log')
+    server = kernel_server(project, [project.notebooks[n] for n in names], run_dir / 'logs' / 'kernels.log')
     try:
-        return execute_stages(project, run_dir, manifest, [idx[n] for n in names], tracker, echo, after, server=server,
-                              cache=run_cache(project.settings, project.runs_dir, run_dir, None if cache else False))
+        return execute_stages(
+            project,
+            run_dir,
+            manifest,
+            [idx[n] for n in names],
+            tracker,
+            echo,
+            after,
+            server=server,
+            cache=run_cache(project.settings, project.runs_dir, run_dir, None if cache else False),
+        )
     finally:
-        if server is not None: server.close()
+        if server is not None:
+            server.close()
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c010a
-def _discard(path:Path):
+def _discard(path: Path):
     "Remove a folder a dead attempt left, read-only files included"
     shutil.rmtree(path)  # folders stay writable when a run is frozen: only its files are read-only
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c012
 def _worker_name():
     try:
         from distributed import get_worker
+
         return get_worker().address
-    except (ImportError, ValueError): return 'local'
+    except (ImportError, ValueError):
+        return 'local'
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c012a
-def _kill_stale_mlflow(child_dir:Path):
+def _kill_stale_mlflow(child_dir: Path):
     "Mark the MLflow runs a dead attempt left running as killed"
     try:
-        m = json.loads((child_dir/'manifest.json').read_text())
+        m = json.loads((child_dir / 'manifest.json').read_text())
         from mlops_nb.registry.tracking import client
+
         c = client(m['mlflow']['tracking_uri'])
-        for rid in [r.get('mlflow_run_id') for r in m['stages'] if r.get('status') == 'running'] + [m['mlflow']['run_id']]:
-            if rid: c.set_terminated(rid, 'KILLED')
-    except Exception: pass  # no manifest or no MLflow run yet: nothing was left running
+        for rid in [r.get('mlflow_run_id') for r in m['stages'] if r.get('status') == 'running'] + [
+            m['mlflow']['run_id']
+        ]:
+            if rid:
+                c.set_terminated(rid, 'KILLED')
+    except Exception:
+        pass  # no manifest or no MLflow run yet: nothing was left running
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c012b
-def _attempts(path:Path):
+def _attempts(path: Path):
     "The attempts recorded for a child: one line each, written before the attempt starts"
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c012c
-def run_child(spec:dict, # built by `run_sweep`: folders, overrides, shared records
-             ):
+def run_child(
+    spec: dict,  # built by `run_sweep`: folders, overrides, shared records
+):
     "Run one combination of a sweep into its child folder; return its result row"
     from mlops_nb.core.manifest import write_manifest
     from mlops_nb.pipeline.runner import freeze_run, new_manifest, run_summary
     from mlops_nb.pipeline.tracker import Tracker
+
     child_dir, sweep_dir = Path(spec['dir']), Path(spec['sweep_dir'])
-    attempts_file = sweep_dir/'children'/f'{child_dir.name}.attempts'
+    attempts_file = sweep_dir / 'children' / f'{child_dir.name}.attempts'
     worker = _worker_name()
     with open(attempts_file, 'a', encoding='utf-8') as f:
         f.write(json.dumps({'worker': worker, 'pid': os.getpid(), 'at': utc_now().isoformat()}) + '\n')
-        f.flush(); os.fsync(f.fileno())
+        f.flush()
+        os.fsync(f.fileno())
     attempts = _attempts(attempts_file)
     if child_dir.exists():
         _kill_stale_mlflow(child_dir)
         _discard(child_dir)
     t0 = time.perf_counter()
     project = load_project(spec['settings_file'], spec['overrides'])
-    manifest = new_manifest(project, project.stages_named(spec['shared'] + spec['stages']), 'sweep-child',
-                             {'signal': 'sweep', 'by': spec['by'], 'sweep_run': spec['sweep_run']})
-    manifest.update(run_id=spec['run_id'], parent_run=spec['sweep_run'],
-                    sweep={'index': spec['index'], 'combination': spec['combination'], 'attempt': len(attempts), 'worker': worker})
-    for rec in manifest['stages'][:len(spec['shared'])]: rec.update({**spec['shared_records'][rec['name']], 'shared_from': spec['sweep_run']})
+    manifest = new_manifest(
+        project,
+        project.stages_named(spec['shared'] + spec['stages']),
+        'sweep-child',
+        {'signal': 'sweep', 'by': spec['by'], 'sweep_run': spec['sweep_run']},
+    )
+    manifest.update(
+        run_id=spec['run_id'],
+        parent_run=spec['sweep_run'],
+        sweep={'index': spec['index'], 'combination': spec['combination'], 'attempt': len(attempts), 'worker': worker},
+    )
+    for rec in manifest['stages'][: len(spec['shared'])]:
+        rec.update({**spec['shared_records'][rec['name']], 'shared_from': spec['sweep_run']})
     for rel, digest in spec['shared_files'].items():
-        link_path(sweep_dir/rel, child_dir/rel)
-        if digest and sha256_path(child_dir/rel) != digest:
-            raise MlopsError(f'{child_dir/rel}: differs from the sweep run it was linked from')
+        link_path(sweep_dir / rel, child_dir / rel)
+        if digest and sha256_path(child_dir / rel) != digest:
+            raise MlopsError(f'{child_dir / rel}: differs from the sweep run it was linked from')
     manifest['shared_inputs'] = {k: v for k, v in spec['shared_files'].items() if v}
     manifest['process'] = process_record()  # the worker's: a child whose worker died reads as interrupted
-    atomic_write_text(child_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
+    atomic_write_text(child_dir / 'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
     write_manifest(child_dir, manifest)
     tracker = Tracker(project, manifest)
     if spec.get('mlflow_parent'):  # the MLflow UI shows the children under the sweep's run
         tracker.c.set_tag(tracker.parent, 'mlflow.parentRunId', spec['mlflow_parent'])
     crash = os.environ.get('MLOPS_NB_SWEEP_CRASH') == str(spec['index']) and len(attempts) == 1
     beat = Heartbeat(manifest['process'], lambda: write_manifest(child_dir, manifest))
-    try: _execute(project, child_dir, manifest, spec['stages'], tracker, echo=lambda line: None,
-                  after=(lambda name: os._exit(17)) if crash else None)  # a test's stand-in for a worker or machine that dies mid-task
-    finally: beat.stop()
+    try:
+        _execute(
+            project,
+            child_dir,
+            manifest,
+            spec['stages'],
+            tracker,
+            echo=lambda line: None,
+            after=(lambda name: os._exit(17)) if crash else None,
+        )  # a test's stand-in for a worker or machine that dies mid-task
+    finally:
+        beat.stop()
     statuses = {r['status'] for r in manifest['stages']}
-    manifest.update(status='completed' if statuses == {'completed'} else 'failed', ended=utc_now().isoformat(),
-                    duration_s=round(time.perf_counter() - t0, 3))
+    manifest.update(
+        status='completed' if statuses == {'completed'} else 'failed',
+        ended=utc_now().isoformat(),
+        duration_s=round(time.perf_counter() - t0, 3),
+    )
     manifest['summary'] = run_summary(manifest)
     write_manifest(child_dir, manifest)
     tracker.end_run(child_dir, manifest)
-    if manifest['status'] == 'completed': freeze_run(child_dir)
+    if manifest['status'] == 'completed':
+        freeze_run(child_dir)
     return _row(spec, child_dir, manifest, attempts, worker)
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c012d
-def _row(spec:dict, child_dir:Path, manifest:dict, attempts:list, worker:str):
+def _row(spec: dict, child_dir: Path, manifest: dict, attempts: list, worker: str):
     "The result row of a finished child"
-    verdict = child_dir/'artifacts/05_evaluate/verdict.json'
+    verdict = child_dir / 'artifacts/05_evaluate/verdict.json'
     failed = next((r for r in manifest['stages'] if r['status'] == 'failed'), None)
-    return {'index': spec['index'], 'run_id': spec['run_id'], 'folder': f'children/{child_dir.name}', 'combination': spec['combination'],
-            'status': manifest['status'], 'metrics': manifest['summary'].get('metrics', {}),
-            'passed': json.loads(verdict.read_text()).get('passed') if verdict.is_file() else None,
-            'error': f"{failed['name']}: {failed['error']}" if failed else None,
-            'attempts': attempts, 'worker': worker, 'duration_s': manifest['duration_s']}
+    return {
+        'index': spec['index'],
+        'run_id': spec['run_id'],
+        'folder': f'children/{child_dir.name}',
+        'combination': spec['combination'],
+        'status': manifest['status'],
+        'metrics': manifest['summary'].get('metrics', {}),
+        'passed': json.loads(verdict.read_text()).get('passed') if verdict.is_file() else None,
+        'error': f'{failed["name"]}: {failed["error"]}' if failed else None,
+        'attempts': attempts,
+        'worker': worker,
+        'duration_s': manifest['duration_s'],
+    }
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c014
-def _completed_row(spec:dict):
+def _completed_row(spec: dict):
     "The result row of a child that completed in an earlier attempt of the sweep; None if it did not"
     child_dir = Path(spec['dir'])
-    try: m = json.loads((child_dir/'manifest.json').read_text())
-    except (OSError, json.JSONDecodeError): return None
-    if m.get('status') != 'completed' or m.get('sweep', {}).get('combination') != spec['combination']: return None
-    return _row(spec, child_dir, m, _attempts(Path(spec['sweep_dir'])/'children'/f'{child_dir.name}.attempts'), m['sweep'].get('worker'))
+    try:
+        m = json.loads((child_dir / 'manifest.json').read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if m.get('status') != 'completed' or m.get('sweep', {}).get('combination') != spec['combination']:
+        return None
+    return _row(
+        spec,
+        child_dir,
+        m,
+        _attempts(Path(spec['sweep_dir']) / 'children' / f'{child_dir.name}.attempts'),
+        m['sweep'].get('worker'),
+    )
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c014a
-def _local_path(uri:str):
+def _local_path(uri: str):
     "The file path of a `sqlite:///` or `file://` URI, or None"
-    if uri.startswith('sqlite:///'): return uri[len('sqlite:///'):]
+    if uri.startswith('sqlite:///'):
+        return uri[len('sqlite:///') :]
     if uri.startswith('file://'):
         from urllib.parse import unquote, urlparse
+
         return unquote(urlparse(uri).path)
     return None
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c014b
-def _probe(token_file:str, token:str, paths:list, urls:list):
+def _probe(token_file: str, token: str, paths: list, urls: list):
     "On a worker: problems reading what the sweep needs (empty when none)"
     problems = []
     try:
-        if Path(token_file).read_text() != token: problems.append(f'{token_file} reads differently')
-    except OSError as e: problems.append(f'cannot read {token_file} ({type(e).__name__})')
+        if Path(token_file).read_text() != token:
+            problems.append(f'{token_file} reads differently')
+    except OSError as e:
+        problems.append(f'cannot read {token_file} ({type(e).__name__})')
     problems += [f'{p} not found' for p in paths if not os.path.exists(p)]
     for u in urls:
         import urllib.request
-        try: urllib.request.urlopen(f"{u.rstrip('/')}/health", timeout=5).close()
-        except Exception as e: problems.append(f'cannot reach {u} ({type(e).__name__})')
+
+        try:
+            urllib.request.urlopen(f'{u.rstrip("/")}/health', timeout=5).close()
+        except Exception as e:
+            problems.append(f'cannot reach {u} ({type(e).__name__})')
     return problems
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c014c
-def check_workers(client, # a `distributed.Client`
-                  project:Project, # the project whose runs folder and MLflow store the workers must reach
-                 ):
+def check_workers(
+    client,  # a `distributed.Client`
+    project: Project,  # the project whose runs folder and MLflow store the workers must reach
+):
     "Raise `MlopsError` unless every worker reads the run folder, the project and the MLflow store as this process does"
     from mlops_nb.registry.tracking import is_server
+
     workers = client.scheduler_info().get('workers', {})
-    if not workers: raise MlopsError(f'no workers are connected to the scheduler {client.scheduler.address}')
+    if not workers:
+        raise MlopsError(f'no workers are connected to the scheduler {client.scheduler.address}')
     from mlops_nb.registry.tracking import client as mlflow_client, experiment_id
+
     project.runs_dir.mkdir(parents=True, exist_ok=True)
     # the store and artifact folder exist here first, so that a worker that does not see them is told apart
-    experiment_id(mlflow_client(project.tracking_uri), project.settings['mlflow']['experiment'], project.artifact_location)
-    if _local_path(project.artifact_location): Path(_local_path(project.artifact_location)).mkdir(parents=True, exist_ok=True)
+    experiment_id(
+        mlflow_client(project.tracking_uri), project.settings['mlflow']['experiment'], project.artifact_location
+    )
+    if _local_path(project.artifact_location):
+        Path(_local_path(project.artifact_location)).mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
-    probe = project.runs_dir/f'.sweep-check-{token[:8]}'
+    probe = project.runs_dir / f'.sweep-check-{token[:8]}'
     atomic_write_text(probe, token)
-    paths = [str(project.settings_file), str(project.root/'notebooks'/'stages')]
+    paths = [str(project.settings_file), str(project.root / 'notebooks' / 'stages')]
     paths += [p for p in (_local_path(project.tracking_uri), _local_path(project.artifact_location)) if p]
     urls = [project.tracking_uri] if is_server(project.tracking_uri) else []
-    try: found = client.run(_probe, str(probe), token, paths, urls)
-    finally: probe.unlink(missing_ok=True)
+    try:
+        found = client.run(_probe, str(probe), token, paths, urls)
+    finally:
+        probe.unlink(missing_ok=True)
     bad = {w: p for w, p in found.items() if p}
     if bad:
         lines = [f'{w}: {"; ".join(p)}' for w, p in bad.items()]
-        raise MlopsError(f'{len(bad)} of {len(found)} Dask workers cannot reach what the sweep writes and reads, at the same paths:\n  '
-                         + '\n  '.join(lines) + '\nput the project, its runs folder and the MLflow store on a path every worker '
-                         'mounts (or use a tracking server and shared storage), or drop --scheduler to use a local cluster')
+        raise MlopsError(
+            f'{len(bad)} of {len(found)} Dask workers cannot reach what the sweep writes and reads, at the same paths:\n  '
+            + '\n  '.join(lines)
+            + '\nput the project, its runs folder and the MLflow store on a path every worker '
+            'mounts (or use a tracking server and shared storage), or drop --scheduler to use a local cluster'
+        )
     return sorted(found)
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c014d
-def _dask_client(scheduler:str|None, workers:int|None):
+def _dask_client(scheduler: str | None, workers: int | None):
     "`(client, cluster)`: connected to `scheduler`, or to a LocalCluster started here (`cluster` None otherwise)"
     try:
         import dask
         from distributed import Client, LocalCluster
-    except ImportError: raise MlopsError('--executor dask needs dask and distributed: pip install "mlops-nb[dask]"') from None
+    except ImportError:
+        raise MlopsError('--executor dask needs dask and distributed: pip install "mlops-nb[dask]"') from None
     if scheduler:
-        try: return Client(scheduler, timeout=20), None
-        except (OSError, TimeoutError) as e: raise MlopsError(f'cannot connect to the Dask scheduler {scheduler}: {e}') from None
+        try:
+            return Client(scheduler, timeout=20), None
+        except (OSError, TimeoutError) as e:
+            raise MlopsError(f'cannot connect to the Dask scheduler {scheduler}: {e}') from None
     # a worker that dies mid-task gets its task retried once on another worker, not three times
     # one thread of BLAS and OpenMP per worker (and its kernels): N workers on N cores, not N x N threads
-    single = {v: 1 for v in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'VECLIB_MAXIMUM_THREADS', 'NUMEXPR_NUM_THREADS')}
-    with dask.config.set({'distributed.scheduler.allowed-failures': 1, 'distributed.worker.daemon': False,
-                          'distributed.nanny.pre-spawn-environ': {**dask.config.get('distributed.nanny.pre-spawn-environ', {}), **single}}):
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                               host='127.0.0.1', dashboard_address=None, memory_limit=0, silence_logs=50)
+    single = {
+        v: 1
+        for v in (
+            'OMP_NUM_THREADS',
+            'OPENBLAS_NUM_THREADS',
+            'MKL_NUM_THREADS',
+            'VECLIB_MAXIMUM_THREADS',
+            'NUMEXPR_NUM_THREADS',
+        )
+    }
+    with dask.config.set(
+        {
+            'distributed.scheduler.allowed-failures': 1,
+            'distributed.worker.daemon': False,
+            'distributed.nanny.pre-spawn-environ': {
+                **dask.config.get('distributed.nanny.pre-spawn-environ', {}),
+                **single,
+            },
+        }
+    ):
+        cluster = LocalCluster(
+            n_workers=workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=True,
+            host='127.0.0.1',
+            dashboard_address=None,
+            memory_limit=0,
+            silence_logs=50,
+        )
     return Client(cluster), cluster
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c014e
-def _warm(tracking_uri:str):
+def _warm(tracking_uri: str):
     "Import what a child needs, open the tracking store and start a kernel once, in a worker, while the shared stages run"
     from jupyter_client.manager import start_new_kernel
     from mlops_nb.pipeline.tracker import Tracker  # noqa: F401 (the import is the warming)
     from mlops_nb.registry.tracking import client
+
     client(tracking_uri).search_experiments(max_results=1)
     km, kc = start_new_kernel(kernel_name='python3', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kc.stop_channels()
     km.shutdown_kernel(now=True)
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c014f
-def warm_workers(client, # a `distributed.Client`
-                 tracking_uri:str):
+def warm_workers(
+    client,  # a `distributed.Client`
+    tracking_uri: str,
+):
     "Futures warming every worker; a worker's first child then starts without ~5 s of imports and first-kernel setup"
-    return [client.submit(_warm, tracking_uri, workers=[w], allow_other_workers=False, pure=False, key=f'warm-{w}')
-            for w in client.scheduler_info().get('workers', {})]
+    return [
+        client.submit(_warm, tracking_uri, workers=[w], allow_other_workers=False, pure=False, key=f'warm-{w}')
+        for w in client.scheduler_info().get('workers', {})
+    ]
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c016
-def rank(rows:list, # result rows of `run_child`
-         key:str, # the metric to rank by
-        ):
+def rank(
+    rows: list,  # result rows of `run_child`
+    key: str,  # the metric to rank by
+):
     "Completed rows, best first (a row without the metric ranks last), with `rank` set"
     from mlops_nb.core.tasks import LOWER_IS_BETTER
+
     lower = key in LOWER_IS_BETTER
     ok = [r for r in rows if r['status'] == 'completed']
-    have = sorted([r for r in ok if r['metrics'].get(key) is not None], key=lambda r: r['metrics'][key], reverse=not lower)
+    have = sorted(
+        [r for r in ok if r['metrics'].get(key) is not None], key=lambda r: r['metrics'][key], reverse=not lower
+    )
     res = have + [r for r in ok if r['metrics'].get(key) is None]
-    for i, r in enumerate(res, 1): r['rank'] = i
+    for i, r in enumerate(res, 1):
+        r['rank'] = i
     return res
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c016a
-def effects(rows:list, key:str):
+def effects(rows: list, key: str):
     "Per swept setting: the mean key metric by value, and its range; largest range first"
     ranked = [r for r in rows if r['status'] == 'completed' and r['metrics'].get(key) is not None]
     res = []
-    for setting in (ranked[0]['combination'] if ranked else {}):
+    for setting in ranked[0]['combination'] if ranked else {}:
         by = {}
-        for r in ranked: by.setdefault(r['combination'][setting], []).append(r['metrics'][key])
-        means = {v: sum(x)/len(x) for v, x in by.items()}
+        for r in ranked:
+            by.setdefault(r['combination'][setting], []).append(r['metrics'][key])
+        means = {v: sum(x) / len(x) for v, x in by.items()}
         res.append({'setting': setting, 'means': means, 'range': max(means.values()) - min(means.values())})
     return sorted(res, key=lambda e: -e['range'])
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c019
-def ranking_table(ranked:list, settings:list, key:str):
+def ranking_table(ranked: list, settings: list, key: str):
     "The ranking as rows of plain values"
-    return [{'rank': r['rank'], 'child': r['run_id'].rsplit('-', 1)[-1], **{s: r['combination'][s] for s in settings},
-             key: r['metrics'].get(key), 'gate': {True: 'passed', False: 'failed'}.get(r.get('passed'), '-'),
-             'attempts': len(r.get('attempts') or []), 'duration_s': round(r['duration_s'], 1) if r.get('duration_s') else None} for r in ranked]
+    return [
+        {
+            'rank': r['rank'],
+            'child': r['run_id'].rsplit('-', 1)[-1],
+            **{s: r['combination'][s] for s in settings},
+            key: r['metrics'].get(key),
+            'gate': {True: 'passed', False: 'failed'}.get(r.get('passed'), '-'),
+            'attempts': len(r.get('attempts') or []),
+            'duration_s': round(r['duration_s'], 1) if r.get('duration_s') else None,
+        }
+        for r in ranked
+    ]
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c019a
-def _plot(ranked:list, effs:list, key:str, path:Path):
+def _plot(ranked: list, effs: list, key: str, path: Path):
     from matplotlib.figure import Figure  # no pyplot: no global backend chosen for the caller
-    fig = Figure(figsize=(11, max(3, 0.3*len(ranked) + 1.5)))
+
+    fig = Figure(figsize=(11, max(3, 0.3 * len(ranked) + 1.5)))
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={'width_ratios': [3, 2]})
     labels = [', '.join(f'{s.split(".")[-1]}={v}' for s, v in r['combination'].items()) for r in ranked]
     vals = [r['metrics'].get(key) or 0 for r in ranked]
-    ax1.barh(range(len(vals)), vals, color=['tab:green'] + ['tab:blue']*(len(vals) - 1))
-    ax1.set_yticks(range(len(vals)), labels, fontsize=8); ax1.invert_yaxis()
-    if vals: ax1.set_xlim(min(vals) - 0.1*(max(vals) - min(vals) + 1e-3), max(vals) + 0.1*(max(vals) - min(vals) + 1e-3))
-    ax1.set_xlabel(key); ax1.set_title('combinations, best first')
+    ax1.barh(range(len(vals)), vals, color=['tab:green'] + ['tab:blue'] * (len(vals) - 1))
+    ax1.set_yticks(range(len(vals)), labels, fontsize=8)
+    ax1.invert_yaxis()
+    if vals:
+        ax1.set_xlim(min(vals) - 0.1 * (max(vals) - min(vals) + 1e-3), max(vals) + 0.1 * (max(vals) - min(vals) + 1e-3))
+    ax1.set_xlabel(key)
+    ax1.set_title('combinations, best first')
     for e in effs:
         xs = list(e['means'])
-        ax2.plot(range(len(xs)), [e['means'][x] for x in xs], marker='o', label=f"{e['setting']} (range {e['range']:.4f})")
-        for i, x in enumerate(xs): ax2.annotate(str(x), (i, e['means'][x]), fontsize=7, xytext=(3, 3), textcoords='offset points')
-    ax2.set_xlabel('value index of each setting'); ax2.set_ylabel(f'mean {key}'); ax2.set_title('effect of each setting')
+        ax2.plot(
+            range(len(xs)), [e['means'][x] for x in xs], marker='o', label=f'{e["setting"]} (range {e["range"]:.4f})'
+        )
+        for i, x in enumerate(xs):
+            ax2.annotate(str(x), (i, e['means'][x]), fontsize=7, xytext=(3, 3), textcoords='offset points')
+    ax2.set_xlabel('value index of each setting')
+    ax2.set_ylabel(f'mean {key}')
+    ax2.set_title('effect of each setting')
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp: fig.savefig(tmp, dpi=90, format='png')
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format='png')
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c019b
-def _markdown(rows:list, columns:list):
+def _markdown(rows: list, columns: list):
     f = lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)
-    return '\n'.join(['| ' + ' | '.join(columns) + ' |', '|' + '---|'*len(columns),
-                      *['| ' + ' | '.join(f(r.get(c, '')) for c in columns) + ' |' for r in rows]])
+    return '\n'.join(
+        [
+            '| ' + ' | '.join(columns) + ' |',
+            '|' + '---|' * len(columns),
+            *['| ' + ' | '.join(f(r.get(c, '')) for c in columns) + ' |' for r in rows],
+        ]
+    )
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c019c
-def write_results(run_dir:Path, sweep:dict, table:list, ranked:list, effs:list, key:str):
+def write_results(run_dir: Path, sweep: dict, table: list, ranked: list, effs: list, key: str):
     "Write the ranking (csv, json, png) and `sweep.ipynb` into the sweep folder `run_dir`"
     import base64
     import csv
     import io
     import nbformat
-    out = run_dir/'artifacts'/'sweep'
+
+    out = run_dir / 'artifacts' / 'sweep'
     out.mkdir(parents=True, exist_ok=True)
     cols = list(table[0]) if table else ['rank']
-    buf = io.StringIO(); w = csv.DictWriter(buf, cols); w.writeheader(); w.writerows(table)
-    atomic_write_text(out/'ranking.csv', buf.getvalue())
-    atomic_write_text(out/'results.json', json.dumps({**sweep, 'table': table, 'effects': effs}, indent=2, default=str))
-    if ranked: _plot(ranked, effs, key, out/'ranking.png')
-    md = [f"# Sweep {sweep['run_id']}",
-          f"{sweep['combinations']} combinations of {', '.join(sweep['axes'])} ({sweep['kind']}), executor {sweep['executor']}"
-          + (f" with {sweep['workers']} workers" if sweep.get('workers') else '') + f"; ranked by {key}.",
-          _markdown(table, cols),
-          '## Which settings moved the metric\n' + '\n'.join(f"- **{e['setting']}**: mean {key} " + ', '.join(f'{v} → {m:.4f}' for v, m in e['means'].items())
-                                                             + f" (range {e['range']:.4f})" for e in effs)]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, cols)
+    w.writeheader()
+    w.writerows(table)
+    atomic_write_text(out / 'ranking.csv', buf.getvalue())
+    atomic_write_text(
+        out / 'results.json', json.dumps({**sweep, 'table': table, 'effects': effs}, indent=2, default=str)
+    )
+    if ranked:
+        _plot(ranked, effs, key, out / 'ranking.png')
+    md = [
+        f'# Sweep {sweep["run_id"]}',
+        f'{sweep["combinations"]} combinations of {", ".join(sweep["axes"])} ({sweep["kind"]}), executor {sweep["executor"]}'
+        + (f' with {sweep["workers"]} workers' if sweep.get('workers') else '')
+        + f'; ranked by {key}.',
+        _markdown(table, cols),
+        '## Which settings moved the metric\n'
+        + '\n'.join(
+            f'- **{e["setting"]}**: mean {key} '
+            + ', '.join(f'{v} → {m:.4f}' for v, m in e['means'].items())
+            + f' (range {e["range"]:.4f})'
+            for e in effs
+        ),
+    ]
     cells = [nbformat.v4.new_markdown_cell('\n\n'.join(md))]
-    if (out/'ranking.png').is_file():
-        c = nbformat.v4.new_code_cell("from IPython.display import Image; Image('artifacts/sweep/ranking.png')", execution_count=1)
-        c.outputs = [nbformat.v4.new_output('display_data', {'image/png': base64.b64encode((out/'ranking.png').read_bytes()).decode(), 'text/plain': '<Figure>'})]
+    if (out / 'ranking.png').is_file():
+        c = nbformat.v4.new_code_cell(
+            "from IPython.display import Image; Image('artifacts/sweep/ranking.png')", execution_count=1
+        )
+        c.outputs = [
+            nbformat.v4.new_output(
+                'display_data',
+                {'image/png': base64.b64encode((out / 'ranking.png').read_bytes()).decode(), 'text/plain': '<Figure>'},
+            )
+        ]
         cells.append(c)
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={'kernelspec': {'name': 'python3', 'language': 'python', 'display_name': 'Python 3'}})
-    atomic_write_text(run_dir/'sweep.ipynb', nbformat.writes(nb))
+    nb = nbformat.v4.new_notebook(
+        cells=cells, metadata={'kernelspec': {'name': 'python3', 'language': 'python', 'display_name': 'Python 3'}}
+    )
+    atomic_write_text(run_dir / 'sweep.ipynb', nbformat.writes(nb))
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c02090
-def _plan(project:Project, axes:list, sample:int|None):
+def _plan(project: Project, axes: list, sample: int | None):
     "`(combinations, overrides of each, swept settings)`, every combination's settings checked before anything runs"
     from mlops_nb.pipeline.runner import check_settings
+
     settings = [a for a, _ in axes]
-    if len(set(settings)) != len(settings): raise MlopsError('a setting is swept twice: give its values in one -p')
+    if len(set(settings)) != len(settings):
+        raise MlopsError('a setting is swept twice: give its values in one -p')
     combos = combinations(axes, sample, project.settings['project']['random_state'])
-    if len(combos) < 2: raise MlopsError('a sweep needs at least two combinations: give a setting several values, e.g. -p train.max_iter=50,100')
-    for s in project.stages: project.notebook(s)  # every notebook is there before the first child starts
+    if len(combos) < 2:
+        raise MlopsError(
+            'a sweep needs at least two combinations: give a setting several values, e.g. -p train.max_iter=50,100'
+        )
+    for s in project.stages:
+        project.notebook(s)  # every notebook is there before the first child starts
     overrides = [[*project.overrides, *(f'{k}={t}' for k, (t, _) in c.items())] for c in combos]
     for ov in overrides:
         problems = check_settings(load_project(project.settings_file, ov).settings)
-        if problems: raise MlopsError(f'{", ".join(ov)}:\n  ' + '\n  '.join(problems))
+        if problems:
+            raise MlopsError(f'{", ".join(ov)}:\n  ' + '\n  '.join(problems))
     return combos, overrides, settings
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c02091
-def _start(project:Project, axes:list, sample:int|None, combos:list, settings:list, where:dict):
+def _start(project: Project, axes: list, sample: int | None, combos: list, settings: list, where: dict):
     "`(manifest, run folder)` of a new sweep, its folder made"
     import getpass
     from mlops_nb.pipeline.runner import new_manifest
+
     stages = project.stages
     shared, per_child, rest = split_stages(stages, settings)
     manifest = new_manifest(project, stages, 'sweep', {'signal': 'manual', 'by': getpass.getuser()})
-    run_dir = project.runs_dir/manifest['run_id']
-    manifest['sweep'] = {'run_id': manifest['run_id'], 'axes': {k: [t for t, _ in v] for k, v in axes}, 'kind': sweep_kind(stages, settings),
-                         'grid': len(list(itertools.product(*[v for _, v in axes]))), 'combinations': len(combos), 'sample': sample,
-                         **where, 'shared_stages': shared, 'child_stages': per_child, 'best_stages': rest,
-                         'key_metric': project.settings['project']['key_metric']}
-    (run_dir/'children').mkdir(parents=True)
-    atomic_write_text(run_dir/'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
+    run_dir = project.runs_dir / manifest['run_id']
+    manifest['sweep'] = {
+        'run_id': manifest['run_id'],
+        'axes': {k: [t for t, _ in v] for k, v in axes},
+        'kind': sweep_kind(stages, settings),
+        'grid': len(list(itertools.product(*[v for _, v in axes]))),
+        'combinations': len(combos),
+        'sample': sample,
+        **where,
+        'shared_stages': shared,
+        'child_stages': per_child,
+        'best_stages': rest,
+        'key_metric': project.settings['project']['key_metric'],
+    }
+    (run_dir / 'children').mkdir(parents=True)
+    atomic_write_text(run_dir / 'params.yaml', yaml.safe_dump(hide(project.settings), sort_keys=False))
     return manifest, run_dir
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c02092
-def _conclude(run_dir:Path, manifest:dict, rows:list, settings:list, project:Project, overrides:list, tracker, echo):
+def _conclude(
+    run_dir: Path, manifest: dict, rows: list, settings: list, project: Project, overrides: list, tracker, echo
+):
     "Rank the children, write the results, and take the best through the stages after theirs"
     from mlops_nb.core.manifest import write_manifest
+
     sweep, key = manifest['sweep'], manifest['sweep']['key_metric']
     records = {r['name']: r for r in manifest['stages']}
     ranked, effs = rank(rows, key), effects(rows, key)
-    sweep['children'] = [{k: r.get(k) for k in ('index', 'run_id', 'folder', 'status', 'rank', 'passed', 'error', 'worker', 'duration_s')}
-                         | {'combination': r['combination'], key: r['metrics'].get(key), 'attempts': r.get('attempts') or []}
-                         for r in sorted(rows, key=lambda r: r['index'])]
+    sweep['children'] = [
+        {
+            k: r.get(k)
+            for k in ('index', 'run_id', 'folder', 'status', 'rank', 'passed', 'error', 'worker', 'duration_s')
+        }
+        | {'combination': r['combination'], key: r['metrics'].get(key), 'attempts': r.get('attempts') or []}
+        for r in sorted(rows, key=lambda r: r['index'])
+    ]
     sweep['retried'] = [r['run_id'] for r in rows if len(r.get('attempts') or []) > 1]
     sweep['effects'] = [{**e, 'means': {str(v): m for v, m in e['means'].items()}} for e in effs]
     sweep['moved_most'] = effs[0]['setting'] if effs else None
     write_results(run_dir, sweep, ranking_table(ranked, settings, key), ranked, effs, key)
     if not ranked:
-        for n in sweep['child_stages']: records[n].update(status='failed', error='no combination completed: see the children in ' + str(run_dir/'children'))
+        for n in sweep['child_stages']:
+            records[n].update(
+                status='failed', error='no combination completed: see the children in ' + str(run_dir / 'children')
+            )
         return
     best = ranked[0]
-    sweep['best'] = {'run_id': best['run_id'], 'folder': best['folder'], 'combination': best['combination'], key: best['metrics'].get(key)}
-    _adopt(run_dir, run_dir/best['folder'], sweep['child_stages'], records, project.notebooks)
+    sweep['best'] = {
+        'run_id': best['run_id'],
+        'folder': best['folder'],
+        'combination': best['combination'],
+        key: best['metrics'].get(key),
+    }
+    _adopt(run_dir, run_dir / best['folder'], sweep['child_stages'], records, project.notebooks)
     tracker.c.log_batch(tracker.parent, tags=_tags(sweep))
     write_manifest(run_dir, manifest)
-    _execute(load_project(project.settings_file, overrides[best['index']]), run_dir, manifest, sweep['best_stages'], tracker, echo)
+    _execute(
+        load_project(project.settings_file, overrides[best['index']]),
+        run_dir,
+        manifest,
+        sweep['best_stages'],
+        tracker,
+        echo,
+    )
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c021
-def run_sweep(project:Project, # the project, with any fixed overrides
-              axes:list, # `(setting, values)` pairs from `parse_axis`
-              sample:int|None=None, # run this many combinations drawn from the grid; None: all
-              executor:str='local', # local: one after another here; dask: on a Dask cluster
-              scheduler:str|None=None, # address of a Dask scheduler; None: start a LocalCluster
-              workers:int|None=None, # worker processes of the LocalCluster; None: one per core
-              echo=print, # where progress lines go
-              progress:bool=True, # show a progress bar of the combinations
-              resume:str|Path|None=None, # a sweep's run folder to continue (`project`, `axes` and `sample` are then its own)
-             ):
+def run_sweep(
+    project: Project,  # the project, with any fixed overrides
+    axes: list,  # `(setting, values)` pairs from `parse_axis`
+    sample: int | None = None,  # run this many combinations drawn from the grid; None: all
+    executor: str = 'local',  # local: one after another here; dask: on a Dask cluster
+    scheduler: str | None = None,  # address of a Dask scheduler; None: start a LocalCluster
+    workers: int | None = None,  # worker processes of the LocalCluster; None: one per core
+    echo=print,  # where progress lines go
+    progress: bool = True,  # show a progress bar of the combinations
+    resume: str
+    | Path
+    | None = None,  # a sweep's run folder to continue (`project`, `axes` and `sample` are then its own)
+):
     "Run a sweep into a new run folder, or continue one that stopped; return the folder"
     import getpass
     from mlops_nb.core.manifest import write_manifest
     from mlops_nb.pipeline.execute import StageFailed
     from mlops_nb.pipeline.runner import RunInterrupted, close_run
     from mlops_nb.pipeline.tracker import Tracker
-    if executor not in ('local', 'dask'): raise MlopsError(f'--executor {executor}: local or dask')
-    if scheduler and executor != 'dask': raise MlopsError('--scheduler needs --executor dask')
-    if resume: project, axes, sample, manifest, run_dir = _reopen(resume)
+
+    if executor not in ('local', 'dask'):
+        raise MlopsError(f'--executor {executor}: local or dask')
+    if scheduler and executor != 'dask':
+        raise MlopsError('--scheduler needs --executor dask')
+    if resume:
+        project, axes, sample, manifest, run_dir = _reopen(resume)
     combos, overrides, settings = _plan(project, axes, sample)
     client = cluster = beat = None
     try:
         if executor == 'dask':
             client, cluster = _dask_client(scheduler, workers)
-            if scheduler: check_workers(client, project)
+            if scheduler:
+                check_workers(client, project)
             workers = len(client.scheduler_info().get('workers', {}))
             from mlops_nb.registry.tracking import mlflow_client
-            mlflow_client(project.tracking_uri)  # a new store's tables are made here, not by the warming workers at once
+
+            mlflow_client(
+                project.tracking_uri
+            )  # a new store's tables are made here, not by the warming workers at once
             warming = warm_workers(client, project.tracking_uri)  # noqa: F841 (kept until the sweep ends; a failure only costs the time it saves)
         where = {'executor': executor, 'scheduler': scheduler, 'workers': workers if executor == 'dask' else None}
         if resume:
             manifest['sweep'].update(where)
-            manifest['sweep'].setdefault('resumed', []).append({'at': utc_now().isoformat(), 'by': getpass.getuser(), **where})
+            manifest['sweep'].setdefault('resumed', []).append(
+                {'at': utc_now().isoformat(), 'by': getpass.getuser(), **where}
+            )
             manifest.update(status='running', ended=None)
-        else: manifest, run_dir = _start(project, axes, sample, combos, settings, where)
+        else:
+            manifest, run_dir = _start(project, axes, sample, combos, settings, where)
         sweep = manifest['sweep']
         manifest['process'] = process_record()  # `runs` tells a sweep whose process died from a live one
         write_manifest(run_dir, manifest)
         beat = Heartbeat(manifest['process'], lambda: write_manifest(run_dir, manifest))
         tracker = Tracker(project, manifest)
         started = time.perf_counter()
-        echo(f"sweep {manifest['run_id']}: {len(combos)} combinations of {', '.join(settings)} ({sweep['kind']}) "
-             f"{'continued in' if resume else 'into'} {run_dir}")
+        echo(
+            f'sweep {manifest["run_id"]}: {len(combos)} combinations of {", ".join(settings)} ({sweep["kind"]}) '
+            f'{"continued in" if resume else "into"} {run_dir}'
+        )
         records = {r['name']: r for r in manifest['stages']}
         shared = sweep['shared_stages']
         try:
-            if _execute(project, run_dir, manifest, [n for n in shared if records[n]['status'] != 'completed'], tracker, echo, cache=True):
+            if _execute(
+                project,
+                run_dir,
+                manifest,
+                [n for n in shared if records[n]['status'] != 'completed'],
+                tracker,
+                echo,
+                cache=True,
+            ):
                 t0 = time.perf_counter()
-                rows = _run_children(run_dir, manifest, shared, sweep['child_stages'], combos, overrides, project, tracker, client, progress, echo)
+                rows = _run_children(
+                    run_dir,
+                    manifest,
+                    shared,
+                    sweep['child_stages'],
+                    combos,
+                    overrides,
+                    project,
+                    tracker,
+                    client,
+                    progress,
+                    echo,
+                )
                 sweep['children_s'] = round(time.perf_counter() - t0, 3)
                 _conclude(run_dir, manifest, rows, settings, project, overrides, tracker, echo)
         except KeyboardInterrupt:
             if not any(r['status'] == 'interrupted' for r in manifest['stages']):
-                next(r for r in manifest['stages'] if r['status'] != 'completed').update(status='interrupted', error='interrupted (Ctrl-C)')
+                next(r for r in manifest['stages'] if r['status'] != 'completed').update(
+                    status='interrupted', error='interrupted (Ctrl-C)'
+                )
     finally:
-        if beat is not None: beat.stop()
-        if client is not None: client.close()
-        if cluster is not None: cluster.close()
-    try: close_run(run_dir, manifest, tracker, started, project, echo)
-    except RunInterrupted: raise RunInterrupted(f"sweep {manifest['run_id']} interrupted; continue with: mlops-nb sweep --resume {run_dir}") from None
+        if beat is not None:
+            beat.stop()
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    try:
+        close_run(run_dir, manifest, tracker, started, project, echo)
+    except RunInterrupted:
+        raise RunInterrupted(
+            f'sweep {manifest["run_id"]} interrupted; continue with: mlops-nb sweep --resume {run_dir}'
+        ) from None
     except StageFailed as e:
-        raise StageFailed(str(e).split('\nafter fixing')[0] + f'\nafter fixing the cause: mlops-nb sweep --resume {run_dir}') from None
+        raise StageFailed(
+            str(e).split('\nafter fixing')[0] + f'\nafter fixing the cause: mlops-nb sweep --resume {run_dir}'
+        ) from None
     return run_dir
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c021a
-def _reopen(run_dir:str|Path):
+def _reopen(run_dir: str | Path):
     "`(project, axes, sample, manifest, run_dir)` of a sweep that stopped, to continue it"
     from mlops_nb.pipeline.runner import open_run
+
     project, _, m, run_dir = open_run(None, run_dir, 'sweep')  # refuses a completed run; checks completed stages' files
-    if m['kind'] != 'sweep': raise MlopsError(f"{run_dir} is a {m['kind']} run, not a sweep: continue it with mlops-nb run --resume")
+    if m['kind'] != 'sweep':
+        raise MlopsError(f'{run_dir} is a {m["kind"]} run, not a sweep: continue it with mlops-nb run --resume')
     # the children read settings.ini afresh: edited since, it would give the rest of them other settings than the first
     if load_project(project.settings_file, project.overrides).settings != m['settings']:
-        raise MlopsError(f'{project.settings_file} changed since sweep {m["run_id"]} started: its combinations would not be '
-                         'comparable; put the settings back, or start a new sweep')
-    axes = [parse_axis(f"{k}={'|'.join(v)}", project.notebooks) for k, v in m['sweep']['axes'].items()]
+        raise MlopsError(
+            f'{project.settings_file} changed since sweep {m["run_id"]} started: its combinations would not be '
+            'comparable; put the settings back, or start a new sweep'
+        )
+    axes = [parse_axis(f'{k}={"|".join(v)}', project.notebooks) for k, v in m['sweep']['axes'].items()]
     return project, axes, m['sweep']['sample'], m, run_dir
 
+
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c021b
-def _tags(sweep:dict):
+def _tags(sweep: dict):
     from mlflow.entities import RunTag
-    return [RunTag('mlops_nb.pipeline.sweep.kind', sweep['kind']), RunTag('mlops_nb.pipeline.sweep.best', sweep['best']['run_id'])] + \
-           [RunTag(f'mlops_nb.pipeline.sweep.best.{k}', str(v)) for k, v in sweep['best']['combination'].items()]
+
+    return [
+        RunTag('mlops_nb.pipeline.sweep.kind', sweep['kind']),
+        RunTag('mlops_nb.pipeline.sweep.best', sweep['best']['run_id']),
+    ] + [RunTag(f'mlops_nb.pipeline.sweep.best.{k}', str(v)) for k, v in sweep['best']['combination'].items()]
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c021c
-def _adopt(run_dir:Path, child_dir:Path, names:list, records:dict, stages:dict):
+def _adopt(run_dir: Path, child_dir: Path, names: list, records: dict, stages: dict):
     "Link the best child's stage outputs, notebooks and logs into the sweep folder and take its stage records"
-    child = json.loads((child_dir/'manifest.json').read_text())
+    child = json.loads((child_dir / 'manifest.json').read_text())
     for rec in child['stages']:
-        if rec['name'] not in names: continue
+        if rec['name'] not in names:
+            continue
         stage = stages[rec['name']]
         for rel in [*rec.get('outputs', {}), stage.notebook, f'logs/{Path(stage.notebook).stem}.log']:
-            if not (child_dir/rel).exists(): continue
-            if (run_dir/rel).is_dir(): _discard(run_dir/rel)  # linked by an earlier attempt of a resumed sweep
-            elif (run_dir/rel).exists(): (run_dir/rel).unlink()
-            link_path(child_dir/rel, run_dir/rel)
+            if not (child_dir / rel).exists():
+                continue
+            if (run_dir / rel).is_dir():
+                _discard(run_dir / rel)  # linked by an earlier attempt of a resumed sweep
+            elif (run_dir / rel).exists():
+                (run_dir / rel).unlink()
+            link_path(child_dir / rel, run_dir / rel)
         for rel, digest in rec.get('outputs', {}).items():
-            if sha256_path(run_dir/rel) != digest: raise MlopsError(f'{run_dir/rel}: differs from the child run it was linked from')
+            if sha256_path(run_dir / rel) != digest:
+                raise MlopsError(f'{run_dir / rel}: differs from the child run it was linked from')
         records[rec['name']].update({**rec, 'from_child': child['run_id']})
+
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c021d
 def _run_children(run_dir, manifest, shared, per_child, combos, overrides, project, tracker, client, progress, echo):
     "Run every combination as a child; one result row each, in any order"
     from tqdm.auto import tqdm
+
     records = {r['name']: r for r in manifest['stages']}
     files = {rel: digest for n in shared for rel, digest in records[n].get('outputs', {}).items()}
     for n in shared:  # the executed notebooks too, so that a child folder reads whole; no hash: they are reports
         nb = project.notebooks[n].notebook
-        if (run_dir/nb).exists(): files[nb] = None
+        if (run_dir / nb).exists():
+            files[nb] = None
     width = len(str(len(combos)))
-    specs = [{'index': i, 'run_id': f"{manifest['run_id']}-c{i+1:0{width}d}", 'dir': str(run_dir/'children'/f'c{i+1:0{width}d}'),
-              'sweep_dir': str(run_dir), 'sweep_run': manifest['run_id'], 'mlflow_parent': tracker.parent, 'by': manifest['trigger']['by'],
-              'settings_file': str(project.settings_file), 'overrides': ov, 'combination': {k: t for k, (t, _) in c.items()},
-              'shared': shared, 'stages': per_child, 'shared_records': {n: records[n] for n in shared}, 'shared_files': files}
-             for i, (c, ov) in enumerate(zip(combos, overrides))]
-    def failed_row(s, e):  # a child that raised (twice, on Dask) or whose workers died twice: recorded, the others go on
-        attempts = _attempts(Path(s['sweep_dir'])/'children'/f"{Path(s['dir']).name}.attempts")
-        return {'index': s['index'], 'run_id': s['run_id'], 'folder': f"children/{Path(s['dir']).name}", 'combination': s['combination'],
-                'status': 'failed', 'metrics': {}, 'passed': None, 'error': f'{type(e).__name__}: {e}'[:500], 'attempts': attempts,
-                'worker': None, 'duration_s': None}
+    specs = [
+        {
+            'index': i,
+            'run_id': f'{manifest["run_id"]}-c{i + 1:0{width}d}',
+            'dir': str(run_dir / 'children' / f'c{i + 1:0{width}d}'),
+            'sweep_dir': str(run_dir),
+            'sweep_run': manifest['run_id'],
+            'mlflow_parent': tracker.parent,
+            'by': manifest['trigger']['by'],
+            'settings_file': str(project.settings_file),
+            'overrides': ov,
+            'combination': {k: t for k, (t, _) in c.items()},
+            'shared': shared,
+            'stages': per_child,
+            'shared_records': {n: records[n] for n in shared},
+            'shared_files': files,
+        }
+        for i, (c, ov) in enumerate(zip(combos, overrides))
+    ]
+
+    def failed_row(
+        s, e
+    ):  # a child that raised (twice, on Dask) or whose workers died twice: recorded, the others go on
+        attempts = _attempts(Path(s['sweep_dir']) / 'children' / f'{Path(s["dir"]).name}.attempts')
+        return {
+            'index': s['index'],
+            'run_id': s['run_id'],
+            'folder': f'children/{Path(s["dir"]).name}',
+            'combination': s['combination'],
+            'status': 'failed',
+            'metrics': {},
+            'passed': None,
+            'error': f'{type(e).__name__}: {e}'[:500],
+            'attempts': attempts,
+            'worker': None,
+            'duration_s': None,
+        }
+
     rows = [r for r in map(_completed_row, specs) if r]
     if rows:
         kept = {r['index'] for r in rows}
@@ -558,17 +912,24 @@ def _run_children(run_dir, manifest, shared, per_child, combos, overrides, proje
     try:
         if client is None:
             for s in specs:
-                try: rows.append(run_child(s))
-                except (Exception, MlopsError) as e: rows.append(failed_row(s, e))
+                try:
+                    rows.append(run_child(s))
+                except (Exception, MlopsError) as e:
+                    rows.append(failed_row(s, e))
                 bar.update()
         else:
             from distributed import as_completed
-            futures = {client.submit(run_child, s, key=f"sweep-{s['run_id']}", retries=1, pure=False): s for s in specs}
+
+            futures = {client.submit(run_child, s, key=f'sweep-{s["run_id"]}', retries=1, pure=False): s for s in specs}
             for fut in as_completed(futures):
-                try: rows.append(fut.result())
-                except Exception as e: rows.append(failed_row(futures[fut], e))
+                try:
+                    rows.append(fut.result())
+                except Exception as e:
+                    rows.append(failed_row(futures[fut], e))
                 bar.update()
-    finally: bar.close()
+    finally:
+        bar.close()
     failed = [r for r in rows if r['status'] != 'completed']
-    for r in failed: echo(f"warning: combination {r['run_id']} {r['status']}: {r['error']}")
+    for r in failed:
+        echo(f'warning: combination {r["run_id"]} {r["status"]}: {r["error"]}')
     return rows

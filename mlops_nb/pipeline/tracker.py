@@ -18,103 +18,166 @@ from ..core.stage import Stage
 # %% auto #0
 __all__ = ['TrackingFailed', 'Tracker']
 
+
 # %% ../../notebooks/lib/pipeline/04_tracker.ipynb #c012
-def _flat_numbers(d:dict, prefix=''):
+def _flat_numbers(d: dict, prefix=''):
     res = {}
     for k, v in d.items():
-        if isinstance(v, bool): res[prefix + k] = float(v)
-        elif isinstance(v, (int, float)) and v == v: res[prefix + k] = float(v)
-        elif isinstance(v, dict): res.update(_flat_numbers(v, f'{prefix}{k}.'))
+        if isinstance(v, bool):
+            res[prefix + k] = float(v)
+        elif isinstance(v, (int, float)) and v == v:
+            res[prefix + k] = float(v)
+        elif isinstance(v, dict):
+            res.update(_flat_numbers(v, f'{prefix}{k}.'))
     return res
+
 
 # %% ../../notebooks/lib/pipeline/04_tracker.ipynb #c012a
 class TrackingFailed(MlopsError):
     "The MLflow tracking store failed during a run; the message names it, its password masked"
 
+
 # %% ../../notebooks/lib/pipeline/04_tracker.ipynb #c012b
 @contextmanager
-def _store(uri:str, what:str):
+def _store(uri: str, what: str):
     "Turn a failure of the tracking store at `uri` while doing `what` into a `TrackingFailed` line"
-    try: yield
-    except MlopsError: raise
+    try:
+        yield
+    except MlopsError:
+        raise
     except Exception as e:  # any driver's, MLflow's or the network's: the line below is what a person needs
         cause = str(getattr(e, 'orig', None) or e).strip().splitlines()
-        raise TrackingFailed(f'the MLflow tracking store {mask(uri)} failed while {what}: '
-                             f'{mask(cause[0] if cause else type(e).__name__)}') from None
+        raise TrackingFailed(
+            f'the MLflow tracking store {mask(uri)} failed while {what}: '
+            f'{mask(cause[0] if cause else type(e).__name__)}'
+        ) from None
+
 
 # %% ../../notebooks/lib/pipeline/04_tracker.ipynb #c012c
-def _guarded(what:str):
+def _guarded(what: str):
     "Make a `Tracker` method raise `TrackingFailed` when the store fails"
+
     def deco(f):
         @functools.wraps(f)
         def call(self, *args, **kw):
-            with _store(self.uri, what): return f(self, *args, **kw)
+            with _store(self.uri, what):
+                return f(self, *args, **kw)
+
         return call
+
     return deco
+
 
 # %% ../../notebooks/lib/pipeline/04_tracker.ipynb #c012d
 class Tracker:
     "The MLflow side of one run"
-    def __init__(self, project:Project, manifest:dict):
-        self.uri = project.tracking_uri
-        with _store(self.uri, 'starting the run'): self._start(project, manifest)
 
-    def _start(self, project:Project, manifest:dict):
+    def __init__(self, project: Project, manifest: dict):
+        self.uri = project.tracking_uri
+        with _store(self.uri, 'starting the run'):
+            self._start(project, manifest)
+
+    def _start(self, project: Project, manifest: dict):
         from mlops_nb.registry.tracking import client, experiment_id
+
         self.c = client(project.tracking_uri)
         self.exp = experiment_id(self.c, project.settings['mlflow']['experiment'], project.artifact_location)
         m = manifest.setdefault('mlflow', {'tracking_uri': project.tracking_uri, 'experiment_id': self.exp})
-        if 'run_id' in m: self.c.update_run(m['run_id'], status='RUNNING')
+        if 'run_id' in m:
+            self.c.update_run(m['run_id'], status='RUNNING')
         else:
-            parent = self.c.create_run(self.exp, run_name=manifest['run_id'],
-                                       tags={'mlops_nb.run_id': manifest['run_id'], 'mlops_nb.kind': manifest['kind']})
+            parent = self.c.create_run(
+                self.exp,
+                run_name=manifest['run_id'],
+                tags={'mlops_nb.run_id': manifest['run_id'], 'mlops_nb.kind': manifest['kind']},
+            )
             m['run_id'] = parent.info.run_id
             from mlflow.entities import Param as MlflowParam
-            self.c.log_batch(m['run_id'], params=[MlflowParam(f'{s}.{k}', str(hide(v))[:6000]) for s, kv in manifest['settings'].items()
-                                                  for k, v in kv.items()])
+
+            self.c.log_batch(
+                m['run_id'],
+                params=[
+                    MlflowParam(f'{s}.{k}', str(hide(v))[:6000])
+                    for s, kv in manifest['settings'].items()
+                    for k, v in kv.items()
+                ],
+            )
         self.parent = m['run_id']
 
     @_guarded('starting a stage')
-    def champion(self, model_name:str):
+    def champion(self, model_name: str):
         "The champion's version of `model_name`, or None"
         from mlops_nb.registry.tracking import alias_version
+
         v = alias_version(self.c, model_name)
         return v and str(v.version)
 
     @_guarded('starting a stage')
-    def start_stage(self, manifest:dict, record:dict):
-        run = self.c.create_run(self.exp, run_name=record['name'],
-                                tags={'mlflow.parentRunId': self.parent, 'mlops_nb.run_id': manifest['run_id'],
-                                      'mlops_nb.stage': record['name']})
+    def start_stage(self, manifest: dict, record: dict):
+        run = self.c.create_run(
+            self.exp,
+            run_name=record['name'],
+            tags={
+                'mlflow.parentRunId': self.parent,
+                'mlops_nb.run_id': manifest['run_id'],
+                'mlops_nb.stage': record['name'],
+            },
+        )
         return run.info.run_id
 
     @_guarded('recording a stage')
-    def end_stage(self, run_dir:Path, stage:Stage, record:dict):
+    def end_stage(self, run_dir: Path, stage: Stage, record: dict):
         from mlflow.entities import Metric, Param as MlflowParam
-        rid, now = record['mlflow_run_id'], int(time.time()*1000)
-        params = [MlflowParam(k, str(hide(v))[:6000]) for k, v in record['parameters'].items() if k not in ('run_dir', 'mlflow_run_id')]
+
+        rid, now = record['mlflow_run_id'], int(time.time() * 1000)
+        params = [
+            MlflowParam(k, str(hide(v))[:6000])
+            for k, v in record['parameters'].items()
+            if k not in ('run_dir', 'mlflow_run_id')
+        ]
         result = dict(record.get('result') or {})
         fitted = result.pop('estimator_params', None)  # the estimator actually fitted, as parameters of its stage's run
         if fitted is not None:
             params += [MlflowParam('estimator', str(result.get('estimator'))[:6000])]
-            params += [MlflowParam(f'estimator.{k}', str(v)[:6000]) for k, v in fitted.items() if k not in record['parameters']]
+            params += [
+                MlflowParam(f'estimator.{k}', str(v)[:6000]) for k, v in fitted.items() if k not in record['parameters']
+            ]
         metrics = [Metric(k, v, now, 0) for k, v in _flat_numbers(result).items()]
-        metrics += [Metric(f'stage.{k}', record[k], now, 0) for k in ('duration_s', 'cells_s', 'overhead_s') if record.get(k) is not None]
+        metrics += [
+            Metric(f'stage.{k}', record[k], now, 0)
+            for k in ('duration_s', 'cells_s', 'overhead_s')
+            if record.get(k) is not None
+        ]
         self.c.log_batch(rid, params=params, metrics=metrics)
-        if record.get('cached_from'): self.c.set_tag(rid, 'mlops_nb.reused_from', record['cached_from']['run'])
-        if (run_dir/stage.notebook).exists(): self.c.log_artifact(rid, str(run_dir/stage.notebook))
+        if record.get('cached_from'):
+            self.c.set_tag(rid, 'mlops_nb.reused_from', record['cached_from']['run'])
+        if (run_dir / stage.notebook).exists():
+            self.c.log_artifact(rid, str(run_dir / stage.notebook))
         for rel in {*stage.outputs.values(), *(record.get('outputs') or {})}:  # a project's own stage declares none
-            if rel.endswith('.json') and (run_dir/rel).exists(): self.c.log_artifact(rid, str(run_dir/rel), 'outputs')
-        if record['status'] == 'completed' and 'snapshot' in stage.outputs and 'data_version' in (record.get('result') or {}):
+            if rel.endswith('.json') and (run_dir / rel).exists():
+                self.c.log_artifact(rid, str(run_dir / rel), 'outputs')
+        if (
+            record['status'] == 'completed'
+            and 'snapshot' in stage.outputs
+            and 'data_version' in (record.get('result') or {})
+        ):
             from mlops_nb.stages.data import log_dataset_input
-            for run_id in (rid, self.parent): log_dataset_input(self.c, run_id, record['result'], run_dir/stage.outputs['snapshot'])
+
+            for run_id in (rid, self.parent):
+                log_dataset_input(self.c, run_id, record['result'], run_dir / stage.outputs['snapshot'])
         self.c.set_terminated(rid, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(record['status'], 'FAILED'))
 
     @_guarded('recording the run')
-    def end_run(self, run_dir:Path, manifest:dict):
+    def end_run(self, run_dir: Path, manifest: dict):
         from mlflow.entities import Metric
-        for f in ('manifest.json', 'params.yaml'): self.c.log_artifact(self.parent, str(run_dir/f))
+
+        for f in ('manifest.json', 'params.yaml'):
+            self.c.log_artifact(self.parent, str(run_dir / f))
         s = manifest.get('summary', {})
-        now = int(time.time()*1000)
-        self.c.log_batch(self.parent, metrics=[Metric(k, v, now, 0) for k, v in _flat_numbers(s.get('metrics', {})).items()])
-        self.c.set_terminated(self.parent, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(manifest['status'], 'FAILED'))
+        now = int(time.time() * 1000)
+        self.c.log_batch(
+            self.parent, metrics=[Metric(k, v, now, 0) for k, v in _flat_numbers(s.get('metrics', {})).items()]
+        )
+        self.c.set_terminated(
+            self.parent, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(manifest['status'], 'FAILED')
+        )

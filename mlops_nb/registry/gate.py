@@ -15,259 +15,399 @@ import numpy as np
 from ..core.basics import MlopsError, file_lock, sha256_path, utc_now
 
 # %% auto #0
-__all__ = ['CHAMPION', 'PREVIOUS', 'LOCK_STALE_S', 'LOCK_TIMEOUT_S', 'parse_criteria', 'judge_metrics', 'judge_groups', 'verdict',
-           'decide', 'registry_lock', 'record_event', 'history', 'move_champion', 'approve', 'reject', 'rollback',
-           'promote_by_abtest', 'models']
+__all__ = [
+    'CHAMPION',
+    'PREVIOUS',
+    'LOCK_STALE_S',
+    'LOCK_TIMEOUT_S',
+    'parse_criteria',
+    'judge_metrics',
+    'judge_groups',
+    'verdict',
+    'decide',
+    'registry_lock',
+    'record_event',
+    'history',
+    'move_champion',
+    'approve',
+    'reject',
+    'rollback',
+    'promote_by_abtest',
+    'models',
+]
 
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c004
-_CRITERION = re.compile(r'^(?:(?P<column>[^.\s]+)\.)?(?P<measure>[A-Za-z_][A-Za-z0-9_]*)'
-                        r'(?:\s+(?P<kind>(?:baseline_)?(?:relative_)?change))?\s+(?P<op>at least|at most)\s+(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$')
+_CRITERION = re.compile(
+    r'^(?:(?P<column>[^.\s]+)\.)?(?P<measure>[A-Za-z_][A-Za-z0-9_]*)'
+    r'(?:\s+(?P<kind>(?:baseline_)?(?:relative_)?change))?\s+(?P<op>at least|at most)\s+(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$'
+)
 _OPS = {'at least': np.greater_equal, 'at most': np.less_equal}
 
-def parse_criteria(text:str, # comma-separated criteria
-                   where:str, # the setting they come from, for messages
-                  ):
+
+def parse_criteria(
+    text: str,  # comma-separated criteria
+    where: str,  # the setting they come from, for messages
+):
     "`[{column, measure, kind, op, value}]` from `text`"
     out = []
     for part in filter(str.strip, text.split(',')):
         m = _CRITERION.match(part.strip())
-        if not m: raise MlopsError(f'{where}: cannot read {part.strip()!r}; write [COLUMN.]MEASURE [[baseline_]change|[baseline_]relative_change] at least|at most NUMBER, '
-                                   'e.g. roc_auc at least 0.85 or roc_auc change at least -0.005')
+        if not m:
+            raise MlopsError(
+                f'{where}: cannot read {part.strip()!r}; write [COLUMN.]MEASURE [[baseline_]change|[baseline_]relative_change] at least|at most NUMBER, '
+                'e.g. roc_auc at least 0.85 or roc_auc change at least -0.005'
+            )
         out.append({**m.groupdict(), 'kind': m['kind'] or 'value', 'value': float(m['value'])})
     return out
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c004a
 def _outcome(c, v):
-    if v is None or v != v: return None, 'not judged'
+    if v is None or v != v:
+        return None, 'not judged'
     return float(v), 'passed' if _OPS[c['op']](v, c['value']) else 'failed'
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c004b
-def judge_metrics(criteria:list, # from `parse_criteria`
-                  metrics:dict, # the challenger's metrics
-                  champion:dict|None=None, # the champion's metrics on the same data, if there is a champion
-                  baseline:dict|None=None, # a trivial baseline's metrics on the same data
-                 ):
+def judge_metrics(
+    criteria: list,  # from `parse_criteria`
+    metrics: dict,  # the challenger's metrics
+    champion: dict | None = None,  # the champion's metrics on the same data, if there is a champion
+    baseline: dict | None = None,  # a trivial baseline's metrics on the same data
+):
     "Each criterion with the challenger's value, the champion's (or the baseline's), and the outcome"
     res = []
     for c in criteria:
-        if c['column']: raise MlopsError(f'evaluate criteria take no column: {c["column"]}.{c["measure"]}')
-        if c['measure'] not in metrics: raise MlopsError(f'criterion on unknown metric {c["measure"]!r}; metrics: {", ".join(metrics)}')
+        if c['column']:
+            raise MlopsError(f'evaluate criteria take no column: {c["column"]}.{c["measure"]}')
+        if c['measure'] not in metrics:
+            raise MlopsError(f'criterion on unknown metric {c["measure"]!r}; metrics: {", ".join(metrics)}')
         vs_baseline = c['kind'].startswith('baseline_')
         v, base = metrics[c['measure']], ((baseline if vs_baseline else champion) or {}).get(c['measure'])
-        if c['kind'].endswith('relative_change'): v = None if not base else (v - base)/abs(base)
-        elif c['kind'].endswith('change'): v = None if base is None else v - base
+        if c['kind'].endswith('relative_change'):
+            v = None if not base else (v - base) / abs(base)
+        elif c['kind'].endswith('change'):
+            v = None if base is None else v - base
         value, outcome = _outcome(c, v)
-        row = dict(measure=c['measure'], kind=c['kind'], op=c['op'], threshold=c['value'], value=value,
-                   champion=None if vs_baseline else base, outcome=outcome)
+        row = dict(
+            measure=c['measure'],
+            kind=c['kind'],
+            op=c['op'],
+            threshold=c['value'],
+            value=value,
+            champion=None if vs_baseline else base,
+            outcome=outcome,
+        )
         res.append({**row, 'baseline': base} if vs_baseline else row)
     return res
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c004c
-def judge_groups(criteria:list, measures:dict):
+def judge_groups(criteria: list, measures: dict):
     "Each criterion over `measures` `{column: {measure: value}}`, with its value and outcome"
     res = []
     for c in criteria:
-        if c['kind'] != 'value': raise MlopsError(f'audit criteria compare values, not changes: {c["measure"]} {c["kind"]}')
-        for col in ([c['column']] if c['column'] else list(measures)):
-            if col not in measures: raise MlopsError(f'audit criterion names column {col!r}, which is not audited ({", ".join(measures)})')
+        if c['kind'] != 'value':
+            raise MlopsError(f'audit criteria compare values, not changes: {c["measure"]} {c["kind"]}')
+        for col in [c['column']] if c['column'] else list(measures):
+            if col not in measures:
+                raise MlopsError(f'audit criterion names column {col!r}, which is not audited ({", ".join(measures)})')
             value, outcome = _outcome(c, measures[col].get(c['measure']))
-            res.append(dict(column=col, measure=c['measure'], op=c['op'], threshold=c['value'], value=value, outcome=outcome))
+            res.append(
+                dict(column=col, measure=c['measure'], op=c['op'], threshold=c['value'], value=value, outcome=outcome)
+            )
     return res
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c004d
-def verdict(judged:list):
+def verdict(judged: list):
     "Passed unless a criterion failed"
     return {'passed': all(c['outcome'] != 'failed' for c in judged), 'criteria': judged}
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c007
-def decide(reports:dict, # {name: path} of validate's anomalies, evaluate's verdict and audit's report
-           require_approval:bool=True, # a person must approve before the champion alias moves
-          ):
+def decide(
+    reports: dict,  # {name: path} of validate's anomalies, evaluate's verdict and audit's report
+    require_approval: bool = True,  # a person must approve before the champion alias moves
+):
     "The decision from the stage reports"
     data = {k: json.loads(Path(p).read_text()) for k, p in reports.items()}
     reasons = []
-    if data.get('anomalies', {}).get('errors'): reasons.append(f"validate: {data['anomalies']['errors']} data error(s)")
+    if data.get('anomalies', {}).get('errors'):
+        reasons.append(f'validate: {data["anomalies"]["errors"]} data error(s)')
     for name in ('verdict', 'audit'):
         for c in data.get(name, {}).get('criteria', []):
             if c['outcome'] == 'failed':
-                what = f"{c.get('column') + '.' if c.get('column') else ''}{c['measure']}{'' if c.get('kind', 'value') == 'value' else ' ' + c['kind']}"
-                reasons.append(f"{'evaluate' if name == 'verdict' else 'audit'}: {what} = {c['value']:.4f}, needs {c['op']} {c['threshold']}")
+                what = f'{c.get("column") + "." if c.get("column") else ""}{c["measure"]}{"" if c.get("kind", "value") == "value" else " " + c["kind"]}'
+                reasons.append(
+                    f'{"evaluate" if name == "verdict" else "audit"}: {what} = {c["value"]:.4f}, needs {c["op"]} {c["threshold"]}'
+                )
     decision = 'rejected' if reasons else 'pending_approval' if require_approval else 'blessed'
     champion = data.get('verdict', {}).get('champion') or {}
-    return {'decision': decision, 'reasons': reasons, 'require_approval': require_approval,
-            'compared_with': champion.get('version'), 'reports': {k: sha256_path(p) for k, p in reports.items()}}
+    return {
+        'decision': decision,
+        'reasons': reasons,
+        'require_approval': require_approval,
+        'compared_with': champion.get('version'),
+        'reports': {k: sha256_path(p) for k, p in reports.items()},
+    }
+
 
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c010
 CHAMPION, PREVIOUS = 'champion', 'previous-champion'
 
 LOCK_STALE_S, LOCK_TIMEOUT_S = 30.0, 90.0
 
+
 @contextmanager
-def _model_lock(c, name:str):
+def _model_lock(c, name: str):
     "A lock held by creating the registered model `<name>.champion-lock` (atomic in MLflow's stores)"
     import os
     import socket
     import time
     from mlflow.exceptions import MlflowException
+
     lock, holder = f'{name}.champion-lock', f'{socket.gethostname()}:{os.getpid()}'
     start, seen = time.monotonic(), None  # seen: (creation time of the lock we wait on, when we first saw it)
     while True:
         try:
-            c.create_registered_model(lock, tags={'mlops_nb.lock_holder': holder},
-                                      description=f'lock over moves of the champion alias of {name}, held by {holder}; '
-                                                  'deleted when the move is done')
+            c.create_registered_model(
+                lock,
+                tags={'mlops_nb.lock_holder': holder},
+                description=f'lock over moves of the champion alias of {name}, held by {holder}; '
+                'deleted when the move is done',
+            )
             break
         except MlflowException as e:
-            if e.error_code not in ('RESOURCE_ALREADY_EXISTS', 'RESOURCE_DOES_NOT_EXIST'): raise
-        try: held = c.get_registered_model(lock)
-        except MlflowException: continue  # released meanwhile
+            if e.error_code not in ('RESOURCE_ALREADY_EXISTS', 'RESOURCE_DOES_NOT_EXIST'):
+                raise
+        try:
+            held = c.get_registered_model(lock)
+        except MlflowException:
+            continue  # released meanwhile
         now = time.monotonic()
-        if seen is None or seen[0] != held.creation_timestamp: seen = (held.creation_timestamp, now)
+        if seen is None or seen[0] != held.creation_timestamp:
+            seen = (held.creation_timestamp, now)
         elif now - seen[1] > LOCK_STALE_S:  # its holder died: unchanged for longer than any move takes
-            try: c.delete_registered_model(lock)
-            except MlflowException: pass
+            try:
+                c.delete_registered_model(lock)
+            except MlflowException:
+                pass
             seen = None
             continue
         if now - start > LOCK_TIMEOUT_S:
-            raise MlopsError(f'the champion of {name} is locked by {held.tags.get("mlops_nb.lock_holder", "another process")}; '
-                             f'try again, or delete the registered model {lock} if no promotion is running')
+            raise MlopsError(
+                f'the champion of {name} is locked by {held.tags.get("mlops_nb.lock_holder", "another process")}; '
+                f'try again, or delete the registered model {lock} if no promotion is running'
+            )
         time.sleep(0.1)
-    try: yield
+    try:
+        yield
     finally:
-        try: c.delete_registered_model(lock)
-        except MlflowException: pass  # removed as stale by a waiter: the move is done anyway
+        try:
+            c.delete_registered_model(lock)
+        except MlflowException:
+            pass  # removed as stale by a waiter: the move is done anyway
+
 
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c010a
 @contextmanager
-def registry_lock(c, tracking_uri:str, name:str):
+def registry_lock(c, tracking_uri: str, name: str):
     "An exclusive lock over moves of the champion of `name` in the registry at `tracking_uri`"
     if tracking_uri.startswith('sqlite:///'):
-        with file_lock(Path(tracking_uri[len('sqlite:///'):] + '.lock')): yield
+        with file_lock(Path(tracking_uri[len('sqlite:///') :] + '.lock')):
+            yield
     else:
-        with _model_lock(c, name): yield
+        with _model_lock(c, name):
+            yield
+
 
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c010b
 def _champion(c, name):
     from mlops_nb.registry.tracking import alias_version
+
     v = alias_version(c, name, CHAMPION)
     return None if v is None else str(v.version)
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c010c
-def record_event(c, name:str, event:dict):
+def record_event(c, name: str, event: dict):
     "Add `event` to the registered model's history (a tag per event, ordered by time)"
     at = event.setdefault('at', utc_now().isoformat())
-    c.set_registered_model_tag(name, f"mlops_nb.history.{at.replace(':', '').replace('+', '_')}_{event['event']}", json.dumps(event))
+    c.set_registered_model_tag(
+        name, f'mlops_nb.history.{at.replace(":", "").replace("+", "_")}_{event["event"]}', json.dumps(event)
+    )
+
 
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c010d
-def history(c, name:str):
+def history(c, name: str):
     "The champion's history: promotions, approvals, rejections, rollbacks, oldest first"
     tags = c.get_registered_model(name).tags
     return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith('mlops_nb.history.')]
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c010e
-def move_champion(c, tracking_uri:str, name:str, version:str, expected:str|None, event:dict):
+def move_champion(c, tracking_uri: str, name: str, version: str, expected: str | None, event: dict):
     "Point `champion` at `version` if the champion is still `expected`; return the version replaced"
     with registry_lock(c, tracking_uri, name):
         current = _champion(c, name)
         if current != (None if expected is None else str(expected)):
-            raise MlopsError(f'the champion of {name} changed since this decision was made (expected version {expected}, '
-                             f'now {current}): evaluate the model again against the current champion')
-        if current is not None: c.set_registered_model_alias(name, PREVIOUS, current)
+            raise MlopsError(
+                f'the champion of {name} changed since this decision was made (expected version {expected}, '
+                f'now {current}): evaluate the model again against the current champion'
+            )
+        if current is not None:
+            c.set_registered_model_alias(name, PREVIOUS, current)
         c.set_registered_model_alias(name, CHAMPION, str(version))
         record_event(c, name, {**event, 'version': str(version), 'replaced': current})
     return current
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014
-def _registered(run_dir:Path):
+def _registered(run_dir: Path):
     from mlops_nb.core.manifest import read_manifest
+
     m = read_manifest(run_dir)
     reg = next((r.get('result') for r in m['stages'] if r['name'] == 'register' and r['status'] == 'completed'), None)
     if m['status'] != 'completed' or not reg:
         raise MlopsError(f'run {m["run_id"]} has no registered model (status {m["status"]}): nothing to decide')
     return m, reg
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014a
-def _record(run_dir:Path, manifest:dict, entry:dict):
+def _record(run_dir: Path, manifest: dict, entry: dict):
     from mlops_nb.core.manifest import write_manifest
+
     manifest.setdefault('decisions', []).append(entry)
     write_manifest(run_dir, manifest)
-    p = run_dir/'manifest.json'
+    p = run_dir / 'manifest.json'
     p.chmod(p.stat().st_mode & ~0o222)  # the run folder stays read-only
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014b
-def _human_decision(run_dir, by:str, note:str, decision:str):
+def _human_decision(run_dir, by: str, note: str, decision: str):
     from mlops_nb.registry.tracking import client
+
     run_dir = Path(run_dir).resolve()
-    if not by.strip(): raise MlopsError('say who decides: --by NAME')
+    if not by.strip():
+        raise MlopsError('say who decides: --by NAME')
     m, reg = _registered(run_dir)
     if m.get('decisions'):
         d = m['decisions'][-1]
         raise MlopsError(f'run {m["run_id"]} was already {d["decision"]} by {d["by"]} at {d["at"]}')
-    reports = {k: sha256_path(run_dir/rel) for k, rel in reg['reports_paths'].items()}
+    reports = {k: sha256_path(run_dir / rel) for k, rel in reg['reports_paths'].items()}
     changed = [k for k, h in reports.items() if reg['reports'].get(k) != h]
-    if changed: raise MlopsError(f'report(s) {", ".join(changed)} of run {m["run_id"]} changed since the register stage read them')
-    entry = dict(decision=decision, by=by, at=utc_now().isoformat(), note=note, model_name=reg['model_name'],
-                 version=reg['version'], reports=reports)
+    if changed:
+        raise MlopsError(
+            f'report(s) {", ".join(changed)} of run {m["run_id"]} changed since the register stage read them'
+        )
+    entry = dict(
+        decision=decision,
+        by=by,
+        at=utc_now().isoformat(),
+        note=note,
+        model_name=reg['model_name'],
+        version=reg['version'],
+        reports=reports,
+    )
     c = client(m['mlflow']['tracking_uri'])
     if decision == 'approved':
-        if reg.get('already_champion'): raise MlopsError(f'run {m["run_id"]}: version {reg["version"]} is the champion already')
+        if reg.get('already_champion'):
+            raise MlopsError(f'run {m["run_id"]}: version {reg["version"]} is the champion already')
         if reg['decision'] != 'pending_approval':
             why = '; '.join(reg['reasons']) if reg['decision'] == 'rejected' else 'it was promoted by the gate already'
             raise MlopsError(f'run {m["run_id"]} cannot be approved: the gate decided {reg["decision"]} ({why})')
-        entry['replaced'] = move_champion(c, m['mlflow']['tracking_uri'], reg['model_name'], reg['version'], reg['compared_with'],
-                                          {'event': 'approved', 'by': by, 'note': note, 'run_id': m['run_id']})
+        entry['replaced'] = move_champion(
+            c,
+            m['mlflow']['tracking_uri'],
+            reg['model_name'],
+            reg['version'],
+            reg['compared_with'],
+            {'event': 'approved', 'by': by, 'note': note, 'run_id': m['run_id']},
+        )
     else:
         if _champion(c, reg['model_name']) == str(reg['version']):
-            raise MlopsError(f'version {reg["version"]} is the champion: roll back first (mlops-nb rollback --by NAME --note TEXT)')
-        record_event(c, reg['model_name'], {'event': 'rejected', 'by': by, 'note': note, 'run_id': m['run_id'],
-                                             'version': str(reg['version']), 'at': entry['at']})
+            raise MlopsError(
+                f'version {reg["version"]} is the champion: roll back first (mlops-nb rollback --by NAME --note TEXT)'
+            )
+        record_event(
+            c,
+            reg['model_name'],
+            {
+                'event': 'rejected',
+                'by': by,
+                'note': note,
+                'run_id': m['run_id'],
+                'version': str(reg['version']),
+                'at': entry['at'],
+            },
+        )
     c.set_model_version_tag(reg['model_name'], reg['version'], 'mlops_nb.approval', json.dumps(entry))
     _record(run_dir, m, entry)
     return entry
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014c
-def approve(run_dir:str|Path, # the run folder of the model
-            by:str, # who approves
-            note:str='', # why
-           ):
+def approve(
+    run_dir: str | Path,  # the run folder of the model
+    by: str,  # who approves
+    note: str = '',  # why
+):
     "Approve the run's model: it becomes champion if the champion has not changed since its evaluation"
     return _human_decision(run_dir, by, note, 'approved')
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014d
-def reject(run_dir:str|Path, by:str, note:str):
+def reject(run_dir: str | Path, by: str, note: str):
     "Reject the run's model: it never becomes champion"
-    if not note.strip(): raise MlopsError('a rejection needs a reason: --note TEXT')
+    if not note.strip():
+        raise MlopsError('a rejection needs a reason: --note TEXT')
     return _human_decision(run_dir, by, note, 'rejected')
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014e
-def rollback(tracking_uri:str, model_name:str, by:str, note:str, to:str|None=None):
+def rollback(tracking_uri: str, model_name: str, by: str, note: str, to: str | None = None):
     "Move `champion` back to `to` (default: the `previous-champion`), recording who and why"
     from mlops_nb.registry.tracking import alias_version, client
-    if not by.strip() or not note.strip(): raise MlopsError('a rollback needs --by NAME and --note TEXT')
+
+    if not by.strip() or not note.strip():
+        raise MlopsError('a rollback needs --by NAME and --note TEXT')
     c = client(tracking_uri)
     current = _champion(c, model_name)
-    if current is None: raise MlopsError(f'{model_name} has no champion to roll back')
+    if current is None:
+        raise MlopsError(f'{model_name} has no champion to roll back')
     if to is None:
         prev = alias_version(c, model_name, PREVIOUS)
-        if prev is None: raise MlopsError(f'{model_name} has no previous-champion: name the version with --to')
+        if prev is None:
+            raise MlopsError(f'{model_name} has no previous-champion: name the version with --to')
         to = str(prev.version)
-    try: target = c.get_model_version(model_name, str(to))
-    except Exception: raise MlopsError(f'{model_name} has no version {to}') from None
-    if str(to) == current: raise MlopsError(f'version {to} is already the champion')
+    try:
+        target = c.get_model_version(model_name, str(to))
+    except Exception:
+        raise MlopsError(f'{model_name} has no version {to}') from None
+    if str(to) == current:
+        raise MlopsError(f'version {to} is already the champion')
     approval = json.loads(target.tags.get('mlops_nb.approval', '{}'))
     if target.tags.get('mlops_nb.decision') == 'rejected' or approval.get('decision') == 'rejected':
         raise MlopsError(f'version {to} was rejected: it cannot become champion')
     move_champion(c, tracking_uri, model_name, str(to), current, {'event': 'rolled_back', 'by': by, 'note': note})
-    c.set_model_version_tag(model_name, current, 'mlops_nb.rolled_back', json.dumps({'by': by, 'note': note, 'at': utc_now().isoformat()}))
+    c.set_model_version_tag(
+        model_name, current, 'mlops_nb.rolled_back', json.dumps({'by': by, 'note': note, 'at': utc_now().isoformat()})
+    )
     return {'model_name': model_name, 'champion': str(to), 'replaced': current}
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014f
-def promote_by_abtest(tracking_uri:str, model_name:str, result:dict, by:str):
+def promote_by_abtest(tracking_uri: str, model_name: str, result: dict, by: str):
     "Make the challenger champion when live traffic says it is better (`mlops_nb.monitoring.abtest` result); return the move"
     from mlops_nb.registry.tracking import client
-    if not by.strip(): raise MlopsError('a promotion needs --by NAME')
+
+    if not by.strip():
+        raise MlopsError('a promotion needs --by NAME')
     if result.get('verdict') != 'challenger better':
-        raise MlopsError(f"the A/B test does not support promoting the challenger: {result.get('verdict')} ({result.get('message', '')})")
+        raise MlopsError(
+            f'the A/B test does not support promoting the challenger: {result.get("verdict")} ({result.get("message", "")})'
+        )
     c = client(tracking_uri)
     champ, chall = str(result['champion']['model_version']), str(result['challenger']['model_version'])
     target = c.get_model_version(model_name, chall)
@@ -275,30 +415,57 @@ def promote_by_abtest(tracking_uri:str, model_name:str, result:dict, by:str):
     if target.tags.get('mlops_nb.decision') == 'rejected' or approval.get('decision') == 'rejected':
         raise MlopsError(f'version {chall} was rejected: it cannot become champion, whatever its live traffic says')
     evidence = {k: result.get(k) for k in ('metric', 'difference', 'ci', 'p_value', 'rows_per_model', 'since', 'until')}
-    note = (f"A/B test on live traffic: {result['metric']} {result['difference']:+.4f} "
-            f"(CI {result['ci'][0]:+.4f} to {result['ci'][1]:+.4f}, p = {result['p_value']:.3g})")
+    note = (
+        f'A/B test on live traffic: {result["metric"]} {result["difference"]:+.4f} '
+        f'(CI {result["ci"][0]:+.4f} to {result["ci"][1]:+.4f}, p = {result["p_value"]:.3g})'
+    )
     # the champion must still be the one the traffic compared against: otherwise the evidence is about another pair
-    move_champion(c, tracking_uri, model_name, chall, champ, {'event': 'promoted', 'by': by, 'note': note, 'abtest': evidence})
-    c.set_model_version_tag(model_name, chall, 'mlops_nb.monitoring.abtest', json.dumps({**evidence, 'by': by, 'at': utc_now().isoformat()}, default=str))
+    move_champion(
+        c, tracking_uri, model_name, chall, champ, {'event': 'promoted', 'by': by, 'note': note, 'abtest': evidence}
+    )
+    c.set_model_version_tag(
+        model_name,
+        chall,
+        'mlops_nb.monitoring.abtest',
+        json.dumps({**evidence, 'by': by, 'at': utc_now().isoformat()}, default=str),
+    )
     return {'model_name': model_name, 'champion': chall, 'replaced': champ, 'note': note}
 
+
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014g
-def models(tracking_uri:str, model_name:str):
+def models(tracking_uri: str, model_name: str):
     "Every version of `model_name` with its aliases, decision, approval, metrics, data version and run"
     from mlops_nb.registry.tracking import client
+
     c = client(tracking_uri)
-    try: aliases = c.get_registered_model(model_name).aliases
-    except Exception: return []
+    try:
+        aliases = c.get_registered_model(model_name).aliases
+    except Exception:
+        return []
     by_version = {}
-    for a, v in aliases.items(): by_version.setdefault(str(v), []).append(a)
+    for a, v in aliases.items():
+        by_version.setdefault(str(v), []).append(a)
     rows = []
     for v in sorted(c.search_model_versions(f"name='{model_name}'"), key=lambda v: int(v.version)):
         t, approval = v.tags, json.loads(v.tags.get('mlops_nb.approval', '{}'))
-        status = 'champion' if 'champion' in by_version.get(str(v.version), []) else \
-                 'rolled back' if 'mlops_nb.rolled_back' in t else approval.get('decision') or t.get('mlops_nb.decision', '')
-        rows.append(dict(version=str(v.version), aliases=','.join(sorted(by_version.get(str(v.version), []))) or None,
-                         status=status, gate=t.get('mlops_nb.decision'),
-                         approval=f"{approval['decision']} by {approval['by']}" if approval else None,
-                         roc_auc=t.get('roc_auc'), accuracy=t.get('accuracy'), data_version=t.get('data_version'),
-                         run=t.get('mlops_nb.run_id')))
+        status = (
+            'champion'
+            if 'champion' in by_version.get(str(v.version), [])
+            else 'rolled back'
+            if 'mlops_nb.rolled_back' in t
+            else approval.get('decision') or t.get('mlops_nb.decision', '')
+        )
+        rows.append(
+            dict(
+                version=str(v.version),
+                aliases=','.join(sorted(by_version.get(str(v.version), []))) or None,
+                status=status,
+                gate=t.get('mlops_nb.decision'),
+                approval=f'{approval["decision"]} by {approval["by"]}' if approval else None,
+                roc_auc=t.get('roc_auc'),
+                accuracy=t.get('accuracy'),
+                data_version=t.get('data_version'),
+                run=t.get('mlops_nb.run_id'),
+            )
+        )
     return rows

@@ -16,85 +16,127 @@ from .tracking import alias_version, client, download_model
 # %% auto #0
 __all__ = ['pip_requirements', 'save_object', 'load_object', 'save_model', 'load_pipeline', 'champion_model']
 
+
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010
 def pip_requirements():
     "The packages a served model needs, at the versions it was trained with"
     from importlib.metadata import version
+
     return [f'{p}=={version(p)}' for p in ('scikit-learn', 'pandas', 'numpy', 'scipy', 'cloudpickle')]
 
+
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010a
-def _by_value(root:Path|None):
+def _by_value(root: Path | None):
     "Modules whose code a pickled model must carry: mlops_nb.core.columns and the project folder's own"
     import sys
     import cloudpickle
     import mlops_nb.core.columns
+
     mods = [mlops_nb.core.columns]
     if root is not None:
         root = Path(root).resolve()
         for m in list(sys.modules.values()):
             f = getattr(m, '__file__', None)
-            if f and Path(f).resolve().is_relative_to(root) and 'site-packages' not in Path(f).parts and \
-                    not m.__name__.startswith(('mlops_nb', '__main__', '__mp_main__')) and m not in mods:  # __main__ goes by value anyway
+            if (
+                f
+                and Path(f).resolve().is_relative_to(root)
+                and 'site-packages' not in Path(f).parts
+                and not m.__name__.startswith(('mlops_nb', '__main__', '__mp_main__'))
+                and m not in mods
+            ):  # __main__ goes by value anyway
                 mods.append(m)
-    for m in mods: cloudpickle.register_pickle_by_value(m)
+    for m in mods:
+        cloudpickle.register_pickle_by_value(m)
     return mods
 
+
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010b
-def save_object(obj, path:Path, root:Path|None=None):
+def save_object(obj, path: Path, root: Path | None = None):
     "Pickle `obj` with cloudpickle, carrying the code of the project's modules (`root`) by value"
     import cloudpickle
+
     mods = _by_value(root)
     try:
-        with atomic_path(path) as tmp, open(tmp, 'wb') as f: cloudpickle.dump(obj, f)
+        with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+            cloudpickle.dump(obj, f)
     finally:
-        for m in mods: cloudpickle.unregister_pickle_by_value(m)
+        for m in mods:
+            cloudpickle.unregister_pickle_by_value(m)
+
 
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010c
-def load_object(path:Path):
+def load_object(path: Path):
     import cloudpickle
-    with open(path, 'rb') as f: return cloudpickle.load(f)
+
+    with open(path, 'rb') as f:
+        return cloudpickle.load(f)
+
 
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010h
-def save_model(pipe, X:pd.DataFrame, path:Path, features:dict, root:Path|None=None):
+def save_model(pipe, X: pd.DataFrame, path: Path, features: dict, root: Path | None = None):
     "Save the fitted `pipe` as an MLflow sklearn model: any-typed signature, input example, the typed schema and labels as metadata"
     import mlflow.sklearn
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import AnyType, ColSpec, Schema
+
     example = X.head(5)
     typed = infer_signature(example, pipe.predict(example))
     signature = ModelSignature(Schema([ColSpec(AnyType(), c) for c in X.columns]), typed.outputs)
-    meta = {'mlops_nb': {'input_schema': typed.inputs.to_json(), 'task': features['task'],
-                         'positive_label': features.get('positive_label')}}
+    meta = {
+        'mlops_nb': {
+            'input_schema': typed.inputs.to_json(),
+            'task': features['task'],
+            'positive_label': features.get('positive_label'),
+        }
+    }
     mods, log = _by_value(root), logging.getLogger('mlflow.sklearn')
     level = log.level
-    log.setLevel(logging.ERROR)  # its warning that cloudpickle runs code on load: the model is our own, and carrying code is the point
+    log.setLevel(
+        logging.ERROR
+    )  # its warning that cloudpickle runs code on load: the model is our own, and carrying code is the point
     try:
         with atomic_path(path) as tmp:
             tmp.unlink()  # save_model insists on creating the folder itself
-            mlflow.sklearn.save_model(pipe, tmp, signature=signature, input_example=example, metadata=meta,
-                                      pip_requirements=pip_requirements(), serialization_format='cloudpickle')
+            mlflow.sklearn.save_model(
+                pipe,
+                tmp,
+                signature=signature,
+                input_example=example,
+                metadata=meta,
+                pip_requirements=pip_requirements(),
+                serialization_format='cloudpickle',
+            )
     finally:
         import cloudpickle
+
         log.setLevel(level)
-        for m in mods: cloudpickle.unregister_pickle_by_value(m)
+        for m in mods:
+            cloudpickle.unregister_pickle_by_value(m)
+
 
 # %% ../../notebooks/lib/registry/04_models.ipynb #c013
-def load_pipeline(model_dir:str|Path):
+def load_pipeline(model_dir: str | Path):
     "The fitted Pipeline saved by `train`, loaded without importing MLflow (seconds saved per stage)"
     import yaml
+
     model_dir = Path(model_dir)
-    flavor = yaml.safe_load((model_dir/'MLmodel').read_text())['flavors']['sklearn']
-    if flavor.get('serialization_format') == 'cloudpickle': return load_object(model_dir/flavor['pickled_model'])
+    flavor = yaml.safe_load((model_dir / 'MLmodel').read_text())['flavors']['sklearn']
+    if flavor.get('serialization_format') == 'cloudpickle':
+        return load_object(model_dir / flavor['pickled_model'])
     if flavor.get('serialization_format') != 'skops':  # models registered by older versions were saved with skops
         import mlflow.sklearn
+
         return mlflow.sklearn.load_model(str(model_dir))
     import skops.io
-    return skops.io.load(model_dir/flavor['pickled_model'], trusted=flavor.get('skops_trusted_types') or [])
+
+    return skops.io.load(model_dir / flavor['pickled_model'], trusted=flavor.get('skops_trusted_types') or [])
+
 
 # %% ../../notebooks/lib/registry/04_models.ipynb #c013z
-def champion_model(tracking_uri:str, model_name:str):
+def champion_model(tracking_uri: str, model_name: str):
     "`(version, fitted pipeline)` of the champion of `model_name`, or None when there is none"
     c = client(tracking_uri)
     v = alias_version(c, model_name)
-    if v is None: return None
+    if v is None:
+        return None
     return str(v.version), load_pipeline(download_model(model_name, v.version))

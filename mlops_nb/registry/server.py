@@ -17,101 +17,157 @@ from ..core.credentials import mask
 # %% auto #0
 __all__ = ['free_port', 'check_backend', 'server_command', 'client_uri', 'run_server', 'tracking_server', 'mlflow_ui']
 
+
 # %% ../../notebooks/lib/registry/02_server.ipynb #c004
-def _absolute(uri_or_path:str, root:Path):
+def _absolute(uri_or_path: str, root: Path):
     "A relative SQLite path or artifact path made absolute against `root`; URIs as given"
     if uri_or_path.startswith('sqlite:///') and not uri_or_path.startswith('sqlite:////'):
-        return f'sqlite:///{(root/uri_or_path[len("sqlite:///"):]).resolve()}'
-    if '://' not in uri_or_path and not uri_or_path.startswith('file:'): return str((root/uri_or_path).resolve())
+        return f'sqlite:///{(root / uri_or_path[len("sqlite:///") :]).resolve()}'
+    if '://' not in uri_or_path and not uri_or_path.startswith('file:'):
+        return str((root / uri_or_path).resolve())
     return uri_or_path
 
+
 # %% ../../notebooks/lib/registry/02_server.ipynb #c004a
-def free_port(host:str='127.0.0.1'):
+def free_port(host: str = '127.0.0.1'):
     "A port free on `host` now"
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
+
 # %% ../../notebooks/lib/registry/02_server.ipynb #c004b
-def _check_port(host:str, port:int):
+def _check_port(host: str, port: int):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try: s.bind((host, port))
-        except OSError as e: raise MlopsError(f'cannot listen on {host}:{port} ({e.strerror}): choose another --port, or 0 for a free one') from None
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise MlopsError(
+                f'cannot listen on {host}:{port} ({e.strerror}): choose another --port, or 0 for a free one'
+            ) from None
+
 
 # %% ../../notebooks/lib/registry/02_server.ipynb #c007
 _INSTALL = {'postgresql': "pip install 'mlops-nb[postgres]'"}
 
-def _driver_missing(uri:str):
+
+def _driver_missing(uri: str):
     "The DB-API module SQLAlchemy would import for `uri` when it is not installed, else None"
     import importlib.util
     from sqlalchemy.engine import make_url
-    try: dialect = make_url(uri).get_dialect()
-    except Exception: return None  # an unknown scheme: SQLAlchemy's own error says it better
-    module = {'psycopg': 'psycopg', 'psycopg2': 'psycopg2', 'pymysql': 'pymysql', 'mysqldb': 'MySQLdb'}.get(dialect.driver)
+
+    try:
+        dialect = make_url(uri).get_dialect()
+    except Exception:
+        return None  # an unknown scheme: SQLAlchemy's own error says it better
+    module = {'psycopg': 'psycopg', 'psycopg2': 'psycopg2', 'pymysql': 'pymysql', 'mysqldb': 'MySQLdb'}.get(
+        dialect.driver
+    )
     return module if module and importlib.util.find_spec(module) is None else None
 
+
 # %% ../../notebooks/lib/registry/02_server.ipynb #c007a
-def check_backend(uri:str):
+def check_backend(uri: str):
     "Open the backend store `uri`; return `[(experiment, artifact location)]` of experiments whose artifacts are local paths"
     scheme = urlsplit(uri).scheme
-    if scheme in ('http', 'https'): raise MlopsError(f'the backend store is a database, not a tracking server: {mask(uri)}; '
-                                                   'give --backend-store sqlite:///PATH or postgresql://...')
+    if scheme in ('http', 'https'):
+        raise MlopsError(
+            f'the backend store is a database, not a tracking server: {mask(uri)}; '
+            'give --backend-store sqlite:///PATH or postgresql://...'
+        )
     if scheme == 'sqlite':
-        path = Path(uri[len('sqlite:///'):])
-        if not path.parent.is_dir(): raise MlopsError(f'{path.parent}: no such folder for the SQLite store')
-        if not path.is_file(): return []  # MLflow creates it
+        path = Path(uri[len('sqlite:///') :])
+        if not path.parent.is_dir():
+            raise MlopsError(f'{path.parent}: no such folder for the SQLite store')
+        if not path.is_file():
+            return []  # MLflow creates it
     if module := _driver_missing(uri):
-        raise MlopsError(f'{mask(uri)} needs the {module} driver: {_INSTALL.get(scheme.split("+")[0], "pip install " + module)}')
+        raise MlopsError(
+            f'{mask(uri)} needs the {module} driver: {_INSTALL.get(scheme.split("+")[0], "pip install " + module)}'
+        )
     import sqlalchemy
+
     try:
         engine = sqlalchemy.create_engine(uri)
         with engine.connect() as con:
-            if not sqlalchemy.inspect(con).has_table('experiments'): return []  # a new database: MLflow creates its tables
-            rows = con.execute(sqlalchemy.text("SELECT name, artifact_location FROM experiments WHERE lifecycle_stage = 'active'")).all()
+            if not sqlalchemy.inspect(con).has_table('experiments'):
+                return []  # a new database: MLflow creates its tables
+            rows = con.execute(
+                sqlalchemy.text("SELECT name, artifact_location FROM experiments WHERE lifecycle_stage = 'active'")
+            ).all()
     except sqlalchemy.exc.SQLAlchemyError as e:
-        raise MlopsError(f'cannot open the backend store {mask(uri)}: {str(e.orig if getattr(e, "orig", None) else e).strip().splitlines()[0]}') from None
+        raise MlopsError(
+            f'cannot open the backend store {mask(uri)}: {str(e.orig if getattr(e, "orig", None) else e).strip().splitlines()[0]}'
+        ) from None
     finally:
-        if 'engine' in locals(): engine.dispose()
+        if 'engine' in locals():
+            engine.dispose()
     return [(n, loc) for n, loc in rows if loc and (loc.startswith('file:') or loc.startswith('/'))]
 
+
 # %% ../../notebooks/lib/registry/02_server.ipynb #c010
-def server_command(backend_store:str, # SQLAlchemy URI of the tracking and registry store
-                   artifacts:str, # folder or URI (s3://...) where the server keeps artifacts
-                   host:str='127.0.0.1', # interface to listen on
-                   port:int=5000, # port to listen on
-                   workers:int=1, # uvicorn worker processes
-                  ):
+def server_command(
+    backend_store: str,  # SQLAlchemy URI of the tracking and registry store
+    artifacts: str,  # folder or URI (s3://...) where the server keeps artifacts
+    host: str = '127.0.0.1',  # interface to listen on
+    port: int = 5000,  # port to listen on
+    workers: int = 1,  # uvicorn worker processes
+):
     "`(argv, env)` of `mlflow server` sized for a small machine"
-    argv = [sys.executable, '-m', 'mlflow', 'server', '--serve-artifacts', '--artifacts-destination', artifacts,
-            '--host', host, '--port', str(port), '--workers', str(workers)]
+    argv = [
+        sys.executable,
+        '-m',
+        'mlflow',
+        'server',
+        '--serve-artifacts',
+        '--artifacts-destination',
+        artifacts,
+        '--host',
+        host,
+        '--port',
+        str(port),
+        '--workers',
+        str(workers),
+    ]
     # MLflow 3's job execution (a huey job runner with eight consumers) serves GenAI jobs this pipeline never submits
     env = {**os.environ, 'MLFLOW_BACKEND_STORE_URI': backend_store, 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
     return argv, env
 
+
 # %% ../../notebooks/lib/registry/02_server.ipynb #c010a
-def client_uri(host:str, port:int):
+def client_uri(host: str, port: int):
     "The tracking URI clients use for a server listening on `host`:`port`"
-    if host in ('0.0.0.0', '::', ''): host = socket.getfqdn()
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    if host in ('0.0.0.0', '::', ''):
+        host = socket.getfqdn()
+    return f'http://{f"[{host}]" if ":" in host else host}:{port}'
+
 
 # %% ../../notebooks/lib/registry/02_server.ipynb #c010b
-def _healthy(url:str):
+def _healthy(url: str):
     import urllib.request
+
     try:
-        with urllib.request.urlopen(f'{url}/health', timeout=1) as r: return r.status == 200
-    except OSError: return False
+        with urllib.request.urlopen(f'{url}/health', timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
 
 # %% ../../notebooks/lib/registry/02_server.ipynb #c010c
-def run_server(argv:list, env:dict, health_url:str, echo=print):
+def run_server(argv: list, env: dict, health_url: str, echo=print):
     "Run the server in its own session until it stops or a signal asks; say when it answers; return the exit code"
     import signal
     import subprocess
+
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     asked = []
+
     def stop(signum, _frame):
         asked.append(signum)
-        if proc.poll() is None: proc.send_signal(signal.SIGTERM)  # `mlflow server` passes it to its worker
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # `mlflow server` passes it to its worker
+
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         ready = False
@@ -120,38 +176,48 @@ def run_server(argv:list, env:dict, health_url:str, echo=print):
                 rc = proc.wait(timeout=None if ready or asked else 0.25)
                 break
             except subprocess.TimeoutExpired:
-                if _healthy(health_url): echo(f'ready: {health_url}'); ready = True
+                if _healthy(health_url):
+                    echo(f'ready: {health_url}')
+                    ready = True
     finally:
-        for s, h in old.items(): signal.signal(s, h)
+        for s, h in old.items():
+            signal.signal(s, h)
     if asked:
         echo('MLflow tracking server stopped')
         return 0
     raise MlopsError(f'the MLflow server stopped by itself (exit code {rc}): its messages are above')
 
+
 # %% ../../notebooks/lib/registry/02_server.ipynb #c010d
-def tracking_server(backend_store:str='', # SQLAlchemy URI; empty: the project's tracking_uri
-                    artifacts:str='', # folder or URI for artifacts; empty: the project's artifact_location
-                    host:str='127.0.0.1', # interface to listen on (0.0.0.0: every interface)
-                    port:int=5000, # port to listen on; 0 picks a free one
-                    workers:int=1, # uvicorn worker processes
-                    settings_file:str|None=None, # settings.ini of the project (for the defaults)
-                    echo=print, # where the instructions go
-                    run:bool=True, # run the server until stopped; False: return `(argv, env)`
-                   ):
+def tracking_server(
+    backend_store: str = '',  # SQLAlchemy URI; empty: the project's tracking_uri
+    artifacts: str = '',  # folder or URI for artifacts; empty: the project's artifact_location
+    host: str = '127.0.0.1',  # interface to listen on (0.0.0.0: every interface)
+    port: int = 5000,  # port to listen on; 0 picks a free one
+    workers: int = 1,  # uvicorn worker processes
+    settings_file: str | None = None,  # settings.ini of the project (for the defaults)
+    echo=print,  # where the instructions go
+    run: bool = True,  # run the server until stopped; False: return `(argv, env)`
+):
     "Check the stores, print the URI for settings.ini and run `mlflow server` in the foreground"
     if not backend_store or not artifacts:
         from mlops_nb.core.project import load_project
+
         p = load_project(settings_file)
         if not backend_store:
             backend_store = p.tracking_uri
             if urlsplit(backend_store).scheme in ('http', 'https'):
-                raise MlopsError(f'{p.settings_file} already points at a tracking server ({mask(backend_store)}): '
-                                 'give the database to serve with --backend-store')
+                raise MlopsError(
+                    f'{p.settings_file} already points at a tracking server ({mask(backend_store)}): '
+                    'give the database to serve with --backend-store'
+                )
         if not artifacts:
             artifacts = p.artifact_location
-            if artifacts.startswith('file://'): artifacts = urlsplit(artifacts).path
+            if artifacts.startswith('file://'):
+                artifacts = urlsplit(artifacts).path
     backend_store, artifacts = _absolute(backend_store, Path.cwd()), _absolute(artifacts, Path.cwd())
-    if workers < 1: raise MlopsError('--workers must be at least 1')
+    if workers < 1:
+        raise MlopsError('--workers must be at least 1')
     port = free_port(host) if port == 0 else port
     _check_port(host, port)
     local = check_backend(backend_store)
@@ -163,32 +229,48 @@ def tracking_server(backend_store:str='', # SQLAlchemy URI; empty: the project's
     if host not in ('127.0.0.1', 'localhost', '::1'):
         echo('  the server has no authentication: keep it on a trusted network')
         if not os.environ.get('MLFLOW_SERVER_ALLOWED_HOSTS'):
-            echo(f'  MLflow answers only requests addressed to localhost or a private IP address: for {uri} to work, '
-                 f'start this command with MLFLOW_SERVER_ALLOWED_HOSTS={urlsplit(uri).netloc},localhost:*,127.0.0.1:*')
+            echo(
+                f'  MLflow answers only requests addressed to localhost or a private IP address: for {uri} to work, '
+                f'start this command with MLFLOW_SERVER_ALLOWED_HOSTS={urlsplit(uri).netloc},localhost:*,127.0.0.1:*'
+            )
     for name, loc in local:
-        echo(f'  note: experiment {name!r} keeps its artifacts at {loc}, readable on this machine only; '
-             'a team uses a new experiment name ([mlflow] experiment), whose artifacts go through the server')
+        echo(
+            f'  note: experiment {name!r} keeps its artifacts at {loc}, readable on this machine only; '
+            'a team uses a new experiment name ([mlflow] experiment), whose artifacts go through the server'
+        )
     echo("put this in settings.ini (every person's copy):")
     echo('  [mlflow]')
     echo(f'  tracking_uri = {uri}')
     echo('Ctrl-C stops')
     argv, env = server_command(backend_store, artifacts, host, port, workers)
-    if not run: return argv, env
-    return run_server(argv, env, client_uri('127.0.0.1' if host in ('0.0.0.0', '') else '::1' if host == '::' else host, port), echo)
+    if not run:
+        return argv, env
+    return run_server(
+        argv, env, client_uri('127.0.0.1' if host in ('0.0.0.0', '') else '::1' if host == '::' else host, port), echo
+    )
+
 
 # %% ../../notebooks/lib/registry/02_server.ipynb #57a45ca2
-def mlflow_ui(tracking_uri:str, # the project's tracking URI, with its credentials (used here only)
-              root:Path, # the project folder, where `mlflow ui` starts
-              start:bool, # start `mlflow ui` for a store this machine opens (a tracking server has its own UI)
-              port:int=5000, # its port; 0 picks a free one
-             ):
+def mlflow_ui(
+    tracking_uri: str,  # the project's tracking URI, with its credentials (used here only)
+    root: Path,  # the project folder, where `mlflow ui` starts
+    start: bool,  # start `mlflow ui` for a store this machine opens (a tracking server has its own UI)
+    port: int = 5000,  # its port; 0 picks a free one
+):
     "`(process or None, line)`: the MLflow UI of `tracking_uri`, started when asked and needed, and where to find it"
     import subprocess
+
     if urlsplit(tracking_uri).scheme in ('http', 'https'):
         return None, f'MLflow UI  {mask(tracking_uri)}/  (the tracking server settings.ini names)'
-    if not start: return None, (f'MLflow UI  mlflow ui --backend-store-uri {mask(tracking_uri)} --host 127.0.0.1 --port 5000  '
-                                '(then http://127.0.0.1:5000/), or run this command with --mlflow')
+    if not start:
+        return None, (
+            f'MLflow UI  mlflow ui --backend-store-uri {mask(tracking_uri)} --host 127.0.0.1 --port 5000  '
+            '(then http://127.0.0.1:5000/), or run this command with --mlflow'
+        )
     port = port or free_port()
-    proc = subprocess.Popen([sys.executable, '-m', 'mlflow', 'ui', '--host', '127.0.0.1', '--port', str(port)], cwd=root,
-                            env={**os.environ, 'MLFLOW_BACKEND_STORE_URI': tracking_uri})  # not in argv, which `ps` shows anyone
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'mlflow', 'ui', '--host', '127.0.0.1', '--port', str(port)],
+        cwd=root,
+        env={**os.environ, 'MLFLOW_BACKEND_STORE_URI': tracking_uri},
+    )  # not in argv, which `ps` shows anyone
     return proc, f'MLflow UI  http://127.0.0.1:{port}/  (started by --mlflow, stops with this command)'

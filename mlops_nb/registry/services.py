@@ -13,15 +13,19 @@ from ..core.credentials import mask
 # %% auto #0
 __all__ = ['service_problems', 'artifact_problems']
 
+
 # %% ../../notebooks/lib/registry/03_services.ipynb #c020
-def _unwritable(folder:Path):
+def _unwritable(folder: Path):
     "None when files can be made in `folder` (made with its missing parents, as MLflow does), else the folder in the way"
     import os
-    while not folder.exists() and folder != folder.parent: folder = folder.parent
+
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     return None if folder.is_dir() and os.access(folder, os.W_OK) else folder
 
+
 # %% ../../notebooks/lib/registry/03_services.ipynb #c020a
-def _try_store(uri:str, timeout:float):
+def _try_store(uri: str, timeout: float):
     "Raise when the tracking store at `uri` cannot be used now"
     if uri.startswith(('sqlite:', 'file:')) or '://' not in uri:
         path = Path(uri.split(':///', 1)[1] if ':///' in uri else uri)
@@ -29,23 +33,36 @@ def _try_store(uri:str, timeout:float):
             raise OSError(f'{folder} is not a folder it can write to')
     elif uri.startswith(('http://', 'https://')):
         import urllib.request
+
         urllib.request.urlopen(uri.rstrip('/') + '/health', timeout=timeout).close()
     else:
         import sqlalchemy
-        args = {'connect_timeout': max(1, int(timeout))} if uri.split(':', 1)[0].split('+')[0] in ('postgresql', 'mysql') else {}
+
+        args = (
+            {'connect_timeout': max(1, int(timeout))}
+            if uri.split(':', 1)[0].split('+')[0] in ('postgresql', 'mysql')
+            else {}
+        )
         engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
-        try: engine.connect().close()
-        finally: engine.dispose()
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+
 
 # %% ../../notebooks/lib/registry/03_services.ipynb #c020b
 _TRACKING = ('the MLflow tracking store', 'mlflow.tracking_uri (empty: mlflow.db beside settings.ini)')
 
-def service_problems(tracking_uri:str, # the store's URI, with its credentials (used here only)
-                     tries:int=2, timeout:float=5.0,
-                     service:tuple=_TRACKING, # `(what it is, the setting that names it)`, for the line
-                    ):
+
+def service_problems(
+    tracking_uri: str,  # the store's URI, with its credentials (used here only)
+    tries: int = 2,
+    timeout: float = 5.0,
+    service: tuple = _TRACKING,  # `(what it is, the setting that names it)`, for the line
+):
     "A line (empty list when it answers) for a store (tracking, prediction log) that cannot be used, its password masked"
     import time
+
     for i in range(tries):
         try:
             _try_store(tracking_uri, timeout)
@@ -53,19 +70,29 @@ def service_problems(tracking_uri:str, # the store's URI, with its credentials (
         except Exception as e:  # any failure of any driver: the line below is what a person needs
             cause = str(getattr(e, 'orig', None) or e).strip().splitlines()
             cause = mask(cause[0] if cause else type(e).__name__)
-            if i + 1 < tries: time.sleep(1)
-    return [f'{service[0]} {mask(tracking_uri)} cannot be used: {cause} ({tries} tries, at most '
-            f'{tries * (timeout + 1):.0f} s); start it, or set {service[1]}']
+            if i + 1 < tries:
+                time.sleep(1)
+    return [
+        f'{service[0]} {mask(tracking_uri)} cannot be used: {cause} ({tries} tries, at most '
+        f'{tries * (timeout + 1):.0f} s); start it, or set {service[1]}'
+    ]
+
 
 # %% ../../notebooks/lib/registry/03_services.ipynb #a15f2a38
-def artifact_problems(artifact_location:str, # the project's artifact location: a `file:` URI for a folder, or a store's URI
-                      tracking_uri:str, # the project's tracking URI: a tracking server keeps the artifacts itself
-                     ):
+def artifact_problems(
+    artifact_location: str,  # the project's artifact location: a `file:` URI for a folder, or a store's URI
+    tracking_uri: str,  # the project's tracking URI: a tracking server keeps the artifacts itself
+):
     "A line (empty list when it can be written) for an artifact folder that cannot be used"
     from urllib.parse import unquote, urlsplit
     from mlops_nb.registry.tracking import is_server
-    if is_server(tracking_uri) or not artifact_location.startswith('file:'): return []
+
+    if is_server(tracking_uri) or not artifact_location.startswith('file:'):
+        return []
     path = Path(unquote(urlsplit(artifact_location).path))
-    if (folder := _unwritable(path)) is None: return []
-    return [f'the artifact store {path} cannot be used: {folder} is not a folder it can write to; '
-            'set mlflow.artifact_location (a folder, relative to settings.ini, or a URI such as s3://bucket/path)']
+    if (folder := _unwritable(path)) is None:
+        return []
+    return [
+        f'the artifact store {path} cannot be used: {folder} is not a folder it can write to; '
+        'set mlflow.artifact_location (a folder, relative to settings.ini, or a URI such as s3://bucket/path)'
+    ]

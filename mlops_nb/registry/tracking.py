@@ -11,75 +11,122 @@ from ..core.basics import file_lock
 from ..core.credentials import reveal
 
 # %% auto #0
-__all__ = ['mlflow_client', 'client', 'is_server', 'experiment_id', 'alias_version', 'store_modules', 'download_model',
-           'project_tracking_uri']
+__all__ = [
+    'mlflow_client',
+    'client',
+    'is_server',
+    'experiment_id',
+    'alias_version',
+    'store_modules',
+    'download_model',
+    'project_tracking_uri',
+]
+
 
 # %% ../../notebooks/lib/registry/00_tracking.ipynb #c004
-def mlflow_client(tracking_uri:str):
+def mlflow_client(tracking_uri: str):
     "An `MlflowClient` for `tracking_uri`, its tracking store and registry; a new SQLite store is created by one process at a time"
     from mlflow.tracking import MlflowClient
+
     tracking_uri = reveal(tracking_uri)  # as a manifest holds it, masked: the password this process knows
-    if not tracking_uri.startswith('sqlite:///'): return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    if not tracking_uri.startswith('sqlite:///'):
+        return MlflowClient(tracking_uri, registry_uri=tracking_uri)
     # MLflow creates a new store's tables by migrations that fail when processes run them at once (a sweep's
     # workers, two runs started together); the client opens its store as it is made
-    with file_lock(tracking_uri[len('sqlite:///'):] + '.init.lock'): return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    with file_lock(tracking_uri[len('sqlite:///') :] + '.init.lock'):
+        return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+
 
 # %% ../../notebooks/lib/registry/00_tracking.ipynb #c004a
-def client(tracking_uri:str):
+def client(tracking_uri: str):
     "`mlflow_client(tracking_uri)`, `tracking_uri` also made the process's default URI"
     import mlflow
+
     mlflow.set_tracking_uri(reveal(tracking_uri))
     mlflow.set_registry_uri(reveal(tracking_uri))
     return mlflow_client(tracking_uri)
 
+
 # %% ../../notebooks/lib/registry/00_tracking.ipynb #c004b
-def is_server(tracking_uri:str):
+def is_server(tracking_uri: str):
     "Whether `tracking_uri` is a tracking server (http, https) rather than a store this process opens"
     return tracking_uri.split('://', 1)[0].lower() in ('http', 'https')
 
+
 # %% ../../notebooks/lib/registry/00_tracking.ipynb #c004c
-def experiment_id(c, name:str, artifact_location:str|None=None):
+def experiment_id(c, name: str, artifact_location: str | None = None):
     "Id of experiment `name`, created with `artifact_location` if it does not exist"
     exp = c.get_experiment_by_name(name)
-    if exp: return exp.experiment_id
+    if exp:
+        return exp.experiment_id
     # a tracking server keeps artifacts itself (mlflow-artifacts:/): a path on this machine would be unreadable elsewhere
-    if artifact_location and artifact_location.startswith('file:') and is_server(c.tracking_uri): artifact_location = None
+    if artifact_location and artifact_location.startswith('file:') and is_server(c.tracking_uri):
+        artifact_location = None
     from mlflow.exceptions import MlflowException
-    try: return c.create_experiment(name, artifact_location=artifact_location)
+
+    try:
+        return c.create_experiment(name, artifact_location=artifact_location)
     except MlflowException as e:  # a run in another process created it first (two people starting on a new server)
-        if e.error_code != 'RESOURCE_ALREADY_EXISTS': raise
+        if e.error_code != 'RESOURCE_ALREADY_EXISTS':
+            raise
         return c.get_experiment_by_name(name).experiment_id
 
+
 # %% ../../notebooks/lib/registry/00_tracking.ipynb #c004d
-def alias_version(c, model_name:str, alias:str='champion'):
+def alias_version(c, model_name: str, alias: str = 'champion'):
     "The model version holding `alias`, or None"
     from mlflow.exceptions import MlflowException
-    try: return c.get_model_version_by_alias(model_name, alias)
-    except MlflowException: return None
+
+    try:
+        return c.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+
 
 # %% ../../notebooks/lib/registry/00_tracking.ipynb #c006
-def store_modules(tracking_uri:str):
+def store_modules(tracking_uri: str):
     "The modules MLflow imports when it opens a store of `tracking_uri`'s kind"
-    if is_server(tracking_uri): return ['mlflow.store.tracking.rest_store', 'mlflow.store.model_registry.rest_store']
-    if '://' not in tracking_uri or tracking_uri.startswith('file:'): return ['mlflow.store.tracking.file_store']
-    return ['mlflow.store.tracking.sqlalchemy_store', 'mlflow.store.model_registry.sqlalchemy_store', 'alembic.command', 'alembic.runtime.migration']
+    if is_server(tracking_uri):
+        return ['mlflow.store.tracking.rest_store', 'mlflow.store.model_registry.rest_store']
+    if '://' not in tracking_uri or tracking_uri.startswith('file:'):
+        return ['mlflow.store.tracking.file_store']
+    return [
+        'mlflow.store.tracking.sqlalchemy_store',
+        'mlflow.store.model_registry.sqlalchemy_store',
+        'alembic.command',
+        'alembic.runtime.migration',
+    ]
+
 
 # %% ../../notebooks/lib/registry/00_tracking.ipynb #c011a
-def download_model(model_name:str, version:str, dst_path:str|Path|None=None, # None: a temporary folder
-                   tracking_uri:str|None=None, # None: the process's default URI
-                  ):
+def download_model(
+    model_name: str,
+    version: str,
+    dst_path: str | Path | None = None,  # None: a temporary folder
+    tracking_uri: str | None = None,  # None: the process's default URI
+):
     "Download registered model `model_name` version `version`; the folder holding its MLmodel"
     import mlflow.artifacts
-    got = Path(mlflow.artifacts.download_artifacts(artifact_uri=f'models:/{model_name}/{version}', tracking_uri=tracking_uri,
-                                                   dst_path=None if dst_path is None else str(dst_path)))
-    found = got if (got/'MLmodel').is_file() else next((p.parent for p in got.rglob('MLmodel')), None)
-    if found is None: raise OSError(f'models:/{model_name}/{version} has no MLmodel')
+
+    got = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f'models:/{model_name}/{version}',
+            tracking_uri=tracking_uri,
+            dst_path=None if dst_path is None else str(dst_path),
+        )
+    )
+    found = got if (got / 'MLmodel').is_file() else next((p.parent for p in got.rglob('MLmodel')), None)
+    if found is None:
+        raise OSError(f'models:/{model_name}/{version} has no MLmodel')
     return found
 
+
 # %% ../../notebooks/lib/registry/00_tracking.ipynb #c011b
-def project_tracking_uri(tracking_uri:str=''):
+def project_tracking_uri(tracking_uri: str = ''):
     "`(tracking_uri, artifact_location)`: as given, or when empty from the project's settings.ini (notebooks run by hand)"
-    if tracking_uri: return tracking_uri, None
+    if tracking_uri:
+        return tracking_uri, None
     from mlops_nb.core.project import load_project
+
     p = load_project()
     return p.tracking_uri, p.artifact_location

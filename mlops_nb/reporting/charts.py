@@ -16,132 +16,240 @@ __all__ = ['TRAINING_KINDS', 'key_metric_chart', 'champion_chart', 'monitor_char
 
 # %% ../../notebooks/lib/reporting/03_charts.ipynb #c004
 TRAINING_KINDS = ('train', 'retrain')  # runs that train a model: by hand, or started by a monitor's trigger
-_COLORS = {'approved': '#1a7f37', 'blessed': '#1a7f37', 'pending_approval': '#b35900', 'rejected': '#c62828',
-           'promoted': '#1a7f37', 'rolled_back': '#b35900', 'drift': '#c62828', 'no_drift': '#1a7f37'}
-_LABELS = {'approved': 'approved: became champion', 'blessed': 'blessed: became champion', 'pending_approval': 'pending approval',
-           'rejected': 'rejected', 'completed': 'completed'}
+_COLORS = {
+    'approved': '#1a7f37',
+    'blessed': '#1a7f37',
+    'pending_approval': '#b35900',
+    'rejected': '#c62828',
+    'promoted': '#1a7f37',
+    'rolled_back': '#b35900',
+    'drift': '#c62828',
+    'no_drift': '#1a7f37',
+}
+_LABELS = {
+    'approved': 'approved: became champion',
+    'blessed': 'blessed: became champion',
+    'pending_approval': 'pending approval',
+    'rejected': 'rejected',
+    'completed': 'completed',
+}
 
-def _figure(height:float=3.4):
+
+def _figure(height: float = 3.4):
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(10, height), dpi=100, layout='constrained')
     return fig, fig.add_subplot()
 
+
 # %% ../../notebooks/lib/reporting/03_charts.ipynb #c005
-def _img(fig, alt:str, id:str, caption:str)->dict:
+def _img(fig, alt: str, id: str, caption: str) -> dict:
     "`fig` as a chart: an SVG data URI with its element id, alternative text and caption"
     import matplotlib
+
     buf = io.BytesIO()
     with matplotlib.rc_context({'svg.hashsalt': 'mlops-nb', 'svg.fonttype': 'none', 'font.size': 10}):
         fig.savefig(buf, format='svg', metadata={'Date': None})
     uri = 'data:image/svg+xml;base64,' + base64.b64encode(buf.getvalue()).decode()
     return dict(id=id, uri=uri, alt=alt, caption=caption)
 
+
 # %% ../../notebooks/lib/reporting/03_charts.ipynb #c006
-def _ticks(ax, labels:list, most:int=12):
+def _ticks(ax, labels: list, most: int = 12):
     "Label the x axis with `labels`, at most `most` of them, evenly spread"
-    step = max(1, math.ceil(len(labels)/most))
+    step = max(1, math.ceil(len(labels) / most))
     idx = list(range(0, len(labels), step))
     ax.set_xticks(idx, [labels[i] for i in idx], fontsize=8)
     ax.set_xlim(-0.5, len(labels) - 0.5)
 
+
 # %% ../../notebooks/lib/reporting/03_charts.ipynb #c007
-def _when(iso:str|None)->str:
+def _when(iso: str | None) -> str:
     return (iso or '')[5:16].replace('T', ' ')
 
+
 # %% ../../notebooks/lib/reporting/03_charts.ipynb #c008
-def key_metric_chart(runs:list, # manifests, oldest first
-                     key:str, # the metric
-                     thresholds:list=(), # `[(op, value)]` absolute criteria on `key`
-                    ):
+def key_metric_chart(
+    runs: list,  # manifests, oldest first
+    key: str,  # the metric
+    thresholds: list = (),  # `[(op, value)]` absolute criteria on `key`
+):
     "Chart of `key` across training runs, each point coloured by its decision and labelled with its model version; None without data"
-    pts = [m for m in runs if m.get('kind') in TRAINING_KINDS and isinstance((m.get('summary') or {}).get('metrics', {}).get(key), (int, float))]
-    if not pts: return None
+    pts = [
+        m
+        for m in runs
+        if m.get('kind') in TRAINING_KINDS
+        and isinstance((m.get('summary') or {}).get('metrics', {}).get(key), (int, float))
+    ]
+    if not pts:
+        return None
     fig, ax = _figure()
     ys = [m['summary']['metrics'][key] for m in pts]
     ax.plot(range(len(ys)), ys, color='#8c959f', lw=1, zorder=1)
     states = [run_decision(m)['state'] for m in pts]
     for state in dict.fromkeys(states):
         xs = [i for i, s in enumerate(states) if s == state]
-        ax.scatter(xs, [ys[i] for i in xs], s=46, color=_COLORS.get(state, '#57606a'), marker='x' if state == 'rejected' else 'o',
-                   label=_LABELS.get(state, state), zorder=3)
-    step = max(1, math.ceil(len(pts)/30))
+        ax.scatter(
+            xs,
+            [ys[i] for i in xs],
+            s=46,
+            color=_COLORS.get(state, '#57606a'),
+            marker='x' if state == 'rejected' else 'o',
+            label=_LABELS.get(state, state),
+            zorder=3,
+        )
+    step = max(1, math.ceil(len(pts) / 30))
     for i in range(0, len(pts), step):
         v = pts[i]['summary'].get('version')
-        ax.annotate(f'{ys[i]:.3f}' + (f'\nv{v}' if v else ''), (i, ys[i]), textcoords='offset points', xytext=(0, 7), ha='center', fontsize=8)
+        ax.annotate(
+            f'{ys[i]:.3f}' + (f'\nv{v}' if v else ''),
+            (i, ys[i]),
+            textcoords='offset points',
+            xytext=(0, 7),
+            ha='center',
+            fontsize=8,
+        )
     for op, value in thresholds:
         ax.axhline(value, color='#c62828', ls='--', lw=1, zorder=2)
-        ax.annotate(f'gate: {key} {op} {value:g}', (0, value), xycoords=('axes fraction', 'data'), xytext=(4, -11 if op == 'at least' else 3),
-                    textcoords='offset points', color='#c62828', fontsize=8)
+        ax.annotate(
+            f'gate: {key} {op} {value:g}',
+            (0, value),
+            xycoords=('axes fraction', 'data'),
+            xytext=(4, -11 if op == 'at least' else 3),
+            textcoords='offset points',
+            color='#c62828',
+            fontsize=8,
+        )
     lo, hi = min(ys + [v for _, v in thresholds]), max(ys + [v for _, v in thresholds])
-    pad = max((hi - lo)*0.25, 0.01)
+    pad = max((hi - lo) * 0.25, 0.01)
     ax.set_ylim(lo - pad, hi + pad)
-    _ticks(ax, [f"{_when(m.get('created'))}\n{m['run_id'][-6:]}" for m in pts])
+    _ticks(ax, [f'{_when(m.get("created"))}\n{m["run_id"][-6:]}' for m in pts])
     ax.set_ylabel(key)
     ax.set_title(f'{key} on the holdout, training runs oldest to newest')
-    ax.grid(axis='y', alpha=.3)
+    ax.grid(axis='y', alpha=0.3)
     ax.legend(loc='lower left', fontsize=8, frameon=False, ncols=4)
-    return _img(fig, f'{key} of {len(pts)} training runs', 'chart-key-metric',
-                f'{key} of every training run that reached the evaluate stage; the label is the value and the model version.')
+    return _img(
+        fig,
+        f'{key} of {len(pts)} training runs',
+        'chart-key-metric',
+        f'{key} of every training run that reached the evaluate stage; the label is the value and the model version.',
+    )
+
 
 # %% ../../notebooks/lib/reporting/03_charts.ipynb #c009
-def champion_chart(events:list, # `mlops_nb.registry.gate.history`: oldest first
-                  ):
+def champion_chart(
+    events: list,  # `mlops_nb.registry.gate.history`: oldest first
+):
     "Chart of the champion's version over its history, each promotion, approval, rejection and rollback labelled; None without events"
-    if not events: return None
+    if not events:
+        return None
     fig, ax = _figure(3.2)
     champ, ys = None, []
     for e in events:
-        if e.get('event') in ('promoted', 'approved', 'rolled_back'): champ = int(e['version'])
+        if e.get('event') in ('promoted', 'approved', 'rolled_back'):
+            champ = int(e['version'])
         ys.append(float('nan') if champ is None else champ)
     ax.step(range(len(ys)), ys, where='post', color='#1a7f37', lw=2, label='champion version', zorder=1)
-    marks = {'promoted': ('^', 'promoted by the gate'), 'approved': ('^', 'approved'), 'rolled_back': ('v', 'rolled back'), 'rejected': ('x', 'rejected')}
+    marks = {
+        'promoted': ('^', 'promoted by the gate'),
+        'approved': ('^', 'approved'),
+        'rolled_back': ('v', 'rolled back'),
+        'rejected': ('x', 'rejected'),
+    }
     for kind, (marker, label) in marks.items():
         xs = [i for i, e in enumerate(events) if e.get('event') == kind]
-        if xs: ax.scatter(xs, [int(events[i]['version']) for i in xs], marker=marker, s=60, color=_COLORS.get(kind, '#1a7f37'), label=label, zorder=3)
+        if xs:
+            ax.scatter(
+                xs,
+                [int(events[i]['version']) for i in xs],
+                marker=marker,
+                s=60,
+                color=_COLORS.get(kind, '#1a7f37'),
+                label=label,
+                zorder=3,
+            )
     for i, e in enumerate(events):
-        who = f"\nby {e['by']}" if e.get('by') and e.get('by') != 'gate' else ''
-        ax.annotate(f"v{e['version']} {str(e.get('event')).replace('_', ' ')}{who}", (i, int(e['version'])), textcoords='offset points',
-                    xytext=(0, 8), ha='center', fontsize=8)
+        who = f'\nby {e["by"]}' if e.get('by') and e.get('by') != 'gate' else ''
+        ax.annotate(
+            f'v{e["version"]} {str(e.get("event")).replace("_", " ")}{who}',
+            (i, int(e['version'])),
+            textcoords='offset points',
+            xytext=(0, 8),
+            ha='center',
+            fontsize=8,
+        )
     versions = [int(e['version']) for e in events]
     ax.set_ylim(min(versions) - 0.8, max(versions) + 1.2)
     ax.yaxis.get_major_locator().set_params(integer=True)
     _ticks(ax, [_when(e.get('at')) for e in events])
     ax.set_ylabel('model version')
     ax.set_title("The champion's history")
-    ax.grid(axis='y', alpha=.3)
+    ax.grid(axis='y', alpha=0.3)
     ax.legend(loc='upper left', fontsize=8, frameon=False, ncols=5)
-    return _img(fig, f'champion history: {len(events)} events', 'chart-champion',
-                'The version holding the champion alias after each event, and every decision with who took it.')
+    return _img(
+        fig,
+        f'champion history: {len(events)} events',
+        'chart-champion',
+        'The version holding the champion alias after each event, and every decision with who took it.',
+    )
+
 
 # %% ../../notebooks/lib/reporting/03_charts.ipynb #c011
 def _series_chart(runs, values, limits, title, ylabel, id, caption):
     pts = [(m, v) for m, v in zip(runs, values) if isinstance(v, (int, float))]
-    if not pts: return None
+    if not pts:
+        return None
     fig, ax = _figure(3.0)
     ys = [v for _, v in pts]
     ax.plot(range(len(ys)), ys, color='#57606a', lw=1, marker='o', ms=4, zorder=2)
     lims = [l for _, l in zip(pts, limits)]
-    out = [i for i, ((_, v), l) in enumerate(zip(pts, lims)) if l and ((l[0] is not None and v < l[0]) or (l[1] is not None and v > l[1]))]
-    if out: ax.scatter(out, [ys[i] for i in out], color='#c62828', s=50, zorder=3, label='outside the limits')
+    out = [
+        i
+        for i, ((_, v), l) in enumerate(zip(pts, lims))
+        if l and ((l[0] is not None and v < l[0]) or (l[1] is not None and v > l[1]))
+    ]
+    if out:
+        ax.scatter(out, [ys[i] for i in out], color='#c62828', s=50, zorder=3, label='outside the limits')
     for j, name in ((0, 'lower limit'), (1, 'upper limit')):
         line = [l[j] if l and l[j] is not None else float('nan') for l in lims]
-        if any(x == x for x in line): ax.step(range(len(line)), line, where='mid', color='#c62828', ls='--', lw=1, label=name)
-    for i, y in enumerate(ys): ax.annotate(f'{y:.3f}', (i, y), textcoords='offset points', xytext=(0, 6), ha='center', fontsize=8)
-    _ticks(ax, [f"{_when(m.get('created'))}\n{m['run_id'][-6:]}" for m, _ in pts])
-    ax.set_ylabel(ylabel); ax.set_title(title); ax.grid(axis='y', alpha=.3)
-    if ax.get_legend_handles_labels()[0]: ax.legend(loc='upper left', fontsize=8, frameon=False, ncols=3)
+        if any(x == x for x in line):
+            ax.step(range(len(line)), line, where='mid', color='#c62828', ls='--', lw=1, label=name)
+    for i, y in enumerate(ys):
+        ax.annotate(f'{y:.3f}', (i, y), textcoords='offset points', xytext=(0, 6), ha='center', fontsize=8)
+    _ticks(ax, [f'{_when(m.get("created"))}\n{m["run_id"][-6:]}' for m, _ in pts])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis='y', alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc='upper left', fontsize=8, frameon=False, ncols=3)
     return _img(fig, title, id, caption)
 
+
 # %% ../../notebooks/lib/reporting/03_charts.ipynb #c012
-def monitor_charts(runs:list, key:str):
+def monitor_charts(runs: list, key: str):
     "Charts of drift share and of `key` across monitoring runs, with their control limits"
     mon = [m for m in runs if m.get('kind') == 'monitor' and m.get('status') == 'completed']
-    if not mon: return []
+    if not mon:
+        return []
     s = [m.get('summary') or {} for m in mon]
-    charts = [_series_chart(mon, [x.get('drift_share') for x in s], [(None, x.get('drift_share_limit')) for x in s],
-                            'Share of drifted features, monitoring runs', 'drift share', 'chart-drift',
-                            'Share of features whose distribution moved away from the training data; above the dashed line is drift.'),
-              _series_chart(mon, [(x.get('metrics') or {}).get(key) for x in s], [tuple((x.get('control_limits') or {}).get(key) or (None, None)) for x in s],
-                            f'{key} on labelled production data, monitoring runs', key, 'chart-performance',
-                            f'{key} of the champion on the labelled rows each monitoring run saw, between its control limits.')]
+    charts = [
+        _series_chart(
+            mon,
+            [x.get('drift_share') for x in s],
+            [(None, x.get('drift_share_limit')) for x in s],
+            'Share of drifted features, monitoring runs',
+            'drift share',
+            'chart-drift',
+            'Share of features whose distribution moved away from the training data; above the dashed line is drift.',
+        ),
+        _series_chart(
+            mon,
+            [(x.get('metrics') or {}).get(key) for x in s],
+            [tuple((x.get('control_limits') or {}).get(key) or (None, None)) for x in s],
+            f'{key} on labelled production data, monitoring runs',
+            key,
+            'chart-performance',
+            f'{key} of the champion on the labelled rows each monitoring run saw, between its control limits.',
+        ),
+    ]
     return [c for c in charts if c]

@@ -16,86 +16,147 @@ from .report import render_report, run_decision, trigger_text
 # %% auto #0
 __all__ = ['champion_history', 'dashboard_html', 'render_dashboard', 'render_run_pages', 'dashboard_server']
 
+
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c005
 def champion_history(project):
     "The champion's history from the project's registry; [] when there is no store or no registered model"
     uri = project.tracking_uri
-    if uri.startswith('sqlite:///') and not Path(uri[len('sqlite:///'):]).is_file(): return []
+    if uri.startswith('sqlite:///') and not Path(uri[len('sqlite:///') :]).is_file():
+        return []
     from mlops_nb.registry.gate import history
     from mlops_nb.registry.tracking import client
-    try: return history(client(uri), project.settings['project']['model_name'])
-    except Exception: return []  # no model registered yet: no history to draw
+
+    try:
+        return history(client(uri), project.settings['project']['model_name'])
+    except Exception:
+        return []  # no model registered yet: no history to draw
+
 
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c006
-def _thresholds(runs:list, key:str):
+def _thresholds(runs: list, key: str):
     "Absolute `at least`/`at most` criteria on `key` of the latest training run's evaluate settings"
     from mlops_nb.registry.gate import parse_criteria
+
     train = [m for m in runs if m.get('kind') in TRAINING_KINDS]
     text = ((train[-1].get('settings') or {}).get('evaluate') or {}).get('criteria', '') if train else ''
-    try: return [(c['op'], c['value']) for c in parse_criteria(text, 'evaluate.criteria') if c['measure'] == key and c['kind'] == 'value']
-    except MlopsError: return []
+    try:
+        return [
+            (c['op'], c['value'])
+            for c in parse_criteria(text, 'evaluate.criteria')
+            if c['measure'] == key and c['kind'] == 'value'
+        ]
+    except MlopsError:
+        return []
+
 
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c007
-def _metric_names(key:str): return list(dict.fromkeys([key, 'accuracy', 'f1']))
+def _metric_names(key: str):
+    return list(dict.fromkeys([key, 'accuracy', 'f1']))
+
 
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c008
-def _run_row(m:dict, runs_dir:Path, names:list, diff_href:str|None):
+def _run_row(m: dict, runs_dir: Path, names: list, diff_href: str | None):
     "What the runs table shows of run manifest `m`"
     s, rid = m.get('summary') or {}, m['run_id']
     monitored = m.get('kind') == 'monitor' and m.get('status') == 'completed'
-    return dict(run_id=rid, page='report.html' if (runs_dir/rid/'report.html').is_file() else 'manifest.json', kind=m.get('kind'),
-                status=m.get('status'), gone=m.get('interrupted'),  # its process died: the stage it was in, and how to go on
-                started=(m.get('created') or '').replace('+00:00', 'Z').replace('T', ' '),
-                duration=f"{m['duration_s']:.1f} s" if m.get('duration_s') else '-', data_version=s.get('data_version'),
-                version=s.get('version'), watched=s.get('champion_version') if monitored else None, state=run_decision(m)['state'],
-                metrics=[(s.get('metrics') or {}).get(k) for k in names], trigger=trigger_text(m.get('trigger')), diff=diff_href)
+    return dict(
+        run_id=rid,
+        page='report.html' if (runs_dir / rid / 'report.html').is_file() else 'manifest.json',
+        kind=m.get('kind'),
+        status=m.get('status'),
+        gone=m.get('interrupted'),  # its process died: the stage it was in, and how to go on
+        started=(m.get('created') or '').replace('+00:00', 'Z').replace('T', ' '),
+        duration=f'{m["duration_s"]:.1f} s' if m.get('duration_s') else '-',
+        data_version=s.get('data_version'),
+        version=s.get('version'),
+        watched=s.get('champion_version') if monitored else None,
+        state=run_decision(m)['state'],
+        metrics=[(s.get('metrics') or {}).get(k) for k in names],
+        trigger=trigger_text(m.get('trigger')),
+        diff=diff_href,
+    )
+
 
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c009
-def _diffs(runs:list, runs_dir:Path, write:bool):
+def _diffs(runs: list, runs_dir: Path, write: bool):
     "`{run id: diff page}`: each run against the run of the same kind before it, pages written when missing or older than either run"
     diffs, previous = {}, {}
     for m in runs:
         prev = previous.get(m.get('kind'))
         previous[m.get('kind')] = m
-        if prev is None: continue
+        if prev is None:
+            continue
         p = diff_path(runs_dir, prev['run_id'], m['run_id'])
         if write:
-            newest = max((runs_dir/r/'manifest.json').stat().st_mtime for r in (prev['run_id'], m['run_id']))
-            if not p.is_file() or p.stat().st_mtime < newest: write_diff(runs_dir, runs_dir/prev['run_id'], runs_dir/m['run_id'])
-        if p.is_file(): diffs[m['run_id']] = f'diff/{p.name}'
+            newest = max((runs_dir / r / 'manifest.json').stat().st_mtime for r in (prev['run_id'], m['run_id']))
+            if not p.is_file() or p.stat().st_mtime < newest:
+                write_diff(runs_dir, runs_dir / prev['run_id'], runs_dir / m['run_id'])
+        if p.is_file():
+            diffs[m['run_id']] = f'diff/{p.name}'
     return diffs
 
+
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c010
-def dashboard_html(project, runs:list|None=None, write_diffs:bool=True)->str:
+def dashboard_html(project, runs: list | None = None, write_diffs: bool = True) -> str:
     "The dashboard page of `project` (a `Project`) over `runs` (manifests, oldest first; default: every run)"
     from mlops_nb.core.manifest import list_runs
+
     runs = list_runs(project) if runs is None else runs
-    runs_dir, key, model_name = project.runs_dir, project.settings['project']['key_metric'], project.settings['project']['model_name']
+    runs_dir, key, model_name = (
+        project.runs_dir,
+        project.settings['project']['key_metric'],
+        project.settings['project']['model_name'],
+    )
     names, diffs = _metric_names(key), _diffs(runs, runs_dir, write_diffs)
     events = champion_history(project)
     name = project.settings['project'].get('name') or 'mlops-nb'
-    return render('dashboard.html.j2', title=f'{name}: runs', name=name, runs_dir=runs_dir, generated=utc_now().isoformat(), key=key,
-                  model_name=model_name, metric_names=names,
-                  champion=next((e for e in reversed(events) if e.get('event') in ('promoted', 'approved', 'rolled_back')), None),
-                  columns=['run', 'kind', 'status', 'started (UTC)', 'duration', 'data version', 'model', *names, 'trigger', 'changes'],
-                  runs=[_run_row(m, runs_dir, names, diffs.get(m['run_id'])) for m in reversed(runs)],
-                  key_chart=key_metric_chart(runs, key, _thresholds(runs, key)), champion_chart=champion_chart(events),
-                  events=list(reversed(events)), monitor_charts=monitor_charts(runs, key),
-                  reports={m['run_id'] for m in runs if (runs_dir/m['run_id']/'report.html').is_file()})
+    return render(
+        'dashboard.html.j2',
+        title=f'{name}: runs',
+        name=name,
+        runs_dir=runs_dir,
+        generated=utc_now().isoformat(),
+        key=key,
+        model_name=model_name,
+        metric_names=names,
+        champion=next((e for e in reversed(events) if e.get('event') in ('promoted', 'approved', 'rolled_back')), None),
+        columns=[
+            'run',
+            'kind',
+            'status',
+            'started (UTC)',
+            'duration',
+            'data version',
+            'model',
+            *names,
+            'trigger',
+            'changes',
+        ],
+        runs=[_run_row(m, runs_dir, names, diffs.get(m['run_id'])) for m in reversed(runs)],
+        key_chart=key_metric_chart(runs, key, _thresholds(runs, key)),
+        champion_chart=champion_chart(events),
+        events=list(reversed(events)),
+        monitor_charts=monitor_charts(runs, key),
+        reports={m['run_id'] for m in runs if (runs_dir / m['run_id'] / 'report.html').is_file()},
+    )
+
 
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c011
-def render_dashboard(project)->Path:
+def render_dashboard(project) -> Path:
     "Write `index.html` in the project's runs folder (and the diff pages it links); return its path"
-    return atomic_write_text(project.runs_dir/'index.html', dashboard_html(project))
+    return atomic_write_text(project.runs_dir / 'index.html', dashboard_html(project))
+
 
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c015
-def render_run_pages(project, # a `Project`
-                     run_dir:str|Path|None=None, # the run whose report to render; None: only the dashboard
-                     echo=print, # where a warning goes
-                    ):
+def render_run_pages(
+    project,  # a `Project`
+    run_dir: str | Path | None = None,  # the run whose report to render; None: only the dashboard
+    echo=print,  # where a warning goes
+):
     "Render a run's report and the project's dashboard; a failure is a warning line, never an error"
     try:
-        if run_dir is not None: render_report(run_dir)
+        if run_dir is not None:
+            render_report(run_dir)
         render_dashboard(project)
         return True
     except (Exception, KeyboardInterrupt) as e:  # the run's record stands whatever its pages do
@@ -103,19 +164,30 @@ def render_run_pages(project, # a `Project`
         echo(f'warning: report pages not rendered ({type(e).__name__}: {e}); render them again with `{again}`')
         return False
 
+
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c018
-def dashboard_server(runs_dir:str|Path, # folder served
-                     port:int=8000, # 0 picks a free port
-                     host:str='127.0.0.1', # loopback only
-                    ):
+def dashboard_server(
+    runs_dir: str | Path,  # folder served
+    port: int = 8000,  # 0 picks a free port
+    host: str = '127.0.0.1',  # loopback only
+):
     "A threading HTTP server of `runs_dir`, not yet serving (call `serve_forever`)"
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(SimpleHTTPRequestHandler):
-        extensions_map = {**SimpleHTTPRequestHandler.extensions_map, '.ipynb': 'application/json', '.log': 'text/plain; charset=utf-8',
-                          '.html': 'text/html; charset=utf-8', '.yaml': 'text/plain; charset=utf-8'}
-        def log_message(self, *args): pass  # a request per line would bury the addresses printed at start
+        extensions_map = {
+            **SimpleHTTPRequestHandler.extensions_map,
+            '.ipynb': 'application/json',
+            '.log': 'text/plain; charset=utf-8',
+            '.html': 'text/html; charset=utf-8',
+            '.yaml': 'text/plain; charset=utf-8',
+        }
 
-    try: return ThreadingHTTPServer((host, port), partial(Handler, directory=str(runs_dir)))
-    except OSError as e: raise MlopsError(f'cannot serve on {host}:{port}: {e.strerror}; pick another with --port') from None
+        def log_message(self, *args):
+            pass  # a request per line would bury the addresses printed at start
+
+    try:
+        return ThreadingHTTPServer((host, port), partial(Handler, directory=str(runs_dir)))
+    except OSError as e:
+        raise MlopsError(f'cannot serve on {host}:{port}: {e.strerror}; pick another with --port') from None

@@ -18,52 +18,78 @@ __all__ = ['diff_runs', 'diff_text', 'diff_page', 'diff_path', 'write_diff']
 _VOLATILE = ('run_dir', 'mlflow_run_id', 'tracking_uri')
 _RATES = ('selection_rate', 'accuracy', 'tpr', 'fpr', 'fnr', 'precision')
 
-def _flat(settings:dict):
+
+def _flat(settings: dict):
     return {f'{s}.{k}': v for s, kv in (settings or {}).items() for k, v in (kv or {}).items()}
 
+
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c005
-def _json(path:Path):
-    try: return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError): return None
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c006
-def _artifact(run_dir:Path, stage:str, output:str):
+def _artifact(run_dir: Path, stage: str, output: str):
     from mlops_nb.core.stage import get_stage
-    try: return _json(run_dir/get_stage(stage).outputs[output])
-    except (MlopsError, KeyError): return None
+
+    try:
+        return _json(run_dir / get_stage(stage).outputs[output])
+    except (MlopsError, KeyError):
+        return None
+
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c007
-def _champion_compared(run_dir:Path, m:dict):
+def _champion_compared(run_dir: Path, m: dict):
     reg = next((r.get('result') for r in m['stages'] if r['name'] == 'register' and r.get('result')), None)
-    if reg and 'compared_with' in reg: return reg['compared_with']
+    if reg and 'compared_with' in reg:
+        return reg['compared_with']
     v = _artifact(run_dir, 'evaluate', 'verdict')
     return None if v is None else (v.get('champion') or {}).get('version')
 
+
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c008
-def _reference(r:dict):
+def _reference(r: dict):
     "What a stage checked against (validate's reference schema), as words"
     ref = (r.get('result') or {}).get('reference')
-    if not isinstance(ref, dict): return None
-    return ref.get('kind') if not ref.get('version') else f"{ref.get('kind')} version {ref['version']}"
+    if not isinstance(ref, dict):
+        return None
+    return ref.get('kind') if not ref.get('version') else f'{ref.get("kind")} version {ref["version"]}'
+
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c009
 def _moved(a, b):
-    return isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and abs(a - b) > 1e-12
+    return (
+        isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and abs(a - b) > 1e-12
+    )
+
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c010
-def _fairness(run_dir:Path):
+def _fairness(run_dir: Path):
     "`{(column, group, rate): value}` and `{(column, measure): value}` from the audit report"
     audit = _artifact(run_dir, 'audit', 'audit') or {}
-    rates = {(col, str(g.get('group')), k): g.get(k) for col, gs in (audit.get('groups') or {}).items() for g in gs for k in _RATES}
-    disp = {(col, k): v for col, d in (audit.get('disparities') or {}).items() for k, v in d.items() if k != 'groups_judged'}
+    rates = {
+        (col, str(g.get('group')), k): g.get(k)
+        for col, gs in (audit.get('groups') or {}).items()
+        for g in gs
+        for k in _RATES
+    }
+    disp = {
+        (col, k): v for col, d in (audit.get('disparities') or {}).items() for k, v in d.items() if k != 'groups_judged'
+    }
     return rates, disp
 
+
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c011
-def diff_runs(run_a:str|Path, # the earlier run folder
-              run_b:str|Path, # the later run folder
-             ):
+def diff_runs(
+    run_a: str | Path,  # the earlier run folder
+    run_b: str | Path,  # the later run folder
+):
     "What differs between two runs (inputs), what moved (outputs), and the likely cause"
     from mlops_nb.core.manifest import read_manifest
+
     da, db = Path(run_a).resolve(), Path(run_b).resolve()
     a, b = read_manifest(da), read_manifest(db)
     sa, sb = a.get('summary') or {}, b.get('summary') or {}
@@ -81,92 +107,148 @@ def diff_runs(run_a:str|Path, # the earlier run folder
         if (y.get('source') or {}).get('template', 'same') != 'same':
             edited.append((name, y['source']['path'], 'edited' if y['source']['template'] else 'own'))
         if not x.get('parameters') or not y.get('parameters'):
-            if bool(x) != bool(y): causes.append((1, i, f"stage {name} is in run {(a if x else b)['run_id']} only"))
+            if bool(x) != bool(y):
+                causes.append((1, i, f'stage {name} is in run {(a if x else b)["run_id"]} only'))
             continue
         px, py, own = x['parameters'], y['parameters'], len(causes)
         for k in dict.fromkeys([*px, *py]):
-            if k not in _VOLATILE and px.get(k) != py.get(k): causes.append((1, i, f'{name}.{k}: {px.get(k)!r} -> {py.get(k)!r}'))
+            if k not in _VOLATILE and px.get(k) != py.get(k):
+                causes.append((1, i, f'{name}.{k}: {px.get(k)!r} -> {py.get(k)!r}'))
         nx, ny = (x.get('source') or {}).get('sha256'), (y.get('source') or {}).get('sha256')
         if nx and ny and nx != ny:
             notebooks.append((name, (y.get('source') or {}).get('path'), nx, ny))
-            causes.append((1, i, f"the stage notebook {(y.get('source') or {}).get('path')} changed"))
+            causes.append((1, i, f'the stage notebook {(y.get("source") or {}).get("path")} changed'))
         vx, vy = (x.get('result') or {}).get('data_version'), (y.get('result') or {}).get('data_version')
-        if vx != vy and len(causes) == own: causes.append((1, i, f'the source data: data version {vx} -> {vy}'))
-        if _reference(x) != _reference(y): causes.append((2, i, f'the schema {name} checked against: {_reference(x)} -> {_reference(y)}'))
+        if vx != vy and len(causes) == own:
+            causes.append((1, i, f'the source data: data version {vx} -> {vy}'))
+        if _reference(x) != _reference(y):
+            causes.append((2, i, f'the schema {name} checked against: {_reference(x)} -> {_reference(y)}'))
         if name == 'evaluate' and champions[0] != champions[1]:
             causes.append((2, i, f'the champion evaluate compared with: version {champions[0]} -> {champions[1]}'))
         ox, oy = x.get('outputs') or {}, y.get('outputs') or {}
         outputs += [(name, rel, ox.get(rel), oy.get(rel)) for rel in dict.fromkeys([*ox, *oy])]
     code = []
-    if ga.get('commit') != gb.get('commit'): code.append(f"the code: commit {(ga.get('commit') or 'none')[:12]} -> {(gb.get('commit') or 'none')[:12]}")
-    elif ga.get('dirty') or gb.get('dirty'): code.append('the code may differ: uncommitted changes in the work tree')
+    if ga.get('commit') != gb.get('commit'):
+        code.append(f'the code: commit {(ga.get("commit") or "none")[:12]} -> {(gb.get("commit") or "none")[:12]}')
+    elif ga.get('dirty') or gb.get('dirty'):
+        code.append('the code may differ: uncommitted changes in the work tree')
     code += [f'package {k}: {x} -> {y}' for k, x, y in packages]
     ma, mb = sa.get('metrics') or {}, sb.get('metrics') or {}
     metrics = [(k, ma.get(k), mb.get(k)) for k in dict.fromkeys([*ma, *mb]) if ma.get(k) != mb.get(k)]
     (rates_a, disp_a), (rates_b, disp_b) = _fairness(da), _fairness(db)
-    fairness = sorted([(*k, rates_a[k], rates_b[k]) for k in rates_a.keys() & rates_b.keys() if _moved(rates_a[k], rates_b[k])],
-                      key=lambda r: -abs(r[4] - r[3]))
+    fairness = sorted(
+        [(*k, rates_a[k], rates_b[k]) for k in rates_a.keys() & rates_b.keys() if _moved(rates_a[k], rates_b[k])],
+        key=lambda r: -abs(r[4] - r[3]),
+    )
     disparities = [(*k, disp_a[k], disp_b[k]) for k in disp_a if k in disp_b and _moved(disp_a[k], disp_b[k])]
     first_output = next(((s, rel) for s, rel, x, y in outputs if x != y), None)
     changes = [c for *_, c in sorted(causes, key=lambda c: c[:2])] + code
-    return dict(a=a['run_id'], b=b['run_id'], status=(a['status'], b['status']), cause=changes[0] if changes else None,
-                other_changes=changes[1:], settings=settings,
-                data_version=(sa.get('data_version'), sb.get('data_version')), rows=(sa.get('rows'), sb.get('rows')),
-                code=(ga.get('commit'), gb.get('commit'), ga.get('dirty'), gb.get('dirty')), packages=packages, notebooks=notebooks, edited=edited,
-                champion=champions, outputs=outputs, first_output=first_output, metrics=metrics, disparities=disparities, fairness=fairness,
-                reused=[(r['name'], r['cached_from']['run']) for r in b['stages'] if r.get('cached_from')])
+    return dict(
+        a=a['run_id'],
+        b=b['run_id'],
+        status=(a['status'], b['status']),
+        cause=changes[0] if changes else None,
+        other_changes=changes[1:],
+        settings=settings,
+        data_version=(sa.get('data_version'), sb.get('data_version')),
+        rows=(sa.get('rows'), sb.get('rows')),
+        code=(ga.get('commit'), gb.get('commit'), ga.get('dirty'), gb.get('dirty')),
+        packages=packages,
+        notebooks=notebooks,
+        edited=edited,
+        champion=champions,
+        outputs=outputs,
+        first_output=first_output,
+        metrics=metrics,
+        disparities=disparities,
+        fairness=fairness,
+        reused=[(r['name'], r['cached_from']['run']) for r in b['stages'] if r.get('cached_from')],
+    )
+
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c013
-def _num(v): return f'{v:.4f}' if isinstance(v, float) else str(v)
+def _num(v):
+    return f'{v:.4f}' if isinstance(v, float) else str(v)
+
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c014
-def _delta(x, y): return f' ({y - x:+.4f})' if _moved(x, y) else ''
+def _delta(x, y):
+    return f' ({y - x:+.4f})' if _moved(x, y) else ''
+
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c015
-def diff_text(d:dict, most:int=20)->str:
+def diff_text(d: dict, most: int = 20) -> str:
     "The diff `d` as lines for a terminal"
-    L = [f"runs {d['a']} -> {d['b']}",
-         f"likely cause: {d['cause']} (the first changed input in stage order)" if d['cause'] else
-         'likely cause: none found: same settings, data, stage notebooks, champion, code and packages']
+    L = [
+        f'runs {d["a"]} -> {d["b"]}',
+        f'likely cause: {d["cause"]} (the first changed input in stage order)'
+        if d['cause']
+        else 'likely cause: none found: same settings, data, stage notebooks, champion, code and packages',
+    ]
     L += [f'  also changed: {c}' for c in d['other_changes'][:most]]
     same = lambda x, y: 'same' if x == y else f'{x} -> {y}'
-    L += ['', 'inputs', f"  data version      {same(*d['data_version'])}",
-          f"  code commit       {same(*[(c or 'none')[:12] + (' (dirty)' if dirty else '') for c, dirty in zip(d['code'][:2], d['code'][2:])])}",
-          f"  champion compared {same(*d['champion'])}"]
-    L += ['  settings          ' + ('same' if not d['settings'] else '')] + [f'    {k} = {x!r} -> {y!r}' for k, x, y in d['settings']]
-    L += ['  packages          ' + ('same' if not d['packages'] else '')] + [f'    {k} {x} -> {y}' for k, x, y in d['packages']]
-    L += ['  stage notebooks   ' + ('same' if not d['notebooks'] else '')] + [f'    {p}' for _, p, _, _ in d['notebooks']]
+    L += [
+        '',
+        'inputs',
+        f'  data version      {same(*d["data_version"])}',
+        f'  code commit       {same(*[(c or "none")[:12] + (" (dirty)" if dirty else "") for c, dirty in zip(d["code"][:2], d["code"][2:])])}',
+        f'  champion compared {same(*d["champion"])}',
+    ]
+    L += ['  settings          ' + ('same' if not d['settings'] else '')] + [
+        f'    {k} = {x!r} -> {y!r}' for k, x, y in d['settings']
+    ]
+    L += ['  packages          ' + ('same' if not d['packages'] else '')] + [
+        f'    {k} {x} -> {y}' for k, x, y in d['packages']
+    ]
+    L += ['  stage notebooks   ' + ('same' if not d['notebooks'] else '')] + [
+        f'    {p}' for _, p, _, _ in d['notebooks']
+    ]
     kinds = {'edited': 'edited from the template', 'own': "the project's own stage"}
-    L += [f"    {p}: {kinds[k]} (run {d['b']})" for _, p, k in d.get('edited', [])]
-    L += [f"  reused stages     {', '.join(f'{n} from {r}' for n, r in d.get('reused', [])) or 'none'} (run {d['b']})"]
+    L += [f'    {p}: {kinds[k]} (run {d["b"]})' for _, p, k in d.get('edited', [])]
+    L += [f'  reused stages     {", ".join(f"{n} from {r}" for n, r in d.get("reused", [])) or "none"} (run {d["b"]})']
     changed = [(s, rel, x, y) for s, rel, x, y in d['outputs'] if x != y]
-    L += ['', f"outputs (sha256): {len(changed)} of {len(d['outputs'])} differ" +
-          (f", first {d['first_output'][1]} ({d['first_output'][0]})" if d['first_output'] else '')]
+    L += [
+        '',
+        f'outputs (sha256): {len(changed)} of {len(d["outputs"])} differ'
+        + (f', first {d["first_output"][1]} ({d["first_output"][0]})' if d['first_output'] else ''),
+    ]
     L += [f'  {s:<9} {rel:<44} {(x or "-")[:12]} -> {(y or "-")[:12]}' for s, rel, x, y in changed]
     L += ['', 'metrics that moved' + (': none' if not d['metrics'] else '')]
     L += [f'  {k:<14} {_num(x)} -> {_num(y)}{_delta(x, y)}' for k, x, y in d['metrics']]
     L += ['', 'fairness disparities that moved' + (': none' if not d['disparities'] else '')]
     w = max([len(f'{c}.{k}') for c, k, *_ in d['disparities'][:most]] or [0])
-    L += [f"  {f'{c}.{k}':<{w}}  {_num(x)} -> {_num(y)}{_delta(x, y)}" for c, k, x, y in d['disparities'][:most]]
-    L += ['', 'per-group rates that moved' + (': none' if not d['fairness'] else f' ({len(d["fairness"])}, largest first)')]
+    L += [f'  {f"{c}.{k}":<{w}}  {_num(x)} -> {_num(y)}{_delta(x, y)}' for c, k, x, y in d['disparities'][:most]]
+    L += [
+        '',
+        'per-group rates that moved' + (': none' if not d['fairness'] else f' ({len(d["fairness"])}, largest first)'),
+    ]
     w = max([len(f'{c}={g} {k}') for c, g, k, *_ in d['fairness'][:most]] or [0])
-    L += [f"  {f'{c}={g} {k}':<{w}}  {_num(x)} -> {_num(y)}{_delta(x, y)}" for c, g, k, x, y in d['fairness'][:most]]
-    if len(d['fairness']) > most: L.append(f"  ... {len(d['fairness']) - most} more on the page")
+    L += [f'  {f"{c}={g} {k}":<{w}}  {_num(x)} -> {_num(y)}{_delta(x, y)}' for c, g, k, x, y in d['fairness'][:most]]
+    if len(d['fairness']) > most:
+        L.append(f'  ... {len(d["fairness"]) - most} more on the page')
     return '\n'.join(L)
 
+
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c016
-def diff_page(d:dict)->str:
+def diff_page(d: dict) -> str:
     "The diff `d` as a page in `runs/diff/`"
     commits = [(c or 'none')[:12] + (' (dirty)' if dirty else '') for c, dirty in zip(d['code'][:2], d['code'][2:])]
-    return render('diff.html.j2', title=f'What changed: {d["a"]} -> {d["b"]}', d=d, commits=commits,
-                  delta=lambda x, y: _delta(x, y).strip(' ()'))
+    return render(
+        'diff.html.j2',
+        title=f'What changed: {d["a"]} -> {d["b"]}',
+        d=d,
+        commits=commits,
+        delta=lambda x, y: _delta(x, y).strip(' ()'),
+    )
+
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c017
-def diff_path(runs_dir:Path, a:str, b:str)->Path:
-    return Path(runs_dir)/'diff'/f'{a}_vs_{b}.html'
+def diff_path(runs_dir: Path, a: str, b: str) -> Path:
+    return Path(runs_dir) / 'diff' / f'{a}_vs_{b}.html'
+
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c018
-def write_diff(runs_dir:str|Path, run_a:str|Path, run_b:str|Path):
+def write_diff(runs_dir: str | Path, run_a: str | Path, run_b: str | Path):
     "`(diff, page path)`: the diff of two run folders, its page written in `runs_dir/diff/`"
     d = diff_runs(run_a, run_b)
     return d, atomic_write_text(diff_path(runs_dir, d['a'], d['b']), diff_page(d))

@@ -21,82 +21,125 @@ _BODY_TEMPLATE = """{%- extends 'base.html.j2' -%}
 <details class="stderr"><summary>messages on stderr</summary>{{ super() }}</details>
 {%- endblock stream_stderr %}
 """
-_EXPORTER = dict(template_name='lab', exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
-                 embed_images=True, exclude_anchor_links=True)
-_VERSION = b'2'  # of what this module makes of a notebook: part of the cache key, so a change here renders notebooks anew
+_EXPORTER = dict(
+    template_name='lab',
+    exclude_input=True,
+    exclude_input_prompt=True,
+    exclude_output_prompt=True,
+    embed_images=True,
+    exclude_anchor_links=True,
+)
+_VERSION = (
+    b'2'  # of what this module makes of a notebook: part of the cache key, so a change here renders notebooks anew
+)
+
 
 # %% ../../notebooks/lib/reporting/01_notebooks.ipynb #c005
 def notebook_exporter():
     "An nbconvert HTML exporter of a notebook's cells (no page shell), inputs and prompts hidden"
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
-    return HTMLExporter(template_file='mlops_nb_cells.html.j2', extra_loaders=[DictLoader({'mlops_nb_cells.html.j2': _BODY_TEMPLATE})],
-                        **_EXPORTER)
+
+    return HTMLExporter(
+        template_file='mlops_nb_cells.html.j2',
+        extra_loaders=[DictLoader({'mlops_nb_cells.html.j2': _BODY_TEMPLATE})],
+        **_EXPORTER,
+    )
+
 
 # %% ../../notebooks/lib/reporting/01_notebooks.ipynb #c007
 _WIDGET = 'application/vnd.jupyter.widget-view+json'
-_DIAGRAM = 'sk-top-container'  # the outer element of scikit-learn's estimator diagram (sklearn.utils.estimator_html_repr)
+_DIAGRAM = (
+    'sk-top-container'  # the outer element of scikit-learn's estimator diagram (sklearn.utils.estimator_html_repr)
+)
 
-def static_diagram(html:str)->str:
+
+def static_diagram(html: str) -> str:
     "scikit-learn's estimator diagram `html` without its script, click handlers and links off the machine"
     html = re.sub(r'<script\b.*?</script>', '', html, flags=re.S)
     html = re.sub(r'\son[a-z]+="[^"]*"', '', html)
     return re.sub(r'<a\b[^>]*\bhref="(?:https?:)?//[^"]*"[^>]*>.*?</a>', '', html, flags=re.S)
+
 
 # %% ../../notebooks/lib/reporting/01_notebooks.ipynb #c009
 def _static(o):
     "Output `o` without what needs a script: a widget or script when there is another representation; the diagram without its script"
     data = o.get('data', {})
     html = data.get('text/html')
-    if isinstance(html, list): html = data['text/html'] = ''.join(html)
-    if html and _DIAGRAM in html: data['text/html'] = static_diagram(html)
+    if isinstance(html, list):
+        html = data['text/html'] = ''.join(html)
+    if html and _DIAGRAM in html:
+        data['text/html'] = static_diagram(html)
     for mime in (_WIDGET, 'text/html', 'application/javascript'):
-        if mime in data and len(data) > 1 and (mime != 'text/html' or '<script' in data[mime]): del data[mime]
+        if mime in data and len(data) > 1 and (mime != 'text/html' or '<script' in data[mime]):
+            del data[mime]
+
 
 # %% ../../notebooks/lib/reporting/01_notebooks.ipynb #c010
-def _readable_cells(nb, prefix:str):
+def _readable_cells(nb, prefix: str):
     "A copy of `nb` with only the cells that show something without their code"
     nb = copy.deepcopy(nb)
-    nb.metadata.pop('widgets', None)  # the widgets' saved state: a script element, for outputs the page shows as text anyway
+    nb.metadata.pop(
+        'widgets', None
+    )  # the widgets' saved state: a script element, for outputs the page shows as text anyway
     cells, title_dropped = [], False
     for c in nb.cells:
         if c.cell_type == 'markdown' and not title_dropped and c.source.lstrip().startswith('# '):
             title_dropped = True  # the section heading says it already
             continue
         if c.cell_type == 'code':
-            if not c.get('outputs'): continue
-            for o in c.outputs: _static(o)
-        if c.get('id'): c['id'] = f'{prefix}-{c["id"]}'
+            if not c.get('outputs'):
+                continue
+            for o in c.outputs:
+                _static(o)
+        if c.get('id'):
+            c['id'] = f'{prefix}-{c["id"]}'
         cells.append(c)
     nb.cells = cells
     return nb
 
+
 # %% ../../notebooks/lib/reporting/01_notebooks.ipynb #c012
-def notebook_html(path:str|Path, exporter=None, prefix:str='nb',
-                  cache:Path|None=None, # a folder of fragments rendered before, by the notebook's content
-                 )->str:
+def notebook_html(
+    path: str | Path,
+    exporter=None,
+    prefix: str = 'nb',
+    cache: Path | None = None,  # a folder of fragments rendered before, by the notebook's content
+) -> str:
     "The cells of the executed notebook at `path` as HTML, inputs hidden"
     import nbformat
     from nbconvert import __version__ as nbconvert_version
+
     path = Path(path)
-    key = hashlib.sha256(b'\0'.join([path.read_bytes(), prefix.encode(), nbconvert_version.encode(), _VERSION])).hexdigest()
-    hit = cache/f'{key}.html' if cache else None
-    if hit and hit.is_file(): return hit.read_text(encoding='utf-8')
+    key = hashlib.sha256(
+        b'\0'.join([path.read_bytes(), prefix.encode(), nbconvert_version.encode(), _VERSION])
+    ).hexdigest()
+    hit = cache / f'{key}.html' if cache else None
+    if hit and hit.is_file():
+        return hit.read_text(encoding='utf-8')
     nb = _readable_cells(nbformat.read(path, as_version=4), prefix)
-    body, _ = (exporter or notebook_exporter()).from_notebook_node(nb, resources={'metadata': {'path': str(path.parent), 'name': path.stem}})
-    if hit: atomic_write_text(hit, body)
+    body, _ = (exporter or notebook_exporter()).from_notebook_node(
+        nb, resources={'metadata': {'path': str(path.parent), 'name': path.stem}}
+    )
+    if hit:
+        atomic_write_text(hit, body)
     return body
 
+
 # %% ../../notebooks/lib/reporting/01_notebooks.ipynb #c013
-def fragments(run_dir:Path):
+def fragments(run_dir: Path):
     "The folder of a project's rendered notebook fragments: beside its runs, shared by them (a reused stage's notebook is the same file)"
-    return Path(run_dir).parent/'.cache'/'html'
+    return Path(run_dir).parent / '.cache' / 'html'
+
 
 # %% ../../notebooks/lib/reporting/01_notebooks.ipynb #c014
-def prerender(run_dir:str|Path, # a run folder
-              notebook:str, # an executed notebook in it
-              name:str, # the stage's name
-             ):
+def prerender(
+    run_dir: str | Path,  # a run folder
+    notebook: str,  # an executed notebook in it
+    name: str,  # the stage's name
+):
     "Render a stage's executed notebook for the report ahead of it, while the next stage runs; a failure is left for the report to meet"
-    try: notebook_html(Path(run_dir)/notebook, prefix=name, cache=fragments(Path(run_dir)))
-    except Exception: pass  # the report renders it again and says why it could not
+    try:
+        notebook_html(Path(run_dir) / notebook, prefix=name, cache=fragments(Path(run_dir)))
+    except Exception:
+        pass  # the report renders it again and says why it could not

@@ -10,32 +10,45 @@ from functools import cache
 # %% auto #0
 __all__ = ['fmt', 'words', 'environment', 'render']
 
+
 # %% ../../notebooks/lib/reporting/00_pages.ipynb #c004
-def fmt(v, digits:int=4)->str:
+def fmt(v, digits: int = 4) -> str:
     "A value for a page: floats to `digits` places, None as a dash"
-    if v is None: return '-'
-    if isinstance(v, float): return f'{v:.{digits}f}'
+    if v is None:
+        return '-'
+    if isinstance(v, float):
+        return f'{v:.{digits}f}'
     return str(v)
 
+
 # %% ../../notebooks/lib/reporting/00_pages.ipynb #c006
-def words(v)->str:
+def words(v) -> str:
     "A state or event name as words: `pending_approval` as `pending approval`"
     return '-' if v is None else str(v).replace('_', ' ')
+
 
 # %% ../../notebooks/lib/reporting/00_pages.ipynb #c008
 @cache
 def environment():
     "The Jinja environment of the page templates, shipped in the package; made once, on first use"
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-    env = Environment(loader=PackageLoader('mlops_nb.reporting'), autoescape=select_autoescape(['html.j2']),
-                      undefined=StrictUndefined,  # a misspelt name fails the render, not shows an empty cell
-                      trim_blocks=True, lstrip_blocks=True)
+
+    env = Environment(
+        loader=PackageLoader('mlops_nb.reporting'),
+        autoescape=select_autoescape(['html.j2']),
+        undefined=StrictUndefined,  # a misspelt name fails the render, not shows an empty cell
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(fmt=fmt, words=words)
     env.globals.update(zip=zip)
     return env
 
+
 # %% ../../notebooks/lib/reporting/00_pages.ipynb #c009
-def render(template:str, # a file name in mlops_nb/reporting/templates
-           **context)->str:
+def render(
+    template: str,  # a file name in mlops_nb/reporting/templates
+    **context,
+) -> str:
     "The page `template` filled with `context`"
     return environment().get_template(template).render(**context)

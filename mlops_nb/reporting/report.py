@@ -15,156 +15,275 @@ from .pages import render
 # %% auto #0
 __all__ = ['run_decision', 'decided_since', 'trigger_text', 'report_html', 'render_report', 'render_reports']
 
+
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c004
-def _human(reg:dict, human:dict|None):
+def _human(reg: dict, human: dict | None):
     "A person's approval or rejection of the version in `reg` (the register stage's result) as a decision; None if there is none"
-    v = f"{reg.get('model_name')} version {reg.get('version')}"
+    v = f'{reg.get("model_name")} version {reg.get("version")}'
     if human and human.get('decision') == 'approved':
-        who = f"approved by {human['by']} at {human['at']}" + (f": {human['note']}" if human.get('note') else '')
-        replaced = [f"it replaced version {human['replaced']}"] if human.get('replaced') else []
+        who = f'approved by {human["by"]} at {human["at"]}' + (f': {human["note"]}' if human.get('note') else '')
+        replaced = [f'it replaced version {human["replaced"]}'] if human.get('replaced') else []
         return dict(state='approved', title=f'approved: {v} became champion', details=[who, *replaced])
     if human and human.get('decision') == 'rejected':
-        return dict(state='rejected', title=f'rejected by {human["by"]}: {v} never becomes champion',
-                    details=[f"at {human['at']}: {human.get('note') or ''}"])
+        return dict(
+            state='rejected',
+            title=f'rejected by {human["by"]}: {v} never becomes champion',
+            details=[f'at {human["at"]}: {human.get("note") or ""}'],
+        )
     return None
+
 
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c005
-def _gate(reg:dict, run_id:str):
+def _gate(reg: dict, run_id: str):
     "The gate's decision in `reg` (the register stage's result), as the register stage left it"
-    v = f"{reg.get('model_name')} version {reg.get('version')}"
+    v = f'{reg.get("model_name")} version {reg.get("version")}'
     if reg.get('decision') == 'blessed':
-        return dict(state='blessed', title=f'blessed: {v} became champion', details=['no approval was required (register.require_approval = false)'])
+        return dict(
+            state='blessed',
+            title=f'blessed: {v} became champion',
+            details=['no approval was required (register.require_approval = false)'],
+        )
     if reg.get('decision') == 'pending_approval':
-        return dict(state='pending_approval', title=f'pending approval: {v}',
-                    details=[f"approve: mlops-nb approve {run_id} --by NAME", f"or reject: mlops-nb reject {run_id} --by NAME --note TEXT"])
+        return dict(
+            state='pending_approval',
+            title=f'pending approval: {v}',
+            details=[
+                f'approve: mlops-nb approve {run_id} --by NAME',
+                f'or reject: mlops-nb reject {run_id} --by NAME --note TEXT',
+            ],
+        )
     if reg.get('decision') == 'rejected':
-        return dict(state='rejected', title=f'rejected by the gate: {v} never becomes champion', details=list(reg.get('reasons') or []))
+        return dict(
+            state='rejected',
+            title=f'rejected by the gate: {v} never becomes champion',
+            details=list(reg.get('reasons') or []),
+        )
     return None
 
+
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c006
-def _monitoring(mon:dict):
+def _monitoring(mon: dict):
     "A monitor stage's result as a decision: drift or not, and whether retraining was triggered"
     t = mon.get('trigger') or {}
-    details = [f"{mon.get('n_drifted')} of {mon.get('columns')} features drifted" + (f": {', '.join(mon['drifted'])}" if mon.get('drifted') else ''),
-               *(f"signal {x['signal']}: {x['detail']}" for x in t.get('signals', [])), *(f'held back: {h}' for h in t.get('held_back', []))]
-    if mon.get('decision') == 'retrain': return dict(state='drift', title='drift: retraining triggered', details=details)
-    return dict(state='drift' if mon.get('decision') == 'drift' else 'no_drift', title=mon.get('decision') or 'no drift', details=details)
+    details = [
+        f'{mon.get("n_drifted")} of {mon.get("columns")} features drifted'
+        + (f': {", ".join(mon["drifted"])}' if mon.get('drifted') else ''),
+        *(f'signal {x["signal"]}: {x["detail"]}' for x in t.get('signals', [])),
+        *(f'held back: {h}' for h in t.get('held_back', [])),
+    ]
+    if mon.get('decision') == 'retrain':
+        return dict(state='drift', title='drift: retraining triggered', details=details)
+    return dict(
+        state='drift' if mon.get('decision') == 'drift' else 'no_drift',
+        title=mon.get('decision') or 'no drift',
+        details=details,
+    )
+
 
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c007
-def _result(m:dict, stage:str):
+def _result(m: dict, stage: str):
     "The result of the completed stage `stage` of run manifest `m`, or None"
-    return next((r.get('result') for r in m.get('stages', []) if r.get('name') == stage and r.get('status') == 'completed'), None)
+    return next(
+        (r.get('result') for r in m.get('stages', []) if r.get('name') == stage and r.get('status') == 'completed'),
+        None,
+    )
+
 
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c008
-def run_decision(m:dict):
+def run_decision(m: dict):
     "`{state, title, details}`: the one thing a reader of run manifest `m` wants to know first"
     bad = next((r for r in m.get('stages', []) if r.get('status') in ('failed', 'interrupted')), None)
     if m.get('status') in ('failed', 'interrupted'):
-        where = f" in stage {bad['name']}" if bad else ''
-        return dict(state=m['status'], title=f"{m['status']}{where}", details=[(bad or {}).get('error') or 'no error was recorded'], pre=True)
-    if m.get('status') != 'completed': return dict(state=m.get('status') or 'unknown', title=m.get('status') or 'unknown', details=[])
+        where = f' in stage {bad["name"]}' if bad else ''
+        return dict(
+            state=m['status'],
+            title=f'{m["status"]}{where}',
+            details=[(bad or {}).get('error') or 'no error was recorded'],
+            pre=True,
+        )
+    if m.get('status') != 'completed':
+        return dict(state=m.get('status') or 'unknown', title=m.get('status') or 'unknown', details=[])
     reg = _result(m, 'register')
     if reg:
         d = _human(reg, (m.get('decisions') or [None])[-1]) or _gate(reg, m['run_id'])
-        if d: return d
+        if d:
+            return d
     mon = _result(m, 'monitor')
     return _monitoring(mon) if mon else dict(state='completed', title='completed', details=[])
 
+
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c011
-def decided_since(m:dict):
+def decided_since(m: dict):
     "A person's decision on the version of run manifest `m`, taken after its register stage ran, as a decision; None if there is none"
     reg, human = _result(m, 'register'), (m.get('decisions') or [None])[-1]
     d = _human(reg, human) if reg else None
-    if d is None: return None
+    if d is None:
+        return None
     then = str(reg.get('decision')).replace('_', ' ')
-    return {**d, 'title': d['title'].replace(':', ' after this stage:', 1),
-            'details': [*d['details'], f"the table below is the gate's decision when the stage ran: {then}"]}
+    return {
+        **d,
+        'title': d['title'].replace(':', ' after this stage:', 1),
+        'details': [*d['details'], f"the table below is the gate's decision when the stage ran: {then}"],
+    }
+
 
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c014
-def trigger_text(t:dict|None)->str:
+def trigger_text(t: dict | None) -> str:
     "The trigger `t` of a run's manifest as words"
-    if not isinstance(t, dict) or not t: return 'by hand'
+    if not isinstance(t, dict) or not t:
+        return 'by hand'
     if t.get('monitor_run'):
         signals = ', '.join(dict.fromkeys(s['signal'] for s in t.get('signals', [])))
-        return f"by monitor run {t['monitor_run'][-6:]}" + (f': {signals}' if signals else '')
-    who = f", by {t['by']}" if t.get('by') else ''
-    if t.get('signal') == 'reproduce': return f"reproducing run {str(t.get('run'))[-6:]}"
-    if t.get('signal') == 'sweep': return f"by sweep {str(t.get('sweep_run'))[-6:]}{who}"
+        return f'by monitor run {t["monitor_run"][-6:]}' + (f': {signals}' if signals else '')
+    who = f', by {t["by"]}' if t.get('by') else ''
+    if t.get('signal') == 'reproduce':
+        return f'reproducing run {str(t.get("run"))[-6:]}'
+    if t.get('signal') == 'sweep':
+        return f'by sweep {str(t.get("sweep_run"))[-6:]}{who}'
     return f'by hand{who}'
 
+
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c017
-def _criteria(run_dir:Path, m:dict):
+def _criteria(run_dir: Path, m: dict):
     "The gate's criteria (evaluate's verdict, then audit's), each with its value and outcome"
-    reg = next((r.get('result') for r in m.get('stages', []) if r.get('name') == 'register' and r.get('result')), None) or {}
-    paths = reg.get('reports_paths') or {'verdict': 'artifacts/05_evaluate/verdict.json', 'audit': 'artifacts/06_audit/audit.json'}
+    reg = (
+        next((r.get('result') for r in m.get('stages', []) if r.get('name') == 'register' and r.get('result')), None)
+        or {}
+    )
+    paths = reg.get('reports_paths') or {
+        'verdict': 'artifacts/05_evaluate/verdict.json',
+        'audit': 'artifacts/06_audit/audit.json',
+    }
     rows = []
     for name in ('verdict', 'audit'):
-        p = run_dir/paths.get(name, '')
-        if not paths.get(name) or not p.is_file(): continue
-        try: crit = json.loads(p.read_text()).get('criteria') or []
-        except (OSError, json.JSONDecodeError): continue
+        p = run_dir / paths.get(name, '')
+        if not paths.get(name) or not p.is_file():
+            continue
+        try:
+            crit = json.loads(p.read_text()).get('criteria') or []
+        except (OSError, json.JSONDecodeError):
+            continue
         for c in crit:
-            what = f"{c['column'] + '.' if c.get('column') else ''}{c['measure']}{'' if c.get('kind', 'value') == 'value' else ' ' + c['kind']}"
-            rows.append(dict(stage='evaluate' if name == 'verdict' else 'audit', criterion=what, op=c['op'], threshold=c['threshold'],
-                             value=c.get('value'), champion=c.get('champion'), outcome=c['outcome']))
+            what = f'{c["column"] + "." if c.get("column") else ""}{c["measure"]}{"" if c.get("kind", "value") == "value" else " " + c["kind"]}'
+            rows.append(
+                dict(
+                    stage='evaluate' if name == 'verdict' else 'audit',
+                    criterion=what,
+                    op=c['op'],
+                    threshold=c['threshold'],
+                    value=c.get('value'),
+                    champion=c.get('champion'),
+                    outcome=c['outcome'],
+                )
+            )
     return rows
 
+
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c018
-def _facts(m:dict):
+def _facts(m: dict):
     "`[(name, value)]`: what a reviewer checks about run manifest `m`"
     s, git = m.get('summary') or {}, m.get('git') or {}
-    data = f"{s['data_version']} ({s['rows']:,} rows)" if s.get('data_version') and s.get('rows') is not None else s.get('data_version')
-    return [('run', m['run_id']), ('kind', m.get('kind')), ('status', m.get('status')), ('started', m.get('created')),
-            ('ended', m.get('ended')), ('duration', f"{m['duration_s']:.1f} s" if m.get('duration_s') else None),
-            ('trigger', trigger_text(m.get('trigger'))), ('data version', data),
-            ('model', f"{s['model_name']} version {s['version']}" if s.get('version') else None),
-            ('code', (git.get('commit') or 'not in git')[:12] + (' (uncommitted changes)' if git.get('dirty') else '')),
-            ('overrides', ', '.join(m.get('overrides') or []) or 'none'), ('MLflow run', (m.get('mlflow') or {}).get('run_id'))]
+    data = (
+        f'{s["data_version"]} ({s["rows"]:,} rows)'
+        if s.get('data_version') and s.get('rows') is not None
+        else s.get('data_version')
+    )
+    return [
+        ('run', m['run_id']),
+        ('kind', m.get('kind')),
+        ('status', m.get('status')),
+        ('started', m.get('created')),
+        ('ended', m.get('ended')),
+        ('duration', f'{m["duration_s"]:.1f} s' if m.get('duration_s') else None),
+        ('trigger', trigger_text(m.get('trigger'))),
+        ('data version', data),
+        ('model', f'{s["model_name"]} version {s["version"]}' if s.get('version') else None),
+        ('code', (git.get('commit') or 'not in git')[:12] + (' (uncommitted changes)' if git.get('dirty') else '')),
+        ('overrides', ', '.join(m.get('overrides') or []) or 'none'),
+        ('MLflow run', (m.get('mlflow') or {}).get('run_id')),
+    ]
+
 
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c019
-def _stage(run_dir:Path, m:dict, r:dict, exporter):
+def _stage(run_dir: Path, m: dict, r: dict, exporter):
     "What the report shows of stage record `r`: status, time, links, why it failed, and its notebook rendered"
     from mlops_nb.core.stage import get_stage
-    try: purpose = r.get('purpose') or get_stage(r['name']).purpose
-    except MlopsError: purpose = ''  # a project's own stage recorded before stages recorded their purpose
-    nb, log = run_dir/r['notebook'], run_dir/'logs'/f"{Path(r['notebook']).stem}.log"
-    took = f"{r['duration_s']:.1f} s" if r.get('duration_s') is not None else ''
-    if r.get('cached_from'): took += f" · reused from {r['cached_from']['run']}"
-    links = ([(r['notebook'], 'executed notebook')] if nb.is_file() else []) + ([(f'logs/{log.name}', 'log')] if log.is_file() else [])
+
+    try:
+        purpose = r.get('purpose') or get_stage(r['name']).purpose
+    except MlopsError:
+        purpose = ''  # a project's own stage recorded before stages recorded their purpose
+    nb, log = run_dir / r['notebook'], run_dir / 'logs' / f'{Path(r["notebook"]).stem}.log'
+    took = f'{r["duration_s"]:.1f} s' if r.get('duration_s') is not None else ''
+    if r.get('cached_from'):
+        took += f' · reused from {r["cached_from"]["run"]}'
+    links = ([(r['notebook'], 'executed notebook')] if nb.is_file() else []) + (
+        [(f'logs/{log.name}', 'log')] if log.is_file() else []
+    )
     html, unrendered = None, None
     if nb.is_file():
-        try: html = notebook_html(nb, exporter, prefix=r['name'], cache=fragments(run_dir))
-        except Exception as e: unrendered = f'{type(e).__name__}: {e}'
-    return dict(name=r['name'], status=r.get('status'), took=took, purpose=purpose, links=links, error=r.get('error'), html=html,
-                unrendered=unrendered, since=decided_since(m) if r['name'] == 'register' else None)
+        try:
+            html = notebook_html(nb, exporter, prefix=r['name'], cache=fragments(run_dir))
+        except Exception as e:
+            unrendered = f'{type(e).__name__}: {e}'
+    return dict(
+        name=r['name'],
+        status=r.get('status'),
+        took=took,
+        purpose=purpose,
+        links=links,
+        error=r.get('error'),
+        html=html,
+        unrendered=unrendered,
+        since=decided_since(m) if r['name'] == 'register' else None,
+    )
+
 
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c020
-def report_html(run_dir:str|Path, exporter=None)->str:
+def report_html(run_dir: str | Path, exporter=None) -> str:
     "The report page of the run folder `run_dir`"
     from mlops_nb.core.manifest import read_manifest
+
     run_dir = Path(run_dir).resolve()
     m = read_manifest(run_dir)
     d = run_decision(m)
-    sweep = run_dir/'sweep.ipynb'  # a sweep run: its ranking of the combinations, before the stages of the best one
-    return render('report.html.j2', title=f'Run {m["run_id"]}: {d["title"]}', run_id=m['run_id'], kind=m.get('kind'), decision=d,
-                  facts=_facts(m), metrics=(m.get('summary') or {}).get('metrics') or {}, criteria=_criteria(run_dir, m),
-                  sweep=notebook_html(sweep, exporter, prefix='sweep', cache=fragments(run_dir)) if sweep.is_file() else None,
-                  stages=[_stage(run_dir, m, r, exporter) for r in m.get('stages', [])])
+    sweep = run_dir / 'sweep.ipynb'  # a sweep run: its ranking of the combinations, before the stages of the best one
+    return render(
+        'report.html.j2',
+        title=f'Run {m["run_id"]}: {d["title"]}',
+        run_id=m['run_id'],
+        kind=m.get('kind'),
+        decision=d,
+        facts=_facts(m),
+        metrics=(m.get('summary') or {}).get('metrics') or {},
+        criteria=_criteria(run_dir, m),
+        sweep=notebook_html(sweep, exporter, prefix='sweep', cache=fragments(run_dir)) if sweep.is_file() else None,
+        stages=[_stage(run_dir, m, r, exporter) for r in m.get('stages', [])],
+    )
+
 
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c022
-def render_report(run_dir:str|Path, exporter=None)->Path:
+def render_report(run_dir: str | Path, exporter=None) -> Path:
     "Write `report.html` in the run folder `run_dir`; return its path"
     from mlops_nb.core.manifest import read_manifest
+
     run_dir = Path(run_dir).resolve()
-    out = atomic_write_text(run_dir/'report.html', report_html(run_dir, exporter))
-    if read_manifest(run_dir)['status'] == 'completed': out.chmod(out.stat().st_mode & ~0o222)
+    out = atomic_write_text(run_dir / 'report.html', report_html(run_dir, exporter))
+    if read_manifest(run_dir)['status'] == 'completed':
+        out.chmod(out.stat().st_mode & ~0o222)
     return out
 
+
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c023
-def render_reports(run_dirs:list, # run folders
-                   progress:bool=True, # show a progress bar (terminal or notebook)
-                  ):
+def render_reports(
+    run_dirs: list,  # run folders
+    progress: bool = True,  # show a progress bar (terminal or notebook)
+):
     "Render the report of every run folder in `run_dirs` with one exporter; return the paths"
     from tqdm.auto import tqdm
+
     ex = notebook_exporter() if run_dirs else None
-    return [render_report(d, ex) for d in tqdm(run_dirs, desc='reports', unit='run', disable=not progress or len(run_dirs) < 2)]
+    return [
+        render_report(d, ex)
+        for d in tqdm(run_dirs, desc='reports', unit='run', disable=not progress or len(run_dirs) < 2)
+    ]

@@ -41,221 +41,336 @@ from .predlog import PredictionLog, columns_json, dumps, feedback_record, loads,
 from .protocol import InputError, Parsed, check_input, parse_csv, parse_json
 
 # %% auto #0
-__all__ = ['ServeConfig', 'parse_weights', 'config_from_project', 'ModelServer', 'server_from_project', 'tune_process',
-           'create_app', 'serve']
+__all__ = [
+    'ServeConfig',
+    'parse_weights',
+    'config_from_project',
+    'ModelServer',
+    'server_from_project',
+    'tune_process',
+    'create_app',
+    'serve',
+]
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c021
 @dataclass
 class ServeConfig:
     "How the server routes, batches, logs and reloads"
-    model_name:str
-    alias:str='champion' # the alias answering by default
-    challenger_alias:str='challenger' # alias of the model that gets a share of traffic or shadows; '' for none
-    challenger_share:float=0.0 # share of clients answered by the challenger
-    sticky_key:str='X-Client-Id' # header, or field of the first row, that keeps a client on one model
-    shadow_share:float=0.0 # share of champion requests the challenger also scores, never returned
-    max_batch_size:int=256 # most rows in one predict call (a larger request is scored alone)
-    max_wait_ms:float=2.0 # longest a request waits for others to join its batch
-    log_url:str|None=None # SQLAlchemy URL of the prediction log; None: no log
-    max_payload_bytes:int=20 * 2**20 # larger bodies are refused (413)
-    token:str|None=None # bearer token requests must carry; None: no auth
-    reload_interval_s:float=2.0 # how often the registry is asked whether an alias moved
-    max_shadow_queue:int=10_000 # shadow requests waiting beyond this are dropped (and counted)
+
+    model_name: str
+    alias: str = 'champion'  # the alias answering by default
+    challenger_alias: str = 'challenger'  # alias of the model that gets a share of traffic or shadows; '' for none
+    challenger_share: float = 0.0  # share of clients answered by the challenger
+    sticky_key: str = 'X-Client-Id'  # header, or field of the first row, that keeps a client on one model
+    shadow_share: float = 0.0  # share of champion requests the challenger also scores, never returned
+    max_batch_size: int = 256  # most rows in one predict call (a larger request is scored alone)
+    max_wait_ms: float = 2.0  # longest a request waits for others to join its batch
+    log_url: str | None = None  # SQLAlchemy URL of the prediction log; None: no log
+    max_payload_bytes: int = 20 * 2**20  # larger bodies are refused (413)
+    token: str | None = None  # bearer token requests must carry; None: no auth
+    reload_interval_s: float = 2.0  # how often the registry is asked whether an alias moved
+    max_shadow_queue: int = 10_000  # shadow requests waiting beyond this are dropped (and counted)
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c021a
-def parse_weights(text:str):
+def parse_weights(text: str):
     "The challenger's share of traffic from `champion/challenger` weights such as `90/10`"
     try:
         a, b = (float(x) for x in str(text).split('/'))
-        if a < 0 or b < 0 or a + b <= 0: raise ValueError
-    except ValueError: raise MlopsError(f'serve.weights must be two non-negative numbers champion/challenger, such as 90/10; got {text!r}') from None
+        if a < 0 or b < 0 or a + b <= 0:
+            raise ValueError
+    except ValueError:
+        raise MlopsError(
+            f'serve.weights must be two non-negative numbers champion/challenger, such as 90/10; got {text!r}'
+        ) from None
     return b / (a + b)
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c021b
-def config_from_project(project, # a `mlops_nb.core.project.Project`
-                        model:str|None=None, # registered model name; default: [project] model_name
-                        alias:str='champion', # the alias answering by default
-                       ):
+def config_from_project(
+    project,  # a `mlops_nb.core.project.Project`
+    model: str | None = None,  # registered model name; default: [project] model_name
+    alias: str = 'champion',  # the alias answering by default
+):
     "A `ServeConfig` from the project's `[serve]` settings"
     s = project.settings['serve']
     token = None
     if s['token_env'].strip():
         token = os.environ.get(s['token_env'].strip())
-        if not token: raise MlopsError(f'serve.token_env names {s["token_env"]!r}, but that environment variable is empty or unset: '
-                                       'set it to the bearer token clients must send, or empty serve.token_env for no auth')
+        if not token:
+            raise MlopsError(
+                f'serve.token_env names {s["token_env"]!r}, but that environment variable is empty or unset: '
+                'set it to the bearer token clients must send, or empty serve.token_env for no auth'
+            )
     for k in ('shadow_share',):
-        if not 0 <= s[k] <= 1: raise MlopsError(f'serve.{k} must be between 0 and 1, got {s[k]}')
+        if not 0 <= s[k] <= 1:
+            raise MlopsError(f'serve.{k} must be between 0 and 1, got {s[k]}')
     for k in ('max_batch_size', 'max_payload_mb', 'reload_interval_s'):
-        if s[k] <= 0: raise MlopsError(f'serve.{k} must be positive, got {s[k]}')
-    return ServeConfig(model_name=model or project.settings['project']['model_name'], alias=alias,
-                       challenger_alias=s['challenger_alias'].strip(), challenger_share=parse_weights(s['weights']),
-                       sticky_key=s['sticky_key'].strip(), shadow_share=s['shadow_share'], max_batch_size=s['max_batch_size'],
-                       max_wait_ms=max(0.0, s['max_wait_ms']), log_url=log_url(project, required=False),
-                       max_payload_bytes=int(s['max_payload_mb'] * 2**20), token=token, reload_interval_s=s['reload_interval_s'])
+        if s[k] <= 0:
+            raise MlopsError(f'serve.{k} must be positive, got {s[k]}')
+    return ServeConfig(
+        model_name=model or project.settings['project']['model_name'],
+        alias=alias,
+        challenger_alias=s['challenger_alias'].strip(),
+        challenger_share=parse_weights(s['weights']),
+        sticky_key=s['sticky_key'].strip(),
+        shadow_share=s['shadow_share'],
+        max_batch_size=s['max_batch_size'],
+        max_wait_ms=max(0.0, s['max_wait_ms']),
+        log_url=log_url(project, required=False),
+        max_payload_bytes=int(s['max_payload_mb'] * 2**20),
+        token=token,
+        reload_interval_s=s['reload_interval_s'],
+    )
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026
 _log = logging.getLogger('mlops_nb.serving')
-_CODES = {400: 'BAD_REQUEST', 401: 'UNAUTHENTICATED', 413: 'REQUEST_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE',
-          422: 'INVALID_PARAMETER_VALUE', 500: 'INTERNAL_ERROR', 503: 'TEMPORARILY_UNAVAILABLE'}
+_CODES = {
+    400: 'BAD_REQUEST',
+    401: 'UNAUTHENTICATED',
+    413: 'REQUEST_TOO_LARGE',
+    415: 'UNSUPPORTED_MEDIA_TYPE',
+    422: 'INVALID_PARAMETER_VALUE',
+    500: 'INTERNAL_ERROR',
+    503: 'TEMPORARILY_UNAVAILABLE',
+}
+
 
 def _json_bytes(obj) -> bytes:
     try:
         import orjson
+
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-    except ImportError: return dumps(obj).encode()
+    except ImportError:
+        return dumps(obj).encode()
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026a
 def _plain(a):
     "A numpy array (or None) as a JSON-ready list"
     return a.tolist() if hasattr(a, 'tolist') else a
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026b
 class ModelServer:
     "The serving state and the ASGI app"
-    def __init__(self, cfg:ServeConfig, # routing, batching, logging and reload settings
-                 registry=None, # has `version_of(alias)` and `load(version)`; None: serve `models` as given, no reload
-                 models:dict|None=None, # role -> ServedModel, loaded beforehand (else loaded at startup)
-                ):
+
+    def __init__(
+        self,
+        cfg: ServeConfig,  # routing, batching, logging and reload settings
+        registry=None,  # has `version_of(alias)` and `load(version)`; None: serve `models` as given, no reload
+        models: dict | None = None,  # role -> ServedModel, loaded beforehand (else loaded at startup)
+    ):
         self.cfg, self.registry, self.models = cfg, registry, dict(models or {})
         self.log, self.batcher = None, None
         self.reading = self.in_flight = self.answered = 0
         self._stop, self._watcher, self.started, self._failed = threading.Event(), None, time.time(), {}
         self.metrics = ServerMetrics(self._gauges)  # last: registering the gauges reads them once
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp2
 @patch
-def load_models(self:ModelServer):
+def load_models(self: ModelServer):
     "Load the versions holding the champion and challenger aliases (the champion must exist)"
     for role, alias in (('champion', self.cfg.alias), ('challenger', self.cfg.challenger_alias)):
-        if not alias or role in self.models: continue
+        if not alias or role in self.models:
+            continue
         v = self.registry.version_of(alias)
         if v is None:
             if role == 'champion':
-                raise MlopsError(f'model {self.cfg.model_name!r} has no version with alias {alias!r}: '
-                                 'train and register one with `mlops-nb run`, or pass --alias')
+                raise MlopsError(
+                    f'model {self.cfg.model_name!r} has no version with alias {alias!r}: '
+                    'train and register one with `mlops-nb run`, or pass --alias'
+                )
             continue
         self.models[role] = self.registry.load(v)
     return self
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp3
 @patch
-def alias_of(self:ModelServer, role:str): return self.cfg.alias if role == 'champion' else self.cfg.challenger_alias
+def alias_of(self: ModelServer, role: str):
+    return self.cfg.alias if role == 'champion' else self.cfg.challenger_alias
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp4
 @patch
-def check_registry(self:ModelServer):
+def check_registry(self: ModelServer):
     "Switch any role whose alias moved to the version now holding it; the roles switched"
     switched = []
     for role in ('champion', 'challenger'):
         alias = self.alias_of(role)
-        if not alias: continue
+        if not alias:
+            continue
         cur = self.models.get(role)
         try:
             v = self.registry.version_of(alias)
-            if v == (cur.version if cur else None): continue
+            if v == (cur.version if cur else None):
+                continue
             if v is None and role == 'champion':
-                if self._failed.get(None) != cur.version: _log.warning('alias %r was removed: still serving version %s', alias, cur.version)
+                if self._failed.get(None) != cur.version:
+                    _log.warning('alias %r was removed: still serving version %s', alias, cur.version)
                 self._failed[None] = cur.version
                 continue
-            if time.monotonic() < self._failed.get(v, 0): continue  # it failed to load a moment ago: not again yet
-            try: new = self.registry.load(v) if v is not None else None
+            if time.monotonic() < self._failed.get(v, 0):
+                continue  # it failed to load a moment ago: not again yet
+            try:
+                new = self.registry.load(v) if v is not None else None
             except Exception:
                 self._failed[v] = time.monotonic() + 60
                 raise
             self.models[role] = new  # the swap: one assignment
-            if v is not None: self.metrics.reloads.labels(role).inc()
+            if v is not None:
+                self.metrics.reloads.labels(role).inc()
             _log.warning('%s (%s): now version %s (was %s)', role, alias, v, cur.version if cur else None)
             switched.append(role)
         except Exception as e:  # a registry hiccup or a broken version must not take the server down: keep serving
-            _log.warning('could not switch %s (%s): %s; still serving version %s', role, alias,
-                         str(e).splitlines()[0] if str(e) else type(e).__name__, cur.version if cur else None)
+            _log.warning(
+                'could not switch %s (%s): %s; still serving version %s',
+                role,
+                alias,
+                str(e).splitlines()[0] if str(e) else type(e).__name__,
+                cur.version if cur else None,
+            )
     return switched
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp5
 @patch
-def _watch(self:ModelServer):
-    while not self._stop.wait(self.cfg.reload_interval_s): self.check_registry()
+def _watch(self: ModelServer):
+    while not self._stop.wait(self.cfg.reload_interval_s):
+        self.check_registry()
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp7
 @patch
-def route(self:ModelServer, key:str|None):
+def route(self: ModelServer, key: str | None):
     "`champion` or `challenger` for a request with sticky `key`"
     share = self.cfg.challenger_share
-    if share <= 0 or self.models.get('challenger') is None: return 'champion'
+    if share <= 0 or self.models.get('challenger') is None:
+        return 'champion'
     u = (zlib.crc32(key.encode()) % 10_000) / 10_000 if key else random.random()
     return 'challenger' if u < share else 'champion'
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp8
 @patch
-def log_shadow(self:ModelServer, job:Job, model:ServedModel, result, error:str|None, ms:float):
+def log_shadow(self: ModelServer, job: Job, model: ServedModel, result, error: str | None, ms: float):
     outcome = 'error' if error else 'scored'
     self.metrics.shadow.labels(model.version, outcome).inc()
     if self.log is not None:
-        self.log.add('shadow', dict(request_id=job.rid, time=utcnow(), model_name=model.name, model_version=model.version,
-                                    predictions=_plain(result[0]) if result else None,
-                                    scores=_plain(result[1]) if result else None, latency_ms=round(ms, 3), error=error))
+        self.log.add(
+            'shadow',
+            dict(
+                request_id=job.rid,
+                time=utcnow(),
+                model_name=model.name,
+                model_version=model.version,
+                predictions=_plain(result[0]) if result else None,
+                scores=_plain(result[1]) if result else None,
+                latency_ms=round(ms, 3),
+                error=error,
+            ),
+        )
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp10
 @patch
-def _headers(self:ModelServer, rid:str, role:str='champion', model:ServedModel|None=None):
+def _headers(self: ModelServer, rid: str, role: str = 'champion', model: ServedModel | None = None):
     m = model or self.models.get(role)
     h = {'x-request-id': rid}
-    if m is not None: h.update({'x-model-name': m.name, 'x-model-version': m.version, 'x-model-alias': self.alias_of(role)})
+    if m is not None:
+        h.update({'x-model-name': m.name, 'x-model-version': m.version, 'x-model-alias': self.alias_of(role)})
     return h
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp11
 @patch
-def _error(self:ModelServer, status:int, message:str, rid:str, role:str='champion', model=None):
-    return Response(_json_bytes({'error_code': _CODES.get(status, 'ERROR'), 'message': message}), status,
-                    self._headers(rid, role, model), media_type='application/json')
+def _error(self: ModelServer, status: int, message: str, rid: str, role: str = 'champion', model=None):
+    return Response(
+        _json_bytes({'error_code': _CODES.get(status, 'ERROR'), 'message': message}),
+        status,
+        self._headers(rid, role, model),
+        media_type='application/json',
+    )
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp12
 @patch
-def _authorized(self:ModelServer, request):
-    if self.cfg.token is None: return True
+def _authorized(self: ModelServer, request):
+    if self.cfg.token is None:
+        return True
     got = request.headers.get('authorization', '')
     return hmac.compare_digest(got.encode(), f'Bearer {self.cfg.token}'.encode())
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp13
 @patch
-async def _body(self:ModelServer, request):
+async def _body(self: ModelServer, request):
     size = request.headers.get('content-length')
-    if size is not None and size.isdigit() and int(size) > self.cfg.max_payload_bytes: raise InputError(413, self._too_large())
+    if size is not None and size.isdigit() and int(size) > self.cfg.max_payload_bytes:
+        raise InputError(413, self._too_large())
     chunks, n = [], 0
     async for chunk in request.stream():
         n += len(chunk)
-        if n > self.cfg.max_payload_bytes: raise InputError(413, self._too_large())
+        if n > self.cfg.max_payload_bytes:
+            raise InputError(413, self._too_large())
         chunks.append(chunk)
     return b''.join(chunks)
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp14
 @patch
-def _too_large(self:ModelServer): return f'payload larger than {self.cfg.max_payload_bytes / 2**20:g} MiB (serve.max_payload_mb)'
+def _too_large(self: ModelServer):
+    return f'payload larger than {self.cfg.max_payload_bytes / 2**20:g} MiB (serve.max_payload_mb)'
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp15
 @patch
-def _log_request(self:ModelServer, rid, status, role, model, n=0, cols=None, result=None, ms=0.0, error=None, count=True):
+def _log_request(
+    self: ModelServer, rid, status, role, model, n=0, cols=None, result=None, ms=0.0, error=None, count=True
+):
     v = model.version if model is not None else ''
-    if count: self.metrics.requests.labels(v, role, str(status)).inc()
+    if count:
+        self.metrics.requests.labels(v, role, str(status)).inc()
     if self.log is not None:
-        self.log.add('predictions', dict(request_id=rid, time=utcnow(), model_name=model.name if model else self.cfg.model_name,
-                                         model_version=v or None, role=role, status=status, rows=n, features=cols,
-                                         predictions=_plain(result[0]) if result else None,
-                                         scores=_plain(result[1]) if result else None, latency_ms=round(ms, 3), error=error))
+        self.log.add(
+            'predictions',
+            dict(
+                request_id=rid,
+                time=utcnow(),
+                model_name=model.name if model else self.cfg.model_name,
+                model_version=v or None,
+                role=role,
+                status=status,
+                rows=n,
+                features=cols,
+                predictions=_plain(result[0]) if result else None,
+                scores=_plain(result[1]) if result else None,
+                latency_ms=round(ms, 3),
+                error=error,
+            ),
+        )
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp16
 @patch
-async def _log_answered(self:ModelServer, rid, role, model, n, cols, result, ms):
+async def _log_answered(self: ModelServer, rid, role, model, n, cols, result, ms):
     "Log an answered request, once its answer is sent"
     # Its features become JSON text here, so that the request's values (160,000 objects for 10,000 rows of 16
     # features) are freed before the next request is read. Allocated while the last request's values are still
     # alive (waiting in the writer's queue), a request's values end up scattered in memory, and every pass over
     # them (parse, lookups, encoding) took twice as long: 60 instead of 30 ms of CPU a request, measured.
-    self._log_request(rid, 200, role, model, n, columns_json(cols) if isinstance(cols, dict) else cols, result, ms, count=False)
+    self._log_request(
+        rid, 200, role, model, n, columns_json(cols) if isinstance(cols, dict) else cols, result, ms, count=False
+    )
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp17
 @patch
-async def invocations(self:ModelServer, request):
+async def invocations(self: ModelServer, request):
     t0, rid = time.perf_counter(), uuid.uuid4().hex
     role, model = 'champion', self.models.get('champion')
     self.in_flight += 1
@@ -271,28 +386,41 @@ async def invocations(self:ModelServer, request):
             mime = mime.strip().lower()
             charset = params.partition('charset=')[2].strip().strip('"').lower()
             if mime not in ('application/json', 'text/csv') or charset not in ('', 'utf-8', 'utf8'):
-                raise InputError(415, f'content type {request.headers.get("content-type") or "(none)"!r} is not supported: '
-                                      'send application/json (MLflow scoring format) or text/csv, in UTF-8')
+                raise InputError(
+                    415,
+                    f'content type {request.headers.get("content-type") or "(none)"!r} is not supported: '
+                    'send application/json (MLflow scoring format) or text/csv, in UTF-8',
+                )
             body = await self._body(request)
             parsed = parse_json(body)[0] if mime == 'application/json' else parse_csv(body)
             key = self._sticky(request, parsed)
             role = self.route(key)
             model = self.models.get(role) or self.models.get('champion')
             cols = check_input(parsed, model.columns, (self.cfg.sticky_key,), model.prechecked)
-        finally: self.reading -= 1
-        if parsed.n == 0: result = (_empty(), None)
-        else: result = await self.batcher.submit(Job(model, cols, parsed.n, rid=rid, parsed=parsed))
+        finally:
+            self.reading -= 1
+        if parsed.n == 0:
+            result = (_empty(), None)
+        else:
+            result = await self.batcher.submit(Job(model, cols, parsed.n, rid=rid, parsed=parsed))
         ms = (time.perf_counter() - t0) * 1000
         result = (result[0].tolist(), result[1])  # plain values: any label type, JSON as MLflow writes it
-        out = Response(_json_bytes({'predictions': result[0]}), 200, self._headers(rid, role, model), media_type='application/json')
+        out = Response(
+            _json_bytes({'predictions': result[0]}), 200, self._headers(rid, role, model), media_type='application/json'
+        )
         self.metrics.requests.labels(model.version, role, '200').inc()
         if self.log is not None:
             out.background = BackgroundTask(self._log_answered, rid, role, model, parsed.n, cols, result, ms)
         self.answered += 1
         self.metrics.rows.labels(model.version, role).inc(parsed.n)
         self.metrics.request_seconds.labels(model.version).observe(ms / 1000)
-        if role == 'champion' and parsed.n and self.cfg.shadow_share > 0 and self.models.get('challenger') is not None \
-                and (self.cfg.shadow_share >= 1 or random.random() < self.cfg.shadow_share):
+        if (
+            role == 'champion'
+            and parsed.n
+            and self.cfg.shadow_share > 0
+            and self.models.get('challenger') is not None
+            and (self.cfg.shadow_share >= 1 or random.random() < self.cfg.shadow_share)
+        ):
             self.batcher.add_shadow(Job(model, cols, parsed.n, rid=rid, parsed=parsed))
         return out
     except InputError as e:
@@ -303,153 +431,238 @@ async def invocations(self:ModelServer, request):
         msg = f'the model failed on this input: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
         self._log_request(rid, 500, role, model, error=msg, ms=(time.perf_counter() - t0) * 1000)
         return self._error(500, msg, rid, role, model)
-    finally: self.in_flight -= 1
+    finally:
+        self.in_flight -= 1
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp18
 @patch
-def _sticky(self:ModelServer, request, parsed:Parsed):
+def _sticky(self: ModelServer, request, parsed: Parsed):
     k = self.cfg.sticky_key
-    if not k: return None
+    if not k:
+        return None
     v = request.headers.get(k.lower())
     if v is None and parsed.names and k in parsed.names and parsed.n:
         v = parsed.values[parsed.names.index(k)][0]
     return None if v is None else str(v)
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp19
 @patch
-async def feedback(self:ModelServer, request):
+async def feedback(self: ModelServer, request):
     rid = uuid.uuid4().hex
-    if not self._authorized(request): return self._error(401, 'missing or wrong bearer token (Authorization: Bearer <token>)', rid)
-    if self.log is None: return self._error(503, 'the prediction log is off (serve.prediction_log = off): no labels can be joined', rid)
+    if not self._authorized(request):
+        return self._error(401, 'missing or wrong bearer token (Authorization: Bearer <token>)', rid)
+    if self.log is None:
+        return self._error(503, 'the prediction log is off (serve.prediction_log = off): no labels can be joined', rid)
     try:
         if request.headers.get('content-type', '').partition(';')[0].strip().lower() != 'application/json':
             raise InputError(415, 'send feedback as application/json')
-        try: doc = loads(await self._body(request))
-        except InputError: raise
-        except Exception as e: raise InputError(400, f'malformed JSON: {e}') from None
-        items = doc.get('feedback', [doc]) if isinstance(doc, dict) and 'request_id' not in doc else doc if isinstance(doc, list) else [doc]
-        if not isinstance(items, list): raise InputError(400, '"feedback" must be a list')
-        try: records = [feedback_record(it, where=f'feedback item {i}') for i, it in enumerate(items)]
-        except MlopsError as e: raise InputError(422, str(e)) from None
-    except InputError as e: return self._error(e.status, e.message, rid)
-    for r in records: self.log.add('feedback', r)
+        try:
+            doc = loads(await self._body(request))
+        except InputError:
+            raise
+        except Exception as e:
+            raise InputError(400, f'malformed JSON: {e}') from None
+        items = (
+            doc.get('feedback', [doc])
+            if isinstance(doc, dict) and 'request_id' not in doc
+            else doc
+            if isinstance(doc, list)
+            else [doc]
+        )
+        if not isinstance(items, list):
+            raise InputError(400, '"feedback" must be a list')
+        try:
+            records = [feedback_record(it, where=f'feedback item {i}') for i, it in enumerate(items)]
+        except MlopsError as e:
+            raise InputError(422, str(e)) from None
+    except InputError as e:
+        return self._error(e.status, e.message, rid)
+    for r in records:
+        self.log.add('feedback', r)
     self.metrics.feedback.inc(len(records))
     return Response(_json_bytes({'accepted': len(records)}), 202, self._headers(rid), media_type='application/json')
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp20
 @patch
-async def ping(self:ModelServer, request):
+async def ping(self: ModelServer, request):
     ok = self.models.get('champion') is not None
     return Response(b'\n', 200 if ok else 503, self._headers(uuid.uuid4().hex), media_type='application/json')
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp21
 @patch
-def _describe(self:ModelServer, role):
+def _describe(self: ModelServer, role):
     m = self.models.get(role)
-    return None if m is None else {'alias': self.alias_of(role), 'version': m.version, 'fast_path': m.fast,
-                                   'loaded_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(m.loaded_at))}
+    return (
+        None
+        if m is None
+        else {
+            'alias': self.alias_of(role),
+            'version': m.version,
+            'fast_path': m.fast,
+            'loaded_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(m.loaded_at)),
+        }
+    )
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp22
 @patch
-async def health(self:ModelServer, request):
+async def health(self: ModelServer, request):
     ok = self.models.get('champion') is not None
-    body = {'status': 'ok' if ok else 'no model', 'model': self.cfg.model_name,
-            'champion': self._describe('champion'), 'challenger': self._describe('challenger'),
-            'in_flight': self.in_flight, 'queued_rows': self.batcher.q_rows if self.batcher else 0,
-            'shadow_queued': len(self.batcher.shadow) if self.batcher else 0,
-            'prediction_log': None if self.log is None else {'pending': self.log.pending, 'written': self.log.written,
-                                                             'write_errors': self.log.write_errors},
-            'uptime_s': round(time.time() - self.started, 1)}
-    return Response(_json_bytes(body), 200 if ok else 503, self._headers(uuid.uuid4().hex), media_type='application/json')
+    body = {
+        'status': 'ok' if ok else 'no model',
+        'model': self.cfg.model_name,
+        'champion': self._describe('champion'),
+        'challenger': self._describe('challenger'),
+        'in_flight': self.in_flight,
+        'queued_rows': self.batcher.q_rows if self.batcher else 0,
+        'shadow_queued': len(self.batcher.shadow) if self.batcher else 0,
+        'prediction_log': None
+        if self.log is None
+        else {'pending': self.log.pending, 'written': self.log.written, 'write_errors': self.log.write_errors},
+        'uptime_s': round(time.time() - self.started, 1),
+    }
+    return Response(
+        _json_bytes(body), 200 if ok else 503, self._headers(uuid.uuid4().hex), media_type='application/json'
+    )
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp23
 @patch
-async def version(self:ModelServer, request):
+async def version(self: ModelServer, request):
     from importlib.metadata import version
     from mlops_nb import __version__
-    try: mlflow = version('mlflow')
-    except Exception: mlflow = None
-    body = {'mlops_nb': __version__, 'mlflow': mlflow, 'model': self.cfg.model_name,
-            'champion': self._describe('champion'), 'challenger': self._describe('challenger')}
+
+    try:
+        mlflow = version('mlflow')
+    except Exception:
+        mlflow = None
+    body = {
+        'mlops_nb': __version__,
+        'mlflow': mlflow,
+        'model': self.cfg.model_name,
+        'champion': self._describe('champion'),
+        'challenger': self._describe('challenger'),
+    }
     return Response(_json_bytes(body), 200, self._headers(uuid.uuid4().hex), media_type='application/json')
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp24
 @patch
-async def metrics_endpoint(self:ModelServer, request):
+async def metrics_endpoint(self: ModelServer, request):
     rid = uuid.uuid4().hex
-    if not self._authorized(request): return self._error(401, 'missing or wrong bearer token (Authorization: Bearer <token>)', rid)
+    if not self._authorized(request):
+        return self._error(401, 'missing or wrong bearer token (Authorization: Bearer <token>)', rid)
     return Response(self.metrics.text(), 200, self._headers(rid), media_type=CONTENT_TYPE_LATEST)
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp25
 @patch
-def _gauges(self:ModelServer):
+def _gauges(self: ModelServer):
     "`(name, help, labels, value)` of the gauges read at each scrape of /metrics"
     b = self.batcher
-    g = [('mlops_nb_in_flight', 'requests being answered', {}, self.in_flight),
-         ('mlops_nb_queued_rows', 'rows waiting for a batch', {}, b.q_rows if b else 0),
-         ('mlops_nb_shadow_queued', 'requests waiting for shadow scoring', {}, len(b.shadow) if b else 0)]
+    g = [
+        ('mlops_nb_in_flight', 'requests being answered', {}, self.in_flight),
+        ('mlops_nb_queued_rows', 'rows waiting for a batch', {}, b.q_rows if b else 0),
+        ('mlops_nb_shadow_queued', 'requests waiting for shadow scoring', {}, len(b.shadow) if b else 0),
+    ]
     for role in ('champion', 'challenger'):
         m = self.models.get(role)
-        if m is not None: g.append(('mlops_nb_model_info', 'model version serving each role',
-                                    {'role': role, 'alias': self.alias_of(role), 'model': m.name, 'version': m.version}, 1))
+        if m is not None:
+            g.append(
+                (
+                    'mlops_nb_model_info',
+                    'model version serving each role',
+                    {'role': role, 'alias': self.alias_of(role), 'model': m.name, 'version': m.version},
+                    1,
+                )
+            )
     if self.log is not None:
-        g += [('mlops_nb_log_pending', 'prediction log records not yet written', {}, self.log.pending),
-              ('mlops_nb_log_written', 'prediction log records written since start', {}, self.log.written),
-              ('mlops_nb_log_write_errors', 'failed prediction log writes (retried)', {}, self.log.write_errors)]
+        g += [
+            ('mlops_nb_log_pending', 'prediction log records not yet written', {}, self.log.pending),
+            ('mlops_nb_log_written', 'prediction log records written since start', {}, self.log.written),
+            ('mlops_nb_log_write_errors', 'failed prediction log writes (retried)', {}, self.log.write_errors),
+        ]
     return g
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp27
 @patch
-async def startup(self:ModelServer):
+async def startup(self: ModelServer):
     loop = asyncio.get_running_loop()
-    if 'champion' not in self.models: await loop.run_in_executor(None, self.load_models)
-    if self.cfg.log_url: self.log = PredictionLog(self.cfg.log_url).start()
+    if 'champion' not in self.models:
+        await loop.run_in_executor(None, self.load_models)
+    if self.cfg.log_url:
+        self.log = PredictionLog(self.cfg.log_url).start()
     self.batcher = Batcher(self)
     self.batcher.task = asyncio.create_task(self.batcher.run())
     if self.registry is not None:
         self._watcher = threading.Thread(target=self._watch, name='mlops-nb-reload', daemon=True)
         self._watcher.start()
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp28
 @patch
-async def shutdown(self:ModelServer):
+async def shutdown(self: ModelServer):
     self._stop.set()
-    if self.batcher is not None: await self.batcher.drain()
-    if self.log is not None: await asyncio.get_running_loop().run_in_executor(None, self.log.close)
+    if self.batcher is not None:
+        await self.batcher.drain()
+    if self.log is not None:
+        await asyncio.get_running_loop().run_in_executor(None, self.log.close)
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026bp29
 @patch
-def app(self:ModelServer):
+def app(self: ModelServer):
     "The ASGI app"
+
     @asynccontextmanager
     async def lifespan(app):
         await self.startup()
-        try: yield
-        finally: await self.shutdown()
-    return Starlette(routes=[Route('/invocations', self.invocations, methods=['POST']),
-                             Route('/feedback', self.feedback, methods=['POST']),
-                             Route('/ping', self.ping, methods=['GET']), Route('/health', self.health, methods=['GET']),
-                             Route('/version', self.version, methods=['GET']),
-                             Route('/metrics', self.metrics_endpoint, methods=['GET'])], lifespan=lifespan)
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    return Starlette(
+        routes=[
+            Route('/invocations', self.invocations, methods=['POST']),
+            Route('/feedback', self.feedback, methods=['POST']),
+            Route('/ping', self.ping, methods=['GET']),
+            Route('/health', self.health, methods=['GET']),
+            Route('/version', self.version, methods=['GET']),
+            Route('/metrics', self.metrics_endpoint, methods=['GET']),
+        ],
+        lifespan=lifespan,
+    )
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c026c
 def _empty():
     import numpy as np
+
     return np.array([], dtype=np.int64)
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c030
-def server_from_project(project, model:str|None=None, alias:str='champion'):
+def server_from_project(project, model: str | None = None, alias: str = 'champion'):
     "A `ModelServer` for `project`'s registry and `[serve]` settings, models loaded"
     import tempfile
+
     cfg = config_from_project(project, model, alias)
     cache = Path(tempfile.mkdtemp(prefix='mlops-nb-serve-'))
     return ModelServer(cfg, MlflowRegistry(project.tracking_uri, cfg.model_name, cache)).load_models()
+
 
 # %% ../../notebooks/lib/serving/06_app.ipynb #c030a
 def tune_process():
     "Settings for a process that only serves: fewer garbage-collector passes, quicker GIL hand-over"
     import gc
     import sys
+
     # Parsing a 10,000-row request allocates ~10^5 containers: with the default thresholds the collector
     # runs hundreds of times per request over every object the imports left (millions with MLflow and
     # scikit-learn), tripling the parse time. Freezing moves those objects out of its sight; a higher
@@ -459,37 +672,65 @@ def tune_process():
     gc.set_threshold(50_000, 50, 100)
     sys.setswitchinterval(0.001)  # the event loop and the scoring thread share the GIL: hand it over sooner
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c030b
-def create_app(settings_file:str|None=None, model:str|None=None, alias:str='champion'):
+def create_app(settings_file: str | None = None, model: str | None = None, alias: str = 'champion'):
     "The ASGI app for the project of `settings_file` (default: `MLOPS_NB_SETTINGS`, else the nearest settings.ini)"
     from mlops_nb.core.project import load_project
+
     server = server_from_project(load_project(settings_file or os.environ.get('MLOPS_NB_SETTINGS')), model, alias)
     tune_process()
     return server.app()
 
+
 # %% ../../notebooks/lib/serving/06_app.ipynb #c030c
-def serve(server:ModelServer, host:str='127.0.0.1', port:int=8000, echo=print):
+def serve(server: ModelServer, host: str = '127.0.0.1', port: int = 8000, echo=print):
     "Run `server` on uvicorn until Ctrl-C or SIGTERM; in-flight requests are answered and logged before it exits"
     tune_process()
     if server.cfg.log_url:  # before uvicorn, whose startup would fail on it with a traceback
         from mlops_nb.registry.services import service_problems
-        if problems := service_problems(server.cfg.log_url, service=('the prediction log', 'serve.prediction_log (off: no log)')):
+
+        if problems := service_problems(
+            server.cfg.log_url, service=('the prediction log', 'serve.prediction_log (off: no log)')
+        ):
             raise MlopsError(problems[0])
     c, ch = server.models['champion'], server.models.get('challenger')
     echo(f'serving {c.name} version {c.version} ({server.cfg.alias}) on http://{host}:{port}')
-    if ch is not None: echo(f'  challenger version {ch.version} ({server.cfg.challenger_alias}): {server.cfg.challenger_share:.0%} of clients, '
-                            f'shadow on {server.cfg.shadow_share:.0%} of requests')
-    echo(f'  prediction log {mask(server.cfg.log_url or "off")}; auth {"bearer token" if server.cfg.token else "off"}; Ctrl-C stops')
+    if ch is not None:
+        echo(
+            f'  challenger version {ch.version} ({server.cfg.challenger_alias}): {server.cfg.challenger_share:.0%} of clients, '
+            f'shadow on {server.cfg.shadow_share:.0%} of requests'
+        )
+    echo(
+        f'  prediction log {mask(server.cfg.log_url or "off")}; auth {"bearer token" if server.cfg.token else "off"}; Ctrl-C stops'
+    )
+
     # uvicorn shuts down gracefully on SIGINT and SIGTERM, then raises the signal again: a stop that went
     # well ends here with exit code 0 and a summary, not a traceback or a death by signal
-    class _Stopped(Exception): pass
-    def _stopped(sig, frame): raise _Stopped()
+    class _Stopped(Exception):
+        pass
+
+    def _stopped(sig, frame):
+        raise _Stopped()
+
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stopped) if main else None
-    try: uvicorn.run(server.app(), host=host, port=port, log_level='warning', access_log=False, timeout_graceful_shutdown=30)
-    except (KeyboardInterrupt, _Stopped): pass
+    try:
+        uvicorn.run(
+            server.app(), host=host, port=port, log_level='warning', access_log=False, timeout_graceful_shutdown=30
+        )
+    except (KeyboardInterrupt, _Stopped):
+        pass
     finally:
-        if main: signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     log = server.log
-    echo(f'stopped: {server.answered:,} requests answered' +
-         ('' if log is None else f'; prediction log: {log.written:,} records written' + (f', {log.pending:,} NOT written' if log.pending else '')))
+    echo(
+        f'stopped: {server.answered:,} requests answered'
+        + (
+            ''
+            if log is None
+            else f'; prediction log: {log.written:,} records written'
+            + (f', {log.pending:,} NOT written' if log.pending else '')
+        )
+    )

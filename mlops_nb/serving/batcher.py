@@ -21,56 +21,70 @@ _log = logging.getLogger('mlops_nb.serving')
 # %% auto #0
 __all__ = ['Job', 'score_jobs', 'Batcher']
 
+
 # %% ../../notebooks/lib/serving/04_batcher.ipynb #c024
 @dataclass
 class Job:
     "A request waiting to be scored"
-    model:ServedModel
-    cols:dict
-    n:int
-    fut:object = None
-    t:float = 0.0
-    rid:str = ''
-    parsed:Parsed|None = None # kept for shadow scoring by a model with other columns
+
+    model: ServedModel
+    cols: dict
+    n: int
+    fut: object = None
+    t: float = 0.0
+    rid: str = ''
+    parsed: Parsed | None = None  # kept for shadow scoring by a model with other columns
+
 
 # %% ../../notebooks/lib/serving/04_batcher.ipynb #c024a
 def _concat(jobs, names):
-    if len(jobs) == 1: return jobs[0].cols
+    if len(jobs) == 1:
+        return jobs[0].cols
     return {c: [v for j in jobs for v in j.cols[c]] for c in names}
 
+
 # %% ../../notebooks/lib/serving/04_batcher.ipynb #c024b
-def score_jobs(model:ServedModel, jobs:list):
+def score_jobs(model: ServedModel, jobs: list):
     "Results for `jobs` (labels and scores each, or the exception), from one predict call when possible"
     n = sum(j.n for j in jobs)
     try:
         cols = _concat(jobs, list(jobs[0].cols))
         labels, scores = model.score(cols, n)
     except Exception as e:
-        if len(jobs) == 1: return [e]
+        if len(jobs) == 1:
+            return [e]
         return [r for j in jobs for r in score_jobs(model, [j])]
-    if len(jobs) > 1 and getattr(model.score, 'normalized', 0):  # the scorer turned integers into text in the joined lists
+    if len(jobs) > 1 and getattr(
+        model.score, 'normalized', 0
+    ):  # the scorer turned integers into text in the joined lists
         i = 0
         for j in jobs:
-            for c in model.prechecked: j.cols[c][:] = cols[c][i:i + j.n]
+            for c in model.prechecked:
+                j.cols[c][:] = cols[c][i : i + j.n]
             i += j.n
     out, i = [], 0
     for j in jobs:
-        out.append((labels[i:i + j.n], scores[i:i + j.n] if scores is not None else None))
+        out.append((labels[i : i + j.n], scores[i : i + j.n] if scores is not None else None))
         i += j.n
     return out
+
 
 # %% ../../notebooks/lib/serving/04_batcher.ipynb #c024c
 class Batcher:
     "Gathers jobs into batches and scores them in a worker thread"
-    def __init__(self, server, # the `ModelServer` it scores for
-                ):
+
+    def __init__(
+        self,
+        server,  # the `ModelServer` it scores for
+    ):
         from concurrent.futures import ThreadPoolExecutor
+
         self.server, self.cfg = server, server.cfg
         self.q, self.shadow, self.q_rows, self.last_jobs = deque(), deque(), 0, 1
         self.pool = ThreadPoolExecutor(1, thread_name_prefix='mlops-nb-score')
         self.wake, self.stopping, self.task = asyncio.Event(), False, None
 
-    def submit(self, job:Job):
+    def submit(self, job: Job):
         "Queue `job`; its future resolves to `(labels, scores)`"
         job.fut, job.t = asyncio.get_running_loop().create_future(), time.perf_counter()
         self.q.append(job)
@@ -78,20 +92,24 @@ class Batcher:
         self.wake.set()
         return job.fut
 
-    def add_shadow(self, job:Job):
+    def add_shadow(self, job: Job):
         if len(self.shadow) >= self.cfg.max_shadow_queue:
             self.server.metrics.shadow.labels('', 'dropped').inc()
             return
         self.shadow.append(job)
         self.wake.set()
 
+
 # %% ../../notebooks/lib/serving/04_batcher.ipynb #c024cp1
 @patch
-async def run(self:Batcher):
+async def run(self: Batcher):
     while True:
         if not self.q:
-            if self.shadow and not self.server.reading: await self._shadow_batch(); continue  # idle: nothing queued or arriving
-            if self.stopping: return
+            if self.shadow and not self.server.reading:
+                await self._shadow_batch()
+                continue  # idle: nothing queued or arriving
+            if self.stopping:
+                return
             self.wake.clear()
             await self.wake.wait()
             continue
@@ -103,74 +121,104 @@ async def run(self:Batcher):
             batch.append(self.q.popleft())
         self.q_rows -= rows
         self.last_jobs = len(batch)
-        try: await self._score(batch)
+        try:
+            await self._score(batch)
         except Exception as e:  # a bug here must fail these requests, not stop the batcher and hang every later one
             _log.exception('scoring a batch failed')
             for j in batch:
-                if not j.fut.done(): j.fut.set_exception(e)
+                if not j.fut.done():
+                    j.fut.set_exception(e)
         batch = None  # a request's data must not outlive its answer (see `_log_request`)
+
 
 # %% ../../notebooks/lib/serving/04_batcher.ipynb #c024cp2
 @patch
-async def _gather(self:Batcher):
+async def _gather(self: Batcher):
     "Wait (adaptively, at most max_wait_ms from the first job) for more jobs to join the batch"
     deadline = self.q[0].t + self.cfg.max_wait_ms / 1000
     while (len(self.q) < self.last_jobs or self.server.reading) and self.q_rows < self.cfg.max_batch_size:
         left = deadline - time.perf_counter()
-        if left <= 0 or self.stopping: return
+        if left <= 0 or self.stopping:
+            return
         self.wake.clear()
         try:
-            async with asyncio.timeout(left): await self.wake.wait()
-        except TimeoutError: return
+            async with asyncio.timeout(left):
+                await self.wake.wait()
+        except TimeoutError:
+            return
+
 
 # %% ../../notebooks/lib/serving/04_batcher.ipynb #c024cp3
 @patch
-async def _score(self:Batcher, batch:list):
+async def _score(self: Batcher, batch: list):
     loop, groups = asyncio.get_running_loop(), {}
-    for j in batch: groups.setdefault(id(j.model), []).append(j)
+    for j in batch:
+        groups.setdefault(id(j.model), []).append(j)
     for jobs in groups.values():
         model = jobs[0].model
-        try: results = await loop.run_in_executor(self.pool, score_jobs, model, jobs)
-        except Exception as e: results = [e] * len(jobs)
+        try:
+            results = await loop.run_in_executor(self.pool, score_jobs, model, jobs)
+        except Exception as e:
+            results = [e] * len(jobs)
         self.server.metrics.batch_rows.labels(model.version).observe(sum(j.n for j in jobs))
         for j, r in zip(jobs, results):
-            if j.fut.done(): continue
-            if isinstance(r, Exception): j.fut.set_exception(r)
-            else: j.fut.set_result(r)
+            if j.fut.done():
+                continue
+            if isinstance(r, Exception):
+                j.fut.set_exception(r)
+            else:
+                j.fut.set_result(r)
+
 
 # %% ../../notebooks/lib/serving/04_batcher.ipynb #c024cp4
 @patch
-async def _shadow_batch(self:Batcher):
+async def _shadow_batch(self: Batcher):
     model = self.server.models.get('challenger')
     jobs, rows = [], 0
     while self.shadow and (not jobs or rows + self.shadow[0].n <= self.cfg.max_batch_size):
         j = self.shadow.popleft()
-        jobs.append(j); rows += j.n
+        jobs.append(j)
+        rows += j.n
     if model is None:
         self.server.metrics.shadow.labels('', 'dropped').inc(len(jobs))
         return
     ok, t0 = [], time.perf_counter()
     for j in jobs:
         if j.model.columns != model.columns:  # the challenger takes other columns: check the request against them
-            try: j = Job(model, check_input(j.parsed, model.columns, (self.cfg.sticky_key,), model.prechecked), j.n, rid=j.rid, parsed=j.parsed)
+            try:
+                j = Job(
+                    model,
+                    check_input(j.parsed, model.columns, (self.cfg.sticky_key,), model.prechecked),
+                    j.n,
+                    rid=j.rid,
+                    parsed=j.parsed,
+                )
             except InputError as e:
                 self.server.log_shadow(j, model, None, e.message, 0.0)
                 continue
         ok.append(j)
-    if not ok: return
-    try: results = await asyncio.get_running_loop().run_in_executor(self.pool, score_jobs, model, ok)
-    except Exception as e: results = [e] * len(ok)
+    if not ok:
+        return
+    try:
+        results = await asyncio.get_running_loop().run_in_executor(self.pool, score_jobs, model, ok)
+    except Exception as e:
+        results = [e] * len(ok)
     ms = (time.perf_counter() - t0) * 1000
     for j, r in zip(ok, results):
-        self.server.log_shadow(j, model, None if isinstance(r, Exception) else r, str(r) if isinstance(r, Exception) else None, ms)
+        self.server.log_shadow(
+            j, model, None if isinstance(r, Exception) else r, str(r) if isinstance(r, Exception) else None, ms
+        )
+
 
 # %% ../../notebooks/lib/serving/04_batcher.ipynb #c024cp5
 @patch
-async def drain(self:Batcher, timeout:float=60):
+async def drain(self: Batcher, timeout: float = 60):
     "Score everything queued, shadow jobs included, then stop"
     self.stopping = True
     self.wake.set()
     if self.task is not None:
-        try: await asyncio.wait_for(asyncio.shield(self.task), timeout)
-        except TimeoutError: self.task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        except TimeoutError:
+            self.task.cancel()
     self.pool.shutdown(wait=True)

@@ -12,13 +12,16 @@ from prometheus_client.core import GaugeMetricFamily
 __all__ = ['LATENCY_BUCKETS', 'ROW_BUCKETS', 'ScrapeGauges', 'ServerMetrics']
 
 # %% ../../notebooks/lib/serving/05_metrics.ipynb #c018
-LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
 
 # %% ../../notebooks/lib/serving/05_metrics.ipynb #c018a
 class ScrapeGauges:
     "A prometheus_client collector of gauges read at each scrape: `read()` gives `(name, help, labels, value)` tuples"
-    def __init__(self, read): self.read = read
+
+    def __init__(self, read):
+        self.read = read
 
     def collect(self):
         families = {}
@@ -27,20 +30,41 @@ class ScrapeGauges:
             f.add_metric(list(labels.values()), value)
         return list(families.values())
 
+
 # %% ../../notebooks/lib/serving/05_metrics.ipynb #c018b
 class ServerMetrics:
     "The server's counters and histograms on a registry of its own, with the gauges `read()` gives at each scrape"
-    def __init__(self, read=list, # `() -> [(name, help, labels, value)]` of the gauges
-                ):
+
+    def __init__(
+        self,
+        read=list,  # `() -> [(name, help, labels, value)]` of the gauges
+    ):
         self.registry = r = CollectorRegistry()
-        self.requests = Counter('mlops_nb_requests', 'answers to /invocations by model version, role and HTTP status',
-                                ['model_version', 'role', 'code'], registry=r)
-        self.rows = Counter('mlops_nb_rows', 'rows scored by model version and role', ['model_version', 'role'], registry=r)
-        self.request_seconds = Histogram('mlops_nb_request_seconds', 'time from request to answer of scored requests',
-                                         ['model_version'], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_rows = Histogram('mlops_nb_batch_rows', 'rows per predict call', ['model_version'], buckets=ROW_BUCKETS, registry=r)
-        self.shadow = Counter('mlops_nb_shadow', 'shadow scorings by model version and outcome (scored, error, dropped)',
-                              ['model_version', 'outcome'], registry=r)
+        self.requests = Counter(
+            'mlops_nb_requests',
+            'answers to /invocations by model version, role and HTTP status',
+            ['model_version', 'role', 'code'],
+            registry=r,
+        )
+        self.rows = Counter(
+            'mlops_nb_rows', 'rows scored by model version and role', ['model_version', 'role'], registry=r
+        )
+        self.request_seconds = Histogram(
+            'mlops_nb_request_seconds',
+            'time from request to answer of scored requests',
+            ['model_version'],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            'mlops_nb_batch_rows', 'rows per predict call', ['model_version'], buckets=ROW_BUCKETS, registry=r
+        )
+        self.shadow = Counter(
+            'mlops_nb_shadow',
+            'shadow scorings by model version and outcome (scored, error, dropped)',
+            ['model_version', 'outcome'],
+            registry=r,
+        )
         self.feedback = Counter('mlops_nb_feedback', 'labels received on /feedback', registry=r)
         self.reloads = Counter('mlops_nb_reloads', 'model versions switched to by role', ['role'], registry=r)
         r.register(ScrapeGauges(read))

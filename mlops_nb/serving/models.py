@@ -18,57 +18,70 @@ from .scorer import choose_scorer
 # %% auto #0
 __all__ = ['ServedModel', 'load_model_dir', 'MlflowRegistry']
 
+
 # %% ../../notebooks/lib/serving/03_models.ipynb #c016
 @dataclass
 class ServedModel:
     "A model version loaded and ready to score"
-    name:str
-    version:str
-    columns:list|None # input columns (None: unchecked)
-    score:object # score(cols, n) -> (labels, scores or None)
-    fast:bool=False # scored by the fast path
-    run_dir:str|None=None # the training run folder
-    prechecked:frozenset=frozenset() # columns `score` checks itself (see `check_input`)
-    loaded_at:float=field(default_factory=time.time)
+
+    name: str
+    version: str
+    columns: list | None  # input columns (None: unchecked)
+    score: object  # score(cols, n) -> (labels, scores or None)
+    fast: bool = False  # scored by the fast path
+    run_dir: str | None = None  # the training run folder
+    prechecked: frozenset = frozenset()  # columns `score` checks itself (see `check_input`)
+    loaded_at: float = field(default_factory=time.time)
+
 
 # %% ../../notebooks/lib/serving/03_models.ipynb #c016a
-def load_model_dir(model_dir:str|Path, # an MLflow model folder (MLmodel, model.skops, input_example.json)
-                   name:str='model', version:str='local', run_dir:str|None=None, # training run folder, for its schema
-                  ):
+def load_model_dir(
+    model_dir: str | Path,  # an MLflow model folder (MLmodel, model.skops, input_example.json)
+    name: str = 'model',
+    version: str = 'local',
+    run_dir: str | None = None,  # training run folder, for its schema
+):
     "A `ServedModel` from an MLflow sklearn model folder, warmed up"
     import yaml
     from mlops_nb.registry.models import load_pipeline
+
     model_dir = Path(model_dir)
-    mlmodel = yaml.safe_load((model_dir/'MLmodel').read_text())
-    schema_file = Path(run_dir)/'artifacts/02_validate/schema.json' if run_dir else None
+    mlmodel = yaml.safe_load((model_dir / 'MLmodel').read_text())
+    schema_file = Path(run_dir) / 'artifacts/02_validate/schema.json' if run_dir else None
     schema = loads(schema_file.read_bytes()) if schema_file and schema_file.is_file() else None
     columns = signature_columns(mlmodel, schema)
     pipe = load_pipeline(model_dir)
     example = None
-    ex_file = model_dir/(mlmodel.get('saved_input_example_info') or {}).get('artifact_path', 'input_example.json')
+    ex_file = model_dir / (mlmodel.get('saved_input_example_info') or {}).get('artifact_path', 'input_example.json')
     if columns is not None and ex_file.is_file():
         try:
             doc = json.loads(ex_file.read_text())  # not orjson: MLflow writes a missing number as NaN
             example = check_input(_from_split(doc.get('dataframe_split', doc)), columns)
-        except (InputError, AttributeError): example = None
+        except (InputError, AttributeError):
+            example = None
     positive = ((mlmodel.get('metadata') or {}).get('mlops_nb') or {}).get('positive_label')
     score, fast = choose_scorer(pipe, columns, example, positive)
     if example:  # the first calls of a fresh model are slow (lazy imports, thread pools): pay that before serving
         n = len(next(iter(example.values())))
-        for _ in range(3): score(example, n)
+        for _ in range(3):
+            score(example, n)
     return ServedModel(name, str(version), columns, score, fast, run_dir, getattr(score, 'prechecked', frozenset()))
+
 
 # %% ../../notebooks/lib/serving/03_models.ipynb #c016b
 class MlflowRegistry:
     "Aliases and versions of one registered model in an MLflow registry"
-    def __init__(self, tracking_uri:str, model_name:str, cache_dir:str|Path, keep:int=3):
+
+    def __init__(self, tracking_uri: str, model_name: str, cache_dir: str | Path, keep: int = 3):
         from mlops_nb.registry.tracking import client
+
         self.model_name, self.cache_dir, self.keep = model_name, Path(cache_dir), keep
         self.client, self._loaded = client(tracking_uri), {}
 
-    def version_of(self, alias:str):
+    def version_of(self, alias: str):
         "The version holding `alias`, or None"
         from mlops_nb.registry.tracking import alias_version
+
         mv = alias_version(self.client, self.model_name, alias)
         return str(mv.version) if mv is not None else None
 
@@ -77,29 +90,38 @@ class MlflowRegistry:
         import mlflow.artifacts
         import shutil
         from mlflow.exceptions import MlflowException
+
         rel, run_dir = 'artifacts/02_validate/schema.json', mv.tags.get('mlops_nb.run_dir')
-        if not run_dir or (Path(run_dir)/rel).is_file(): return run_dir
-        if not mv.run_id: return None  # a version registered without a run: nothing was logged with it
+        if not run_dir or (Path(run_dir) / rel).is_file():
+            return run_dir
+        if not mv.run_id:
+            return None  # a version registered without a run: nothing was logged with it
         # the version was trained on another machine (a shared tracking server): its schema came with it
-        home = self.cache_dir/f'v{mv.version}-run'
-        if not (home/rel).is_file():
-            try: got = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f'reference/{rel}', dst_path=str(home/'download'))
-            except (MlflowException, OSError): return None  # registered before the schema was logged with it: its signature alone
-            (home/rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(got, home/rel)
-            shutil.rmtree(home/'download', ignore_errors=True)
+        home = self.cache_dir / f'v{mv.version}-run'
+        if not (home / rel).is_file():
+            try:
+                got = mlflow.artifacts.download_artifacts(
+                    run_id=mv.run_id, artifact_path=f'reference/{rel}', dst_path=str(home / 'download')
+                )
+            except (MlflowException, OSError):
+                return None  # registered before the schema was logged with it: its signature alone
+            (home / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(got, home / rel)
+            shutil.rmtree(home / 'download', ignore_errors=True)
         return str(home)
 
-    def load(self, version:str):
+    def load(self, version: str):
         "The `ServedModel` of `version` (downloaded once, kept for rollbacks)"
         import shutil
         import tempfile
         from mlops_nb.registry.tracking import download_model
-        if version in self._loaded: return self._loaded[version]
+
+        if version in self._loaded:
+            return self._loaded[version]
         os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # no progress bars in a server's output
         mv = self.client.get_model_version(self.model_name, version)
-        dst = self.cache_dir/f'v{version}'
-        if not (dst/'MLmodel').is_file():
+        dst = self.cache_dir / f'v{version}'
+        if not (dst / 'MLmodel').is_file():
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=self.cache_dir))
             src = download_model(self.model_name, version, tmp)
@@ -108,5 +130,6 @@ class MlflowRegistry:
             shutil.rmtree(tmp, ignore_errors=True)
         m = load_model_dir(dst, self.model_name, version, self._schema_home(mv))
         self._loaded[version] = m
-        while len(self._loaded) > self.keep: self._loaded.pop(next(iter(self._loaded)))
+        while len(self._loaded) > self.keep:
+            self._loaded.pop(next(iter(self._loaded)))
         return m

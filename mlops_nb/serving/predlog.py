@@ -19,125 +19,196 @@ from ..core.basics import MlopsError, atomic_path, utc_now
 from ..core.credentials import mask, reveal
 
 # %% auto #0
-__all__ = ['log_url', 'open_store', 'dumps', 'loads', 'utcnow', 'columns_json', 'PredictionLog', 'feedback_record',
-           'read_feedback_file', 'record_feedback', 'parse_when', 'read_predictions', 'export_predictions', 'log_batch']
+__all__ = [
+    'log_url',
+    'open_store',
+    'dumps',
+    'loads',
+    'utcnow',
+    'columns_json',
+    'PredictionLog',
+    'feedback_record',
+    'read_feedback_file',
+    'record_feedback',
+    'parse_when',
+    'read_predictions',
+    'export_predictions',
+    'log_batch',
+]
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c004
 _log = logging.getLogger('mlops_nb.serving.predlog')
 
+
 def _tables():
     "The SQLAlchemy tables of the log, on a fresh MetaData"
     from sqlalchemy import Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text
+
     md = MetaData()
-    predictions = Table('predictions', md,
+    predictions = Table(
+        'predictions',
+        md,
         Column('seq', Integer, primary_key=True, autoincrement=True),
         Column('request_id', String(64), nullable=False, index=True),
         Column('time', DateTime, nullable=False, index=True),  # UTC
-        Column('model_name', String(200)), Column('model_version', String(40)),
+        Column('model_name', String(200)),
+        Column('model_version', String(40)),
         Column('role', String(20)),  # champion or challenger: which one answered
         Column('status', Integer, nullable=False),  # HTTP status of the answer
         Column('rows', Integer, nullable=False),
-        Column('features', Text), Column('predictions', Text), Column('scores', Text),
-        Column('latency_ms', Float), Column('error', Text))
-    shadow = Table('shadow_predictions', md,
+        Column('features', Text),
+        Column('predictions', Text),
+        Column('scores', Text),
+        Column('latency_ms', Float),
+        Column('error', Text),
+    )
+    shadow = Table(
+        'shadow_predictions',
+        md,
         Column('seq', Integer, primary_key=True, autoincrement=True),
         Column('request_id', String(64), nullable=False, index=True),
         Column('time', DateTime, nullable=False),
-        Column('model_name', String(200)), Column('model_version', String(40)),
-        Column('predictions', Text), Column('scores', Text), Column('latency_ms', Float), Column('error', Text))
-    feedback = Table('feedback', md,
+        Column('model_name', String(200)),
+        Column('model_version', String(40)),
+        Column('predictions', Text),
+        Column('scores', Text),
+        Column('latency_ms', Float),
+        Column('error', Text),
+    )
+    feedback = Table(
+        'feedback',
+        md,
         Column('seq', Integer, primary_key=True, autoincrement=True),
         Column('request_id', String(64), nullable=False, index=True),
         Column('row', Integer, nullable=False),
         Column('label', Text, nullable=False),  # JSON: a number or a string
-        Column('source', String(200)), Column('independent', Boolean, nullable=False),
-        Column('time', DateTime, nullable=False))
+        Column('source', String(200)),
+        Column('independent', Boolean, nullable=False),
+        Column('time', DateTime, nullable=False),
+    )
     return md, {'predictions': predictions, 'shadow': shadow, 'feedback': feedback}
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c004a
-def log_url(project, # a `mlops_nb.core.project.Project`
-            required:bool=True, # raise when the log is off; else return None
-           ):
+def log_url(
+    project,  # a `mlops_nb.core.project.Project`
+    required: bool = True,  # raise when the log is off; else return None
+):
     "The SQLAlchemy URL of `project`'s prediction log (`[serve] prediction_log`)"
     from mlops_nb.core.project import _absolute_uri
+
     text = project.settings['serve']['prediction_log'].strip()
     if text.lower() == 'off':
-        if required: raise MlopsError(f'{project.settings_file.name}: serve.prediction_log is off: there is no prediction log')
+        if required:
+            raise MlopsError(f'{project.settings_file.name}: serve.prediction_log is off: there is no prediction log')
         return None
-    return _absolute_uri(text, project.root) if text else f'sqlite:///{project.root/"predictions.db"}'
+    return _absolute_uri(text, project.root) if text else f'sqlite:///{project.root / "predictions.db"}'
+
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c004b
-def open_store(url:str, # SQLAlchemy URL; a SQLite file is created with its folder
-              ):
+def open_store(
+    url: str,  # SQLAlchemy URL; a SQLite file is created with its folder
+):
     "`(engine, tables)` of the prediction log at `url`, tables created if missing"
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
-    try: u = make_url(reveal(url))  # masked, as a manifest holds it: the password this process knows
-    except Exception as e: raise MlopsError(f'prediction log: {mask(url)!r} is not a SQLAlchemy URL ({mask(e)})') from None
+
+    try:
+        u = make_url(reveal(url))  # masked, as a manifest holds it: the password this process knows
+    except Exception as e:
+        raise MlopsError(f'prediction log: {mask(url)!r} is not a SQLAlchemy URL ({mask(e)})') from None
     sqlite = u.get_backend_name() == 'sqlite'
-    if sqlite and u.database and u.database != ':memory:': Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    if sqlite and u.database and u.database != ':memory:':
+        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(u, connect_args={'timeout': 30} if sqlite else {})
     if sqlite:
+
         @event.listens_for(engine, 'connect')
         def _pragmas(conn, _):
             # WAL: readers (export, monitoring) never block the server's writer; NORMAL is durable across
             # process crashes, and only the last transactions can be lost if the machine loses power
             cur = conn.cursor()
-            for p in ('journal_mode=WAL', 'synchronous=NORMAL', 'busy_timeout=30000'): cur.execute(f'PRAGMA {p}')
+            for p in ('journal_mode=WAL', 'synchronous=NORMAL', 'busy_timeout=30000'):
+                cur.execute(f'PRAGMA {p}')
             cur.close()
+
     md, tables = _tables()
-    try: md.create_all(engine)
-    except Exception as e: raise MlopsError(f'prediction log {u.render_as_string(hide_password=True)}: cannot open: {e}'.splitlines()[0]) from None
+    try:
+        md.create_all(engine)
+    except Exception as e:
+        raise MlopsError(
+            f'prediction log {u.render_as_string(hide_password=True)}: cannot open: {e}'.splitlines()[0]
+        ) from None
     return engine, tables
+
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c006
 def dumps(obj) -> str:
     "Compact JSON text of `obj` (numpy arrays and scalars allowed)"
-    try: import orjson
+    try:
+        import orjson
     except ImportError:
         import json
         import numpy as np
-        return json.dumps(obj, separators=(',', ':'), default=lambda o: o.tolist() if isinstance(o, (np.ndarray, np.generic)) else str(o))
+
+        return json.dumps(
+            obj,
+            separators=(',', ':'),
+            default=lambda o: o.tolist() if isinstance(o, (np.ndarray, np.generic)) else str(o),
+        )
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c006a
 def loads(text):
     "Parse JSON text or bytes"
-    try: import orjson
+    try:
+        import orjson
     except ImportError:
         import json
+
         return json.loads(text)
     return orjson.loads(text)
+
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c009
 def utcnow():
     "Now, as a naive UTC datetime (how the log stores time)"
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c009a
-def columns_json(d:dict) -> str:
+def columns_json(d: dict) -> str:
     "`dumps(d)` for a dict of columns, encoded one column at a time"
     # the same text; but a 10,000-row request's features take milliseconds to encode, and between two calls the
     # server's threads can take the GIL, so the writer delays a request being answered by one column at most
     return '{' + ','.join(dumps(str(k)) + ':' + dumps(v) for k, v in d.items()) + '}'
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c009b
-def _encode(kind:str, r:dict):
+def _encode(kind: str, r: dict):
     "A queued record as a table row: JSON-encode the columns that hold data"
     r = dict(r)
-    if isinstance(r.get('features'), dict): r['features'] = columns_json(r['features'])
+    if isinstance(r.get('features'), dict):
+        r['features'] = columns_json(r['features'])
     for k in ('features', 'predictions', 'scores'):
-        if r.get(k) is not None and not isinstance(r[k], str): r[k] = dumps(r[k])
-    if kind == 'feedback': r['label'] = dumps(r['label'])
+        if r.get(k) is not None and not isinstance(r[k], str):
+            r[k] = dumps(r[k])
+    if kind == 'feedback':
+        r['label'] = dumps(r['label'])
     return r
+
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c009c
 class PredictionLog:
     "Batched, background writes of served requests, shadow predictions and feedback to a SQLAlchemy store"
-    def __init__(self, url:str, # SQLAlchemy URL of the store
-                 flush_s:float=0.2, # the writer waits this long for more records before a write
-                 max_records:int=5000, # most records in one transaction
-                ):
+
+    def __init__(
+        self,
+        url: str,  # SQLAlchemy URL of the store
+        flush_s: float = 0.2,  # the writer waits this long for more records before a write
+        max_records: int = 5000,  # most records in one transaction
+    ):
         self.url, self.flush_s, self.max_records = url, flush_s, max_records
         self.engine, self.tables = open_store(url)
         self._q, self._thread, self._closed = queue.SimpleQueue(), None, False
@@ -151,103 +222,147 @@ class PredictionLog:
             self._thread.start()
         return self
 
-    def add(self, kind:str, # 'predictions', 'shadow' or 'feedback'
-            record:dict):
+    def add(
+        self,
+        kind: str,  # 'predictions', 'shadow' or 'feedback'
+        record: dict,
+    ):
         "Queue one record for writing; never blocks and never raises on the caller"
-        if self._closed: raise RuntimeError('the prediction log is closed')
+        if self._closed:
+            raise RuntimeError('the prediction log is closed')
         self.queued += 1  # only the event loop adds: no lock needed for this counter
         self._q.put((kind, record))
 
     @property
-    def pending(self): return self.queued - self.written
+    def pending(self):
+        return self.queued - self.written
 
-    def flush(self, timeout:float=30):
+    def flush(self, timeout: float = 30):
         "Wait until every record queued so far is written; True if it was"
         done = threading.Event()
         self._q.put(('flush', done))
         return done.wait(timeout)
 
-    def close(self, timeout:float|None=None):
+    def close(self, timeout: float | None = None):
         "Write everything queued, then stop the writer"
-        if self._closed: return
+        if self._closed:
+            return
         self._closed = True
         self._q.put(('stop', None))
-        if self._thread is not None: self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
         self.engine.dispose()
+
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c009cp1
 @patch
-def _run(self:PredictionLog):
+def _run(self: PredictionLog):
     held, stop, waiters = [], False, []
     while not stop:
-        try: item = self._q.get(timeout=1.0 if held else None)  # records held after a failed write are retried
-        except queue.Empty: item = ('flush', threading.Event())
+        try:
+            item = self._q.get(timeout=1.0 if held else None)  # records held after a failed write are retried
+        except queue.Empty:
+            item = ('flush', threading.Event())
         batch, deadline = [item], time.monotonic() + self.flush_s
         while len(batch) < self.max_records and batch[-1][0] not in ('stop', 'flush'):
-            try: batch.append(self._q.get(timeout=max(0, deadline - time.monotonic())))
-            except queue.Empty: break
+            try:
+                batch.append(self._q.get(timeout=max(0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
         for kind, r in batch:
-            if kind == 'stop': stop = True
-            elif kind == 'flush': waiters.append(r)
-            else: held.append((kind, r))
+            if kind == 'stop':
+                stop = True
+            elif kind == 'flush':
+                waiters.append(r)
+            else:
+                held.append((kind, r))
         held = self._write(held, final=stop)
         # the written records' features (a 10,000-row request holds 160,000 values) are freed one column at a
         # time, here rather than in one go when `batch` is replaced: the server's threads can take the GIL between
-        columns = [v for kind, r in batch if kind == 'predictions' and isinstance(r.get('features'), dict) for v in r['features'].values()]
+        columns = [
+            v
+            for kind, r in batch
+            if kind == 'predictions' and isinstance(r.get('features'), dict)
+            for v in r['features'].values()
+        ]
         batch = None
-        while columns: columns.pop()
+        while columns:
+            columns.pop()
         if not held:
-            for w in waiters: w.set()
+            for w in waiters:
+                w.set()
             waiters = []
+
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c009cp2
 @patch
-def _write(self:PredictionLog, records:list, final:bool=False):
+def _write(self: PredictionLog, records: list, final: bool = False):
     "Write `records` in one transaction; the records not written (after retries)"
-    if not records: return []
+    if not records:
+        return []
     for attempt in range(5 if final else 1):
         try:
             rows = {}
             # one executemany per set of keys: SQLAlchemy takes a batch's columns from its first row
-            for kind, r in records: rows.setdefault((kind, tuple(sorted(r))), []).append(_encode(kind, r))
+            for kind, r in records:
+                rows.setdefault((kind, tuple(sorted(r))), []).append(_encode(kind, r))
             with self.engine.begin() as conn:
-                for (kind, _), rs in rows.items(): conn.execute(self.tables[kind].insert(), rs)
+                for (kind, _), rs in rows.items():
+                    conn.execute(self.tables[kind].insert(), rs)
             self.written += len(records)
             return []
         except Exception as e:  # the database is down or locked: keep the records, try again later
             self.write_errors += 1
-            _log.warning('prediction log: write of %d records failed (%s); retrying', len(records), str(e).splitlines()[0])
+            _log.warning(
+                'prediction log: write of %d records failed (%s); retrying', len(records), str(e).splitlines()[0]
+            )
             time.sleep(min(5, 0.2 * 2**attempt))
-    if final: _log.error('prediction log: %d records could not be written to %s', len(records), self.url)
+    if final:
+        _log.error('prediction log: %d records could not be written to %s', len(records), self.url)
     return records
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c012
-def _bool(v, where:str):
-    if isinstance(v, bool): return v
-    if isinstance(v, (int, float)) and v in (0, 1): return bool(v)
+def _bool(v, where: str):
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return bool(v)
     if isinstance(v, str) and v.strip().lower() in ('true', 'yes', '1', 'false', 'no', '0'):
         return v.strip().lower() in ('true', 'yes', '1')
     raise MlopsError(f'{where}: independent must be true or false, got {v!r}')
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c012a
-def feedback_record(item:dict, # {request_id, label, row?, source?, independent?}
-                    source:str='', # default source when the item names none
-                    independent:bool=False, # default when the item does not say
-                    where:str='feedback'):
+def feedback_record(
+    item: dict,  # {request_id, label, row?, source?, independent?}
+    source: str = '',  # default source when the item names none
+    independent: bool = False,  # default when the item does not say
+    where: str = 'feedback',
+):
     "A checked feedback record for the log; `MlopsError` naming the problem"
     import math
-    if not isinstance(item, dict): raise MlopsError(f'{where}: expected an object with request_id and label, got {type(item).__name__}')
+
+    if not isinstance(item, dict):
+        raise MlopsError(f'{where}: expected an object with request_id and label, got {type(item).__name__}')
     unknown = set(item) - {'request_id', 'label', 'row', 'source', 'independent'}
-    if unknown: raise MlopsError(f'{where}: unknown field(s) {", ".join(sorted(map(str, unknown)))}; '
-                                 'fields are request_id, label, row, source, independent')
+    if unknown:
+        raise MlopsError(
+            f'{where}: unknown field(s) {", ".join(sorted(map(str, unknown)))}; '
+            'fields are request_id, label, row, source, independent'
+        )
     rid, label = item.get('request_id'), item.get('label')
-    if not isinstance(rid, str) or not rid.strip(): raise MlopsError(f'{where}: request_id must be a non-empty string, got {rid!r}')
+    if not isinstance(rid, str) or not rid.strip():
+        raise MlopsError(f'{where}: request_id must be a non-empty string, got {rid!r}')
     if label is None or isinstance(label, (dict, list)) or (isinstance(label, float) and math.isnan(label)):
         raise MlopsError(f'{where}: label must be a number or a string, got {label!r}')
-    if hasattr(label, 'item'): label = label.item()  # numpy scalars from a Parquet file
+    if hasattr(label, 'item'):
+        label = label.item()  # numpy scalars from a Parquet file
     row = item.get('row', 0)
-    if row is None or (isinstance(row, float) and math.isnan(row)): row = 0
-    if isinstance(row, float) and row.is_integer(): row = int(row)
+    if row is None or (isinstance(row, float) and math.isnan(row)):
+        row = 0
+    if isinstance(row, float) and row.is_integer():
+        row = int(row)
     if isinstance(row, bool) or not isinstance(row, int) or row < 0:
         if not (hasattr(row, 'item') and isinstance(row.item(), int) and row.item() >= 0):
             raise MlopsError(f'{where}: row must be a whole number >= 0, got {row!r}')
@@ -258,151 +373,251 @@ def feedback_record(item:dict, # {request_id, label, row?, source?, independent?
     ind = independent if ind is None or (isinstance(ind, float) and math.isnan(ind)) else _bool(ind, where)
     return dict(request_id=rid.strip(), row=row, label=label, source=src or None, independent=ind, time=utcnow())
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c012b
-def read_feedback_file(path:str|Path):
+def read_feedback_file(path: str | Path):
     "Feedback items (dicts) from a CSV, Parquet or JSON-lines file with columns request_id, label and optionally row, source, independent"
     import pandas as pd
+
     path = Path(path)
-    if not path.is_file(): raise MlopsError(f'feedback file not found: {path}')
+    if not path.is_file():
+        raise MlopsError(f'feedback file not found: {path}')
     try:
-        if path.suffix in ('.parquet', '.pq'): df = pd.read_parquet(path)
-        elif path.suffix in ('.jsonl', '.json', '.ndjson'): df = pd.read_json(path, lines=True, dtype={'request_id': str})
-        else: df = pd.read_csv(path, dtype={'request_id': str, 'source': str})
-    except Exception as e: raise MlopsError(f'{path}: cannot be read ({e})'.splitlines()[0]) from None
+        if path.suffix in ('.parquet', '.pq'):
+            df = pd.read_parquet(path)
+        elif path.suffix in ('.jsonl', '.json', '.ndjson'):
+            df = pd.read_json(path, lines=True, dtype={'request_id': str})
+        else:
+            df = pd.read_csv(path, dtype={'request_id': str, 'source': str})
+    except Exception as e:
+        raise MlopsError(f'{path}: cannot be read ({e})'.splitlines()[0]) from None
     missing = {'request_id', 'label'} - set(df.columns)
-    if missing: raise MlopsError(f'{path}: missing column(s) {", ".join(sorted(missing))}; a feedback file has '
-                                 'request_id and label, and optionally row, source, independent')
+    if missing:
+        raise MlopsError(
+            f'{path}: missing column(s) {", ".join(sorted(missing))}; a feedback file has '
+            'request_id and label, and optionally row, source, independent'
+        )
     return [{k: v for k, v in r.items()} for r in df.to_dict('records')]
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c012c
-def record_feedback(url:str, # SQLAlchemy URL of the prediction log
-                    items:list, # dicts: request_id, label, optionally row, source, independent
-                    source:str='', # source of labels that name none
-                    independent:bool=False, # whether labels that do not say are independent of the model
-                   ):
+def record_feedback(
+    url: str,  # SQLAlchemy URL of the prediction log
+    items: list,  # dicts: request_id, label, optionally row, source, independent
+    source: str = '',  # source of labels that name none
+    independent: bool = False,  # whether labels that do not say are independent of the model
+):
     "Write labels to the log; `{'labels', 'matched', 'unmatched'}` (matched: the request and row are in the log)"
     from sqlalchemy import select
+
     records = [feedback_record(it, source, independent, f'feedback item {i}') for i, it in enumerate(items)]
     engine, t = open_store(url)
     try:
         with engine.begin() as conn:
-            if records: conn.execute(t['feedback'].insert(), [_encode('feedback', r) for r in records])
+            if records:
+                conn.execute(t['feedback'].insert(), [_encode('feedback', r) for r in records])
             ids, rows = sorted({r['request_id'] for r in records}), {}
             for i in range(0, len(ids), 500):
                 q = select(t['predictions'].c.request_id, t['predictions'].c.rows).where(
-                    t['predictions'].c.request_id.in_(ids[i:i+500]), t['predictions'].c.status == 200)
+                    t['predictions'].c.request_id.in_(ids[i : i + 500]), t['predictions'].c.status == 200
+                )
                 rows.update(conn.execute(q).all())
-    finally: engine.dispose()
+    finally:
+        engine.dispose()
     matched = sum(1 for r in records if r['row'] < rows.get(r['request_id'], 0))
     return dict(labels=len(records), matched=matched, unmatched=len(records) - matched)
 
-# %% ../../notebooks/lib/serving/00_predlog.ipynb #c014
-_META = ['request_id', 'row', 'time', 'model_name', 'model_version', 'role', 'latency_ms', 'prediction', 'score',
-         'shadow_model_version', 'shadow_prediction', 'shadow_score', 'label', 'label_source', 'label_independent', 'label_time']
 
-def parse_when(text:str|None, # ISO date or time (UTC unless it says), 'now', or an age like 7d, 12h, 30m
-               now:datetime|None=None):
+# %% ../../notebooks/lib/serving/00_predlog.ipynb #c014
+_META = [
+    'request_id',
+    'row',
+    'time',
+    'model_name',
+    'model_version',
+    'role',
+    'latency_ms',
+    'prediction',
+    'score',
+    'shadow_model_version',
+    'shadow_prediction',
+    'shadow_score',
+    'label',
+    'label_source',
+    'label_independent',
+    'label_time',
+]
+
+
+def parse_when(
+    text: str | None,  # ISO date or time (UTC unless it says), 'now', or an age like 7d, 12h, 30m
+    now: datetime | None = None,
+):
     "A naive UTC datetime for `text`, or None"
-    if text is None or str(text).strip() == '': return None
+    if text is None or str(text).strip() == '':
+        return None
     text, now = str(text).strip(), now or utcnow()
-    if text == 'now': return now
+    if text == 'now':
+        return now
     if m := re.fullmatch(r'(\d+(?:\.\d+)?)\s*([smhdw])', text):
         unit = {'s': 'seconds', 'm': 'minutes', 'h': 'hours', 'd': 'days', 'w': 'weeks'}[m[2]]
         return now - timedelta(**{unit: float(m[1])})
-    try: t = datetime.fromisoformat(text.replace('Z', '+00:00'))
-    except ValueError: raise MlopsError(f'cannot read the time {text!r}: give an ISO date or time (2026-11-01, '
-                                        '2026-11-01T12:00) or an age (7d, 12h, 30m)') from None
+    try:
+        t = datetime.fromisoformat(text.replace('Z', '+00:00'))
+    except ValueError:
+        raise MlopsError(
+            f'cannot read the time {text!r}: give an ISO date or time (2026-11-01, '
+            '2026-11-01T12:00) or an age (7d, 12h, 30m)'
+        ) from None
     return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c014a
-def _damaged(url:str, r, e:Exception):
+def _damaged(url: str, r, e: Exception):
     "The error for logged request `r`, whose record cannot be read"
-    return MlopsError(f'prediction log {mask(url)}: the record of request {r["request_id"]} (seq {r["seq"]}) is damaged '
-                      f'({type(e).__name__}: {e}); delete it (DELETE FROM predictions WHERE seq = {r["seq"]}) or restore the log')
+    return MlopsError(
+        f'prediction log {mask(url)}: the record of request {r["request_id"]} (seq {r["seq"]}) is damaged '
+        f'({type(e).__name__}: {e}); delete it (DELETE FROM predictions WHERE seq = {r["seq"]}) or restore the log'
+    )
+
 
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c014b
-def read_predictions(url:str, # SQLAlchemy URL of the prediction log
-                     since:datetime|None=None, # first time (naive UTC) to include
-                     until:datetime|None=None, # time (naive UTC) to stop before
-                    ):
+def read_predictions(
+    url: str,  # SQLAlchemy URL of the prediction log
+    since: datetime | None = None,  # first time (naive UTC) to include
+    until: datetime | None = None,  # time (naive UTC) to stop before
+):
     "One row per logged prediction between `since` and `until`, with shadow predictions and labels"
     import pandas as pd
     from sqlalchemy import select
+
     engine, t = open_store(url)
     P, S, F = t['predictions'], t['shadow'], t['feedback']
     cond = [P.c.status == 200]
-    if since is not None: cond.append(P.c.time >= since)
-    if until is not None: cond.append(P.c.time < until)
+    if since is not None:
+        cond.append(P.c.time >= since)
+    if until is not None:
+        cond.append(P.c.time < until)
     ids = select(P.c.request_id).where(*cond)
     try:
         with engine.connect() as conn:
             preds = conn.execute(select(P).where(*cond).order_by(P.c.seq)).mappings().all()
-            shadow = {r['request_id']: r for r in conn.execute(select(S).where(S.c.request_id.in_(ids)).order_by(S.c.seq)).mappings()}
+            shadow = {
+                r['request_id']: r
+                for r in conn.execute(select(S).where(S.c.request_id.in_(ids)).order_by(S.c.seq)).mappings()
+            }
             labels = {}
             for r in conn.execute(select(F).where(F.c.request_id.in_(ids)).order_by(F.c.seq)).mappings():
                 key = (r['request_id'], r['row'])
-                if r['independent'] or key not in labels or not labels[key]['independent']: labels[key] = r
-    finally: engine.dispose()
+                if r['independent'] or key not in labels or not labels[key]['independent']:
+                    labels[key] = r
+    finally:
+        engine.dispose()
     feats = []
     for r in preds:
-        try: feats.append(loads(r['features']) if r['features'] else {})
-        except ValueError as e: raise _damaged(url, r, e) from None
+        try:
+            feats.append(loads(r['features']) if r['features'] else {})
+        except ValueError as e:
+            raise _damaged(url, r, e) from None
     names = list(dict.fromkeys(c for f in feats for c in f))
     cols = {c: [] for c in _META}
     fcols = {c: [] for c in names}
     for r, f in zip(preds, feats):
         try:
             n, sh = r['rows'], shadow.get(r['request_id'])
-            p = loads(r['predictions']) if r['predictions'] else [None]*n
-            s = loads(r['scores']) if r['scores'] else [None]*n
-            sp = loads(sh['predictions']) if sh is not None and sh['predictions'] else [None]*n
-            ss = loads(sh['scores']) if sh is not None and sh['scores'] else [None]*n
+            p = loads(r['predictions']) if r['predictions'] else [None] * n
+            s = loads(r['scores']) if r['scores'] else [None] * n
+            sp = loads(sh['predictions']) if sh is not None and sh['predictions'] else [None] * n
+            ss = loads(sh['scores']) if sh is not None and sh['scores'] else [None] * n
             for i in range(n):
                 lab = labels.get((r['request_id'], i))
-                for k, v in (('request_id', r['request_id']), ('row', i), ('time', r['time']), ('model_name', r['model_name']),
-                             ('model_version', r['model_version']), ('role', r['role']), ('latency_ms', r['latency_ms']),
-                             ('prediction', p[i]), ('score', s[i]),
-                             ('shadow_model_version', sh['model_version'] if sh is not None else None),
-                             ('shadow_prediction', sp[i]), ('shadow_score', ss[i]),
-                             ('label', loads(lab['label']) if lab else None), ('label_source', lab['source'] if lab else None),
-                             ('label_independent', lab['independent'] if lab else None), ('label_time', lab['time'] if lab else None)):
+                for k, v in (
+                    ('request_id', r['request_id']),
+                    ('row', i),
+                    ('time', r['time']),
+                    ('model_name', r['model_name']),
+                    ('model_version', r['model_version']),
+                    ('role', r['role']),
+                    ('latency_ms', r['latency_ms']),
+                    ('prediction', p[i]),
+                    ('score', s[i]),
+                    ('shadow_model_version', sh['model_version'] if sh is not None else None),
+                    ('shadow_prediction', sp[i]),
+                    ('shadow_score', ss[i]),
+                    ('label', loads(lab['label']) if lab else None),
+                    ('label_source', lab['source'] if lab else None),
+                    ('label_independent', lab['independent'] if lab else None),
+                    ('label_time', lab['time'] if lab else None),
+                ):
                     cols[k].append(v)
-            for c in names: fcols[c].extend(f.get(c) or [None]*n)
-        except (ValueError, TypeError, IndexError, AttributeError) as e: raise _damaged(url, r, e) from None
+            for c in names:
+                fcols[c].extend(f.get(c) or [None] * n)
+        except (ValueError, TypeError, IndexError, AttributeError) as e:
+            raise _damaged(url, r, e) from None
     df = pd.DataFrame(cols)
-    for c in ('time', 'label_time'): df[c] = pd.to_datetime(df[c]).dt.tz_localize('UTC')
+    for c in ('time', 'label_time'):
+        df[c] = pd.to_datetime(df[c]).dt.tz_localize('UTC')
     df['label_independent'] = df['label_independent'].astype('boolean')
-    for c in names: df[c if c not in cols else f'feature.{c}'] = fcols[c]
+    for c in names:
+        df[c if c not in cols else f'feature.{c}'] = fcols[c]
     return df
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c014c
-def export_predictions(url:str, # SQLAlchemy URL of the prediction log
-                       path:str|Path, # Parquet file to write
-                       since:datetime|None=None, # first time (naive UTC) to include
-                       until:datetime|None=None, # time (naive UTC) to stop before
-                      ):
+def export_predictions(
+    url: str,  # SQLAlchemy URL of the prediction log
+    path: str | Path,  # Parquet file to write
+    since: datetime | None = None,  # first time (naive UTC) to include
+    until: datetime | None = None,  # time (naive UTC) to stop before
+):
     "Write the logged predictions between `since` and `until` to a Parquet file; the number of rows"
     df = read_predictions(url, since, until)
-    with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
     return len(df)
 
+
 # %% ../../notebooks/lib/serving/00_predlog.ipynb #c016
-def log_batch(project, # a `mlops_nb.core.project.Project`
-              since:str|None=None, until:str|None=None, # `parse_when` texts; None: from the first, to the last
-             ):
+def log_batch(
+    project,  # a `mlops_nb.core.project.Project`
+    since: str | None = None,
+    until: str | None = None,  # `parse_when` texts; None: from the first, to the last
+):
     "The prediction log between `since` and `until` as a batch file: features, target (independent labels kept apart), id, time"
     url = log_url(project)
     df = read_predictions(url, parse_when(since), parse_when(until))
-    if not len(df): raise MlopsError(f'no logged predictions{" since " + since if since else ""}{" until " + until if until else ""} in {url}')
+    if not len(df):
+        raise MlopsError(
+            f'no logged predictions{" since " + since if since else ""}{" until " + until if until else ""} in {url}'
+        )
     d = project.settings['data']
-    meta = ['request_id', 'row', 'time', 'model_name', 'model_version', 'role', 'latency_ms', 'prediction', 'score',
-            'shadow_model_version', 'shadow_prediction', 'shadow_score', 'label', 'label_source', 'label_independent', 'label_time']
+    meta = [
+        'request_id',
+        'row',
+        'time',
+        'model_name',
+        'model_version',
+        'role',
+        'latency_ms',
+        'prediction',
+        'score',
+        'shadow_model_version',
+        'shadow_prediction',
+        'shadow_score',
+        'label',
+        'label_source',
+        'label_independent',
+        'label_time',
+    ]
     batch = df[[c for c in df.columns if c not in meta]].copy()
     batch.columns = [c.removeprefix('feature.') for c in batch.columns]
     batch[d['target']] = df['label']
     batch['label_independent'] = df['label_independent']
-    if d['id_column'] not in batch: batch[d['id_column']] = df['request_id'] + ':' + df['row'].astype(str)
-    if d['time_column'] and d['time_column'] not in batch: batch[d['time_column']] = df['time'].dt.strftime('%Y-%m-%d')
-    path = project.runs_dir/'_incoming'/f"log-{utc_now().strftime('%Y%m%dT%H%M%SZ')}.parquet"
-    with atomic_path(path) as tmp: batch.to_parquet(tmp, index=False)
+    if d['id_column'] not in batch:
+        batch[d['id_column']] = df['request_id'] + ':' + df['row'].astype(str)
+    if d['time_column'] and d['time_column'] not in batch:
+        batch[d['time_column']] = df['time'].dt.strftime('%Y-%m-%d')
+    path = project.runs_dir / '_incoming' / f'log-{utc_now().strftime("%Y%m%dT%H%M%SZ")}.parquet'
+    with atomic_path(path) as tmp:
+        batch.to_parquet(tmp, index=False)
     return path

@@ -12,36 +12,54 @@ from dataclasses import dataclass
 from .predlog import loads
 
 # %% auto #0
-__all__ = ['FORMATS', 'InputError', 'Parsed', 'parse_json', 'parse_csv', 'Column', 'signature_columns', 'check_values',
-           'check_input']
+__all__ = [
+    'FORMATS',
+    'InputError',
+    'Parsed',
+    'parse_json',
+    'parse_csv',
+    'Column',
+    'signature_columns',
+    'check_values',
+    'check_input',
+]
 
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c004
 FORMATS = ('dataframe_split', 'dataframe_records', 'instances', 'inputs')
 
+
 class InputError(Exception):
     "A request the server refuses: HTTP `status` and a message saying what to fix"
-    def __init__(self, status:int, message:str):
+
+    def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
 
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c004a
 @dataclass
 class Parsed:
     "A request body as columns"
-    names:list|None # column names; None: values are by position, in the model's column order
-    values:list # one sequence of values per column
-    n:int # rows
-    csv:bool=False # values are CSV text, converted by the column checks
+
+    names: list | None  # column names; None: values are by position, in the model's column order
+    values: list  # one sequence of values per column
+    n: int  # rows
+    csv: bool = False  # values are CSV text, converted by the column checks
+
 
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c004b
 def _from_rows(names, rows, where):
-    if not isinstance(rows, list): raise InputError(400, f'{where} must be a list of rows')
+    if not isinstance(rows, list):
+        raise InputError(400, f'{where} must be a list of rows')
     k = len(names) if names is not None else (len(rows[0]) if rows and isinstance(rows[0], list) else 0)
-    if rows and (set(map(type, rows)) != {list} or set(map(len, rows)) != {k}):  # checked in C; the loop finds which row
+    if rows and (
+        set(map(type, rows)) != {list} or set(map(len, rows)) != {k}
+    ):  # checked in C; the loop finds which row
         i, r = next((i, r) for i, r in enumerate(rows) if type(r) is not list or len(r) != k)
         got = f'{len(r)} values' if isinstance(r, list) else f'a {type(r).__name__}'
         raise InputError(400, f'{where} row {i} has {got}; every row needs {k} values, one per column')
     return Parsed(names, list(zip(*rows)) if rows else [()] * k, len(rows))
+
 
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c004c
 def _from_split(d):
@@ -52,169 +70,256 @@ def _from_split(d):
         raise InputError(400, 'dataframe_split "columns" must be a list of column names')
     return _from_rows(names, d['data'], 'dataframe_split data')
 
+
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c004d
 def _from_records(recs, where):
-    if not isinstance(recs, list): raise InputError(400, f'{where} must be a list of records (objects)')
-    if not recs: return Parsed([], [], 0)
+    if not isinstance(recs, list):
+        raise InputError(400, f'{where} must be a list of records (objects)')
+    if not recs:
+        return Parsed([], [], 0)
     keys = recs[0].keys() if type(recs[0]) is dict else None
     if keys is not None and all(type(r) is dict and r.keys() == keys for r in recs):  # the usual case: same keys
         names = list(keys)
-        if len(names) == 1: return Parsed(names, [[r[names[0]] for r in recs]], len(recs))
+        if len(names) == 1:
+            return Parsed(names, [[r[names[0]] for r in recs]], len(recs))
         from operator import itemgetter
+
         return Parsed(names, list(zip(*map(itemgetter(*names), recs))) if names else [], len(recs))
     for i, r in enumerate(recs):
-        if type(r) is not dict: raise InputError(400, f'{where} item {i} is a {type(r).__name__}, not a record (object)')
+        if type(r) is not dict:
+            raise InputError(400, f'{where} item {i} is a {type(r).__name__}, not a record (object)')
     names = list(dict.fromkeys(k for r in recs for k in r))  # a key missing from a record is a missing value
     return Parsed(names, [[r.get(c) for r in recs] for c in names], len(recs))
+
 
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c004e
 def _from_columns(d, where):
     lists = [isinstance(v, list) for v in d.values()]
     if all(lists):
         lens = {len(v) for v in d.values()}
-        if len(lens) > 1: raise InputError(400, f'{where}: columns have different lengths {sorted(lens)}')
+        if len(lens) > 1:
+            raise InputError(400, f'{where}: columns have different lengths {sorted(lens)}')
         return Parsed(list(d), list(d.values()), lens.pop() if lens else 0)
-    if any(lists): raise InputError(400, f'{where}: give every column as a list, or every column as one value')
+    if any(lists):
+        raise InputError(400, f'{where}: give every column as a list, or every column as one value')
     return Parsed(list(d), [[v] for v in d.values()], 1)
 
+
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c004f
-def parse_json(body:bytes):
+def parse_json(body: bytes):
     "`(Parsed, params)` from a JSON request body in MLflow's scoring format"
-    try: doc = loads(body)
-    except Exception as e: raise InputError(400, f'malformed JSON: {e}') from None
-    if not isinstance(doc, dict): raise InputError(400, f'expected a JSON object with one of {", ".join(FORMATS)}')
+    try:
+        doc = loads(body)
+    except Exception as e:
+        raise InputError(400, f'malformed JSON: {e}') from None
+    if not isinstance(doc, dict):
+        raise InputError(400, f'expected a JSON object with one of {", ".join(FORMATS)}')
     keys = [k for k in doc if k in FORMATS]
     if len(keys) != 1 or set(doc) - set(FORMATS) - {'params'}:
-        raise InputError(400, f'give exactly one of {", ".join(FORMATS)} (and optionally params); got {", ".join(map(repr, doc)) or "none"}')
+        raise InputError(
+            400,
+            f'give exactly one of {", ".join(FORMATS)} (and optionally params); got {", ".join(map(repr, doc)) or "none"}',
+        )
     params = doc.get('params')
-    if params is not None and not isinstance(params, dict): raise InputError(400, 'params must be an object')
+    if params is not None and not isinstance(params, dict):
+        raise InputError(400, 'params must be an object')
     fmt, data = keys[0], doc[keys[0]]
-    if fmt == 'dataframe_split': return _from_split(data), params
-    if fmt == 'dataframe_records': return _from_records(data, fmt), params
-    if isinstance(data, dict): return _from_columns(data, fmt), params  # instances/inputs: columns,
-    if isinstance(data, list) and data and isinstance(data[0], list): return _from_rows(None, data, fmt), params  # rows,
+    if fmt == 'dataframe_split':
+        return _from_split(data), params
+    if fmt == 'dataframe_records':
+        return _from_records(data, fmt), params
+    if isinstance(data, dict):
+        return _from_columns(data, fmt), params  # instances/inputs: columns,
+    if isinstance(data, list) and data and isinstance(data[0], list):
+        return _from_rows(None, data, fmt), params  # rows,
     return _from_records(data, fmt), params  # or records
 
+
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c004g
-def parse_csv(body:bytes):
+def parse_csv(body: bytes):
     "`Parsed` from a CSV body with a header row"
-    try: text = body.decode('utf-8-sig')
-    except UnicodeDecodeError as e: raise InputError(400, f'CSV is not UTF-8: {e}') from None
+    try:
+        text = body.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise InputError(400, f'CSV is not UTF-8: {e}') from None
     rows = [r for r in csv.reader(io.StringIO(text)) if r]
-    if not rows: raise InputError(400, 'empty CSV: the first line must name the columns')
+    if not rows:
+        raise InputError(400, 'empty CSV: the first line must name the columns')
     p = _from_rows(rows[0], rows[1:], 'CSV')
     p.csv = True
     return p
 
+
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c007
-_KINDS = {'string': 'string', 'double': 'number', 'float': 'number', 'long': 'integer', 'integer': 'integer', 'boolean': 'boolean'}
+_KINDS = {
+    'string': 'string',
+    'double': 'number',
+    'float': 'number',
+    'long': 'integer',
+    'integer': 'integer',
+    'boolean': 'boolean',
+}
 _WHAT = {'string': 'a string', 'number': 'a number', 'integer': 'a whole number', 'boolean': 'true or false'}
 _NONE = type(None)
+
 
 @dataclass(frozen=True)
 class Column:
     "A model input column"
-    name:str
-    kind:str # string, number, integer, boolean, or any (not checked)
-    required:bool=True
-    int_ok:bool=False # a string column that also takes integers (its categories are whole numbers)
+
+    name: str
+    kind: str  # string, number, integer, boolean, or any (not checked)
+    required: bool = True
+    int_ok: bool = False  # a string column that also takes integers (its categories are whole numbers)
+
 
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c007a
-def signature_columns(mlmodel:dict, # the parsed MLmodel file
-                      schema:dict|None=None, # the training schema, if the training run folder is still there
-                     ):
+def signature_columns(
+    mlmodel: dict,  # the parsed MLmodel file
+    schema: dict | None = None,  # the training schema, if the training run folder is still there
+):
     "The model's input columns, or None when its signature does not name them"
     # models trained here take any types (pandas' categories, a CSV's ints) and keep the typed schema for checking
-    sig = ((mlmodel.get('metadata') or {}).get('mlops_nb') or {}).get('input_schema') or (mlmodel.get('signature') or {}).get('inputs')
+    sig = ((mlmodel.get('metadata') or {}).get('mlops_nb') or {}).get('input_schema') or (
+        mlmodel.get('signature') or {}
+    ).get('inputs')
     spec = loads(sig) if isinstance(sig, str) else sig
-    if not spec or any('name' not in s for s in spec): return None
+    if not spec or any('name' not in s for s in spec):
+        return None
     cols = (schema or {}).get('columns', {})
+
     def int_ok(name):
         cats = cols.get(name, {}).get('categories')
         return bool(cats) and all(c.lstrip('-').isdigit() for c in cats)
-    return [Column(s['name'], _KINDS.get(s.get('type'), 'any'), s.get('required', True),
-                   _KINDS.get(s.get('type')) == 'string' and int_ok(s['name'])) for s in spec]
+
+    return [
+        Column(
+            s['name'],
+            _KINDS.get(s.get('type'), 'any'),
+            s.get('required', True),
+            _KINDS.get(s.get('type')) == 'string' and int_ok(s['name']),
+        )
+        for s in spec
+    ]
+
 
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c007b
-def _bad(c:Column, values, i=None):
-    if i is None: i = next(j for j, v in enumerate(values) if v is not None and not _fits(c, v))
+def _bad(c: Column, values, i=None):
+    if i is None:
+        i = next(j for j, v in enumerate(values) if v is not None and not _fits(c, v))
     v = values[i]
     shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + '...'
     return InputError(422, f'field {c.name!r}: expected {_WHAT[c.kind]}, got {shown} ({type(v).__name__}) in row {i}')
 
+
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c007c
 def _fits(c, v):
     t = type(v)
-    if c.kind == 'string': return t is str or (t is int and c.int_ok)
-    if c.kind == 'number': return t is float or t is int
-    if c.kind == 'integer': return t is int or (t is float and v.is_integer())
+    if c.kind == 'string':
+        return t is str or (t is int and c.int_ok)
+    if c.kind == 'number':
+        return t is float or t is int
+    if c.kind == 'integer':
+        return t is int or (t is float and v.is_integer())
     return t is bool
 
+
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c007d
-def _from_text(c:Column, values):
+def _from_text(c: Column, values):
     "CSV cells (text) as typed values; an empty cell is missing"
-    if c.kind in ('string', 'any'): return [v if v != '' else None for v in values]
+    if c.kind in ('string', 'any'):
+        return [v if v != '' else None for v in values]
     out = []
     for i, v in enumerate(values):
-        if v == '' or v.lower() in ('nan', 'null', 'none', 'na'): out.append(None); continue
+        if v == '' or v.lower() in ('nan', 'null', 'none', 'na'):
+            out.append(None)
+            continue
         try:
             if c.kind == 'boolean':
-                if v.lower() not in ('true', 'false', '1', '0'): raise ValueError
+                if v.lower() not in ('true', 'false', '1', '0'):
+                    raise ValueError
                 out.append(v.lower() in ('true', '1'))
             else:
                 x = float(v)
                 if c.kind == 'integer':
-                    if not x.is_integer(): raise ValueError
+                    if not x.is_integer():
+                        raise ValueError
                     x = int(x)
                 out.append(x)
-        except ValueError: raise _bad(c, values, i) from None
+        except ValueError:
+            raise _bad(c, values, i) from None
     return out
 
+
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c007e
-def check_values(c:Column, values, from_csv:bool=False):
+def check_values(c: Column, values, from_csv: bool = False):
     "`values` of column `c` checked and normalised: a list; `InputError` 422 naming the field and row"
-    if from_csv: return _from_text(c, values)
-    if c.kind == 'any': return list(values)
+    if from_csv:
+        return _from_text(c, values)
+    if c.kind == 'any':
+        return list(values)
     types = set(map(type, values))
     types.discard(_NONE)
     if c.kind == 'string':
-        if types <= {str}: return values if isinstance(values, list) else list(values)
-        if c.int_ok and types <= {str, int}: return [str(v) if type(v) is int else v for v in values]
+        if types <= {str}:
+            return values if isinstance(values, list) else list(values)
+        if c.int_ok and types <= {str, int}:
+            return [str(v) if type(v) is int else v for v in values]
     elif c.kind == 'number':
-        if types <= {float, int}: return values if isinstance(values, list) else list(values)
+        if types <= {float, int}:
+            return values if isinstance(values, list) else list(values)
     elif c.kind == 'integer':
-        if types <= {int}: return values if isinstance(values, list) else list(values)
+        if types <= {int}:
+            return values if isinstance(values, list) else list(values)
         if types <= {int, float} and all(v is None or type(v) is int or v.is_integer() for v in values):
             return [int(v) if type(v) is float else v for v in values]
-    elif types <= {bool}: return values if isinstance(values, list) else list(values)
+    elif types <= {bool}:
+        return values if isinstance(values, list) else list(values)
     raise _bad(c, values)
 
+
 # %% ../../notebooks/lib/serving/01_protocol.ipynb #c007f
-def check_input(p:Parsed, # the parsed request
-                columns:list|None, # the model's columns; None: not checked
-                allowed:tuple=(), # extra fields tolerated and dropped (the sticky routing key)
-                prechecked:frozenset=frozenset(), # columns the model's scorer checks itself while encoding them (JSON only)
-               ):
+def check_input(
+    p: Parsed,  # the parsed request
+    columns: list | None,  # the model's columns; None: not checked
+    allowed: tuple = (),  # extra fields tolerated and dropped (the sticky routing key)
+    prechecked: frozenset = frozenset(),  # columns the model's scorer checks itself while encoding them (JSON only)
+):
     "The request's columns by name, checked against the model's `columns`; `InputError` 422 naming the field"
     if p.names is None:
-        if columns is None: raise InputError(422, 'this model has no signature: give column names')
+        if columns is None:
+            raise InputError(422, 'this model has no signature: give column names')
         if len(p.values) != len(columns):
-            raise InputError(422, f'rows by position need {len(columns)} values in the order '
-                                  f'{", ".join(c.name for c in columns)}; got {len(p.values)}')
+            raise InputError(
+                422,
+                f'rows by position need {len(columns)} values in the order '
+                f'{", ".join(c.name for c in columns)}; got {len(p.values)}',
+            )
         names = [c.name for c in columns]
-    else: names = p.names
+    else:
+        names = p.names
     have = dict(zip(names, p.values))
     if len(have) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise InputError(400, f'field {dup!r} is given twice')
-    if columns is None: return {k: list(v) for k, v in have.items() if k not in allowed}
+    if columns is None:
+        return {k: list(v) for k, v in have.items() if k not in allowed}
     known = {c.name for c in columns}
     extra = [n for n in names if n not in known and n not in allowed]
-    if extra: raise InputError(422, f'unexpected field{"s" if len(extra) > 1 else ""} {", ".join(map(repr, extra))}; '
-                                    f'the model takes {", ".join(c.name for c in columns)}')
+    if extra:
+        raise InputError(
+            422,
+            f'unexpected field{"s" if len(extra) > 1 else ""} {", ".join(map(repr, extra))}; '
+            f'the model takes {", ".join(c.name for c in columns)}',
+        )
     missing = [c.name for c in columns if c.required and c.name not in have]
-    if missing: raise InputError(422, f'missing field{"s" if len(missing) > 1 else ""} {", ".join(map(repr, missing))}')
+    if missing:
+        raise InputError(422, f'missing field{"s" if len(missing) > 1 else ""} {", ".join(map(repr, missing))}')
     if prechecked and not p.csv:  # one pass over the values instead of two: the scorer's lookup is the check
-        return {c.name: (list(have[c.name]) if c.name in prechecked else check_values(c, have[c.name])) if c.name in have
-                else [None] * p.n for c in columns}
+        return {
+            c.name: (list(have[c.name]) if c.name in prechecked else check_values(c, have[c.name]))
+            if c.name in have
+            else [None] * p.n
+            for c in columns
+        }
     return {c.name: check_values(c, have[c.name], p.csv) if c.name in have else [None] * p.n for c in columns}

@@ -16,144 +16,228 @@ from .protocol import Column, _bad
 # %% auto #0
 __all__ = ['frame', 'general_scorer', 'fast_scorer', 'TreeTables', 'choose_scorer']
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010
 def _labels(classes, proba, positive=None):
     "Labels, and the score of the `positive` label (of the second class when None)"
     import numpy as np
     from mlops_nb.core.columns import positive_index
+
     labels = classes.take(proba.argmax(axis=1)) if classes is not None else proba.argmax(axis=1)
-    score = proba[:, positive_index(classes, positive) if classes is not None else 1] if proba.shape[1] == 2 else proba.max(axis=1)
+    score = (
+        proba[:, positive_index(classes, positive) if classes is not None else 1]
+        if proba.shape[1] == 2
+        else proba.max(axis=1)
+    )
     return labels, np.ascontiguousarray(score)
+
 
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010a
 def _inner(pipe):
     "`pipe` without its leading `InputColumns` step: the scorers' checked columns are already typed as it types them"
     from sklearn.pipeline import Pipeline
-    if isinstance(pipe, Pipeline) and len(pipe.steps) > 1 and getattr(pipe.steps[0][1], '_mlops_nb_input_columns', False):
+
+    if (
+        isinstance(pipe, Pipeline)
+        and len(pipe.steps) > 1
+        and getattr(pipe.steps[0][1], '_mlops_nb_input_columns', False)
+    ):
         return Pipeline(pipe.steps[1:])
     return pipe
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010b
-def _array(c:Column, values):
+def _array(c: Column, values):
     import numpy as np
-    if c.kind == 'number': return np.array(values, dtype=float)
-    if c.kind == 'integer': return np.array(values, dtype=float if None in values else np.int64)
-    if c.kind == 'boolean' and None not in values: return np.array(values, dtype=bool)
+
+    if c.kind == 'number':
+        return np.array(values, dtype=float)
+    if c.kind == 'integer':
+        return np.array(values, dtype=float if None in values else np.int64)
+    if c.kind == 'boolean' and None not in values:
+        return np.array(values, dtype=bool)
     a = np.empty(len(values), dtype=object)
     a[:] = values
     return a
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010c
-def frame(cols:dict, columns:list|None):
+def frame(cols: dict, columns: list | None):
     "A DataFrame of checked columns, typed as MLflow's schema enforcement would"
     import pandas as pd
-    if columns is None: return pd.DataFrame(cols)
+
+    if columns is None:
+        return pd.DataFrame(cols)
     return pd.DataFrame({c.name: _array(c, cols[c.name]) for c in columns}, copy=False)
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010d
-def general_scorer(pipe, columns:list|None, positive=None):
+def general_scorer(pipe, columns: list | None, positive=None):
     "`score(cols, n) -> (labels, scores of the `positive` label or None)` through one DataFrame and the pipeline"
     import numpy as np
+
     proba, classes = hasattr(pipe, 'predict_proba'), getattr(pipe, 'classes_', None)
+
     def score(cols, n):
         X = frame(cols, columns)
-        if proba: return _labels(classes, pipe.predict_proba(X), positive)
+        if proba:
+            return _labels(classes, pipe.predict_proba(X), positive)
         return np.asarray(pipe.predict(X)), None
+
     return score
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010e
-def fast_scorer(pipe, columns:list|None, positive=None):
+def fast_scorer(pipe, columns: list | None, positive=None):
     "`score(cols, n)` for `[InputColumns ->] ColumnTransformer(OrdinalEncoder, passthrough) -> estimator` without a DataFrame; None for other shapes"
     import numpy as np
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+
     pipe = _inner(pipe)
-    if columns is None or not isinstance(pipe, Pipeline) or len(pipe.steps) != 2: return None
+    if columns is None or not isinstance(pipe, Pipeline) or len(pipe.steps) != 2:
+        return None
     ct, est = pipe.steps[0][1], pipe.steps[1][1]
-    if not isinstance(ct, ColumnTransformer) or hasattr(est, 'feature_names_in_'): return None
+    if not isinstance(ct, ColumnTransformer) or hasattr(est, 'feature_names_in_'):
+        return None
     classifier = hasattr(est, 'predict_proba')
     kinds, plan = {c.name: c.kind for c in columns}, []
     for _, tr, names in ct.transformers_:
-        if isinstance(tr, str) and tr == 'drop': continue
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names): return None
-        if (isinstance(tr, str) and tr == 'passthrough') or (type(tr) is FunctionTransformer and tr.func is None):  # fitted passthrough
-            if any(kinds.get(n) not in ('number', 'integer') for n in names): return None
+        if isinstance(tr, str) and tr == 'drop':
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return None
+        if (isinstance(tr, str) and tr == 'passthrough') or (
+            type(tr) is FunctionTransformer and tr.func is None
+        ):  # fitted passthrough
+            if any(kinds.get(n) not in ('number', 'integer') for n in names):
+                return None
             plan += [(n, None, None, None) for n in names]
-        elif type(tr) is OrdinalEncoder and tr.handle_unknown == 'use_encoded_value' and not getattr(tr, '_infrequent_enabled', False):
+        elif (
+            type(tr) is OrdinalEncoder
+            and tr.handle_unknown == 'use_encoded_value'
+            and not getattr(tr, '_infrequent_enabled', False)
+        ):
             for n, cats in zip(names, tr.categories_):
-                if kinds.get(n) != 'string': return None
-                plan.append((n, {v: float(i) for i, v in enumerate(cats) if isinstance(v, str)},
-                             float(tr.unknown_value), float(tr.encoded_missing_value)))
-        else: return None
+                if kinds.get(n) != 'string':
+                    return None
+                plan.append(
+                    (
+                        n,
+                        {v: float(i) for i, v in enumerate(cats) if isinstance(v, str)},
+                        float(tr.unknown_value),
+                        float(tr.encoded_missing_value),
+                    )
+                )
+        else:
+            return None
     # a classifier answers labels and the score of the positive class; a regressor numbers and no score
-    if classifier: predict = lambda X: _labels(est.classes_, est.predict_proba(X), positive)
-    else: predict = lambda X: (np.asarray(est.predict(X)), None)
+    if classifier:
+        predict = lambda X: _labels(est.classes_, est.predict_proba(X), positive)
+    else:
+        predict = lambda X: (np.asarray(est.predict(X)), None)
     tree = _tree_model(est)
     if tree is not None and all(plan[i][1] is not None for i in tree[2]):
         # compose the pipeline's encoder with the estimator's own: one dictionary lookup per value
         raw_of, order, remaps, tables = tree
-        finish = (lambda raw: _labels(est.classes_, est._loss.predict_proba(raw), positive)) if classifier else \
-                 (lambda raw: (est._loss.link.inverse(raw.ravel()), None))
+        finish = (
+            (lambda raw: _labels(est.classes_, est._loss.predict_proba(raw), positive))
+            if classifier
+            else (lambda raw: (est._loss.link.inverse(raw.ravel()), None))
+        )
         predict = lambda X: finish(raw_of(X))
-        plan = [(name, {s: remaps[i].get(c, math.nan) for s, c in codes.items()}, remaps[i].get(unknown, math.nan),
-                 remaps[i].get(missing, math.nan)) if i in remaps else (name, codes, unknown, missing)
-                for i, (name, codes, unknown, missing) in ((i, plan[i]) for i in order)]
-        if tables is not None: return _table_scorer(tables, plan, finish, columns)
+        plan = [
+            (
+                name,
+                {s: remaps[i].get(c, math.nan) for s, c in codes.items()},
+                remaps[i].get(unknown, math.nan),
+                remaps[i].get(missing, math.nan),
+            )
+            if i in remaps
+            else (name, codes, unknown, missing)
+            for i, (name, codes, unknown, missing) in ((i, plan[i]) for i in order)
+        ]
+        if tables is not None:
+            return _table_scorer(tables, plan, finish, columns)
     from itertools import repeat
+
     def score(cols, n):
         X = np.empty((n, len(plan)))
         for j, (name, codes, unknown, missing) in enumerate(plan):
             v = cols[name]
-            if codes is None: X[:, j] = np.array(v, dtype=float)
-            elif unknown == missing or (math.isnan(unknown) and math.isnan(missing)):  # None is neither known nor special
+            if codes is None:
+                X[:, j] = np.array(v, dtype=float)
+            elif unknown == missing or (
+                math.isnan(unknown) and math.isnan(missing)
+            ):  # None is neither known nor special
                 X[:, j] = np.fromiter(map(codes.get, v, repeat(unknown)), float, n)
-            else: X[:, j] = [codes.get(x, unknown) if x is not None else missing for x in v]
+            else:
+                X[:, j] = [codes.get(x, unknown) if x is not None else missing for x in v]
         return predict(X)
+
     return score
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010f
-def _table_scorer(tables, plan:list, finish, columns:list):
+def _table_scorer(tables, plan: list, finish, columns: list):
     "`score(cols, n)` through `TreeTables`: each value becomes its class (one dictionary lookup for a category), no matrix of floats"
     # A text column's lookup is also its check (`score.prechecked`: `check_input` leaves these columns to it):
     # a known category is a string; only the values not found (missing, unseen, or of a wrong type) are looked at.
     import numpy as np
     from itertools import repeat
+
     col = {c.name: c for c in columns}
     steps = []
     for f in tables.features:
         name, codes, unknown, missing = plan[f]
-        if codes is None: steps.append((f, name, None, None, None))
+        if codes is None:
+            steps.append((f, name, None, None, None))
         else:  # missing values too are looked up, not sorted out one by one
             classes = {s: tables.class_of(f, c) for s, c in codes.items()}
             classes[None] = tables.class_of(f, missing)
             steps.append((f, name, classes, tables.class_of(f, unknown), classes[None]))
-    def odd(c:Column, v:list, i:int, codes, unknown, missing):
+
+    def odd(c: Column, v: list, i: int, codes, unknown, missing):
         "The class of `v[i]`, a value that is not a known category; ints of a whole-number column become text in place"
         x = v[i]
-        if x is None: return missing
-        if type(x) is str: return unknown
+        if x is None:
+            return missing
+        if type(x) is str:
+            return unknown
         if type(x) is int and c.int_ok:
             v[i] = str(x)
             score.normalized += 1
             return codes.get(v[i], unknown)
         raise _bad(c, v, i)
+
     def score(cols, n):
         classes = {}
         score.normalized = 0
         for f, name, codes, unknown, missing in steps:
             v = cols[name]
-            if codes is None: classes[f] = tables.classes(f, np.array(v, dtype=float))
+            if codes is None:
+                classes[f] = tables.classes(f, np.array(v, dtype=float))
             elif name in score.prechecked:
-                try: k = np.fromiter(map(codes.get, v, repeat(-1)), np.intp, n)
-                except TypeError: k = np.fromiter((codes.get(x, -1) if type(x) is str else -1 for x in v), np.intp, n)  # unhashable values
-                for i in np.flatnonzero(k < 0).tolist(): k[i] = odd(col[name], v, i, codes, unknown, missing)
+                try:
+                    k = np.fromiter(map(codes.get, v, repeat(-1)), np.intp, n)
+                except TypeError:
+                    k = np.fromiter(
+                        (codes.get(x, -1) if type(x) is str else -1 for x in v), np.intp, n
+                    )  # unhashable values
+                for i in np.flatnonzero(k < 0).tolist():
+                    k[i] = odd(col[name], v, i, codes, unknown, missing)
                 classes[f] = k
-            else: classes[f] = np.fromiter(map(codes.get, v, repeat(unknown)), np.intp, n)
+            else:
+                classes[f] = np.fromiter(map(codes.get, v, repeat(unknown)), np.intp, n)
         return finish(tables.raw(classes, n))
-    score.prechecked = frozenset(name for _, name, codes, _, _ in steps if codes is not None and col[name].kind == 'string')
+
+    score.prechecked = frozenset(
+        name for _, name, codes, _, _ in steps if codes is not None and col[name].kind == 'string'
+    )
     score.normalized = 0
     return score
+
 
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010g
 def _tree_model(est):
@@ -169,49 +253,75 @@ def _tree_model(est):
     import numpy as np
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.preprocessing import OrdinalEncoder
-    if type(est) not in (HistGradientBoostingClassifier, HistGradientBoostingRegressor): return None
+
+    if type(est) not in (HistGradientBoostingClassifier, HistGradientBoostingRegressor):
+        return None
     try:
         order, remaps, pre = list(range(est.n_features_in_)), {}, est._preprocessor
         if pre is not None:
             parts = {name: (tr, cols) for name, tr, cols in pre.transformers_}
             enc, mask = parts['encoder']
             mask = np.asarray(mask)
-            if type(enc) is not OrdinalEncoder or mask.dtype != bool or len(mask) != len(order) or \
-               set(parts) - {'encoder', 'numerical', 'remainder'} or not math.isnan(enc.unknown_value) or not math.isnan(enc.encoded_missing_value):
+            if (
+                type(enc) is not OrdinalEncoder
+                or mask.dtype != bool
+                or len(mask) != len(order)
+                or set(parts) - {'encoder', 'numerical', 'remainder'}
+                or not math.isnan(enc.unknown_value)
+                or not math.isnan(enc.encoded_missing_value)
+            ):
                 return None
             cat = np.flatnonzero(mask).tolist()
             order = cat + np.flatnonzero(~mask).tolist()  # the encoder's columns come first
-            remaps = {i: {float(c): float(k) for k, c in enumerate(cats) if not math.isnan(c)} for i, cats in zip(cat, enc.categories_)}
+            remaps = {
+                i: {float(c): float(k) for k, c in enumerate(cats) if not math.isnan(c)}
+                for i, cats in zip(cat, enc.categories_)
+            }
         bitsets, f_idx = est._bin_mapper.make_known_categories_bitsets()
         predictors, base, k = est._predictors, est._baseline_prediction, est.n_trees_per_iteration_
-        try: tables = TreeTables(est)
-        except ValueError: tables = None  # over 64 leaves a tree, or no split: the replay below
-        if tables is not None and not tables.check(): tables = None
+        try:
+            tables = TreeTables(est)
+        except ValueError:
+            tables = None  # over 64 leaves a tree, or no split: the replay below
+        if tables is not None and not tables.check():
+            tables = None
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
-        warnings.warn(f'the fast tree scorer cannot read this scikit-learn\'s {type(est).__name__} ({type(e).__name__}: {e}): '
-                      'scikit-learn\'s own estimator scores instead', RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"the fast tree scorer cannot read this scikit-learn's {type(est).__name__} ({type(e).__name__}: {e}): "
+            "scikit-learn's own estimator scores instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
+
     def add_trees(X, raw):
         for trees in predictors:
-            for i, tree in enumerate(trees): raw[:, i] += tree.predict(X, bitsets, f_idx, 1)
+            for i, tree in enumerate(trees):
+                raw[:, i] += tree.predict(X, bitsets, f_idx, 1)
+
     def raw_of(X):
         n = X.shape[0]
         raw = np.zeros((n, k), dtype=base.dtype, order='F')
         raw += base
         pool = _helpers() if n >= 4096 else None
-        if pool is None: add_trees(X, raw)
+        if pool is None:
+            add_trees(X, raw)
         else:  # a large batch: slices of rows on several threads (the tree loops release the GIL)
             cuts = np.linspace(0, n, pool._max_workers + 2).astype(int)
             futs = [pool.submit(add_trees, X[a:b], raw[a:b]) for a, b in zip(cuts[1:-1], cuts[2:])]
-            add_trees(X[:cuts[1]], raw[:cuts[1]])
-            for f in futs: f.result()
+            add_trees(X[: cuts[1]], raw[: cuts[1]])
+            for f in futs:
+                f.result()
         return raw
+
     return raw_of, order, remaps, tables
+
 
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010h
 def _leaf_masks(nodes, dt):
     "Per split node of one tree `(left_leaves, right_leaves)` as bit masks, the values of its leaves in bit order, and the mask of all leaves"
     splits, values = {}, []
+
     def walk(i):  # depth-first, left before right: leaf k is bit k
         if nodes[i]['is_leaf']:
             values.append(float(nodes[i]['value']))
@@ -219,12 +329,15 @@ def _leaf_masks(nodes, dt):
         a, b = walk(int(nodes[i]['left'])), walk(int(nodes[i]['right']))
         splits[i] = (a, b)
         return a | b
+
     full = walk(0)
     return splits, values, full
+
 
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010i
 class TreeTables:
     "A fitted histogram gradient-boosting ensemble as lookup tables: one gather per feature and row scores every tree"
+
     # Every feature's values fall in a few classes that all splits on it treat alike: the intervals between its
     # thresholds (and missing) for a number, the category codes (and missing) for a category. For each class,
     # tree and feature, a bit mask (one bit per leaf) says which leaves the splits on that feature leave
@@ -234,19 +347,26 @@ class TreeTables:
     # predictors: `check` proves it on a grid of every class boundary before the tables are used.
     def __init__(self, est):
         import numpy as np
+
         trees = [p for it in est._predictors for p in it]
         self.k, self.base = est.n_trees_per_iteration_, est._baseline_prediction
         n_leaves = max(p.get_n_leaf_nodes() for p in trees)
-        if n_leaves > 64: raise ValueError('more than 64 leaves per tree')
+        if n_leaves > 64:
+            raise ValueError('more than 64 leaves per tree')
         dt = np.uint32 if n_leaves <= 32 else np.uint64
         self.known, self.f_idx = est._bin_mapper.make_known_categories_bitsets()
         nf, thresholds, categorical = est.n_features_in_, {}, set()
         for p in trees:
             nd = p.nodes[p.nodes['is_leaf'] == 0]
-            for f, cat, thr in zip(nd['feature_idx'].tolist(), nd['is_categorical'].tolist(), nd['num_threshold'].tolist()):
-                if cat: categorical.add(f)
-                else: thresholds.setdefault(f, set()).add(thr)
-        if categorical & set(thresholds): raise ValueError('a feature split both as a category and as a number')
+            for f, cat, thr in zip(
+                nd['feature_idx'].tolist(), nd['is_categorical'].tolist(), nd['num_threshold'].tolist()
+            ):
+                if cat:
+                    categorical.add(f)
+                else:
+                    thresholds.setdefault(f, set()).add(thr)
+        if categorical & set(thresholds):
+            raise ValueError('a feature split both as a category and as a number')
         self.thresholds = {f: np.array(sorted(t)) for f, t in thresholds.items()}
         self.categorical = sorted(categorical)
         # a category code scikit-learn does not know goes where a missing value goes: they share one class
@@ -257,7 +377,8 @@ class TreeTables:
             lookup[known] = np.arange(len(known))
             self.codes[f] = (np.array(known, dtype=float), lookup)
         self.features = sorted(set(self.thresholds) | categorical)  # features no tree splits on are not looked at
-        if not self.features: raise ValueError('no tree splits')
+        if not self.features:
+            raise ValueError('no tree splits')
         self.nf = nf
         reps = {f: self.representatives(f) for f in self.features}
         self.dtype = dt
@@ -265,8 +386,9 @@ class TreeTables:
         self.values = np.zeros((len(trees), n_leaves))
         for t, p in enumerate(trees):
             splits, values, full = _leaf_masks(p.nodes, dt)
-            self.values[t, :len(values)] = values
-            for f in self.features: self.tables[f][:, t] = full
+            self.values[t, : len(values)] = values
+            for f in self.features:
+                self.tables[f][:, t] = full
             for i, (a, b) in splits.items():
                 node = p.nodes[i]
                 f = int(node['feature_idx'])
@@ -274,62 +396,85 @@ class TreeTables:
                 self.tables[f][:, t] &= np.where(left, ~b, ~a).astype(dt)  # the side not taken is impossible
         self.trees, self.n_leaves = trees, n_leaves
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010ip1
 @patch
-def representatives(self:TreeTables, f):
+def representatives(self: TreeTables, f):
     "One value per class of feature `f`, in class order; the last class is missing"
     import numpy as np
-    if f in self.thresholds: return np.append(self.thresholds[f], [np.inf, np.nan])  # x <= t_i: class i
+
+    if f in self.thresholds:
+        return np.append(self.thresholds[f], [np.inf, np.nan])  # x <= t_i: class i
     return np.append(self.codes[f][0], np.nan)  # the known category codes, then missing
+
 
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010ip2
 @patch
-def goes_left(self:TreeTables, p, node, x):
+def goes_left(self: TreeTables, p, node, x):
     "Whether values `x` of the node's feature go left at `node`, as scikit-learn's `_predict_one_from_raw_data` decides"
     import numpy as np
+
     missing = np.isnan(x)
-    if not node['is_categorical']: return np.where(missing, bool(node['missing_go_to_left']), x <= node['num_threshold'])
+    if not node['is_categorical']:
+        return np.where(missing, bool(node['missing_go_to_left']), x <= node['num_threshold'])
     code = np.where(missing | (x < 0), 0, x).astype(np.uint8)
     bit = lambda bitsets, row: ((bitsets[row, code // 32] >> (code % 32)) & 1).astype(bool)
-    left, known = bit(p.raw_left_cat_bitsets, int(node['bitset_idx'])), bit(self.known, int(self.f_idx[node['feature_idx']]))
+    left, known = (
+        bit(p.raw_left_cat_bitsets, int(node['bitset_idx'])),
+        bit(self.known, int(self.f_idx[node['feature_idx']])),
+    )
     return np.where(missing | (x < 0) | ~(left | known), bool(node['missing_go_to_left']), left)
+
 
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010ip3
 @patch
-def classes(self:TreeTables, f, x):
+def classes(self: TreeTables, f, x):
     "Class of each value in `x` (floats) for feature `f`"
     import numpy as np
+
     x = np.asarray(x, dtype=float)
     if f in self.thresholds:
         t = self.thresholds[f]
         return np.where(np.isnan(x), len(t) + 1, np.searchsorted(t, x, side='left'))
     known, lookup = self.codes[f]
-    return np.where(np.isnan(x) | (x < 0) | (x >= 256), len(known), lookup[np.clip(np.nan_to_num(x), 0, 255).astype(np.intp)])
+    return np.where(
+        np.isnan(x) | (x < 0) | (x >= 256), len(known), lookup[np.clip(np.nan_to_num(x), 0, 255).astype(np.intp)]
+    )
+
 
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010ip4
 @patch
-def class_of(self:TreeTables, f, v:float):
+def class_of(self: TreeTables, f, v: float):
     "The class of one value"
     return int(self.classes(f, [v])[0])
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010ip5
 @patch
-def raw(self:TreeTables, classes:dict, n:int):
+def raw(self: TreeTables, classes: dict, n: int):
     "Raw scores `(n, k)` for rows given as `{feature: class of each row}`, the same as scikit-learn's `_raw_predict`"
     import numpy as np
+
     T, k = len(self.trees), self.k
     leaves = np.empty((T, n), dtype=np.int8)  # the leaf each row reaches, tree by tree
-    step = max(64, 2**15 // T)  # rows at a time: a chunk's masks stay in the CPU cache (5x faster than all rows at once)
+    step = max(
+        64, 2**15 // T
+    )  # rows at a time: a chunk's masks stay in the CPU cache (5x faster than all rows at once)
     chunks = iter(range(0, n, step))  # taken one by one by whichever thread is free (next() on it is atomic)
     pool = _helpers() if n >= 4096 else None
     # a large batch: chunks on several threads (numpy's gathers release the GIL); this thread works too, so
     # a helper that the machine does not schedule at once delays the answer by one chunk at most
-    futs = [pool.submit(self._leaves, classes, chunks, step, n, leaves) for _ in range(pool._max_workers)] if pool else []
+    futs = (
+        [pool.submit(self._leaves, classes, chunks, step, n, leaves) for _ in range(pool._max_workers)] if pool else []
+    )
     self._leaves(classes, chunks, step, n, leaves)
-    for f in futs: f.result()
+    for f in futs:
+        f.result()
     raw = np.empty((n, k), dtype=self.base.dtype, order='F')
     base = self.base.reshape(-1)
-    if n <= 64:  # a small batch: one gather and one accumulate (sequential, like the loop below) instead of 2 calls a tree
+    if (
+        n <= 64
+    ):  # a small batch: one gather and one accumulate (sequential, like the loop below) instead of 2 calls a tree
         vals = self.values[np.arange(T)[:, None], leaves]
         for c in range(k):
             buf = np.empty((T // k + 1, n), dtype=raw.dtype)
@@ -339,84 +484,120 @@ def raw(self:TreeTables, classes:dict, n:int):
     for c in range(k):  # the baseline, then tree by tree in scikit-learn's order: the same sums, bit for bit
         r = raw[:, c]
         r[:] = base[c]
-        for t in range(c, T, k): r += self.values[t].take(leaves[t])
+        for t in range(c, T, k):
+            r += self.values[t].take(leaves[t])
     return raw
+
 
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010ip6
 @patch
-def _leaves(self:TreeTables, classes:dict, chunks, step:int, n:int, out):
+def _leaves(self: TreeTables, classes: dict, chunks, step: int, n: int, out):
     "Fill `out[:, a:a + step]` for each chunk start `a` taken from `chunks` with the leaf each row reaches in each tree"
     import numpy as np
+
     T, fs = len(self.trees), self.features
     acc, tmp = np.empty((step, T), dtype=self.dtype), np.empty((step, T), dtype=self.dtype)
     for a in chunks:
         b = min(n, a + step)
-        A, B = acc[:b - a], tmp[:b - a]
-        self.tables[fs[0]].take(classes[fs[0]][a:b], axis=0, out=A, mode='clip')  # 'clip': unbuffered (classes are in range)
+        A, B = acc[: b - a], tmp[: b - a]
+        self.tables[fs[0]].take(
+            classes[fs[0]][a:b], axis=0, out=A, mode='clip'
+        )  # 'clip': unbuffered (classes are in range)
         for f in fs[1:]:
             self.tables[f].take(classes[f][a:b], axis=0, out=B, mode='clip')
             A &= B
         out[:, a:b] = (np.frexp(A.astype(np.float64))[1] - 1).T  # the one bit left, as its index
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010ip7
 @patch
-def check(self:TreeTables, rows:int=3000, seed:int=0):
+def check(self: TreeTables, rows: int = 3000, seed: int = 0):
     "True if the tables give exactly scikit-learn's raw scores on a grid of every class boundary"
     import numpy as np
+
     rng = np.random.default_rng(seed)
     X = np.full((rows, self.nf), np.nan)
     for f in self.features:
-        if f in self.thresholds: r = np.concatenate([self.representatives(f), np.nextafter(self.thresholds[f], np.inf), [-np.inf]])
-        else: r = np.append(np.arange(-1.0, 256), np.nan)  # every code a byte can hold
-        X[:, f] = np.concatenate([r, rng.choice(r, max(0, rows - len(r)))])[:rows] if len(r) <= rows else rng.choice(r, rows)
+        if f in self.thresholds:
+            r = np.concatenate([self.representatives(f), np.nextafter(self.thresholds[f], np.inf), [-np.inf]])
+        else:
+            r = np.append(np.arange(-1.0, 256), np.nan)  # every code a byte can hold
+        X[:, f] = (
+            np.concatenate([r, rng.choice(r, max(0, rows - len(r)))])[:rows] if len(r) <= rows else rng.choice(r, rows)
+        )
         rng.shuffle(X[:, f])
     X = np.ascontiguousarray(X)
     want = np.zeros((rows, self.k), dtype=self.base.dtype, order='F')
     want += self.base
-    for t, p in enumerate(self.trees): want[:, t % self.k] += p.predict(X, self.known, self.f_idx, 1)
+    for t, p in enumerate(self.trees):
+        want[:, t % self.k] += p.predict(X, self.known, self.f_idx, 1)
     got = self.raw({f: self.classes(f, X[:, f]) for f in self.features}, rows)
     return bool(np.array_equal(want, got))
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010j
 _HELPERS = []
+
+
 def _helpers():
     "Threads that help score large batches (one fewer than the CPUs this process may use), or None on one CPU"
     if not _HELPERS:
         from concurrent.futures import ThreadPoolExecutor
+
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
         _HELPERS.append(ThreadPoolExecutor(min(cpus, 4) - 1, thread_name_prefix='mlops-nb-trees') if cpus > 1 else None)
     return _HELPERS[0]
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010k
-def _probe(pipe, columns, example:dict|None):
+def _probe(pipe, columns, example: dict | None):
     "A batch that exercises every known category, missing and unseen values, built from the input example"
     cats = {}
     try:
         for _, tr, names in _inner(pipe).steps[0][1].transformers_:
             for n, cs in zip(names if isinstance(names, list) else [], getattr(tr, 'categories_', [])):
                 cats[n] = [c for c in cs if isinstance(c, str)]
-    except Exception: pass
+    except Exception:
+        pass
     k = max([len(v) for v in cats.values()] + [len(next(iter(example.values()))) if example else 1])
     cols = {}
     for c in columns:
         base = list(example[c.name]) if example and c.name in example else []
-        vals = cats.get(c.name) or base or ([0.5, 1.0, 2.0] if c.kind == 'number' else [1, 2] if c.kind == 'integer' else
-                                            [True, False] if c.kind == 'boolean' else ['a'])
+        vals = (
+            cats.get(c.name)
+            or base
+            or (
+                [0.5, 1.0, 2.0]
+                if c.kind == 'number'
+                else [1, 2]
+                if c.kind == 'integer'
+                else [True, False]
+                if c.kind == 'boolean'
+                else ['a']
+            )
+        )
         vals = [vals[i % len(vals)] for i in range(k)] + base
         cols[c.name] = vals + [None, '\x00unseen' if c.kind == 'string' else vals[0]]
     return cols, k + len(base) + 2
 
+
 # %% ../../notebooks/lib/serving/02_scorer.ipynb #c010l
-def choose_scorer(pipe, columns:list|None, example:dict|None=None, positive=None):
+def choose_scorer(pipe, columns: list | None, example: dict | None = None, positive=None):
     "`(score, fast)`: the fast scorer when it gives exactly the general scorer's answers on a probe batch; else the general one, with a warning saying why"
     import numpy as np
+
     general = general_scorer(pipe, columns, positive)
+
     def fallback(why):
         warnings.warn(f'the fast scorer is not used ({why}): the pipeline scores instead', RuntimeWarning, stacklevel=3)
         return general, False
-    try: fast = fast_scorer(pipe, columns, positive)
-    except Exception as e: return fallback(f'{type(e).__name__}: {e}')
-    if fast is None: return general, False  # a pipeline shape it does not take: no warning, nothing went wrong
+
+    try:
+        fast = fast_scorer(pipe, columns, positive)
+    except Exception as e:
+        return fallback(f'{type(e).__name__}: {e}')
+    if fast is None:
+        return general, False  # a pipeline shape it does not take: no warning, nothing went wrong
     try:
         cols, n = _probe(pipe, columns, example)
         reps = -(-4096 // n)  # and the same rows repeated into a batch large enough to be scored on several threads
@@ -424,5 +605,6 @@ def choose_scorer(pipe, columns:list|None, example:dict|None=None, positive=None
             (l1, s1), (l2, s2) = fast(c, m), general(c, m)
             if not (np.array_equal(l1, l2) and np.array_equal(s1, s2)):
                 return fallback(f"its answers differ from the pipeline's on a probe batch of {m} rows")
-    except Exception as e: return fallback(f'{type(e).__name__} on a probe batch: {e}')
+    except Exception as e:
+        return fallback(f'{type(e).__name__} on a probe batch: {e}')
     return fast, True

@@ -18,32 +18,64 @@ from ..core.stage import get_stage
 from ..core.tasks import ERRORS, FAIRNESS, RATES
 
 # %% auto #0
-__all__ = ['group_rates', 'group_errors', 'disparities', 'error_disparities', 'AuditResult', 'audit_table', 'write_audit',
-           'audit']
+__all__ = [
+    'group_rates',
+    'group_errors',
+    'disparities',
+    'error_disparities',
+    'AuditResult',
+    'audit_table',
+    'write_audit',
+    'audit',
+]
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c004
 def _rates(tp, fp, tn, fn):
     "The rates from confusion counts (arrays broadcast); NaN where undefined"
     with np.errstate(divide='ignore', invalid='ignore'):
         n = tp + fp + tn + fn
-        return {'selection_rate': (tp + fp)/n, 'accuracy': (tp + tn)/n, 'tpr': tp/(tp + fn), 'fpr': fp/(fp + tn),
-                'fnr': fn/(tp + fn), 'precision': tp/(tp + fp)}
+        return {
+            'selection_rate': (tp + fp) / n,
+            'accuracy': (tp + tn) / n,
+            'tpr': tp / (tp + fn),
+            'fpr': fp / (fp + tn),
+            'fnr': fn / (tp + fn),
+            'precision': tp / (tp + fp),
+        }
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c004a
 def _metric_frame(y_true, y_pred, groups):
-    from fairlearn.metrics import (MetricFrame, count, false_negative_rate, false_positive_rate, selection_rate,
-                                   true_positive_rate)
+    from fairlearn.metrics import (
+        MetricFrame,
+        count,
+        false_negative_rate,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
     from sklearn.metrics import accuracy_score, precision_score
-    metrics = {'count': count, 'selection_rate': selection_rate, 'accuracy': accuracy_score,
-               'tpr': true_positive_rate, 'fpr': false_positive_rate, 'fnr': false_negative_rate,
-               'precision': lambda y, p: precision_score(y, p, zero_division=np.nan)}
+
+    metrics = {
+        'count': count,
+        'selection_rate': selection_rate,
+        'accuracy': accuracy_score,
+        'tpr': true_positive_rate,
+        'fpr': false_positive_rate,
+        'fnr': false_negative_rate,
+        'precision': lambda y, p: precision_score(y, p, zero_division=np.nan),
+    }
     return MetricFrame(metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
 
+
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c004b
-def _as_groups(groups): return pd.Series(groups).astype('object').fillna('(missing)').astype(str).reset_index(drop=True)
+def _as_groups(groups):
+    return pd.Series(groups).astype('object').fillna('(missing)').astype(str).reset_index(drop=True)
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c004c
-def _group_table(frame, min_group_size:int):
+def _group_table(frame, min_group_size: int):
     "A `MetricFrame`'s per-group table with integer counts and the judgeable flag"
     table = frame.by_group
     table.index = table.index.astype(str)
@@ -51,24 +83,28 @@ def _group_table(frame, min_group_size:int):
     table['judgeable'] = table['count'] >= min_group_size
     return table
 
+
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c004d
-def _add_intervals(table:pd.DataFrame, boot:dict, levels, ci:float):
+def _add_intervals(table: pd.DataFrame, boot: dict, levels, ci: float):
     "`{name}_low` and `{name}_high` columns from bootstrap values `{name: (n_boot, groups)}`"
-    lo, hi = (1 - ci)/2, 1 - (1 - ci)/2
+    lo, hi = (1 - ci) / 2, 1 - (1 - ci) / 2
     for k, v in boot.items():
         q = np.nanquantile(v, [lo, hi], axis=0) if len(v) > 1 else np.full((2, len(levels)), np.nan)
         table[f'{k}_low'] = pd.Series(q[0], index=levels.astype(str))
         table[f'{k}_high'] = pd.Series(q[1], index=levels.astype(str))
     return table
 
+
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c004e
-def group_rates(y_true, # labels, 0/1
-                y_pred, # decisions, 0/1
-                groups:pd.Series, # the group of each row
-                min_group_size:int=100, # smaller groups are "too small to judge"
-                n_boot:int=200, # bootstrap resamples for the intervals; 0 for none
-                ci:float=0.95, # interval coverage
-                random_state:int=42):
+def group_rates(
+    y_true,  # labels, 0/1
+    y_pred,  # decisions, 0/1
+    groups: pd.Series,  # the group of each row
+    min_group_size: int = 100,  # smaller groups are "too small to judge"
+    n_boot: int = 200,  # bootstrap resamples for the intervals; 0 for none
+    ci: float = 0.95,  # interval coverage
+    random_state: int = 42,
+):
     "Per-group count and rates, with bootstrap intervals and a judgeable flag"
     y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
     groups = _as_groups(groups)
@@ -79,30 +115,41 @@ def group_rates(y_true, # labels, 0/1
     table.loc[table['count'] - positives == 0, 'fpr'] = np.nan
     if n_boot:
         codes, levels = pd.factorize(groups)
-        cell = codes*4 + y_true*2 + y_pred  # (group, label, decision) as one index
-        onehot = np.zeros((len(cell), len(levels)*4))
+        cell = codes * 4 + y_true * 2 + y_pred  # (group, label, decision) as one index
+        onehot = np.zeros((len(cell), len(levels) * 4))
         onehot[np.arange(len(cell)), cell] = 1
         w = np.random.default_rng(random_state).poisson(1.0, size=(n_boot, len(cell)))
         counts = (w @ onehot).reshape(n_boot, len(levels), 4)  # tn, fp, fn, tp per resample and group
         _add_intervals(table, _rates(counts[..., 3], counts[..., 1], counts[..., 0], counts[..., 2]), levels, ci)
     return table
 
+
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c008
 def _error_frame(y_true, y_pred, groups):
     from fairlearn.metrics import MetricFrame, count
     from sklearn.metrics import mean_absolute_error, root_mean_squared_error
-    metrics = {'count': count, 'mean_label': lambda y, p: float(np.mean(y)), 'mean_prediction': lambda y, p: float(np.mean(p)),
-               'mean_error': lambda y, p: float(np.mean(p - y)), 'mae': mean_absolute_error, 'rmse': root_mean_squared_error}
+
+    metrics = {
+        'count': count,
+        'mean_label': lambda y, p: float(np.mean(y)),
+        'mean_prediction': lambda y, p: float(np.mean(p)),
+        'mean_error': lambda y, p: float(np.mean(p - y)),
+        'mae': mean_absolute_error,
+        'rmse': root_mean_squared_error,
+    }
     return MetricFrame(metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
 
+
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c008a
-def group_errors(y_true, # numeric labels
-                 y_pred, # numeric predictions
-                 groups:pd.Series, # the group of each row
-                 min_group_size:int=100, # smaller groups are "too small to judge"
-                 n_boot:int=200, # bootstrap resamples for the intervals; 0 for none
-                 ci:float=0.95, # interval coverage
-                 random_state:int=42):
+def group_errors(
+    y_true,  # numeric labels
+    y_pred,  # numeric predictions
+    groups: pd.Series,  # the group of each row
+    min_group_size: int = 100,  # smaller groups are "too small to judge"
+    n_boot: int = 200,  # bootstrap resamples for the intervals; 0 for none
+    ci: float = 0.95,  # interval coverage
+    random_state: int = 42,
+):
     "Per-group count, mean label and prediction, mean error, MAE and RMSE, with bootstrap intervals"
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     groups = _as_groups(groups)
@@ -115,105 +162,160 @@ def group_errors(y_true, # numeric labels
         err = y_pred - y_true
         with np.errstate(divide='ignore', invalid='ignore'):
             n = w @ onehot
-            boot = {k: (w @ (onehot*v[:, None]))/n for k, v in
-                    (('mean_label', y_true), ('mean_prediction', y_pred), ('mean_error', err), ('mae', np.abs(err)), ('rmse', err**2))}
+            boot = {
+                k: (w @ (onehot * v[:, None])) / n
+                for k, v in (
+                    ('mean_label', y_true),
+                    ('mean_prediction', y_pred),
+                    ('mean_error', err),
+                    ('mae', np.abs(err)),
+                    ('rmse', err**2),
+                )
+            }
         boot['rmse'] = np.sqrt(boot['rmse'])
         _add_intervals(table, boot, levels, ci)
     return table
 
+
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c012
-def disparities(table:pd.DataFrame):
+def disparities(table: pd.DataFrame):
     "Disparity measures over the judgeable groups of a `group_rates` table"
     t = table[table['judgeable']]
-    if len(t) < 2: return {'groups_judged': len(t)}
+    if len(t) < 2:
+        return {'groups_judged': len(t)}
     gap = {f'{k}_gap': float(t[k].max() - t[k].min()) for k in RATES if t[k].notna().sum() >= 2}
     sr = t['selection_rate']
-    return {'groups_judged': len(t), 'demographic_parity_difference': float(sr.max() - sr.min()),
-            'demographic_parity_ratio': float(sr.min()/sr.max()) if sr.max() > 0 else float('nan'),
-            'equalized_odds_difference': float(max(gap.get('tpr_gap', 0), gap.get('fpr_gap', 0))), **gap}
+    return {
+        'groups_judged': len(t),
+        'demographic_parity_difference': float(sr.max() - sr.min()),
+        'demographic_parity_ratio': float(sr.min() / sr.max()) if sr.max() > 0 else float('nan'),
+        'equalized_odds_difference': float(max(gap.get('tpr_gap', 0), gap.get('fpr_gap', 0))),
+        **gap,
+    }
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c012a
-def error_disparities(table:pd.DataFrame):
+def error_disparities(table: pd.DataFrame):
     "Disparity measures of a regressor over the judgeable groups of a `group_errors` table"
     t = table[table['judgeable']]
-    if len(t) < 2: return {'groups_judged': len(t)}
+    if len(t) < 2:
+        return {'groups_judged': len(t)}
     gap = {f'{k}_gap': float(t[k].max() - t[k].min()) for k in ERRORS}
     mae, mp = t['mae'], t['mean_prediction']
-    return {'groups_judged': len(t), **gap, 'mae_ratio': float(mae.min()/mae.max()) if mae.max() > 0 else float('nan'),
-            'mean_prediction_ratio': float(mp.min()/mp.max()) if mp.min() > 0 else float('nan')}
+    return {
+        'groups_judged': len(t),
+        **gap,
+        'mae_ratio': float(mae.min() / mae.max()) if mae.max() > 0 else float('nan'),
+        'mean_prediction_ratio': float(mp.min() / mp.max()) if mp.min() > 0 else float('nan'),
+    }
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c016
 @dataclass
 class AuditResult:
     "Per-group tables, disparities and the verdict"
-    tables:dict # {column: DataFrame}
-    measures:dict # {column: disparities}
-    verdict:dict
+
+    tables: dict  # {column: DataFrame}
+    measures: dict  # {column: disparities}
+    verdict: dict
 
     @property
-    def summary(self): return pd.DataFrame(self.measures).T
+    def summary(self):
+        return pd.DataFrame(self.measures).T
 
     @property
-    def criteria(self): return pd.DataFrame(self.verdict['criteria'])
+    def criteria(self):
+        return pd.DataFrame(self.verdict['criteria'])
 
     @property
     def rates(self):
         "The per-group tables without their intervals, rounded for reading"
-        return {col: t[['count', 'judgeable', *(ERRORS if 'mae' in t else RATES)]].round(3) for col, t in self.tables.items()}
+        return {
+            col: t[['count', 'judgeable', *(ERRORS if 'mae' in t else RATES)]].round(3)
+            for col, t in self.tables.items()
+        }
 
     def plot(self, rates=None):
         "Per-group rates (a regressor's errors) with their intervals, one row of panels per audited column"
         import matplotlib.pyplot as plt
-        if not self.tables: return print(self.verdict.get('note', 'nothing audited'))
+
+        if not self.tables:
+            return print(self.verdict.get('note', 'nothing audited'))
         regression = 'mae' in next(iter(self.tables.values()))
         rates = rates or (('mean_prediction', 'mean_error', 'mae') if regression else ('selection_rate', 'tpr', 'fpr'))
-        fig, axes = plt.subplots(len(self.tables), len(rates), figsize=(4.5*len(rates), 3*len(self.tables)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(self.tables), len(rates), figsize=(4.5 * len(rates), 3 * len(self.tables)), squeeze=False
+        )
         for row, (col, t) in zip(axes, self.tables.items()):
             t = t[t['judgeable']]
             for ax, r in zip(row, rates):
                 err = [(t[r] - t.get(f'{r}_low', t[r])).clip(lower=0), (t.get(f'{r}_high', t[r]) - t[r]).clip(lower=0)]
-                ax.barh(t.index.astype(str), t[r], xerr=err, color='tab:blue', alpha=.7)
+                ax.barh(t.index.astype(str), t[r], xerr=err, color='tab:blue', alpha=0.7)
                 ax.set_title(f'{col}: {r}')
-                if not regression: ax.set_xlim(0, 1)
+                if not regression:
+                    ax.set_xlim(0, 1)
         fig.tight_layout()
         return fig
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c016a
 def _check_values(df, c, task):
     if task == 'classification':
         bad = df[c].dropna()[~df[c].dropna().isin([0, 1])]
         if len(bad) or df[c].isna().any():
-            raise MlopsError(f'audit: column {c!r} must hold 0 or 1 only; found {bad.iloc[0] if len(bad) else "missing values"!r}')
+            raise MlopsError(
+                f'audit: column {c!r} must hold 0 or 1 only; found {bad.iloc[0] if len(bad) else "missing values"!r}'
+            )
     elif not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]) or df[c].isna().any():
-        raise MlopsError(f'audit: column {c!r} must hold numbers without missing values for a regression audit; it is {df[c].dtype}'
-                         + (f' with {int(df[c].isna().sum())} missing' if df[c].isna().any() else ''))
+        raise MlopsError(
+            f'audit: column {c!r} must hold numbers without missing values for a regression audit; it is {df[c].dtype}'
+            + (f' with {int(df[c].isna().sum())} missing' if df[c].isna().any() else '')
+        )
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c016b
-def audit_table(df:pd.DataFrame, # one row per decision
-                label:str, # column of true labels (0/1, or numbers for regression)
-                prediction:str, # column of decisions (0/1, or numeric predictions for regression)
-                groups:list, # group columns
-                intersections:bool=False, # also audit the combination of all group columns
-                min_group_size:int=100, n_boot:int=200, criteria:str='', random_state:int=42,
-                task:str='classification'): # classification or regression
+def audit_table(
+    df: pd.DataFrame,  # one row per decision
+    label: str,  # column of true labels (0/1, or numbers for regression)
+    prediction: str,  # column of decisions (0/1, or numeric predictions for regression)
+    groups: list,  # group columns
+    intersections: bool = False,  # also audit the combination of all group columns
+    min_group_size: int = 100,
+    n_boot: int = 200,
+    criteria: str = '',
+    random_state: int = 42,
+    task: str = 'classification',
+):  # classification or regression
     "Audit the decisions in `df` by group; `criteria` as in `mlops_nb.registry.gate.parse_criteria`"
-    if task not in FAIRNESS: raise MlopsError(f'audit: task must be one of {", ".join(FAIRNESS)}; got {task!r}')
+    if task not in FAIRNESS:
+        raise MlopsError(f'audit: task must be one of {", ".join(FAIRNESS)}; got {task!r}')
     missing = [c for c in [label, prediction, *groups] if c not in df]
-    if missing: raise MlopsError(f'audit: no column {", ".join(map(repr, missing))} in the table (it has {", ".join(map(str, df.columns))})')
-    if not groups: raise MlopsError('audit: name at least one group column')
-    for c in (label, prediction): _check_values(df, c, task)
+    if missing:
+        raise MlopsError(
+            f'audit: no column {", ".join(map(repr, missing))} in the table (it has {", ".join(map(str, df.columns))})'
+        )
+    if not groups:
+        raise MlopsError('audit: name at least one group column')
+    for c in (label, prediction):
+        _check_values(df, c, task)
     crit = parse_criteria(criteria, 'audit.criteria')
     unknown = [c['measure'] for c in crit if c['measure'] not in FAIRNESS[task]]
-    if unknown: raise MlopsError(f'audit.criteria: {", ".join(map(repr, unknown))} is not a measure of a {task} audit; '
-                                 f'measures: {", ".join(FAIRNESS[task])}')
+    if unknown:
+        raise MlopsError(
+            f'audit.criteria: {", ".join(map(repr, unknown))} is not a measure of a {task} audit; '
+            f'measures: {", ".join(FAIRNESS[task])}'
+        )
     cols = {g: df[g] for g in groups}
     if intersections and len(groups) > 1:
         cols[' & '.join(groups)] = df[groups].astype('object').astype(str).agg(' & '.join, axis=1)
     by_group, measure = (group_rates, disparities) if task == 'classification' else (group_errors, error_disparities)
-    tables = {name: by_group(df[label], df[prediction], g, min_group_size, n_boot, random_state=random_state)
-              for name, g in cols.items()}
+    tables = {
+        name: by_group(df[label], df[prediction], g, min_group_size, n_boot, random_state=random_state)
+        for name, g in cols.items()
+    }
     measures = {name: measure(t) for name, t in tables.items()}
     return AuditResult(tables, measures, verdict(judge_groups(crit, measures)))
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c016c
 def _native(v):
@@ -221,40 +323,66 @@ def _native(v):
     v = v.item() if hasattr(v, 'item') else v
     return None if isinstance(v, float) and v != v else v
 
+
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c016d
-def write_audit(result:AuditResult, path:str|Path):
+def write_audit(result: AuditResult, path: str | Path):
     "The audit as one JSON report"
-    tables = {k: [{c: _native(v) for c, v in row.items()} for row in t.reset_index(names='group').to_dict(orient='records')]
-              for k, t in result.tables.items()}
-    atomic_write_text(path, json.dumps({'passed': result.verdict['passed'], 'criteria': result.verdict['criteria'],
-                                        'disparities': result.measures, 'groups': tables}, indent=2, default=float))
+    tables = {
+        k: [{c: _native(v) for c, v in row.items()} for row in t.reset_index(names='group').to_dict(orient='records')]
+        for k, t in result.tables.items()
+    }
+    atomic_write_text(
+        path,
+        json.dumps(
+            {
+                'passed': result.verdict['passed'],
+                'criteria': result.verdict['criteria'],
+                'disparities': result.measures,
+                'groups': tables,
+            },
+            indent=2,
+            default=float,
+        ),
+    )
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c019
-def _columns(text:str): return [c.strip() for c in text.split(',') if c.strip()]
+def _columns(text: str):
+    return [c.strip() for c in text.split(',') if c.strip()]
+
 
 # %% ../../notebooks/lib/stages/06_audit.ipynb #c019a
-def audit(run_dir:str, # run folder
-          sensitive_columns:str='', # group columns, comma-separated; empty: nothing to audit
-          task:str='classification', # classification or regression
-          intersections:bool=False, # also audit the combination of the sensitive columns
-          min_group_size:int=100, # smaller groups are reported as too small to judge
-          n_boot:int=200, # bootstrap resamples for the intervals
-          criteria:str='demographic_parity_ratio at least 0.8', # gate thresholds
-          random_state:int=42, # seed of the bootstrap
-         ):
+def audit(
+    run_dir: str,  # run folder
+    sensitive_columns: str = '',  # group columns, comma-separated; empty: nothing to audit
+    task: str = 'classification',  # classification or regression
+    intersections: bool = False,  # also audit the combination of the sensitive columns
+    min_group_size: int = 100,  # smaller groups are reported as too small to judge
+    n_boot: int = 200,  # bootstrap resamples for the intervals
+    criteria: str = 'demographic_parity_ratio at least 0.8',  # gate thresholds
+    random_state: int = 42,  # seed of the bootstrap
+):
     "Audit the holdout decisions by group and write the report with its verdict"
     paths = get_stage('audit').paths(run_dir)
     features = json.loads(paths['features'].read_text())
     preds = pd.read_parquet(paths['predictions'])
     groups = _columns(sensitive_columns)
     if not groups:  # nothing is declared sensitive: an empty report that says so, and passes
-        result = AuditResult({}, {}, {'passed': True, 'criteria': [], 'note': 'data.sensitive_columns is empty: nothing audited'})
+        result = AuditResult(
+            {}, {}, {'passed': True, 'criteria': [], 'note': 'data.sensitive_columns is empty: nothing audited'}
+        )
         write_audit(result, paths['audit'])
         return result
     key = features['id_column']
-    holdout = pd.read_parquet(paths['holdout'], columns=[c for c in [key, *groups] if c] )
-    if key: df = preds.merge(holdout, on=key, how='left')
-    else: df = pd.concat([preds.reset_index(drop=True), holdout.reset_index(drop=True)], axis=1)  # evaluate kept the holdout's row order
-    result = audit_table(df, 'label', 'prediction', groups, intersections, min_group_size, n_boot, criteria, random_state, task)
+    holdout = pd.read_parquet(paths['holdout'], columns=[c for c in [key, *groups] if c])
+    if key:
+        df = preds.merge(holdout, on=key, how='left')
+    else:
+        df = pd.concat(
+            [preds.reset_index(drop=True), holdout.reset_index(drop=True)], axis=1
+        )  # evaluate kept the holdout's row order
+    result = audit_table(
+        df, 'label', 'prediction', groups, intersections, min_group_size, n_boot, criteria, random_state, task
+    )
     write_audit(result, paths['audit'])
     return result

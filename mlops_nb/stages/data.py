@@ -19,28 +19,50 @@ import pandas as pd
 
 from ..core.basics import MlopsError, atomic_path, atomic_write_text
 from ..core.schema import NotNumbers, schema_hash
-from .sources import BUNDLED, DataFile, bad_bytes, bundled, csv_header, decompressed, resolve_files, text_codec
+from mlops_nb.stages.sources import (
+    BUNDLED,
+    DataFile,
+    bad_bytes,
+    bundled,
+    csv_header,
+    decompressed,
+    resolve_files,
+    text_codec,
+)
 from ..core.stage import get_stage
 
 # %% auto #0
-__all__ = ['RowDigest', 'data_version', 'contract_dtypes', 'snapshot', 'load_source', 'IngestResult', 'ingest', 'data_versions',
-           'log_dataset_input']
+__all__ = [
+    'RowDigest',
+    'data_version',
+    'contract_dtypes',
+    'snapshot',
+    'load_source',
+    'IngestResult',
+    'ingest',
+    'data_versions',
+    'log_dataset_input',
+]
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c013a
-def _fmix64(h:np.ndarray):
+def _fmix64(h: np.ndarray):
     "MurmurHash3's 64-bit finaliser, vectorised: a bijective, non-linear mix of each hash"
     h = h ^ (h >> np.uint64(33))
-    h *= np.uint64(0xff51afd7ed558ccd)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
     h ^= h >> np.uint64(33)
-    h *= np.uint64(0xc4ceb9fe1a85ec53)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
     return h ^ (h >> np.uint64(33))
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c013b
 class RowDigest:
     "An order-independent digest of rows, fed chunk by chunk, in constant memory"
-    def __init__(self): self.rows, self.sums = 0, np.zeros(2, dtype='uint64')
 
-    def update(self, df:pd.DataFrame):
+    def __init__(self):
+        self.rows, self.sums = 0, np.zeros(2, dtype='uint64')
+
+    def update(self, df: pd.DataFrame):
         if len(df):
             h = pd.util.hash_pandas_object(df[sorted(df.columns, key=str)], index=False).to_numpy()
             with np.errstate(over='ignore'):  # uint64 arithmetic wraps around: modulo 2^64 is the point
@@ -48,56 +70,87 @@ class RowDigest:
             self.rows += len(df)
         return self
 
-    def version(self, schema:str):
+    def version(self, schema: str):
         "The data version of the rows seen, with the schema hash `schema`"
         h = hashlib.sha256(f'{schema}:{self.rows}:'.encode())
         h.update(self.sums.tobytes())
         return h.hexdigest()[:16]
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c013c
-def data_version(df:pd.DataFrame):
+def data_version(df: pd.DataFrame):
     "Content hash of `df`, independent of row and column order"
     return RowDigest().update(df).version(schema_hash(df))
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016
-def _textual(t): return isinstance(t, pd.CategoricalDtype) or pd.api.types.is_string_dtype(t) or pd.api.types.is_object_dtype(t)
+def _textual(t):
+    return isinstance(t, pd.CategoricalDtype) or pd.api.types.is_string_dtype(t) or pd.api.types.is_object_dtype(t)
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016a
-def _numeric(t): return pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) and not isinstance(t, pd.CategoricalDtype)
+def _numeric(t):
+    return (
+        pd.api.types.is_numeric_dtype(t)
+        and not pd.api.types.is_bool_dtype(t)
+        and not isinstance(t, pd.CategoricalDtype)
+    )
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016b
-def _same(a, b): return (isinstance(a, pd.CategoricalDtype) and isinstance(b, pd.CategoricalDtype)) or a == b
+def _same(a, b):
+    return (isinstance(a, pd.CategoricalDtype) and isinstance(b, pd.CategoricalDtype)) or a == b
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016c
-def _merge_dtypes(a, b, text_wins:bool):
+def _merge_dtypes(a, b, text_wins: bool):
     "A dtype that holds values of dtypes `a` and `b`, or None"
-    if _same(a, b): return a
-    if _numeric(a) and _numeric(b): return np.dtype('float64')
+    if _same(a, b):
+        return a
+    if _numeric(a) and _numeric(b):
+        return np.dtype('float64')
     if _textual(a) and _textual(b):
-        return pd.CategoricalDtype() if isinstance(a, pd.CategoricalDtype) or isinstance(b, pd.CategoricalDtype) else pd.StringDtype(na_value=np.nan)
-    if text_wins: return pd.StringDtype(na_value=np.nan)
+        return (
+            pd.CategoricalDtype()
+            if isinstance(a, pd.CategoricalDtype) or isinstance(b, pd.CategoricalDtype)
+            else pd.StringDtype(na_value=np.nan)
+        )
+    if text_wins:
+        return pd.StringDtype(na_value=np.nan)
     return None
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016d
 class _Retype(Exception):
     "A chunk needs a column's type widened: read again with these types fixed"
-    def __init__(self, dtypes): self.dtypes = dtypes
+
+    def __init__(self, dtypes):
+        self.dtypes = dtypes
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016e
-def _parquet_columns(f:DataFile):
+def _parquet_columns(f: DataFile):
     "Column names and pandas dtypes of a Parquet file, from its footer (no rows read)"
     import pyarrow.parquet as pq
-    if f.size == 0: raise MlopsError(f'{f.name}: the file is empty (0 bytes): not a Parquet file')
+
+    if f.size == 0:
+        raise MlopsError(f'{f.name}: the file is empty (0 bytes): not a Parquet file')
     try:
-        with f.open() as fh: schema = pq.ParquetFile(fh).schema_arrow
-    except Exception as e: raise MlopsError(f'{f.name}: cannot be read as Parquet: {e}') from None
+        with f.open() as fh:
+            schema = pq.ParquetFile(fh).schema_arrow
+    except Exception as e:
+        raise MlopsError(f'{f.name}: cannot be read as Parquet: {e}') from None
     names = [n for n in schema.names if not re.fullmatch(r'__index_level_\d+__', n)]
     dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes: raise MlopsError(f'{f.name}: column {dupes[0]!r} appears {names.count(dupes[0])} times: rename or drop the copies')
+    if dupes:
+        raise MlopsError(
+            f'{f.name}: column {dupes[0]!r} appears {names.count(dupes[0])} times: rename or drop the copies'
+        )
     return names, schema.empty_table().to_pandas().dtypes
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016f
-def _plan(files:list, encoding:str, delimiter:str):
+def _plan(files: list, encoding: str, delimiter: str):
     "Per file its read options; fixed dtypes and warnings from comparing the files before reading any row"
     plans, warnings, fixed = [], [], {}
     first = None
@@ -109,79 +162,117 @@ def _plan(files:list, encoding:str, delimiter:str):
         else:
             names, dtypes = _parquet_columns(f)
             plan = dict(file=f, names=names, dtypes=dtypes)
-        if first is None: first = plan
+        if first is None:
+            first = plan
         else:
             missing = [c for c in first['names'] if c not in names]
             extra = [c for c in names if c not in first['names']]
             if missing or extra:
-                c, has = (missing[0], f'has no column {missing[0]!r}, which {first["file"].name} has') if missing else \
-                         (extra[0], f'has a column {extra[0]!r} that {first["file"].name} has not')
-                raise MlopsError(f'{f.name}: {has}: every file of a folder or glob must have the same columns'
-                                 + (f' ({len(missing) + len(extra) - 1} more differ)' if len(missing) + len(extra) > 1 else ''))
+                c, has = (
+                    (missing[0], f'has no column {missing[0]!r}, which {first["file"].name} has')
+                    if missing
+                    else (extra[0], f'has a column {extra[0]!r} that {first["file"].name} has not')
+                )
+                raise MlopsError(
+                    f'{f.name}: {has}: every file of a folder or glob must have the same columns'
+                    + (f' ({len(missing) + len(extra) - 1} more differ)' if len(missing) + len(extra) > 1 else '')
+                )
         plans.append(plan)
     pq_plans = [p for p in plans if p['file'].format == 'parquet']
     for p in pq_plans[1:]:
         ref = pq_plans[0]
         for c in ref['names']:
             a, b = ref['dtypes'][c], p['dtypes'][c]
-            if _same(a, b) or (_textual(a) and _textual(b)): continue
+            if _same(a, b) or (_textual(a) and _textual(b)):
+                continue
             merged = _merge_dtypes(fixed.get(c, a), b, text_wins=False)
             if merged is None:
-                raise MlopsError(f'{p["file"].name}: column {c!r} is {b}, but {a} in {ref["file"].name}: every Parquet file of a '
-                                 'folder or glob must have the same column types (rewrite this file, or move it out of the source)')
-            warnings.append(f'{p["file"].name}: column {c!r} is {b} here and {a} in {ref["file"].name}: read as {merged}')
+                raise MlopsError(
+                    f'{p["file"].name}: column {c!r} is {b}, but {a} in {ref["file"].name}: every Parquet file of a '
+                    'folder or glob must have the same column types (rewrite this file, or move it out of the source)'
+                )
+            warnings.append(
+                f'{p["file"].name}: column {c!r} is {b} here and {a} in {ref["file"].name}: read as {merged}'
+            )
             fixed[c] = merged
     return plans, fixed, warnings
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016g
-def _read_chunks(plan:dict, encoding:str, chunk_rows:int, text_columns):
+def _read_chunks(plan: dict, encoding: str, chunk_rows: int, text_columns):
     "The DataFrames of one planned file, `chunk_rows` rows at a time"
     f = plan['file']
     if f.format == 'parquet':
         import pyarrow.parquet as pq
+
         with f.open() as fh:
             pf = pq.ParquetFile(fh)
             n = 0
             for batch in pf.iter_batches(batch_size=chunk_rows):
                 n += 1
                 yield batch.to_pandas()[plan['names']]
-            if not n: yield pf.schema_arrow.empty_table().to_pandas()[plan['names']]
+            if not n:
+                yield pf.schema_arrow.empty_table().to_pandas()[plan['names']]
         return
     dtype = {c: 'str' for c in text_columns if c in plan['names']} or None
     with decompressed(f) as raw:
-        yield from pd.read_csv(raw, sep=plan['delimiter'], encoding=text_codec(encoding), chunksize=chunk_rows, dtype=dtype, low_memory=False)
+        yield from pd.read_csv(
+            raw,
+            sep=plan['delimiter'],
+            encoding=text_codec(encoding),
+            chunksize=chunk_rows,
+            dtype=dtype,
+            low_memory=False,
+        )
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016i
 class _Sampler:
     "A seeded random sample of `k` rows, in source order, holding at most `k` rows plus one chunk"
-    def __init__(self, k:int, seed:int): self.k, self.seed, self.first, self.kept, self.keys, self.n = k, seed, None, None, None, 0
-    def add(self, chunk:pd.DataFrame):
+
+    def __init__(self, k: int, seed: int):
+        self.k, self.seed, self.first, self.kept, self.keys, self.n = k, seed, None, None, None, 0
+
+    def add(self, chunk: pd.DataFrame):
         chunk = chunk.set_axis(pd.RangeIndex(self.n, self.n + len(chunk)))
         self.n += len(chunk)
-        if self.kept is None and self.first is None: self.first = chunk; return
+        if self.kept is None and self.first is None:
+            self.first = chunk
+            return
         if self.kept is None:
             self.rng = np.random.default_rng(self.seed)
             self.kept, self.keys, self.first = self.first, self.rng.random(len(self.first)), None
         keys = np.concatenate([self.keys, self.rng.random(len(chunk))])
         both = pd.concat([self.kept, chunk])
-        keep = np.sort(np.argpartition(keys, self.k)[:self.k]) if len(keys) > self.k else np.arange(len(keys))
+        keep = np.sort(np.argpartition(keys, self.k)[: self.k]) if len(keys) > self.k else np.arange(len(keys))
         self.kept, self.keys = both.iloc[keep], keys[keep]
-    def result(self, dtypes:dict):
+
+    def result(self, dtypes: dict):
         if self.kept is None:
-            df = self.first if len(self.first) <= self.k else self.first.sample(self.k, random_state=self.seed).sort_index()
-        else: df = self.kept.sort_index()
-        lost = {c: t for c, t in dtypes.items() if not _same(df[c].dtype, t)}  # concat turns differing categoricals into text
+            df = (
+                self.first
+                if len(self.first) <= self.k
+                else self.first.sample(self.k, random_state=self.seed).sort_index()
+            )
+        else:
+            df = self.kept.sort_index()
+        lost = {
+            c: t for c, t in dtypes.items() if not _same(df[c].dtype, t)
+        }  # concat turns differing categoricals into text
         return (df.astype(lost) if lost else df).reset_index(drop=True)
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016j
 @dataclass
 class _Profile:
     "Per column: missing values and numeric range, gathered chunk by chunk"
-    rows:int = 0
-    missing:pd.Series|None = None
-    lo:dict = field(default_factory=dict)
-    hi:dict = field(default_factory=dict)
-    def add(self, df:pd.DataFrame):
+
+    rows: int = 0
+    missing: pd.Series | None = None
+    lo: dict = field(default_factory=dict)
+    hi: dict = field(default_factory=dict)
+
+    def add(self, df: pd.DataFrame):
         self.rows += len(df)
         m = df.isna().sum()
         self.missing = m if self.missing is None else self.missing + m
@@ -190,83 +281,126 @@ class _Profile:
                 lo, hi = df[c].min(), df[c].max()
                 self.lo[c] = lo if c not in self.lo else min(self.lo[c], lo)
                 self.hi[c] = hi if c not in self.hi else max(self.hi[c], hi)
+
     def table(self, dtypes):
-        return pd.DataFrame({'dtype': dtypes.astype(str), 'missing': self.missing, 'missing_share': (self.missing/max(self.rows, 1)).round(4),
-                             'min': pd.Series(self.lo, dtype=object), 'max': pd.Series(self.hi, dtype=object)},
-                            index=dtypes.index).rename_axis('column')
+        return pd.DataFrame(
+            {
+                'dtype': dtypes.astype(str),
+                'missing': self.missing,
+                'missing_share': (self.missing / max(self.rows, 1)).round(4),
+                'min': pd.Series(self.lo, dtype=object),
+                'max': pd.Series(self.hi, dtype=object),
+            },
+            index=dtypes.index,
+        ).rename_axis('column')
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016k
-def _sources(source:str, years:str, encoding:str, delimiter:str):
+def _sources(source: str, years: str, encoding: str, delimiter: str):
     "`(plans, fixed dtypes, warnings)` for a bundled name or files"
     if source in BUNDLED:
         return [dict(file=DataFile(source, 'bundled'), names=None, frame=lambda: bundled(source, years))], {}, []
     return _plan(resolve_files(source), encoding, delimiter)
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016l
 def _chunks(plan, encoding, chunk_rows, text_columns):
-    if plan['file'].format == 'bundled': return iter([plan['frame']()])
+    if plan['file'].format == 'bundled':
+        return iter([plan['frame']()])
     return _read_chunks(plan, encoding, chunk_rows, text_columns)
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016m
-def _reading(plan, encoding:str, delimiter:str, names):
+def _reading(plan, encoding: str, delimiter: str, names):
     "Run a read, turning what can go wrong with a file into an error naming it"
     f = plan['file']
+
     def fail(e):
-        if isinstance(e, (MlopsError, _Retype)): return e
-        if isinstance(e, UnicodeDecodeError): return MlopsError(bad_bytes(f, text_codec(encoding), plan.get('delimiter', delimiter), names))
-        if isinstance(e, pd.errors.ParserError): return MlopsError(f'{f.name}: cannot be parsed as CSV: {str(e).strip()}')
-        if isinstance(e, (OSError, EOFError, ValueError, zipfile.BadZipFile, lzma.LZMAError)) or type(e).__module__.startswith(('pyarrow', 'zlib')):
+        if isinstance(e, (MlopsError, _Retype)):
+            return e
+        if isinstance(e, UnicodeDecodeError):
+            return MlopsError(bad_bytes(f, text_codec(encoding), plan.get('delimiter', delimiter), names))
+        if isinstance(e, pd.errors.ParserError):
+            return MlopsError(f'{f.name}: cannot be parsed as CSV: {str(e).strip()}')
+        if isinstance(e, (OSError, EOFError, ValueError, zipfile.BadZipFile, lzma.LZMAError)) or type(
+            e
+        ).__module__.startswith(('pyarrow', 'zlib')):
             kind = 'Parquet' if f.format == 'parquet' else 'CSV' + (f' ({f.compression})' if f.compression else '')
             return MlopsError(f'{f.name}: cannot be read as {kind}: {type(e).__name__}: {e}')
         return e
+
     return fail
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016m9
-def _reconcile(chunk:pd.DataFrame, dtypes:dict, fixed:dict, f, origin):
+def _reconcile(chunk: pd.DataFrame, dtypes: dict, fixed: dict, f, origin):
     "`chunk` cast to the types of the chunks before it (`dtypes`, first seen in the file `origin`); `_Retype` when they must widen"
     cast, widen = {}, {}
     for c in dtypes:
         have, want = chunk[c].dtype, dtypes[c]
-        if _same(have, want): continue
+        if _same(have, want):
+            continue
         if not chunk[c].notna().any():  # no values, so no type to reconcile: only room for missing ones
-            if pd.api.types.is_integer_dtype(want): widen[c] = np.dtype('float64')
-            elif pd.api.types.is_bool_dtype(want): widen[c] = np.dtype('object')
-            else: cast[c] = want
+            if pd.api.types.is_integer_dtype(want):
+                widen[c] = np.dtype('float64')
+            elif pd.api.types.is_bool_dtype(want):
+                widen[c] = np.dtype('object')
+            else:
+                cast[c] = want
             continue
         merged = _merge_dtypes(want, have, text_wins=f.format == 'csv' and origin.format == 'csv')
         if merged is None:
-            raise MlopsError(f'{f.name}: column {c!r} is {have}, but {want} in {origin.name}: '
-                             'the files of a source must have the same column types')
+            raise MlopsError(
+                f'{f.name}: column {c!r} is {have}, but {want} in {origin.name}: '
+                'the files of a source must have the same column types'
+            )
         # numbers parsed from CSV text become text only by reading them as text: '01' must not become '1'
         reread = f.format == 'csv' and _textual(merged) and not _textual(have) and c not in fixed
-        if _same(merged, want) and not reread: cast[c] = want
-        else: widen[c] = merged
-    if widen: raise _Retype(widen)
+        if _same(merged, want) and not reread:
+            cast[c] = want
+        else:
+            widen[c] = merged
+    if widen:
+        raise _Retype(widen)
     return chunk.astype(cast) if cast else chunk
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016n
-def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:int, max_rows:int, random_state:int):
+def _write_snapshot(
+    path: Path, plans: list, fixed: dict, encoding: str, chunk_rows: int, max_rows: int, random_state: int
+):
     "Write the chunks of `plans` to the Parquet file `path`; what was written, or `_Retype` to read again"
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
+
     text_columns = [c for c, t in fixed.items() if _textual(t)]  # read as text; categories are made after
     # shown only when reading takes more than a second: a bundled dataset or a small file stays quiet
     bar = tqdm(desc='ingest', unit=' rows', unit_scale=True, delay=1, mininterval=0.5)
     columns = dtypes = origin = None
     writer, digest, warnings, inputs, total = None, RowDigest(), [], [], 0
     profile, sampler, preview, schema = _Profile(), _Sampler(max_rows, random_state) if max_rows else None, None, None
+
     def write(df):
         nonlocal writer, schema, preview
         profile.add(df)
         table = pa.Table.from_pandas(df, preserve_index=False)
         if writer is None:
-            schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type.value_type) if pa.types.is_dictionary(f.type) else f.type)
-                                for f in table.schema], metadata=table.schema.metadata)
+            schema = pa.schema(
+                [
+                    pa.field(
+                        f.name,
+                        pa.dictionary(pa.int32(), f.type.value_type) if pa.types.is_dictionary(f.type) else f.type,
+                    )
+                    for f in table.schema
+                ],
+                metadata=table.schema.metadata,
+            )
             writer = pq.ParquetWriter(tmp, schema)
             preview = df.head(10)
         writer.write_table(table.cast(schema))
         digest.update(df)
+
     with atomic_path(path) as tmp:
         try:
             for plan in plans:
@@ -274,200 +408,309 @@ def _write_snapshot(path:Path, plans:list, fixed:dict, encoding:str, chunk_rows:
                 fail = _reading(plan, encoding, plan.get('delimiter', ''), plan.get('names'))
                 try:
                     for chunk in _chunks(plan, encoding, chunk_rows, text_columns):
-                        if columns is None: columns = list(map(str, chunk.columns))
+                        if columns is None:
+                            columns = list(map(str, chunk.columns))
                         chunk = chunk.set_axis(list(map(str, chunk.columns)), axis=1)[columns].reset_index(drop=True)
-                        if not len(chunk): continue  # a header-only file adds no rows, and its types say nothing
+                        if not len(chunk):
+                            continue  # a header-only file adds no rows, and its types say nothing
                         if dtypes is None:
                             generic = lambda t: pd.CategoricalDtype() if isinstance(t, pd.CategoricalDtype) else t
                             dtypes, origin = {c: generic(fixed.get(c, chunk[c].dtype)) for c in columns}, f
                         chunk = _reconcile(chunk, dtypes, fixed, f, origin)
                         if f.format == 'csv':
                             for c in columns:
-                                if pd.api.types.is_string_dtype(chunk[c].dtype) and not isinstance(chunk[c].dtype, pd.CategoricalDtype):
+                                if pd.api.types.is_string_dtype(chunk[c].dtype) and not isinstance(
+                                    chunk[c].dtype, pd.CategoricalDtype
+                                ):
                                     not_numbers.setdefault(c, NotNumbers()).add(chunk[c], rows_in_file)
-                        if sampler: sampler.add(chunk)
-                        else: write(chunk)
+                        if sampler:
+                            sampler.add(chunk)
+                        else:
+                            write(chunk)
                         rows_in_file += len(chunk)
                         bar.update(len(chunk))
                         bar.set_postfix_str(f'{f.name} ({plans.index(plan) + 1} of {len(plans)} files)', refresh=False)
                 except Exception as e:
                     err = fail(e)
-                    if err is e: raise
+                    if err is e:
+                        raise
                     raise err from None
                 warnings += [m for c, nn in not_numbers.items() if (m := nn.message(f, c))]
                 inputs.append(dict(file=f.name, rows=rows_in_file, bytes=f.size))
             total = sum(i['rows'] for i in inputs)
             if total == 0:
-                what = ' and '.join(p['file'].name for p in plans[:3]) + (f' and {len(plans) - 3} more' if len(plans) > 3 else '')
-                raise MlopsError(f'{what}: {"has" if len(plans) == 1 else "have"} a header ({len(columns)} columns: {", ".join(columns[:6])}{", ..." if len(columns) > 6 else ""}) '
-                                 'but no data rows')
+                what = ' and '.join(p['file'].name for p in plans[:3]) + (
+                    f' and {len(plans) - 3} more' if len(plans) > 3 else ''
+                )
+                raise MlopsError(
+                    f'{what}: {"has" if len(plans) == 1 else "have"} a header ({len(columns)} columns: {", ".join(columns[:6])}{", ..." if len(columns) > 6 else ""}) '
+                    'but no data rows'
+                )
             if sampler:
                 df = sampler.result(dtypes)
                 write(df)
             rows = profile.rows
-            if rows < 10: warnings.append(f'only {rows} row{"s" if rows > 1 else ""} of data: too few to train a model on or to compare with a reference')
+            if rows < 10:
+                warnings.append(
+                    f'only {rows} row{"s" if rows > 1 else ""} of data: too few to train a model on or to compare with a reference'
+                )
             for c in columns:
-                if profile.missing[c] == profile.rows: warnings.append(f'column {c!r} has no values: every one of its {profile.rows} values is missing')
+                if profile.missing[c] == profile.rows:
+                    warnings.append(f'column {c!r} has no values: every one of its {profile.rows} values is missing')
         finally:
             bar.close()
-            if writer is not None: writer.close()
+            if writer is not None:
+                writer.close()
     written = pq.read_schema(path).empty_table().to_pandas()
-    return dict(data_version=digest.version(schema_hash(written)), schema_hash=schema_hash(written),
-                rows=rows, columns=len(columns), warnings=warnings, inputs=inputs, preview=preview, profile=profile.table(written.dtypes))
+    return dict(
+        data_version=digest.version(schema_hash(written)),
+        schema_hash=schema_hash(written),
+        rows=rows,
+        columns=len(columns),
+        warnings=warnings,
+        inputs=inputs,
+        preview=preview,
+        profile=profile.table(written.dtypes),
+    )
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016o
-def contract_dtypes(schema:dict):
+def contract_dtypes(schema: dict):
     "The dtypes a schema gives CSV columns: text as text (categories as categories), floats as floats; others as read"
     res = {}
     for c, col in schema['columns'].items():
-        if col.get('kind') == 'text': res[c] = pd.CategoricalDtype() if col.get('dtype') == 'category' else pd.StringDtype(na_value=np.nan)
-        elif col.get('kind') == 'float': res[c] = np.dtype('float64')
+        if col.get('kind') == 'text':
+            res[c] = pd.CategoricalDtype() if col.get('dtype') == 'category' else pd.StringDtype(na_value=np.nan)
+        elif col.get('kind') == 'float':
+            res[c] = np.dtype('float64')
     return res
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016p
-def snapshot(path:str|Path, # the Parquet file to write
-             source:str='acs_employment_ma', # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
-             years:str='2015', # survey years to keep (bundled ACS data)
-             max_rows:int=0, # keep a seeded random sample of this many rows; 0 keeps all
-             random_state:int=42, # seed of the sample
-             delimiter:str='', # CSV field delimiter; empty detects one of , ; tab |
-             encoding:str='utf-8', # text encoding of CSV files
-             chunk_rows:int=200_000, # rows read at a time: bounds memory
-             csv_dtypes=None, # a function returning `{column: dtype}` for CSV columns (called only if there is a CSV file)
-            ):
+def snapshot(
+    path: str | Path,  # the Parquet file to write
+    source: str = 'acs_employment_ma',  # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
+    years: str = '2015',  # survey years to keep (bundled ACS data)
+    max_rows: int = 0,  # keep a seeded random sample of this many rows; 0 keeps all
+    random_state: int = 42,  # seed of the sample
+    delimiter: str = '',  # CSV field delimiter; empty detects one of , ; tab |
+    encoding: str = 'utf-8',  # text encoding of CSV files
+    chunk_rows: int = 200_000,  # rows read at a time: bounds memory
+    csv_dtypes=None,  # a function returning `{column: dtype}` for CSV columns (called only if there is a CSV file)
+):
     "Read `source` into the Parquet file `path` (atomically), in chunks; its data version, rows and warnings"
-    if chunk_rows < 1: raise MlopsError(f'ingest.chunk_rows must be at least 1; got {chunk_rows}')
-    if max_rows < 0: raise MlopsError(f'ingest.max_rows must be 0 (all rows) or more; got {max_rows}')
+    if chunk_rows < 1:
+        raise MlopsError(f'ingest.chunk_rows must be at least 1; got {chunk_rows}')
+    if max_rows < 0:
+        raise MlopsError(f'ingest.max_rows must be 0 (all rows) or more; got {max_rows}')
     plans, fixed, warnings = _sources(source, years, encoding, delimiter)
     csv_names = {c for p in plans if p['file'].format == 'csv' for c in p['names']}
     if csv_names and csv_dtypes is not None:
         for c, t in (csv_dtypes() or {}).items():
-            if c in csv_names: fixed.setdefault(c, t)
+            if c in csv_names:
+                fixed.setdefault(c, t)
     for _ in range(1000):  # each retry widens at least one column's type, so this ends
-        try: res = _write_snapshot(Path(path), plans, fixed, encoding, chunk_rows, max_rows, random_state)
-        except _Retype as r: fixed.update(r.dtypes); continue
+        try:
+            res = _write_snapshot(Path(path), plans, fixed, encoding, chunk_rows, max_rows, random_state)
+        except _Retype as r:
+            fixed.update(r.dtypes)
+            continue
         res['warnings'] = warnings + res['warnings']
         return res
     raise RuntimeError('column types did not settle')  # a bug, not a user error
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016q
-def load_source(source:str, # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
-                years:str='2015', # survey years to keep (bundled ACS data)
-                **kwargs, # more arguments of `snapshot`: delimiter, encoding, ...
-               ):
+def load_source(
+    source: str,  # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
+    years: str = '2015',  # survey years to keep (bundled ACS data)
+    **kwargs,  # more arguments of `snapshot`: delimiter, encoding, ...
+):
     "The whole of `source` as a DataFrame, read and checked as ingest reads it (for small data)"
-    if source in BUNDLED: return bundled(source, years)
+    if source in BUNDLED:
+        return bundled(source, years)
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
-        snapshot(Path(tmp)/'data.parquet', source, years, **kwargs)
-        return pd.read_parquet(Path(tmp)/'data.parquet')
+        snapshot(Path(tmp) / 'data.parquet', source, years, **kwargs)
+        return pd.read_parquet(Path(tmp) / 'data.parquet')
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c020
 @dataclass
 class IngestResult:
     "What ingest wrote"
-    snapshot:Path
-    version:dict
-    preview:pd.DataFrame|None = None
-    profile:pd.DataFrame|None = None
+
+    snapshot: Path
+    version: dict
+    preview: pd.DataFrame | None = None
+    profile: pd.DataFrame | None = None
 
     @property
     def summary(self):
         return pd.Series({k: v for k, v in self.version.items() if k not in ('inputs', 'warnings')}).to_frame('value')
 
     @property
-    def warnings(self): return pd.DataFrame({'warning': self.version.get('warnings', [])})
+    def warnings(self):
+        return pd.DataFrame({'warning': self.version.get('warnings', [])})
 
     @property
-    def inputs(self): return pd.DataFrame(self.version.get('inputs', []))
+    def inputs(self):
+        return pd.DataFrame(self.version.get('inputs', []))
 
     @property
     def data(self):
         "The whole snapshot, read back"
         return pd.read_parquet(self.snapshot)
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c020a
-def ingest(run_dir:str, # run folder
-           source:str='acs_employment_ma', # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
-           years:str='2015', # survey years to keep (bundled ACS data)
-           max_rows:int=0, # keep a random sample of this many rows; 0 keeps all
-           random_state:int=42, # seed of the sample
-           delimiter:str='', # CSV field delimiter; empty detects one of , ; tab |
-           encoding:str='utf-8', # text encoding of CSV files (a UTF-8 byte order mark is skipped)
-           chunk_rows:int=200_000, # rows read at a time from a file: bounds memory
-           reference:str='champion', # the contract's schema (champion, none, or a schema.json path): CSV columns are read as its types
-           model_name:str='acs-employment', # registered model whose champion's schema is meant
-           tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
-          ):
+def ingest(
+    run_dir: str,  # run folder
+    source: str = 'acs_employment_ma',  # bundled dataset name, or a CSV or Parquet file, folder, glob or fsspec URI
+    years: str = '2015',  # survey years to keep (bundled ACS data)
+    max_rows: int = 0,  # keep a random sample of this many rows; 0 keeps all
+    random_state: int = 42,  # seed of the sample
+    delimiter: str = '',  # CSV field delimiter; empty detects one of , ; tab |
+    encoding: str = 'utf-8',  # text encoding of CSV files (a UTF-8 byte order mark is skipped)
+    chunk_rows: int = 200_000,  # rows read at a time from a file: bounds memory
+    reference: str = 'champion',  # the contract's schema (champion, none, or a schema.json path): CSV columns are read as its types
+    model_name: str = 'acs-employment',  # registered model whose champion's schema is meant
+    tracking_uri: str = '',  # MLflow tracking URI; empty means the project's settings.ini
+):
     "Snapshot `source` into the run folder as Parquet, with its data version"
     paths = get_stage('ingest').paths(run_dir)
     types_from = []
+
     def csv_dtypes():
         from mlops_nb.stages.validate import describe_reference, reference_schema
+
         schema, info, _ = reference_schema(reference, model_name, tracking_uri)
-        if schema is None: return None
+        if schema is None:
+            return None
         types_from.append(describe_reference(info))
         return contract_dtypes(schema)
-    res = snapshot(paths['snapshot'], source, years, max_rows, random_state, delimiter, encoding, chunk_rows,
-                   None if reference in ('', 'none') else csv_dtypes)
-    version = dict(data_version=res['data_version'], schema_hash=res['schema_hash'], rows=res['rows'], columns=res['columns'],
-                   source=source, years=years if source == 'acs_employment_ma' else '', max_rows=max_rows,
-                   files=len(res['inputs']), csv_types_from=types_from[0] if types_from else '',
-                   inputs=res['inputs'][:1000], warnings=res['warnings'])
+
+    res = snapshot(
+        paths['snapshot'],
+        source,
+        years,
+        max_rows,
+        random_state,
+        delimiter,
+        encoding,
+        chunk_rows,
+        None if reference in ('', 'none') else csv_dtypes,
+    )
+    version = dict(
+        data_version=res['data_version'],
+        schema_hash=res['schema_hash'],
+        rows=res['rows'],
+        columns=res['columns'],
+        source=source,
+        years=years if source == 'acs_employment_ma' else '',
+        max_rows=max_rows,
+        files=len(res['inputs']),
+        csv_types_from=types_from[0] if types_from else '',
+        inputs=res['inputs'][:1000],
+        warnings=res['warnings'],
+    )
     atomic_write_text(paths['version'], json.dumps(version, indent=2))
-    for w in res['warnings']: print(f'warning: {w}')
+    for w in res['warnings']:
+        print(f'warning: {w}')
     return IngestResult(paths['snapshot'], version, res['preview'], res['profile'])
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c023
-def data_versions(manifests:list, # run manifests, oldest first (`mlops_nb.core.manifest.list_runs`)
-                 ):
+def data_versions(
+    manifests: list,  # run manifests, oldest first (`mlops_nb.core.manifest.list_runs`)
+):
     "One row per data version ingested by a run: rows, columns, schema hash, source, and the first and last run that used it"
     seen = {}
     for m in manifests:
-        rec = next((r for r in m.get('stages', []) if r.get('name') == 'ingest' and r.get('status') == 'completed'), None)
+        rec = next(
+            (r for r in m.get('stages', []) if r.get('name') == 'ingest' and r.get('status') == 'completed'), None
+        )
         v = (rec or {}).get('result') or {}
-        if not v.get('data_version'): continue
-        row = seen.setdefault(v['data_version'], dict(data_version=v['data_version'], rows=v.get('rows'), columns=v.get('columns'),
-                                                      schema_hash=v.get('schema_hash'), source=v.get('source'), runs=0,
-                                                      first_run=m['run_id'], first_used=m.get('created')))
+        if not v.get('data_version'):
+            continue
+        row = seen.setdefault(
+            v['data_version'],
+            dict(
+                data_version=v['data_version'],
+                rows=v.get('rows'),
+                columns=v.get('columns'),
+                schema_hash=v.get('schema_hash'),
+                source=v.get('source'),
+                runs=0,
+                first_run=m['run_id'],
+                first_used=m.get('created'),
+            ),
+        )
         row.update(runs=row['runs'] + 1, last_run=m['run_id'], last_used=m.get('created'))
     return sorted(seen.values(), key=lambda r: (r['first_used'] or '', r['first_run']))
+
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c026
 def _mlflow_type(t):
     import pyarrow as pa
-    if pa.types.is_dictionary(t): t = t.value_type
-    if pa.types.is_boolean(t): return 'boolean'
-    if pa.types.is_integer(t): return 'long' if t.bit_width > 32 else 'integer'
-    if pa.types.is_floating(t): return 'double' if t.bit_width > 32 else 'float'
-    if pa.types.is_timestamp(t) or pa.types.is_date(t): return 'datetime'
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t): return 'binary'
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_boolean(t):
+        return 'boolean'
+    if pa.types.is_integer(t):
+        return 'long' if t.bit_width > 32 else 'integer'
+    if pa.types.is_floating(t):
+        return 'double' if t.bit_width > 32 else 'float'
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return 'datetime'
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return 'binary'
     return 'string'
 
+
 # %% ../../notebooks/lib/stages/01_data.ipynb #c026a
-def log_dataset_input(client, # an `MlflowClient`
-                      mlflow_run_id:str, # the MLflow run the data is an input of
-                      version:dict, # the content of data_version.json
-                      snapshot_path:str|Path, # the Parquet snapshot
-                      context:str='training', # MLflow's `mlflow.data.context` tag
-                     ):
+def log_dataset_input(
+    client,  # an `MlflowClient`
+    mlflow_run_id: str,  # the MLflow run the data is an input of
+    version: dict,  # the content of data_version.json
+    snapshot_path: str | Path,  # the Parquet snapshot
+    context: str = 'training',  # MLflow's `mlflow.data.context` tag
+):
     "Log the snapshot as the dataset input of `mlflow_run_id`, its digest the data version"
     import pyarrow.parquet as pq
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
+
     snapshot_path = Path(snapshot_path).resolve()
     fields = [f for f in pq.read_schema(snapshot_path)]
     source = version.get('source') or snapshot_path.name
     name = source if source in BUNDLED else Path(source.rstrip('/')).name or source
-    ds = Dataset(name=name[:500], digest=version['data_version'], source_type='local',
-                 source=json.dumps({'uri': snapshot_path.as_uri()}),
-                 schema=json.dumps({'mlflow_colspec': [{'type': _mlflow_type(f.type), 'name': f.name, 'required': True} for f in fields]}),
-                 profile=json.dumps({'num_rows': version.get('rows'), 'num_elements': (version.get('rows') or 0)*len(fields),
-                                     'schema_hash': version.get('schema_hash'), 'source': source}))
+    ds = Dataset(
+        name=name[:500],
+        digest=version['data_version'],
+        source_type='local',
+        source=json.dumps({'uri': snapshot_path.as_uri()}),
+        schema=json.dumps(
+            {'mlflow_colspec': [{'type': _mlflow_type(f.type), 'name': f.name, 'required': True} for f in fields]}
+        ),
+        profile=json.dumps(
+            {
+                'num_rows': version.get('rows'),
+                'num_elements': (version.get('rows') or 0) * len(fields),
+                'schema_hash': version.get('schema_hash'),
+                'source': source,
+            }
+        ),
+    )
     tags = [InputTag('mlflow.data.context', context), InputTag('mlops_nb.data_version', version['data_version'])]
     for attempt in range(3):
-        try: client.log_inputs(mlflow_run_id, datasets=[DatasetInput(ds, tags)]); return ds
+        try:
+            client.log_inputs(mlflow_run_id, datasets=[DatasetInput(ds, tags)])
+            return ds
         except MlflowException as e:
             # MLflow looks a dataset up, then inserts it: a run logging the same data at that moment (two people, one
             # server) can insert it in between, and the insert fails; looked up again, it is found and reused
-            if attempt == 2 or e.error_code != 'BAD_REQUEST' or not re.search('unique|duplicate', str(e), re.I): raise
+            if attempt == 2 or e.error_code != 'BAD_REQUEST' or not re.search('unique|duplicate', str(e), re.I):
+                raise

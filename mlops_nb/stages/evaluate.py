@@ -21,64 +21,103 @@ from ..registry.models import champion_model, load_pipeline
 from .features import _read_json, model_input
 
 # %% auto #0
-__all__ = ['classification_metrics', 'regression_metrics', 'task_metrics', 'model_output', 'truth_of', 'EvaluateResult',
-           'slice_metrics', 'baseline_output', 'evaluate']
+__all__ = [
+    'classification_metrics',
+    'regression_metrics',
+    'task_metrics',
+    'model_output',
+    'truth_of',
+    'EvaluateResult',
+    'slice_metrics',
+    'baseline_output',
+    'evaluate',
+]
+
 
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c013a
-def classification_metrics(y_true, score, threshold:float=0.5):
+def classification_metrics(y_true, score, threshold: float = 0.5):
     "Holdout metrics of a binary classifier from its positive-class scores"
     from sklearn import metrics as m
+
     y_true, score = np.asarray(y_true), np.clip(np.asarray(score, float), 1e-15, 1 - 1e-15)
     pred = (score >= threshold).astype(int)
     both = len(np.unique(y_true)) == 2
-    return dict(accuracy=float(m.accuracy_score(y_true, pred)), f1=float(m.f1_score(y_true, pred, zero_division=0)),
-                roc_auc=float(m.roc_auc_score(y_true, score)) if both else float('nan'),
-                pr_auc=float(m.average_precision_score(y_true, score)) if both else float('nan'),
-                log_loss=float(m.log_loss(y_true, score, labels=[0, 1])), brier=float(m.brier_score_loss(y_true, score)),
-                positive_rate=float(pred.mean()), rows=int(len(y_true)))
+    return dict(
+        accuracy=float(m.accuracy_score(y_true, pred)),
+        f1=float(m.f1_score(y_true, pred, zero_division=0)),
+        roc_auc=float(m.roc_auc_score(y_true, score)) if both else float('nan'),
+        pr_auc=float(m.average_precision_score(y_true, score)) if both else float('nan'),
+        log_loss=float(m.log_loss(y_true, score, labels=[0, 1])),
+        brier=float(m.brier_score_loss(y_true, score)),
+        positive_rate=float(pred.mean()),
+        rows=int(len(y_true)),
+    )
+
 
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c013b
 def regression_metrics(y_true, pred):
     "Holdout metrics of a regressor from its predictions"
     from sklearn import metrics as m
+
     y_true, pred = np.asarray(y_true, float), np.asarray(pred, float)
-    return dict(rmse=float(m.root_mean_squared_error(y_true, pred)), mae=float(m.mean_absolute_error(y_true, pred)),
-                r2=float(m.r2_score(y_true, pred)) if len(y_true) > 1 else float('nan'),
-                mean_error=float((pred - y_true).mean()), mean_prediction=float(pred.mean()), rows=int(len(y_true)))
+    return dict(
+        rmse=float(m.root_mean_squared_error(y_true, pred)),
+        mae=float(m.mean_absolute_error(y_true, pred)),
+        r2=float(m.r2_score(y_true, pred)) if len(y_true) > 1 else float('nan'),
+        mean_error=float((pred - y_true).mean()),
+        mean_prediction=float(pred.mean()),
+        rows=int(len(y_true)),
+    )
+
 
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c013c
-def task_metrics(task:str, y_true, output):
+def task_metrics(task: str, y_true, output):
     "Classification metrics of positive-class scores, or regression metrics of predictions"
-    return classification_metrics(y_true, output) if check_task(task) == 'classification' else regression_metrics(y_true, output)
+    return (
+        classification_metrics(y_true, output)
+        if check_task(task) == 'classification'
+        else regression_metrics(y_true, output)
+    )
+
 
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c013d
-def model_output(pipe, X, task:str, positive=None):
+def model_output(pipe, X, task: str, positive=None):
     "What a model is judged on: the score of a classifier's `positive` label (default its second class), a regressor's prediction"
-    if task != 'classification': return pipe.predict(X)
+    if task != 'classification':
+        return pipe.predict(X)
     return pipe.predict_proba(X)[:, positive_index(pipe.classes_, positive)]
 
+
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c013e
-def truth_of(y, features:dict):
+def truth_of(y, features: dict):
     "What metrics compare with: 1 for the positive label and 0 for the other, or a regressor's numbers"
-    if features.get('task', 'classification') != 'classification': return np.asarray(y, float)
+    if features.get('task', 'classification') != 'classification':
+        return np.asarray(y, float)
     return is_positive(y, features.get('positive_label', 1))
+
 
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c015
 @dataclass
 class EvaluateResult:
     "Holdout metrics of the challenger and the champion, per-slice metrics, the verdict and the scored holdout"
-    metrics:dict
-    verdict:dict
-    slices:pd.DataFrame
-    predictions:pd.DataFrame
+
+    metrics: dict
+    verdict: dict
+    slices: pd.DataFrame
+    predictions: pd.DataFrame
 
     @property
-    def criteria(self): return pd.DataFrame(self.verdict['criteria'])
+    def criteria(self):
+        return pd.DataFrame(self.verdict['criteria'])
 
     @property
     def slice_table(self):
         "The main metrics per slice group"
-        main = ['rows', 'accuracy', 'roc_auc', 'positive_rate'] if 'score' in self.predictions else ['rows', 'rmse', 'mae', 'mean_error']
+        main = (
+            ['rows', 'accuracy', 'roc_auc', 'positive_rate']
+            if 'score' in self.predictions
+            else ['rows', 'rmse', 'mae', 'mean_error']
+        )
         return self.slices.set_index(['column', 'group'])[main] if len(self.slices) else self.slices
 
     @property
@@ -86,7 +125,13 @@ class EvaluateResult:
         "Challenger, champion and the trivial baseline side by side, on the same holdout"
         champ = (self.verdict.get('champion') or {}).get('metrics') or {}
         base = (self.verdict.get('baseline') or {}).get('metrics') or {}
-        t = pd.DataFrame({'challenger': self.metrics, 'champion': pd.Series(champ, dtype=float), 'baseline': pd.Series(base, dtype=float)})
+        t = pd.DataFrame(
+            {
+                'challenger': self.metrics,
+                'champion': pd.Series(champ, dtype=float),
+                'baseline': pd.Series(base, dtype=float),
+            }
+        )
         return t.assign(change=t.challenger - t.champion)
 
     def plot(self):
@@ -94,19 +139,29 @@ class EvaluateResult:
         import matplotlib.pyplot as plt
         from sklearn.calibration import CalibrationDisplay
         from sklearn.metrics import ConfusionMatrixDisplay, PredictionErrorDisplay, RocCurveDisplay
+
         p = self.predictions
         if 'score' not in p:
             fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
-            PredictionErrorDisplay.from_predictions(p.label, p.prediction, kind='actual_vs_predicted', ax=ax[0],
-                                                    subsample=2000, random_state=0)
-            PredictionErrorDisplay.from_predictions(p.label, p.prediction, kind='residual_vs_predicted', ax=ax[1],
-                                                    subsample=2000, random_state=0)
+            PredictionErrorDisplay.from_predictions(
+                p.label, p.prediction, kind='actual_vs_predicted', ax=ax[0], subsample=2000, random_state=0
+            )
+            PredictionErrorDisplay.from_predictions(
+                p.label, p.prediction, kind='residual_vs_predicted', ax=ax[1], subsample=2000, random_state=0
+            )
             bins = np.histogram_bin_edges(p.label - p.prediction, 40)
-            ax[2].hist(p.label - p.prediction, bins, alpha=.6, label='challenger')
+            ax[2].hist(p.label - p.prediction, bins, alpha=0.6, label='challenger')
             if 'champion_prediction' in p:
-                ax[2].hist(p.label - p.champion_prediction, bins, alpha=.6, label=f"champion (v{self.verdict['champion']['version']})")
-            ax[2].set_xlabel('label - prediction'); ax[2].legend()
-            for a, t in zip(ax, ['Actual vs predicted', 'Residuals', 'Distribution of errors']): a.set_title(t)
+                ax[2].hist(
+                    p.label - p.champion_prediction,
+                    bins,
+                    alpha=0.6,
+                    label=f'champion (v{self.verdict["champion"]["version"]})',
+                )
+            ax[2].set_xlabel('label - prediction')
+            ax[2].legend()
+            for a, t in zip(ax, ['Actual vs predicted', 'Residuals', 'Distribution of errors']):
+                a.set_title(t)
             fig.tight_layout()
             return fig
         fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -117,44 +172,55 @@ class EvaluateResult:
             RocCurveDisplay.from_predictions(p.label, p.champion_score, ax=ax[0], name=f'champion (v{v})')
             CalibrationDisplay.from_predictions(p.label, p.champion_score, n_bins=10, ax=ax[1], name=f'champion (v{v})')
         ConfusionMatrixDisplay.from_predictions(p.label, p.prediction, ax=ax[2], colorbar=False)
-        for a, t in zip(ax, ['ROC curve', 'Calibration', 'Confusion matrix (challenger)']): a.set_title(t)
+        for a, t in zip(ax, ['ROC curve', 'Calibration', 'Confusion matrix (challenger)']):
+            a.set_title(t)
         fig.tight_layout()
         return fig
 
+
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c015a
-def slice_metrics(df:pd.DataFrame, score, columns:list, truth, task:str='classification'):
+def slice_metrics(df: pd.DataFrame, score, columns: list, truth, task: str = 'classification'):
     "Holdout metrics for each group of each slice column; `truth` is what `task_metrics` compares `score` with"
     rows, truth = [], np.asarray(truth)
     for col in columns:
-        if col not in df: raise MlopsError(f'evaluate.slice_columns names {col!r}, which is not a column of the holdout; '
-                                           f'its columns are {", ".join(map(str, df.columns))}')
+        if col not in df:
+            raise MlopsError(
+                f'evaluate.slice_columns names {col!r}, which is not a column of the holdout; '
+                f'its columns are {", ".join(map(str, df.columns))}'
+            )
         for group, idx in df.groupby(df[col].astype('object').fillna('(missing)'), observed=True).indices.items():
             rows.append({'column': col, 'group': str(group), **task_metrics(task, truth[idx], score[idx])})
     return pd.DataFrame(rows)
 
+
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c015b
-def baseline_output(train_target, features:dict, n:int):
+def baseline_output(train_target, features: dict, n: int):
     "A trivial model's output for `n` rows: the training split's positive rate, or its mean"
     return np.full(n, float(np.mean(truth_of(train_target, features))))
+
 
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c015c
 def _champion_scores(tracking_uri, model_name, X, task, positive):
     found = champion_model(tracking_uri, model_name)
-    if found is None: return None, None
+    if found is None:
+        return None, None
     version, pipe = found
-    try: return version, model_output(pipe, X, task, positive)
+    try:
+        return version, model_output(pipe, X, task, positive)
     except Exception as e:  # the champion may predate a schema or task change; then it cannot be compared, which we say
         return version, f'{type(e).__name__}: {e}'
 
+
 # %% ../../notebooks/lib/stages/05_evaluate.ipynb #c015d
-def evaluate(run_dir:str, # run folder
-             target:str='employed', # label column
-             task:str='classification', # classification or regression
-             criteria:str='roc_auc baseline_change at least 0.05, roc_auc change at least -0.01', # the verdict's criteria
-             slice_columns:str='', # metrics also per group of these columns, comma-separated
-             model_name:str='acs-employment', # registered model whose champion is compared
-             tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
-            ):
+def evaluate(
+    run_dir: str,  # run folder
+    target: str = 'employed',  # label column
+    task: str = 'classification',  # classification or regression
+    criteria: str = 'roc_auc baseline_change at least 0.05, roc_auc change at least -0.01',  # the verdict's criteria
+    slice_columns: str = '',  # metrics also per group of these columns, comma-separated
+    model_name: str = 'acs-employment',  # registered model whose champion is compared
+    tracking_uri: str = '',  # MLflow tracking URI; empty means the project's settings.ini
+):
     "Score the challenger, the champion and a trivial baseline on the holdout; write metrics, slices, predictions and the verdict"
     crit = parse_criteria(criteria, 'evaluate.criteria')
     paths = get_stage('evaluate').paths(run_dir)
@@ -167,19 +233,28 @@ def evaluate(run_dir:str, # run folder
     # without an id column the holdout's row numbers identify its rows (the audit joins on them)
     key = features['id_column'] or 'row'
     preds = pd.DataFrame({key: df[key].to_numpy() if features['id_column'] else np.arange(len(df)), 'label': truth})
-    if task == 'classification': preds = preds.assign(score=score, prediction=(score >= 0.5).astype(int))
-    else: preds['prediction'] = score
+    if task == 'classification':
+        preds = preds.assign(score=score, prediction=(score >= 0.5).astype(int))
+    else:
+        preds['prediction'] = score
     version, champ = _champion_scores(project_tracking_uri(tracking_uri)[0], model_name, X, task, positive)
     champion = None
-    if isinstance(champ, str): champion = {'version': version, 'metrics': None, 'error': champ}
+    if isinstance(champ, str):
+        champion = {'version': version, 'metrics': None, 'error': champ}
     elif champ is not None:
         champion = {'version': version, 'metrics': task_metrics(task, truth, champ)}
         preds['champion_score' if task == 'classification' else 'champion_prediction'] = champ
-    base = task_metrics(task, truth, baseline_output(pd.read_parquet(paths['train'], columns=[target])[target], features, len(df)))
-    result = {**verdict(judge_metrics(crit, metrics, champion and champion['metrics'], base)), 'champion': champion,
-              'baseline': {'model': 'prior' if task == 'classification' else 'mean', 'metrics': base}}
+    base = task_metrics(
+        task, truth, baseline_output(pd.read_parquet(paths['train'], columns=[target])[target], features, len(df))
+    )
+    result = {
+        **verdict(judge_metrics(crit, metrics, champion and champion['metrics'], base)),
+        'champion': champion,
+        'baseline': {'model': 'prior' if task == 'classification' else 'mean', 'metrics': base},
+    }
     slices = slice_metrics(df, score, [c.strip() for c in slice_columns.split(',') if c.strip()], truth, task)
-    with atomic_path(paths['predictions']) as tmp: preds.to_parquet(tmp, index=False)
+    with atomic_path(paths['predictions']) as tmp:
+        preds.to_parquet(tmp, index=False)
     atomic_write_text(paths['slices'], slices.to_json(orient='records', indent=2))
     atomic_write_text(paths['metrics'], json.dumps(metrics, indent=2))
     atomic_write_text(paths['verdict'], json.dumps(result, indent=2))

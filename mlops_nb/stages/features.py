@@ -19,49 +19,82 @@ from ..core.tasks import MODELS, check_task
 from ..registry.models import save_object
 
 # %% auto #0
-__all__ = ['feature_columns', 'check_labels', 'FeaturesResult', 'make_features', 'default_preprocessing', 'make_pipeline',
-           'build_pipeline', 'model_input']
+__all__ = [
+    'feature_columns',
+    'check_labels',
+    'FeaturesResult',
+    'make_features',
+    'default_preprocessing',
+    'make_pipeline',
+    'build_pipeline',
+    'model_input',
+]
+
 
 # %% ../../notebooks/lib/stages/03_features.ipynb #c004
-def _read_json(path): return json.loads(Path(path).read_text())
+def _read_json(path):
+    return json.loads(Path(path).read_text())
+
 
 # %% ../../notebooks/lib/stages/03_features.ipynb #c004b
-def feature_columns(df:pd.DataFrame, target:str, id_column:str, time_column:str):
+def feature_columns(df: pd.DataFrame, target: str, id_column: str, time_column: str):
     "`{'categorical': [...], 'numeric': [...]}` for the columns of `df` that are features"
     skip = {target, id_column, time_column} - {''}
-    cat = [c for c in df.columns if c not in skip and not pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+    cat = [
+        c
+        for c in df.columns
+        if c not in skip and not pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+    ]
     num = [c for c in df.columns if c not in skip and c not in cat]
-    if not cat and not num: raise MlopsError(f'no feature columns left after removing {sorted(skip)}')
+    if not cat and not num:
+        raise MlopsError(f'no feature columns left after removing {sorted(skip)}')
     return {'categorical': cat, 'numeric': num}
 
+
 # %% ../../notebooks/lib/stages/03_features.ipynb #c004c
-def check_labels(y:pd.Series, task:str, positive_label:str, target:str):
+def check_labels(y: pd.Series, task: str, positive_label: str, target: str):
     "The positive label of a classification target (as found in the data), None for regression; a clear error otherwise"
     if check_task(task) == 'regression':
         if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
-            raise MlopsError(f'data.task = regression needs a numeric target; {target!r} holds {y.dtype} values such as {y.iloc[0]!r}')
+            raise MlopsError(
+                f'data.task = regression needs a numeric target; {target!r} holds {y.dtype} values such as {y.iloc[0]!r}'
+            )
         return None
     labels = sorted({label_text(v): v for v in y.dropna().unique()}.items())
     shown = ', '.join(t for t, _ in labels[:10])
     if len(labels) != 2:
-        raise MlopsError(f'data.task = classification needs a target with two labels; {target!r} has {len(labels)}: {shown}'
-                         + ('; for a numeric target set data.task = regression' if len(labels) > 2 and pd.api.types.is_numeric_dtype(y) else ''))
+        raise MlopsError(
+            f'data.task = classification needs a target with two labels; {target!r} has {len(labels)}: {shown}'
+            + (
+                '; for a numeric target set data.task = regression'
+                if len(labels) > 2 and pd.api.types.is_numeric_dtype(y)
+                else ''
+            )
+        )
     texts = [t for t, _ in labels]
     if positive_label:
         if label_text(positive_label) not in texts:
-            raise MlopsError(f'data.positive_label = {positive_label!r} is not a label of {target!r}; its labels are {shown}')
+            raise MlopsError(
+                f'data.positive_label = {positive_label!r} is not a label of {target!r}; its labels are {shown}'
+            )
         v = dict(labels)[label_text(positive_label)]
-    elif texts in (['0', '1'], ['False', 'True']): v = labels[1][1]
-    else: raise MlopsError(f'the target {target!r} has labels {shown}: set data.positive_label to the one whose probability the model scores')
+    elif texts in (['0', '1'], ['False', 'True']):
+        v = labels[1][1]
+    else:
+        raise MlopsError(
+            f'the target {target!r} has labels {shown}: set data.positive_label to the one whose probability the model scores'
+        )
     return v.item() if hasattr(v, 'item') else v
+
 
 # %% ../../notebooks/lib/stages/03_features.ipynb #c004d
 @dataclass
 class FeaturesResult:
     "The split and the feature columns"
-    train:pd.DataFrame
-    holdout:pd.DataFrame
-    features:dict
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    features: dict
 
     @property
     def summary(self):
@@ -69,97 +102,157 @@ class FeaturesResult:
         if self.features.get('task', 'classification') == 'classification':
             pos = self.features.get('positive_label', 1)
             col, values = f'{t} = {pos} rate', [is_positive(part[t], pos).mean() for part in (self.train, self.holdout)]
-        else: col, values = f'{t} mean', [self.train[t].mean(), self.holdout[t].mean()]
+        else:
+            col, values = f'{t} mean', [self.train[t].mean(), self.holdout[t].mean()]
         return pd.DataFrame({'rows': [len(self.train), len(self.holdout)], col: values}, index=['train', 'holdout'])
 
+
 # %% ../../notebooks/lib/stages/03_features.ipynb #c004e
-def make_features(run_dir:str, # run folder
-                  target:str='employed', # label column
-                  task:str='classification', # classification or regression
-                  id_column:str='id', # row identifier
-                  time_column:str='year', # time of a row; not a feature
-                  holdout_share:float=0.2, # share of rows kept out of training
-                  random_state:int=42, # seed of the split
-                  split:str='random', # random, or time: the latest rows by `time_column` are the holdout
-                  positive_label:str='', # classification: the label that is positive; empty: 1 or True
-                  preprocessing=None, # `f(categorical, numeric)` -> an unfitted transformer to a numeric matrix; default `default_preprocessing`
-                 ):
+def make_features(
+    run_dir: str,  # run folder
+    target: str = 'employed',  # label column
+    task: str = 'classification',  # classification or regression
+    id_column: str = 'id',  # row identifier
+    time_column: str = 'year',  # time of a row; not a feature
+    holdout_share: float = 0.2,  # share of rows kept out of training
+    random_state: int = 42,  # seed of the split
+    split: str = 'random',  # random, or time: the latest rows by `time_column` are the holdout
+    positive_label: str = '',  # classification: the label that is positive; empty: 1 or True
+    preprocessing=None,  # `f(categorical, numeric)` -> an unfitted transformer to a numeric matrix; default `default_preprocessing`
+):
     "Split the snapshot into train and holdout Parquet files; record the feature columns and the preprocessing"
     from sklearn.model_selection import train_test_split
+
     paths = get_stage('features').paths(run_dir)
     df = pd.read_parquet(paths['snapshot'])
     for key, col in (('target', target), ('id_column', id_column), ('time_column', time_column)):
         if col and col not in df:
-            raise MlopsError(f'data.{key} names {col!r}, which is not a column of the snapshot; its columns are {", ".join(map(str, df.columns))}')
+            raise MlopsError(
+                f'data.{key} names {col!r}, which is not a column of the snapshot; its columns are {", ".join(map(str, df.columns))}'
+            )
     if df[target].isna().any():
-        raise MlopsError(f'the target {target!r} is missing in {int(df[target].isna().sum())} rows of the snapshot; drop or label them')
+        raise MlopsError(
+            f'the target {target!r} is missing in {int(df[target].isna().sum())} rows of the snapshot; drop or label them'
+        )
     positive = check_labels(df[target], task, positive_label, target)
-    if not 0 < holdout_share < 1: raise MlopsError(f'features.holdout_share must be between 0 and 1, got {holdout_share}')
+    if not 0 < holdout_share < 1:
+        raise MlopsError(f'features.holdout_share must be between 0 and 1, got {holdout_share}')
     if split == 'time':
-        if time_column not in df: raise MlopsError(f'features.split = time needs the time column {time_column!r}, which the snapshot lacks')
+        if time_column not in df:
+            raise MlopsError(f'features.split = time needs the time column {time_column!r}, which the snapshot lacks')
         order = df.sort_values(time_column, kind='stable')
-        cut = len(df) - max(1, int(round(len(df)*holdout_share)))
+        cut = len(df) - max(1, int(round(len(df) * holdout_share)))
         train, holdout = order.iloc[:cut], order.iloc[cut:]
     elif split == 'random':
         counts = df[target].value_counts() if check_task(task) == 'classification' else pd.Series()
         stratify = df[target] if len(counts) > 1 and counts.min() >= 2 else None
         train, holdout = train_test_split(df, test_size=holdout_share, random_state=random_state, stratify=stratify)
-    else: raise MlopsError(f'features.split must be random or time; got {split!r}')
-    features = {**feature_columns(df, target, id_column, time_column), 'target': target, 'task': task, 'id_column': id_column,
-                'positive_label': positive, 'train_rows': len(train), 'holdout_rows': len(holdout)}
+    else:
+        raise MlopsError(f'features.split must be random or time; got {split!r}')
+    features = {
+        **feature_columns(df, target, id_column, time_column),
+        'target': target,
+        'task': task,
+        'id_column': id_column,
+        'positive_label': positive,
+        'train_rows': len(train),
+        'holdout_rows': len(holdout),
+    }
     pre = (preprocessing or default_preprocessing)(features['categorical'], features['numeric'])
-    if not hasattr(pre, 'fit_transform'): raise MlopsError(f'the preprocessing is a {type(pre).__name__}, not a scikit-learn transformer')
+    if not hasattr(pre, 'fit_transform'):
+        raise MlopsError(f'the preprocessing is a {type(pre).__name__}, not a scikit-learn transformer')
     for k, part in (('train', train), ('holdout', holdout)):
-        with atomic_path(paths[k]) as tmp: part.sort_index().to_parquet(tmp, index=False)
+        with atomic_path(paths[k]) as tmp:
+            part.sort_index().to_parquet(tmp, index=False)
     save_object(pre, paths['preprocess'])
     atomic_write_text(paths['features'], json.dumps(features, indent=2))
     return FeaturesResult(train, holdout, features)
 
+
 # %% ../../notebooks/lib/stages/03_features.ipynb #c007
-def default_preprocessing(categorical:list, numeric:list):
+def default_preprocessing(categorical: list, numeric: list):
     "Categories as ordinal codes (unknown and missing ones as missing), first; numbers as they are"
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import OrdinalEncoder
-    return ColumnTransformer([('categorical', OrdinalEncoder(handle_unknown='use_encoded_value', unknown_value=np.nan,
-                                                            encoded_missing_value=np.nan), categorical),
-                              ('numeric', 'passthrough', numeric)])
+
+    return ColumnTransformer(
+        [
+            (
+                'categorical',
+                OrdinalEncoder(handle_unknown='use_encoded_value', unknown_value=np.nan, encoded_missing_value=np.nan),
+                categorical,
+            ),
+            ('numeric', 'passthrough', numeric),
+        ]
+    )
+
 
 # %% ../../notebooks/lib/stages/03_features.ipynb #c007a
-def make_pipeline(features:dict, preprocess, estimator):
+def make_pipeline(features: dict, preprocess, estimator):
     "The model: `InputColumns`, `preprocess` and `estimator`, as one Pipeline"
     from sklearn.pipeline import Pipeline
-    return Pipeline([('columns', InputColumns(features['categorical'], features['numeric'])), ('preprocess', preprocess), ('model', estimator)])
+
+    return Pipeline(
+        [
+            ('columns', InputColumns(features['categorical'], features['numeric'])),
+            ('preprocess', preprocess),
+            ('model', estimator),
+        ]
+    )
+
 
 # %% ../../notebooks/lib/stages/03_features.ipynb #c007b
-def build_pipeline(features:dict, # from `feature_columns`
-                   model:str='hist_gradient_boosting', # one of `MODELS[task]`
-                   learning_rate:float=0.1, max_iter:int=200, max_leaf_nodes:int=31,
-                   inverse_regularization:float=1.0, random_state:int=42,
-                   task:str='classification'): # classification or regression
+def build_pipeline(
+    features: dict,  # from `feature_columns`
+    model: str = 'hist_gradient_boosting',  # one of `MODELS[task]`
+    learning_rate: float = 0.1,
+    max_iter: int = 200,
+    max_leaf_nodes: int = 31,
+    inverse_regularization: float = 1.0,
+    random_state: int = 42,
+    task: str = 'classification',
+):  # classification or regression
     "An unfitted Pipeline from raw feature columns to the estimator"
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import make_pipeline as chain
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
     from sklearn.impute import SimpleImputer
+
     cat, num = features['categorical'], features['numeric']
-    if model not in MODELS[check_task(task)]: raise MlopsError(f'train.model must be one of {", ".join(MODELS[task])} for {task}; got {model!r}')
+    if model not in MODELS[check_task(task)]:
+        raise MlopsError(f'train.model must be one of {", ".join(MODELS[task])} for {task}; got {model!r}')
     if model == 'hist_gradient_boosting':
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
         pre = default_preprocessing(cat, num)
         est = (HistGradientBoostingClassifier if task == 'classification' else HistGradientBoostingRegressor)(
-            learning_rate=learning_rate, max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
-            categorical_features=[i < len(cat) for i in range(len(cat) + len(num))], random_state=random_state)
+            learning_rate=learning_rate,
+            max_iter=max_iter,
+            max_leaf_nodes=max_leaf_nodes,
+            categorical_features=[i < len(cat) for i in range(len(cat) + len(num))],
+            random_state=random_state,
+        )
     else:
         from sklearn.linear_model import LogisticRegression, Ridge
-        pre = ColumnTransformer([('categorical', OneHotEncoder(handle_unknown='ignore'), cat),
-                                 ('numeric', chain(SimpleImputer(strategy='median'), StandardScaler()), num)])
-        est = (LogisticRegression(C=inverse_regularization, max_iter=max_iter, random_state=random_state) if model == 'logistic_regression'
-               else Ridge(alpha=1/inverse_regularization, random_state=random_state))
+
+        pre = ColumnTransformer(
+            [
+                ('categorical', OneHotEncoder(handle_unknown='ignore'), cat),
+                ('numeric', chain(SimpleImputer(strategy='median'), StandardScaler()), num),
+            ]
+        )
+        est = (
+            LogisticRegression(C=inverse_regularization, max_iter=max_iter, random_state=random_state)
+            if model == 'logistic_regression'
+            else Ridge(alpha=1 / inverse_regularization, random_state=random_state)
+        )
     return make_pipeline(features, pre, est)
 
+
 # %% ../../notebooks/lib/stages/03_features.ipynb #c007c
-def model_input(df:pd.DataFrame, features:dict):
+def model_input(df: pd.DataFrame, features: dict):
     "The raw feature columns of `df`, categories as plain strings (as a client sends them)"
     X = df[features['categorical'] + features['numeric']].copy()
-    for c in features['categorical']: X[c] = X[c].astype('object').where(X[c].notna(), None)
+    for c in features['categorical']:
+        X[c] = X[c].astype('object').where(X[c].notna(), None)
     return X

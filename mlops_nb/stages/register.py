@@ -19,70 +19,99 @@ from ..registry.tracking import client, experiment_id, project_tracking_uri
 # %% auto #0
 __all__ = ['REFERENCE', 'RegisterResult', 'reference_files', 'registered_version', 'register']
 
+
 # %% ../../notebooks/lib/stages/07_register.ipynb #c013
 @dataclass
 class RegisterResult:
     "The registered model version and the decision"
-    registration:dict
+
+    registration: dict
 
     @property
     def summary(self):
         r = {k: v for k, v in self.registration.items() if k not in ('reports', 'reports_paths', 'reasons')}
         return pd.Series({**r, 'reasons': '; '.join(self.registration['reasons']) or '-'}).to_frame('value')
 
+
 # %% ../../notebooks/lib/stages/07_register.ipynb #c013a
 _REPORTS = ('anomalies', 'verdict', 'audit')
 
 # what monitoring compares a batch with, besides the model: logged with the model, so that a machine without
 # the training run's folder (a teammate's, through a shared tracking server) can monitor the champion
-REFERENCE = {'snapshot': ('ingest', 'snapshot'), 'schema': ('validate', 'schema'), 'features': ('features', 'features'),
-             'train': ('features', 'train'), 'holdout': ('evaluate', 'predictions'), 'metrics': ('evaluate', 'metrics')}
+REFERENCE = {
+    'snapshot': ('ingest', 'snapshot'),
+    'schema': ('validate', 'schema'),
+    'features': ('features', 'features'),
+    'train': ('features', 'train'),
+    'holdout': ('evaluate', 'predictions'),
+    'metrics': ('evaluate', 'metrics'),
+}
+
 
 # %% ../../notebooks/lib/stages/07_register.ipynb #75f57962
 def reference_files():
     "Paths, relative to a run folder, of the files monitoring needs besides the model, by name"
     return {name: get_stage(s).outputs[k] for name, (s, k) in REFERENCE.items()}
 
+
 # %% ../../notebooks/lib/stages/07_register.ipynb #c013a0x
-def registered_version(c, # an `MlflowClient`
-                       model_name:str, model_sha:str, # the sha256 of the train stage's model folder
-                      ):
+def registered_version(
+    c,  # an `MlflowClient`
+    model_name: str,
+    model_sha: str,  # the sha256 of the train stage's model folder
+):
     "`(version, the run that registered it)` of `model_name` holding exactly this model, or None"
     from mlflow.exceptions import MlflowException
-    try: found = c.search_model_versions(f"name = '{model_name}' and tags.`mlops_nb.model_sha256` = '{model_sha}'")
-    except MlflowException: return None  # no such model yet
+
+    try:
+        found = c.search_model_versions(f"name = '{model_name}' and tags.`mlops_nb.model_sha256` = '{model_sha}'")
+    except MlflowException:
+        return None  # no such model yet
     v = min(found, key=lambda m: int(m.version), default=None)
     return None if v is None else (str(v.version), v.tags.get('mlops_nb.run_id'))
 
+
 # %% ../../notebooks/lib/stages/07_register.ipynb #c013a1x
-def _log_model(model:Path, # the train stage's MLflow model folder
-               model_name:str, run_dir:Path):
+def _log_model(
+    model: Path,  # the train stage's MLflow model folder
+    model_name: str,
+    run_dir: Path,
+):
     "Log `model` into the active MLflow run with the files monitoring needs, and register it; its version"
     import mlflow
     import mlflow.sklearn
     from mlflow.models import Model
+
     saved = Model.load(str(model))
     flavor = saved.flavors['sklearn']
-    info = mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(model)), name='model', signature=saved.signature,
-                                    input_example=saved.load_input_example(str(model)),
-                                    metadata=saved.metadata,  # the typed input schema and the positive label
-                                    pip_requirements=str(model/'requirements.txt'),
-                                    serialization_format=flavor.get('serialization_format', 'skops'),
-                                    skops_trusted_types=flavor.get('skops_trusted_types'),
-                                    registered_model_name=model_name)
-    for rel in reference_files().values(): mlflow.log_artifact(str(run_dir/rel), str(Path('reference', rel).parent))
+    info = mlflow.sklearn.log_model(
+        mlflow.sklearn.load_model(str(model)),
+        name='model',
+        signature=saved.signature,
+        input_example=saved.load_input_example(str(model)),
+        metadata=saved.metadata,  # the typed input schema and the positive label
+        pip_requirements=str(model / 'requirements.txt'),
+        serialization_format=flavor.get('serialization_format', 'skops'),
+        skops_trusted_types=flavor.get('skops_trusted_types'),
+        registered_model_name=model_name,
+    )
+    for rel in reference_files().values():
+        mlflow.log_artifact(str(run_dir / rel), str(Path('reference', rel).parent))
     return str(info.registered_model_version)
 
+
 # %% ../../notebooks/lib/stages/07_register.ipynb #c013b
-def register(run_dir:str, # run folder
-             model_name:str='acs-employment', # registered model name
-             tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
-             experiment:str='mlops-nb', # MLflow experiment
-             require_approval:bool=True, # a person must approve before the model becomes champion
-             mlflow_run_id:str='', # MLflow run to log the model into; empty starts one
-            ):
+def register(
+    run_dir: str,  # run folder
+    model_name: str = 'acs-employment',  # registered model name
+    tracking_uri: str = '',  # MLflow tracking URI; empty means the project's settings.ini
+    experiment: str = 'mlops-nb',  # MLflow experiment
+    require_approval: bool = True,  # a person must approve before the model becomes champion
+    mlflow_run_id: str = '',  # MLflow run to log the model into; empty starts one
+):
     "Log and register the trained model (unless that very model is registered already); decide; promote it if blessed"
     import mlflow
+
     paths = get_stage('register').paths(run_dir)
     run_dir = Path(run_dir).resolve()
     decision = decide({k: paths[k] for k in _REPORTS}, require_approval)
@@ -91,27 +120,59 @@ def register(run_dir:str, # run folder
     c = client(tracking_uri)
     exp_id = experiment_id(c, experiment, artifact_location)
     model_sha = sha256_path(paths['model'])
-    same = registered_version(c, model_name, model_sha)  # a re-run whose train stage was reused: no second version of it
-    with mlflow.start_run(run_id=mlflow_run_id or None, experiment_id=None if mlflow_run_id else exp_id,
-                          run_name=None if mlflow_run_id else 'register') as run:
-        if same is None: v = _log_model(paths['model'], model_name, run_dir)
-        else: v, _ = same
+    same = registered_version(
+        c, model_name, model_sha
+    )  # a re-run whose train stage was reused: no second version of it
+    with mlflow.start_run(
+        run_id=mlflow_run_id or None,
+        experiment_id=None if mlflow_run_id else exp_id,
+        run_name=None if mlflow_run_id else 'register',
+    ) as run:
+        if same is None:
+            v = _log_model(paths['model'], model_name, run_dir)
+        else:
+            v, _ = same
         mlflow.set_tags({'mlops_nb.model_version': v, 'mlops_nb.model_sha256': model_sha})
-    already = decision['compared_with'] is not None and str(decision['compared_with']) == v  # it is the model it was compared with
+    already = (
+        decision['compared_with'] is not None and str(decision['compared_with']) == v
+    )  # it is the model it was compared with
     # a version registered before keeps its lineage; its decision is this run's, unless it is the champion already
-    tags = ({} if already else {'mlops_nb.decision': decision['decision']}) if same else {
-        'mlops_nb.run_id': run_dir.name, 'mlops_nb.run_dir': str(run_dir), 'data_version': version['data_version'],
-        'mlops_nb.model_sha256': model_sha, 'mlops_nb.decision': decision['decision'],
-        **{k: f'{metrics[k]:.4f}' for k in ('accuracy', 'roc_auc') if k in metrics}}
-    for k, val in tags.items(): c.set_model_version_tag(model_name, v, k, val)
+    tags = (
+        ({} if already else {'mlops_nb.decision': decision['decision']})
+        if same
+        else {
+            'mlops_nb.run_id': run_dir.name,
+            'mlops_nb.run_dir': str(run_dir),
+            'data_version': version['data_version'],
+            'mlops_nb.model_sha256': model_sha,
+            'mlops_nb.decision': decision['decision'],
+            **{k: f'{metrics[k]:.4f}' for k in ('accuracy', 'roc_auc') if k in metrics},
+        }
+    )
+    for k, val in tags.items():
+        c.set_model_version_tag(model_name, v, k, val)
     replaced = None
     if decision['decision'] == 'blessed' and not already:
-        replaced = move_champion(c, tracking_uri, model_name, v, decision['compared_with'],
-                                 {'event': 'promoted', 'by': 'gate', 'note': 'blessed; no approval required', 'run_id': run_dir.name})
-    registration = dict(model_name=model_name, version=v, model_uri=f'models:/{model_name}/{v}',
-                        champion=already or decision['decision'] == 'blessed', replaced=replaced, **decision,
-                        registered_by=same[1] if same else run_dir.name, already_champion=already,
-                        reports_paths={k: get_stage('register').inputs[k] for k in _REPORTS},
-                        mlflow_run_id=run.info.run_id, tracking_uri=tracking_uri)
+        replaced = move_champion(
+            c,
+            tracking_uri,
+            model_name,
+            v,
+            decision['compared_with'],
+            {'event': 'promoted', 'by': 'gate', 'note': 'blessed; no approval required', 'run_id': run_dir.name},
+        )
+    registration = dict(
+        model_name=model_name,
+        version=v,
+        model_uri=f'models:/{model_name}/{v}',
+        champion=already or decision['decision'] == 'blessed',
+        replaced=replaced,
+        **decision,
+        registered_by=same[1] if same else run_dir.name,
+        already_champion=already,
+        reports_paths={k: get_stage('register').inputs[k] for k in _REPORTS},
+        mlflow_run_id=run.info.run_id,
+        tracking_uri=tracking_uri,
+    )
     atomic_write_text(paths['registration'], json.dumps(registration, indent=2))
     return RegisterResult(registration)

@@ -26,115 +26,183 @@ from ..core.basics import MlopsError, find_project_root
 from ..core.credentials import mask, reveal
 
 # %% auto #0
-__all__ = ['DATASETS', 'BUNDLED', 'CSV_SUFFIXES', 'PARQUET_SUFFIXES', 'COMPRESSIONS', 'bundled', 'DataFile', 'resolve_files',
-           'decompressed', 'text_codec', 'bad_bytes', 'csv_header']
+__all__ = [
+    'DATASETS',
+    'BUNDLED',
+    'CSV_SUFFIXES',
+    'PARQUET_SUFFIXES',
+    'COMPRESSIONS',
+    'bundled',
+    'DataFile',
+    'resolve_files',
+    'decompressed',
+    'text_codec',
+    'bad_bytes',
+    'csv_header',
+]
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c004
-DATASETS = Path(str(files('mlops_nb')))/'datasets'
+DATASETS = Path(str(files('mlops_nb'))) / 'datasets'
 BUNDLED = ('acs_employment_ma', 'elec2', 'adult')
 
-_ADULT_COLUMNS = ['age', 'workclass', 'fnlwgt', 'education', 'education_num', 'marital_status', 'occupation',
-                  'relationship', 'race', 'sex', 'capital_gain', 'capital_loss', 'hours_per_week',
-                  'native_country', 'income']
+_ADULT_COLUMNS = [
+    'age',
+    'workclass',
+    'fnlwgt',
+    'education',
+    'education_num',
+    'marital_status',
+    'occupation',
+    'relationship',
+    'race',
+    'sex',
+    'capital_gain',
+    'capital_loss',
+    'hours_per_week',
+    'native_country',
+    'income',
+]
+
 
 def _acs(years):
-    d = DATASETS/'acs_employment_ma'
-    ref = pd.read_parquet(d/'employment_MA_reference.pq')
+    d = DATASETS / 'acs_employment_ma'
+    ref = pd.read_parquet(d / 'employment_MA_reference.pq')
     frames = [ref[ref.year.isin(years)]]
     if set(years) - {2015}:
-        later = pd.read_parquet(d/'employment_MA_analysis.pq')
-        later = later[later.year.isin(years)].merge(pd.read_parquet(d/'employment_MA_analysis_target.pq'), on='id', how='left')
+        later = pd.read_parquet(d / 'employment_MA_analysis.pq')
+        later = later[later.year.isin(years)].merge(
+            pd.read_parquet(d / 'employment_MA_analysis_target.pq'), on='id', how='left'
+        )
         frames.append(later[ref.columns])
     df = pd.concat(frames, ignore_index=True).drop(columns=['prediction', 'predicted_probability'])
-    if df.empty: raise MlopsError(f'acs_employment_ma has no rows for years {years}: it covers 2015-2018')
+    if df.empty:
+        raise MlopsError(f'acs_employment_ma has no rows for years {years}: it covers 2015-2018')
     return df
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c004a
 def _elec2():
-    df = pd.read_csv(DATASETS/'elec2'/'elec2.csv')
-    return df.assign(day=np.arange(len(df))//48)
+    df = pd.read_csv(DATASETS / 'elec2' / 'elec2.csv')
+    return df.assign(day=np.arange(len(df)) // 48)
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c004b
 def _adult():
     kw = dict(names=_ADULT_COLUMNS, skipinitialspace=True, na_values='?')
-    df = pd.concat([pd.read_csv(DATASETS/'adult'/'adult.data', **kw),
-                    pd.read_csv(DATASETS/'adult'/'adult.test', skiprows=1, **kw)], ignore_index=True)
+    df = pd.concat(
+        [
+            pd.read_csv(DATASETS / 'adult' / 'adult.data', **kw),
+            pd.read_csv(DATASETS / 'adult' / 'adult.test', skiprows=1, **kw),
+        ],
+        ignore_index=True,
+    )
     income = df.pop('income').str.rstrip('.')
     return df.assign(id=np.arange(len(df)), income=(income == '>50K').astype('int64'))
 
+
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c004c
-def _parse_years(years:str):
-    try: return sorted({int(y) for y in years.replace(' ', '').split(',') if y})
-    except ValueError: raise MlopsError(f'years must be comma-separated integers such as 2015,2016; got {years!r}') from None
+def _parse_years(years: str):
+    try:
+        return sorted({int(y) for y in years.replace(' ', '').split(',') if y})
+    except ValueError:
+        raise MlopsError(f'years must be comma-separated integers such as 2015,2016; got {years!r}') from None
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c004d
-def bundled(name:str, # one of `BUNDLED`
-            years:str='2015', # survey years to keep (acs_employment_ma only)
-           ):
+def bundled(
+    name: str,  # one of `BUNDLED`
+    years: str = '2015',  # survey years to keep (acs_employment_ma only)
+):
     "A bundled dataset as a DataFrame"
-    if name == 'acs_employment_ma': return _acs(_parse_years(years))
-    if name == 'elec2': return _elec2()
-    if name == 'adult': return _adult()
+    if name == 'acs_employment_ma':
+        return _acs(_parse_years(years))
+    if name == 'elec2':
+        return _elec2()
+    if name == 'adult':
+        return _adult()
     raise MlopsError(f'{name!r} is not a bundled dataset: {", ".join(BUNDLED)}')
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c007
 CSV_SUFFIXES = ('.csv', '.tsv', '.txt')
 PARQUET_SUFFIXES = ('.parquet', '.pq')
 COMPRESSIONS = {'.gz': 'gzip', '.bz2': 'bz2', '.xz': 'xz', '.zip': 'zip'}
 
+
 @dataclass(frozen=True)
 class DataFile:
     "One data file of a source: local, or on an fsspec filesystem"
-    name:str # shown in messages: the local path or the URI
-    format:str # 'csv' or 'parquet'
-    compression:str|None=None # 'gzip', 'bz2', 'xz' or 'zip' for a compressed CSV
-    size:int|None=None # bytes, when known without reading
-    fs:object=None # fsspec filesystem; None for a local file
-    path:str='' # path on `fs`, or the local path
 
-    def open(self): return open(self.path, 'rb') if self.fs is None else self.fs.open(self.path, 'rb')
+    name: str  # shown in messages: the local path or the URI
+    format: str  # 'csv' or 'parquet'
+    compression: str | None = None  # 'gzip', 'bz2', 'xz' or 'zip' for a compressed CSV
+    size: int | None = None  # bytes, when known without reading
+    fs: object = None  # fsspec filesystem; None for a local file
+    path: str = ''  # path on `fs`, or the local path
+
+    def open(self):
+        return open(self.path, 'rb') if self.fs is None else self.fs.open(self.path, 'rb')
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c007a
-def _file_kind(name:str):
+def _file_kind(name: str):
     "`(format, compression)` from a file name, or None when it is not a data file"
     n = name.lower()
     comp = next((c for s, c in COMPRESSIONS.items() if n.endswith(s)), None)
-    if comp: n = n[:n.rfind('.')]
-    if n.endswith(PARQUET_SUFFIXES) and comp is None: return 'parquet', None
-    if n.endswith(CSV_SUFFIXES): return 'csv', comp
+    if comp:
+        n = n[: n.rfind('.')]
+    if n.endswith(PARQUET_SUFFIXES) and comp is None:
+        return 'parquet', None
+    if n.endswith(CSV_SUFFIXES):
+        return 'csv', comp
     return None
 
+
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c007b
-def _hidden(name:str): return name.startswith(('.', '_'))
+def _hidden(name: str):
+    return name.startswith(('.', '_'))
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c007c
 def _sniff_kind(f):
     "`(format, compression)` of a file whose name does not say: Parquet by its magic bytes, else CSV"
-    with f.open() as fh: head = fh.read(4)
-    if head == b'PAR1': return 'parquet', None
+    with f.open() as fh:
+        head = fh.read(4)
+    if head == b'PAR1':
+        return 'parquet', None
     return 'csv', 'gzip' if head[:2] == b'\x1f\x8b' else None
 
+
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c007d
-def _local_path(text:str):
+def _local_path(text: str):
     p = Path(text).expanduser()
-    if p.is_absolute(): return p
-    try: return find_project_root()/p
-    except MlopsError: return Path.cwd()/p  # outside a project: relative to where we are
+    if p.is_absolute():
+        return p
+    try:
+        return find_project_root() / p
+    except MlopsError:
+        return Path.cwd() / p  # outside a project: relative to where we are
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c007e
 def _describe_folder(names):
     names = sorted(names)
-    if not names: return 'it is empty'
+    if not names:
+        return 'it is empty'
     return 'it holds ' + ', '.join(names[:8]) + (f' and {len(names) - 8} more' if len(names) > 8 else '')
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c007f
 _NO_DATA = 'no data files (CSV or Parquet: *.csv, *.tsv, *.csv.gz, *.parquet, ...)'
 
-def resolve_files(source:str, # a file, folder or glob, local or as an fsspec URI
-                 ):
+
+def resolve_files(
+    source: str,  # a file, folder or glob, local or as an fsspec URI
+):
     "The data files of `source`, sorted by name"
-    if re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]+://', source) and not source.startswith('file://'): return _fsspec_files(source)
-    text = source[len('file://'):] if source.startswith('file://') else source
+    if re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]+://', source) and not source.startswith('file://'):
+        return _fsspec_files(source)
+    text = source[len('file://') :] if source.startswith('file://') else source
     path = _local_path(text)
     if path.is_file():
         f = DataFile(str(path), 'csv', size=path.stat().st_size, path=str(path))
@@ -142,110 +210,166 @@ def resolve_files(source:str, # a file, folder or glob, local or as an fsspec UR
         return [DataFile(str(path), *kind, size=f.size, path=str(path))]
     if path.is_dir():
         names = [p.name for p in path.iterdir()]
-        found = [path/n for n in sorted(names) if not _hidden(n) and (path/n).is_file() and _file_kind(n)]
-        if not found: raise MlopsError(f'data source folder {path} has {_NO_DATA}; {_describe_folder(names)}')
+        found = [path / n for n in sorted(names) if not _hidden(n) and (path / n).is_file() and _file_kind(n)]
+        if not found:
+            raise MlopsError(f'data source folder {path} has {_NO_DATA}; {_describe_folder(names)}')
         return [DataFile(str(p), *_file_kind(p.name), size=p.stat().st_size, path=str(p)) for p in found]
     if globlib.has_magic(text):
-        matches = [Path(p) for p in sorted(globlib.glob(str(path), recursive=True)) if Path(p).is_file() and not _hidden(Path(p).name)]
+        matches = [
+            Path(p)
+            for p in sorted(globlib.glob(str(path), recursive=True))
+            if Path(p).is_file() and not _hidden(Path(p).name)
+        ]
         found = [p for p in matches if _file_kind(p.name)]
         if not found:
-            raise MlopsError(f'no data file matches {source!r}' + (f' ({len(matches)} other files do: {", ".join(p.name for p in matches[:5])})' if matches else ''))
+            raise MlopsError(
+                f'no data file matches {source!r}'
+                + (f' ({len(matches)} other files do: {", ".join(p.name for p in matches[:5])})' if matches else '')
+            )
         return [DataFile(str(p), *_file_kind(p.name), size=p.stat().st_size, path=str(p)) for p in found]
-    raise MlopsError(f'data source {source!r} not found: it is neither a bundled dataset ({", ".join(BUNDLED)}) '
-                     f'nor an existing file, folder or glob (looked for {path})')
+    raise MlopsError(
+        f'data source {source!r} not found: it is neither a bundled dataset ({", ".join(BUNDLED)}) '
+        f'nor an existing file, folder or glob (looked for {path})'
+    )
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c007g
-def _fsspec_files(uri:str):
-    try: import fsspec
-    except ImportError:
-        raise MlopsError(f'{uri}: reading URIs needs fsspec and the package of the filesystem '
-                         '(pip install fsspec s3fs for s3://, gcsfs for gs://, adlfs for az://)') from None
-    try: fs, path = fsspec.core.url_to_fs(reveal(uri))  # a masked setting: its password, known to this process
-    except (ImportError, ValueError) as e: raise MlopsError(f'{uri}: {e}') from None  # fsspec names the package to install
+def _fsspec_files(uri: str):
     try:
-        if glob_magic := globlib.has_magic(path): paths = sorted(fs.glob(path))
-        elif fs.isdir(path): paths = sorted(fs.ls(path, detail=False))
-        elif fs.isfile(path): paths = [path]
-        else: raise MlopsError(f'data source {uri!r} not found')
+        import fsspec
+    except ImportError:
+        raise MlopsError(
+            f'{uri}: reading URIs needs fsspec and the package of the filesystem '
+            '(pip install fsspec s3fs for s3://, gcsfs for gs://, adlfs for az://)'
+        ) from None
+    try:
+        fs, path = fsspec.core.url_to_fs(reveal(uri))  # a masked setting: its password, known to this process
+    except (ImportError, ValueError) as e:
+        raise MlopsError(f'{uri}: {e}') from None  # fsspec names the package to install
+    try:
+        if glob_magic := globlib.has_magic(path):
+            paths = sorted(fs.glob(path))
+        elif fs.isdir(path):
+            paths = sorted(fs.ls(path, detail=False))
+        elif fs.isfile(path):
+            paths = [path]
+        else:
+            raise MlopsError(f'data source {uri!r} not found')
         infos = {p: fs.info(p) for p in paths}
-    except MlopsError: raise
-    except Exception as e: raise MlopsError(f'{uri}: cannot be listed: {type(e).__name__}: {e}') from None
+    except MlopsError:
+        raise
+    except Exception as e:
+        raise MlopsError(f'{uri}: cannot be listed: {type(e).__name__}: {e}') from None
     name = lambda p: mask(fs.unstrip_protocol(p))  # what is shown and recorded; `path` is what is opened
     if len(paths) == 1 and not glob_magic and infos[paths[0]].get('type') != 'directory':
         p = paths[0]
         f = DataFile(name(p), 'csv', size=infos[p].get('size'), fs=fs, path=p)
         return [DataFile(f.name, *(_file_kind(p) or _sniff_kind(f)), size=f.size, fs=fs, path=p)]
-    found = [p for p in paths if infos[p].get('type') != 'directory' and not _hidden(p.rsplit('/', 1)[-1]) and _file_kind(p)]
-    if not found: raise MlopsError(f'{uri}: {_NO_DATA}; {_describe_folder(p.rsplit("/", 1)[-1] for p in paths)}')
+    found = [
+        p for p in paths if infos[p].get('type') != 'directory' and not _hidden(p.rsplit('/', 1)[-1]) and _file_kind(p)
+    ]
+    if not found:
+        raise MlopsError(f'{uri}: {_NO_DATA}; {_describe_folder(p.rsplit("/", 1)[-1] for p in paths)}')
     return [DataFile(name(p), *_file_kind(p), size=infos[p].get('size'), fs=fs, path=p) for p in found]
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c010
 _DELIMITERS = (',', ';', '\t', '|')
 _HEAD_BYTES = 1 << 16
 
+
 @contextmanager
-def decompressed(f:DataFile):
+def decompressed(f: DataFile):
     "A binary stream of the decompressed bytes of `f`"
     with ExitStack() as stack:
         raw = stack.enter_context(f.open())
-        if f.compression == 'gzip': raw = stack.enter_context(gzip.GzipFile(fileobj=raw))
-        elif f.compression == 'bz2': raw = stack.enter_context(bz2.BZ2File(raw))
-        elif f.compression == 'xz': raw = stack.enter_context(lzma.LZMAFile(raw))
+        if f.compression == 'gzip':
+            raw = stack.enter_context(gzip.GzipFile(fileobj=raw))
+        elif f.compression == 'bz2':
+            raw = stack.enter_context(bz2.BZ2File(raw))
+        elif f.compression == 'xz':
+            raw = stack.enter_context(lzma.LZMAFile(raw))
         elif f.compression == 'zip':
             z = stack.enter_context(zipfile.ZipFile(raw))
             members = [m for m in z.namelist() if not m.endswith('/')]
-            if len(members) != 1: raise MlopsError(f'{f.name}: a zip file must hold exactly one CSV file; it holds {len(members)}')
+            if len(members) != 1:
+                raise MlopsError(f'{f.name}: a zip file must hold exactly one CSV file; it holds {len(members)}')
             raw = stack.enter_context(z.open(members[0]))
         yield raw
 
+
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c010a
-def text_codec(encoding:str):
-    try: name = codecs.lookup(encoding).name
-    except LookupError: raise MlopsError(f'ingest.encoding: {encoding!r} is not a text encoding Python knows (utf-8, cp1252, latin-1, ...)') from None
+def text_codec(encoding: str):
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise MlopsError(
+            f'ingest.encoding: {encoding!r} is not a text encoding Python knows (utf-8, cp1252, latin-1, ...)'
+        ) from None
     return 'utf-8-sig' if name == 'utf-8' else encoding  # utf-8-sig also reads files without a BOM
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c010b
 _DELIMITER_NAMES = {'comma': ',', 'semicolon': ';', 'tab': '\t', 'pipe': '|'}  # settings.ini reads `; ...` as a comment
 
-def _delimiter(text:str):
-    if text in ('', None): return ''
+
+def _delimiter(text: str):
+    if text in ('', None):
+        return ''
     text = {'\\t': '\t', **_DELIMITER_NAMES}.get(text.lower(), text)
-    if len(text) != 1: raise MlopsError(f'ingest.delimiter must be comma, semicolon, tab, pipe or one character (or empty to detect it); got {text!r}')
+    if len(text) != 1:
+        raise MlopsError(
+            f'ingest.delimiter must be comma, semicolon, tab, pipe or one character (or empty to detect it); got {text!r}'
+        )
     return text
 
+
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c010c
-def _delimiter_name(d:str): return next((k for k, v in _DELIMITER_NAMES.items() if v == d), repr(d))
+def _delimiter_name(d: str):
+    return next((k for k, v in _DELIMITER_NAMES.items() if v == d), repr(d))
+
 
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c010d
-def bad_bytes(f:DataFile, encoding:str, delimiter:str, names:list|None):
+def bad_bytes(f: DataFile, encoding: str, delimiter: str, names: list | None):
     "Where the first bytes of `f` that `encoding` cannot decode are: a message naming line and column"
     delim = (delimiter or ',').encode()
     with decompressed(f) as raw:
         for lineno, line in enumerate(raw, 1):  # only on the error path, so a line at a time is fine
-            try: line.decode(encoding)
+            try:
+                line.decode(encoding)
             except UnicodeDecodeError as e:
-                field_no = line[:e.start].count(delim)
+                field_no = line[: e.start].count(delim)
                 where = 'the header' if lineno == 1 else f'line {lineno}'
                 col = f', column {names[field_no]!r}' if names and lineno > 1 and field_no < len(names) else ''
-                return (f'{f.name}: {where}{col}: byte {line[e.start:e.start+1].hex(" ")} ({line[max(0, e.start-12):e.end+4]!r}) '
-                        f'is not valid {encoding.replace("-sig", "")}; set ingest.encoding to the encoding of the file '
-                        '(cp1252 or latin-1 for most files saved by Excel on Windows)')
+                return (
+                    f'{f.name}: {where}{col}: byte {line[e.start : e.start + 1].hex(" ")} ({line[max(0, e.start - 12) : e.end + 4]!r}) '
+                    f'is not valid {encoding.replace("-sig", "")}; set ingest.encoding to the encoding of the file '
+                    '(cp1252 or latin-1 for most files saved by Excel on Windows)'
+                )
     return f'{f.name}: cannot be decoded as {encoding}: set ingest.encoding to the encoding of the file'
 
+
 # %% ../../notebooks/lib/stages/00_sources.ipynb #c010e
-def csv_header(f:DataFile, encoding:str='utf-8', delimiter:str=''):
+def csv_header(f: DataFile, encoding: str = 'utf-8', delimiter: str = ''):
     "`(column names, delimiter, warnings)` of a CSV file, checked"
     enc, delimiter = text_codec(encoding), _delimiter(delimiter)
-    with decompressed(f) as raw: head = raw.read(_HEAD_BYTES)
-    if not head: raise MlopsError(f'{f.name}: the file is empty (0 bytes): no header, no rows')
-    try: text, bad = codecs.getincrementaldecoder(enc)().decode(head, final=len(head) < _HEAD_BYTES), None
+    with decompressed(f) as raw:
+        head = raw.read(_HEAD_BYTES)
+    if not head:
+        raise MlopsError(f'{f.name}: the file is empty (0 bytes): no header, no rows')
+    try:
+        text, bad = codecs.getincrementaldecoder(enc)().decode(head, final=len(head) < _HEAD_BYTES), None
     except UnicodeDecodeError as e:  # name the column if the header itself decodes
         bad, end = e, head.find(b'\n')
-        try: text = head[:end].decode(enc) if 0 <= end < e.start else ''
-        except UnicodeDecodeError: text = ''
-        if not text: raise MlopsError(bad_bytes(f, enc, delimiter, None)) from None
+        try:
+            text = head[:end].decode(enc) if 0 <= end < e.start else ''
+        except UnicodeDecodeError:
+            text = ''
+        if not text:
+            raise MlopsError(bad_bytes(f, enc, delimiter, None)) from None
     first = next((l for l in text.splitlines() if l.strip()), '')
-    if not first: raise MlopsError(f'{f.name}: the file has only blank lines: no header, no rows')
+    if not first:
+        raise MlopsError(f'{f.name}: the file has only blank lines: no header, no rows')
     fields = lambda d: next(csv.reader([first], delimiter=d), [])
     counts = {d: len(fields(d)) for d in _DELIMITERS}
     best = max(_DELIMITERS, key=lambda d: counts[d])  # ties go to the earlier: the comma
@@ -254,18 +378,26 @@ def csv_header(f:DataFile, encoding:str='utf-8', delimiter:str=''):
     if not delimiter:
         delimiter = expected if counts[expected] > 1 else best if counts[best] > 1 else expected
         if delimiter != expected:
-            warnings.append(f'{f.name}: read with delimiter {delimiter!r}, detected from the header; set ingest.delimiter = {_delimiter_name(delimiter)} to say so')
+            warnings.append(
+                f'{f.name}: read with delimiter {delimiter!r}, detected from the header; set ingest.delimiter = {_delimiter_name(delimiter)} to say so'
+            )
     elif counts[delimiter] == 1 and counts[best] > 1:
-        raise MlopsError(f'{f.name}: the header is one column {first[:60]!r} when split at {delimiter!r}, but {counts[best]} '
-                         f'columns when split at {best!r}: set ingest.delimiter = {_delimiter_name(best)}, or leave it empty to detect it')
+        raise MlopsError(
+            f'{f.name}: the header is one column {first[:60]!r} when split at {delimiter!r}, but {counts[best]} '
+            f'columns when split at {best!r}: set ingest.delimiter = {_delimiter_name(best)}, or leave it empty to detect it'
+        )
     names = fields(delimiter)
     seen = {}
-    for i, n in enumerate(names, 1): seen.setdefault(n, []).append(i)
+    for i, n in enumerate(names, 1):
+        seen.setdefault(n, []).append(i)
     dupes = {n: pos for n, pos in seen.items() if len(pos) > 1}
     if dupes:
         n, pos = next(iter(dupes.items()))
         more = f' ({len(dupes) - 1} more names are repeated)' if len(dupes) > 1 else ''
-        raise MlopsError(f'{f.name}: column {n!r} appears {len(pos)} times in the header (columns {", ".join(map(str, pos))}){more}: '
-                         'rename or drop the copies')
-    if bad is not None: raise MlopsError(bad_bytes(f, enc, delimiter, names))
+        raise MlopsError(
+            f'{f.name}: column {n!r} appears {len(pos)} times in the header (columns {", ".join(map(str, pos))}){more}: '
+            'rename or drop the copies'
+        )
+    if bad is not None:
+        raise MlopsError(bad_bytes(f, enc, delimiter, names))
     return names, delimiter, warnings

@@ -23,77 +23,114 @@ from .features import _read_json, build_pipeline, make_pipeline, model_input
 # %% auto #0
 __all__ = ['warm_start_from', 'describe_estimator', 'TrainResult', 'train']
 
+
 # %% ../../notebooks/lib/stages/04_train.ipynb #c010d
-def warm_start_from(champion, features:dict, task:str, model:str, max_iter:int):
+def warm_start_from(champion, features: dict, task: str, model: str, max_iter: int):
     "A copy of the champion's pipeline set to continue learning: `max_iter` more boosting iterations, or solver steps from its weights"
     import copy
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression
+
     est = champion.named_steps['model']
-    kinds = {'hist_gradient_boosting': (HistGradientBoostingClassifier, HistGradientBoostingRegressor), 'logistic_regression': (LogisticRegression,)}
-    if not model: model = next((k for k, types in kinds.items() if isinstance(est, types)), '')  # make_model(): continue what the champion is
-    if model not in kinds: raise MlopsError(f'train.warm_start: {model or "make_model()"} cannot continue from a fitted model; '
-                                            'set train.model to hist_gradient_boosting or logistic_regression')
+    kinds = {
+        'hist_gradient_boosting': (HistGradientBoostingClassifier, HistGradientBoostingRegressor),
+        'logistic_regression': (LogisticRegression,),
+    }
+    if not model:
+        model = next(
+            (k for k, types in kinds.items() if isinstance(est, types)), ''
+        )  # make_model(): continue what the champion is
+    if model not in kinds:
+        raise MlopsError(
+            f'train.warm_start: {model or "make_model()"} cannot continue from a fitted model; '
+            'set train.model to hist_gradient_boosting or logistic_regression'
+        )
     if not isinstance(est, kinds[model]) or (task == 'classification') != hasattr(est, 'predict_proba'):
-        raise MlopsError(f'train.warm_start: the champion is a {type(est).__name__}, not a {model} {task} model to continue from')
+        raise MlopsError(
+            f'train.warm_start: the champion is a {type(est).__name__}, not a {model} {task} model to continue from'
+        )
     pre = champion.named_steps['preprocess']
     had = [c for _, _, cols in pre.transformers_ if isinstance(cols, list) for c in cols]
     if sorted(had) != sorted(features['categorical'] + features['numeric']):
-        raise MlopsError('train.warm_start: the champion was trained on other feature columns; train from scratch (train.warm_start = false)')
+        raise MlopsError(
+            'train.warm_start: the champion was trained on other feature columns; train from scratch (train.warm_start = false)'
+        )
     pipe = copy.deepcopy(champion)
     more = {'max_iter': est.n_iter_ + max_iter} if model == 'hist_gradient_boosting' else {}
     pipe.named_steps['model'].set_params(warm_start=True, **more)
     return pipe
 
+
 # %% ../../notebooks/lib/stages/04_train.ipynb #c010e
 def describe_estimator(est):
     "`{estimator, estimator_params}`: the class actually fitted and its parameters, JSON-able"
-    def plain(v): return v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
-    return {'estimator': f'{type(est).__module__}.{type(est).__qualname__}',
-            'estimator_params': {k: plain(v) for k, v in est.get_params(deep=False).items()}}
+
+    def plain(v):
+        return v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+
+    return {
+        'estimator': f'{type(est).__module__}.{type(est).__qualname__}',
+        'estimator_params': {k: plain(v) for k, v in est.get_params(deep=False).items()},
+    }
+
 
 # %% ../../notebooks/lib/stages/04_train.ipynb #c010f
 @dataclass
 class TrainResult:
     "The fitted pipeline and its training metrics"
-    pipeline:object
-    metrics:dict
+
+    pipeline: object
+    metrics: dict
+
 
 # %% ../../notebooks/lib/stages/04_train.ipynb #c010g
-def _estimator(make_model, task:str):
-    if not callable(make_model): raise MlopsError(f'make_model must be a function returning an estimator, got {type(make_model).__name__}')
+def _estimator(make_model, task: str):
+    if not callable(make_model):
+        raise MlopsError(f'make_model must be a function returning an estimator, got {type(make_model).__name__}')
     est = make_model()
     if not hasattr(est, 'fit') or not hasattr(est, 'predict'):
-        raise MlopsError(f'make_model() returned a {type(est).__name__}, which is not a scikit-learn estimator (it needs fit and predict)')
+        raise MlopsError(
+            f'make_model() returned a {type(est).__name__}, which is not a scikit-learn estimator (it needs fit and predict)'
+        )
     if task == 'classification' and not hasattr(est, 'predict_proba'):
-        raise MlopsError(f'make_model() returned a {type(est).__name__}, which has no predict_proba: a classifier must score probabilities')
+        raise MlopsError(
+            f'make_model() returned a {type(est).__name__}, which has no predict_proba: a classifier must score probabilities'
+        )
     return est
 
+
 # %% ../../notebooks/lib/stages/04_train.ipynb #c010i
-def train(run_dir:str, # run folder
-          make_model=None, # () -> an unfitted estimator, put behind the features' preprocessing; None: `model`
-          target:str='employed', # label column
-          task:str='classification', # classification or regression
-          model:str='', # a shortcut with its own preprocessing: hist_gradient_boosting, logistic_regression or ridge; empty: `make_model`
-          learning_rate:float=0.1, # boosting step size (shortcuts)
-          max_iter:int=200, # boosting or solver iterations (shortcuts, and the iterations a warm start adds)
-          max_leaf_nodes:int=31, # leaves per boosted tree (shortcuts)
-          inverse_regularization:float=1.0, # C of logistic regression, 1/alpha of ridge (shortcuts)
-          random_state:int=42, # seed of the estimator (shortcuts)
-          warm_start:bool=False, # continue from the champion's fitted model instead of starting from scratch
-          model_name:str='acs-employment', # registered model whose champion a warm start continues
-          tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
-          project_root:str|Path|None=None, # the project folder: its modules travel with the model
-         ):
+def train(
+    run_dir: str,  # run folder
+    make_model=None,  # () -> an unfitted estimator, put behind the features' preprocessing; None: `model`
+    target: str = 'employed',  # label column
+    task: str = 'classification',  # classification or regression
+    model: str = '',  # a shortcut with its own preprocessing: hist_gradient_boosting, logistic_regression or ridge; empty: `make_model`
+    learning_rate: float = 0.1,  # boosting step size (shortcuts)
+    max_iter: int = 200,  # boosting or solver iterations (shortcuts, and the iterations a warm start adds)
+    max_leaf_nodes: int = 31,  # leaves per boosted tree (shortcuts)
+    inverse_regularization: float = 1.0,  # C of logistic regression, 1/alpha of ridge (shortcuts)
+    random_state: int = 42,  # seed of the estimator (shortcuts)
+    warm_start: bool = False,  # continue from the champion's fitted model instead of starting from scratch
+    model_name: str = 'acs-employment',  # registered model whose champion a warm start continues
+    tracking_uri: str = '',  # MLflow tracking URI; empty means the project's settings.ini
+    project_root: str | Path | None = None,  # the project folder: its modules travel with the model
+):
     "Fit the pipeline on the training split and save it as an MLflow model"
     from sklearn.base import clone
+
     paths = get_stage('train').paths(run_dir)
     features = _read_json(paths['features'])
     df = pd.read_parquet(paths['train'])
     X, y = model_input(df, features), df[target]
-    if model: pipe = build_pipeline(features, model, learning_rate, max_iter, max_leaf_nodes, inverse_regularization, random_state, task)
-    elif make_model is None: raise MlopsError('train: give make_model (the notebook\'s model cell) or set train.model to a shortcut')
-    else: pipe = make_pipeline(features, clone(load_object(paths['preprocess'])), _estimator(make_model, task))
+    if model:
+        pipe = build_pipeline(
+            features, model, learning_rate, max_iter, max_leaf_nodes, inverse_regularization, random_state, task
+        )
+    elif make_model is None:
+        raise MlopsError("train: give make_model (the notebook's model cell) or set train.model to a shortcut")
+    else:
+        pipe = make_pipeline(features, clone(load_object(paths['preprocess'])), _estimator(make_model, task))
     start, continued = time.perf_counter(), None
     found = None
     if warm_start:
@@ -103,15 +140,24 @@ def train(run_dir:str, # run folder
         # the champion's fitted encoders keep their codes: refitting them would scramble what its trees learned
         pipe.named_steps['model'].fit(pipe[:-1].transform(X), y)
     else:
-        try: pipe.fit(X, y)
+        try:
+            pipe.fit(X, y)
         except (ValueError, TypeError) as e:
-            raise MlopsError(f'fitting {type(pipe.named_steps["model"]).__name__} failed: {e}'.splitlines()[0]) from None
+            raise MlopsError(
+                f'fitting {type(pipe.named_steps["model"]).__name__} failed: {e}'.splitlines()[0]
+            ) from None
     fit_s = time.perf_counter() - start
     save_model(pipe, X, paths['model'], features, project_root)
     fitted = task_metrics(task, truth_of(y, features), model_output(pipe, X, task, features.get('positive_label')))
     first = 'accuracy' if task == 'classification' else 'rmse'
-    metrics = {f'train_{first}': fitted[first], 'fit_seconds': round(fit_s, 3), 'train_rows': len(df), 'n_features': X.shape[1],
-               'warm_start_from': continued, **describe_estimator(pipe.named_steps['model'])}
+    metrics = {
+        f'train_{first}': fitted[first],
+        'fit_seconds': round(fit_s, 3),
+        'train_rows': len(df),
+        'n_features': X.shape[1],
+        'warm_start_from': continued,
+        **describe_estimator(pipe.named_steps['model']),
+    }
     if getattr(pipe.named_steps['model'], 'n_iter_', None) is not None:  # ridge has the attribute, set to None
         metrics['iterations'] = int(np.max(pipe.named_steps['model'].n_iter_))
     atomic_write_text(paths['metrics'], json.dumps(metrics, indent=2))

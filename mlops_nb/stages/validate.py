@@ -19,184 +19,312 @@ from ..core.schema import NotNumbers, schema_hash
 from ..core.stage import get_stage
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'QUANTILES', 'SEVERITIES', 'LEVELS', 'dtype_kind', 'infer_schema', 'normalise_schema',
-           'check_severities', 'validate_batch', 'format_anomaly', 'load_champion_schema', 'compare_columns',
-           'plot_comparison', 'ValidateResult', 'describe_reference', 'reference_schema', 'validate']
+__all__ = [
+    'SCHEMA_VERSION',
+    'QUANTILES',
+    'SEVERITIES',
+    'LEVELS',
+    'dtype_kind',
+    'infer_schema',
+    'normalise_schema',
+    'check_severities',
+    'validate_batch',
+    'format_anomaly',
+    'load_champion_schema',
+    'compare_columns',
+    'plot_comparison',
+    'ValidateResult',
+    'describe_reference',
+    'reference_schema',
+    'validate',
+]
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c004
 SCHEMA_VERSION = 2
 QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
 
+
 def dtype_kind(dtype):
     "'bool', 'integer', 'float', 'datetime' or 'text' (strings, categories, objects)"
-    if isinstance(dtype, pd.CategoricalDtype): return 'text'
-    if pd.api.types.is_bool_dtype(dtype): return 'bool'
-    if pd.api.types.is_integer_dtype(dtype): return 'integer'
-    if pd.api.types.is_float_dtype(dtype): return 'float'
-    if pd.api.types.is_datetime64_any_dtype(dtype): return 'datetime'
+    if isinstance(dtype, pd.CategoricalDtype):
+        return 'text'
+    if pd.api.types.is_bool_dtype(dtype):
+        return 'bool'
+    if pd.api.types.is_integer_dtype(dtype):
+        return 'integer'
+    if pd.api.types.is_float_dtype(dtype):
+        return 'float'
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return 'datetime'
     return 'text'
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c004a
-def _role(c:str, target:str, id_column:str, time_column:str):
+def _role(c: str, target: str, id_column: str, time_column: str):
     return {target: 'target', id_column: 'id', time_column: 'time'}.get(c, 'feature')
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c004b
-def _present_values(s:pd.Series):
+def _present_values(s: pd.Series):
     "The distinct non-missing values of a text column (categories: only those that occur)"
     if isinstance(s.dtype, pd.CategoricalDtype):
         codes = s.cat.codes.to_numpy()
         return s.cat.categories[np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(s.cat.categories)))]
     return pd.unique(s.dropna())
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c004c
-def _numbers(s:pd.Series):
+def _numbers(s: pd.Series):
     return s.to_numpy(dtype='float64', na_value=np.nan)
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c004d
-def _value_counts(s:pd.Series):
+def _value_counts(s: pd.Series):
     "`(sorted values as text, their counts)` of the non-missing values of a text column"
     if isinstance(s.dtype, pd.CategoricalDtype):
         codes = s.cat.codes.to_numpy()
         counts = np.bincount(codes[codes >= 0], minlength=len(s.cat.categories))
         vc = pd.Series(counts, index=s.cat.categories.astype(str))
         vc = vc[vc > 0]
-    else: vc = s.value_counts()
+    else:
+        vc = s.value_counts()
     vc.index = vc.index.astype(str)
     vc = vc.groupby(level=0).sum().sort_index()  # values equal as text count once
     return vc.index.tolist(), vc.to_numpy()
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c004e
-def _bin_shares(v:np.ndarray, edges):
+def _bin_shares(v: np.ndarray, edges):
     "Share of the finite values of `v` in each bin cut at `edges`"
     v = v[np.isfinite(v)]
     counts = np.bincount(np.searchsorted(np.asarray(edges), v, side='right'), minlength=len(edges) + 1)
-    return counts/max(len(v), 1)
+    return counts / max(len(v), 1)
+
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c004f
-def _round(a): return [round(float(x), 6) for x in a]
+def _round(a):
+    return [round(float(x), 6) for x in a]
+
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c004g
-def infer_schema(df:pd.DataFrame, # the training snapshot
-                 target:str, # label column
-                 id_column:str, # row identifier
-                 time_column:str='', # time of a row, not a feature
-                 max_categories:int=1000, # a text column with more distinct values has no domain
-                ):
+def infer_schema(
+    df: pd.DataFrame,  # the training snapshot
+    target: str,  # label column
+    id_column: str,  # row identifier
+    time_column: str = '',  # time of a row, not a feature
+    max_categories: int = 1000,  # a text column with more distinct values has no domain
+):
     "A JSON-ready schema of `df`"
     n, nulls, cols = len(df), df.isna().sum(), {}
     for c in df.columns:
         s, kind = df[c], dtype_kind(df[c].dtype)
-        col = {'dtype': str(s.dtype), 'kind': kind, 'role': _role(str(c), target, id_column, time_column),
-               'nullable': bool(nulls[c]), 'null_share': round(float(nulls[c]/n), 6) if n else 0.0}
+        col = {
+            'dtype': str(s.dtype),
+            'kind': kind,
+            'role': _role(str(c), target, id_column, time_column),
+            'nullable': bool(nulls[c]),
+            'null_share': round(float(nulls[c] / n), 6) if n else 0.0,
+        }
         if nulls[c] < n:
             if kind in ('integer', 'float'):
                 v = _numbers(s)
                 lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
                 q = np.nanquantile(v, QUANTILES)
                 edges = np.unique([lo, *q, np.nextafter(hi, np.inf)])  # the outer bins hold what is outside [min, max]
-                col.update(min=lo, max=hi, mean=round(float(np.nanmean(v)), 6), quantiles={f'{p:g}': round(float(x), 6) for p, x in zip(QUANTILES, q)},
-                           bins={'edges': edges.tolist(), 'shares': _round(_bin_shares(v, edges))})
+                col.update(
+                    min=lo,
+                    max=hi,
+                    mean=round(float(np.nanmean(v)), 6),
+                    quantiles={f'{p:g}': round(float(x), 6) for p, x in zip(QUANTILES, q)},
+                    bins={'edges': edges.tolist(), 'shares': _round(_bin_shares(v, edges))},
+                )
             elif kind == 'text':
                 values, counts = _value_counts(s)
                 col['distinct'] = len(values)
                 col['categories'] = values if len(values) <= max_categories else None
-                if col['categories'] is not None: col['shares'] = _round(counts/counts.sum())
-            elif kind == 'datetime': col.update(min=str(s.min()), max=str(s.max()))
-            elif kind == 'bool': col['distinct'] = int(s.dropna().nunique())
+                if col['categories'] is not None:
+                    col['shares'] = _round(counts / counts.sum())
+            elif kind == 'datetime':
+                col.update(min=str(s.min()), max=str(s.max()))
+            elif kind == 'bool':
+                col['distinct'] = int(s.dropna().nunique())
         cols[str(c)] = col
-    schema = {'schema_version': SCHEMA_VERSION, 'schema_hash': schema_hash(df), 'rows': n, 'target': target,
-              'id_column': id_column, 'time_column': time_column, 'target_present': target in df, 'columns': cols}
-    if target in df: schema['classes'] = sorted((v.item() if hasattr(v, 'item') else v for v in pd.unique(df[target].dropna())), key=str)[:20]
-    if id_column in df: schema['id_unique'] = not bool(df[id_column].duplicated().any())
+    schema = {
+        'schema_version': SCHEMA_VERSION,
+        'schema_hash': schema_hash(df),
+        'rows': n,
+        'target': target,
+        'id_column': id_column,
+        'time_column': time_column,
+        'target_present': target in df,
+        'columns': cols,
+    }
+    if target in df:
+        schema['classes'] = sorted(
+            (v.item() if hasattr(v, 'item') else v for v in pd.unique(df[target].dropna())), key=str
+        )[:20]
+    if id_column in df:
+        schema['id_unique'] = not bool(df[id_column].duplicated().any())
     return schema
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c004h
-def normalise_schema(schema:dict):
+def normalise_schema(schema: dict):
     "`schema` in the current format (schema.json files written before schema_version 2 had no kinds or roles)"
-    if schema.get('schema_version', 1) >= SCHEMA_VERSION: return schema
+    if schema.get('schema_version', 1) >= SCHEMA_VERSION:
+        return schema
     s = {**schema, 'schema_version': SCHEMA_VERSION, 'time_column': schema.get('time_column', ''), 'columns': {}}
     for c, col in schema['columns'].items():
-        try: kind = dtype_kind(pd.api.types.pandas_dtype(col['dtype']))
-        except TypeError: kind = 'text'
-        s['columns'][c] = {**col, 'kind': kind, 'role': _role(c, s.get('target'), s.get('id_column'), s['time_column']),
-                           'nullable': col.get('null_share', 0) > 0}
+        try:
+            kind = dtype_kind(pd.api.types.pandas_dtype(col['dtype']))
+        except TypeError:
+            kind = 'text'
+        s['columns'][c] = {
+            **col,
+            'kind': kind,
+            'role': _role(c, s.get('target'), s.get('id_column'), s['time_column']),
+            'nullable': col.get('null_share', 0) > 0,
+        }
     return s
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007
-SEVERITIES = {'missing_column': 'error', 'new_column': 'warning', 'dtype_change': 'error', 'parse_failure': 'error',
-              'null_rate': 'warning', 'all_null': 'warning', 'out_of_range': 'warning', 'unseen_category': 'warning',
-              'duplicate_ids': 'error', 'empty_batch': 'error', 'constant': 'warning', 'target_leakage': 'warning'}
+SEVERITIES = {
+    'missing_column': 'error',
+    'new_column': 'warning',
+    'dtype_change': 'error',
+    'parse_failure': 'error',
+    'null_rate': 'warning',
+    'all_null': 'warning',
+    'out_of_range': 'warning',
+    'unseen_category': 'warning',
+    'duplicate_ids': 'error',
+    'empty_batch': 'error',
+    'constant': 'warning',
+    'target_leakage': 'warning',
+}
 LEVELS = ('error', 'warning', 'ignore')
 
-def check_severities(severities:dict|None):
+
+def check_severities(severities: dict | None):
     "`SEVERITIES` with `severities` laid over them, checked"
     res = dict(SEVERITIES)
     for k, v in (severities or {}).items():
-        if k not in SEVERITIES: raise MlopsError(f'unknown anomaly kind {k!r}; kinds: {", ".join(SEVERITIES)}')
-        if v not in LEVELS: raise MlopsError(f'validate.{k} must be error, warning or ignore; got {v!r}')
+        if k not in SEVERITIES:
+            raise MlopsError(f'unknown anomaly kind {k!r}; kinds: {", ".join(SEVERITIES)}')
+        if v not in LEVELS:
+            raise MlopsError(f'validate.{k} must be error, warning or ignore; got {v!r}')
         res[k] = v
     return res
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007a
 def _fmt(v):
-    if isinstance(v, float): return f'{v:.6g}'
+    if isinstance(v, float):
+        return f'{v:.6g}'
     return repr(v) if isinstance(v, str) else str(v)
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007b
-def _examples(counts:dict, k:int=3):
+def _examples(counts: dict, k: int = 3):
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:k]
     return ', '.join(f'{_fmt(v)} ({n})' for v, n in top) + (', ...' if len(counts) > k else '')
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007c
-def _first(s:pd.Series, mask):
+def _first(s: pd.Series, mask):
     "The first value of `s` where `mask` holds"
     return s.iloc[int(np.argmax(np.asarray(mask)))]
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007d
-def _pct(x:float): return f'{x:.1%}' if x >= 0.01 or x == 0 else f'{x:.3%}'
+def _pct(x: float):
+    return f'{x:.1%}' if x >= 0.01 or x == 0 else f'{x:.3%}'
+
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007d9
-def _check_target(y:pd.Series, # the target column of a labelled batch
-                  target:str, schema:dict, add):
+def _check_target(
+    y: pd.Series,  # the target column of a labelled batch
+    target: str,
+    schema: dict,
+    add,
+):
     "Report through `add` labels the task cannot learn from: another label, text for a regressor, a missing positive label or value"
     missing = int(y.isna().sum())
     if schema.get('task', 'classification') == 'classification':
         texts = y.astype(object).map(label_text)
         known = [label_text(c) for c in schema.get('classes') or []]
-        if len(known) != 2: known = sorted(texts[y.notna()].unique())[:2]
-        bad, want = y.notna() & ~texts.isin(known), f'the labels {" and ".join(known)}' if len(known) == 2 else 'two labels'
+        if len(known) != 2:
+            known = sorted(texts[y.notna()].unique())[:2]
+        bad, want = (
+            y.notna() & ~texts.isin(known),
+            f'the labels {" and ".join(known)}' if len(known) == 2 else 'two labels',
+        )
         pos = schema.get('positive_label')
         if pos not in (None, '') and label_text(pos) not in set(texts[y.notna()]):
-            add(target, 'bad_target', f'the positive label {pos!r} (data.positive_label)', f'labels {", ".join(sorted(set(texts[y.notna()]))[:10])}',
-                always_error=True)
+            add(
+                target,
+                'bad_target',
+                f'the positive label {pos!r} (data.positive_label)',
+                f'labels {", ".join(sorted(set(texts[y.notna()]))[:10])}',
+                always_error=True,
+            )
     else:
         numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
-        bad, want = y.notna() & (False if numeric else pd.to_numeric(y.astype('object'), errors='coerce').isna()), 'numeric labels'
+        bad, want = (
+            y.notna() & (False if numeric else pd.to_numeric(y.astype('object'), errors='coerce').isna()),
+            'numeric labels',
+        )
         if not numeric and not bad.any():  # numbers stored as text: a regressor cannot learn from them as they are
             bad = y.notna()
-    if bad.any(): add(target, 'bad_target', want, f'{int(bad.sum())} other values, e.g. {_fmt(_first(y, bad))}',
-                      count=bad.sum(), share=bad.mean(), always_error=True)
-    if missing: add(target, 'null_target', 'no missing labels', f'{missing} missing', count=missing, share=missing/len(y), always_error=True)
+    if bad.any():
+        add(
+            target,
+            'bad_target',
+            want,
+            f'{int(bad.sum())} other values, e.g. {_fmt(_first(y, bad))}',
+            count=bad.sum(),
+            share=bad.mean(),
+            always_error=True,
+        )
+    if missing:
+        add(
+            target,
+            'null_target',
+            'no missing labels',
+            f'{missing} missing',
+            count=missing,
+            share=missing / len(y),
+            always_error=True,
+        )
+
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007e
-def validate_batch(df:pd.DataFrame, # the batch to check
-                   schema:dict, # from `infer_schema`, a saved schema.json, or `load_champion_schema`
-                   severities:dict|None=None, # kind -> 'error', 'warning' or 'ignore'; unset kinds keep `SEVERITIES`
-                   serving:bool=False, # a serving payload: no target expected, only feature columns required
-                   max_null_rate:float=0.5, # more missing values than this share is an anomaly
-                   max_null_increase:float=0.1, # ... and so is more than the schema's share plus this
-                  ):
+def validate_batch(
+    df: pd.DataFrame,  # the batch to check
+    schema: dict,  # from `infer_schema`, a saved schema.json, or `load_champion_schema`
+    severities: dict | None = None,  # kind -> 'error', 'warning' or 'ignore'; unset kinds keep `SEVERITIES`
+    serving: bool = False,  # a serving payload: no target expected, only feature columns required
+    max_null_rate: float = 0.5,  # more missing values than this share is an anomaly
+    max_null_increase: float = 0.1,  # ... and so is more than the schema's share plus this
+):
     "Anomalies of `df` against `schema`, errors first: `[{column, kind, severity, expected, found, ...}]`"
     sev, schema = check_severities(severities), normalise_schema(schema)
     out = []
+
     def add(column, kind, expected, found, count=None, share=None, note=None, always_error=False):
         level = 'error' if always_error else sev[kind]
-        if level == 'ignore': return
+        if level == 'ignore':
+            return
         a = dict(column=column, kind=kind, severity=level, expected=expected, found=found)
-        if count is not None: a['count'] = int(count)
-        if share is not None: a['share'] = round(float(share), 6)
-        if note: a['note'] = note
+        if count is not None:
+            a['count'] = int(count)
+        if share is not None:
+            a['share'] = round(float(share), 6)
+        if note:
+            a['note'] = note
         out.append(a)
+
     ref, target, id_column = schema['columns'], schema.get('target'), schema.get('id_column')
     names = {str(c): c for c in df.columns}
     n = len(df)
@@ -204,16 +332,28 @@ def validate_batch(df:pd.DataFrame, # the batch to check
     if not serving and target and target not in names:
         add(target, 'missing_column', 'the target column', 'no such column', always_error=True)
     for c, col in ref.items():
-        if c in names or c == target or (serving and col.get('role', 'feature') != 'feature'): continue
+        if c in names or c == target or (serving and col.get('role', 'feature') != 'feature'):
+            continue
         add(c, 'missing_column', f'a {col["dtype"]} column', 'no such column')
     for c in names:
         if serving and c == target:
-            add(c, 'target_leakage', 'no target column in serving data', f'column {c!r}, {n} rows',
-                note='the payload carries the label: check the pipeline that builds it')
+            add(
+                c,
+                'target_leakage',
+                'no target column in serving data',
+                f'column {c!r}, {n} rows',
+                note='the payload carries the label: check the pipeline that builds it',
+            )
             continue
-        if c in ref or c == target: continue
-        add(c, 'new_column', 'no such column (the schema does not have it)', f'a new {df[names[c]].dtype} column',
-            note='the current model does not use it until it is retrained')
+        if c in ref or c == target:
+            continue
+        add(
+            c,
+            'new_column',
+            'no such column (the schema does not have it)',
+            f'a new {df[names[c]].dtype} column',
+            note='the current model does not use it until it is retrained',
+        )
     if n == 0:
         add('', 'empty_batch', 'at least one row', '0 rows')
         return _sorted(out)
@@ -223,42 +363,79 @@ def validate_batch(df:pd.DataFrame, # the batch to check
     if id_column and id_column in names:
         dup = df[names[id_column]].duplicated().to_numpy()
         if dup.any():
-            add(id_column, 'duplicate_ids', 'unique ids', f'{int(dup.sum())} repeated, e.g. {_fmt(_first(df[names[id_column]], dup))}',
-                count=dup.sum(), share=dup.mean())
+            add(
+                id_column,
+                'duplicate_ids',
+                'unique ids',
+                f'{int(dup.sum())} repeated, e.g. {_fmt(_first(df[names[id_column]], dup))}',
+                count=dup.sum(),
+                share=dup.mean(),
+            )
     # each column the batch shares with the schema
     common = [c for c in ref if c in names and c != target]
     for c in common:
         col, s = ref[c], df[names[c]]
         present = s.notna().to_numpy()
         k_null = n - int(present.sum())
-        share = k_null/n
+        share = k_null / n
         if not serving and k_null:
             if k_null == n:
-                add(c, 'all_null', 'some values' + (f' ({1 - col.get("null_share", 0):.0%} present in the schema)' if col.get('null_share', 0) < 1 else ''),
-                    f'every one of {n} values missing', count=k_null, share=1.0)
+                add(
+                    c,
+                    'all_null',
+                    'some values'
+                    + (
+                        f' ({1 - col.get("null_share", 0):.0%} present in the schema)'
+                        if col.get('null_share', 0) < 1
+                        else ''
+                    ),
+                    f'every one of {n} values missing',
+                    count=k_null,
+                    share=1.0,
+                )
             elif share > max_null_rate:
-                add(c, 'null_rate', f'at most {max_null_rate:.0%} missing', f'{_pct(share)} missing', count=k_null, share=share)
+                add(
+                    c,
+                    'null_rate',
+                    f'at most {max_null_rate:.0%} missing',
+                    f'{_pct(share)} missing',
+                    count=k_null,
+                    share=share,
+                )
             elif share > col.get('null_share', 0) + max_null_increase:
-                add(c, 'null_rate', f'about {_pct(col.get("null_share", 0))} missing, as in the schema (tolerance {max_null_increase:.0%})',
-                    f'{_pct(share)} missing', count=k_null, share=share)
-        if k_null == n: continue  # no values: nothing to say about their type or range
+                add(
+                    c,
+                    'null_rate',
+                    f'about {_pct(col.get("null_share", 0))} missing, as in the schema (tolerance {max_null_increase:.0%})',
+                    f'{_pct(share)} missing',
+                    count=k_null,
+                    share=share,
+                )
+        if k_null == n:
+            continue  # no values: nothing to say about their type or range
         # a batch of one period has one time: that is no anomaly
         _check_values(c, col, s, present, not serving and n > 1 and col.get('role') != 'time', add)
     return _sorted(out)
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007f
-def _sorted(anomalies): return sorted(anomalies, key=lambda a: a['severity'] != 'error')
+def _sorted(anomalies):
+    return sorted(anomalies, key=lambda a: a['severity'] != 'error')
+
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007g
 _SMALL = 1000  # up to this many rows, Python objects beat Arrow strings, whose `isin` costs ~0.2 ms whatever the size
 
-def _outside(s:pd.Series, domain:list):
+
+def _outside(s: pd.Series, domain: list):
     "Mask of the values of `s` not in `domain` (also true for missing values: mask them with the present ones)"
-    if len(s) <= _SMALL and not isinstance(s.dtype, pd.CategoricalDtype): s = pd.Series(s.to_numpy(dtype=object), dtype=object, copy=False)
+    if len(s) <= _SMALL and not isinstance(s.dtype, pd.CategoricalDtype):
+        s = pd.Series(s.to_numpy(dtype=object), dtype=object, copy=False)
     return ~s.isin(domain).to_numpy()
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007h
-def _check_values(c:str, col:dict, s:pd.Series, present:np.ndarray, check_constant:bool, add):
+def _check_values(c: str, col: dict, s: pd.Series, present: np.ndarray, check_constant: bool, add):
     "Type, parse, range, domain and constancy checks of one column against its schema entry"
     n = len(s)
     expected, found = col.get('kind', 'text'), dtype_kind(s.dtype)
@@ -267,36 +444,66 @@ def _check_values(c:str, col:dict, s:pd.Series, present:np.ndarray, check_consta
             num = pd.to_numeric(s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s, errors='coerce')
             bad = present & num.isna().to_numpy()
             if bad.any():
-                add(c, 'parse_failure', f'numbers ({col["dtype"]})', f'{int(bad.sum())} values that are not numbers, e.g. {_fmt(_first(s, bad))}',
-                    count=bad.sum(), share=bad.sum()/n)
+                add(
+                    c,
+                    'parse_failure',
+                    f'numbers ({col["dtype"]})',
+                    f'{int(bad.sum())} values that are not numbers, e.g. {_fmt(_first(s, bad))}',
+                    count=bad.sum(),
+                    share=bad.sum() / n,
+                )
                 return
             add(c, 'dtype_change', f'{col["dtype"]} numbers', f'numbers written as text ({s.dtype})')
             v = _numbers(num)
-        elif found in ('integer', 'float', 'bool'): v = _numbers(s)
+        elif found in ('integer', 'float', 'bool'):
+            v = _numbers(s)
         else:
             add(c, 'dtype_change', f'{col["dtype"]} numbers', f'{s.dtype} values')
             return
         if expected == 'integer' and found != 'integer':
             frac = np.isfinite(v) & (v % 1 != 0)
-            if frac.any(): add(c, 'dtype_change', 'whole numbers', f'{int(frac.sum())} values with a fraction, e.g. {_fmt(v[frac][0])}',
-                               count=frac.sum(), share=frac.sum()/n)
+            if frac.any():
+                add(
+                    c,
+                    'dtype_change',
+                    'whole numbers',
+                    f'{int(frac.sum())} values with a fraction, e.g. {_fmt(v[frac][0])}',
+                    count=frac.sum(),
+                    share=frac.sum() / n,
+                )
         lo, hi = col.get('min'), col.get('max')
-        if lo is not None and hi is not None and col.get('role') not in ('id', 'time'):  # new ids and later times are no anomaly
+        if (
+            lo is not None and hi is not None and col.get('role') not in ('id', 'time')
+        ):  # new ids and later times are no anomaly
             outside = (v < lo) | (v > hi)
             k = int(outside.sum())
             if k:
                 found_lo, found_hi = np.nanmin(v), np.nanmax(v)
-                add(c, 'out_of_range', f'values in [{_fmt(lo)}, {_fmt(hi)}]',
-                    f'{k} outside ({_pct(k/n)}), from {_fmt(float(found_lo))} to {_fmt(float(found_hi))}', count=k, share=k/n)
+                add(
+                    c,
+                    'out_of_range',
+                    f'values in [{_fmt(lo)}, {_fmt(hi)}]',
+                    f'{k} outside ({_pct(k / n)}), from {_fmt(float(found_lo))} to {_fmt(float(found_hi))}',
+                    count=k,
+                    share=k / n,
+                )
         if check_constant and np.nanmin(v) == np.nanmax(v):
-            add(c, 'constant', 'several values' + (f' (from {_fmt(lo)} to {_fmt(hi)} in the schema)' if lo != hi else ''),
-                f'always {_fmt(float(np.nanmin(v)))}')
+            add(
+                c,
+                'constant',
+                'several values' + (f' (from {_fmt(lo)} to {_fmt(hi)} in the schema)' if lo != hi else ''),
+                f'always {_fmt(float(np.nanmin(v)))}',
+            )
     elif expected == 'text':
         if found != 'text':
             dom = col.get('categories') or []
-            add(c, 'dtype_change', f'text ({col["dtype"]})' + (f' such as {", ".join(map(repr, dom[:3]))}' if dom else ''),
+            add(
+                c,
+                'dtype_change',
+                f'text ({col["dtype"]})' + (f' such as {", ".join(map(repr, dom[:3]))}' if dom else ''),
                 f'{s.dtype} values, e.g. {_fmt(_first(s, present))}',
-                note='numbers where text was expected are unknown categories to the model')
+                note='numbers where text was expected are unknown categories to the model',
+            )
             return
         dom = col.get('categories')
         if isinstance(s.dtype, pd.CategoricalDtype):
@@ -307,172 +514,254 @@ def _check_values(c:str, col:dict, s:pd.Series, present:np.ndarray, check_consta
                 unseen = ~cats.isin(dom) & (counts > 0)
                 if unseen.any():
                     k = int(counts[unseen].sum())
-                    add(c, 'unseen_category', f'one of the {len(dom)} values seen in training',
-                        f'{k} rows ({_pct(k/n)}) with unseen values: {_examples(dict(zip(cats[unseen], counts[unseen].tolist())))}',
-                        count=k, share=k/n)
+                    add(
+                        c,
+                        'unseen_category',
+                        f'one of the {len(dom)} values seen in training',
+                        f'{k} rows ({_pct(k / n)}) with unseen values: {_examples(dict(zip(cats[unseen], counts[unseen].tolist())))}',
+                        count=k,
+                        share=k / n,
+                    )
             distinct = int((counts > 0).sum())
         else:
             if dom is not None:
                 mask = present & _outside(s, dom)
                 if mask.any():
                     k = int(mask.sum())
-                    add(c, 'unseen_category', f'one of the {len(dom)} values seen in training',
-                        f'{k} rows ({_pct(k/n)}) with unseen values: {_examples(s[mask].value_counts().head(4).to_dict())}',
-                        count=k, share=k/n)
+                    add(
+                        c,
+                        'unseen_category',
+                        f'one of the {len(dom)} values seen in training',
+                        f'{k} rows ({_pct(k / n)}) with unseen values: {_examples(s[mask].value_counts().head(4).to_dict())}',
+                        count=k,
+                        share=k / n,
+                    )
             distinct = None
             if check_constant:
                 first = _first(s, present)
                 distinct = 1 if bool(((s == first) | s.isna()).all()) else 2
         if check_constant and distinct == 1:
-            add(c, 'constant', 'several values' + (f' ({col["distinct"]} in the schema)' if col.get('distinct', 1) > 1 else ''),
-                f'always {_fmt(_first(s, present))}')
+            add(
+                c,
+                'constant',
+                'several values' + (f' ({col["distinct"]} in the schema)' if col.get('distinct', 1) > 1 else ''),
+                f'always {_fmt(_first(s, present))}',
+            )
     elif expected == 'datetime' and found != 'datetime':
         parsed = pd.to_datetime(s, errors='coerce') if found == 'text' else None
         bad = present & (parsed.isna().to_numpy() if parsed is not None else True)
         if parsed is not None and bad.any():
-            add(c, 'parse_failure', 'dates', f'{int(bad.sum())} values that are not dates, e.g. {_fmt(_first(s, bad))}', count=bad.sum(), share=bad.sum()/n)
-        else: add(c, 'dtype_change', f'{col["dtype"]} dates', f'{s.dtype} values')
+            add(
+                c,
+                'parse_failure',
+                'dates',
+                f'{int(bad.sum())} values that are not dates, e.g. {_fmt(_first(s, bad))}',
+                count=bad.sum(),
+                share=bad.sum() / n,
+            )
+        else:
+            add(c, 'dtype_change', f'{col["dtype"]} dates', f'{s.dtype} values')
     elif expected == 'bool' and found != 'bool':
         if not (found in ('integer', 'float') and s.dropna().isin([0, 1]).all()):
             add(c, 'dtype_change', 'true or false', f'{s.dtype} values, e.g. {_fmt(_first(s, present))}')
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007i
-def format_anomaly(a:dict):
+def format_anomaly(a: dict):
     "One line naming the column, what was expected and what was found"
-    col = f"column {a['column']!r}: " if a['column'] else ''
-    return f"{a['severity']}: {col}{a['kind']}: expected {a['expected']}, found {a['found']}" + (f"; {a['note']}" if a.get('note') else '')
+    col = f'column {a["column"]!r}: ' if a['column'] else ''
+    return f'{a["severity"]}: {col}{a["kind"]}: expected {a["expected"]}, found {a["found"]}' + (
+        f'; {a["note"]}' if a.get('note') else ''
+    )
+
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c010
-def load_champion_schema(tracking_uri:str, # MLflow tracking URI
-                         model_name:str, # registered model name
-                         alias:str='champion', # registry alias of the model version
-                        ):
+def load_champion_schema(
+    tracking_uri: str,  # MLflow tracking URI
+    model_name: str,  # registered model name
+    alias: str = 'champion',  # registry alias of the model version
+):
     "The training schema of `model_name@alias`, with a `reference` entry saying where it came from; None when there is no such model"
-    if tracking_uri.startswith('sqlite:///') and not Path(tracking_uri[len('sqlite:///'):]).is_file(): return None  # no store, no champion
+    if tracking_uri.startswith('sqlite:///') and not Path(tracking_uri[len('sqlite:///') :]).is_file():
+        return None  # no store, no champion
     from mlflow.exceptions import MlflowException
     from mlops_nb.registry.tracking import mlflow_client
+
     c = mlflow_client(tracking_uri)
-    try: v = c.get_model_version_by_alias(model_name, alias)
-    except MlflowException: return None
+    try:
+        v = c.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
     where = f'{model_name}@{alias} (version {v.version})'
     run_dir, run_id = v.tags.get('mlops_nb.run_dir'), v.tags.get('mlops_nb.run_id')
-    path = Path(run_dir)/'artifacts/02_validate/schema.json' if run_dir else None
+    path = Path(run_dir) / 'artifacts/02_validate/schema.json' if run_dir else None
     info = dict(kind='champion', model_name=model_name, alias=alias, version=str(v.version), run_id=run_id)
     if path is not None and path.is_file():
         return {**normalise_schema(json.loads(path.read_text())), 'reference': {**info, 'path': str(path)}}
     if run_id:
         try:
             import mlflow.artifacts
+
             exp = c.get_run(v.run_id).info.experiment_id
-            runs = c.search_runs([exp], f"tags.`mlops_nb.run_id` = '{run_id}' and tags.`mlops_nb.stage` = 'validate'", max_results=1)
+            runs = c.search_runs(
+                [exp], f"tags.`mlops_nb.run_id` = '{run_id}' and tags.`mlops_nb.stage` = 'validate'", max_results=1
+            )
             if runs:
-                local = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path='outputs/schema.json', tracking_uri=tracking_uri)
-                return {**normalise_schema(json.loads(Path(local).read_text())), 'reference': {**info, 'path': f'runs:/{runs[0].info.run_id}/outputs/schema.json'}}
-        except (MlflowException, OSError, ValueError): pass  # fall through to the error below
-    raise MlopsError(f'the training schema of {where} is not found: not at {path}, nor in MLflow'
-                     + (f' (no validate run tagged mlops_nb.run_id={run_id})' if run_id else ' (the version has no mlops_nb.run_id tag)'))
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=runs[0].info.run_id, artifact_path='outputs/schema.json', tracking_uri=tracking_uri
+                )
+                return {
+                    **normalise_schema(json.loads(Path(local).read_text())),
+                    'reference': {**info, 'path': f'runs:/{runs[0].info.run_id}/outputs/schema.json'},
+                }
+        except (MlflowException, OSError, ValueError):
+            pass  # fall through to the error below
+    raise MlopsError(
+        f'the training schema of {where} is not found: not at {path}, nor in MLflow'
+        + (
+            f' (no validate run tagged mlops_nb.run_id={run_id})'
+            if run_id
+            else ' (the version has no mlops_nb.run_id tag)'
+        )
+    )
+
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c012
 _RANK = {'error': 2, 'warning': 1, 'ok': 0}
 
-def compare_columns(df:pd.DataFrame, schema:dict, anomalies:list):
+
+def compare_columns(df: pd.DataFrame, schema: dict, anomalies: list):
     "The per-column comparison of `df` with `schema`, as a DataFrame"
     schema, rows = normalise_schema(schema), []
     ref, n = schema['columns'], len(df)
     by_col = {}
-    for a in anomalies: by_col.setdefault(a['column'], []).append(a)
+    for a in anomalies:
+        by_col.setdefault(a['column'], []).append(a)
     names = {str(c): c for c in df.columns}
     for c in list(ref) + [c for c in names if c not in ref]:
         col, s = ref.get(c, {}), df[names[c]] if c in names else None
-        r = dict(column=c, role=col.get('role') or ('target' if c == schema.get('target') else 'new'),
-                 expected=col.get('dtype', '-'), found=str(s.dtype) if s is not None else '-',
-                 missing_expected=col.get('null_share'), missing_found=round(float(s.isna().mean()), 6) if s is not None and n else None)
+        r = dict(
+            column=c,
+            role=col.get('role') or ('target' if c == schema.get('target') else 'new'),
+            expected=col.get('dtype', '-'),
+            found=str(s.dtype) if s is not None else '-',
+            missing_expected=col.get('null_share'),
+            missing_found=round(float(s.isna().mean()), 6) if s is not None and n else None,
+        )
         r['domain_expected'] = _domain(col)
         r['domain_found'] = _found_domain(s) if s is not None and n else '-'
-        r['outside'] = sum(a.get('share', 0) for a in by_col.get(c, []) if a['kind'] in ('out_of_range', 'unseen_category', 'parse_failure'))
+        r['outside'] = sum(
+            a.get('share', 0)
+            for a in by_col.get(c, [])
+            if a['kind'] in ('out_of_range', 'unseen_category', 'parse_failure')
+        )
         r['shift'] = _shift(col, s) if s is not None and n and col.get('role') != 'id' else None
         worst = max([a['severity'] for a in by_col.get(c, [])], key=_RANK.get, default='ok')
         r['status'], r['anomalies'] = worst, ', '.join(a['kind'] for a in by_col.get(c, []))
         rows.append(r)
     return pd.DataFrame(rows).set_index('column')
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c012a
-def _shift(col:dict, s:pd.Series):
+def _shift(col: dict, s: pd.Series):
     "How far the batch's distribution is from the schema's: total variation distance (0 same, 1 disjoint) over its bins or categories"
     kind = dtype_kind(s.dtype)
     if col.get('bins') and kind in ('integer', 'float', 'bool'):
         b = col['bins']
-        return round(0.5*float(np.abs(_bin_shares(_numbers(s), b['edges']) - np.asarray(b['shares'])).sum()), 4)
+        return round(0.5 * float(np.abs(_bin_shares(_numbers(s), b['edges']) - np.asarray(b['shares'])).sum()), 4)
     if col.get('shares') and kind == 'text' and s.notna().any():
         values, counts = _value_counts(s)
-        found = pd.Series(counts/counts.sum(), index=values)
+        found = pd.Series(counts / counts.sum(), index=values)
         expected = pd.Series(col['shares'], index=col['categories'])
-        return round(0.5*float(found.sub(expected, fill_value=0).abs().sum()), 4)
+        return round(0.5 * float(found.sub(expected, fill_value=0).abs().sum()), 4)
     return None
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c012b
-def _domain(col:dict):
-    if not col: return '-'
-    if col.get('min') is not None: return f"[{_fmt(col['min'])}, {_fmt(col['max'])}]"
-    if col.get('categories') is not None: return f"{len(col['categories'])} values"
-    if col.get('distinct'): return f"{col['distinct']} values (free text)"
+def _domain(col: dict):
+    if not col:
+        return '-'
+    if col.get('min') is not None:
+        return f'[{_fmt(col["min"])}, {_fmt(col["max"])}]'
+    if col.get('categories') is not None:
+        return f'{len(col["categories"])} values'
+    if col.get('distinct'):
+        return f'{col["distinct"]} values (free text)'
     return '-'
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c012c
-def _found_domain(s:pd.Series):
-    if s.notna().sum() == 0: return 'no values'
+def _found_domain(s: pd.Series):
+    if s.notna().sum() == 0:
+        return 'no values'
     kind = dtype_kind(s.dtype)
     if kind in ('integer', 'float'):
         v = _numbers(s)
         return f'[{_fmt(float(np.nanmin(v)))}, {_fmt(float(np.nanmax(v)))}]'
-    if kind == 'text': return f'{len(_present_values(s))} values'
+    if kind == 'text':
+        return f'{len(_present_values(s))} values'
     return '-'
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c012d
-def plot_comparison(table:pd.DataFrame, # from `compare_columns`
-                    title:str='', # figure title
-                   ):
+def plot_comparison(
+    table: pd.DataFrame,  # from `compare_columns`
+    title: str = '',  # figure title
+):
     "Bars per column: missing share (schema and batch), share of rows outside the schema's domain, and distribution shift"
     import matplotlib.pyplot as plt
+
     t = table.iloc[::-1]
     colors = t['status'].map({'error': '#c0392b', 'warning': '#e67e22', 'ok': '#34495e'}).fillna('#34495e')
     y = np.arange(len(t))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 0.26*len(t) + 1.8), sharey=True)
-    panels = [('missing values (share of rows)', t['missing_found'], t['missing_expected']),
-              ("outside the schema's domain (share of rows)", t['outside'], None),
-              ('distribution shift (0 same, 1 disjoint)', t['shift'], None)]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 0.26 * len(t) + 1.8), sharey=True)
+    panels = [
+        ('missing values (share of rows)', t['missing_found'], t['missing_expected']),
+        ("outside the schema's domain (share of rows)", t['outside'], None),
+        ('distribution shift (0 same, 1 disjoint)', t['shift'], None),
+    ]
     for ax, (name, found, expected) in zip(axes, panels):
         found = pd.to_numeric(found, errors='coerce').fillna(0)
         if expected is not None:
-            ax.barh(y + 0.2, pd.to_numeric(expected, errors='coerce').fillna(0), height=0.4, color='#bdc3c7', label='schema')
+            ax.barh(
+                y + 0.2, pd.to_numeric(expected, errors='coerce').fillna(0), height=0.4, color='#bdc3c7', label='schema'
+            )
             ax.barh(y - 0.2, found, height=0.4, color=colors, label='batch')
             ax.legend(loc='lower right', fontsize=8)
-        else: ax.barh(y, found, color=colors)
+        else:
+            ax.barh(y, found, color=colors)
         top = float(found.max())
-        ax.set(title=name, xlim=(0, 1 if expected is not None else max(0.05, min(1, top*1.15))))
+        ax.set(title=name, xlim=(0, 1 if expected is not None else max(0.05, min(1, top * 1.15))))
         ax.title.set_fontsize(10)
-        if top == 0: ax.text(0.5, 0.5, 'none', transform=ax.transAxes, ha='center', color='#7f8c8d')
+        if top == 0:
+            ax.text(0.5, 0.5, 'none', transform=ax.transAxes, ha='center', color='#7f8c8d')
     axes[0].set(yticks=y, yticklabels=t.index)
     for label, status in zip(axes[0].get_yticklabels(), t['status']):  # a missing column has no bar: its name says it
-        if status != 'ok': label.set(color=colors.get(label.get_text(), 'black'), fontweight='bold')
+        if status != 'ok':
+            label.set(color=colors.get(label.get_text(), 'black'), fontweight='bold')
     for i, kinds in enumerate(t['anomalies']):
-        if kinds: axes[1].text(0, i, ' ' + kinds, va='center', fontsize=7)
-    if title: fig.suptitle(title, fontsize=9)
+        if kinds:
+            axes[1].text(0, i, ' ' + kinds, va='center', fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c015
 @dataclass
 class ValidateResult:
     "The inferred schema, the reference it was checked against, the anomalies and the per-column comparison"
-    schema:dict
-    anomalies:list
-    comparison:pd.DataFrame
-    reference:dict = field(default_factory=dict)
-    source:str = ''
+
+    schema: dict
+    anomalies: list
+    comparison: pd.DataFrame
+    reference: dict = field(default_factory=dict)
+    source: str = ''
 
     @property
-    def errors(self): return [a for a in self.anomalies if a['severity'] == 'error']
+    def errors(self):
+        return [a for a in self.anomalies if a['severity'] == 'error']
 
     @property
     def table(self):
@@ -480,112 +769,193 @@ class ValidateResult:
         return t.drop(columns=[c for c in ('share', 'note') if t[c].isna().all()])
 
     @property
-    def columns(self): return pd.DataFrame(self.schema['columns']).T
+    def columns(self):
+        return pd.DataFrame(self.schema['columns']).T
 
     @property
-    def checked_against(self): return describe_reference(self.reference)
+    def checked_against(self):
+        return describe_reference(self.reference)
 
     def plot(self):
         "Bars of the comparison; with no anomaly and no bar to draw, a line that says so instead of empty panels"
         shares = self.comparison.reindex(columns=['missing_expected', 'missing_found', 'outside', 'shift'])
         if not self.anomalies and not shares.apply(pd.to_numeric, errors='coerce').fillna(0).to_numpy().any():
-            print('no anomaly: no missing values, nothing outside the reference\'s domain, no distribution shift')
+            print("no anomaly: no missing values, nothing outside the reference's domain, no distribution shift")
             return None
         return plot_comparison(self.comparison, f'{self.source}: checked against {self.checked_against}')
 
     def raise_for_errors(self):
         "Raise `MlopsError` with one line per error-level anomaly, if there is any"
         if self.errors:
-            raise MlopsError(f'{len(self.errors)} data error(s) in {self.source}, checked against {self.checked_against}:\n'
-                             + '\n'.join(map(format_anomaly, self.errors)))
+            raise MlopsError(
+                f'{len(self.errors)} data error(s) in {self.source}, checked against {self.checked_against}:\n'
+                + '\n'.join(map(format_anomaly, self.errors))
+            )
         return self
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c015a
-def describe_reference(r:dict):
+def describe_reference(r: dict):
     "What a reference (from `reference_schema`) is, in words"
-    if r.get('kind') == 'champion': return f"the schema of {r['model_name']}@{r['alias']} (version {r['version']}, run {r.get('run_id')})"
-    if r.get('kind') == 'file': return f"the schema in {r['path']}"
+    if r.get('kind') == 'champion':
+        return f'the schema of {r["model_name"]}@{r["alias"]} (version {r["version"]}, run {r.get("run_id")})'
+    if r.get('kind') == 'file':
+        return f'the schema in {r["path"]}'
     return "the snapshot's own schema (no reference: " + r.get('why', 'none asked for') + ')'
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c015b
-def reference_schema(reference:str, # 'champion', 'none', or a schema.json path (relative to the project)
-                     model_name:str, # the registered model whose champion's schema is meant
-                     tracking_uri:str='', # MLflow tracking URI; empty means the project's
-                    ):
+def reference_schema(
+    reference: str,  # 'champion', 'none', or a schema.json path (relative to the project)
+    model_name: str,  # the registered model whose champion's schema is meant
+    tracking_uri: str = '',  # MLflow tracking URI; empty means the project's
+):
     "`(schema or None, where it came from, anomalies about it)` for the `reference` setting"
-    if reference in ('', 'none'): return None, {'kind': 'none', 'why': 'reference = none'}, []
+    if reference in ('', 'none'):
+        return None, {'kind': 'none', 'why': 'reference = none'}, []
     if reference == 'champion':
         if not tracking_uri:
             from mlops_nb.core.project import load_project
+
             tracking_uri = load_project().tracking_uri
-        try: schema = load_champion_schema(tracking_uri, model_name)
+        try:
+            schema = load_champion_schema(tracking_uri, model_name)
         except MlopsError as e:
-            return None, {'kind': 'none', 'why': 'the champion has no schema'}, [dict(
-                column='', kind='reference_missing', severity='warning', expected="the champion's training schema", found=str(e))]
-        if schema is None: return None, {'kind': 'none', 'why': f'{model_name} has no champion yet'}, []
+            return (
+                None,
+                {'kind': 'none', 'why': 'the champion has no schema'},
+                [
+                    dict(
+                        column='',
+                        kind='reference_missing',
+                        severity='warning',
+                        expected="the champion's training schema",
+                        found=str(e),
+                    )
+                ],
+            )
+        if schema is None:
+            return None, {'kind': 'none', 'why': f'{model_name} has no champion yet'}, []
         return schema, schema['reference'], []
     path = Path(reference).expanduser()
     if not path.is_absolute():
-        try: path = find_project_root()/path
-        except MlopsError: pass
-    try: return normalise_schema(json.loads(path.read_text())), {'kind': 'file', 'path': str(path)}, []
-    except FileNotFoundError: raise MlopsError(f"validate.reference: {path} not found (give 'champion', 'none' or a schema.json path)") from None
-    except (json.JSONDecodeError, KeyError) as e: raise MlopsError(f'validate.reference: {path} is not a schema.json: {e}') from None
+        try:
+            path = find_project_root() / path
+        except MlopsError:
+            pass
+    try:
+        return normalise_schema(json.loads(path.read_text())), {'kind': 'file', 'path': str(path)}, []
+    except FileNotFoundError:
+        raise MlopsError(
+            f"validate.reference: {path} not found (give 'champion', 'none' or a schema.json path)"
+        ) from None
+    except (json.JSONDecodeError, KeyError) as e:
+        raise MlopsError(f'validate.reference: {path} is not a schema.json: {e}') from None
+
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c015c
-def _numbers_as_text(df:pd.DataFrame, schema:dict, severities:dict, found:list):
+def _numbers_as_text(df: pd.DataFrame, schema: dict, severities: dict, found: list):
     "parse_failure anomalies for text columns that hold numbers and a few values that are not (a typo, 'N/A'), which no reference flags"
-    if severities['parse_failure'] == 'ignore': return []
+    if severities['parse_failure'] == 'ignore':
+        return []
     out, flagged = [], {a['column'] for a in found if a['kind'] in ('parse_failure', 'dtype_change')}
     for c in df.columns:
         s = df[c]
-        if str(c) in flagged or dtype_kind(s.dtype) != 'text' or isinstance(s.dtype, pd.CategoricalDtype): continue
+        if str(c) in flagged or dtype_kind(s.dtype) != 'text' or isinstance(s.dtype, pd.CategoricalDtype):
+            continue
         nn = NotNumbers()
         nn.add(s.reset_index(drop=True), 0)
         if nn.mostly_numbers:
-            out.append(dict(column=str(c), kind='parse_failure', severity=severities['parse_failure'],
-                            expected=f'numbers ({nn.numbers} of {nn.numbers + nn.others} values are)',
-                            found=f'{nn.others} values that are not: {nn.examples()}, first at row {nn.first + 1}',
-                            count=nn.others, share=nn.others/len(df)))
+            out.append(
+                dict(
+                    column=str(c),
+                    kind='parse_failure',
+                    severity=severities['parse_failure'],
+                    expected=f'numbers ({nn.numbers} of {nn.numbers + nn.others} values are)',
+                    found=f'{nn.others} values that are not: {nn.examples()}, first at row {nn.first + 1}',
+                    count=nn.others,
+                    share=nn.others / len(df),
+                )
+            )
     return out
 
+
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c015d
-def validate(run_dir:str, # run folder
-             target:str='employed', # label column
-             task:str='classification', # classification (0/1 target) or regression (numeric target)
-             id_column:str='id', # row identifier
-             time_column:str='year', # time of a row, not a feature
-             positive_label:str='', # classification: the positive label, which the batch must have
-             max_null_rate:float=0.5, # more missing values than this share is an anomaly
-             max_null_increase:float=0.1, # more than the reference's missing share plus this is an anomaly
-             reference:str='champion', # 'champion', 'none', or a schema.json path
-             model_name:str='acs-employment', # registered model whose champion's schema is the reference
-             tracking_uri:str='', # MLflow tracking URI; empty means the project's settings.ini
-             severities:dict|None=None, # anomaly kind -> 'error', 'warning' or 'ignore'
-             raise_errors:bool=True, # raise `MlopsError` when an anomaly is an error (the notebook raises after showing them)
-            ):
+def validate(
+    run_dir: str,  # run folder
+    target: str = 'employed',  # label column
+    task: str = 'classification',  # classification (0/1 target) or regression (numeric target)
+    id_column: str = 'id',  # row identifier
+    time_column: str = 'year',  # time of a row, not a feature
+    positive_label: str = '',  # classification: the positive label, which the batch must have
+    max_null_rate: float = 0.5,  # more missing values than this share is an anomaly
+    max_null_increase: float = 0.1,  # more than the reference's missing share plus this is an anomaly
+    reference: str = 'champion',  # 'champion', 'none', or a schema.json path
+    model_name: str = 'acs-employment',  # registered model whose champion's schema is the reference
+    tracking_uri: str = '',  # MLflow tracking URI; empty means the project's settings.ini
+    severities: dict | None = None,  # anomaly kind -> 'error', 'warning' or 'ignore'
+    raise_errors: bool = True,  # raise `MlopsError` when an anomaly is an error (the notebook raises after showing them)
+):
     "Infer and save the snapshot's schema, check it against the reference, save the anomalies; raise on errors"
     paths = get_stage('validate').paths(run_dir)
     df = pd.read_parquet(paths['snapshot'])
     version = json.loads(paths['version'].read_text()) if paths['version'].is_file() else {}
-    schema = {**infer_schema(df, target, id_column, time_column), 'task': task, 'data_version': version.get('data_version')}
+    schema = {
+        **infer_schema(df, target, id_column, time_column),
+        'task': task,
+        'data_version': version.get('data_version'),
+    }
     ref, ref_info, anomalies = reference_schema(reference, model_name, tracking_uri)
-    base = {**(ref or schema), 'target': target, 'task': task, 'id_column': id_column, 'time_column': time_column,
-            'positive_label': positive_label}
-    base['columns'] = {c: {**col, 'role': _role(c, target, id_column, time_column)} for c, col in base['columns'].items()}
-    anomalies = validate_batch(df, base, severities, max_null_rate=max_null_rate, max_null_increase=max_null_increase) + anomalies
+    base = {
+        **(ref or schema),
+        'target': target,
+        'task': task,
+        'id_column': id_column,
+        'time_column': time_column,
+        'positive_label': positive_label,
+    }
+    base['columns'] = {
+        c: {**col, 'role': _role(c, target, id_column, time_column)} for c, col in base['columns'].items()
+    }
+    anomalies = (
+        validate_batch(df, base, severities, max_null_rate=max_null_rate, max_null_increase=max_null_increase)
+        + anomalies
+    )
     anomalies += _numbers_as_text(df, base, check_severities(severities), anomalies)
-    if task == 'classification' and target in df and len(df) and not any(a['column'] == target for a in anomalies) and df[target].nunique() < 2:
-        anomalies.insert(0, dict(column=target, kind='single_class', severity='error', expected='two labels',
-                                 found=f'only {_fmt(df[target].dropna().iloc[0])} in {len(df)} rows'))
+    if (
+        task == 'classification'
+        and target in df
+        and len(df)
+        and not any(a['column'] == target for a in anomalies)
+        and df[target].nunique() < 2
+    ):
+        anomalies.insert(
+            0,
+            dict(
+                column=target,
+                kind='single_class',
+                severity='error',
+                expected='two labels',
+                found=f'only {_fmt(df[target].dropna().iloc[0])} in {len(df)} rows',
+            ),
+        )
     anomalies = _sorted(anomalies)
     comparison = compare_columns(df, base, anomalies)
-    source = f"{version.get('source', paths['snapshot'].name)} (data version {version.get('data_version', '?')})"
+    source = f'{version.get("source", paths["snapshot"].name)} (data version {version.get("data_version", "?")})'
     errors = sum(a['severity'] == 'error' for a in anomalies)
     atomic_write_text(paths['schema'], json.dumps(schema, indent=2, default=str))
-    report = {'errors': errors, 'warnings': len(anomalies) - errors, 'rows': len(df), 'data_version': version.get('data_version'),
-              'reference': {k: str(v) for k, v in ref_info.items()}, 'anomalies': anomalies,
-              'columns': comparison.reset_index().astype(object).where(comparison.reset_index().notna(), None).to_dict(orient='records')}
+    report = {
+        'errors': errors,
+        'warnings': len(anomalies) - errors,
+        'rows': len(df),
+        'data_version': version.get('data_version'),
+        'reference': {k: str(v) for k, v in ref_info.items()},
+        'anomalies': anomalies,
+        'columns': comparison.reset_index()
+        .astype(object)
+        .where(comparison.reset_index().notna(), None)
+        .to_dict(orient='records'),
+    }
     atomic_write_text(paths['anomalies'], json.dumps(report, indent=2, default=str))
     res = ValidateResult(schema, anomalies, comparison, ref_info, source)
     return res.raise_for_errors() if raise_errors else res
