@@ -14,7 +14,7 @@ def _format_package():
     lib = get_config().lib_path
     try:
         res = subprocess.run(
-            [sys.executable, '-m', 'ruff', 'format', '--quiet', str(lib)], capture_output=True, text=True
+            [sys.executable, '-m', 'ruff', 'format', '--quiet', '--no-cache', str(lib)], capture_output=True, text=True
         )
     except OSError as e:
         res = subprocess.CompletedProcess([], 1, '', str(e))
