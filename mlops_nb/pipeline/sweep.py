@@ -826,9 +826,9 @@ def _tags(sweep: dict):
     from mlflow.entities import RunTag
 
     return [
-        RunTag('mlops_nb.pipeline.sweep.kind', sweep['kind']),
-        RunTag('mlops_nb.pipeline.sweep.best', sweep['best']['run_id']),
-    ] + [RunTag(f'mlops_nb.pipeline.sweep.best.{k}', str(v)) for k, v in sweep['best']['combination'].items()]
+        RunTag('mlops_nb.sweep.kind', sweep['kind']),
+        RunTag('mlops_nb.sweep.best', sweep['best']['run_id']),
+    ] + [RunTag(f'mlops_nb.sweep.best.{k}', str(v)) for k, v in sweep['best']['combination'].items()]
 
 
 # %% ../../notebooks/lib/pipeline/06_sweep.ipynb #c021c

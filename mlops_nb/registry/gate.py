@@ -426,7 +426,7 @@ def promote_by_abtest(tracking_uri: str, model_name: str, result: dict, by: str)
     c.set_model_version_tag(
         model_name,
         chall,
-        'mlops_nb.monitoring.abtest',
+        'mlops_nb.abtest',
         json.dumps({**evidence, 'by': by, 'at': utc_now().isoformat()}, default=str),
     )
     return {'model_name': model_name, 'champion': chall, 'replaced': champ, 'note': note}
