@@ -366,27 +366,21 @@ def _reconcile(chunk: pd.DataFrame, dtypes: dict, fixed: dict, f, origin):
 
 
 # %% ../../notebooks/lib/stages/01_data.ipynb #c016n
-def _write_snapshot(
-    path: Path, plans: list, fixed: dict, encoding: str, chunk_rows: int, max_rows: int, random_state: int
-):
-    "Write the chunks of `plans` to the Parquet file `path`; what was written, or `_Retype` to read again"
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
+class _ParquetOut:
+    "The Parquet file being written (dictionary columns with int32 indices); the digest, profile and first rows of what was written"
 
-    text_columns = [c for c, t in fixed.items() if _textual(t)]  # read as text; categories are made after
-    # shown only when reading takes more than a second: a bundled dataset or a small file stays quiet
-    bar = tqdm(desc='ingest', unit=' rows', unit_scale=True, delay=1, mininterval=0.5)
-    columns = dtypes = origin = None
-    writer, digest, warnings, inputs, total = None, RowDigest(), [], [], 0
-    profile, sampler, preview, schema = _Profile(), _Sampler(max_rows, random_state) if max_rows else None, None, None
+    def __init__(self, path: Path):
+        self.path, self.writer, self.schema, self.preview = path, None, None, None
+        self.digest, self.profile = RowDigest(), _Profile()
 
-    def write(df):
-        nonlocal writer, schema, preview
-        profile.add(df)
+    def write(self, df: pd.DataFrame):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.profile.add(df)
         table = pa.Table.from_pandas(df, preserve_index=False)
-        if writer is None:
-            schema = pa.schema(
+        if self.writer is None:
+            self.schema = pa.schema(
                 [
                     pa.field(
                         f.name,
@@ -396,81 +390,133 @@ def _write_snapshot(
                 ],
                 metadata=table.schema.metadata,
             )
-            writer = pq.ParquetWriter(tmp, schema)
-            preview = df.head(10)
-        writer.write_table(table.cast(schema))
-        digest.update(df)
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+            self.preview = df.head(10)
+        self.writer.write_table(table.cast(self.schema))
+        self.digest.update(df)
 
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+# %% ../../notebooks/lib/stages/01_data.ipynb #c016n1
+@dataclass
+class _Layout:
+    "The columns of the first chunk, and the dtypes of the first chunk with rows and the file it came from: later chunks are held to them"
+
+    columns: list | None = None
+    dtypes: dict | None = None
+    origin: DataFile | None = None
+
+    def fit(self, chunk: pd.DataFrame, fixed: dict, f: DataFile):
+        "`chunk` with the columns in order and its types reconciled; None when it has no rows"
+        if self.columns is None:
+            self.columns = list(map(str, chunk.columns))
+        chunk = chunk.set_axis(list(map(str, chunk.columns)), axis=1)[self.columns].reset_index(drop=True)
+        if not len(chunk):
+            return None  # a header-only file adds no rows, and its types say nothing
+        if self.dtypes is None:
+            generic = lambda t: pd.CategoricalDtype() if isinstance(t, pd.CategoricalDtype) else t
+            self.dtypes, self.origin = {c: generic(fixed.get(c, chunk[c].dtype)) for c in self.columns}, f
+        return _reconcile(chunk, self.dtypes, fixed, f, self.origin)
+
+
+# %% ../../notebooks/lib/stages/01_data.ipynb #c016n2
+def _read_file(
+    plan: dict, layout: _Layout, fixed: dict, encoding: str, chunk_rows: int, text_columns: list, put, bar, where: str
+):
+    "Pass the chunks of one planned file, held to `layout`, to `put`; its rows and the warnings about numbers mixed with text"
+    f, rows_in_file, not_numbers = plan['file'], 0, {}
+    fail = _reading(plan, encoding, plan.get('delimiter', ''), plan.get('names'))
+    try:
+        for chunk in _chunks(plan, encoding, chunk_rows, text_columns):
+            chunk = layout.fit(chunk, fixed, f)
+            if chunk is None:
+                continue
+            if f.format == 'csv':
+                for c in layout.columns:
+                    if pd.api.types.is_string_dtype(chunk[c].dtype) and not isinstance(
+                        chunk[c].dtype, pd.CategoricalDtype
+                    ):
+                        not_numbers.setdefault(c, NotNumbers()).add(chunk[c], rows_in_file)
+            put(chunk)
+            rows_in_file += len(chunk)
+            bar.update(len(chunk))
+            bar.set_postfix_str(where, refresh=False)
+    except Exception as e:
+        err = fail(e)
+        if err is e:
+            raise
+        raise err from None
+    return rows_in_file, [m for c, nn in not_numbers.items() if (m := nn.message(f, c))]
+
+
+# %% ../../notebooks/lib/stages/01_data.ipynb #c016n3
+def _no_rows(plans: list, columns: list):
+    "The error for files that have a header and no data rows"
+    what = ' and '.join(p['file'].name for p in plans[:3]) + (f' and {len(plans) - 3} more' if len(plans) > 3 else '')
+    return MlopsError(
+        f'{what}: {"has" if len(plans) == 1 else "have"} a header ({len(columns)} columns: {", ".join(columns[:6])}{", ..." if len(columns) > 6 else ""}) '
+        'but no data rows'
+    )
+
+
+# %% ../../notebooks/lib/stages/01_data.ipynb #c016n4
+def _thin_data(profile: _Profile, columns: list):
+    "Warnings about too few rows, and about columns with no values"
+    warnings, rows = [], profile.rows
+    if rows < 10:
+        warnings.append(
+            f'only {rows} row{"s" if rows > 1 else ""} of data: too few to train a model on or to compare with a reference'
+        )
+    for c in columns:
+        if profile.missing[c] == profile.rows:
+            warnings.append(f'column {c!r} has no values: every one of its {profile.rows} values is missing')
+    return warnings
+
+
+# %% ../../notebooks/lib/stages/01_data.ipynb #c016n5
+def _write_snapshot(
+    path: Path, plans: list, fixed: dict, encoding: str, chunk_rows: int, max_rows: int, random_state: int
+):
+    "Write the chunks of `plans` to the Parquet file `path`; what was written, or `_Retype` to read again"
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    text_columns = [c for c, t in fixed.items() if _textual(t)]  # read as text; categories are made after
+    # shown only when reading takes more than a second: a bundled dataset or a small file stays quiet
+    bar = tqdm(desc='ingest', unit=' rows', unit_scale=True, delay=1, mininterval=0.5)
+    layout, warnings, inputs = _Layout(), [], []
+    sampler = _Sampler(max_rows, random_state) if max_rows else None
     with atomic_path(path) as tmp:
+        out = _ParquetOut(tmp)
         try:
             for plan in plans:
-                f, rows_in_file, not_numbers = plan['file'], 0, {}
-                fail = _reading(plan, encoding, plan.get('delimiter', ''), plan.get('names'))
-                try:
-                    for chunk in _chunks(plan, encoding, chunk_rows, text_columns):
-                        if columns is None:
-                            columns = list(map(str, chunk.columns))
-                        chunk = chunk.set_axis(list(map(str, chunk.columns)), axis=1)[columns].reset_index(drop=True)
-                        if not len(chunk):
-                            continue  # a header-only file adds no rows, and its types say nothing
-                        if dtypes is None:
-                            generic = lambda t: pd.CategoricalDtype() if isinstance(t, pd.CategoricalDtype) else t
-                            dtypes, origin = {c: generic(fixed.get(c, chunk[c].dtype)) for c in columns}, f
-                        chunk = _reconcile(chunk, dtypes, fixed, f, origin)
-                        if f.format == 'csv':
-                            for c in columns:
-                                if pd.api.types.is_string_dtype(chunk[c].dtype) and not isinstance(
-                                    chunk[c].dtype, pd.CategoricalDtype
-                                ):
-                                    not_numbers.setdefault(c, NotNumbers()).add(chunk[c], rows_in_file)
-                        if sampler:
-                            sampler.add(chunk)
-                        else:
-                            write(chunk)
-                        rows_in_file += len(chunk)
-                        bar.update(len(chunk))
-                        bar.set_postfix_str(f'{f.name} ({plans.index(plan) + 1} of {len(plans)} files)', refresh=False)
-                except Exception as e:
-                    err = fail(e)
-                    if err is e:
-                        raise
-                    raise err from None
-                warnings += [m for c, nn in not_numbers.items() if (m := nn.message(f, c))]
+                f = plan['file']
+                where = f'{f.name} ({plans.index(plan) + 1} of {len(plans)} files)'
+                put = sampler.add if sampler else out.write
+                rows_in_file, w = _read_file(plan, layout, fixed, encoding, chunk_rows, text_columns, put, bar, where)
+                warnings += w
                 inputs.append(dict(file=f.name, rows=rows_in_file, bytes=f.size))
-            total = sum(i['rows'] for i in inputs)
-            if total == 0:
-                what = ' and '.join(p['file'].name for p in plans[:3]) + (
-                    f' and {len(plans) - 3} more' if len(plans) > 3 else ''
-                )
-                raise MlopsError(
-                    f'{what}: {"has" if len(plans) == 1 else "have"} a header ({len(columns)} columns: {", ".join(columns[:6])}{", ..." if len(columns) > 6 else ""}) '
-                    'but no data rows'
-                )
+            if sum(i['rows'] for i in inputs) == 0:
+                raise _no_rows(plans, layout.columns)
             if sampler:
-                df = sampler.result(dtypes)
-                write(df)
-            rows = profile.rows
-            if rows < 10:
-                warnings.append(
-                    f'only {rows} row{"s" if rows > 1 else ""} of data: too few to train a model on or to compare with a reference'
-                )
-            for c in columns:
-                if profile.missing[c] == profile.rows:
-                    warnings.append(f'column {c!r} has no values: every one of its {profile.rows} values is missing')
+                out.write(sampler.result(layout.dtypes))
+            warnings += _thin_data(out.profile, layout.columns)
         finally:
             bar.close()
-            if writer is not None:
-                writer.close()
+            out.close()
     written = pq.read_schema(path).empty_table().to_pandas()
     return dict(
-        data_version=digest.version(schema_hash(written)),
+        data_version=out.digest.version(schema_hash(written)),
         schema_hash=schema_hash(written),
-        rows=rows,
-        columns=len(columns),
+        rows=out.profile.rows,
+        columns=len(layout.columns),
         warnings=warnings,
         inputs=inputs,
-        preview=preview,
-        profile=profile.table(written.dtypes),
+        preview=out.preview,
+        profile=out.profile.table(written.dtypes),
     )
 
 

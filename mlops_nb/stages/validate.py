@@ -300,17 +300,8 @@ def _check_target(
 
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007e
-def validate_batch(
-    df: pd.DataFrame,  # the batch to check
-    schema: dict,  # from `infer_schema`, a saved schema.json, or `load_champion_schema`
-    severities: dict | None = None,  # kind -> 'error', 'warning' or 'ignore'; unset kinds keep `SEVERITIES`
-    serving: bool = False,  # a serving payload: no target expected, only feature columns required
-    max_null_rate: float = 0.5,  # more missing values than this share is an anomaly
-    max_null_increase: float = 0.1,  # ... and so is more than the schema's share plus this
-):
-    "Anomalies of `df` against `schema`, errors first: `[{column, kind, severity, expected, found, ...}]`"
-    sev, schema = check_severities(severities), normalise_schema(schema)
-    out = []
+def _adder(sev: dict, out: list):
+    "A function that appends an anomaly to `out` at its severity in `sev`, unless that is 'ignore'"
 
     def add(column, kind, expected, found, count=None, share=None, note=None, always_error=False):
         level = 'error' if always_error else sev[kind]
@@ -325,10 +316,13 @@ def validate_batch(
             a['note'] = note
         out.append(a)
 
-    ref, target, id_column = schema['columns'], schema.get('target'), schema.get('id_column')
-    names = {str(c): c for c in df.columns}
+    return add
+
+
+# %% ../../notebooks/lib/stages/02_validate.ipynb #c007e1
+def _check_columns(df: pd.DataFrame, names: dict, ref: dict, target: str, serving: bool, add):
+    "Report through `add` the columns missing, new, and the target where it must and must not be"
     n = len(df)
-    # columns: missing, new, target where it must and must not be
     if not serving and target and target not in names:
         add(target, 'missing_column', 'the target column', 'no such column', always_error=True)
     for c, col in ref.items():
@@ -354,68 +348,55 @@ def validate_batch(
             f'a new {df[names[c]].dtype} column',
             note='the current model does not use it until it is retrained',
         )
-    if n == 0:
-        add('', 'empty_batch', 'at least one row', '0 rows')
-        return _sorted(out)
-    # the target of a labelled batch
-    if not serving and target in names:
-        _check_target(df[names[target]], target, schema, add)
-    if id_column and id_column in names:
-        dup = df[names[id_column]].duplicated().to_numpy()
-        if dup.any():
-            add(
-                id_column,
-                'duplicate_ids',
-                'unique ids',
-                f'{int(dup.sum())} repeated, e.g. {_fmt(_first(df[names[id_column]], dup))}',
-                count=dup.sum(),
-                share=dup.mean(),
-            )
-    # each column the batch shares with the schema
-    common = [c for c in ref if c in names and c != target]
-    for c in common:
-        col, s = ref[c], df[names[c]]
-        present = s.notna().to_numpy()
-        k_null = n - int(present.sum())
-        share = k_null / n
-        if not serving and k_null:
-            if k_null == n:
-                add(
-                    c,
-                    'all_null',
-                    'some values'
-                    + (
-                        f' ({1 - col.get("null_share", 0):.0%} present in the schema)'
-                        if col.get('null_share', 0) < 1
-                        else ''
-                    ),
-                    f'every one of {n} values missing',
-                    count=k_null,
-                    share=1.0,
-                )
-            elif share > max_null_rate:
-                add(
-                    c,
-                    'null_rate',
-                    f'at most {max_null_rate:.0%} missing',
-                    f'{_pct(share)} missing',
-                    count=k_null,
-                    share=share,
-                )
-            elif share > col.get('null_share', 0) + max_null_increase:
-                add(
-                    c,
-                    'null_rate',
-                    f'about {_pct(col.get("null_share", 0))} missing, as in the schema (tolerance {max_null_increase:.0%})',
-                    f'{_pct(share)} missing',
-                    count=k_null,
-                    share=share,
-                )
-        if k_null == n:
-            continue  # no values: nothing to say about their type or range
-        # a batch of one period has one time: that is no anomaly
-        _check_values(c, col, s, present, not serving and n > 1 and col.get('role') != 'time', add)
-    return _sorted(out)
+
+
+# %% ../../notebooks/lib/stages/02_validate.ipynb #c007e2
+def _check_ids(ids: pd.Series, id_column: str, add):
+    "Report through `add` ids that appear more than once"
+    dup = ids.duplicated().to_numpy()
+    if dup.any():
+        add(
+            id_column,
+            'duplicate_ids',
+            'unique ids',
+            f'{int(dup.sum())} repeated, e.g. {_fmt(_first(ids, dup))}',
+            count=dup.sum(),
+            share=dup.mean(),
+        )
+
+
+# %% ../../notebooks/lib/stages/02_validate.ipynb #c007e3
+def _check_nulls(c: str, col: dict, k_null: int, n: int, max_null_rate: float, max_null_increase: float, add):
+    "Report through `add` a column of `n` rows with `k_null` missing: all of them, more than `max_null_rate`, or more than the schema's share allows"
+    share = k_null / n
+    if k_null == n:
+        add(
+            c,
+            'all_null',
+            'some values'
+            + (f' ({1 - col.get("null_share", 0):.0%} present in the schema)' if col.get('null_share', 0) < 1 else ''),
+            f'every one of {n} values missing',
+            count=k_null,
+            share=1.0,
+        )
+    elif share > max_null_rate:
+        add(
+            c,
+            'null_rate',
+            f'at most {max_null_rate:.0%} missing',
+            f'{_pct(share)} missing',
+            count=k_null,
+            share=share,
+        )
+    elif share > col.get('null_share', 0) + max_null_increase:
+        add(
+            c,
+            'null_rate',
+            f'about {_pct(col.get("null_share", 0))} missing, as in the schema (tolerance {max_null_increase:.0%})',
+            f'{_pct(share)} missing',
+            count=k_null,
+            share=share,
+        )
 
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007f
@@ -435,135 +416,206 @@ def _outside(s: pd.Series, domain: list):
 
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007h
-def _check_values(c: str, col: dict, s: pd.Series, present: np.ndarray, check_constant: bool, add):
-    "Type, parse, range, domain and constancy checks of one column against its schema entry"
-    n = len(s)
-    expected, found = col.get('kind', 'text'), dtype_kind(s.dtype)
-    if expected in ('integer', 'float'):
-        if found == 'text':
-            num = pd.to_numeric(s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s, errors='coerce')
-            bad = present & num.isna().to_numpy()
-            if bad.any():
-                add(
-                    c,
-                    'parse_failure',
-                    f'numbers ({col["dtype"]})',
-                    f'{int(bad.sum())} values that are not numbers, e.g. {_fmt(_first(s, bad))}',
-                    count=bad.sum(),
-                    share=bad.sum() / n,
-                )
-                return
-            add(c, 'dtype_change', f'{col["dtype"]} numbers', f'numbers written as text ({s.dtype})')
-            v = _numbers(num)
-        elif found in ('integer', 'float', 'bool'):
-            v = _numbers(s)
-        else:
-            add(c, 'dtype_change', f'{col["dtype"]} numbers', f'{s.dtype} values')
-            return
-        if expected == 'integer' and found != 'integer':
-            frac = np.isfinite(v) & (v % 1 != 0)
-            if frac.any():
-                add(
-                    c,
-                    'dtype_change',
-                    'whole numbers',
-                    f'{int(frac.sum())} values with a fraction, e.g. {_fmt(v[frac][0])}',
-                    count=frac.sum(),
-                    share=frac.sum() / n,
-                )
-        lo, hi = col.get('min'), col.get('max')
-        if (
-            lo is not None and hi is not None and col.get('role') not in ('id', 'time')
-        ):  # new ids and later times are no anomaly
-            outside = (v < lo) | (v > hi)
-            k = int(outside.sum())
-            if k:
-                found_lo, found_hi = np.nanmin(v), np.nanmax(v)
-                add(
-                    c,
-                    'out_of_range',
-                    f'values in [{_fmt(lo)}, {_fmt(hi)}]',
-                    f'{k} outside ({_pct(k / n)}), from {_fmt(float(found_lo))} to {_fmt(float(found_hi))}',
-                    count=k,
-                    share=k / n,
-                )
-        if check_constant and np.nanmin(v) == np.nanmax(v):
-            add(
-                c,
-                'constant',
-                'several values' + (f' (from {_fmt(lo)} to {_fmt(hi)} in the schema)' if lo != hi else ''),
-                f'always {_fmt(float(np.nanmin(v)))}',
-            )
-    elif expected == 'text':
-        if found != 'text':
-            dom = col.get('categories') or []
-            add(
-                c,
-                'dtype_change',
-                f'text ({col["dtype"]})' + (f' such as {", ".join(map(repr, dom[:3]))}' if dom else ''),
-                f'{s.dtype} values, e.g. {_fmt(_first(s, present))}',
-                note='numbers where text was expected are unknown categories to the model',
-            )
-            return
-        dom = col.get('categories')
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            codes = s.cat.codes.to_numpy()
-            counts = np.bincount(codes[codes >= 0], minlength=len(s.cat.categories))
-            cats = s.cat.categories.astype(str)
-            if dom is not None:
-                unseen = ~cats.isin(dom) & (counts > 0)
-                if unseen.any():
-                    k = int(counts[unseen].sum())
-                    add(
-                        c,
-                        'unseen_category',
-                        f'one of the {len(dom)} values seen in training',
-                        f'{k} rows ({_pct(k / n)}) with unseen values: {_examples(dict(zip(cats[unseen], counts[unseen].tolist())))}',
-                        count=k,
-                        share=k / n,
-                    )
-            distinct = int((counts > 0).sum())
-        else:
-            if dom is not None:
-                mask = present & _outside(s, dom)
-                if mask.any():
-                    k = int(mask.sum())
-                    add(
-                        c,
-                        'unseen_category',
-                        f'one of the {len(dom)} values seen in training',
-                        f'{k} rows ({_pct(k / n)}) with unseen values: {_examples(s[mask].value_counts().head(4).to_dict())}',
-                        count=k,
-                        share=k / n,
-                    )
-            distinct = None
-            if check_constant:
-                first = _first(s, present)
-                distinct = 1 if bool(((s == first) | s.isna()).all()) else 2
-        if check_constant and distinct == 1:
-            add(
-                c,
-                'constant',
-                'several values' + (f' ({col["distinct"]} in the schema)' if col.get('distinct', 1) > 1 else ''),
-                f'always {_fmt(_first(s, present))}',
-            )
-    elif expected == 'datetime' and found != 'datetime':
-        parsed = pd.to_datetime(s, errors='coerce') if found == 'text' else None
-        bad = present & (parsed.isna().to_numpy() if parsed is not None else True)
-        if parsed is not None and bad.any():
+def _as_numbers(c: str, col: dict, s: pd.Series, present: np.ndarray, add):
+    "The values of `s` as float64, for a column the schema holds numbers in; None (reported through `add`) when they are not numbers"
+    found = dtype_kind(s.dtype)
+    if found == 'text':
+        num = pd.to_numeric(s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s, errors='coerce')
+        bad = present & num.isna().to_numpy()
+        if bad.any():
             add(
                 c,
                 'parse_failure',
-                'dates',
-                f'{int(bad.sum())} values that are not dates, e.g. {_fmt(_first(s, bad))}',
+                f'numbers ({col["dtype"]})',
+                f'{int(bad.sum())} values that are not numbers, e.g. {_fmt(_first(s, bad))}',
                 count=bad.sum(),
-                share=bad.sum() / n,
+                share=bad.sum() / len(s),
             )
-        else:
-            add(c, 'dtype_change', f'{col["dtype"]} dates', f'{s.dtype} values')
+            return None
+        add(c, 'dtype_change', f'{col["dtype"]} numbers', f'numbers written as text ({s.dtype})')
+        return _numbers(num)
+    if found in ('integer', 'float', 'bool'):
+        return _numbers(s)
+    add(c, 'dtype_change', f'{col["dtype"]} numbers', f'{s.dtype} values')
+    return None
+
+
+# %% ../../notebooks/lib/stages/02_validate.ipynb #c007h1
+def _check_numbers(c: str, col: dict, s: pd.Series, present: np.ndarray, check_constant: bool, add):
+    "Type, parse, fraction, range and constancy checks of a column the schema holds numbers in"
+    n = len(s)
+    v = _as_numbers(c, col, s, present, add)
+    if v is None:
+        return
+    if col.get('kind') == 'integer' and dtype_kind(s.dtype) != 'integer':
+        frac = np.isfinite(v) & (v % 1 != 0)
+        if frac.any():
+            add(
+                c,
+                'dtype_change',
+                'whole numbers',
+                f'{int(frac.sum())} values with a fraction, e.g. {_fmt(v[frac][0])}',
+                count=frac.sum(),
+                share=frac.sum() / n,
+            )
+    lo, hi = col.get('min'), col.get('max')
+    if (
+        lo is not None and hi is not None and col.get('role') not in ('id', 'time')
+    ):  # new ids and later times are no anomaly
+        outside = (v < lo) | (v > hi)
+        k = int(outside.sum())
+        if k:
+            found_lo, found_hi = np.nanmin(v), np.nanmax(v)
+            add(
+                c,
+                'out_of_range',
+                f'values in [{_fmt(lo)}, {_fmt(hi)}]',
+                f'{k} outside ({_pct(k / n)}), from {_fmt(float(found_lo))} to {_fmt(float(found_hi))}',
+                count=k,
+                share=k / n,
+            )
+    if check_constant and np.nanmin(v) == np.nanmax(v):
+        add(
+            c,
+            'constant',
+            'several values' + (f' (from {_fmt(lo)} to {_fmt(hi)} in the schema)' if lo != hi else ''),
+            f'always {_fmt(float(np.nanmin(v)))}',
+        )
+
+
+# %% ../../notebooks/lib/stages/02_validate.ipynb #c007h2
+def _check_domain(c: str, dom: list | None, s: pd.Series, present: np.ndarray, check_constant: bool, add):
+    "Report through `add` the values of a text column outside the domain `dom`; how many distinct values it has (1, 2 for several, None when not counted)"
+    n = len(s)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        codes = s.cat.codes.to_numpy()
+        counts = np.bincount(codes[codes >= 0], minlength=len(s.cat.categories))
+        cats = s.cat.categories.astype(str)
+        if dom is not None:
+            unseen = ~cats.isin(dom) & (counts > 0)
+            if unseen.any():
+                k = int(counts[unseen].sum())
+                add(
+                    c,
+                    'unseen_category',
+                    f'one of the {len(dom)} values seen in training',
+                    f'{k} rows ({_pct(k / n)}) with unseen values: {_examples(dict(zip(cats[unseen], counts[unseen].tolist())))}',
+                    count=k,
+                    share=k / n,
+                )
+        return int((counts > 0).sum())
+    if dom is not None:
+        mask = present & _outside(s, dom)
+        if mask.any():
+            k = int(mask.sum())
+            add(
+                c,
+                'unseen_category',
+                f'one of the {len(dom)} values seen in training',
+                f'{k} rows ({_pct(k / n)}) with unseen values: {_examples(s[mask].value_counts().head(4).to_dict())}',
+                count=k,
+                share=k / n,
+            )
+    if not check_constant:
+        return None
+    first = _first(s, present)
+    return 1 if bool(((s == first) | s.isna()).all()) else 2
+
+
+# %% ../../notebooks/lib/stages/02_validate.ipynb #c007h3
+def _check_text(c: str, col: dict, s: pd.Series, present: np.ndarray, check_constant: bool, add):
+    "Type, domain and constancy checks of a column the schema holds text in"
+    if dtype_kind(s.dtype) != 'text':
+        dom = col.get('categories') or []
+        add(
+            c,
+            'dtype_change',
+            f'text ({col["dtype"]})' + (f' such as {", ".join(map(repr, dom[:3]))}' if dom else ''),
+            f'{s.dtype} values, e.g. {_fmt(_first(s, present))}',
+            note='numbers where text was expected are unknown categories to the model',
+        )
+        return
+    distinct = _check_domain(c, col.get('categories'), s, present, check_constant, add)
+    if check_constant and distinct == 1:
+        add(
+            c,
+            'constant',
+            'several values' + (f' ({col["distinct"]} in the schema)' if col.get('distinct', 1) > 1 else ''),
+            f'always {_fmt(_first(s, present))}',
+        )
+
+
+# %% ../../notebooks/lib/stages/02_validate.ipynb #c007h4
+def _check_dates(c: str, col: dict, s: pd.Series, present: np.ndarray, add):
+    "Parse and type checks of a column the schema holds dates in, whose values are not dates"
+    parsed = pd.to_datetime(s, errors='coerce') if dtype_kind(s.dtype) == 'text' else None
+    bad = present & (parsed.isna().to_numpy() if parsed is not None else True)
+    if parsed is not None and bad.any():
+        add(
+            c,
+            'parse_failure',
+            'dates',
+            f'{int(bad.sum())} values that are not dates, e.g. {_fmt(_first(s, bad))}',
+            count=bad.sum(),
+            share=bad.sum() / len(s),
+        )
+    else:
+        add(c, 'dtype_change', f'{col["dtype"]} dates', f'{s.dtype} values')
+
+
+# %% ../../notebooks/lib/stages/02_validate.ipynb #c007h5
+def _check_values(c: str, col: dict, s: pd.Series, present: np.ndarray, check_constant: bool, add):
+    "Type, parse, range, domain and constancy checks of one column against its schema entry"
+    expected, found = col.get('kind', 'text'), dtype_kind(s.dtype)
+    if expected in ('integer', 'float'):
+        _check_numbers(c, col, s, present, check_constant, add)
+    elif expected == 'text':
+        _check_text(c, col, s, present, check_constant, add)
+    elif expected == 'datetime' and found != 'datetime':
+        _check_dates(c, col, s, present, add)
     elif expected == 'bool' and found != 'bool':
         if not (found in ('integer', 'float') and s.dropna().isin([0, 1]).all()):
             add(c, 'dtype_change', 'true or false', f'{s.dtype} values, e.g. {_fmt(_first(s, present))}')
+
+
+# %% ../../notebooks/lib/stages/02_validate.ipynb #c007e4
+def validate_batch(
+    df: pd.DataFrame,  # the batch to check
+    schema: dict,  # from `infer_schema`, a saved schema.json, or `load_champion_schema`
+    severities: dict | None = None,  # kind -> 'error', 'warning' or 'ignore'; unset kinds keep `SEVERITIES`
+    serving: bool = False,  # a serving payload: no target expected, only feature columns required
+    max_null_rate: float = 0.5,  # more missing values than this share is an anomaly
+    max_null_increase: float = 0.1,  # ... and so is more than the schema's share plus this
+):
+    "Anomalies of `df` against `schema`, errors first: `[{column, kind, severity, expected, found, ...}]`"
+    sev, schema = check_severities(severities), normalise_schema(schema)
+    out = []
+    add = _adder(sev, out)
+    ref, target, id_column = schema['columns'], schema.get('target'), schema.get('id_column')
+    names = {str(c): c for c in df.columns}
+    n = len(df)
+    _check_columns(df, names, ref, target, serving, add)
+    if n == 0:
+        add('', 'empty_batch', 'at least one row', '0 rows')
+        return _sorted(out)
+    # the target of a labelled batch
+    if not serving and target in names:
+        _check_target(df[names[target]], target, schema, add)
+    if id_column and id_column in names:
+        _check_ids(df[names[id_column]], id_column, add)
+    # each column the batch shares with the schema
+    common = [c for c in ref if c in names and c != target]
+    for c in common:
+        col, s = ref[c], df[names[c]]
+        present = s.notna().to_numpy()
+        k_null = n - int(present.sum())
+        if not serving and k_null:
+            _check_nulls(c, col, k_null, n, max_null_rate, max_null_increase, add)
+        if k_null == n:
+            continue  # no values: nothing to say about their type or range
+        # a batch of one period has one time: that is no anomaly
+        _check_values(c, col, s, present, not serving and n > 1 and col.get('role') != 'time', add)
+    return _sorted(out)
 
 
 # %% ../../notebooks/lib/stages/02_validate.ipynb #c007i
