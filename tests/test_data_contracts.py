@@ -15,14 +15,9 @@ from conftest import cli, make_project, manifests
 from mlops_nb.core.basics import MlopsError
 from mlops_nb.stages.data import data_version, ingest, log_dataset_input
 from mlops_nb.core.stage import get_stage
-from mlops_nb.stages.validate import (
-    SEVERITIES,
-    format_anomaly,
-    infer_schema,
-    load_champion_schema,
-    validate,
-    validate_batch,
-)
+from mlops_nb.stages.anomalies import SEVERITIES, format_anomaly, validate_batch
+from mlops_nb.stages.contract import infer_schema, load_champion_schema
+from mlops_nb.stages.validate import validate
 
 TARGET = 'employed'
 

@@ -629,7 +629,7 @@ def ingest(
     types_from = []
 
     def csv_dtypes():
-        from mlops_nb.stages.validate import describe_reference, reference_schema
+        from mlops_nb.stages.contract import describe_reference, reference_schema
 
         schema, info, _ = reference_schema(reference, model_name, tracking_uri)
         if schema is None:
