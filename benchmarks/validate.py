@@ -63,7 +63,7 @@ def machine():
 def make_batch(rows: int, seed: int = 0):
     "`(saved schema, batch)`: the schema the validate stage saves for the default data, and a later batch of `rows` rows"
     from mlops_nb.stages.sources import bundled
-    from mlops_nb.stages.validate import infer_schema
+    from mlops_nb.stages.contract import infer_schema
 
     train = bundled('acs_employment_ma', '2015')
     path = Path(tempfile.mkdtemp()) / 'schema.json'
@@ -140,7 +140,7 @@ def main():
     ap.add_argument('--rows', type=int, default=1_000_000)
     ap.add_argument('--repeat', type=int, default=5)
     args = ap.parse_args()
-    from mlops_nb.stages.validate import validate_batch
+    from mlops_nb.stages.anomalies import validate_batch
 
     machine()
     schema, batch = make_batch(args.rows)

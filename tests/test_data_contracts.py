@@ -13,16 +13,12 @@ import pytest
 
 from conftest import cli, make_project, manifests
 from mlops_nb.core.basics import MlopsError
-from mlops_nb.stages.data import data_version, ingest, log_dataset_input
+from mlops_nb.stages.data_version import data_version, log_dataset_input
+from mlops_nb.stages.data import ingest
 from mlops_nb.core.stage import get_stage
-from mlops_nb.stages.validate import (
-    SEVERITIES,
-    format_anomaly,
-    infer_schema,
-    load_champion_schema,
-    validate,
-    validate_batch,
-)
+from mlops_nb.stages.anomalies import SEVERITIES, format_anomaly, validate_batch
+from mlops_nb.stages.contract import infer_schema, load_champion_schema
+from mlops_nb.stages.validate import validate
 
 TARGET = 'employed'
 
@@ -525,7 +521,7 @@ def test_the_data_version_is_logged_as_the_runs_dataset_input(tmp_path):
 RACER = """
 import sys, time
 from pathlib import Path
-from mlops_nb.stages.data import log_dataset_input
+from mlops_nb.stages.data_version import log_dataset_input
 from mlops_nb.registry.tracking import client
 d, i, trials = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 c = client(f'sqlite:///{d}/mlflow.db')

@@ -114,7 +114,7 @@ def cmd_lineage(args):
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #beead28e
 def cmd_data_versions(args):
-    from mlops_nb.stages.data import data_versions
+    from mlops_nb.stages.data_version import data_versions
 
     project = load_project(args.settings)
     rows = data_versions(list_runs(project))

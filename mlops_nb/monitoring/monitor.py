@@ -689,7 +689,7 @@ def monitor(
     from mlops_nb.stages.evaluate import task_metrics, truth_of
     from mlops_nb.core.tasks import LOWER_IS_BETTER, METRICS
     from mlops_nb.registry.tracking import project_tracking_uri
-    from mlops_nb.stages.validate import validate_batch
+    from mlops_nb.stages.anomalies import validate_batch
 
     paths = get_stage('monitor').paths(run_dir)
     run_dir = Path(run_dir).resolve()

@@ -192,7 +192,7 @@ def read_stream(
     delimiter: str = '',  # how CSV files are read ([ingest] settings)
 ):
     "The `Stream` of a time-ordered dataset of your own, checked: its time column, its batches, its labels"
-    from mlops_nb.stages.data import load_source
+    from mlops_nb.stages.snapshot import load_source
     from mlops_nb.stages.sources import BUNDLED
     from mlops_nb.stages.features import check_labels, feature_columns
 

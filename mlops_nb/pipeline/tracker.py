@@ -161,7 +161,7 @@ class Tracker:
             and 'snapshot' in stage.outputs
             and 'data_version' in (record.get('result') or {})
         ):
-            from mlops_nb.stages.data import log_dataset_input
+            from mlops_nb.stages.data_version import log_dataset_input
 
             for run_id in (rid, self.parent):
                 log_dataset_input(self.c, run_id, record['result'], run_dir / stage.outputs['snapshot'])
