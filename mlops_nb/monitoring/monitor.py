@@ -434,13 +434,13 @@ class MonitorResult:
         )
 
     def plot_drift(self):
-        from mlops_nb.monitoring.drift import plot_drift_bars
+        from mlops_nb.monitoring.drift_plots import plot_drift_bars
 
         return plot_drift_bars(self.drift)
 
     def plot_histograms(self, k: int = 6):
         "Reference against current for the most drifted features"
-        from mlops_nb.monitoring.drift import plot_histograms
+        from mlops_nb.monitoring.drift_plots import plot_histograms
 
         cols = self.drift.sort_values('value', ascending=False)
         cols = (
