@@ -8,162 +8,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..core.basics import MlopsError, atomic_path, atomic_write_text, utc_now
+from ..core.basics import MlopsError, atomic_write_text, utc_now
 from ..core.stage import get_stage
+from .history import control_charts, history
+from .reference import Reference, champion_reference
+from .trigger import _last_retrain, _learning_rows, decide_trigger, trigger_signals
 
 # %% auto #0
-__all__ = [
-    'INDEPENDENT',
-    'TRAINING_DATA',
-    'Reference',
-    'reference_paths',
-    'reference_from_run',
-    'champion_reference',
-    'join_labels',
-    'windows',
-    'trigger_signals',
-    'decide_trigger',
-    'monitor_runs',
-    'history',
-    'control_charts',
-    'MonitorResult',
-    'labelled_rows',
-    'write_training_data',
-    'monitor',
-    'lineage',
-]
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c004
-@dataclass
-class Reference:
-    "What a batch is compared with: the champion and the data it was trained and evaluated on"
-
-    model_name: str
-    version: str
-    run_dir: Path
-    pipeline: object
-    features: dict  # features.json of the champion's run: feature columns, target, task
-    train: pd.DataFrame  # the champion's training split
-    holdout: pd.DataFrame  # its holdout predictions (label, score or prediction)
-    metrics: dict  # its holdout metrics
-    schema: dict  # its training schema
-
-    @property
-    def task(self):
-        return self.features.get('task', 'classification')
-
-    @property
-    def columns(self):
-        return self.features['categorical'] + self.features['numeric']
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c004a
-def reference_paths(run_dir: str | Path):
-    "The files of `run_dir` that monitoring compares with (those logged with the model, and the model), by name"
-    from mlops_nb.stages.register import reference_files
-
-    return {
-        k: Path(run_dir) / rel for k, rel in {**reference_files(), 'model': get_stage('train').outputs['model']}.items()
-    }
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c004b
-def reference_from_run(run_dir: str | Path, model_name: str = '', version: str = ''):
-    "The `Reference` of the model trained in `run_dir`"
-    from mlops_nb.registry.models import load_pipeline
-
-    run_dir = Path(run_dir)
-    files = reference_paths(run_dir)
-    gone = [str(p) for p in files.values() if not p.exists()]
-    if gone:
-        raise MlopsError(
-            f'the champion{f" (version {version})" if version else ""} was trained in {run_dir}, but '
-            f'{", ".join(gone)} {"is" if len(gone) == 1 else "are"} gone: monitoring compares batches with them'
-        )
-    return Reference(
-        model_name,
-        version,
-        run_dir,
-        load_pipeline(files['model']),
-        json.loads(files['features'].read_text()),
-        pd.read_parquet(files['train']),
-        pd.read_parquet(files['holdout']),
-        json.loads(files['metrics'].read_text()),
-        json.loads(files['schema'].read_text()),
-    )
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c004c
-def _download_reference(tracking_uri: str, v, dest: Path):
-    "The champion's reference files and model from MLflow into `dest`, laid out as its run folder; `dest`"
-    import mlflow.artifacts
-    import shutil
-    import tempfile
-    from mlflow.exceptions import MlflowException
-    from mlops_nb.registry.tracking import download_model
-
-    if (reference_paths(dest)['model'] / 'MLmodel').is_file():
-        return dest  # fetched by an earlier attempt of this run
-    if not v.run_id:
-        raise MlopsError(
-            f'{v.name} version {v.version} was registered without an MLflow run, and its run folder is not here'
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.'))
-    try:
-        mlflow.artifacts.download_artifacts(
-            run_id=v.run_id, artifact_path='reference', dst_path=str(tmp), tracking_uri=tracking_uri
-        )
-        got = reference_paths(tmp / 'reference')
-        got['model'].parent.mkdir(parents=True, exist_ok=True)
-        download_model(v.name, v.version, tmp / 'model', tracking_uri).rename(got['model'])
-        missing = [str(p.relative_to(tmp / 'reference')) for p in got.values() if not p.exists()]
-        if missing:
-            raise OSError(f'{", ".join(missing)} not among its artifacts')
-        shutil.rmtree(dest, ignore_errors=True)
-        (tmp / 'reference').rename(dest)
-        return dest
-    except (MlflowException, OSError) as e:
-        raise MlopsError(
-            f'the reference of {v.name} version {v.version} is not in MLflow either (run {v.run_id}): {e}. '
-            'Versions registered before mlops-nb logged it are monitored where their run folder is'
-        ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c004d
-def champion_reference(
-    tracking_uri: str,
-    model_name: str,
-    download_to: str | Path | None = None,  # folder to fetch the reference into when its run folder is not here
-):
-    "The `Reference` of the current champion of `model_name`"
-    from mlops_nb.registry.tracking import alias_version, client
-
-    v = alias_version(client(tracking_uri), model_name)
-    if v is None:
-        raise MlopsError(
-            f'model {model_name!r} has no champion to monitor: train and approve one first '
-            '(mlops-nb run --approve-as NAME)'
-        )
-    run_dir, run_id = v.tags.get('mlops_nb.run_dir'), v.tags.get('mlops_nb.run_id')
-    if not run_dir:
-        raise MlopsError(
-            f'champion version {v.version} of {model_name!r} was not registered by mlops-nb (no mlops_nb.run_dir tag)'
-        )
-    here = all(p.exists() for p in reference_paths(run_dir).values())
-    if not here and download_to is not None:
-        run_dir = _download_reference(tracking_uri, v, Path(download_to) / (run_id or Path(run_dir).name))
-    return reference_from_run(run_dir, model_name, str(v.version))
-
+__all__ = ['INDEPENDENT', 'join_labels', 'windows', 'MonitorResult', 'monitor']
 
 # %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c006
 INDEPENDENT = 'label_independent'
@@ -236,202 +93,9 @@ def windows(
     return [(f'rows {i + 1}-{min(i + size, len(df))}', order[i : i + size]) for i in range(0, len(df), size)]
 
 
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c012
-def trigger_signals(
-    drift: dict,  # `drift_summary` of the batch
-    performance: dict | None,  # the batch's metrics, when labelled
-    spc: dict,  # {series: rules fired on this run's points}
-    drift_share: float = 0.3,  # drift share that triggers; 0: off
-    drift_features: str = '',  # comma-separated features whose drift triggers
-    spc_series: str = 'performance',  # comma-separated series whose control-chart signal triggers
-    performance_floor: str = '',  # criteria the batch's metrics must meet, as in evaluate.criteria
-):
-    "The signals that fired: `[{signal, value, threshold, detail}]`"
-    from mlops_nb.registry.gate import judge_metrics, parse_criteria
-
-    out = []
-    if drift_share and drift['drift_share'] >= drift_share:
-        out.append(
-            {
-                'signal': 'drift_share',
-                'value': drift['drift_share'],
-                'threshold': drift_share,
-                'detail': f'{drift["n_drifted"]} of {drift["columns"]} features drifted: {", ".join(drift["drifted"])}',
-            }
-        )
-    named = [c.strip() for c in drift_features.split(',') if c.strip()]
-    for c in named:
-        if c in drift['drifted']:
-            out.append({'signal': 'feature_drift', 'value': c, 'threshold': None, 'detail': f'{c} drifted'})
-    wanted = {s.strip() for s in spc_series.split(',') if s.strip()}
-    for series, fired in spc.items():
-        if series in wanted and fired:
-            out.append({'signal': 'spc', 'value': series, 'threshold': None, 'detail': f'{series}: {"; ".join(fired)}'})
-    if performance_floor and performance:
-        for c in judge_metrics(parse_criteria(performance_floor, 'monitor.performance_floor'), performance):
-            if c['outcome'] == 'failed':
-                out.append(
-                    {
-                        'signal': 'performance_floor',
-                        'value': c['value'],
-                        'threshold': c['threshold'],
-                        'detail': f'{c["measure"]} {c["value"]:.4g} is not {c["op"]} {c["threshold"]:g}',
-                    }
-                )
-    return out
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c012a
-def decide_trigger(
-    signals: list,  # from `trigger_signals`
-    labelled_rows: int,  # independently labelled rows of the batch
-    min_labelled_rows: int = 200,  # fewer: nothing new to learn from
-    last_retrain=None,  # time of the last retraining run of this model, or None
-    cooldown_hours: float = 0.0,  # no retraining sooner than this after the last one
-    now=None,
-):
-    "`{triggered, signals, held_back}`"
-    held = []
-    if signals and labelled_rows < min_labelled_rows:
-        held.append(
-            f'{labelled_rows} independently labelled rows, {min_labelled_rows} needed to retrain (monitor.min_labelled_rows)'
-        )
-    if signals and last_retrain is not None and cooldown_hours > 0:
-        ready = last_retrain + timedelta(hours=cooldown_hours)
-        if (now or utc_now()) < ready:
-            held.append(
-                f'cooldown: the last retraining started {last_retrain.isoformat(timespec="seconds")}, the next may start '
-                f'after {ready.isoformat(timespec="seconds")} (monitor.cooldown_hours)'
-            )
-    return {'triggered': bool(signals) and not held, 'signals': signals, 'held_back': held}
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c015
-def _manifests(runs_dir: Path):
-    "`(run folder, manifest)` of every readable run in `runs_dir`, oldest first"
-    for m in sorted(runs_dir.glob('*/manifest.json')):
-        try:
-            yield m.parent, json.loads(m.read_text())
-        except (OSError, ValueError):
-            continue  # a foreign or half-written folder is not a run
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c015a
-def monitor_runs(runs_dir: Path, model_name: str, exclude: str = ''):
-    "`(run folder, monitor result)` of the completed monitor runs of `model_name` but `exclude`, oldest first"
-    out = []
-    for d, man in _manifests(runs_dir):
-        if man.get('kind') != 'monitor' or man.get('status') != 'completed' or man.get('run_id') == exclude:
-            continue
-        res = next((s.get('result') or {} for s in man.get('stages', []) if s['name'] == 'monitor'), {})
-        if res.get('model_name') == model_name:
-            out.append((d, res))
-    return out
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c015b
-def history(
-    runs_dir: Path,  # the project's runs folder
-    model_name: str,
-    version: str,  # the champion whose monitor runs count
-    exclude: str = '',
-):  # this run's id
-    "Windows of earlier completed monitor runs of this champion, oldest first"
-    return pd.DataFrame(
-        [
-            {'run_id': d.name, **w}
-            for d, res in monitor_runs(runs_dir, model_name, exclude)
-            if res.get('champion_version') == version
-            for w in res.get('windows', [])
-        ]
-    )
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c015c
-def _worse_signals(name: str, t: pd.DataFrame, worse: str):
-    "Per point, the signal of chart `t` on the side that is worse ('low' or 'high'), or ''"
-    low = worse == 'low'
-    if name == 'shewhart':
-        side = (t['z'] < 0) if low else (t['z'] > 0)
-        return [f'Shewhart rule {s}' if s and bad else '' for s, bad in zip(t['signal'], side)]
-    if name == 'ewma':
-        hit = (t['ewma'] < t['lcl']) if low else (t['ewma'] > t['ucl'])
-    else:
-        hit = (t['cusum_lower'] > t['h']) if low else (t['cusum_upper'] > t['h'])
-    return [f'{name.upper()} past its {"lower" if low else "upper"} limit' if h else '' for h in hit]
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c015d
-def control_charts(
-    series: pd.DataFrame,  # one row per point, oldest first; columns per monitored value
-    current: int,  # how many of the last points are this run's
-    baseline_points: int = 5,  # points that set the limits
-    columns=('drift_share', 'performance'),
-    worse: dict | None = None,
-):  # per column, the side that is bad news: 'low' or 'high'
-    "`(charts, fired)`: Shewhart/EWMA/CUSUM tables per value, and the signals on the bad side among this run's points"
-    from mlops_nb.monitoring.spc import cusum, ewma, shewhart
-
-    worse = {'drift_share': 'high', 'performance': 'low', **(worse or {})}
-    charts, fired = {}, {}
-    for c in columns:
-        if c not in series or series[c].notna().sum() == 0:
-            continue
-        v = series[c].astype(float).to_numpy()
-        charts[c] = {
-            'shewhart': shewhart(v, baseline_points),
-            'ewma': ewma(v, baseline_points),
-            'cusum': cusum(v, baseline_points),
-        }
-        rules = []
-        for name, t in charts[c].items():
-            sig = _worse_signals(name, t, worse[c])
-            rules += [x for x in (sig[-current:] if current else []) if x]
-        fired[c] = list(dict.fromkeys(rules))
-    return charts, fired
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018
-@dataclass
-class MonitorResult:
-    "Drift, skew, prediction drift, performance, control charts and the trigger of one batch"
-
-    report: dict
-    drift: pd.DataFrame
-    prediction_drift: pd.DataFrame
-    skew: pd.DataFrame
-    windows: pd.DataFrame
-    charts: dict
-    reference: Reference
-    batch: pd.DataFrame
-
-    @property
-    def summary(self):
-        r = self.report
-        perf = r.get('performance') or {}
-        rows = {
-            'champion': f'{r["model_name"]} version {r["champion_version"]}',
-            'rows': r['rows'],
-            'labelled rows': f'{r["labelled_rows"]} ({r["excluded_labels"]} labels excluded: not independent of the model)',
-            'drifted features': f'{r["n_drifted"]} of {r["columns"]} ({r["drift_share"]:.0%}): {", ".join(r["drifted"]) or "-"}',
-            'prediction drift': 'yes' if r['prediction_drift'] else 'no',
-            'performance': ', '.join(
-                f'{k} {v:.4f} (reference {r["reference_metrics"].get(k, float("nan")):.4f})'
-                for k, v in perf.items()
-                if k != 'rows'
-            )
-            or 'no labels',
-            'skew anomalies': len(self.skew),
-            'decision': r['decision'],
-        }
-        return pd.Series(rows).to_frame('value')
-
-    @property
-    def trigger(self):
-        t = self.report['trigger']
-        return pd.DataFrame(t['signals'] or [{'signal': '-', 'detail': 'no signal'}]).assign(
-            triggered=t['triggered'], held_back='; '.join(t['held_back']) or '-'
-        )
+# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018p
+class _MonitorPlots:
+    "The charts of a `MonitorResult`: drift, histograms, windows and control charts"
 
     def plot_drift(self):
         from mlops_nb.monitoring.drift_plots import plot_drift_bars
@@ -477,6 +141,49 @@ class MonitorResult:
         return figs
 
 
+# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018
+@dataclass
+class MonitorResult(_MonitorPlots):
+    "Drift, skew, prediction drift, performance, control charts and the trigger of one batch"
+
+    report: dict
+    drift: pd.DataFrame
+    prediction_drift: pd.DataFrame
+    skew: pd.DataFrame
+    windows: pd.DataFrame
+    charts: dict
+    reference: Reference
+    batch: pd.DataFrame
+
+    @property
+    def summary(self):
+        r = self.report
+        perf = r.get('performance') or {}
+        rows = {
+            'champion': f'{r["model_name"]} version {r["champion_version"]}',
+            'rows': r['rows'],
+            'labelled rows': f'{r["labelled_rows"]} ({r["excluded_labels"]} labels excluded: not independent of the model)',
+            'drifted features': f'{r["n_drifted"]} of {r["columns"]} ({r["drift_share"]:.0%}): {", ".join(r["drifted"]) or "-"}',
+            'prediction drift': 'yes' if r['prediction_drift'] else 'no',
+            'performance': ', '.join(
+                f'{k} {v:.4f} (reference {r["reference_metrics"].get(k, float("nan")):.4f})'
+                for k, v in perf.items()
+                if k != 'rows'
+            )
+            or 'no labels',
+            'skew anomalies': len(self.skew),
+            'decision': r['decision'],
+        }
+        return pd.Series(rows).to_frame('value')
+
+    @property
+    def trigger(self):
+        t = self.report['trigger']
+        return pd.DataFrame(t['signals'] or [{'signal': '-', 'detail': 'no signal'}]).assign(
+            triggered=t['triggered'], held_back='; '.join(t['held_back']) or '-'
+        )
+
+
 # %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018a
 def _scores(ref: Reference, X):
     from mlops_nb.stages.evaluate import model_output
@@ -495,87 +202,6 @@ def _prediction_frame(ref: Reference, output):
             }
         )
     return pd.DataFrame({'prediction': np.asarray(output, float)})
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018c
-def _last_retrain(runs_dir: Path, model_name: str):
-    return max(
-        (
-            pd.Timestamp(man['created']).to_pydatetime()
-            for _, man in _manifests(runs_dir)
-            if man.get('kind') == 'retrain' and (man.get('trigger') or {}).get('model_name') == model_name
-        ),
-        default=None,
-    )
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018d
-def _as_reference(recent: pd.DataFrame, reference: pd.DataFrame, id_column: str, time_column: str):
-    "`recent` with the reference's columns and types; ids and times that cannot take the reference's type are renumbered after it"
-    out = recent[reference.columns].copy()
-    for c, t in reference.dtypes.items():
-        try:
-            out[c] = out[c].astype(t)
-        except (TypeError, ValueError):
-            # served batches carry request ids and request dates; the retraining run only needs them unique and later
-            if c not in (id_column, time_column) or not pd.api.types.is_numeric_dtype(t):
-                raise MlopsError(
-                    f'column {c!r} of the labelled batch cannot be read as {t} like the training data: cannot retrain on it'
-                ) from None
-            start = reference[c].max() + 1
-            out[c] = (start + np.arange(len(out)) if c == id_column else np.full(len(out), start)).astype(t)
-    return out
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018e
-TRAINING_DATA = ('reference+recent', 'recent', 'window')
-
-
-def labelled_rows(reference: pd.DataFrame, batch: pd.DataFrame, target: str, id_column: str, time_column: str):
-    "The batch's independently labelled rows with the reference's columns and types: what a model may learn from"
-    missing = [c for c in reference.columns if c not in batch]
-    if missing:
-        raise MlopsError(
-            f'the labelled batch lacks {", ".join(missing)}, which the training data has: cannot retrain on it'
-        )
-    return _as_reference(batch[batch[target].notna()], reference, id_column, time_column)
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018f
-def _earlier_labelled(runs_dir: Path, model_name: str, exclude: str, k: int):
-    "The labelled rows kept by the latest `k` earlier completed monitor runs of `model_name`, newest first"
-    files = [
-        d / 'artifacts/08_monitor/labelled.parquet' for d, _ in reversed(monitor_runs(runs_dir, model_name, exclude))
-    ]
-    return [f for f in files if f.is_file()][:k]
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018g
-def write_training_data(
-    path: Path,  # folder to write
-    reference: pd.DataFrame,  # the champion's training snapshot
-    recent: pd.DataFrame,  # `labelled_rows` of this batch
-    training_data: str = 'reference+recent',  # or recent, or window
-    window: list = (),  # labelled.parquet files of earlier monitor runs, for `window`
-):
-    "The data a retraining run ingests: the batch's independently labelled rows, after the reference's or earlier batches' rows"
-    if training_data not in TRAINING_DATA:
-        raise MlopsError(f'monitor.training_data must be one of {", ".join(TRAINING_DATA)}; got {training_data!r}')
-    earlier = [pd.read_parquet(f) for f in window] if training_data == 'window' else []
-    with atomic_path(path) as tmp:
-        tmp.unlink()
-        tmp.mkdir()
-        if training_data == 'reference+recent':
-            reference.to_parquet(tmp / 'reference.parquet', index=False)
-        for f, df in zip(window, earlier):
-            df.astype(reference.dtypes.to_dict()).to_parquet(tmp / f'earlier_{f.parents[2].name}.parquet', index=False)
-        recent.to_parquet(tmp / 'recent.parquet', index=False)
-    return {
-        'reference_rows': len(reference) if training_data == 'reference+recent' else 0,
-        'recent_rows': len(recent),
-        'earlier_rows': sum(map(len, earlier)),
-        'earlier_runs': [f.parents[2].name for f in window] if earlier else [],
-    }
 
 
 # %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018g0
@@ -616,46 +242,123 @@ def _window_rows(
     return pd.DataFrame(rows)
 
 
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018g1
-def _learning_rows(
-    paths: dict,
-    ref,
+# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018h0
+def _inputs(paths: dict, tracking_uri: str, model_name: str, target: str, id_column: str, labels: str):
+    "`(reference, batch, labels excluded, feature columns)`: the champion's reference and the run's batch with its labels, checked"
+    from mlops_nb.registry.tracking import project_tracking_uri
+
+    ref = champion_reference(
+        project_tracking_uri(tracking_uri)[0], model_name, download_to=paths['report'].parent / 'champion'
+    )
+    batch, excluded = join_labels(pd.read_parquet(paths['snapshot']), target, id_column, labels)
+    if not len(batch):
+        raise MlopsError(f'the batch {paths["snapshot"]} has no rows')
+    cols = [c for c in ref.columns if c in batch]
+    if not cols:
+        raise MlopsError(f"the batch has none of the champion's feature columns ({', '.join(ref.columns)})")
+    return ref, batch, excluded, cols
+
+
+# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018h1
+def _compare(ref: Reference, batch: pd.DataFrame, cols: list, target: str, id_column: str, thresholds: dict):
+    "`(drift, its summary, the model's output, prediction drift, skew)` of the batch against the reference"
+    from mlops_nb.monitoring.drift import drift_summary, drift_table
+    from mlops_nb.stages.features import model_input
+    from mlops_nb.stages.validate import validate_batch
+
+    drift = drift_table(ref.train[cols], batch[cols], thresholds=thresholds)
+    summary = drift_summary(drift)
+    X = model_input(batch.assign(**{c: np.nan for c in ref.columns if c not in batch}), ref.features)
+    out = _scores(ref, X)
+    ref_out = ref.holdout['score' if ref.task == 'classification' else 'prediction'].to_numpy()
+    pred_drift = drift_table(_prediction_frame(ref, ref_out), _prediction_frame(ref, out), thresholds=thresholds)
+    skew = pd.DataFrame(
+        validate_batch(
+            batch[cols + [c for c in (id_column,) if c in batch]], {**ref.schema, 'target': target}, serving=True
+        )
+    )
+    return drift, summary, out, pred_drift, skew
+
+
+# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018h2
+def _performance(
+    ref: Reference,
     batch: pd.DataFrame,
+    cols: list,
+    out,
+    target: str,
+    key_metric: str,
+    time_column: str,
+    window_rows: int,
+    thresholds: dict,
+):
+    "`(labelled, metric, windows, performance)`: the rows with a label, the metric, the windows, the batch's metrics"
+    from mlops_nb.core.tasks import METRICS
+    from mlops_nb.stages.evaluate import task_metrics, truth_of
+
+    labelled = batch[target].notna().to_numpy()
+    truth = truth_of(batch[target], ref.features)
+    metric = key_metric if key_metric in METRICS[ref.task] else 'accuracy' if ref.task == 'classification' else 'rmse'
+    win = _window_rows(ref, batch, cols, out, truth, labelled, metric, time_column, window_rows, thresholds)
+    performance = task_metrics(ref.task, truth[labelled], out[labelled]) if labelled.any() else None
+    return labelled, metric, win, performance
+
+
+# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018h3
+def _history_charts(run_dir: Path, model_name: str, version: str, win: pd.DataFrame, metric: str, baseline_points: int):
+    "`(series, charts, fired, limits)`: this run's windows after the champion's earlier ones, their control charts and signals"
+    from mlops_nb.core.tasks import LOWER_IS_BETTER
+
+    series = pd.concat(
+        [history(run_dir.parent, model_name, version, run_dir.name), win.assign(run_id=run_dir.name)], ignore_index=True
+    )
+    series['point'] = series['run_id'].str[-6:] + ' ' + series['window'].astype(str)
+    worse = {'performance': 'high' if metric in LOWER_IS_BETTER else 'low'}
+    charts, fired = control_charts(series, len(win), baseline_points, worse=worse)
+    last = charts.get('performance', {}).get('shewhart')
+    limits = [last['lcl'].iloc[-1], last['ucl'].iloc[-1]] if last is not None else [None, None]
+    return series, charts, fired, limits
+
+
+# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018h4
+def _write_monitor(
+    paths: dict,
+    drift: pd.DataFrame,
+    pred_drift: pd.DataFrame,
+    skew: pd.DataFrame,
     trig: dict,
     report: dict,
-    target: str,
-    id_column: str,
-    time_column: str,
-    training_data: str,
-    window_runs: int,
-    excluded: int,
     run_dir: Path,
     model_name: str,
+    version: str,
 ):
-    "Write the batch's labelled rows and, when the trigger fired, the training data the policy `training_data` makes of them"
-    reference = pd.read_parquet(reference_paths(ref.run_dir)['snapshot'])
-    try:
-        recent = labelled_rows(reference, batch, target, id_column, time_column)
-    except MlopsError as e:
-        if trig['triggered']:
-            raise
-        recent, report['note'] = reference.iloc[:0], str(e)  # nothing to learn from, and no retraining asked for it
-    with atomic_path(paths['labelled']) as tmp:
-        recent.to_parquet(tmp, index=False)
-    if trig['triggered']:
-        window = (
-            _earlier_labelled(run_dir.parent, model_name, run_dir.name, window_runs - 1)
-            if training_data == 'window'
-            else []
-        )
-        trig['training_data'] = {
-            'policy': training_data,
-            'folder': str(paths['training']),
-            **write_training_data(paths['training'], reference, recent, training_data, window),
-            'excluded_labels': excluded,
-        }
-    else:
-        paths['training'].mkdir(parents=True, exist_ok=True)  # declared, so always there: empty when nothing triggered
+    "Write the run's drift tables, its trigger and its report"
+    atomic_write_text(
+        paths['drift'],
+        json.dumps(
+            {
+                'features': json.loads(drift.to_json(orient='records')),
+                'predictions': json.loads(pred_drift.to_json(orient='records')),
+                'skew': json.loads(skew.to_json(orient='records')),
+            },
+            indent=2,
+        ),
+    )
+    atomic_write_text(
+        paths['trigger'],
+        json.dumps(
+            {
+                **trig,
+                'monitor_run': run_dir.name,
+                'model_name': model_name,
+                'champion_version': version,
+                'at': utc_now().isoformat(),
+            },
+            indent=2,
+            default=str,
+        ),
+    )
+    atomic_write_text(paths['report'], json.dumps(report, indent=2, default=str))
 
 
 # %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018h
@@ -684,53 +387,18 @@ def monitor(
     window_runs: int = 4,  # with training_data = window: learn from the labelled rows of this many latest monitor runs
 ):
     "Compare the run's batch with the champion's training data; write the report, the trigger and, if triggered, the training data"
-    from mlops_nb.monitoring.drift import drift_summary, drift_table
-    from mlops_nb.stages.features import model_input
-    from mlops_nb.stages.evaluate import task_metrics, truth_of
-    from mlops_nb.core.tasks import LOWER_IS_BETTER, METRICS
-    from mlops_nb.registry.tracking import project_tracking_uri
-    from mlops_nb.stages.validate import validate_batch
-
     paths = get_stage('monitor').paths(run_dir)
     run_dir = Path(run_dir).resolve()
-    ref = champion_reference(
-        project_tracking_uri(tracking_uri)[0], model_name, download_to=paths['report'].parent / 'champion'
-    )
-    batch, excluded = join_labels(pd.read_parquet(paths['snapshot']), target, id_column, labels)
-    if not len(batch):
-        raise MlopsError(f'the batch {paths["snapshot"]} has no rows')
+    ref, batch, excluded, cols = _inputs(paths, tracking_uri, model_name, target, id_column, labels)
     thresholds = {'wasserstein': wasserstein, 'psi': psi, 'js': js, 'new_share': new_share}
-    cols = [c for c in ref.columns if c in batch]
-    if not cols:
-        raise MlopsError(f"the batch has none of the champion's feature columns ({', '.join(ref.columns)})")
-    drift = drift_table(ref.train[cols], batch[cols], thresholds=thresholds)
-    summary = drift_summary(drift)
-    X = model_input(batch.assign(**{c: np.nan for c in ref.columns if c not in batch}), ref.features)
-    out = _scores(ref, X)
-    ref_out = ref.holdout['score' if ref.task == 'classification' else 'prediction'].to_numpy()
-    pred_drift = drift_table(_prediction_frame(ref, ref_out), _prediction_frame(ref, out), thresholds=thresholds)
-    skew = pd.DataFrame(
-        validate_batch(
-            batch[cols + [c for c in (id_column,) if c in batch]], {**ref.schema, 'target': target}, serving=True
-        )
+    drift, summary, out, pred_drift, skew = _compare(ref, batch, cols, target, id_column, thresholds)
+    labelled, metric, win, performance = _performance(
+        ref, batch, cols, out, target, key_metric, time_column, window_rows, thresholds
     )
-    labelled = batch[target].notna().to_numpy()
-    truth = truth_of(batch[target], ref.features)
-    metric = key_metric if key_metric in METRICS[ref.task] else 'accuracy' if ref.task == 'classification' else 'rmse'
-    win = _window_rows(ref, batch, cols, out, truth, labelled, metric, time_column, window_rows, thresholds)
-    performance = task_metrics(ref.task, truth[labelled], out[labelled]) if labelled.any() else None
-    runs_dir = run_dir.parent
-    series = pd.concat(
-        [history(runs_dir, model_name, ref.version, run_dir.name), win.assign(run_id=run_dir.name)], ignore_index=True
-    )
-    series['point'] = series['run_id'].str[-6:] + ' ' + series['window'].astype(str)
-    worse = {'performance': 'high' if metric in LOWER_IS_BETTER else 'low'}
-    charts, fired = control_charts(series, len(win), baseline_points, worse=worse)
-    last = charts.get('performance', {}).get('shewhart')
-    limits = [last['lcl'].iloc[-1], last['ucl'].iloc[-1]] if last is not None else [None, None]
+    series, charts, fired, limits = _history_charts(run_dir, model_name, ref.version, win, metric, baseline_points)
     signals = trigger_signals(summary, performance, fired, drift_share, drift_features, spc_series, performance_floor)
     trig = decide_trigger(
-        signals, int(labelled.sum()), min_labelled_rows, _last_retrain(runs_dir, model_name), cooldown_hours
+        signals, int(labelled.sum()), min_labelled_rows, _last_retrain(run_dir.parent, model_name), cooldown_hours
     )
     report = {
         'model_name': model_name,
@@ -768,103 +436,5 @@ def monitor(
         run_dir,
         model_name,
     )
-    atomic_write_text(
-        paths['drift'],
-        json.dumps(
-            {
-                'features': json.loads(drift.to_json(orient='records')),
-                'predictions': json.loads(pred_drift.to_json(orient='records')),
-                'skew': json.loads(skew.to_json(orient='records')),
-            },
-            indent=2,
-        ),
-    )
-    atomic_write_text(
-        paths['trigger'],
-        json.dumps(
-            {
-                **trig,
-                'monitor_run': run_dir.name,
-                'model_name': model_name,
-                'champion_version': ref.version,
-                'at': utc_now().isoformat(),
-            },
-            indent=2,
-            default=str,
-        ),
-    )
-    atomic_write_text(paths['report'], json.dumps(report, indent=2, default=str))
+    _write_monitor(paths, drift, pred_drift, skew, trig, report, run_dir, model_name, ref.version)
     return MonitorResult(report, drift, pred_drift, skew, series, charts, ref, batch)
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c021
-def _ingest(m: dict):
-    return next((s.get('result') or {} for s in m.get('stages', []) if s['name'] == 'ingest'), {})
-
-
-# %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c021a
-def lineage(
-    project,  # a `mlops_nb.core.project.Project`
-    version: str,  # a version number or an alias (champion)
-    model_name: str | None = None,  # default: the project's model name
-) -> str:
-    "The chain from `version` back to a run started by hand, as indented lines"
-    from mlflow.exceptions import MlflowException
-    from mlops_nb.core.manifest import read_manifest
-    from mlops_nb.registry.tracking import alias_version, client
-
-    name = model_name or project.settings['project']['model_name']
-    c = client(project.tracking_uri)
-    try:
-        v = c.get_model_version(name, version) if str(version).isdigit() else alias_version(c, name, version)
-    except MlflowException:
-        v = None
-    if v is None:
-        raise MlopsError(f'model {name!r} has no version or alias {version!r} (see mlops-nb models)')
-    lines, seen, ind = [], set(), ''
-    while v is not None and v.version not in seen:
-        seen.add(v.version)
-        t = v.tags
-        a = json.loads(t.get('mlops_nb.approval', '{}'))
-        who = f', {a["decision"]} by {a["by"]} at {a["at"]}' + (f' ({a["note"]})' if a.get('note') else '') if a else ''
-        lines.append(f'{ind}model {name} version {v.version}: gate decision {t.get("mlops_nb.decision", "none")}{who}')
-        run_dir = Path(t.get('mlops_nb.run_dir', ''))
-        if not (run_dir / 'manifest.json').is_file():
-            lines.append(f'{ind}  training run {t.get("mlops_nb.run_id", "?")}: its folder {run_dir} is gone')
-            break
-        m = read_manifest(run_dir)
-        ing, git = _ingest(m), m.get('git') or {}
-        lines.append(
-            f'{ind}  {m["kind"]} run {m["run_id"]} ({m["created"]}): data version {ing.get("data_version")} '
-            f'({ing.get("rows", 0):,} rows) from {ing.get("source")}, code {str(git.get("commit", "not in git"))[:12]}'
-        )
-        reused = [f'{r["name"]} from {r["cached_from"]["run"]}' for r in m['stages'] if r.get('cached_from')]
-        if reused:
-            lines.append(f'{ind}  stages reused from earlier runs (nothing they read had changed): {", ".join(reused)}')
-        trig = m.get('trigger') or {}
-        if not trig.get('monitor_run'):
-            lines.append(f'{ind}  started by hand{" by " + trig["by"] if trig.get("by") else ""}')
-            break
-        lines.append(
-            f'{ind}  triggered by monitor run {trig["monitor_run"]}: '
-            + '; '.join(f'{s["signal"]} ({s["detail"]})' for s in trig.get('signals', []))
-        )
-        td = trig.get('training_data') or {}
-        earlier = f' + {td["earlier_rows"]:,} from earlier batches' if td.get('earlier_rows') else ''
-        lines.append(
-            f'{ind}    trained on {td.get("policy")}: {td.get("reference_rows", 0):,} reference{earlier} + {td.get("recent_rows", 0):,} '
-            f'new labelled rows, {td.get("excluded_labels", 0):,} labels excluded as not independent of the model'
-        )
-        mon = project.runs_dir / trig['monitor_run'] / 'manifest.json'
-        if mon.is_file():
-            mi = _ingest(json.loads(mon.read_text()))
-            lines.append(
-                f'{ind}    the batch: data version {mi.get("data_version")} ({mi.get("rows", 0):,} rows) from {mi.get("source")}'
-            )
-        lines.append(f'{ind}    the champion it monitored:')
-        ind += '    '
-        try:
-            v = c.get_model_version(name, trig['champion_version'])
-        except MlflowException:
-            v = None
-    return '\n'.join(lines)

@@ -494,7 +494,8 @@ def _replay(
 ):
     from mlops_nb.monitoring.drift import drift_summary, drift_table
     from mlops_nb.stages.features import model_input
-    from mlops_nb.monitoring.monitor import control_charts, trigger_signals
+    from mlops_nb.monitoring.history import control_charts
+    from mlops_nb.monitoring.trigger import trigger_signals
     from tqdm.auto import tqdm
 
     make = make or project_model({})
