@@ -8,251 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core.basics import MlopsError, atomic_path, atomic_write_text
-from ..core.settings import suggest
 from ..core.stage import get_stage, stage_name
+from .replay_report import POLICIES, ReplayResult
+from .stream import Stream, replay_input
 
 # %% auto #0
-__all__ = [
-    'DATASETS',
-    'CALENDAR',
-    'POLICIES',
-    'Stream',
-    'replay_data',
-    'time_values',
-    'batch_numbers',
-    'read_stream',
-    'replay_input',
-    'notebook_cell',
-    'project_model',
-    'ReplayResult',
-    'replay',
-    'replay_stage',
-    'summary_lines',
-]
-
-
-# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c004
-@dataclass
-class Stream:
-    "A time-ordered dataset cut into batches: its rows in order, its feature columns, each row's batch, each batch's name"
-
-    data: pd.DataFrame  # the rows, in time order
-    features: dict  # `feature_columns` with target, task, id_column and positive_label
-    batch: np.ndarray  # batch number of each row: 0, 1, ... in order
-    labels: list  # per batch: its period (2024-03) or its rows (rows 1-1,000)
-    name: str  # the data, as messages and titles name it
-    size: str  # the batches asked for: daily, weekly, monthly, yearly or a number of rows
-
-    @property
-    def batches(self):
-        return len(self.labels)
-
-
-# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c006
-DATASETS = {
-    'elec2': {
-        'source': 'elec2',
-        'target': 'target',
-        'time': 'day',
-        'batches': {'daily': 1, 'weekly': 7, 'monthly': 30},
-    },
-    'acs': {
-        'source': 'acs_employment_ma',
-        'years': '2015,2016,2017,2018',
-        'target': 'employed',
-        'time': 'year',
-        'batches': {'yearly': 1},
-    },
-}
-
-
-def replay_data(
-    dataset: str = 'elec2',  # elec2 or acs
-    batch: str = 'weekly',  # elec2: daily, weekly or monthly; acs: yearly
-):
-    "The `Stream` of a bundled time-ordered dataset"
-    from mlops_nb.stages.sources import bundled
-    from mlops_nb.stages.features import feature_columns
-
-    if dataset not in DATASETS:
-        raise MlopsError(f'replay.dataset must be one of {", ".join(DATASETS)}; got {dataset!r}')
-    d = DATASETS[dataset]
-    if batch not in d['batches']:
-        raise MlopsError(f'replay.batch for {dataset} must be one of {", ".join(d["batches"])}; got {batch!r}')
-    df = bundled(d['source'], d.get('years', '2015')).reset_index(drop=True)
-    if 'id' not in df:
-        df['id'] = np.arange(len(df))
-    t = df[d['time']].to_numpy()
-    number, _ = pd.factorize((t - t.min()) // d['batches'][batch], sort=True)
-    features = {
-        **feature_columns(df, d['target'], 'id', d['time']),
-        'target': d['target'],
-        'task': 'classification',
-        'id_column': 'id',
-        'positive_label': 1,
-    }
-    labels = [f'{d["time"]} {v}' for v in pd.Series(t).groupby(number).min()]
-    return Stream(df, features, number, labels, dataset, batch)
-
-
-# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c009
-CALENDAR = {'daily': 'D', 'weekly': 'W', 'monthly': 'M', 'yearly': 'Y'}
-
-
-def time_values(
-    s: pd.Series,  # the time column
-    column: str,  # its name
-    where: str,  # the data's name, for messages
-):
-    "The time column as datetimes, or as whole-number years; a clear error naming the column when it is neither"
-    missing = s.isna().to_numpy()
-    if missing.any():
-        raise MlopsError(
-            f'time column {column!r} of {where} is empty in {int(missing.sum()):,} rows (the first is row '
-            f'{int(np.flatnonzero(missing)[0]) + 1:,}): every row needs its time'
-        )
-    if pd.api.types.is_datetime64_any_dtype(s):
-        return s.dt.tz_convert(None) if getattr(s.dt, 'tz', None) is not None else s
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        if (s == s.round()).all() and s.between(1000, 2999).all():
-            return s.astype('int64')
-        raise MlopsError(
-            f'time column {column!r} of {where} holds numbers such as {s.iloc[0]}, not dates or years: '
-            'replay the rows in their order with --batch N (rows) and no time column'
-        )
-    try:
-        parsed = pd.to_datetime(s.astype(str), errors='coerce', format='mixed', utc=True).dt.tz_convert(None)
-    except (ValueError, TypeError, OverflowError):
-        parsed = pd.Series(pd.NaT, index=s.index)
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        more = f' and {int(bad.sum()) - 1:,} more rows' if bad.sum() > 1 else ''
-        raise MlopsError(
-            f'time column {column!r} of {where} does not parse as dates: {s.iloc[i]!r} in row {i + 1:,}{more}'
-        )
-    return parsed
-
-
-# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c011
-def batch_numbers(
-    times: pd.Series | None,  # `time_values` of the rows in time order; None: the rows are in their order
-    batch: str,  # daily, weekly, monthly, yearly, or a number of rows
-    where: str,  # the data's name, for messages
-    rows: int | None = None,  # how many rows (when there are no `times`)
-):
-    "`(batch number of each row, name of each batch)`: calendar periods of `times`, or `batch` rows at a time"
-    size = str(batch).strip()
-    rows = len(times) if times is not None else rows
-    if size.isdigit():
-        step = int(size)
-        if step < 1:
-            raise MlopsError(f'--batch must be at least 1 row; got {size}')
-        if step > rows:
-            raise MlopsError(f'--batch {step:,} rows is larger than {where}, which has {rows:,} rows')
-        number = np.arange(rows) // step
-        labels = [f'rows {i * step + 1:,}-{min((i + 1) * step, rows):,}' for i in range(int(number[-1]) + 1)]
-    elif size in CALENDAR:
-        if times is None:
-            raise MlopsError(
-                f'--batch {size} needs the time column of {where} (--time-column COL); '
-                'for rows in their order give a number of rows, e.g. --batch 1000'
-            )
-        if pd.api.types.is_integer_dtype(times) and size != 'yearly':
-            raise MlopsError(
-                f'the time column of {where} holds years: --batch yearly, or a number of rows; got --batch {size}'
-            )
-        keys = times.to_numpy() if pd.api.types.is_integer_dtype(times) else times.dt.to_period(CALENDAR[size])
-        number, uniques = pd.factorize(keys, sort=True)
-        labels = [str(u) for u in uniques]
-    else:
-        raise MlopsError(f'--batch must be daily, weekly, monthly, yearly or a number of rows; got {batch!r}')
-    if len(labels) < 2:
-        raise MlopsError(
-            f'--batch {size} leaves {len(labels)} batch of {where} ({rows:,} rows): a replay needs at least 2; give smaller batches'
-        )
-    return np.asarray(number), labels
-
-
-# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c014
-def read_stream(
-    source: str,  # a CSV or Parquet file, folder, glob or fsspec URI (or a bundled name)
-    batch: str,  # daily, weekly, monthly, yearly (by the time column), or a number of rows
-    data: dict,  # the project's [data] settings: target, task, positive_label, id_column, time_column
-    time_column: str = '',  # the column of a row's time; empty: data['time_column'] when the data has it, else row order
-    root: str | Path | None = None,  # a relative `source` is relative to this folder (the project's)
-    encoding: str = 'utf-8',
-    delimiter: str = '',  # how CSV files are read ([ingest] settings)
-):
-    "The `Stream` of a time-ordered dataset of your own, checked: its time column, its batches, its labels"
-    from mlops_nb.stages.data import load_source
-    from mlops_nb.stages.sources import BUNDLED
-    from mlops_nb.stages.features import check_labels, feature_columns
-
-    where, path = source, Path(source).expanduser()
-    if root is not None and source not in BUNDLED and '://' not in source and not path.is_absolute():
-        source = str(Path(root) / path)
-    df = load_source(source, encoding=encoding, delimiter=delimiter).reset_index(drop=True)
-    target, cols = data['target'], list(map(str, df.columns))
-    time_column = time_column or (data.get('time_column') if data.get('time_column') in df else '')
-    for what, col in (('the target (data.target)', target), ('--time-column', time_column)):
-        if col and col not in df:
-            raise MlopsError(
-                f'{what} {col!r} is not a column of {where}{suggest(col, cols)}; its columns are {", ".join(cols[:30])}'
-            )
-    times = None
-    if time_column:
-        t = time_values(df[time_column], time_column, where)
-        order = np.argsort(t.to_numpy(), kind='stable')
-        df, times = df.iloc[order].reset_index(drop=True), t.iloc[order].reset_index(drop=True)
-    number, labels = batch_numbers(times, batch, where, len(df))
-    missing = df[target].isna().to_numpy()
-    if missing.any():
-        b = int(number[np.flatnonzero(missing)[0]])
-        raise MlopsError(
-            f'the target {target!r} is missing in {int(missing.sum()):,} rows of {where}, from batch {labels[b]} '
-            f'({b + 1} of {len(labels)}) on: each batch is scored against its labels; label those rows or leave them out'
-        )
-    try:
-        positive = check_labels(df[target], data['task'], data.get('positive_label', ''), target)
-    except MlopsError as e:
-        raise MlopsError(f'{e} (in {where})') from None
-    skip = [c for c in {data.get('id_column'), data.get('time_column'), time_column} - {'', None, target} if c in df]
-    id_column = data.get('id_column') if data.get('id_column') in df else ''
-    features = {
-        **feature_columns(df.drop(columns=skip), target, '', ''),
-        'target': target,
-        'task': data['task'],
-        'id_column': id_column,
-        'positive_label': positive,
-        'time_column': time_column,
-    }
-    return Stream(df, features, number, labels, where, str(batch))
-
-
-# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c016
-def replay_input(
-    settings: dict,  # the project's resolved settings ([data] and [ingest] read)
-    root: str | Path | None = None,  # the project folder
-    data: str = '',  # a file, folder, glob or URI of your own; empty: `dataset`
-    time_column: str = '',  # the column of a row's time in `data`; empty: data.time_column if there, else row order
-    dataset: str = 'elec2',  # elec2 or acs, when `data` is empty
-    batch: str = 'weekly',  # daily, weekly, monthly, yearly, or a number of rows
-):
-    "The `Stream` a replay runs over: `data` read with the project's settings, or the bundled `dataset`"
-    if not data:
-        return replay_data(dataset, batch)
-    ing = settings.get('ingest', {})
-    return read_stream(
-        data, batch, settings['data'], time_column, root, ing.get('encoding', 'utf-8'), ing.get('delimiter', '')
-    )
+__all__ = ['notebook_cell', 'project_model', 'replay', 'replay_stage']
 
 
 # %% ../../notebooks/lib/monitoring/11_replay.ipynb #c019
@@ -333,85 +100,6 @@ def project_model(
     return make
 
 
-# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c024
-POLICIES = ('never', 'periodic', 'monitor')
-_COLORS = {'never': '#8c959f', 'periodic': '#0969da', 'monitor': '#1a7f37'}
-
-
-@dataclass
-class ReplayResult:
-    "Per batch and policy: the metric, retraining, drift and signals; and the summary per policy"
-
-    batches: pd.DataFrame
-    summary: pd.DataFrame
-    settings: dict
-
-    @property
-    def metric(self):
-        return self.settings.get('metric', 'accuracy')
-
-    @property
-    def retrains(self):
-        "One row per retraining: the batch after which a policy retrained, and why"
-        b = self.batches
-        rows = [
-            {
-                'batch': r['batch'],
-                'period': r['period'],
-                'policy': p,
-                'why': r['signals'] if p == 'monitor' else f'every {self.settings["period"]} batches',
-            }
-            for p in POLICIES[1:]
-            for _, r in b[b[f'{p}_retrained']].iterrows()
-        ]
-        return pd.DataFrame(rows, columns=['batch', 'period', 'policy', 'why']).sort_values(
-            ['batch', 'policy'], ignore_index=True
-        )
-
-    def plot(self, smooth: int = 4):
-        "The metric per batch (rolling mean of `smooth` batches) of each policy with its retrainings, the drift share and signals; the summary"
-        import matplotlib.pyplot as plt
-
-        m, b, s = self.metric, self.batches, self.summary
-        fig = plt.figure(figsize=(16, 6))
-        grid = fig.add_gridspec(2, 2, width_ratios=[3, 1], height_ratios=[3, 1])
-        ax, bx = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[:, 1])
-        dx = fig.add_subplot(grid[1, 0], sharex=ax)
-        for p in POLICIES:
-            v = b[f'{p}_{m}'].rolling(smooth, min_periods=1).mean()
-            ax.plot(
-                b['batch'],
-                v,
-                color=_COLORS[p],
-                lw=1.6,
-                label=f'{p}: {s.loc[p, m]:.3f} mean, {int(s.loc[p, "retrains"])} retrains',
-            )
-            r = b[b[f'{p}_retrained']]
-            ax.scatter(r['batch'], v[r.index], color=_COLORS[p], marker='v', s=28, zorder=3)
-        ax.set_ylabel(f'{m} (rolling mean of {smooth})')
-        ax.set_title(
-            f'{Path(self.settings["dataset"]).name}: {m} over time, {self.settings["batch"]} batches (triangles: retrained after that batch)'
-        )
-        ax.legend(loc='best', fontsize=9)
-        ax.grid(alpha=0.3)
-        dx.bar(
-            b['batch'], b['drift_share'], color='#bf8700', width=0.8, label="drift share (monitor policy's reference)"
-        )
-        fired = b[b['signals'] != '']
-        dx.scatter(fired['batch'], np.full(len(fired), 1.05), marker='|', color='#cf222e', s=60, label='monitor signal')
-        dx.set_ylim(0, 1.15)
-        dx.set_xlabel('batch')
-        dx.legend(loc='upper left', fontsize=8)
-        dx.grid(alpha=0.3)
-        bx.bar(s.index, s[m], color=[_COLORS[p] for p in s.index])
-        for i, (a, r) in enumerate(zip(s[m], s['retrains'])):
-            bx.annotate(f'{a:.3f}\n{int(r)} retrains', (i, a), ha='center', va='bottom', fontsize=9)
-        bx.set_ylim(min(s[m]) * 0.9, 1) if m == 'accuracy' else bx.set_ylim(0, max(s[m]) * 1.2)
-        bx.set_title(f'mean {m} over the replayed batches')
-        fig.tight_layout()
-        return fig
-
-
 # %% ../../notebooks/lib/monitoring/11_replay.ipynb #c026
 def _score(metric: str, pipe, X, y):
     if metric == 'accuracy':
@@ -426,6 +114,117 @@ def _fit(make, features, X, y):
         return pipe.fit(X, y)
     except (ValueError, TypeError) as e:
         raise MlopsError(f'fitting {type(pipe.named_steps["model"]).__name__} failed: {e}'.splitlines()[0]) from None
+
+
+# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c026c0
+def _monitor_signals(
+    ref: pd.DataFrame,  # the rows the monitor policy's model learned from
+    batch: pd.DataFrame,  # the batch
+    scores: list,  # the policy's metric on each batch so far, this one last
+    metric: str,
+    thresholds: dict,  # drift thresholds
+    baseline_points: int,  # batches whose metric sets the control limits
+    trigger: tuple,  # drift_share, drift_features, spc_series and performance_floor of `trigger_signals`
+):
+    "`(drift summary, signals)` of the batch for the monitor policy: what `mlops-nb monitor` would raise"
+    from mlops_nb.monitoring.drift import drift_summary, drift_table
+    from mlops_nb.monitoring.history import control_charts
+    from mlops_nb.monitoring.trigger import trigger_signals
+
+    drift = drift_summary(drift_table(ref, batch, thresholds=thresholds))
+    series = pd.DataFrame({'performance': scores, 'drift_share': np.nan})
+    _, fired = control_charts(
+        series,
+        1,
+        baseline_points,
+        columns=('performance',),
+        worse={'performance': 'low' if metric == 'accuracy' else 'high'},
+    )
+    return drift, trigger_signals(drift, {metric: scores[-1]}, fired, *trigger)
+
+
+# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c026d
+def _policy_summary(table: pd.DataFrame, metric: str):
+    "Per policy: the metric's mean over the batches, its mean weighted by their rows, the worst batch, the retrains"
+    worst = 'min' if metric == 'accuracy' else 'max'
+    return pd.DataFrame(
+        {
+            metric: [table[f'{p}_{metric}'].mean() for p in POLICIES],
+            f'{metric}_weighted': [np.average(table[f'{p}_{metric}'], weights=table['rows']) for p in POLICIES],
+            'worst_batch': [table[f'{p}_{metric}'].agg(worst) for p in POLICIES],
+            'retrains': [int(table[f'{p}_retrained'].sum()) for p in POLICIES],
+        },
+        index=pd.Index(POLICIES, name='policy'),
+    )
+
+
+# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c026c
+def _replay(
+    stream: Stream,
+    make,  # `make(features)` -> an unfitted Pipeline; None: boosted trees
+    train_share: float,
+    period: int,
+    window_batches: int,
+    baseline_points: int,
+    cooldown_batches: int,
+    trigger: tuple,  # drift_share, drift_features, spc_series and performance_floor of `trigger_signals`
+    thresholds: dict,  # drift thresholds
+    progress: bool,
+):
+    "`(per-batch table, metric, batches the first model learned from, the first model)` of the policies over `stream`"
+    from mlops_nb.stages.features import model_input
+    from tqdm.auto import tqdm
+
+    make = make or project_model({})
+    df, features, n = stream.data, stream.features, stream.batches
+    metric = 'accuracy' if features['task'] == 'classification' else 'rmse'
+    first = max(1, int(round(n * train_share)))
+    if first >= n:
+        raise MlopsError(f'replay.train_share {train_share} leaves no batch to replay ({n} batches)')
+    if period < 1:
+        raise MlopsError(f'replay.period must be at least 1; got {period}')
+    X, y = model_input(df, features), df[features['target']].to_numpy()
+    idx = np.split(np.arange(len(df)), np.flatnonzero(np.diff(stream.batch)) + 1)
+    cols = features['categorical'] + features['numeric']
+    start = np.concatenate(idx[:first])
+    model = _fit(make, features, X.iloc[start], y[start])  # one first model, shared until a policy retrains
+    state = {p: {'model': model, 'ref': start, 'scores': [], 'last': -(10**9)} for p in POLICIES}
+    rows, fits = [], {}  # a policy retraining on the same batches as another gets the same model, fitted once
+    bar = tqdm(range(first, n), desc=f'replay {stream.name} {stream.size}', unit='batch', disable=not progress)
+    for t in bar:
+        rows.append(row := {'batch': t, 'period': stream.labels[t], 'rows': len(idx[t])})
+        Xt, yt = X.iloc[idx[t]], y[idx[t]]
+        scored = {}  # policies that share a model score it once
+        for p in POLICIES:
+            s = state[p]
+            if id(s['model']) not in scored:
+                scored[id(s['model'])] = _score(metric, s['model'], Xt, yt)
+            row[f'{p}_{metric}'] = score = scored[id(s['model'])]
+            s['scores'].append(score)
+            retrain = False
+            if p == 'periodic':
+                retrain = (t - first + 1) % period == 0
+            elif p == 'monitor':
+                drift, signals = _monitor_signals(
+                    X.iloc[s['ref']][cols], Xt[cols], s['scores'], metric, thresholds, baseline_points, trigger
+                )
+                retrain = bool(signals) and t - s['last'] >= cooldown_batches
+                row.update(
+                    drift_share=drift['drift_share'],
+                    drifted=', '.join(drift['drifted']),
+                    signals='; '.join(x['detail'] for x in signals),
+                )
+            if retrain:
+                lo = max(0, t + 1 - window_batches) if window_batches else 0
+                train = np.concatenate(idx[lo : t + 1])
+                # the control limits stay those of the first model's baseline: they describe what a fresh model of this
+                # pipeline achieves, so a retrained model that never reaches it keeps signalling instead of setting a lower bar
+                if (lo, t) not in fits:
+                    fits[lo, t] = _fit(make, features, X.iloc[train], y[train])
+                s.update(model=fits[lo, t], ref=train, scores=s['scores'][:baseline_points], last=t)
+            row[f'{p}_retrained'] = retrain
+        bar.set_postfix({p: f'{np.mean([r[f"{p}_{metric}"] for r in rows]):.3f}' for p in POLICIES})
+    return pd.DataFrame(rows), metric, first, model
 
 
 # %% ../../notebooks/lib/monitoring/11_replay.ipynb #c026b
@@ -453,7 +252,7 @@ def replay(
 
     # many small fits and scorings: on a shared 2-core machine, two OpenMP threads per boosted tree made a replay 9x slower than one
     with threadpool_limits(limits=threads or None):
-        return _replay(
+        table, metric, first, model = _replay(
             stream,
             make,
             train_share,
@@ -461,134 +260,31 @@ def replay(
             window_batches,
             baseline_points,
             cooldown_batches,
-            drift_share,
-            drift_features,
-            spc_series,
-            performance_floor,
-            wasserstein,
-            psi,
-            js,
-            new_share,
+            (drift_share, drift_features, spc_series, performance_floor),
+            {'wasserstein': wasserstein, 'psi': psi, 'js': js, 'new_share': new_share},
             progress,
         )
-
-
-# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c026c
-def _replay(
-    stream,
-    make,
-    train_share,
-    period,
-    window_batches,
-    baseline_points,
-    cooldown_batches,
-    drift_share,
-    drift_features,
-    spc_series,
-    performance_floor,
-    wasserstein,
-    psi,
-    js,
-    new_share,
-    progress,
-):
-    from mlops_nb.monitoring.drift import drift_summary, drift_table
-    from mlops_nb.stages.features import model_input
-    from mlops_nb.monitoring.history import control_charts
-    from mlops_nb.monitoring.trigger import trigger_signals
-    from tqdm.auto import tqdm
-
-    make = make or project_model({})
-    df, features, n = stream.data, stream.features, stream.batches
-    metric = 'accuracy' if features['task'] == 'classification' else 'rmse'
-    first = max(1, int(round(n * train_share)))
-    if first >= n:
-        raise MlopsError(f'replay.train_share {train_share} leaves no batch to replay ({n} batches)')
-    if period < 1:
-        raise MlopsError(f'replay.period must be at least 1; got {period}')
-    X, y = model_input(df, features), df[features['target']].to_numpy()
-    idx = np.split(np.arange(len(df)), np.flatnonzero(np.diff(stream.batch)) + 1)
-    thresholds = {'wasserstein': wasserstein, 'psi': psi, 'js': js, 'new_share': new_share}
-    cols = features['categorical'] + features['numeric']
-    start = np.concatenate(idx[:first])
-    model = _fit(make, features, X.iloc[start], y[start])  # one first model, shared until a policy retrains
-    state = {p: {'model': model, 'ref': start, 'scores': [], 'last': -(10**9)} for p in POLICIES}
-    rows, fits = [], {}  # a policy retraining on the same batches as another gets the same model, fitted once
-    bar = tqdm(range(first, n), desc=f'replay {stream.name} {stream.size}', unit='batch', disable=not progress)
-    for t in bar:
-        rows.append(row := {'batch': t, 'period': stream.labels[t], 'rows': len(idx[t])})
-        Xt, yt = X.iloc[idx[t]], y[idx[t]]
-        scored = {}  # policies that share a model score it once
-        for p in POLICIES:
-            s = state[p]
-            if id(s['model']) not in scored:
-                scored[id(s['model'])] = _score(metric, s['model'], Xt, yt)
-            row[f'{p}_{metric}'] = score = scored[id(s['model'])]
-            s['scores'].append(score)
-            retrain = False
-            if p == 'periodic':
-                retrain = (t - first + 1) % period == 0
-            elif p == 'monitor':
-                drift = drift_summary(drift_table(X.iloc[s['ref']][cols], Xt[cols], thresholds=thresholds))
-                series = pd.DataFrame({'performance': s['scores'], 'drift_share': np.nan})
-                _, fired = control_charts(
-                    series,
-                    1,
-                    baseline_points,
-                    columns=('performance',),
-                    worse={'performance': 'low' if metric == 'accuracy' else 'high'},
-                )
-                signals = trigger_signals(
-                    drift, {metric: score}, fired, drift_share, drift_features, spc_series, performance_floor
-                )
-                retrain = bool(signals) and t - s['last'] >= cooldown_batches
-                row.update(
-                    drift_share=drift['drift_share'],
-                    drifted=', '.join(drift['drifted']),
-                    signals='; '.join(x['detail'] for x in signals),
-                )
-            if retrain:
-                lo = max(0, t + 1 - window_batches) if window_batches else 0
-                train = np.concatenate(idx[lo : t + 1])
-                # the control limits stay those of the first model's baseline: they describe what a fresh model of this
-                # pipeline achieves, so a retrained model that never reaches it keeps signalling instead of setting a lower bar
-                if (lo, t) not in fits:
-                    fits[lo, t] = _fit(make, features, X.iloc[train], y[train])
-                s.update(model=fits[lo, t], ref=train, scores=s['scores'][:baseline_points], last=t)
-            row[f'{p}_retrained'] = retrain
-        bar.set_postfix({p: f'{np.mean([r[f"{p}_{metric}"] for r in rows]):.3f}' for p in POLICIES})
-    table = pd.DataFrame(rows)
-    worst = 'min' if metric == 'accuracy' else 'max'
-    summary = pd.DataFrame(
-        {
-            metric: [table[f'{p}_{metric}'].mean() for p in POLICIES],
-            f'{metric}_weighted': [np.average(table[f'{p}_{metric}'], weights=table['rows']) for p in POLICIES],
-            'worst_batch': [table[f'{p}_{metric}'].agg(worst) for p in POLICIES],
-            'retrains': [int(table[f'{p}_retrained'].sum()) for p in POLICIES],
-        },
-        index=pd.Index(POLICIES, name='policy'),
-    )
-    settings = dict(
-        dataset=stream.name,
-        batch=stream.size,
-        metric=metric,
-        task=features['task'],
-        target=features['target'],
-        rows=len(df),
-        batches=int(n),
-        first_batches=first,
-        train_share=train_share,
-        period=period,
-        window_batches=window_batches,
-        baseline_points=baseline_points,
-        cooldown_batches=cooldown_batches,
-        drift_share=drift_share,
-        drift_features=drift_features,
-        spc_series=spc_series,
-        performance_floor=performance_floor,
-        model=type(model.named_steps['model']).__name__,
-    )
-    return ReplayResult(table, summary, settings)
+        settings = dict(
+            dataset=stream.name,
+            batch=stream.size,
+            metric=metric,
+            task=stream.features['task'],
+            target=stream.features['target'],
+            rows=len(stream.data),
+            batches=int(stream.batches),
+            first_batches=first,
+            train_share=train_share,
+            period=period,
+            window_batches=window_batches,
+            baseline_points=baseline_points,
+            cooldown_batches=cooldown_batches,
+            drift_share=drift_share,
+            drift_features=drift_features,
+            spc_series=spc_series,
+            performance_floor=performance_floor,
+            model=type(model.named_steps['model']).__name__,
+        )
+        return ReplayResult(table, _policy_summary(table, metric), settings)
 
 
 # %% ../../notebooks/lib/monitoring/11_replay.ipynb #c031
@@ -651,24 +347,3 @@ def replay_stage(
     with atomic_path(paths['plot']) as tmp:
         fig.savefig(tmp, format='png', dpi=110)
     return res
-
-
-# %% ../../notebooks/lib/monitoring/11_replay.ipynb #c034
-def summary_lines(
-    rep: dict,  # the content of replay.json
-):
-    "The replay's summary for a terminal: the data and batches, the policies' table, the monitor against the others, the retrains"
-    m = rep.get('metric', 'accuracy')
-    rows = 'row ' if str(rep['batch']).isdigit() else ''
-    table = pd.DataFrame(rep['policies'])[['policy', m, f'{m}_weighted', 'worst_batch', 'retrains']]
-    lines = [
-        f'{rep["dataset"]}: {rep["batches"] - rep["first_batches"]} {rep["batch"]} {rows}batches after training on the first {rep["first_batches"]}',
-        *table.to_string(index=False, float_format='{:.4f}'.format).splitlines(),
-        f'  monitor vs never: {rep.get("monitor_minus_never", rep["monitor_gain_over_never"]):+.4f} {m}; vs periodic: '
-        f'{rep["monitor_minus_periodic"]:+.4f} with {rep["retrains_saved_vs_periodic"]} fewer retrains'
-        + (' (lower is better)' if m == 'rmse' else ''),
-    ]
-    for policy in POLICIES[1:]:
-        after = [str(x['batch']) for x in rep.get('retrains', []) if x['policy'] == policy]
-        lines.append(f'  {policy:<8} retrained after batches {", ".join(after) or "none"}')
-    return lines
