@@ -5,37 +5,26 @@
 # %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c002
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..core.basics import MlopsError, atomic_write_text, utc_now
+from ..core.basics import MlopsError
+from mlops_nb.monitoring.ab_stats import (
+    cluster_t,
+    cluster_var,
+    design_effect,
+    n_means,
+    n_proportions,
+    newcombe,
+    two_proportion_z,
+    welch,
+    wilson,
+)
 
 # %% auto #0
-__all__ = [
-    'HIGHER_IS_BETTER',
-    'METRICS',
-    'VERDICTS',
-    'correct',
-    'pick_metric',
-    'wilson',
-    'newcombe',
-    'two_proportion_z',
-    'welch',
-    'cluster_var',
-    'design_effect',
-    'cluster_t',
-    'n_proportions',
-    'n_means',
-    'ab_compare',
-    'abtest_log',
-    'ab_text',
-    'write_ab',
-    'plot_ab',
-]
+__all__ = ['HIGHER_IS_BETTER', 'METRICS', 'VERDICTS', 'correct', 'pick_metric', 'ab_compare']
 
 # %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c004
 HIGHER_IS_BETTER = {'accuracy': True, 'mae': False, 'rmse': False}
@@ -66,169 +55,6 @@ def pick_metric(prediction: pd.Series):
     "`mae` when any prediction is a number with a fraction (regression), else `accuracy`"
     p = _num(prediction)
     return 'mae' if p.notna().all() and len(p) and not np.all(np.mod(p.to_numpy(), 1) == 0) else 'accuracy'
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007
-def _zq(q: float):
-    from scipy.stats import norm
-
-    return float(norm.ppf(q))
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007a
-def wilson(
-    k: int,  # successes
-    n: int,  # trials
-    alpha: float = 0.05,
-):
-    "Wilson score interval `(low, high)` of the proportion `k/n`"
-    if n <= 0:
-        return (math.nan, math.nan)
-    z, p = _zq(1 - alpha / 2), k / n
-    d = 1 + z * z / n
-    c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007b
-def newcombe(
-    k1: int,
-    n1: int,  # champion: correct rows, rows
-    k2: int,
-    n2: int,  # challenger: correct rows, rows
-    alpha: float = 0.05,
-):
-    "Newcombe's hybrid score interval `(low, high)` of `k2/n2 - k1/n1`"
-    p1, p2 = k1 / n1, k2 / n2
-    (l1, u1), (l2, u2) = wilson(k1, n1, alpha), wilson(k2, n2, alpha)
-    d = p2 - p1
-    return (d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2))
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007c
-def two_proportion_z(k1: int, n1: int, k2: int, n2: int):
-    "Pooled two-proportion z-test of `k2/n2 - k1/n1`: `(z, two-sided p)`"
-    from scipy.stats import norm
-
-    p = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
-    if se == 0:
-        return (0.0, 1.0)  # both models all right (or all wrong): nothing tells them apart
-    z = (k2 / n2 - k1 / n1) / se
-    return (z, float(2 * norm.sf(abs(z))))
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007d
-def _t_test(
-    d: float,  # the difference of two estimates
-    a: float,
-    b: float,  # their variances
-    df1: int,
-    df2: int,  # their degrees of freedom
-    alpha: float,
-):
-    "t-test and interval of `d` with Welch-Satterthwaite degrees of freedom: `dict(difference, se, df, t, p_value, ci)`"
-    from scipy.stats import t as tdist
-
-    se = math.sqrt(a + b)
-    if se == 0:  # constant values in both arms: the difference is exact
-        return dict(
-            difference=d,
-            se=0.0,
-            df=float(df1 + df2),
-            t=0.0 if d == 0 else math.copysign(math.inf, d),
-            p_value=1.0 if d == 0 else 0.0,
-            ci=(d, d),
-        )
-    df = (a + b) ** 2 / (a * a / df1 + b * b / df2)
-    t, q = d / se, float(tdist.ppf(1 - alpha / 2, df))
-    return dict(difference=d, se=se, df=df, t=t, p_value=float(2 * tdist.sf(abs(t), df)), ci=(d - q * se, d + q * se))
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007e
-def welch(
-    x1: np.ndarray,  # per-row values of the champion (e.g. absolute errors)
-    x2: np.ndarray,  # per-row values of the challenger
-    alpha: float = 0.05,
-):
-    "Welch's test of `mean(x2) - mean(x1)`: `dict(difference, se, df, t, p_value, ci)`"
-    x1, x2 = np.asarray(x1, float), np.asarray(x2, float)
-    n1, n2 = len(x1), len(x2)
-    return _t_test(float(x2.mean() - x1.mean()), x1.var(ddof=1) / n1, x2.var(ddof=1) / n2, n1 - 1, n2 - 1, alpha)
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007f
-def cluster_var(
-    x: np.ndarray,  # per-row values
-    groups: np.ndarray,  # per-row group (request id)
-):
-    "Variance of `mean(x)` when rows of a group are correlated: the cluster-robust (ratio) estimator, k/(k-1)·Σ(yᵢ - x̄·mᵢ)²/n²"
-    x = np.asarray(x, float)
-    codes, uniq = pd.factorize(np.asarray(groups))
-    k = len(uniq)
-    if k < 2:
-        return math.nan
-    y, m = np.bincount(codes, weights=x, minlength=k), np.bincount(codes, minlength=k)
-    return k / (k - 1) * float(((y - x.mean() * m) ** 2).sum()) / len(x) ** 2
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007g
-def design_effect(x: np.ndarray, groups: np.ndarray):
-    "How many times correlation within groups inflates the variance of the mean (1: rows independent); None if undefined"
-    x = np.asarray(x, float)
-    v = x.var(ddof=1) / len(x) if len(x) > 1 else 0.0
-    c = cluster_var(x, groups)
-    return None if v == 0 or math.isnan(c) else c / v
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007h
-def cluster_t(
-    x1: np.ndarray,
-    g1: np.ndarray,  # champion: per-row values and their requests
-    x2: np.ndarray,
-    g2: np.ndarray,  # challenger: per-row values and their requests
-    alpha: float = 0.05,
-):
-    "Cluster-robust t-test of `mean(x2) - mean(x1)`, requests as clusters: `dict(difference, se, df, t, p_value, ci)`"
-    x1, x2 = np.asarray(x1, float), np.asarray(x2, float)
-    k1, k2 = len(set(np.asarray(g1))), len(set(np.asarray(g2)))
-    return _t_test(float(x2.mean() - x1.mean()), cluster_var(x1, g1), cluster_var(x2, g2), k1 - 1, k2 - 1, alpha)
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007i
-def n_proportions(
-    p1: float,  # the champion's proportion
-    effect: float,  # the difference to detect (> 0)
-    alpha: float = 0.05,
-    power: float = 0.8,
-    direction: int = 1,
-):
-    "Rows per model to detect `p1 -> p1 ± effect` (two-sided test at `alpha`, probability `power`)"
-    if effect <= 0:
-        return None
-    p2 = p1 + direction * effect
-    if not 0 <= p2 <= 1:
-        p2 = p1 - direction * effect  # no room that way (accuracy near 1): the other direction
-    p2 = min(1.0, max(0.0, p2))
-    pb = (p1 + p2) / 2
-    za, zb = _zq(1 - alpha / 2), _zq(power)
-    num = za * math.sqrt(2 * pb * (1 - pb)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
-    return max(2, math.ceil(num * num / (p2 - p1) ** 2)) if p2 != p1 else None
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c007j
-def n_means(
-    var1: float,
-    var2: float,  # per-row variances of the two models
-    effect: float,  # the difference of means to detect (> 0)
-    alpha: float = 0.05,
-    power: float = 0.8,
-):
-    "Rows per model to detect a difference `effect` of means (two-sided test at `alpha`, probability `power`)"
-    if effect <= 0:
-        return None
-    z = _zq(1 - alpha / 2) + _zq(power)
-    return max(2, math.ceil(z * z * (var1 + var2) / effect**2))
 
 
 # %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c010
@@ -566,115 +392,3 @@ def ab_compare(
             other_models=int(len(rows) - len(a) - len(b)),
         ),
     )
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c014
-def abtest_log(
-    url: str,  # SQLAlchemy URL of the prediction log
-    since=None,
-    until=None,  # naive UTC datetimes bounding the requests' time
-    **kwargs,  # passed to `ab_compare`
-) -> dict:
-    "`ab_compare` on the prediction log at `url`, with the window and the log recorded in the result"
-    from sqlalchemy.engine import make_url
-    from mlops_nb.serving.predlog import read_predictions
-
-    r = ab_compare(read_predictions(url, since, until), **kwargs)
-    iso = lambda t: None if t is None else t.isoformat() + 'Z'
-    return {
-        **r,
-        'since': iso(since),
-        'until': iso(until),
-        'prediction_log': make_url(url).render_as_string(hide_password=True),
-        'created': utc_now().isoformat().replace('+00:00', 'Z'),
-    }
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c014a
-def _f(v, digits=4):
-    return (
-        '-'
-        if v is None or (isinstance(v, float) and math.isnan(v))
-        else f'{v:.{digits}f}'
-        if isinstance(v, float)
-        else f'{v:,}'
-        if isinstance(v, int)
-        else str(v)
-    )
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c014b
-def ab_text(r: dict):
-    "The result of `ab_compare` as text for a terminal"
-    level, m = f'{1 - r["alpha"]:.0%}', r['metric']
-    head = ['model_version', 'role', 'requests', 'rows', m, 'ci_low', 'ci_high', 'design_effect', 'compared']
-    cells = [
-        [
-            str(x['model_version']),
-            str(x['role']),
-            _f(x['requests']),
-            _f(x['rows']),
-            _f(x['value']),
-            _f(x['ci'][0]),
-            _f(x['ci'][1]),
-            _f(x.get('design_effect'), 2),
-            'yes' if x['compared'] else 'no',
-        ]
-        for x in r['models']
-    ]
-    w = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    line = lambda vals: '  '.join(v.ljust(n) for v, n in zip(vals, w)).rstrip()
-    ex = r['excluded']
-    out = [
-        f'A/B test on {m} ({"higher" if r["higher_is_better"] else "lower"} is better), '
-        f'{r["champion"]["rows"] + r["challenger"]["rows"]:,} labelled rows '
-        f'({"all labels, including ones not marked independent" if r["labels"] == "all" else "independent labels only"}; '
-        f'{"requests" if r.get("unit") == "request" else "rows"} as the units)',
-        f'  left out: {ex["unlabelled"]:,} without a label, {ex["not_independent"]:,} with a label not marked independent, '
-        f'{ex["other_models"]:,} of other model versions',
-        '',
-        line(head),
-        line(['-' * n for n in w]),
-        *map(line, cells),
-        '',
-        f'difference (challenger - champion)  {r["difference"]:+.4f}  {level} CI [{r["ci"][0]:+.4f}, {r["ci"][1]:+.4f}] ({r["ci_method"]})',
-        f'{r["test"]} test  statistic {r["statistic"]:.3f}'
-        + (f'  df {r["df"]:.1f}' if r['df'] is not None else '')
-        + f'  p {r["p_value"]:.4g}',
-        f'rows per model to detect {r["effect"]:.4g} at alpha {r["alpha"]:g}, power {r["power"]:g}: {_f(r["rows_per_model"])}'
-        + (f' (have {min(r["champion"]["rows"], r["challenger"]["rows"]):,})'),
-        f'verdict  {r["message"]}',
-        *(f'warning  {w}' for w in r.get('warnings', [])),
-    ]
-    return '\n'.join(out)
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c014c
-def write_ab(r: dict, path: str | Path):
-    "Write the result of `ab_compare` as JSON to `path` (atomically)"
-    return atomic_write_text(path, json.dumps(r, indent=1, default=str) + '\n')
-
-
-# %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c014d
-def plot_ab(
-    r: dict,  # the result of `ab_compare` (or its JSON, read back)
-    ax=None,  # matplotlib axes to draw on (default: a new figure)
-):
-    "The metric of each model with its interval; the compared champion and challenger in colour"
-    import matplotlib.pyplot as plt
-
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 0.5 * len(r['models']) + 1.5))
-    ms = r['models']
-    y = np.arange(len(ms))
-    for i, x in enumerate(ms):
-        color = ('tab:blue' if x['role'] == 'champion' else 'tab:orange') if x['compared'] else 'tab:gray'
-        lo, hi = (x['value'] if c is None else c for c in x['ci'])
-        ax.errorbar(
-            x['value'], i, xerr=[[max(0, x['value'] - lo)], [max(0, hi - x['value'])]], fmt='o', color=color, capsize=4
-        )
-    ax.set_yticks(y, [f'{x["role"]} v{x["model_version"]} ({x["rows"]:,} rows)' for x in ms])
-    ax.set_xlabel(f'{r["metric"]} with {1 - r["alpha"]:.0%} interval')
-    ax.set_title(f'{r["verdict"]}: difference {r["difference"]:+.4f}, p {r["p_value"]:.3g}', fontsize=10)
-    ax.invert_yaxis()
-    fig.tight_layout()
-    return fig
