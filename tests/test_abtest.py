@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from conftest import cli, make_project
-from mlops_nb.monitoring.abtest import ab_compare, ab_text, correct, plot_ab, welch
+from mlops_nb.monitoring.abtest import ab_compare, correct
+from mlops_nb.monitoring.ab_report import ab_text, plot_ab
+from mlops_nb.monitoring.ab_stats import welch
 from mlops_nb.core.basics import MlopsError
 
 Z975, Z80 = 1.959963984540054, 0.8416212335729143  # normal quantiles at 0.975 and 0.8, from tables

@@ -1,4 +1,4 @@
-"""mlops_nb.monitoring.drift: exact against SciPy, planted drifts found with no false alarm, profiles as references."""
+"""mlops_nb.monitoring.drift, drift_measures and drift_profile: exact against SciPy, planted drifts found with no false alarm, profiles as references."""
 
 import json
 
@@ -8,16 +8,17 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-import mlops_nb.monitoring.drift as drift
+import mlops_nb.monitoring.drift_measures as measures
 from mlops_nb.core.basics import MlopsError
-from mlops_nb.monitoring.drift import drift_summary, drift_table, reference_profile
+from mlops_nb.monitoring.drift import drift_summary, drift_table
+from mlops_nb.monitoring.drift_profile import reference_profile
 
 
 def _exact(a, b):
     "The module's distances between two samples, on the grid of `a`, and the winsorising range"
-    lo, w = drift._grid(a)
-    wass, wb, ks, kb = drift._ecdf_distances(a, *drift._hist(a, lo, w), b, *drift._hist(b, lo, w), lo, w)
-    return wass, wb, ks, kb, (lo, lo + drift.GRID_BINS * w)
+    lo, w = measures._grid(a)
+    wass, wb, ks, kb = measures._ecdf_distances(a, *measures._hist(a, lo, w), b, *measures._hist(b, lo, w), lo, w)
+    return wass, wb, ks, kb, (lo, lo + measures.GRID_BINS * w)
 
 
 SHAPES = {
@@ -49,7 +50,7 @@ def test_numeric_distances_equal_scipy(shape, n, m):
 
 def test_over_the_sort_budget_the_error_bounds_hold(monkeypatch):
     "Past REFINE_BUDGET the distances come with bounds: the exact values lie within them"
-    monkeypatch.setattr(drift, 'REFINE_BUDGET', 500)
+    monkeypatch.setattr(measures, 'REFINE_BUDGET', 500)
     rng = np.random.default_rng(7)
     bounds = []
     for a, b in [
@@ -73,8 +74,8 @@ def test_integer_columns_are_exact_without_sorting():
     t = drift_table(ref, cur)
     a, b = ref.k.to_numpy(float), cur.k.to_numpy(float)
     assert t.ks[0] == pytest.approx(stats.ks_2samp(a, b).statistic, rel=1e-12)
-    lo, w = drift._grid(a)
-    hi = lo + drift.GRID_BINS * w
+    lo, w = measures._grid(a)
+    hi = lo + measures.GRID_BINS * w
     assert t.wasserstein[0] * t.scale[0] == pytest.approx(
         stats.wasserstein_distance(np.clip(a, lo, hi), np.clip(b, lo, hi)), rel=1e-9
     )
@@ -94,7 +95,7 @@ def test_categorical_measures_equal_scipy():
     assert t.chi2[0] == pytest.approx(chi.statistic, rel=1e-12) and t.chi2_pvalue[0] == pytest.approx(
         chi.pvalue, rel=1e-9, abs=1e-300
     )
-    eps = drift.PSI_EPS
+    eps = measures.PSI_EPS
     p, q = (rc / rc.sum() + eps) / (1 + 6 * eps), (cc / cc.sum() + eps) / (1 + 6 * eps)
     assert t.psi[0] == pytest.approx(np.sum((q - p) * np.log(q / p)), rel=1e-12)
     assert t.new_share[0] == pytest.approx((c == 'f').mean()) and t.new_categories[0] == 'f'

@@ -105,7 +105,7 @@ def cmd_show(args):
 
 # %% ../../notebooks/lib/commands/03_history.ipynb #68ce8a88
 def cmd_lineage(args):
-    from mlops_nb.monitoring.monitor import lineage
+    from mlops_nb.monitoring.history import lineage
 
     project = load_project(args.settings)
     print(lineage(project, args.version, args.model))

@@ -108,7 +108,8 @@ def cmd_monitor(args):
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #c6fa3eb5
 def cmd_replay(args):
-    from mlops_nb.monitoring.replay import replay_input, summary_lines
+    from mlops_nb.monitoring.stream import replay_input
+    from mlops_nb.monitoring.replay_report import summary_lines
 
     if args.data and args.dataset:
         raise MlopsError('give --data FILE or --dataset NAME, not both')

@@ -44,7 +44,7 @@ def cmd_predictions_export(args):
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #33e83b53
 def cmd_abtest(args):
-    from mlops_nb.monitoring.abtest import ab_text, abtest_log, write_ab
+    from mlops_nb.monitoring.ab_report import ab_text, abtest_log, write_ab
     from mlops_nb.serving.predlog import log_url, parse_when
 
     url = log_url(load_project(args.settings))
