@@ -167,7 +167,8 @@ def cmd_reproduce(args):
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #5d5390e7
 def cmd_sweep(args):
-    from mlops_nb.pipeline.sweep import parse_axis, run_sweep
+    from mlops_nb.pipeline.sweep_grid import parse_axis
+    from mlops_nb.pipeline.sweep import run_sweep
 
     executor = args.executor or ('dask' if args.scheduler or args.workers else 'local')
     if args.resume:
