@@ -10,7 +10,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-
 from ..core.basics import MlopsError, atomic_write_text
 from ..core.project import Project
 from .sweep_child import failed_row, run_child

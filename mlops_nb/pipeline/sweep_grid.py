@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import random
 
-
 from ..core.basics import MlopsError
 from ..core.settings import parse_override
 from ..core.stage import declared_settings

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from ..core.basics import atomic_path, atomic_write_text
 
 # %% auto #0
