@@ -134,7 +134,7 @@ def main():
     )
     args = ap.parse_args()
     machine()
-    from mlops_nb.pipeline.sweep import parse_axis
+    from mlops_nb.pipeline.sweep_grid import parse_axis
 
     axes = [parse_axis(f'train.learning_rate={args.learning_rates}'), parse_axis(f'train.max_leaf_nodes={args.leaves}')]
     n = len(axes[0][1]) * len(axes[1][1])

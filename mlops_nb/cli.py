@@ -12,7 +12,7 @@ from .commands import history, pipeline, project, registry, serving
 from .core.basics import MlopsError
 from .core.credentials import mask
 from .core.liveness import stacks_on_signal
-from .pipeline.runner import RunInterrupted
+from .pipeline.run_folder import RunInterrupted
 
 # %% auto #0
 __all__ = ['parser', 'main']

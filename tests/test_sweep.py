@@ -172,7 +172,7 @@ def test_check_workers_says_what_workers_cannot_reach(project):
     from distributed import Client, LocalCluster
     from mlops_nb.core.basics import MlopsError
     from mlops_nb.core.project import load_project
-    from mlops_nb.pipeline.sweep import _probe, check_workers
+    from mlops_nb.pipeline.sweep_executors import _probe, check_workers
 
     p = load_project(project / 'settings.ini')
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:

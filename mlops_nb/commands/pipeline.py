@@ -168,7 +168,8 @@ def cmd_reproduce(args):
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #5d5390e7
 def cmd_sweep(args):
-    from mlops_nb.pipeline.sweep import parse_axis, run_sweep
+    from mlops_nb.pipeline.sweep import run_sweep
+    from mlops_nb.pipeline.sweep_grid import parse_axis
 
     executor = args.executor or ('dask' if args.scheduler or args.workers else 'local')
     if args.resume:
@@ -219,9 +220,9 @@ def cmd_sweep(args):
     return print_training_run(run_dir, args.approve_as, project)
 
 
-# %% ../../notebooks/lib/commands/02_pipeline.ipynb #04f3d817
-def add_commands(sub):
-    "Add the pipeline commands to the subparsers `sub` of `mlops-nb`"
+# %% ../../notebooks/lib/commands/02_pipeline.ipynb #04f3d800
+def _add_run(sub):
+    "Add `mlops-nb run` to the subparsers `sub`"
     r = sub.add_parser(
         'run', help='run the pipeline into a new run folder', description='Run the stage notebooks in order.'
     )
@@ -247,6 +248,11 @@ def add_commands(sub):
         help='execute every stage, reusing none from earlier runs ([pipeline] cache = false for this run)',
     )
     r.set_defaults(func=cmd_run)
+
+
+# %% ../../notebooks/lib/commands/02_pipeline.ipynb #04f3d801
+def _add_monitor(sub):
+    "Add `mlops-nb monitor` to the subparsers `sub`"
     mo = sub.add_parser(
         'monitor',
         help="compare a batch with the champion's training data; retrain when a signal says so",
@@ -281,6 +287,11 @@ def add_commands(sub):
         help='override a setting (repeatable)',
     )
     mo.set_defaults(func=cmd_monitor)
+
+
+# %% ../../notebooks/lib/commands/02_pipeline.ipynb #04f3d802
+def _add_replay(sub):
+    "Add `mlops-nb replay` to the subparsers `sub`"
     rl = sub.add_parser(
         'replay',
         help='replay the retraining loop over a time-ordered dataset: never, periodic, monitor-triggered',
@@ -315,6 +326,11 @@ def add_commands(sub):
         help='override a setting, e.g. replay.period=8',
     )
     rl.set_defaults(func=cmd_replay)
+
+
+# %% ../../notebooks/lib/commands/02_pipeline.ipynb #04f3d803
+def _add_reproduce(sub):
+    "Add `mlops-nb reproduce` to the subparsers `sub`"
     rp_ = sub.add_parser(
         'reproduce',
         help='execute a run again from its manifest (its settings, notebooks and data; nothing reused) and compare every number',
@@ -322,6 +338,11 @@ def add_commands(sub):
     )
     rp_.add_argument('run', metavar='RUN', help='run id, a unique part of it, or a run folder')
     rp_.set_defaults(func=cmd_reproduce)
+
+
+# %% ../../notebooks/lib/commands/02_pipeline.ipynb #04f3d804
+def _add_sweep(sub):
+    "Add `mlops-nb sweep` to the subparsers `sub`"
     sw = sub.add_parser(
         'sweep',
         help='run many combinations of settings as child runs, rank them, and gate the best',
@@ -372,3 +393,13 @@ def add_commands(sub):
         'the rest run (on the executor given now)',
     )
     sw.set_defaults(func=cmd_sweep)
+
+
+# %% ../../notebooks/lib/commands/02_pipeline.ipynb #04f3d817
+def add_commands(sub):
+    "Add the pipeline commands to the subparsers `sub` of `mlops-nb`"
+    _add_run(sub)
+    _add_monitor(sub)
+    _add_replay(sub)
+    _add_reproduce(sub)
+    _add_sweep(sub)

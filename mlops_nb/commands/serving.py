@@ -83,9 +83,9 @@ def cmd_abtest(args):
     return 0
 
 
-# %% ../../notebooks/lib/commands/05_serving.ipynb #38aa47a9
-def add_commands(sub):
-    "Add the serving commands to the subparsers `sub` of `mlops-nb`"
+# %% ../../notebooks/lib/commands/05_serving.ipynb #38aa4700
+def _add_serve(sub):
+    "Add `mlops-nb serve` to the subparsers `sub`"
     sv = sub.add_parser(
         'serve', help='serve the champion over HTTP (MLflow scoring protocol), logging every prediction'
     )
@@ -104,6 +104,11 @@ def add_commands(sub):
         help='override a setting, e.g. serve.weights=90/10 (repeatable)',
     )
     sv.set_defaults(func=cmd_serve)
+
+
+# %% ../../notebooks/lib/commands/05_serving.ipynb #38aa4701
+def _add_feedback(sub):
+    "Add `mlops-nb feedback` to the subparsers `sub`"
     fb = sub.add_parser(
         'feedback', help='join labels (request_id, label; optionally row, source, independent) to logged predictions'
     )
@@ -115,6 +120,11 @@ def add_commands(sub):
         help='the labels come from a person or process independent of the model (default: not, so training does not learn from them)',
     )
     fb.set_defaults(func=cmd_feedback)
+
+
+# %% ../../notebooks/lib/commands/05_serving.ipynb #38aa4702
+def _add_predictions(sub):
+    "Add `mlops-nb predictions export` to the subparsers `sub`"
     pr = sub.add_parser('predictions', help='the prediction log').add_subparsers(
         dest='predictions_command', required=True, metavar='SUBCOMMAND'
     )
@@ -125,6 +135,11 @@ def add_commands(sub):
     ex.add_argument('--until', metavar='WHEN', help='stop before this time (default: now)')
     ex.add_argument('--to', required=True, metavar='FILE.parquet', help='Parquet file to write')
     ex.set_defaults(func=cmd_predictions_export)
+
+
+# %% ../../notebooks/lib/commands/05_serving.ipynb #38aa4703
+def _add_abtest(sub):
+    "Add `mlops-nb abtest` to the subparsers `sub`"
     ab = sub.add_parser(
         'abtest',
         help='champion against challenger on labelled live traffic: difference, interval, test, rows still needed',
@@ -177,3 +192,12 @@ def add_commands(sub):
     )
     ab.add_argument('--by', metavar='NAME', help='with --promote: who promotes')
     ab.set_defaults(func=cmd_abtest)
+
+
+# %% ../../notebooks/lib/commands/05_serving.ipynb #38aa47a9
+def add_commands(sub):
+    "Add the serving commands to the subparsers `sub` of `mlops-nb`"
+    _add_serve(sub)
+    _add_feedback(sub)
+    _add_predictions(sub)
+    _add_abtest(sub)

@@ -176,41 +176,34 @@ class _Requests:
         return [json.loads(l) for l in lines if l.strip()]
 
 
-# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c014
-def serve():
-    "The kernel server's main loop (`python -m mlops_nb.pipeline.kernels`): import the plan's modules, fork kernels on request"
-    requests, reply = (
-        _Requests(sys.stdin.fileno()),
-        sys.stdout.buffer,
-    )  # not sys.stdin: its buffer would hide requests from select
-    pending = []
-    while not pending and not requests.eof:
-        pending = requests.read(None)
-    if not pending:
-        return
-    plan = pending.pop(0)['plan']
-    root, notebooks, store, modules = Path(plan['root']), plan['notebooks'], plan.get('store', []), {}
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c013a
+class _Imports:
+    "What the server imports: each stage's modules, read from its notebook when first needed, and every module once"
 
-    def of(
-        stage,
-    ):  # the modules of a stage, read when first needed: the first stage's kernel should not wait for the last's
-        if stage not in modules:
+    def __init__(self, plan: dict):
+        self.root, self.notebooks, self.store = Path(plan['root']), plan['notebooks'], plan.get('store', [])
+        self.modules, self.done = {}, set()
+
+    def of(self, stage: str):
+        "The modules of `stage`, read when first needed: the first stage's kernel should not wait for the last's"
+        if stage not in self.modules:
             try:
-                modules[stage] = stage_modules(Path(notebooks[stage]), root) if stage in notebooks else []
+                self.modules[stage] = (
+                    stage_modules(Path(self.notebooks[stage]), self.root) if stage in self.notebooks else []
+                )
             except (OSError, ValueError) as e:
-                modules[stage] = []
-                print(f'not read: {notebooks[stage]}: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
-            if any(m.split('.')[0] == 'mlflow' for m in modules[stage]):
-                modules[stage] += store
-        return modules[stage]
+                self.modules[stage] = []
+                print(f'not read: {self.notebooks[stage]}: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
+            if any(m.split('.')[0] == 'mlflow' for m in self.modules[stage]):
+                self.modules[stage] += self.store
+        return self.modules[stage]
 
-    done, children = set(), set()
-
-    def load(names):
+    def load(self, names: list):
+        "Import those of `names` not imported yet; one that fails is a line in the server's log"
         for name in names:
-            if name in done:
+            if name in self.done:
                 continue
-            done.add(name)
+            self.done.add(name)
             t0 = time.perf_counter()
             try:
                 try:
@@ -226,6 +219,11 @@ def serve():
                 if took > 0.2:
                     print(f'imported {name} in {took:.1f} s', file=sys.stderr, flush=True)
 
+
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c013b
+def _reaper(children: set):
+    "A SIGCHLD handler: wait for the kernels that ended, and forget them"
+
     def reap(*_):
         while True:
             try:
@@ -236,29 +234,51 @@ def serve():
                 return
             children.discard(pid)
 
-    signal.signal(signal.SIGCHLD, reap)
+    return reap
+
+
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c013c
+def _fork_kernel(req: dict, children: set, reply):
+    "Fork the kernel `req` asks for, its modules imported already, and answer with its pid"
+    sys.stdout.flush(), sys.stderr.flush()
+    pid = os.fork()
+    if not pid:
+        _become_kernel(req)
+    children.add(pid)
+    reply.write(json.dumps({'id': req['id'], 'pid': pid}).encode() + b'\n')
+    reply.flush()
+
+
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c014
+def serve():
+    "The kernel server's main loop (`python -m mlops_nb.pipeline.kernels`): import the plan's modules, fork kernels on request"
+    requests, reply = (
+        _Requests(sys.stdin.fileno()),
+        sys.stdout.buffer,
+    )  # not sys.stdin: its buffer would hide requests from select
+    pending = []
+    while not pending and not requests.eof:
+        pending = requests.read(None)
+    if not pending:
+        return
+    imports, children = _Imports(pending.pop(0)['plan']), set()
+    signal.signal(signal.SIGCHLD, _reaper(children))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle: it stops the stage, then us
     stacks_on_signal()  # into our log: `kill -USR1 PID` shows where we are stuck
     ahead = itertools.chain(
-        ['ipykernel.kernelapp'], itertools.chain.from_iterable(map(of, notebooks))
+        ['ipykernel.kernelapp'], itertools.chain.from_iterable(map(imports.of, imports.notebooks))
     )  # every kernel needs ipykernel
     more = True
     while pending or not requests.eof:
         batch, pending = pending + requests.read(0 if more or pending else None), []
         for req in batch:
-            load(['ipykernel.kernelapp', *of(req['stage'])])
-            sys.stdout.flush(), sys.stderr.flush()
-            pid = os.fork()
-            if not pid:
-                _become_kernel(req)
-            children.add(pid)
-            reply.write(json.dumps({'id': req['id'], 'pid': pid}).encode() + b'\n')
-            reply.flush()
+            imports.load(['ipykernel.kernelapp', *imports.of(req['stage'])])
+            _fork_kernel(req, children, reply)
         if more:
             name = next(ahead, None)
             more = name is not None
             if more:
-                load([name])
+                imports.load([name])
     for pid in list(children):  # the runner is gone: so are the kernels it asked for
         try:
             os.killpg(pid, signal.SIGKILL)

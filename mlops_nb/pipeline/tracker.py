@@ -68,6 +68,62 @@ def _guarded(what: str):
     return deco
 
 
+# %% ../../notebooks/lib/pipeline/04_tracker.ipynb #c012c1
+def _run_params(manifest: dict):
+    "The run's settings as parameters of its parent MLflow run, passwords masked"
+    from mlflow.entities import Param as MlflowParam
+
+    return [
+        MlflowParam(f'{s}.{k}', str(hide(v))[:6000]) for s, kv in manifest['settings'].items() for k, v in kv.items()
+    ]
+
+
+# %% ../../notebooks/lib/pipeline/04_tracker.ipynb #c012c2
+def _stage_record(record: dict):
+    "`(params, metrics)` of a stage's MLflow run: its parameters and the estimator it fitted, its result's numbers and times"
+    from mlflow.entities import Metric, Param as MlflowParam
+
+    now = int(time.time() * 1000)
+    params = [
+        MlflowParam(k, str(hide(v))[:6000])
+        for k, v in record['parameters'].items()
+        if k not in ('run_dir', 'mlflow_run_id')
+    ]
+    result = dict(record.get('result') or {})
+    fitted = result.pop('estimator_params', None)  # the estimator actually fitted, as parameters of its stage's run
+    if fitted is not None:
+        params += [MlflowParam('estimator', str(result.get('estimator'))[:6000])]
+        params += [
+            MlflowParam(f'estimator.{k}', str(v)[:6000]) for k, v in fitted.items() if k not in record['parameters']
+        ]
+    metrics = [Metric(k, v, now, 0) for k, v in _flat_numbers(result).items()]
+    metrics += [
+        Metric(f'stage.{k}', record[k], now, 0)
+        for k in ('duration_s', 'cells_s', 'overhead_s')
+        if record.get(k) is not None
+    ]
+    return params, metrics
+
+
+# %% ../../notebooks/lib/pipeline/04_tracker.ipynb #c012c3
+def _log_stage_files(c, rid: str, parent: str, run_dir: Path, stage: Stage, record: dict):
+    "Log a stage's notebook and JSON outputs into its MLflow run `rid`; its data snapshot is both runs' dataset input"
+    if (run_dir / stage.notebook).exists():
+        c.log_artifact(rid, str(run_dir / stage.notebook))
+    for rel in {*stage.outputs.values(), *(record.get('outputs') or {})}:  # a project's own stage declares none
+        if rel.endswith('.json') and (run_dir / rel).exists():
+            c.log_artifact(rid, str(run_dir / rel), 'outputs')
+    if (
+        record['status'] == 'completed'
+        and 'snapshot' in stage.outputs
+        and 'data_version' in (record.get('result') or {})
+    ):
+        from mlops_nb.stages.data_version import log_dataset_input
+
+        for run_id in (rid, parent):
+            log_dataset_input(c, run_id, record['result'], run_dir / stage.outputs['snapshot'])
+
+
 # %% ../../notebooks/lib/pipeline/04_tracker.ipynb #c012d
 class Tracker:
     "The MLflow side of one run"
@@ -92,16 +148,7 @@ class Tracker:
                 tags={'mlops_nb.run_id': manifest['run_id'], 'mlops_nb.kind': manifest['kind']},
             )
             m['run_id'] = parent.info.run_id
-            from mlflow.entities import Param as MlflowParam
-
-            self.c.log_batch(
-                m['run_id'],
-                params=[
-                    MlflowParam(f'{s}.{k}', str(hide(v))[:6000])
-                    for s, kv in manifest['settings'].items()
-                    for k, v in kv.items()
-                ],
-            )
+            self.c.log_batch(m['run_id'], params=_run_params(manifest))
         self.parent = m['run_id']
 
     @_guarded('starting a stage')
@@ -127,44 +174,12 @@ class Tracker:
 
     @_guarded('recording a stage')
     def end_stage(self, run_dir: Path, stage: Stage, record: dict):
-        from mlflow.entities import Metric, Param as MlflowParam
-
-        rid, now = record['mlflow_run_id'], int(time.time() * 1000)
-        params = [
-            MlflowParam(k, str(hide(v))[:6000])
-            for k, v in record['parameters'].items()
-            if k not in ('run_dir', 'mlflow_run_id')
-        ]
-        result = dict(record.get('result') or {})
-        fitted = result.pop('estimator_params', None)  # the estimator actually fitted, as parameters of its stage's run
-        if fitted is not None:
-            params += [MlflowParam('estimator', str(result.get('estimator'))[:6000])]
-            params += [
-                MlflowParam(f'estimator.{k}', str(v)[:6000]) for k, v in fitted.items() if k not in record['parameters']
-            ]
-        metrics = [Metric(k, v, now, 0) for k, v in _flat_numbers(result).items()]
-        metrics += [
-            Metric(f'stage.{k}', record[k], now, 0)
-            for k in ('duration_s', 'cells_s', 'overhead_s')
-            if record.get(k) is not None
-        ]
+        rid = record['mlflow_run_id']
+        params, metrics = _stage_record(record)
         self.c.log_batch(rid, params=params, metrics=metrics)
         if record.get('cached_from'):
             self.c.set_tag(rid, 'mlops_nb.reused_from', record['cached_from']['run'])
-        if (run_dir / stage.notebook).exists():
-            self.c.log_artifact(rid, str(run_dir / stage.notebook))
-        for rel in {*stage.outputs.values(), *(record.get('outputs') or {})}:  # a project's own stage declares none
-            if rel.endswith('.json') and (run_dir / rel).exists():
-                self.c.log_artifact(rid, str(run_dir / rel), 'outputs')
-        if (
-            record['status'] == 'completed'
-            and 'snapshot' in stage.outputs
-            and 'data_version' in (record.get('result') or {})
-        ):
-            from mlops_nb.stages.data_version import log_dataset_input
-
-            for run_id in (rid, self.parent):
-                log_dataset_input(self.c, run_id, record['result'], run_dir / stage.outputs['snapshot'])
+        _log_stage_files(self.c, rid, self.parent, run_dir, stage, record)
         self.c.set_terminated(rid, {'completed': 'FINISHED', 'interrupted': 'KILLED'}.get(record['status'], 'FAILED'))
 
     @_guarded('recording the run')
