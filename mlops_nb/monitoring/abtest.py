@@ -504,7 +504,7 @@ def _ab_models(rows: pd.DataFrame, metric: str, alpha: float, by_request: bool, 
 
 # %% ../../notebooks/lib/monitoring/04_abtest.ipynb #c010b
 def ab_compare(
-    df: pd.DataFrame,  # rows of `mlops_nb.serving.predlog.read_predictions`
+    df: pd.DataFrame,  # rows of `mlops_nb.serving.logreader.read_predictions`
     metric: str = 'auto',  # auto, accuracy, mae or rmse
     alpha: float = 0.05,  # significance level of the test; intervals are 1 - alpha
     min_effect: float = 0.01,  # the smallest difference that matters, in the metric's units
@@ -577,7 +577,7 @@ def abtest_log(
 ) -> dict:
     "`ab_compare` on the prediction log at `url`, with the window and the log recorded in the result"
     from sqlalchemy.engine import make_url
-    from mlops_nb.serving.predlog import read_predictions
+    from mlops_nb.serving.logreader import read_predictions
 
     r = ab_compare(read_predictions(url, since, until), **kwargs)
     iso = lambda t: None if t is None else t.isoformat() + 'Z'

@@ -37,7 +37,9 @@ except ImportError as e:
 from .batcher import Batcher, Job
 from .metrics import ServerMetrics
 from .models import MlflowRegistry, ServedModel
-from .predlog import PredictionLog, columns_json, dumps, feedback_record, loads, log_url, utcnow
+from .predlog import PredictionLog
+from .logstore import columns_json, dumps, loads, log_url, utcnow
+from .feedback import feedback_record
 from .protocol import InputError, Parsed, check_input, parse_csv, parse_json
 
 # %% auto #0

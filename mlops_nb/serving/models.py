@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .predlog import loads
+from .logstore import loads
 from .protocol import InputError, _from_split, check_input, signature_columns
 from .scorer import choose_scorer
 

@@ -9,7 +9,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from .predlog import loads
+from .logstore import loads
 
 # %% auto #0
 __all__ = [
