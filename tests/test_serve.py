@@ -60,7 +60,8 @@ def served(tmp_path_factory):
 
 def _server(s, tmp_path, **cfg):
     "A ModelServer on the fixture's registry, with `cfg` laid over the project's [serve] settings"
-    from mlops_nb.serving.app import ModelServer, config_from_project
+    from mlops_nb.serving.app import ModelServer
+    from mlops_nb.serving.config import config_from_project
     from mlops_nb.serving.models import MlflowRegistry
 
     base = config_from_project(s.settings)
@@ -490,7 +491,8 @@ def test_regressor_pipelines_answer_numbers_without_scores(served, tmp_path):
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
     from mlops_nb.registry.models import pip_requirements
     from mlops_nb.serving.logreader import read_predictions
-    from mlops_nb.serving.app import ModelServer, ServeConfig
+    from mlops_nb.serving.app import ModelServer
+    from mlops_nb.serving.config import ServeConfig
     from mlops_nb.serving.models import load_model_dir
 
     features = json.loads((served.project / 'runs/run1/artifacts/03_features/features.json').read_text())

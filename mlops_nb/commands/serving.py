@@ -16,7 +16,8 @@ __all__ = ['cmd_serve', 'cmd_feedback', 'cmd_predictions_export', 'cmd_abtest', 
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #5f34c26e
 def cmd_serve(args):
-    from mlops_nb.serving.app import serve, server_from_project
+    from mlops_nb.serving.serve import serve
+    from mlops_nb.serving.app import server_from_project
 
     serve(server_from_project(load_project(args.settings, args.param), args.model, args.alias), args.host, args.port)
     return 0
