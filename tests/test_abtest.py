@@ -336,7 +336,9 @@ def test_correct_and_text_and_plot():
 
 
 def test_cli_abtest(tmp_path):
-    from mlops_nb.serving.predlog import PredictionLog, log_url, record_feedback, utcnow
+    from mlops_nb.serving.predlog import PredictionLog
+    from mlops_nb.serving.logstore import log_url, utcnow
+    from mlops_nb.serving.feedback import record_feedback
     from mlops_nb.core.project import load_project
 
     project = make_project(tmp_path)
@@ -427,7 +429,9 @@ def test_cli_abtest(tmp_path):
 
 def test_a_better_challenger_on_live_traffic_can_be_promoted(tmp_path):
     from mlops_nb.registry.gate import history
-    from mlops_nb.serving.predlog import PredictionLog, log_url, record_feedback, utcnow
+    from mlops_nb.serving.predlog import PredictionLog
+    from mlops_nb.serving.logstore import log_url, utcnow
+    from mlops_nb.serving.feedback import record_feedback
     from mlops_nb.core.project import load_project
     from mlops_nb.registry.tracking import client
 

@@ -609,7 +609,7 @@ def test_sigkill_under_load_then_restart_keeps_a_whole_readable_log(killed_serve
         assert len(p) == len(sc) == n and set(f) == set(s.columns) and all(len(v) == n for v in f.values()), (
             f'half-written row {seq} ({rid})'
         )
-    from mlops_nb.serving.predlog import read_predictions
+    from mlops_nb.serving.logreader import read_predictions
 
     url = f'sqlite:///{s.db}'
     log = read_predictions(url)

@@ -107,7 +107,9 @@ def test_drift_triggers_a_warm_started_retraining_that_skips_echoed_labels_and_h
 
 def test_the_prediction_log_is_a_batch_with_its_independent_labels(trained):
     from mlops_nb.stages.sources import bundled
-    from mlops_nb.serving.predlog import PredictionLog, log_url, record_feedback, utcnow
+    from mlops_nb.serving.predlog import PredictionLog
+    from mlops_nb.serving.logstore import log_url, utcnow
+    from mlops_nb.serving.feedback import record_feedback
     from mlops_nb.core.project import load_project
 
     project, _, _ = trained

@@ -60,7 +60,8 @@ def served(tmp_path_factory):
 
 def _server(s, tmp_path, **cfg):
     "A ModelServer on the fixture's registry, with `cfg` laid over the project's [serve] settings"
-    from mlops_nb.serving.app import ModelServer, config_from_project
+    from mlops_nb.serving.app import ModelServer
+    from mlops_nb.serving.config import config_from_project
     from mlops_nb.serving.models import MlflowRegistry
 
     base = config_from_project(s.settings)
@@ -361,7 +362,7 @@ def test_sticky_routing_and_shadow_scoring(served, tmp_path):
                     by_client.setdefault(i, set()).add((r.headers['x-model-version'], r.headers['x-model-alias']))
         assert all(len(v) == 1 for v in by_client.values()), 'one client sees one model'
         assert {next(iter(v)) for v in by_client.values()} == {('1', 'champion'), ('2', 'challenger')}
-        from mlops_nb.serving.predlog import read_predictions
+        from mlops_nb.serving.logreader import read_predictions
 
         log = read_predictions(server.cfg.log_url)
         assert len(log) == 40 * 3 * 3
@@ -423,7 +424,7 @@ def test_cli_serve_logs_every_request_through_sigterm_then_feedback_and_export(s
     assert f'on http://127.0.0.1:{port}' in out and 'stopped: ' in out and 'NOT written' not in out and statuses == []
     assert 300 <= len(answered) < 8 * 400, 'SIGTERM arrived while requests were being sent'
 
-    from mlops_nb.serving.predlog import read_predictions
+    from mlops_nb.serving.logreader import read_predictions
 
     log = read_predictions(f'sqlite:///{served.project / "predictions.db"}')
     missing = {rid for rid, _, _ in answered} - set(log.request_id)
@@ -489,8 +490,9 @@ def test_regressor_pipelines_answer_numbers_without_scores(served, tmp_path):
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
     from mlops_nb.registry.models import pip_requirements
-    from mlops_nb.serving.predlog import read_predictions
-    from mlops_nb.serving.app import ModelServer, ServeConfig
+    from mlops_nb.serving.logreader import read_predictions
+    from mlops_nb.serving.app import ModelServer
+    from mlops_nb.serving.config import ServeConfig
     from mlops_nb.serving.models import load_model_dir
 
     features = json.loads((served.project / 'runs/run1/artifacts/03_features/features.json').read_text())

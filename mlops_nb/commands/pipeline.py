@@ -31,7 +31,7 @@ def cmd_run(args):
 
 # %% ../../notebooks/lib/commands/02_pipeline.ipynb #9fb5cff9
 def cmd_monitor(args):
-    from mlops_nb.serving.predlog import log_batch
+    from mlops_nb.serving.logreader import log_batch
     from mlops_nb.core.stage import MONITORING
 
     if bool(args.data) == bool(args.from_log):

@@ -16,7 +16,8 @@ __all__ = ['cmd_serve', 'cmd_feedback', 'cmd_predictions_export', 'cmd_abtest', 
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #5f34c26e
 def cmd_serve(args):
-    from mlops_nb.serving.app import serve, server_from_project
+    from mlops_nb.serving.serve import serve
+    from mlops_nb.serving.app import server_from_project
 
     serve(server_from_project(load_project(args.settings, args.param), args.model, args.alias), args.host, args.port)
     return 0
@@ -24,7 +25,8 @@ def cmd_serve(args):
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #9936932d
 def cmd_feedback(args):
-    from mlops_nb.serving.predlog import log_url, read_feedback_file, record_feedback
+    from mlops_nb.serving.logstore import log_url
+    from mlops_nb.serving.feedback import read_feedback_file, record_feedback
 
     url = log_url(load_project(args.settings))
     r = record_feedback(url, read_feedback_file(args.file), args.source or '', args.independent)
@@ -34,7 +36,8 @@ def cmd_feedback(args):
 
 # %% ../../notebooks/lib/commands/05_serving.ipynb #3eb0101c
 def cmd_predictions_export(args):
-    from mlops_nb.serving.predlog import export_predictions, log_url, parse_when
+    from mlops_nb.serving.logreader import export_predictions, parse_when
+    from mlops_nb.serving.logstore import log_url
 
     url = log_url(load_project(args.settings))
     n = export_predictions(url, args.to, parse_when(args.since), parse_when(args.until))
@@ -45,7 +48,8 @@ def cmd_predictions_export(args):
 # %% ../../notebooks/lib/commands/05_serving.ipynb #33e83b53
 def cmd_abtest(args):
     from mlops_nb.monitoring.ab_report import ab_text, abtest_log, write_ab
-    from mlops_nb.serving.predlog import log_url, parse_when
+    from mlops_nb.serving.logstore import log_url
+    from mlops_nb.serving.logreader import parse_when
 
     url = log_url(load_project(args.settings))
     if args.all_labels:

@@ -185,107 +185,113 @@ _verdict = 'artifacts/05_evaluate/verdict.json'
 _predictions = 'artifacts/05_evaluate/predictions.parquet'
 _audit = 'artifacts/06_audit/audit.json'
 
-BUILTIN = {
-    s.name: s
-    for s in (
-        Stage(
-            'ingest',
-            '01_ingest.ipynb',
-            'Snapshot the source data into the run folder with its data version.',
-            outputs={'snapshot': _snapshot, 'version': _version},
-            result='version',
-        ),
-        Stage(
-            'validate',
-            '02_validate.ipynb',
-            "Infer the snapshot's schema, check it against the champion's, and stop on data errors.",
-            inputs={'snapshot': _snapshot, 'version': _version},
-            outputs={'schema': _schema, 'anomalies': _anomalies},
-            result='anomalies',
-        ),
-        Stage(
-            'features',
-            '03_features.ipynb',
-            'Choose the feature columns and their preprocessing; split train from holdout.',
-            inputs={'snapshot': _snapshot, 'schema': _schema},
-            outputs={'train': _train, 'holdout': _holdout, 'features': _features, 'preprocess': _preprocess},
-            result='features',
-        ),
-        Stage(
-            'train',
-            '04_train.ipynb',
-            "Fit the notebook's model, behind the features' preprocessing, on the training split.",
-            inputs={'train': _train, 'features': _features, 'preprocess': _preprocess},
-            outputs={'model': _model, 'metrics': 'artifacts/04_train/metrics.json'},
-            result='metrics',
-        ),
-        Stage(
-            'evaluate',
-            '05_evaluate.ipynb',
-            'Score the challenger, the champion and a trivial baseline on the holdout and judge the challenger.',
-            inputs={'holdout': _holdout, 'model': _model, 'features': _features, 'train': _train},
-            outputs={
-                'metrics': _metrics,
-                'verdict': _verdict,
-                'predictions': _predictions,
-                'slices': 'artifacts/05_evaluate/slices.json',
-            },
-            result='metrics',
-        ),
-        Stage(
-            'audit',
-            '06_audit.ipynb',
-            'Audit the holdout decisions for bias by group and judge them against the gate.',
-            inputs={'predictions': _predictions, 'holdout': _holdout, 'features': _features},
-            outputs={'audit': _audit},
-            result='audit',
-        ),
-        Stage(
-            'register',
-            '07_register.ipynb',
-            'Register the model and decide: blessed, pending approval, or rejected.',
-            inputs={
-                'model': _model,
-                'verdict': _verdict,
-                'version': _version,
-                'metrics': _metrics,
-                'anomalies': _anomalies,
-                'audit': _audit,
-            },
-            outputs={'registration': 'artifacts/07_register/registration.json'},
-            result='registration',
-        ),
-        Stage(
-            'monitor',
-            '08_monitor.ipynb',
-            "Compare a batch with the champion's training data: drift, skew, predictions, performance, control charts, trigger.",
-            inputs={'snapshot': _snapshot},
-            outputs={
-                'report': 'artifacts/08_monitor/monitor.json',
-                'drift': 'artifacts/08_monitor/drift.json',
-                'trigger': 'artifacts/08_monitor/trigger.json',
-                'training': 'artifacts/08_monitor/training',
-                'labelled': 'artifacts/08_monitor/labelled.parquet',
-            },
-            result='report',
-        ),
-        Stage(
-            'replay',
-            '09_replay.ipynb',
-            'Replay the retraining loop over a time-ordered dataset: never, periodic and monitor-triggered retraining.',
-            outputs={
-                'report': 'artifacts/09_replay/replay.json',
-                'batches': 'artifacts/09_replay/batches.parquet',
-                'plot': 'artifacts/09_replay/accuracy.png',
-            },
-            result='report',
-        ),
-    )
-}
+# %% ../../notebooks/lib/core/08_stage.ipynb #c010t
+_TRAINING_STAGES = (
+    # ingest .. register: a training run
+    Stage(
+        'ingest',
+        '01_ingest.ipynb',
+        'Snapshot the source data into the run folder with its data version.',
+        outputs={'snapshot': _snapshot, 'version': _version},
+        result='version',
+    ),
+    Stage(
+        'validate',
+        '02_validate.ipynb',
+        "Infer the snapshot's schema, check it against the champion's, and stop on data errors.",
+        inputs={'snapshot': _snapshot, 'version': _version},
+        outputs={'schema': _schema, 'anomalies': _anomalies},
+        result='anomalies',
+    ),
+    Stage(
+        'features',
+        '03_features.ipynb',
+        'Choose the feature columns and their preprocessing; split train from holdout.',
+        inputs={'snapshot': _snapshot, 'schema': _schema},
+        outputs={'train': _train, 'holdout': _holdout, 'features': _features, 'preprocess': _preprocess},
+        result='features',
+    ),
+    Stage(
+        'train',
+        '04_train.ipynb',
+        "Fit the notebook's model, behind the features' preprocessing, on the training split.",
+        inputs={'train': _train, 'features': _features, 'preprocess': _preprocess},
+        outputs={'model': _model, 'metrics': 'artifacts/04_train/metrics.json'},
+        result='metrics',
+    ),
+    Stage(
+        'evaluate',
+        '05_evaluate.ipynb',
+        'Score the challenger, the champion and a trivial baseline on the holdout and judge the challenger.',
+        inputs={'holdout': _holdout, 'model': _model, 'features': _features, 'train': _train},
+        outputs={
+            'metrics': _metrics,
+            'verdict': _verdict,
+            'predictions': _predictions,
+            'slices': 'artifacts/05_evaluate/slices.json',
+        },
+        result='metrics',
+    ),
+    Stage(
+        'audit',
+        '06_audit.ipynb',
+        'Audit the holdout decisions for bias by group and judge them against the gate.',
+        inputs={'predictions': _predictions, 'holdout': _holdout, 'features': _features},
+        outputs={'audit': _audit},
+        result='audit',
+    ),
+    Stage(
+        'register',
+        '07_register.ipynb',
+        'Register the model and decide: blessed, pending approval, or rejected.',
+        inputs={
+            'model': _model,
+            'verdict': _verdict,
+            'version': _version,
+            'metrics': _metrics,
+            'anomalies': _anomalies,
+            'audit': _audit,
+        },
+        outputs={'registration': 'artifacts/07_register/registration.json'},
+        result='registration',
+    ),
+)
+
+# %% ../../notebooks/lib/core/08_stage.ipynb #c010m
+_MONITORING_STAGES = (
+    # the champion against new data, and the retraining loop replayed
+    Stage(
+        'monitor',
+        '08_monitor.ipynb',
+        "Compare a batch with the champion's training data: drift, skew, predictions, performance, control charts, trigger.",
+        inputs={'snapshot': _snapshot},
+        outputs={
+            'report': 'artifacts/08_monitor/monitor.json',
+            'drift': 'artifacts/08_monitor/drift.json',
+            'trigger': 'artifacts/08_monitor/trigger.json',
+            'training': 'artifacts/08_monitor/training',
+            'labelled': 'artifacts/08_monitor/labelled.parquet',
+        },
+        result='report',
+    ),
+    Stage(
+        'replay',
+        '09_replay.ipynb',
+        'Replay the retraining loop over a time-ordered dataset: never, periodic and monitor-triggered retraining.',
+        outputs={
+            'report': 'artifacts/09_replay/replay.json',
+            'batches': 'artifacts/09_replay/batches.parquet',
+            'plot': 'artifacts/09_replay/accuracy.png',
+        },
+        result='report',
+    ),
+)
+BUILTIN = {s.name: s for s in _TRAINING_STAGES + _MONITORING_STAGES}
 TRAINING = ('ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register')
 MONITORING = ('ingest', 'monitor')
 
 
+# %% ../../notebooks/lib/core/08_stage.ipynb #c010g
 def get_stage(name: str):
     "The contract of the built-in stage `name` (what domain code reads and writes)"
     if name not in BUILTIN:
@@ -342,7 +348,8 @@ def find_stages(root: str | Path | None = None):
 
 
 # %% ../../notebooks/lib/core/08_stage.ipynb #c016
-SETTINGS = (
+_PROJECT_SETTINGS = (
+    # [project], [mlflow] and [data]: what the project is, where it records, what it learns from
     Param('name', str, 'mlops-nb', 'project name', 'project'),
     Param('model_name', str, 'acs-employment', 'registered model name in MLflow', 'project'),
     Param('runs_dir', str, 'runs', 'folder of run folders, relative to the project', 'project'),
@@ -389,6 +396,11 @@ SETTINGS = (
         'columns whose groups the audit checks for fair treatment, comma-separated; empty: none',
         'data',
     ),
+)
+
+# %% ../../notebooks/lib/core/08_stage.ipynb #c016p
+_PIPELINE_SETTINGS = (
+    # [pipeline] and [monitor]: how a run is made, and whether monitoring starts one
     Param(
         'stages',
         str,
@@ -413,6 +425,10 @@ SETTINGS = (
     Param(
         'retrain', bool, True, 'when the monitor triggers, start a training run at once (mlops-nb monitor)', 'monitor'
     ),
+)
+
+# %% ../../notebooks/lib/core/08_stage.ipynb #c016s
+_SERVE_SETTINGS = (
     # `mlops-nb serve` (mlops_nb.serving)
     Param(
         'challenger_alias',
@@ -463,8 +479,10 @@ SETTINGS = (
         'serve',
     ),
 )
+SETTINGS = _PROJECT_SETTINGS + _PIPELINE_SETTINGS + _SERVE_SETTINGS
 
 
+# %% ../../notebooks/lib/core/08_stage.ipynb #c016d
 def declared_settings(stages: dict | None = None):  # `find_stages` of the project; default: the templates'
     "`{section: {key: Param}}` for every setting: the project's shared sections, then each stage's own"
     res = {}

@@ -27,7 +27,7 @@ def abtest_log(
 ) -> dict:
     "`ab_compare` on the prediction log at `url`, with the window and the log recorded in the result"
     from sqlalchemy.engine import make_url
-    from mlops_nb.serving.predlog import read_predictions
+    from mlops_nb.serving.logreader import read_predictions
 
     r = ab_compare(read_predictions(url, since, until), **kwargs)
     iso = lambda t: None if t is None else t.isoformat() + 'Z'

@@ -330,7 +330,7 @@ def _ab_models(rows: pd.DataFrame, metric: str, alpha: float, by_request: bool, 
 
 # %% ../../notebooks/lib/monitoring/13_abtest.ipynb #c010b
 def ab_compare(
-    df: pd.DataFrame,  # rows of `mlops_nb.serving.predlog.read_predictions`
+    df: pd.DataFrame,  # rows of `mlops_nb.serving.logreader.read_predictions`
     metric: str = 'auto',  # auto, accuracy, mae or rmse
     alpha: float = 0.05,  # significance level of the test; intervals are 1 - alpha
     min_effect: float = 0.01,  # the smallest difference that matters, in the metric's units

@@ -82,26 +82,18 @@ def _fairness(run_dir: Path):
     return rates, disp
 
 
-# %% ../../notebooks/lib/reporting/04_diff.ipynb #c011
-def diff_runs(
-    run_a: str | Path,  # the earlier run folder
-    run_b: str | Path,  # the later run folder
-):
-    "What differs between two runs (inputs), what moved (outputs), and the likely cause"
-    from mlops_nb.core.manifest import read_manifest
+# %% ../../notebooks/lib/reporting/04_diff.ipynb #c010a
+def _changed(x: dict, y: dict):
+    "`[(key, x value, y value)]` for every key whose value differs, in the order first seen"
+    return [(k, x.get(k), y.get(k)) for k in dict.fromkeys([*x, *y]) if x.get(k) != y.get(k)]
 
-    da, db = Path(run_a).resolve(), Path(run_b).resolve()
-    a, b = read_manifest(da), read_manifest(db)
-    sa, sb = a.get('summary') or {}, b.get('summary') or {}
-    fa, fb = _flat(a.get('settings')), _flat(b.get('settings'))
-    settings = [(k, fa.get(k), fb.get(k)) for k in dict.fromkeys([*fa, *fb]) if fa.get(k) != fb.get(k)]
-    ga, gb = a.get('git') or {}, b.get('git') or {}
-    pa, pb = a.get('packages') or {}, b.get('packages') or {}
-    packages = [(k, pa.get(k), pb.get(k)) for k in dict.fromkeys([*pa, *pb]) if pa.get(k) != pb.get(k)]
+
+# %% ../../notebooks/lib/reporting/04_diff.ipynb #c010b
+def _stage_changes(a: dict, b: dict, champions: tuple):
+    "`(causes, notebooks, outputs, edited)` of manifests `a` and `b` stage by stage: changed inputs as `(tier, stage index, words)`, changed stage notebooks, every output's two hashes, and the stages not run from their template"
     ra, rb = {r['name']: r for r in a['stages']}, {r['name']: r for r in b['stages']}
     order = list(dict.fromkeys([r['name'] for r in b['stages']] + [r['name'] for r in a['stages']]))
     causes, notebooks, outputs, edited = [], [], [], []
-    champions = (_champion_compared(da, a), _champion_compared(db, b))
     for i, name in enumerate(order):
         x, y = ra.get(name) or {}, rb.get(name) or {}
         if (y.get('source') or {}).get('template', 'same') != 'same':
@@ -127,20 +119,52 @@ def diff_runs(
             causes.append((2, i, f'the champion evaluate compared with: version {champions[0]} -> {champions[1]}'))
         ox, oy = x.get('outputs') or {}, y.get('outputs') or {}
         outputs += [(name, rel, ox.get(rel), oy.get(rel)) for rel in dict.fromkeys([*ox, *oy])]
+    return causes, notebooks, outputs, edited
+
+
+# %% ../../notebooks/lib/reporting/04_diff.ipynb #c010c
+def _code_changes(ga: dict, gb: dict, packages: list):
+    "What changed in the code, in words: the commit (or uncommitted changes), then each package that changed"
     code = []
     if ga.get('commit') != gb.get('commit'):
         code.append(f'the code: commit {(ga.get("commit") or "none")[:12]} -> {(gb.get("commit") or "none")[:12]}')
     elif ga.get('dirty') or gb.get('dirty'):
         code.append('the code may differ: uncommitted changes in the work tree')
     code += [f'package {k}: {x} -> {y}' for k, x, y in packages]
-    ma, mb = sa.get('metrics') or {}, sb.get('metrics') or {}
-    metrics = [(k, ma.get(k), mb.get(k)) for k in dict.fromkeys([*ma, *mb]) if ma.get(k) != mb.get(k)]
+    return code
+
+
+# %% ../../notebooks/lib/reporting/04_diff.ipynb #c010d
+def _fairness_moved(da: Path, db: Path):
+    "`(fairness, disparities)` that moved between the audits of run folders `da` and `db`: per-group rates, largest move first, and disparities"
     (rates_a, disp_a), (rates_b, disp_b) = _fairness(da), _fairness(db)
     fairness = sorted(
         [(*k, rates_a[k], rates_b[k]) for k in rates_a.keys() & rates_b.keys() if _moved(rates_a[k], rates_b[k])],
         key=lambda r: -abs(r[4] - r[3]),
     )
     disparities = [(*k, disp_a[k], disp_b[k]) for k in disp_a if k in disp_b and _moved(disp_a[k], disp_b[k])]
+    return fairness, disparities
+
+
+# %% ../../notebooks/lib/reporting/04_diff.ipynb #c011
+def diff_runs(
+    run_a: str | Path,  # the earlier run folder
+    run_b: str | Path,  # the later run folder
+):
+    "What differs between two runs (inputs), what moved (outputs), and the likely cause"
+    from mlops_nb.core.manifest import read_manifest
+
+    da, db = Path(run_a).resolve(), Path(run_b).resolve()
+    a, b = read_manifest(da), read_manifest(db)
+    sa, sb = a.get('summary') or {}, b.get('summary') or {}
+    settings = _changed(_flat(a.get('settings')), _flat(b.get('settings')))
+    ga, gb = a.get('git') or {}, b.get('git') or {}
+    packages = _changed(a.get('packages') or {}, b.get('packages') or {})
+    champions = (_champion_compared(da, a), _champion_compared(db, b))
+    causes, notebooks, outputs, edited = _stage_changes(a, b, champions)
+    code = _code_changes(ga, gb, packages)
+    metrics = _changed(sa.get('metrics') or {}, sb.get('metrics') or {})
+    fairness, disparities = _fairness_moved(da, db)
     first_output = next(((s, rel) for s, rel, x, y in outputs if x != y), None)
     changes = [c for *_, c in sorted(causes, key=lambda c: c[:2])] + code
     return dict(
