@@ -23,6 +23,7 @@ __all__ = [
     'notebook_estimator',
     'estimator_problems',
     'parameter_problems',
+    'moved_to',
     'moved_imports',
     'checked_before',
     'estimator_checked',
@@ -243,8 +244,7 @@ def parameter_problems(
 
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #62adfac6
-# For stage notebooks of earlier versions: where each module went when the package was split by layer, and where the
-# names of the old `model` module and `tracking.register` went.
+# For stage notebooks of earlier versions: where each module went when the package was split by layer.
 MOVED_MODULES = {
     'mlops_nb.core': 'mlops_nb.core.basics',
     'mlops_nb.settings': 'mlops_nb.core.settings',
@@ -280,45 +280,105 @@ MOVED_MODULES = {
     'mlops_nb.reproduce': 'mlops_nb.pipeline.reproduce',
     'mlops_nb.scaffold': 'mlops_nb.pipeline.scaffold',
 }
+
+# %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c0moved
+# Names that left their module when a module was split by noun: {module after the layer move: {where now: names}}
 MOVED = {
-    ('mlops_nb.tracking', 'register'): 'mlops_nb.stages.register',
-    **{
-        ('mlops_nb.model', n): m
-        for m, ns in {
-            'mlops_nb.stages.features': [
-                'FeaturesResult',
-                'build_pipeline',
-                'check_labels',
-                'default_preprocessing',
-                'feature_columns',
-                'make_features',
-                'make_pipeline',
-                'model_input',
-            ],
-            'mlops_nb.registry.models': [
-                'champion_model',
-                'load_object',
-                'load_pipeline',
-                'pip_requirements',
-                'save_model',
-                'save_object',
-            ],
-            'mlops_nb.stages.train': ['TrainResult', 'describe_estimator', 'train', 'warm_start_from'],
-            'mlops_nb.stages.evaluate': [
-                'EvaluateResult',
-                'baseline_output',
-                'classification_metrics',
-                'evaluate',
-                'model_output',
-                'regression_metrics',
-                'slice_metrics',
-                'task_metrics',
-                'truth_of',
-            ],
-        }.items()
-        for n in ns
+    'mlops_nb.model': {
+        'mlops_nb.registry.models': 'champion_model load_object load_pipeline pip_requirements save_model save_object',
+        'mlops_nb.stages.evaluate': (
+            'EvaluateResult baseline_output classification_metrics evaluate model_output regression_metrics '
+            'slice_metrics task_metrics truth_of'
+        ),
+        'mlops_nb.stages.features': (
+            'FeaturesResult build_pipeline check_labels default_preprocessing feature_columns make_features '
+            'make_pipeline model_input'
+        ),
+        'mlops_nb.stages.train': 'TrainResult describe_estimator train warm_start_from',
+    },
+    'mlops_nb.monitoring.abtest': {
+        'mlops_nb.monitoring.ab_report': 'ab_text abtest_log plot_ab write_ab',
+        'mlops_nb.monitoring.ab_stats': (
+            'cluster_t cluster_var design_effect n_means n_proportions newcombe two_proportion_z welch wilson'
+        ),
+    },
+    'mlops_nb.monitoring.drift': {
+        'mlops_nb.monitoring.drift_measures': 'GRID_BINS PSI_EPS REFINE_BUDGET TAIL column_kind',
+        'mlops_nb.monitoring.drift_plots': 'plot_drift_bars plot_histograms',
+        'mlops_nb.monitoring.drift_profile': 'PROFILE_VERSION SKETCH_QUANTILES reference_profile',
+    },
+    'mlops_nb.monitoring.monitor': {
+        'mlops_nb.monitoring.history': 'control_charts history lineage monitor_runs',
+        'mlops_nb.monitoring.reference': 'Reference champion_reference reference_from_run reference_paths',
+        'mlops_nb.monitoring.trigger': 'TRAINING_DATA decide_trigger labelled_rows trigger_signals write_training_data',
+    },
+    'mlops_nb.monitoring.replay': {
+        'mlops_nb.monitoring.replay_report': 'POLICIES ReplayResult summary_lines',
+        'mlops_nb.monitoring.stream': (
+            'CALENDAR DATASETS Stream batch_numbers read_stream replay_data replay_input time_values'
+        ),
+    },
+    'mlops_nb.pipeline.runner': {
+        'mlops_nb.pipeline.run_folder': (
+            'PACKAGES RunInterrupted close_run freeze_run git_state new_manifest open_run package_versions '
+            'real_settings run_summary'
+        ),
+        'mlops_nb.pipeline.stage_sequence': 'execute_stages',
+    },
+    'mlops_nb.pipeline.sweep': {
+        'mlops_nb.pipeline.sweep_child': 'run_child',
+        'mlops_nb.pipeline.sweep_executors': 'check_workers warm_workers',
+        'mlops_nb.pipeline.sweep_grid': 'combinations parse_axis split_stages sweep_kind',
+        'mlops_nb.pipeline.sweep_results': 'effects rank ranking_table write_results',
+    },
+    'mlops_nb.registry.tracking': {
+        'mlops_nb.stages.register': 'register',
+    },
+    'mlops_nb.serving.app': {
+        'mlops_nb.serving.config': 'ServeConfig config_from_project parse_weights',
+        'mlops_nb.serving.serve': 'serve',
+    },
+    'mlops_nb.serving.predlog': {
+        'mlops_nb.serving.feedback': 'feedback_record read_feedback_file record_feedback',
+        'mlops_nb.serving.logreader': 'export_predictions log_batch parse_when read_predictions',
+        'mlops_nb.serving.logstore': 'columns_json dumps loads log_url open_store utcnow',
+    },
+    'mlops_nb.serving.scorer': {
+        'mlops_nb.serving.fastpath': 'fast_scorer',
+        'mlops_nb.serving.treetables': 'TreeTables',
+    },
+    'mlops_nb.stages.data': {
+        'mlops_nb.stages.data_version': 'RowDigest data_version data_versions log_dataset_input',
+        'mlops_nb.stages.snapshot': 'contract_dtypes load_source snapshot',
+    },
+    'mlops_nb.stages.validate': {
+        'mlops_nb.stages.anomalies': 'LEVELS SEVERITIES check_severities format_anomaly validate_batch',
+        'mlops_nb.stages.comparison': 'compare_columns plot_comparison',
+        'mlops_nb.stages.contract': (
+            'QUANTILES SCHEMA_VERSION describe_reference dtype_kind infer_schema load_champion_schema '
+            'normalise_schema reference_schema'
+        ),
     },
 }
+
+
+# %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c0movedto
+def moved_to(
+    module: str,  # a module `from ... import name` named in a notebook of an earlier mlops-nb
+    name: str,
+):
+    "The module to import `name` from now, or None if `from module import name` still works"
+    import importlib.util
+
+    if module in MOVED_MODULES:  # `mlops_nb.core` and `mlops_nb.stages` are packages now: their submodules did not move
+        try:
+            if importlib.util.find_spec(f'{module}.{name}'):
+                return None
+        except ImportError:
+            pass
+    here = MOVED_MODULES.get(module, module)
+    now = next((m for m, names in MOVED.get(here, {}).items() if name in names.split()), here)
+    return None if now == module else now
 
 
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #a7c7559b
@@ -342,7 +402,7 @@ def moved_imports(
                 if not isinstance(n, ast.ImportFrom):
                     continue
                 for a in n.names:
-                    now = MOVED.get((n.module, a.name)) or MOVED_MODULES.get(n.module)
+                    now = moved_to(n.module, a.name)
                     if now:
                         res.append(
                             f'{Path(nb).name}: `from {n.module} import {a.name}` no longer works: {a.name} moved; write '
