@@ -233,10 +233,12 @@ def _champion(c, name):
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c010c
 def record_event(c, name: str, event: dict):
     "Add `event` to the registered model's history (a tag per event, ordered by time)"
+    import time
+
     at = event.setdefault('at', utc_now().isoformat())
-    c.set_registered_model_tag(
-        name, f'mlops_nb.history.{at.replace(":", "").replace("+", "_")}_{event["event"]}', json.dumps(event)
-    )
+    # `at` is to the second: the clock in nanoseconds keeps two events of one second apart, in the order recorded
+    key = f'mlops_nb.history.{at.replace(":", "").replace("+", "_")}_{time.time_ns()}_{event["event"]}'
+    c.set_registered_model_tag(name, key, json.dumps(event))
 
 
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c010d
