@@ -1,6 +1,7 @@
 """Hygiene: library notebooks pass their own tests and match the package; stage notebooks match their declarations."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,3 +127,58 @@ def test_stage_notebooks_run_top_to_bottom_with_their_defaults(tmp_path):
     run('monitor')
     assert (interactive / 'artifacts/08_monitor/monitor.json').is_file()
     # the replay notebook (a minute with its defaults) runs through `mlops-nb replay` in test_monitor.py
+
+
+CHECK = re.compile(
+    r'\b(test_eq|test_ne|test_close|test_fail|test_is|test_warns|test_stdout|test_shuffled|test_eq_type)\(|\bassert\b'
+)
+
+
+def nbdev_style_problems(nb_path: Path):
+    "Export cells of `nb_path` not written as nbdev is: over 80 lines, two definitions, or no example and check after"
+    cells = nbformat.read(nb_path, as_version=4).cells
+    for i, c in enumerate(cells):
+        if c.cell_type != 'code' or not re.match(r'#\|\s*export\b', c.source):
+            continue
+        where = f'{nb_path.name} cell {c.get("id")}'
+        if len(c.source.splitlines()) > 80:
+            yield f'{where}: {len(c.source.splitlines())} lines (at most 80)'
+        defs = re.findall(r'^(?:async def|def|class) (\w+)', c.source, re.M)
+        if len(defs) > 1:
+            yield f'{where}: defines {", ".join(defs)} (one function or class a cell)'
+        if not defs or defs[0].startswith('_'):
+            continue
+        nxt = next((d for d in cells[i + 1 :] if d.cell_type == 'code'), None)
+        body = (
+            ''
+            if nxt is None
+            else '\n'.join(l for l in nxt.source.splitlines() if not re.match(r'\s*(from|import) ', l))
+        )
+        if nxt is None or re.match(r'#\|\s*export\b', nxt.source) or not CHECK.search(body):
+            yield f'{where}: {defs[0]} has no example and check after it'
+
+
+def test_library_notebooks_are_written_as_nbdev_is(tmp_path):
+    "One function or class an export cell, at most 80 lines, an example and check after it; modules under 600 lines"
+    bad = tmp_path / 'bad.ipynb'
+    nbformat.write(
+        nbformat.v4.new_notebook(
+            cells=[
+                nbformat.v4.new_code_cell('#| export\ndef f():\n    return 1\ndef g():\n    return 2'),
+                nbformat.v4.new_code_cell('from fastcore.test import test_eq\nf()'),
+            ]
+        ),
+        bad,
+    )
+    assert [p.split(': ', 1)[1] for p in nbdev_style_problems(bad)] == [
+        'defines f, g (one function or class a cell)',
+        'f has no example and check after it',
+    ]
+    problems = [p for nb in sorted((ROOT / 'notebooks' / 'lib').rglob('*.ipynb')) for p in nbdev_style_problems(nb)]
+    assert problems == [], '\n'.join(problems)
+    long = [
+        f'{p.relative_to(ROOT)}: {n} lines'
+        for p in (ROOT / 'mlops_nb').rglob('*.py')
+        if p.name != '_modidx.py' and (n := len(p.read_text().splitlines())) > 600
+    ]
+    assert long == [], long
