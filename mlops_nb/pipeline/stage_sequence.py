@@ -181,9 +181,11 @@ def _record_interrupt(seq: _Sequence, current: int | None, tracker: Tracker):
     try:
         if current is not None:
             rec = seq.records[current]
-            seq.kernels[current].interrupt()
+            if current in seq.kernels:  # none while a stage is taken from the cache, or before its kernel started
+                seq.kernels[current].interrupt()
             rec.update(status='interrupted', end=utc_now().isoformat(), error='interrupted (Ctrl-C)')
-            tracker.end_stage(seq.run_dir, seq.project.notebooks[rec['name']], rec)
+            if rec.get('mlflow_run_id'):  # none when Ctrl-C came before the stage's MLflow run was made
+                tracker.end_stage(seq.run_dir, seq.project.notebooks[rec['name']], rec)
     finally:
         signal.signal(signal.SIGINT, previous)
 
