@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 from .basics import utc_now
+import signal
+import sys
 
 # %% auto #0
 __all__ = [
@@ -145,8 +147,6 @@ def stacks_on_signal(
 ):
     "Have `kill -USR1 PID` print every thread's stack, and go on: where a process that seems stuck is"
     import faulthandler
-    import signal
-    import sys
 
     sig = sig or getattr(signal, 'SIGUSR1', None)
     if sig is None or not hasattr(faulthandler, 'register'):

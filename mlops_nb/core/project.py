@@ -14,6 +14,7 @@ from .basics import MlopsError, find_project_root
 from .credentials import remember, reveal
 from .settings import apply_overrides, read_settings, resolve
 from .stage import declared_settings, find_stages, pipeline_stages, run_order
+from .basics import atomic_path, atomic_write_text
 
 # %% auto #0
 __all__ = ['Project', 'load_project', 'StageContext', 'stage_context']
@@ -148,7 +149,6 @@ class StageContext:
 
     def write(self, file: str, obj):
         "Write a DataFrame (Parquet, or CSV by extension) or a JSON-able value under this stage's folder; its path"
-        from mlops_nb.core.basics import atomic_path, atomic_write_text
 
         p = self.output(file)
         if p.suffix == '.json':

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core.basics import atomic_write_text, utc_now
 from .abtest import ab_compare
+from ..serving.logreader import read_predictions
 
 # %% auto #0
 __all__ = ['abtest_log', 'ab_text', 'write_ab', 'plot_ab']
@@ -27,7 +28,6 @@ def abtest_log(
 ) -> dict:
     "`ab_compare` on the prediction log at `url`, with the window and the log recorded in the result"
     from sqlalchemy.engine import make_url
-    from mlops_nb.serving.logreader import read_predictions
 
     r = ab_compare(read_predictions(url, since, until), **kwargs)
     iso = lambda t: None if t is None else t.isoformat() + 'Z'

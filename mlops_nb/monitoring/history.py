@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.basics import MlopsError
+from ..core.manifest import read_manifest
 
 # %% auto #0
 __all__ = ['monitor_runs', 'history', 'control_charts', 'lineage']
@@ -115,7 +116,6 @@ def lineage(
 ) -> str:
     "The chain from `version` back to a run started by hand, as indented lines"
     from mlflow.exceptions import MlflowException
-    from mlops_nb.core.manifest import read_manifest
     from mlops_nb.registry.tracking import alias_version, client
 
     name = model_name or project.settings['project']['model_name']

@@ -18,6 +18,13 @@ from ..core.stage import get_stage
 from .history import control_charts, history
 from .reference import Reference, champion_reference
 from .trigger import _last_retrain, _learning_rows, decide_trigger, trigger_signals
+from .drift_plots import plot_drift_bars
+from .drift_plots import plot_histograms
+from .spc import plot_chart
+from .drift import drift_summary, drift_table
+from ..registry.tracking import project_tracking_uri
+from ..core.tasks import METRICS
+from ..core.tasks import LOWER_IS_BETTER
 
 # %% auto #0
 __all__ = ['INDEPENDENT', 'join_labels', 'windows', 'MonitorResult', 'monitor']
@@ -98,13 +105,11 @@ class _MonitorPlots:
     "The charts of a `MonitorResult`: drift, histograms, windows and control charts"
 
     def plot_drift(self):
-        from mlops_nb.monitoring.drift_plots import plot_drift_bars
 
         return plot_drift_bars(self.drift)
 
     def plot_histograms(self, k: int = 6):
         "Reference against current for the most drifted features"
-        from mlops_nb.monitoring.drift_plots import plot_histograms
 
         cols = self.drift.sort_values('value', ascending=False)
         cols = (
@@ -129,7 +134,6 @@ class _MonitorPlots:
     def plot_charts(self):
         "The control charts of drift share and performance"
         import matplotlib.pyplot as plt
-        from mlops_nb.monitoring.spc import plot_chart
 
         figs = []
         for c, charts in self.charts.items():
@@ -218,7 +222,6 @@ def _window_rows(
     thresholds: dict,
 ):
     "One row per window of the batch: its rows, labelled rows, drift share and performance"
-    from mlops_nb.monitoring.drift import drift_summary, drift_table
     from mlops_nb.stages.evaluate import task_metrics
 
     rows = []
@@ -245,7 +248,6 @@ def _window_rows(
 # %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018h0
 def _inputs(paths: dict, tracking_uri: str, model_name: str, target: str, id_column: str, labels: str):
     "`(reference, batch, labels excluded, feature columns)`: the champion's reference and the run's batch with its labels, checked"
-    from mlops_nb.registry.tracking import project_tracking_uri
 
     ref = champion_reference(
         project_tracking_uri(tracking_uri)[0], model_name, download_to=paths['report'].parent / 'champion'
@@ -262,7 +264,6 @@ def _inputs(paths: dict, tracking_uri: str, model_name: str, target: str, id_col
 # %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018h1
 def _compare(ref: Reference, batch: pd.DataFrame, cols: list, target: str, id_column: str, thresholds: dict):
     "`(drift, its summary, the model's output, prediction drift, skew)` of the batch against the reference"
-    from mlops_nb.monitoring.drift import drift_summary, drift_table
     from mlops_nb.stages.features import model_input
     from mlops_nb.stages.anomalies import validate_batch
 
@@ -293,7 +294,6 @@ def _performance(
     thresholds: dict,
 ):
     "`(labelled, metric, windows, performance)`: the rows with a label, the metric, the windows, the batch's metrics"
-    from mlops_nb.core.tasks import METRICS
     from mlops_nb.stages.evaluate import task_metrics, truth_of
 
     labelled = batch[target].notna().to_numpy()
@@ -307,7 +307,6 @@ def _performance(
 # %% ../../notebooks/lib/monitoring/08_monitor.ipynb #c018h3
 def _history_charts(run_dir: Path, model_name: str, version: str, win: pd.DataFrame, metric: str, baseline_points: int):
     "`(series, charts, fired, limits)`: this run's windows after the champion's earlier ones, their control charts and signals"
-    from mlops_nb.core.tasks import LOWER_IS_BETTER
 
     series = pd.concat(
         [history(run_dir.parent, model_name, version, run_dir.name), win.assign(run_id=run_dir.name)], ignore_index=True

@@ -14,6 +14,10 @@ import pandas as pd
 
 from ..core.basics import MlopsError
 from ..core.stage import get_stage
+from ..registry.models import load_pipeline
+import shutil
+import tempfile
+from ..registry.tracking import download_model
 
 # %% auto #0
 __all__ = ['Reference', 'reference_paths', 'reference_from_run', 'champion_reference']
@@ -56,7 +60,6 @@ def reference_paths(run_dir: str | Path):
 # %% ../../notebooks/lib/monitoring/05_reference.ipynb #c004b
 def reference_from_run(run_dir: str | Path, model_name: str = '', version: str = ''):
     "The `Reference` of the model trained in `run_dir`"
-    from mlops_nb.registry.models import load_pipeline
 
     run_dir = Path(run_dir)
     files = reference_paths(run_dir)
@@ -83,10 +86,7 @@ def reference_from_run(run_dir: str | Path, model_name: str = '', version: str =
 def _download_reference(tracking_uri: str, v, dest: Path):
     "The champion's reference files and model from MLflow into `dest`, laid out as its run folder; `dest`"
     import mlflow.artifacts
-    import shutil
-    import tempfile
     from mlflow.exceptions import MlflowException
-    from mlops_nb.registry.tracking import download_model
 
     if (reference_paths(dest)['model'] / 'MLmodel').is_file():
         return dest  # fetched by an earlier attempt of this run

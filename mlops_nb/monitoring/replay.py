@@ -17,6 +17,9 @@ from ..core.basics import MlopsError, atomic_path, atomic_write_text
 from ..core.stage import get_stage, stage_name
 from .replay_report import POLICIES, ReplayResult
 from .stream import Stream, replay_input
+from .drift import drift_summary, drift_table
+from .history import control_charts
+from .trigger import trigger_signals
 
 # %% auto #0
 __all__ = ['notebook_cell', 'project_model', 'replay', 'replay_stage']
@@ -127,9 +130,6 @@ def _monitor_signals(
     trigger: tuple,  # drift_share, drift_features, spc_series and performance_floor of `trigger_signals`
 ):
     "`(drift summary, signals)` of the batch for the monitor policy: what `mlops-nb monitor` would raise"
-    from mlops_nb.monitoring.drift import drift_summary, drift_table
-    from mlops_nb.monitoring.history import control_charts
-    from mlops_nb.monitoring.trigger import trigger_signals
 
     drift = drift_summary(drift_table(ref, batch, thresholds=thresholds))
     series = pd.DataFrame({'performance': scores, 'drift_share': np.nan})

@@ -14,6 +14,9 @@ import pandas as pd
 
 from ..core.basics import MlopsError
 from ..core.settings import suggest
+from ..stages.sources import bundled
+from ..stages.snapshot import load_source
+from ..stages.sources import BUNDLED
 
 # %% auto #0
 __all__ = [
@@ -68,7 +71,6 @@ def replay_data(
     batch: str = 'weekly',  # elec2: daily, weekly or monthly; acs: yearly
 ):
     "The `Stream` of a bundled time-ordered dataset"
-    from mlops_nb.stages.sources import bundled
     from mlops_nb.stages.features import feature_columns
 
     if dataset not in DATASETS:
@@ -182,8 +184,6 @@ def read_stream(
     delimiter: str = '',  # how CSV files are read ([ingest] settings)
 ):
     "The `Stream` of a time-ordered dataset of your own, checked: its time column, its batches, its labels"
-    from mlops_nb.stages.snapshot import load_source
-    from mlops_nb.stages.sources import BUNDLED
     from mlops_nb.stages.features import check_labels, feature_columns
 
     where, path = source, Path(source).expanduser()

@@ -15,6 +15,7 @@ import pandas as pd
 from ..core.basics import MlopsError, atomic_path, utc_now
 from .history import _manifests, monitor_runs
 from .reference import reference_paths
+from ..registry.gate import judge_metrics, parse_criteria
 
 # %% auto #0
 __all__ = ['TRAINING_DATA', 'trigger_signals', 'decide_trigger', 'labelled_rows', 'write_training_data']
@@ -31,7 +32,6 @@ def trigger_signals(
     performance_floor: str = '',  # criteria the batch's metrics must meet, as in evaluate.criteria
 ):
     "The signals that fired: `[{signal, value, threshold, detail}]`"
-    from mlops_nb.registry.gate import judge_metrics, parse_criteria
 
     out = []
     if drift_share and drift['drift_share'] >= drift_share:

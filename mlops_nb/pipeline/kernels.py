@@ -25,6 +25,8 @@ from pathlib import Path
 from jupyter_client.provisioning import LocalProvisioner
 
 from ..core.liveness import pid_alive, stacks_on_signal
+import select
+from ..registry.tracking import store_modules
 
 # %% auto #0
 __all__ = ['source_imports', 'stage_modules', 'serve', 'KernelServer', 'ForkProvisioner', 'Kernel', 'kernel_server']
@@ -165,7 +167,6 @@ class _Requests:
 
     def read(self, timeout: float | None):
         "Requests that arrived within `timeout` seconds (None: wait for one)"
-        import select
 
         if b'\n' not in self.buf and not self.eof:
             if select.select([self.fd], [], [], timeout)[0]:
@@ -492,7 +493,6 @@ def kernel_server(
     "The run's kernel server, importing what `stages`' notebooks import; None where kernels are not forked"
     if sys.platform != 'linux' or not stages or os.environ.get('MLOPS_NB_WARM_KERNELS') == '0':
         return None
-    from mlops_nb.registry.tracking import store_modules
 
     return KernelServer(
         {s.name: project.notebook(s) for s in stages},

@@ -11,6 +11,14 @@ import pandas as pd
 
 from ..core.basics import MlopsError
 from ..core.settings import domain_problems, suggest
+import re
+import json
+from ..core.stage import SETTINGS, declared_settings, stage_params
+import importlib.util
+import ast
+import hashlib
+from importlib.metadata import version
+from .cache import source_fingerprint
 
 # %% auto #0
 __all__ = [
@@ -66,7 +74,6 @@ def column_problems(settings: dict, columns: list, where: str):
 # %% ../../notebooks/lib/pipeline/01_preflight.ipynb #c008
 def _local_files(source: str, root: Path):
     "The data files of a local `source` (relative to the project `root`), or None for a remote one"
-    import re
 
     from mlops_nb.stages.sources import resolve_files
 
@@ -156,7 +163,6 @@ def notebook_estimator(
     settings: dict,  # the project's typed settings
 ):
     "The unfitted estimator the train notebook makes with `params` (a built-in's, or its `model` cell's `make_model()`); None when it cannot be built outside its stage"
-    import json
 
     task, features = settings['data']['task'], {'categorical': [], 'numeric': []}
     try:
@@ -222,7 +228,6 @@ def parameter_problems(
     stages: list,  # the `Stage`s the run executes
 ):
     "One line per value outside its declared domain, or outside the train estimator's own constraints (shared settings and the run's stages)"
-    from mlops_nb.core.stage import SETTINGS, declared_settings, stage_params
 
     declared = declared_settings(project.notebooks or None)
     problems = domain_problems(project.settings, declared, {p.section for p in SETTINGS} | {s.name for s in stages})
@@ -368,7 +373,6 @@ def moved_to(
     name: str,
 ):
     "The module to import `name` from now, or None if `from module import name` still works"
-    import importlib.util
 
     if module in MOVED_MODULES:  # `mlops_nb.core` and `mlops_nb.stages` are packages now: their submodules did not move
         try:
@@ -386,8 +390,6 @@ def moved_imports(
     notebooks: list,  # the run's stage notebooks (paths)
 ):
     "One line per import, in a stage notebook made by an earlier mlops-nb, of a name that has moved: the line to write instead"
-    import ast
-    import json
 
     res = []
     for nb in notebooks:
@@ -418,8 +420,6 @@ def checked_before(
     key,  # everything its outcome depends on (JSON, with str for the rest)
 ):
     "The file whose presence says the check `what` passed with `key` in an earlier run of the project"
-    import hashlib
-    import json
 
     return (
         project.runs_dir
@@ -435,9 +435,6 @@ def estimator_checked(
     stages: list,  # the `Stage`s the run executes
 ):
     "`checked_before` for the train stage's estimator: its notebook, values and scikit-learn; None without a train stage"
-    import hashlib
-    from importlib.metadata import version
-    from mlops_nb.core.stage import stage_params
 
     train = next((s for s in stages if s.name == 'train'), None)
     if train is None:
@@ -461,7 +458,6 @@ def data_checked(
     project,  # a `mlops_nb.core.project.Project`
 ):
     "`checked_before` for `data_problems`: the source data's fingerprint and the settings it reads; None when the data has no fingerprint"
-    from mlops_nb.pipeline.cache import source_fingerprint
 
     data = project.settings['data']
     fingerprint = source_fingerprint(data['source'], project.root)

@@ -22,6 +22,7 @@ from ..core.stage import find_stages
 from .run_folder import close_run, open_run, real_settings
 from .stage_sequence import execute_stages
 from .tracker import Tracker, TrackingFailed
+from .cache import SIDE_EFFECTS
 
 # %% auto #0
 __all__ = ['check_settings', 'run_pipeline', 'reproduce_run']
@@ -217,7 +218,6 @@ def reproduce_run(
     echo=print,  # where progress lines go
 ):
     "`(new run folder, comparison)`: the run executed again from its manifest, cache off; see `mlops_nb.pipeline.reproduce.compare`"
-    from mlops_nb.pipeline.cache import SIDE_EFFECTS
     from mlops_nb.pipeline.reproduce import check_reproducible, compare
 
     old = real_settings(read_manifest(Path(run_dir)))

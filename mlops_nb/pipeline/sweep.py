@@ -21,6 +21,15 @@ from .sweep_grid import combinations, parse_axis, split_stages, sweep_kind
 from .sweep_child import completed_row, discard_folder, run_stages
 from .sweep_executors import check_workers, dask_client, run_children, warm_workers
 from .sweep_results import effects, rank, ranking_table, write_results
+from .runner import check_settings
+import getpass
+from .run_folder import new_manifest
+from ..core.manifest import write_manifest
+from ..registry.tracking import mlflow_client
+from .execute import StageFailed
+from .run_folder import RunInterrupted, close_run
+from .tracker import Tracker
+from .run_folder import open_run
 
 # %% auto #0
 __all__ = ['run_sweep']
@@ -29,7 +38,6 @@ __all__ = ['run_sweep']
 # %% ../../notebooks/lib/pipeline/13_sweep.ipynb #c02090
 def _plan(project: Project, axes: list, sample: int | None):
     "`(combinations, overrides of each, swept settings)`, every combination's settings checked before anything runs"
-    from mlops_nb.pipeline.runner import check_settings
 
     settings = [a for a, _ in axes]
     if len(set(settings)) != len(settings):
@@ -52,8 +60,6 @@ def _plan(project: Project, axes: list, sample: int | None):
 # %% ../../notebooks/lib/pipeline/13_sweep.ipynb #c02091
 def _start(project: Project, axes: list, sample: int | None, combos: list, settings: list, where: dict):
     "`(manifest, run folder)` of a new sweep, its folder made"
-    import getpass
-    from mlops_nb.pipeline.run_folder import new_manifest
 
     stages = project.stages
     shared, per_child, rest = split_stages(stages, settings)
@@ -82,7 +88,6 @@ def _conclude(
     run_dir: Path, manifest: dict, rows: list, settings: list, project: Project, overrides: list, tracker, echo
 ):
     "Rank the children, write the results, and take the best through the stages after theirs"
-    from mlops_nb.core.manifest import write_manifest
 
     sweep, key = manifest['sweep'], manifest['sweep']['key_metric']
     records = {r['name']: r for r in manifest['stages']}
@@ -139,7 +144,6 @@ def _ready_workers(client, scheduler: str | None, project: Project):
     if scheduler:
         check_workers(client, project)
     workers = len(client.scheduler_info().get('workers', {}))
-    from mlops_nb.registry.tracking import mlflow_client
 
     mlflow_client(project.tracking_uri)  # a new store's tables are made here, not by the warming workers at once
     # the futures are kept until the sweep ends; a failure only costs the time they save
@@ -149,7 +153,6 @@ def _ready_workers(client, scheduler: str | None, project: Project):
 # %% ../../notebooks/lib/pipeline/13_sweep.ipynb #c020a3
 def _resumed(manifest: dict, where: dict):
     "Record in `manifest` that the sweep goes on now, and where"
-    import getpass
 
     manifest['sweep'].update(where)
     manifest['sweep'].setdefault('resumed', []).append({'at': utc_now().isoformat(), 'by': getpass.getuser(), **where})
@@ -214,8 +217,6 @@ def _sweep_stages(
 # %% ../../notebooks/lib/pipeline/13_sweep.ipynb #c020a5
 def _close(run_dir: Path, manifest: dict, tracker, started: float, project: Project, echo):
     "Record the sweep's outcome; raise, saying how to continue it, if it did not complete"
-    from mlops_nb.pipeline.execute import StageFailed
-    from mlops_nb.pipeline.run_folder import RunInterrupted, close_run
 
     try:
         close_run(run_dir, manifest, tracker, started, project, echo)
@@ -244,8 +245,6 @@ def run_sweep(
     | None = None,  # a sweep's run folder to continue (`project`, `axes` and `sample` are then its own)
 ):
     "Run a sweep into a new run folder, or continue one that stopped; return the folder"
-    from mlops_nb.core.manifest import write_manifest
-    from mlops_nb.pipeline.tracker import Tracker
 
     _check_executor(executor, scheduler)
     if resume:
@@ -281,7 +280,6 @@ def run_sweep(
 # %% ../../notebooks/lib/pipeline/13_sweep.ipynb #c021a
 def _reopen(run_dir: str | Path):
     "`(project, axes, sample, manifest, run_dir)` of a sweep that stopped, to continue it"
-    from mlops_nb.pipeline.run_folder import open_run
 
     project, _, m, run_dir = open_run(None, run_dir, 'sweep')  # refuses a completed run; checks completed stages' files
     if m['kind'] != 'sweep':

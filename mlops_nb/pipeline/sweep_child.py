@@ -17,6 +17,12 @@ from ..core.basics import MlopsError, atomic_write_text, link_path, sha256_path,
 from ..core.credentials import hide
 from ..core.liveness import Heartbeat, process_record
 from ..core.project import Project, load_project
+from .cache import run_cache
+from .stage_sequence import execute_stages
+from .run_folder import new_manifest
+from ..core.manifest import write_manifest
+from .run_folder import freeze_run, run_summary
+from .tracker import Tracker
 
 # %% auto #0
 __all__ = ['run_stages', 'discard_folder', 'run_child', 'completed_row', 'failed_row']
@@ -27,9 +33,7 @@ def run_stages(
     project: Project, run_dir: Path, manifest: dict, names: list, tracker, echo=print, after=None, cache: bool = False
 ):  # reuse unchanged stages of earlier runs (the shared stages; a child's are its own)
     "Run the stages `names` of `manifest` in `run_dir`, kernels forked from a kernel server; False when one failed"
-    from mlops_nb.pipeline.cache import run_cache
     from mlops_nb.pipeline.kernels import kernel_server
-    from mlops_nb.pipeline.stage_sequence import execute_stages
 
     idx = {r['name']: i for i, r in enumerate(manifest['stages'])}
     server = kernel_server(project, [project.notebooks[n] for n in names], run_dir / 'logs' / 'kernels.log')
@@ -108,7 +112,6 @@ def _begin_attempt(child_dir: Path, sweep_dir: Path):
 # %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c012b2
 def _child_manifest(spec: dict, project: Project, attempts: list, worker: str):
     "A child's manifest: its stages, the shared ones as the sweep recorded them, their files linked into its folder"
-    from mlops_nb.pipeline.run_folder import new_manifest
 
     child_dir, sweep_dir = Path(spec['dir']), Path(spec['sweep_dir'])
     manifest = new_manifest(
@@ -138,9 +141,6 @@ def run_child(
     spec: dict,  # built by `run_sweep`: folders, overrides, shared records
 ):
     "Run one combination of a sweep into its child folder; return its result row"
-    from mlops_nb.core.manifest import write_manifest
-    from mlops_nb.pipeline.run_folder import freeze_run, run_summary
-    from mlops_nb.pipeline.tracker import Tracker
 
     child_dir = Path(spec['dir'])
     attempts, worker = _begin_attempt(child_dir, Path(spec['sweep_dir']))

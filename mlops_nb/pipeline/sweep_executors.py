@@ -13,6 +13,8 @@ from pathlib import Path
 from ..core.basics import MlopsError, atomic_write_text
 from ..core.project import Project
 from .sweep_child import failed_row, run_child
+from ..registry.tracking import is_server
+from ..registry.tracking import client as mlflow_client, experiment_id
 
 # %% auto #0
 __all__ = ['run_children', 'check_workers', 'dask_client', 'warm_workers']
@@ -90,12 +92,10 @@ def check_workers(
     project: Project,  # the project whose runs folder and MLflow store the workers must reach
 ):
     "Raise `MlopsError` unless every worker reads the run folder, the project and the MLflow store as this process does"
-    from mlops_nb.registry.tracking import is_server
 
     workers = client.scheduler_info().get('workers', {})
     if not workers:
         raise MlopsError(f'no workers are connected to the scheduler {client.scheduler.address}')
-    from mlops_nb.registry.tracking import client as mlflow_client, experiment_id
 
     project.runs_dir.mkdir(parents=True, exist_ok=True)
     # the store and artifact folder exist here first, so that a worker that does not see them is told apart

@@ -9,6 +9,10 @@ import json
 from pathlib import Path
 
 from ..core.basics import atomic_path, atomic_write_text
+from ..core.tasks import LOWER_IS_BETTER
+import base64
+import csv
+import io
 
 # %% auto #0
 __all__ = ['rank', 'effects', 'ranking_table', 'write_results']
@@ -20,7 +24,6 @@ def rank(
     key: str,  # the metric to rank by
 ):
     "Completed rows, best first (a row without the metric ranks last), with `rank` set"
-    from mlops_nb.core.tasks import LOWER_IS_BETTER
 
     lower = key in LOWER_IS_BETTER
     ok = [r for r in rows if r['status'] == 'completed']
@@ -110,9 +113,6 @@ def _markdown(rows: list, columns: list):
 # %% ../../notebooks/lib/pipeline/12_sweep_results.ipynb #c019c
 def write_results(run_dir: Path, sweep: dict, table: list, ranked: list, effs: list, key: str):
     "Write the ranking (csv, json, png) and `sweep.ipynb` into the sweep folder `run_dir`"
-    import base64
-    import csv
-    import io
     import nbformat
 
     out = run_dir / 'artifacts' / 'sweep'

@@ -13,6 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..core.basics import MlopsError, file_lock, sha256_path, utc_now
+import os
+import socket
+import time
+from ..core.manifest import read_manifest
+from ..core.manifest import write_manifest
 
 # %% auto #0
 __all__ = [
@@ -162,9 +167,6 @@ LOCK_STALE_S, LOCK_TIMEOUT_S = 30.0, 90.0
 @contextmanager
 def _model_lock(c, name: str):
     "A lock held by creating the registered model `<name>.champion-lock` (atomic in MLflow's stores)"
-    import os
-    import socket
-    import time
     from mlflow.exceptions import MlflowException
 
     lock, holder = f'{name}.champion-lock', f'{socket.gethostname()}:{os.getpid()}'
@@ -233,7 +235,6 @@ def _champion(c, name):
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c010c
 def record_event(c, name: str, event: dict):
     "Add `event` to the registered model's history (a tag per event, ordered by time)"
-    import time
 
     at = event.setdefault('at', utc_now().isoformat())
     # `at` is to the second: the clock in nanoseconds keeps two events of one second apart, in the order recorded
@@ -267,7 +268,6 @@ def move_champion(c, tracking_uri: str, name: str, version: str, expected: str |
 
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014
 def _registered(run_dir: Path):
-    from mlops_nb.core.manifest import read_manifest
 
     m = read_manifest(run_dir)
     reg = next((r.get('result') for r in m['stages'] if r['name'] == 'register' and r['status'] == 'completed'), None)
@@ -278,7 +278,6 @@ def _registered(run_dir: Path):
 
 # %% ../../notebooks/lib/registry/01_gate.ipynb #c014a
 def _record(run_dir: Path, manifest: dict, entry: dict):
-    from mlops_nb.core.manifest import write_manifest
 
     manifest.setdefault('decisions', []).append(entry)
     write_manifest(run_dir, manifest)

@@ -12,6 +12,8 @@ import pandas as pd
 
 from ..core.basics import atomic_path
 from .tracking import alias_version, client, download_model
+from importlib.metadata import version
+import sys
 
 # %% auto #0
 __all__ = ['pip_requirements', 'save_object', 'load_object', 'save_model', 'load_pipeline', 'champion_model']
@@ -20,7 +22,6 @@ __all__ = ['pip_requirements', 'save_object', 'load_object', 'save_model', 'load
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010
 def pip_requirements():
     "The packages a served model needs, at the versions it was trained with"
-    from importlib.metadata import version
 
     return [f'{p}=={version(p)}' for p in ('scikit-learn', 'pandas', 'numpy', 'scipy', 'cloudpickle')]
 
@@ -28,7 +29,6 @@ def pip_requirements():
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010a
 def _by_value(root: Path | None):
     "Modules whose code a pickled model must carry: mlops_nb.core.columns and the project folder's own"
-    import sys
     import cloudpickle
     import mlops_nb.core.columns
 

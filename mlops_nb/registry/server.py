@@ -13,6 +13,10 @@ from urllib.parse import urlsplit
 
 from ..core.basics import MlopsError
 from ..core.credentials import mask
+import importlib.util
+import urllib.request
+import signal
+import subprocess
 
 # %% auto #0
 __all__ = ['free_port', 'check_backend', 'server_command', 'client_uri', 'run_server', 'tracking_server', 'mlflow_ui']
@@ -54,7 +58,6 @@ _INSTALL = {'postgresql': "pip install 'mlops-nb[postgres]'"}
 
 def _driver_missing(uri: str):
     "The DB-API module SQLAlchemy would import for `uri` when it is not installed, else None"
-    import importlib.util
     from sqlalchemy.engine import make_url
 
     try:
@@ -145,7 +148,6 @@ def client_uri(host: str, port: int):
 
 # %% ../../notebooks/lib/registry/02_server.ipynb #c010b
 def _healthy(url: str):
-    import urllib.request
 
     try:
         with urllib.request.urlopen(f'{url}/health', timeout=1) as r:
@@ -157,8 +159,6 @@ def _healthy(url: str):
 # %% ../../notebooks/lib/registry/02_server.ipynb #c010c
 def run_server(argv: list, env: dict, health_url: str, echo=print):
     "Run the server in its own session until it stops or a signal asks; say when it answers; return the exit code"
-    import signal
-    import subprocess
 
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     asked = []
@@ -258,7 +258,6 @@ def mlflow_ui(
     port: int = 5000,  # its port; 0 picks a free one
 ):
     "`(process or None, line)`: the MLflow UI of `tracking_uri`, started when asked and needed, and where to find it"
-    import subprocess
 
     if urlsplit(tracking_uri).scheme in ('http', 'https'):
         return None, f'MLflow UI  {mask(tracking_uri)}/  (the tracking server settings.ini names)'

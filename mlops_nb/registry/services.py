@@ -9,6 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.credentials import mask
+import os
+import time
+from urllib.parse import unquote, urlsplit
+from .tracking import is_server
 
 # %% auto #0
 __all__ = ['service_problems', 'artifact_problems']
@@ -17,7 +21,6 @@ __all__ = ['service_problems', 'artifact_problems']
 # %% ../../notebooks/lib/registry/03_services.ipynb #c020
 def _unwritable(folder: Path):
     "None when files can be made in `folder` (made with its missing parents, as MLflow does), else the folder in the way"
-    import os
 
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -61,7 +64,6 @@ def service_problems(
     service: tuple = _TRACKING,  # `(what it is, the setting that names it)`, for the line
 ):
     "A line (empty list when it answers) for a store (tracking, prediction log) that cannot be used, its password masked"
-    import time
 
     for i in range(tries):
         try:
@@ -84,8 +86,6 @@ def artifact_problems(
     tracking_uri: str,  # the project's tracking URI: a tracking server keeps the artifacts itself
 ):
     "A line (empty list when it can be written) for an artifact folder that cannot be used"
-    from urllib.parse import unquote, urlsplit
-    from mlops_nb.registry.tracking import is_server
 
     if is_server(tracking_uri) or not artifact_location.startswith('file:'):
         return []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..core.basics import file_lock
 from ..core.credentials import reveal
+from ..core.project import load_project
 
 # %% auto #0
 __all__ = [
@@ -126,7 +127,6 @@ def project_tracking_uri(tracking_uri: str = ''):
     "`(tracking_uri, artifact_location)`: as given, or when empty from the project's settings.ini (notebooks run by hand)"
     if tracking_uri:
         return tracking_uri, None
-    from mlops_nb.core.project import load_project
 
     p = load_project()
     return p.tracking_uri, p.artifact_location

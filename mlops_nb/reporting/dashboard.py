@@ -12,6 +12,9 @@ from .charts import TRAINING_KINDS, champion_chart, key_metric_chart, monitor_ch
 from .diff import diff_path, write_diff
 from .pages import render
 from .report import render_report, run_decision, trigger_text
+from ..core.manifest import list_runs
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 # %% auto #0
 __all__ = ['champion_history', 'dashboard_html', 'render_dashboard', 'render_run_pages', 'dashboard_server']
@@ -99,7 +102,6 @@ def _diffs(runs: list, runs_dir: Path, write: bool):
 # %% ../../notebooks/lib/reporting/05_dashboard.ipynb #c010
 def dashboard_html(project, runs: list | None = None, write_diffs: bool = True) -> str:
     "The dashboard page of `project` (a `Project`) over `runs` (manifests, oldest first; default: every run)"
-    from mlops_nb.core.manifest import list_runs
 
     runs = list_runs(project) if runs is None else runs
     runs_dir, key, model_name = (
@@ -172,8 +174,6 @@ def dashboard_server(
     host: str = '127.0.0.1',  # loopback only
 ):
     "A threading HTTP server of `runs_dir`, not yet serving (call `serve_forever`)"
-    from functools import partial
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(SimpleHTTPRequestHandler):
         extensions_map = {

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ..core.basics import MlopsError, atomic_write_text
 from .pages import render
+from ..core.stage import get_stage
+from ..core.manifest import read_manifest
 
 # %% auto #0
 __all__ = ['diff_runs', 'diff_text', 'diff_page', 'diff_path', 'write_diff']
@@ -33,7 +35,6 @@ def _json(path: Path):
 
 # %% ../../notebooks/lib/reporting/04_diff.ipynb #c006
 def _artifact(run_dir: Path, stage: str, output: str):
-    from mlops_nb.core.stage import get_stage
 
     try:
         return _json(run_dir / get_stage(stage).outputs[output])
@@ -152,7 +153,6 @@ def diff_runs(
     run_b: str | Path,  # the later run folder
 ):
     "What differs between two runs (inputs), what moved (outputs), and the likely cause"
-    from mlops_nb.core.manifest import read_manifest
 
     da, db = Path(run_a).resolve(), Path(run_b).resolve()
     a, b = read_manifest(da), read_manifest(db)

@@ -11,6 +11,8 @@ from pathlib import Path
 from ..core.basics import MlopsError, atomic_write_text
 from .notebooks import fragments, notebook_exporter, notebook_html
 from .pages import render
+from ..core.stage import get_stage
+from ..core.manifest import read_manifest
 
 # %% auto #0
 __all__ = ['run_decision', 'decided_since', 'trigger_text', 'report_html', 'render_report', 'render_reports']
@@ -207,7 +209,6 @@ def _facts(m: dict):
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c019
 def _stage(run_dir: Path, m: dict, r: dict, exporter):
     "What the report shows of stage record `r`: status, time, links, why it failed, and its notebook rendered"
-    from mlops_nb.core.stage import get_stage
 
     try:
         purpose = r.get('purpose') or get_stage(r['name']).purpose
@@ -242,7 +243,6 @@ def _stage(run_dir: Path, m: dict, r: dict, exporter):
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c020
 def report_html(run_dir: str | Path, exporter=None) -> str:
     "The report page of the run folder `run_dir`"
-    from mlops_nb.core.manifest import read_manifest
 
     run_dir = Path(run_dir).resolve()
     m = read_manifest(run_dir)
@@ -265,7 +265,6 @@ def report_html(run_dir: str | Path, exporter=None) -> str:
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c022
 def render_report(run_dir: str | Path, exporter=None) -> Path:
     "Write `report.html` in the run folder `run_dir`; return its path"
-    from mlops_nb.core.manifest import read_manifest
 
     run_dir = Path(run_dir).resolve()
     out = atomic_write_text(run_dir / 'report.html', report_html(run_dir, exporter))

@@ -10,6 +10,7 @@ import warnings
 
 from .protocol import Column, _bad
 from .treetables import TreeTables, _helpers
+from itertools import repeat
 
 # %% auto #0
 __all__ = ['fast_scorer']
@@ -102,7 +103,6 @@ def _composed(plan: list, order: list, remaps: dict):
 def _matrix_scorer(plan: list, predict):
     "`score(cols, n)`: the columns encoded by `plan` into a matrix of floats, answered by `predict`"
     import numpy as np
-    from itertools import repeat
 
     def score(cols, n):
         X = np.empty((n, len(plan)))
@@ -165,7 +165,6 @@ def _table_scorer(tables, plan: list, finish, columns: list):
     # A text column's lookup is also its check (`score.prechecked`: `check_input` leaves these columns to it):
     # a known category is a string; only the values not found (missing, unseen, or of a wrong type) are looked at.
     import numpy as np
-    from itertools import repeat
 
     col = {c.name: c for c in columns}
     steps = []

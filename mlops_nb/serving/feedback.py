@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..core.basics import MlopsError
 from .logstore import _encode, open_store, utcnow
+import math
 
 # %% auto #0
 __all__ = ['feedback_record', 'read_feedback_file', 'record_feedback']
@@ -33,7 +34,6 @@ def feedback_record(
     where: str = 'feedback',
 ):
     "A checked feedback record for the log; `MlopsError` naming the problem"
-    import math
 
     if not isinstance(item, dict):
         raise MlopsError(f'{where}: expected an object with request_id and label, got {type(item).__name__}')

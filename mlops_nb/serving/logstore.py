@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..core.basics import MlopsError
 from ..core.credentials import mask, reveal
+from ..core.project import _absolute_uri
 
 # %% auto #0
 __all__ = ['log_url', 'open_store', 'dumps', 'loads', 'utcnow', 'columns_json']
@@ -71,7 +72,6 @@ def log_url(
     required: bool = True,  # raise when the log is off; else return None
 ):
     "The SQLAlchemy URL of `project`'s prediction log (`[serve] prediction_log`)"
-    from mlops_nb.core.project import _absolute_uri
 
     text = project.settings['serve']['prediction_log'].strip()
     if text.lower() == 'off':

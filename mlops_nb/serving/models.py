@@ -14,6 +14,9 @@ from pathlib import Path
 from .logstore import loads
 from .protocol import InputError, _from_split, check_input, signature_columns
 from .scorer import choose_scorer
+import shutil
+import tempfile
+from ..registry.tracking import download_model
 
 # %% auto #0
 __all__ = ['ServedModel', 'load_model_dir', 'MlflowRegistry']
@@ -88,7 +91,6 @@ class MlflowRegistry:
     def _schema_home(self, mv):
         "A folder holding the version's training schema where its run folder does: that folder, or a copy of the schema logged with the model"
         import mlflow.artifacts
-        import shutil
         from mlflow.exceptions import MlflowException
 
         rel, run_dir = 'artifacts/02_validate/schema.json', mv.tags.get('mlops_nb.run_dir')
@@ -112,9 +114,6 @@ class MlflowRegistry:
 
     def load(self, version: str):
         "The `ServedModel` of `version` (downloaded once, kept for rollbacks)"
-        import shutil
-        import tempfile
-        from mlops_nb.registry.tracking import download_model
 
         if version in self._loaded:
             return self._loaded[version]

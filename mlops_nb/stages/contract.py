@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..core.basics import MlopsError, find_project_root
 from ..core.schema import schema_hash
+from ..registry.tracking import mlflow_client
 
 # %% auto #0
 __all__ = [
@@ -185,7 +186,6 @@ def load_champion_schema(
     if tracking_uri.startswith('sqlite:///') and not Path(tracking_uri[len('sqlite:///') :]).is_file():
         return None  # no store, no champion
     from mlflow.exceptions import MlflowException
-    from mlops_nb.registry.tracking import mlflow_client
 
     c = mlflow_client(tracking_uri)
     try:

@@ -15,6 +15,7 @@ import pandas as pd
 from ..core.basics import atomic_write_text
 from ..core.stage import get_stage
 from .snapshot import contract_dtypes, snapshot
+from .contract import describe_reference, reference_schema
 
 # %% auto #0
 __all__ = ['IngestResult', 'ingest']
@@ -67,7 +68,6 @@ def ingest(
     types_from = []
 
     def csv_dtypes():
-        from mlops_nb.stages.contract import describe_reference, reference_schema
 
         schema, info, _ = reference_schema(reference, model_name, tracking_uri)
         if schema is None:

@@ -27,6 +27,7 @@ from mlops_nb.stages.sources import (
     text_codec,
 )
 from .data_version import RowDigest
+import tempfile
 
 # %% auto #0
 __all__ = ['contract_dtypes', 'snapshot', 'load_source']
@@ -524,7 +525,6 @@ def load_source(
     "The whole of `source` as a DataFrame, read and checked as ingest reads it (for small data)"
     if source in BUNDLED:
         return bundled(source, years)
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         snapshot(Path(tmp) / 'data.parquet', source, years, **kwargs)

@@ -19,6 +19,7 @@ from ..registry.tracking import project_tracking_uri
 from ..registry.models import champion_model, load_object, save_model
 from .evaluate import model_output, task_metrics, truth_of
 from .features import _read_json, build_pipeline, make_pipeline, model_input
+import copy
 
 # %% auto #0
 __all__ = ['warm_start_from', 'describe_estimator', 'TrainResult', 'train']
@@ -27,7 +28,6 @@ __all__ = ['warm_start_from', 'describe_estimator', 'TrainResult', 'train']
 # %% ../../notebooks/lib/stages/10_train.ipynb #c010d
 def warm_start_from(champion, features: dict, task: str, model: str, max_iter: int):
     "A copy of the champion's pipeline set to continue learning: `max_iter` more boosting iterations, or solver steps from its weights"
-    import copy
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression
 
