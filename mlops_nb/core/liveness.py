@@ -10,10 +10,10 @@ import socket
 import threading
 from datetime import datetime
 from pathlib import Path
-
-from .basics import utc_now
 import signal
 import sys
+
+from .basics import utc_now
 
 # %% auto #0
 __all__ = [

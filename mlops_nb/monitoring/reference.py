@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+import shutil
+import tempfile
 
 import pandas as pd
 
 from ..core.basics import MlopsError
 from ..core.stage import get_stage
 from ..registry.models import load_pipeline
-import shutil
-import tempfile
 from ..registry.tracking import download_model
 
 # %% auto #0

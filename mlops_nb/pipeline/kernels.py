@@ -23,11 +23,11 @@ import time
 import uuid
 from importlib.resources import files
 from pathlib import Path
+import select
 
 from jupyter_client.provisioning import LocalProvisioner
 
 from ..core.liveness import pid_alive, stacks_on_signal
-import select
 from ..registry.tracking import store_modules
 
 # %% auto #0

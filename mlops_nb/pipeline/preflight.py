@@ -8,18 +8,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+import re
+import json
+import importlib.util
+import ast
+import hashlib
+from importlib.metadata import version
 
 import pandas as pd
 
 from ..core.basics import MlopsError
 from ..core.settings import domain_problems, suggest
-import re
-import json
 from ..core.stage import SETTINGS, declared_settings, stage_params
-import importlib.util
-import ast
-import hashlib
-from importlib.metadata import version
 from .cache import source_fingerprint
 
 # %% auto #0

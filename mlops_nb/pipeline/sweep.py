@@ -12,6 +12,7 @@ import itertools
 import json
 import time
 from pathlib import Path
+import getpass
 
 import yaml
 
@@ -24,7 +25,6 @@ from .sweep_child import completed_row, discard_folder, run_stages
 from .sweep_executors import check_workers, dask_client, run_children, warm_workers
 from .sweep_results import effects, rank, ranking_table, write_results
 from .runner import check_settings
-import getpass
 from .run_folder import new_manifest
 from ..core.manifest import write_manifest
 from ..registry.tracking import mlflow_client

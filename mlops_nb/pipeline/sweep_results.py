@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from ..core.basics import atomic_path, atomic_write_text
-from ..core.tasks import LOWER_IS_BETTER
 import base64
 import csv
 import io
+
+from ..core.basics import atomic_path, atomic_write_text
+from ..core.tasks import LOWER_IS_BETTER
 
 # %% auto #0
 __all__ = ['rank', 'effects', 'ranking_table', 'write_results']

@@ -11,13 +11,13 @@ import json
 import re
 from contextlib import contextmanager
 from pathlib import Path
+import os
+import socket
+import time
 
 import numpy as np
 
 from ..core.basics import MlopsError, file_lock, sha256_path, utc_now
-import os
-import socket
-import time
 from ..core.manifest import read_manifest
 from ..core.manifest import write_manifest
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from importlib.metadata import version
+import sys
 
 import pandas as pd
 
 from ..core.basics import atomic_path
 from .tracking import alias_version, client, download_model
-from importlib.metadata import version
-import sys
 
 # %% auto #0
 __all__ = ['pip_requirements', 'save_object', 'load_object', 'save_model', 'load_pipeline', 'champion_model']

@@ -12,13 +12,13 @@ import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
-
-from ..core.basics import MlopsError
-from ..core.credentials import mask
 import importlib.util
 import urllib.request
 import signal
 import subprocess
+
+from ..core.basics import MlopsError
+from ..core.credentials import mask
 
 # %% auto #0
 __all__ = ['free_port', 'check_backend', 'server_command', 'client_uri', 'run_server', 'tracking_server', 'mlflow_ui']

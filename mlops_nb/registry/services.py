@@ -9,11 +9,11 @@ prediction log; a line each when they do not."""
 from __future__ import annotations
 
 from pathlib import Path
-
-from ..core.credentials import mask
 import os
 import time
 from urllib.parse import unquote, urlsplit
+
+from ..core.credentials import mask
 from .tracking import is_server
 
 # %% auto #0

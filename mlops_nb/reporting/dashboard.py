@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 from ..core.basics import MlopsError, atomic_write_text, utc_now
 from .charts import TRAINING_KINDS, champion_chart, key_metric_chart, monitor_charts
@@ -15,8 +17,6 @@ from .diff import diff_path, write_diff
 from .pages import render
 from .report import render_report, run_decision, trigger_text
 from ..core.manifest import list_runs
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 # %% auto #0
 __all__ = ['champion_history', 'dashboard_html', 'render_dashboard', 'render_run_pages', 'dashboard_server']

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from itertools import repeat
 
 from .protocol import Column, _bad
 from .treetables import TreeTables, _helpers
-from itertools import repeat
 
 # %% auto #0
 __all__ = ['fast_scorer']

@@ -8,10 +8,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+import math
 
 from ..core.basics import MlopsError
 from .logstore import _encode, open_store, utcnow
-import math
 
 # %% auto #0
 __all__ = ['feedback_record', 'read_feedback_file', 'record_feedback']

@@ -12,12 +12,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+import shutil
+import tempfile
 
 from .logstore import loads
 from .protocol import InputError, _from_split, check_input, signature_columns
 from .scorer import choose_scorer
-import shutil
-import tempfile
 from ..registry.tracking import download_model
 
 # %% auto #0

@@ -12,6 +12,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,6 @@ from mlops_nb.stages.sources import (
     text_codec,
 )
 from .data_version import RowDigest
-import tempfile
 
 # %% auto #0
 __all__ = ['contract_dtypes', 'snapshot', 'load_source']

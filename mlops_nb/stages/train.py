@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+import copy
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,6 @@ from ..registry.tracking import project_tracking_uri
 from ..registry.models import champion_model, load_object, save_model
 from .evaluate import model_output, task_metrics, truth_of
 from .features import _read_json, build_pipeline, make_pipeline, model_input
-import copy
 
 # %% auto #0
 __all__ = ['warm_start_from', 'describe_estimator', 'TrainResult', 'train']
