@@ -11,7 +11,6 @@ import ast
 import functools
 import importlib
 import importlib.util
-import itertools
 import json
 import os
 import shutil
@@ -185,7 +184,7 @@ class _Imports:
 
     def __init__(self, plan: dict):
         self.root, self.notebooks, self.store = Path(plan['root']), plan['notebooks'], plan.get('store', [])
-        self.modules, self.done = {}, set()
+        self.modules, self.done, self.skipped = {}, set(), set()
 
     def of(self, stage: str):
         "The modules of `stage`, read when first needed: the first stage's kernel should not wait for the last's"
@@ -200,6 +199,15 @@ class _Imports:
             if any(m.split('.')[0] == 'mlflow' for m in self.modules[stage]):
                 self.modules[stage] += self.store
         return self.modules[stage]
+
+    def ahead(self):
+        "What to import while no kernel is asked for: ipykernel, then each stage's modules in run order"
+        yield 'ipykernel.kernelapp'  # every kernel needs it
+        for stage in self.notebooks:
+            for name in self.of(stage):
+                if stage in self.skipped:  # reused from an earlier run since: it needs no kernel
+                    break
+                yield name
 
     def load(self, names: list):
         "Import those of `names` not imported yet; one that fails is a line in the server's log"
@@ -268,13 +276,14 @@ def serve():
     signal.signal(signal.SIGCHLD, _reaper(children))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle: it stops the stage, then us
     stacks_on_signal()  # into our log: `kill -USR1 PID` shows where we are stuck
-    ahead = itertools.chain(
-        ['ipykernel.kernelapp'], itertools.chain.from_iterable(map(imports.of, imports.notebooks))
-    )  # every kernel needs ipykernel
+    ahead = imports.ahead()
     more = True
     while pending or not requests.eof:
         batch, pending = pending + requests.read(0 if more or pending else None), []
         for req in batch:
+            if 'skip' in req:
+                imports.skipped.add(req['skip'])
+                continue
             imports.load(['ipykernel.kernelapp', *imports.of(req['stage'])])
             _fork_kernel(req, children, reply)
         if more:
@@ -363,6 +372,10 @@ class KernelServer:
         self.n += 1
         self._send({'id': self.n, 'stage': stage, 'argv': argv, 'cwd': cwd, 'env': env, 'log': str(log)})
         return _Forked(self, self.n)
+
+    def skip(self, stage: str):
+        "Tell the server that `stage` needs no kernel (it was reused): it stops importing that stage's modules ahead"
+        self._send({'skip': stage})
 
     def pid(self, id: int):
         "The pid of request `id`'s kernel, waiting for the server's answer if it has not come yet"

@@ -87,11 +87,14 @@ class _Sequence:
         rec = self.records[i]
         rec.pop('cached_from', None)
         rec['cache_key'] = self.key(i)
-        return (
+        hit = (
             self.cache is not None
             and self.key(i) is not None
             and self.cache.reuse(self.key(i), self.run_dir, rec, warn=echo)
         )
+        if hit and self.server is not None:
+            self.server.skip(rec['name'])  # the server stops importing for a kernel nobody will ask for
+        return hit
 
     def start(self, i: int):
         "Start stage `i`'s kernel, unless it has one"
