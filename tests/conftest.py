@@ -88,12 +88,34 @@ def manifests(project: Path):
     return [json.loads(p.read_text()) for p in sorted((project / 'runs').glob('*/manifest.json'))]
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    "A project with one completed training run: `(project, completed process, manifest)`"
-    project = make_project(tmp_path_factory.mktemp('project'))
-    res = cli(project, 'run', '--approve-as', 'tester')
+@pytest.fixture(scope='session')
+def _approved_once(tmp_path_factory):
+    "This worker's project with one run approved by 'tester', made once, and a copy of it as it was then"
+    home = make_project(tmp_path_factory.getbasetemp() / 'approved')
+    res = cli(home, 'run', '--approve-as', 'tester')
     assert res.returncode == 0, res.stdout + res.stderr
+    pristine = home.with_name('approved.pristine')
+    shutil.copytree(home, pristine, symlinks=True)
+    return {'home': home, 'pristine': pristine, 'res': res, 'lent': False}
+
+
+@pytest.fixture(scope='module')
+def approved(_approved_once):
+    """A project with one run approved by 'tester': `(project, completed process)`. Made once per test worker, and put
+    back as it was for each module, at the same path, because its MLflow store records absolute paths. A worker runs
+    one module at a time (`--dist loadfile`), so a module has it to itself."""
+    once = _approved_once
+    if once['lent']:
+        shutil.rmtree(once['home'])
+        shutil.copytree(once['pristine'], once['home'], symlinks=True)
+    once['lent'] = True
+    return once['home'], once['res']
+
+
+@pytest.fixture(scope='module')
+def trained(approved):
+    "A project with one completed training run, approved: `(project, completed process, manifest)`"
+    project, res = approved
     return project, res, manifests(project)[-1]
 
 

@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from conftest import MLOPS_NB, batch_without, cli, make_project, manifests
+from conftest import MLOPS_NB, batch_without, cli, manifests
 from test_report import lines_of, wait_for
 
 CHROMIUM, CHROMEDRIVER = shutil.which('chromium'), shutil.which('chromedriver')
@@ -36,11 +36,9 @@ FLAGS = [
 
 
 @pytest.fixture(scope='module')
-def site(tmp_path_factory):
+def site(approved):
     "A project with an approved run, a run that failed in validate and a monitor run: `(project, manifests)`"
-    project = make_project(tmp_path_factory.mktemp('site'))
-    res = cli(project, 'run', '--approve-as', 'tester')
-    assert res.returncode == 0, res.stdout + res.stderr
+    project = approved[0]
     assert cli(project, 'run', *batch_without(project)).returncode == 1
     res = cli(project, 'monitor', '--data', 'acs_employment_ma', '-p', 'ingest.years=2018')
     assert res.returncode == 0, res.stdout + res.stderr

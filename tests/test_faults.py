@@ -183,6 +183,7 @@ def base(tmp_path_factory):
 # -- 1. SIGKILL inside a stage, then --resume ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_in_train_then_in_evaluate_then_resume_gives_the_uninterrupted_outputs(base):
     "Killed (CLI, kernel server, kernels) inside train after it wrote its model, resumed, killed inside evaluate, resumed"
     project, ref = base.project, base.run
@@ -461,6 +462,7 @@ def test_full_disk_in_a_stage_leaves_no_partial_file_and_says_no_space(base):
 # -- 4. two approvals at the same moment, on SQLite ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_approvals_at_once_on_sqlite_one_wins(base):
     project = base.project
     c = _client(project)

@@ -111,6 +111,7 @@ def test_an_unchanged_rerun_registers_no_second_version(gated):
     assert aliases(project)['champion'] == '1'
 
 
+@pytest.mark.slow
 def test_two_approvals_at_once_cannot_both_win_and_rollback(gated):
     project, _ = gated
     champion = aliases(project)['champion']

@@ -39,6 +39,7 @@ def test_a_later_year_is_monitored_without_retraining(trained):
     assert m['run_id'] in (project / 'runs' / 'index.html').read_text()
 
 
+@pytest.mark.slow
 def test_drift_triggers_a_warm_started_retraining_that_skips_echoed_labels_and_has_lineage(trained, tmp_path):
     from mlops_nb.stages.sources import bundled
 
@@ -167,6 +168,7 @@ def test_monitoring_needs_a_champion_and_a_batch(project):
     assert res.returncode == 1 and 'give the batch to monitor: --data SOURCE or --from-log' in res.stderr
 
 
+@pytest.mark.slow
 def test_replay_on_elec2_drift_triggered_retraining_beats_never_with_fewer_retrains_than_periodic(project):
     res = cli(project, 'replay', '--dataset', 'elec2', '--batch', 'weekly', '-p', 'train.model=logistic_regression')
     assert res.returncode == 0, res.stdout + res.stderr
@@ -192,6 +194,7 @@ def test_replay_refuses_a_batch_its_dataset_does_not_have(project, args, message
     assert res.returncode == 1 and message in res.stderr and 'Traceback' not in res.stderr
 
 
+@pytest.mark.slow
 def test_a_champion_trained_on_another_machine_is_monitored_and_served_from_mlflow(trained, tmp_path):
     "Its run folder is not here (a teammate's, through a shared tracking server): its reference comes from its MLflow run"
     from pathlib import Path

@@ -16,6 +16,7 @@ from mlops_nb.core.stage import BUILTIN, TEMPLATES, find_stages, parse_parameter
 BIN = Path(sys.executable).parent
 
 
+@pytest.mark.slow
 def test_library_notebook_tests_pass():
     res = subprocess.run([str(BIN / 'nbdev-test')], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -95,6 +96,7 @@ def test_importing_the_package_is_cheap():
     assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.slow
 def test_stage_notebooks_run_top_to_bottom_with_their_defaults(tmp_path):
     "As in JupyterLab: no parameters injected, working directory notebooks/stages, the project's own store"
     import papermill as pm

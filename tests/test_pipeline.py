@@ -210,6 +210,7 @@ def test_a_setting_that_does_not_fit_its_notebook_is_caught_before_execution(pro
     assert not (project / 'runs').exists(), 'nothing ran'
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_failed_stage(project):
     restore = break_notebook(project, '04_train.ipynb', 'raise RuntimeError("simulated failure")')
     res = cli(project, 'run')

@@ -318,6 +318,7 @@ def wheel_env(tmp_path_factory):
     return tmp / 'venv' / 'bin'
 
 
+@pytest.mark.slow
 def test_wheel_init_run_add_a_stage_and_change_the_model(wheel_env, tmp_path):
     exe = [str(wheel_env / 'mlops-nb')]
     assert not str(tmp_path).startswith(str(ROOT))
@@ -407,6 +408,7 @@ def test_wheel_init_run_add_a_stage_and_change_the_model(wheel_env, tmp_path):
 # --- any tabular dataset by settings alone, from the repository's environment ---
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('target', ['risk', 'income', 'price'])
 def test_a_csv_of_ones_own_end_to_end(target, tmp_path):
     "1/2 labels, string labels, a regression target; no id, no time column; names with spaces, slashes and dots"

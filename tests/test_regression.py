@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from conftest import cli, manifests
 
 REGRESSION = [
@@ -30,6 +32,7 @@ REGRESSION = [
 ]
 
 
+@pytest.mark.slow
 def test_regression_run_reports_rmse_mae_r2_and_errors_by_group(project):
     res = cli(project, 'run', *REGRESSION, '--approve-as', 'tester')
     assert res.returncode == 0, res.stdout + res.stderr

@@ -15,19 +15,17 @@ from urllib.parse import urljoin
 import pandas as pd
 import pytest
 
-from conftest import MLOPS_NB, batch_without, cli, make_project, manifests
+from conftest import MLOPS_NB, batch_without, cli, manifests
 
 STAGES = ['ingest', 'validate', 'features', 'train', 'evaluate', 'audit', 'register']
 EVIL = '<script>alert(1)</script>'
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
+def runs(approved):
     """Three runs: approved at run time; fewer iterations, while the dashboard cannot be written; failing in validate on a batch
     that lacks a column and has one named like markup"""
-    project = make_project(tmp_path_factory.mktemp('reports'))
-    first = cli(project, 'run', '--approve-as', 'tester')
-    assert first.returncode == 0, first.stdout + first.stderr
+    project, first = approved
     blocker = project / 'runs' / 'index.html'
     blocker.unlink()
     blocker.mkdir()  # a folder where the dashboard goes: rendering it fails

@@ -24,6 +24,7 @@ def local(tmp_path_factory):
     return project, res
 
 
+@pytest.mark.slow
 def test_local_sweep_ranks_children_and_gates_the_best(local):
     project, res = local
     m, run_dir, results = _sweep(project)
@@ -76,6 +77,7 @@ def test_local_sweep_ranks_children_and_gates_the_best(local):
     assert m['decisions'][-1]['decision'] == 'approved'
 
 
+@pytest.mark.slow
 def test_dask_sweep_survives_a_killed_worker(local, tmp_path, monkeypatch):
     "Two worker processes; the first child's worker dies after its train stage: retried once, no result lost or doubled"
     project = make_project(tmp_path)
@@ -107,6 +109,7 @@ def test_dask_sweep_survives_a_killed_worker(local, tmp_path, monkeypatch):
     assert 'pending approval' in res.stdout
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_machine_died_resumes(tmp_path, monkeypatch):
     "The process dies in the second child: --resume keeps the first child, reruns the second, and gates the best"
     project = make_project(tmp_path)
