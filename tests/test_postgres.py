@@ -171,6 +171,7 @@ def test_server_refuses_a_bad_store(tmp_path):
     assert 'secret' not in res.stderr + res.stdout and 'Traceback' not in res.stderr
 
 
+@pytest.mark.slow
 def test_pipeline_against_a_postgres_tracking_server(tmp_path, pg_database):
     "Two people's runs at once, approvals racing, a third run, models, rollback and serve's registry, all through the server"
     srv = TrackingServer(tmp_path, '--backend-store', pg_database, '--artifacts', str(tmp_path / 'server-artifacts'))

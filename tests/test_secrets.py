@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 
 from conftest import MLOPS_NB, cli, make_project, manifests
 from mlops_nb.registry.server import free_port
@@ -102,6 +103,7 @@ def _rows_with(uri: str, secret: str):
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_password_in_every_url_setting_lands_nowhere(tmp_path, pg_database):
     "Run (settings and -p), a run that fails and its resume, serve with feedback, report, show, diff, settings: no password anywhere"
     from sqlalchemy.engine import make_url
