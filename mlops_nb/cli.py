@@ -13,9 +13,10 @@ from .core.basics import MlopsError
 from .core.credentials import mask
 from .core.liveness import stacks_on_signal
 from .pipeline.run_folder import RunInterrupted
+from .pipeline.warm import warm_call, warm_hint
 
 # %% auto #0
-__all__ = ['parser', 'main']
+__all__ = ['parser', 'execute', 'main']
 
 
 # %% ../notebooks/lib/09_cli.ipynb #df84688b
@@ -31,12 +32,9 @@ def parser():
     return p
 
 
-# %% ../notebooks/lib/09_cli.ipynb #6b2de2e9
-def main(argv=None):
-    "Entry point of `mlops-nb`"
-    # jsonschema (imported by nbformat) compiles 38 IRI grammars at import, 1 s, if rfc3987_syntax is there; no schema here uses them
-    sys.modules.setdefault('rfc3987_syntax', None)
-    stacks_on_signal()  # `kill -USR1 PID` shows where a run that seems stuck is
+# %% ../notebooks/lib/09_cli.ipynb #6b2de2e9a
+def execute(argv: list):
+    "Carry out the command `argv` in this process; its exit status"
     args = parser().parse_args(argv)
     if getattr(args, 'resume', None) and args.param:
         return _fail('--resume continues with the settings the run started with: drop -p')
@@ -51,6 +49,24 @@ def main(argv=None):
     except BrokenPipeError:  # output piped into `head` and friends
         sys.stderr.close()
         return 0
+
+
+# %% ../notebooks/lib/09_cli.ipynb #6b2de2e9
+_WARM = ('run', 'reproduce')  # commands that run stages: forked from the warm process, when there is one
+
+
+def main(argv=None):
+    "Entry point of `mlops-nb`; the command itself (`argv` None) has a run forked from the warm process"
+    # jsonschema (imported by nbformat) compiles 38 IRI grammars at import, 1 s, if rfc3987_syntax is there; no schema here uses them
+    sys.modules.setdefault('rfc3987_syntax', None)
+    stacks_on_signal()  # `kill -USR1 PID` shows where a run that seems stuck is
+    if argv is not None or parser().parse_args().command not in _WARM:
+        return execute(sys.argv[1:] if argv is None else argv)
+    code = warm_call('mlops_nb.cli:execute', sys.argv[1:])
+    if code is None:  # no warm process yet: the run starts one for its kernels, and tells it what a run needs
+        code = execute(sys.argv[1:])
+        warm_hint([m for m, v in sys.modules.items() if v is not None])
+    return code
 
 
 # %% ../notebooks/lib/09_cli.ipynb #0cb002f7

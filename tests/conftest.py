@@ -88,6 +88,18 @@ def manifests(project: Path):
     return [json.loads(p.read_text()) for p in sorted((project / 'runs').glob('*/manifest.json'))]
 
 
+@pytest.fixture(scope='session', autouse=True)
+def _warm_process():
+    "A warm process of this test session's own (per worker): its runs fork from it as a user's would; it leaves at the end"
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix='mnbw-')  # short: a Unix socket's path has a limit
+    os.environ['MLOPS_NB_WARM_DIR'] = folder
+    yield folder
+    del os.environ['MLOPS_NB_WARM_DIR']
+    shutil.rmtree(folder, ignore_errors=True)  # its socket gone, the warm process leaves once idle
+
+
 @pytest.fixture(scope='session')
 def _approved_once(tmp_path_factory):
     "This worker's project with one run approved by 'tester', made once, and a copy of it as it was then"

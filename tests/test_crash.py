@@ -12,17 +12,16 @@ import nbformat
 from conftest import MLOPS_NB, cli, manifests
 
 
-def children(pid):
-    "Pids of the processes whose parent is `pid`, and of theirs (the CLI's kernels)"
+def working_in(folder: Path):
+    "Pids of the processes whose working folder is `folder` (a run's kernels, wherever they were forked)"
     found = []
-    for stat in Path('/proc').glob('[0-9]*/stat'):
+    for cwd in Path('/proc').glob('[0-9]*/cwd'):
         try:
-            ppid = int(stat.read_text().rsplit(')', 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            found.append(int(stat.parent.name))
-    return found + [c for p in found for c in children(p)]
+            if Path(os.readlink(cwd)) == folder:
+                found.append(int(cwd.parent.name))
+        except OSError:
+            continue  # ended, or another user's
+    return found
 
 
 def test_sigkill_reads_as_interrupted_at_once_and_a_live_run_is_not_resumed(project):
@@ -53,7 +52,7 @@ def test_sigkill_reads_as_interrupted_at_once_and_a_live_run_is_not_resumed(proj
             res.stderr
         )
         assert proc.poll() is None, 'refusing the second resume left the run alone'
-        kernels = children(proc.pid)
+        kernels = working_in((project / 'runs' / m['run_id']).resolve())
         assert kernels, 'the CLI runs its stages in kernels'
         for pid in [proc.pid, *kernels]:
             os.kill(pid, signal.SIGKILL)

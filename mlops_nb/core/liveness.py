@@ -20,6 +20,7 @@ __all__ = [
     'HEARTBEAT_S',
     'STALE_S',
     'pid_alive',
+    'stand_in',
     'process_record',
     'process_alive',
     'as_read',
@@ -61,14 +62,24 @@ def pid_alive(pid: int):
     return (_stat(pid) or ['?'])[0] != 'Z'
 
 
+# %% ../../notebooks/lib/core/06_liveness.ipynb #c004b1
+_caller = None  # the process this one stands in for
+
+
+def stand_in(pid: int):
+    "Have `process_record` name process `pid`, which this process runs a command for and which lives exactly as long"
+    global _caller
+    _caller = pid
+
+
 # %% ../../notebooks/lib/core/06_liveness.ipynb #c004c
 def process_record():
-    "`{host, pid, proc_start, started, heartbeat}` of the current process, for a run's manifest"
-    now = utc_now().isoformat()
+    "`{host, pid, proc_start, started, heartbeat}` of the current process (or the one it stands in for), for a run's manifest"
+    now, pid = utc_now().isoformat(), _caller or os.getpid()
     return {
         'host': socket.gethostname(),
-        'pid': os.getpid(),
-        'proc_start': _proc_start(os.getpid()),
+        'pid': pid,
+        'proc_start': _proc_start(pid),
         'started': now,
         'heartbeat': now,
     }
