@@ -25,10 +25,9 @@ from ..core.basics import file_lock
 __all__ = ['warm_enabled', 'warm_socket', 'warm_connect', 'warm_call', 'warm_hint']
 
 # %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w005
-# read by libraries when they are imported: a process imported with other values is not what a fresh one would be
+# read when a library is imported: a process imported with other values is not what a fresh one would be; so are
+# PYTHON* (warnings, paths, hash seed, encodings) and LC_* when Python starts
 _IMPORT_ENV = (
-    'PYTHONPATH',
-    'PYTHONHASHSEED',
     'OMP_NUM_THREADS',
     'OPENBLAS_NUM_THREADS',
     'MKL_NUM_THREADS',
@@ -37,12 +36,20 @@ _IMPORT_ENV = (
     'NUMEXPR_NUM_THREADS',
     'MPLBACKEND',
     'MPLCONFIGDIR',
+    'LANG',
+    'TZ',
 )
 
 
 def warm_enabled():
     "Whether runs use the warm process: on Linux, unless `MLOPS_NB_WARM=0`"
     return sys.platform == 'linux' and os.environ.get('MLOPS_NB_WARM', '1') != '0'
+
+
+# %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w005f
+def _import_env():
+    "This environment's variables that Python reads when it starts, or libraries when they are imported"
+    return sorted((k, v) for k, v in os.environ.items() if k in _IMPORT_ENV or k.startswith(('PYTHON', 'LC_')))
 
 
 # %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w006
@@ -90,7 +97,7 @@ def warm_socket():
     "The socket of the warm process for this Python, context and environment (`WHERE-`) and this code (`-WHAT`)"
     base = Path(os.environ.get('MLOPS_NB_WARM_DIR') or Path(tempfile.gettempdir()) / f'mlops-nb-{os.getuid()}')
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    where = _hash([sys.executable, _context(), [os.environ.get(k) for k in _IMPORT_ENV]])
+    where = _hash([sys.executable, _context(), _import_env()])
     return base / f'{where}-{_hash([sys.version, _code_stamp()])}.sock'
 
 

@@ -360,8 +360,12 @@ def serve(
                     pass
             else:
                 client = key.data
-                for req in client.read():
-                    _answer(req, client, imports, forked)
+                try:
+                    for req in client.read():
+                        _answer(req, client, imports, forked)
+                except Exception:  # a request it cannot make sense of: that client is dropped, the others go on
+                    traceback.print_exc()
+                    client.eof = True
                 if client.eof:
                     sel.unregister(client.sock)
                     if client.plan in imports.plans:
