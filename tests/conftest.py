@@ -42,7 +42,7 @@ def cli(project: Path, *args, timeout=600):
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            out, err = _stop_stuck(proc)
+            out, err = _stop_stuck(proc, project)
             pytest.fail(
                 f'mlops-nb {" ".join(args)} took over {timeout} s\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-8000:]}'
                 + _newest_run_logs(project),
@@ -51,11 +51,13 @@ def cli(project: Path, *args, timeout=600):
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _stop_stuck(proc):
-    "Ask `proc` and its descendants for their stacks (`kill -USR1`: the CLI, kernel server and kernels print them), then kill them"
+def _stop_stuck(proc, project: Path):
+    "Ask `proc`, its descendants and the kernels of `project`'s runs for their stacks (`kill -USR1`), then kill them"
     import psutil
 
-    tree = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+    runs = str((project / 'runs').resolve())
+    kernels = [p for p in psutil.process_iter(['cwd']) if (p.info['cwd'] or '').startswith(runs)]  # forked elsewhere
+    tree = [*psutil.Process(proc.pid).children(recursive=True), *kernels, psutil.Process(proc.pid)]
     for p in tree:
         try:
             p.send_signal(signal.SIGUSR1)
