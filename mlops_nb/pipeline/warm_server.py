@@ -283,6 +283,8 @@ def _answer(req: dict, client: _Client, imports: _Imports, forked: dict):
     elif 'warm' in req:
         imports.hints += req['warm']
     elif 'call' in req:
+        imports.load(imports.hints, sys.stderr)  # what a run's process imported: this one would import them itself
+        imports.hints = []
         client.call = _fork(_run_call, req, client.fds[:3], client.sock, client.pid)
         forked[client.call] = client
         for fd in client.fds:  # the caller's streams stay open only in the process that uses them
