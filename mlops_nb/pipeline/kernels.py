@@ -32,7 +32,15 @@ from ..registry.tracking import store_modules
 from .warm import warm_connect
 
 # %% auto #0
-__all__ = ['source_imports', 'stage_modules', 'KernelServer', 'ForkProvisioner', 'Kernel', 'kernel_server']
+__all__ = [
+    'source_imports',
+    'module_closure',
+    'stage_modules',
+    'KernelServer',
+    'ForkProvisioner',
+    'Kernel',
+    'kernel_server',
+]
 
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c005
@@ -90,20 +98,12 @@ def _outside(name: str, root: Path):
 
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c008b
-def stage_modules(
-    notebook: Path,  # a stage notebook
+def module_closure(
+    todo: list,  # module names
     root: Path,  # the project folder: its own modules are left to the stage
 ):
-    "The installed modules `notebook` imports, with those the package's modules it imports import, in order"
-    cells = json.loads(Path(notebook).read_text(encoding='utf-8')).get('cells', [])
-    todo = source_imports(
-        '\n'.join(
-            ''.join(c['source']) if isinstance(c['source'], list) else c['source']
-            for c in cells
-            if c.get('cell_type') == 'code'
-        )
-    )
-    seen = {}
+    "The installed modules of `todo`, with those the package's modules among them import (inside functions too), in order"
+    todo, seen = list(todo), {}
     while todo:
         name = todo.pop(0)
         if name in seen:
@@ -112,6 +112,21 @@ def stage_modules(
         if name.split('.')[0] == 'mlops_nb':
             todo += _package_imports(name)
     return [m for m in seen if _outside(m, root)]
+
+
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c008d
+def stage_modules(
+    notebook: Path,  # a stage notebook
+    root: Path,  # the project folder: its own modules are left to the stage
+):
+    "The installed modules `notebook` imports, with those the package's modules it imports import, in order"
+    cells = json.loads(Path(notebook).read_text(encoding='utf-8')).get('cells', [])
+    code = '\n'.join(
+        ''.join(c['source']) if isinstance(c['source'], list) else c['source']
+        for c in cells
+        if c.get('cell_type') == 'code'
+    )
+    return module_closure(source_imports(code), root)
 
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c016
@@ -167,7 +182,12 @@ class KernelServer:
     ):
         log.parent.mkdir(parents=True, exist_ok=True)
         self.sock, self.replies = sock, sock.makefile('rb')
-        plan = {'root': str(root), 'notebooks': {k: str(v) for k, v in notebooks.items()}, 'store': store}
+        plan = {
+            'root': str(root),
+            'notebooks': {k: str(v) for k, v in notebooks.items()},
+            'store': store,
+            'process': ['mlops_nb.pipeline.runner'],  # and what the run's own process imports, for the next run's
+        }
         with open(log, 'ab') as f:  # passed along: the runner may move the file meanwhile
             socket.send_fds(sock, [json.dumps({'plan': plan}).encode() + b'\n'], [f.fileno()])
         self.pids, self.n = {}, 0

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from ..core.liveness import stacks_on_signal, stand_in
-from .kernels import stage_modules
+from .kernels import module_closure, stage_modules
 
 # %% auto #0
 __all__ = ['listen', 'serve']
@@ -143,6 +143,7 @@ class _Plan:
 
     def __init__(self, plan: dict, out):
         self.root, self.notebooks, self.store = Path(plan['root']), plan['notebooks'], plan.get('store', [])
+        self.process = plan.get('process', [])  # what the run's own process imports: the next run's will too
         self.modules, self.skipped, self.out = {}, set(), out
         self.ahead = self._ahead()
 
@@ -161,7 +162,7 @@ class _Plan:
         return self.modules[stage]
 
     def _ahead(self):
-        "What to import while no kernel is asked for: ipykernel, then each stage's modules in run order"
+        "What to import while no kernel is asked for: ipykernel, each stage's modules in run order, the process's"
         yield 'ipykernel.kernelapp'  # every kernel needs it
         for stage in self.notebooks:
             if stage in self.skipped:  # reused from an earlier run: it needs no kernel
@@ -170,6 +171,7 @@ class _Plan:
                 if stage in self.skipped:  # reused since
                     break
                 yield name
+        yield from module_closure(self.process, self.root)
 
 
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v012
