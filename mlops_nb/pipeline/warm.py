@@ -97,7 +97,7 @@ def warm_socket():
     "The socket of the warm process for this Python, context and environment (`WHERE-`) and this code (`-WHAT`)"
     base = Path(os.environ.get('MLOPS_NB_WARM_DIR') or Path(tempfile.gettempdir()) / f'mlops-nb-{os.getuid()}')
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    where = _hash([sys.executable, _context(), _import_env()])
+    where = _hash([sys.prefix, os.path.realpath(sys.executable), _context(), _import_env()])  # python or python3
     return base / f'{where}-{_hash([sys.version, _code_stamp()])}.sock'
 
 
