@@ -156,10 +156,12 @@ class _Forked:
         return self.returncode
 
     def send_signal(self, sig: int):
-        try:
-            os.killpg(self.pid, sig)  # the kernel leads its own session
-        except ProcessLookupError:
-            pass  # gone already
+        for send in (os.killpg, os.kill):  # the kernel leads its own session, once it has started its first line
+            try:
+                send(self.pid, sig)
+                return
+            except ProcessLookupError:
+                pass  # not a group leader yet, or gone already
 
     def kill(self):
         self.send_signal(signal.SIGKILL)
