@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from jupyter_client.provisioning import LocalProvisioner
 
 from ..core.liveness import pid_alive
 from ..registry.tracking import store_modules
-from .warm import warm_connect
+from .warm import peer_pid, warm_connect
 
 # %% auto #0
 __all__ = [
@@ -220,7 +219,7 @@ class KernelServer:
     @property
     def warm_pid(self):
         "The warm process's pid: the kernels' parent"
-        return struct.unpack('3i', self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        return peer_pid(self.sock)
 
     @property
     def usable(self):

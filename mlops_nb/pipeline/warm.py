@@ -12,6 +12,7 @@ import resource
 import signal
 import site
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 from ..core.basics import file_lock
 
 # %% auto #0
-__all__ = ['warm_enabled', 'warm_socket', 'warm_connect', 'warm_call', 'warm_hint']
+__all__ = ['warm_enabled', 'warm_socket', 'peer_pid', 'warm_connect', 'warm_call', 'warm_hint']
 
 # %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w005
 # read when a library is imported: a process imported with other values is not what a fresh one would be; so are
@@ -111,6 +112,12 @@ def _connect(path: Path):
         s.close()
         return None
     return s
+
+
+# %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w010p
+def peer_pid(sock: socket.socket):
+    "The pid of the process at the other end of the Unix socket `sock` (for a listening end: the one that listened)"
+    return struct.unpack('3i', sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
 
 
 # %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w011

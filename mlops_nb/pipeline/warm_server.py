@@ -12,7 +12,6 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ..core.liveness import stacks_on_signal, stand_in
 from .kernels import module_closure, stage_modules
+from .warm import peer_pid
 
 # %% auto #0
 __all__ = ['listen', 'serve']
@@ -219,7 +219,7 @@ class _Client:
 
     def __init__(self, sock: socket.socket):
         self.sock, self.buf, self.fds, self.eof = sock, b'', [], False
-        self.pid = struct.unpack('3i', sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        self.pid = peer_pid(sock)
         self.plan, self.log, self.call, self.kernels = None, sys.stderr, None, set()
 
     def read(self):
