@@ -55,8 +55,7 @@ def _stop_stuck(proc, project: Path):
     "Ask `proc`, its descendants and the kernels of `project`'s runs for their stacks (`kill -USR1`), then kill them"
     import psutil
 
-    runs = str((project / 'runs').resolve())
-    kernels = [p for p in psutil.process_iter(['cwd']) if (p.info['cwd'] or '').startswith(runs)]  # forked elsewhere
+    kernels = [psutil.Process(pid) for pid in working_in(project / 'runs')]  # forked by the warm process
     tree = [*psutil.Process(proc.pid).children(recursive=True), *kernels, psutil.Process(proc.pid)]
     for p in tree:
         try:
@@ -70,6 +69,18 @@ def _stop_stuck(proc, project: Path):
         except psutil.Error:
             pass
     return proc.communicate()
+
+
+def working_in(folder: Path):
+    "Pids of the processes working in `folder` or below it (a run's kernels, wherever they were forked)"
+    folder, found = folder.resolve(), []
+    for cwd in Path('/proc').glob('[0-9]*/cwd'):
+        try:
+            if Path(os.readlink(cwd)).is_relative_to(folder):
+                found.append(int(cwd.parent.name))
+        except OSError:
+            continue  # ended, or another user's
+    return found
 
 
 def _newest_run_logs(project: Path):

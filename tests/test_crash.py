@@ -5,23 +5,10 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import nbformat
 
-from conftest import MLOPS_NB, cli, manifests
-
-
-def working_in(folder: Path):
-    "Pids of the processes whose working folder is `folder` (a run's kernels, wherever they were forked)"
-    found = []
-    for cwd in Path('/proc').glob('[0-9]*/cwd'):
-        try:
-            if Path(os.readlink(cwd)) == folder:
-                found.append(int(cwd.parent.name))
-        except OSError:
-            continue  # ended, or another user's
-    return found
+from conftest import MLOPS_NB, cli, manifests, working_in
 
 
 def test_sigkill_reads_as_interrupted_at_once_and_a_live_run_is_not_resumed(project):
@@ -52,7 +39,7 @@ def test_sigkill_reads_as_interrupted_at_once_and_a_live_run_is_not_resumed(proj
             res.stderr
         )
         assert proc.poll() is None, 'refusing the second resume left the run alone'
-        kernels = working_in((project / 'runs' / m['run_id']).resolve())
+        kernels = working_in(project / 'runs' / m['run_id'])
         assert kernels, 'the CLI runs its stages in kernels'
         for pid in [proc.pid, *kernels]:
             os.kill(pid, signal.SIGKILL)
