@@ -11,7 +11,7 @@ import sys
 from .commands import history, pipeline, project, registry, serving
 from .core.basics import MlopsError
 from .core.credentials import mask
-from .core.liveness import stacks_on_signal
+from .core.liveness import exit_now, stacks_on_signal
 from .pipeline.run_folder import RunInterrupted
 from .pipeline.warm import warm_call, warm_hint
 
@@ -56,17 +56,19 @@ _WARM = ('run', 'reproduce')  # commands that run stages: forked from the warm p
 
 
 def main(argv=None):
-    "Entry point of `mlops-nb`; the command itself (`argv` None) has a run forked from the warm process"
+    "Entry point of `mlops-nb`: the exit status of command `argv`; as the command (`argv` None) it ends the process"
     # jsonschema (imported by nbformat) compiles 38 IRI grammars at import, 1 s, if rfc3987_syntax is there; no schema here uses them
     sys.modules.setdefault('rfc3987_syntax', None)
     stacks_on_signal()  # `kill -USR1 PID` shows where a run that seems stuck is
-    if argv is not None or parser().parse_args().command not in _WARM:
-        return execute(sys.argv[1:] if argv is None else argv)
-    code = warm_call('mlops_nb.cli:execute', sys.argv[1:])
-    if code is None:  # no warm process yet: the run starts one for its kernels, and tells it what a run needs
+    if argv is not None:
+        return execute(argv)
+    runs = parser().parse_args().command in _WARM
+    code = warm_call('mlops_nb.cli:execute', sys.argv[1:]) if runs else None
+    if code is None:  # not a run, or no warm process yet: a run starts one for its kernels, then tells it what it needs
         code = execute(sys.argv[1:])
-        warm_hint([m for m, v in sys.modules.items() if v is not None])
-    return code
+        if runs:
+            warm_hint([m for m, v in sys.modules.items() if v is not None])
+    exit_now(code)
 
 
 # %% ../notebooks/lib/09_cli.ipynb #0cb002f7

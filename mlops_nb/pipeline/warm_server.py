@@ -5,7 +5,6 @@
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v003
 from __future__ import annotations
 
-import atexit
 import importlib
 import json
 import os
@@ -18,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ..core.liveness import stacks_on_signal, stand_in
+from ..core.liveness import exit_now, stacks_on_signal, stand_in
 from .kernels import module_closure, stage_modules
 from .warm import peer_pid
 
@@ -51,17 +50,6 @@ def _as_fresh():
         sys.modules['numpy'].random.seed()
 
 
-# %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v006x
-def _exit(code: int):
-    "End a forked child with `code`, what it wrote flushed, and nothing of the warm process's run at exit"
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except Exception:
-            pass  # a closed stream has nothing left to write
-    os._exit(code)
-
-
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v007
 def _become_kernel(req: dict):
     "In a forked child: start the kernel `req` asks for; never returns"
@@ -89,7 +77,7 @@ def _become_kernel(req: dict):
     except BaseException:
         traceback.print_exc()
     finally:
-        _exit(code)
+        exit_now(code, callbacks=False)  # the warm process's are not its own
 
 
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v008
@@ -131,10 +119,7 @@ def _run_call(req: dict, fds: list, conn: socket.socket, caller: int):
     except BaseException:
         traceback.print_exc()
     finally:
-        try:
-            atexit._run_exitfuncs()  # what a process's normal exit would run
-        finally:
-            _exit(code if isinstance(code, int) else (0 if code is None else 1))
+        exit_now(code if isinstance(code, int) or code is None else 1)
 
 
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v011
