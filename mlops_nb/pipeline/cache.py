@@ -154,7 +154,7 @@ class StageCache:
     "Completed stages of a project's earlier runs, by key"
 
     def __init__(self, runs_dir: Path, exclude: str | None = None):
-        self.index = {}
+        self.index, self.stages = {}, set()  # `stages`: the names of the stages it has executions of
         for m in sorted(Path(runs_dir).glob('*/manifest.json'), reverse=True):
             if m.parent.name == exclude:
                 continue
@@ -165,6 +165,7 @@ class StageCache:
             for r in stages:
                 if r.get('status') == 'completed' and r.get('cache_key'):
                     self.index.setdefault(r['cache_key'], []).append((m.parent, r))
+                    self.stages.add(r['name'])
 
     def _intact(self, run_dir: Path, rec: dict):
         "The first problem with a candidate's files, or None"

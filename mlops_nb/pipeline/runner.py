@@ -22,7 +22,7 @@ from ..core.manifest import read_manifest, write_manifest
 from ..core.project import Project
 from ..core.stage import find_stages
 from .run_folder import close_run, open_run, real_settings
-from .stage_sequence import execute_stages
+from .stage_sequence import execute_stages, stage_kernel
 from .tracker import Tracker, TrackingFailed
 from .cache import SIDE_EFFECTS
 
@@ -177,9 +177,12 @@ def run_pipeline(
     def after(name):
         pool.submit(prerender, run_dir, next(r['notebook'] for r in records if r['name'] == name), name)
 
-    restore = None
+    restore, ahead = None, {}
+    cache = run_cache(project.settings, project.runs_dir, run_dir, cache)
     beat = Heartbeat(manifest['process'], lambda: write_manifest(run_dir, manifest))
     try:
+        if todo and not (cache and records[todo[0]]['name'] in cache.stages):  # no earlier run can give it: its
+            ahead[todo[0]] = stage_kernel(run_dir, records[todo[0]], server)  # kernel starts while the store opens
         try:
             tracker = Tracker(project, manifest)
         except TrackingFailed:
@@ -196,13 +199,16 @@ def run_pipeline(
                 tracker,
                 echo,
                 after=after,
-                cache=run_cache(project.settings, project.runs_dir, run_dir, cache),
+                cache=cache,
                 server=server,
+                kernels=ahead,
             )
         except KeyboardInterrupt:
             restore = signal.signal(signal.SIGINT, signal.SIG_IGN)  # and so while the run is recorded
     finally:
         beat.stop()
+        for k in ahead.values():  # the run stopped before its stages did
+            k.shutdown()
         if server is not None:
             server.close()
         pool.shutdown(cancel_futures=True)

@@ -22,7 +22,7 @@ from .run_folder import package_versions
 from .tracker import Tracker, TrackingFailed
 
 # %% auto #0
-__all__ = ['execute_stages']
+__all__ = ['stage_kernel', 'execute_stages']
 
 
 # %% ../../notebooks/lib/pipeline/06_stage_sequence.ipynb #c015e
@@ -61,15 +61,29 @@ def _stage_key(stage: Stage, project: Project, run_dir: Path, before: list, cham
     )
 
 
+# %% ../../notebooks/lib/pipeline/06_stage_sequence.ipynb #s000k
+def stage_kernel(
+    run_dir: Path,
+    rec: dict,  # the stage's record in the run's manifest
+    server=None,  # a `KernelServer` to fork the kernel from; None: it starts from scratch
+):
+    "A kernel for the stage of `rec`, started now in `run_dir`, its output in the stage's log"
+    from mlops_nb.pipeline.kernels import Kernel  # jupyter_client: 0.1 s that commands without kernels need not pay
+
+    return Kernel(run_dir, run_dir / 'logs' / f'{Path(rec["notebook"]).stem}.log', server=server, stage=rec['name'])
+
+
 # %% ../../notebooks/lib/pipeline/06_stage_sequence.ipynb #s001
 class _Sequence:
     "The stages of one `execute_stages`: their cache keys, and their kernels, each started while the stage before runs"
 
-    def __init__(self, project: Project, run_dir: Path, records: list, champion: str | None, cache, server):
+    def __init__(
+        self, project: Project, run_dir: Path, records: list, champion: str | None, cache, server, kernels: dict
+    ):
         self.project, self.run_dir, self.records, self.champion = project, run_dir, records, champion
         self.cache, self.server = cache, server
         self.keys = {}
-        self.kernels = {}  # a stage that will be reused needs none
+        self.kernels = kernels  # by stage index; a stage that will be reused needs none
 
     def key(self, i: int):
         "Stage `i`'s cache key, known once the stages before it are done; recorded even when not looked up, for later runs"
@@ -98,12 +112,8 @@ class _Sequence:
 
     def start(self, i: int):
         "Start stage `i`'s kernel, unless it has one"
-        from mlops_nb.pipeline.kernels import Kernel  # jupyter_client: 0.1 s that commands without kernels need not pay
-
         if i not in self.kernels:
-            rec = self.records[i]
-            log = self.run_dir / 'logs' / f'{Path(rec["notebook"]).stem}.log'
-            self.kernels[i] = Kernel(self.run_dir, log, server=self.server, stage=rec['name'])
+            self.kernels[i] = stage_kernel(self.run_dir, self.records[i], self.server)
 
     def prestart(self, i: int):
         "Start stage `i`'s kernel ahead of it, unless the cache will give the stage"
@@ -118,6 +128,7 @@ class _Sequence:
     def stop_all(self):
         for k in self.kernels.values():
             k.shutdown()
+        self.kernels.clear()
 
 
 # %% ../../notebooks/lib/pipeline/06_stage_sequence.ipynb #s002
@@ -206,16 +217,18 @@ def execute_stages(
     after=None,  # called with a stage's name after it completed
     cache=None,  # a `StageCache` to reuse earlier executions from; None: execute every stage
     server=None,  # a `KernelServer` to fork kernels from; None: each kernel starts from scratch
+    kernels: dict | None = None,  # kernels started ahead, by index into manifest['stages']; all are shut down here
 ):
     "Run stages of `manifest` in `run_dir`, each in a kernel started while the one before ran; False when one failed"
     records = manifest['stages']
+    seq = _Sequence(project, run_dir, records, None, cache, server, {} if kernels is None else kernels)
     try:
-        champion = tracker.champion(project.settings['project']['model_name'])
+        seq.champion = tracker.champion(project.settings['project']['model_name'])
     except TrackingFailed as e:  # the store went away since the run's checks: the first stage to run says so
         if todo:
             records[todo[0]].update(status='failed', error=str(e), end=utc_now().isoformat())
+        seq.stop_all()
         return False
-    seq = _Sequence(project, run_dir, records, champion, cache, server)
     if todo:
         seq.prestart(todo[0])
     current = None
