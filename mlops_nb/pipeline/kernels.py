@@ -21,9 +21,11 @@ import sys
 import tempfile
 import time
 import uuid
+from queue import Empty
 from importlib.resources import files
 from pathlib import Path
 
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.provisioning import LocalProvisioner
 
 from ..core.liveness import pid_alive
@@ -37,6 +39,7 @@ __all__ = [
     'stage_modules',
     'KernelServer',
     'ForkProvisioner',
+    'ReadyClient',
     'Kernel',
     'kernel_server',
 ]
@@ -267,6 +270,37 @@ class ForkProvisioner(LocalProvisioner):
         return self.connection_info
 
 
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k029s
+class ReadyClient(AsyncKernelClient):
+    "An async kernel client ready as soon as the kernel answered `kernel_info` and went idle after it on IOPub"
+
+    async def wait_for_ready(self, timeout: float | None = None):
+        deadline = time.monotonic() + (float('inf') if timeout is None else timeout)
+        while True:
+            asked = self.kernel_info()  # the kernel answers in order: after its idle, nothing of an earlier one is left
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+            except Empty:
+                reply = None
+            if reply is not None and reply['msg_type'] == 'kernel_info_reply':
+                try:
+                    while True:  # what IOPub holds before the request's idle (the kernel's start) is nobody's output
+                        msg = await self.iopub_channel.get_msg(timeout=0.2)
+                        if (
+                            msg['msg_type'] == 'status'
+                            and msg['content'].get('execution_state') == 'idle'
+                            and msg['parent_header'].get('msg_id') == asked
+                        ):
+                            self._handle_kernel_info_reply(reply)  # the protocol version it speaks
+                            return
+                except Empty:
+                    pass  # IOPub is not connected yet: ask again
+            if not await self.is_alive():
+                raise RuntimeError('Kernel died before replying to kernel_info')
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k030
 _KERNEL_ENV = {
     'PYDEVD_DISABLE_FILE_VALIDATION': '1',
@@ -297,9 +331,11 @@ class Kernel:
         # and a client then waits forever on a kernel that died; a socket file in a folder of its own cannot be taken
         self.sockets = tempfile.mkdtemp(prefix='mlops-nb-kernel-') if os.name == 'posix' else None
         self.km = (
-            AsyncKernelManager(kernel_name=kernel_name, transport='ipc', ip=os.path.join(self.sockets, 'k'))
+            AsyncKernelManager(
+                kernel_name=kernel_name, transport='ipc', ip=os.path.join(self.sockets, 'k'), client_factory=ReadyClient
+            )
             if self.sockets
-            else AsyncKernelManager(kernel_name=kernel_name)
+            else AsyncKernelManager(kernel_name=kernel_name, client_factory=ReadyClient)
         )
         if server is not None:
             self.km.kernel_id = str(uuid.uuid4())
