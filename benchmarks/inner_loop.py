@@ -10,7 +10,7 @@ and, beside the goals, (e) a cold full run in a second new project, the warm pro
 and (f) `-p train.learning_rate=0.05` in that second project: (b)'s change, the warm process warm (a day's next).
 The benchmark has a warm process of its own (`MLOPS_NB_WARM_DIR` in a temporary folder): (a) starts without one.
 Each is the wall time a user sees (a new `mlops-nb` process; for (d) a new `python` process), with its
-ratio to (d). Goals on a 2-core machine: (a) <= 15 s, (b) <= 10 s with ingest, validate and features
+ratio to (d) and, on Linux, the CPU seconds every core spent meanwhile (the warm process and kernels included). Goals on a 2-core machine: (a) <= 15 s, (b) <= 10 s with ingest, validate and features
 reused, (c) <= 3 s, (a)/(d) <= 1.5.
 
 Usage: python benchmarks/inner_loop.py [--max-rows N]
@@ -30,21 +30,14 @@ from pathlib import Path
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_overhead import ROOT, machine  # noqa: E402
+from pipeline_overhead import cpu_busy, machine, project  # noqa: E402
 
 MLOPS_NB = Path(sys.executable).parent / 'mlops-nb'
 
 
-def project(tmp: Path, max_rows: int):
-    shutil.copytree(ROOT / 'notebooks' / 'stages', tmp / 'notebooks' / 'stages')
-    (tmp / 'settings.ini').write_text(
-        (ROOT / 'settings.ini').read_text().replace('max_rows = 0', f'max_rows = {max_rows}')
-    )
-    return tmp
-
-
 def timed_run(proj: Path, *args):
-    "`(wall seconds, manifest)` of one `mlops-nb run` in a new process"
+    "`(wall seconds, CPU seconds of every core or None, manifest)` of one `mlops-nb run` in a new process"
+    c0 = cpu_busy()
     t0 = time.perf_counter()
     res = subprocess.run(
         [str(MLOPS_NB), '--settings', str(proj / 'settings.ini'), 'run', *args],
@@ -53,10 +46,11 @@ def timed_run(proj: Path, *args):
         text=True,
     )
     wall = time.perf_counter() - t0
+    cpu = (c1[0] - c0[0]) if c0 and (c1 := cpu_busy()) else None
     if res.returncode:
         sys.exit(f'mlops-nb run {" ".join(args)} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}')
     manifest = json.loads(max((proj / 'runs').glob('*/manifest.json')).read_text())
-    return wall, manifest
+    return wall, cpu, manifest
 
 
 def floor_script(proj: Path, manifest: dict):
@@ -88,13 +82,14 @@ def main():
     with tempfile.TemporaryDirectory() as d, tempfile.TemporaryDirectory(prefix='mnbw-') as warm:
         os.environ['MLOPS_NB_WARM_DIR'] = warm  # removed at the end: the warm process then leaves
         proj = project(Path(d) / 'one', args.max_rows)
-        a, ma = timed_run(proj)
-        b, mb = timed_run(proj, '-p', 'train.learning_rate=0.05')
-        c, mc = timed_run(proj, '-p', 'train.learning_rate=0.05')
+        a, a_cpu, ma = timed_run(proj)
+        b, b_cpu, mb = timed_run(proj, '-p', 'train.learning_rate=0.05')
+        c, c_cpu, mc = timed_run(proj, '-p', 'train.learning_rate=0.05')
         two = project(Path(d) / 'two', args.max_rows)
-        e, me = timed_run(two)
-        f, mf = timed_run(two, '-p', 'train.learning_rate=0.05')
+        e, e_cpu, me = timed_run(two)
+        f, f_cpu, mf = timed_run(two, '-p', 'train.learning_rate=0.05')
         script, _ = floor_script(proj, ma)
+        c0 = cpu_busy()
         t0 = time.perf_counter()
         res = subprocess.run(
             [sys.executable, str(script)],
@@ -104,21 +99,23 @@ def main():
             env={**os.environ, 'MPLBACKEND': 'Agg'},
         )
         floor = time.perf_counter() - t0
+        floor_cpu = (c1[0] - c0[0]) if c0 and (c1 := cpu_busy()) else None
         if res.returncode:
             sys.exit(f'the floor script failed:\n{res.stderr[-3000:]}')
         stage_floor = json.loads(next(l for l in res.stdout.splitlines() if l.startswith('TIMES '))[6:])
     reused = lambda m: [r['name'] for r in m['stages'] if r.get('cached_from')]
     print(f'\ndefault pipeline ({len(ma["stages"])} stages), {ma["summary"].get("rows", 0):,} rows')
-    print(f'{"":<48}{"wall s":>8}{"x (d)":>8}  reused')
-    for label, wall, m in (
-        ('(a) cold full run', a, ma),
-        ('(b) after -p train.learning_rate=0.05', b, mb),
-        ('(c) unchanged re-run', c, mc),
-        ('(d) floor: the cells in one Python process', floor, None),
-        ('(e) cold full run, new project, warm process up', e, me),
-        ('(f) -p train.learning_rate=0.05 in (e), warm', f, mf),
+    print(f'{"":<48}{"wall s":>8}{"x (d)":>8}{"cpu s":>8}  reused')
+    for label, wall, cpu, m in (
+        ('(a) cold full run', a, a_cpu, ma),
+        ('(b) after -p train.learning_rate=0.05', b, b_cpu, mb),
+        ('(c) unchanged re-run', c, c_cpu, mc),
+        ('(d) floor: the cells in one Python process', floor, floor_cpu, None),
+        ('(e) cold full run, new project, warm process up', e, e_cpu, me),
+        ('(f) -p train.learning_rate=0.05 in (e), warm', f, f_cpu, mf),
     ):
-        print(f'{label:<48}{wall:>8.1f}{wall / floor:>8.2f}  {", ".join(reused(m)) if m else ""}')
+        cpu = f'{cpu:>8.1f}' if cpu is not None else f'{"":>8}'
+        print(f'{label:<48}{wall:>8.1f}{wall / floor:>8.2f}{cpu}  {", ".join(reused(m)) if m else ""}')
     print('\nper stage: cells in (a) and in the floor, wall in (a)')
     for r in ma['stages']:
         print(
@@ -141,6 +138,10 @@ def main():
                 'floor_s': round(floor, 2),
                 'cold_warm_process_s': round(e, 2),
                 'one_param_warm_s': round(f, 2),
+                'cpu_s': {
+                    k: v and round(v, 1)
+                    for k, v in zip('abcdef', (a_cpu, b_cpu, c_cpu, floor_cpu, e_cpu, f_cpu), strict=True)
+                },
             }
         )
     )

@@ -54,6 +54,16 @@ def machine():
     )
 
 
+def cpu_busy():
+    "Busy and I/O-wait seconds of all cores so far (Linux), or None"
+    try:
+        v = [int(x) for x in open('/proc/stat').readline().split()[1:]]
+    except OSError:
+        return None
+    hz = os.sysconf('SC_CLK_TCK')
+    return (sum(v) - v[3] - v[4]) / hz, v[4] / hz
+
+
 def project(tmp: Path, max_rows: int):
     shutil.copytree(ROOT / 'notebooks' / 'stages', tmp / 'notebooks' / 'stages')
     (tmp / 'settings.ini').write_text(

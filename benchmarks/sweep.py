@@ -20,14 +20,14 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from pipeline_overhead import cpu_busy, project  # noqa: E402
 
 
 def machine():
@@ -75,24 +75,6 @@ def parallel_capacity(n: int):
         one = pool.apply(_spin)
         both = pool.map(_spin, range(n))
     return n * one / max(both)
-
-
-def cpu_busy():
-    "Busy and I/O-wait seconds of all cores so far (Linux), or None"
-    try:
-        v = [int(x) for x in open('/proc/stat').readline().split()[1:]]
-    except OSError:
-        return None
-    hz = os.sysconf('SC_CLK_TCK')
-    return (sum(v) - v[3] - v[4]) / hz, v[4] / hz
-
-
-def project(tmp: Path, max_rows: int):
-    shutil.copytree(ROOT / 'notebooks' / 'stages', tmp / 'notebooks' / 'stages')
-    (tmp / 'settings.ini').write_text(
-        (ROOT / 'settings.ini').read_text().replace('max_rows = 0', f'max_rows = {max_rows}')
-    )
-    return tmp
 
 
 def sweep(proj: Path, axes, executor: str, workers: int | None):
