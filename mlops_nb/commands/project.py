@@ -21,17 +21,22 @@ __all__ = ['cmd_init', 'cmd_settings', 'cmd_lab', 'add_commands']
 
 # %% ../../notebooks/lib/commands/01_project.ipynb #fab3fca1
 def cmd_init(args):
+    from mlops_nb.pipeline.kernels import warm_up
     from mlops_nb.pipeline.scaffold import init_project
 
     folder = Path(args.dir)
     if args.notebooks:
         init_project(folder, notebooks_only=True)
-        return 0
-    init_project(folder, args.data, args.target)
-    cd = '' if folder.resolve() == Path.cwd() else f'cd {folder} && '
-    print(
-        f'next: {cd}mlops-nb run --approve-as "$USER"   (settings.ini says what each key does; README.md what to run)'
-    )
+    else:
+        init_project(folder, args.data, args.target)
+        cd = '' if folder.resolve() == Path.cwd() else f'cd {folder} && '
+        print(
+            f'next: {cd}mlops-nb run --approve-as "$USER"   (settings.ini says what each key does; README.md what to run)'
+        )
+    try:  # the warm process imports what the project's runs need while it is edited: the first run forks warm
+        warm_up(load_project(folder / 'settings.ini'))
+    except MlopsError:
+        pass  # settings the first run will explain
     return 0
 
 
@@ -66,9 +71,12 @@ def cmd_lab(args):
     import importlib.util
     import os
 
+    from mlops_nb.pipeline.kernels import warm_up
+
     project = load_project(args.settings)
     if importlib.util.find_spec('jupyterlab') is None:
         raise MlopsError("JupyterLab is not installed: pip install 'mlops-nb[lab]'")
+    warm_up(project)  # while the notebooks are edited, the warm process imports what the runs will need
     argv = [
         sys.executable,
         '-m',

@@ -28,9 +28,10 @@ from pathlib import Path
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.provisioning import LocalProvisioner
 
+from ..core.basics import MlopsError
 from ..core.liveness import pid_alive
 from ..registry.tracking import store_modules
-from .warm import peer_pid, warm_connect
+from .warm import peer_pid, warm_connect, warm_hint
 
 # %% auto #0
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     'ReadyClient',
     'Kernel',
     'kernel_server',
+    'run_modules',
+    'warm_up',
 ]
 
 
@@ -87,16 +90,35 @@ def _package_imports(name: str):
     return ()
 
 
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c008z
+@functools.cache
+def _install_dirs():
+    "The folders of Python's standard library and of installed packages"
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    dirs = {
+        *site.getsitepackages(),
+        site.getusersitepackages(),
+        *(paths[k] for k in ('stdlib', 'platstdlib', 'purelib', 'platlib')),
+    }
+    return tuple(Path(d).resolve() for d in dirs)
+
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c008a
 @functools.cache
 def _outside(name: str, root: Path):
-    "Whether the top-level module of `name` is installed, and not a module of the project folder at `root`"
+    "Whether the top-level module of `name` is installed (a virtual environment inside `root` too), not one of the project folder's own"
     try:
         spec = importlib.util.find_spec(name.split('.')[0])  # a top-level name: located, not imported
     except (ImportError, ValueError):
         return False
     origin = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
-    return bool(origin) and not Path(origin).resolve().is_relative_to(root.resolve())
+    if not origin:
+        return False
+    path = Path(origin).resolve()
+    return any(path.is_relative_to(d) for d in _install_dirs()) or not path.is_relative_to(root.resolve())
 
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c008b
@@ -376,3 +398,26 @@ def kernel_server(
     return KernelServer(
         sock, {s.name: project.notebook(s) for s in stages}, project.root, store_modules(project.tracking_uri), log
     )
+
+
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k033
+def run_modules(project):
+    "What `project`'s runs import: in its stages' kernels (`stage_modules`), in the run's own process, to open its store"
+    mods = ['ipykernel.kernelapp']
+    for stage in project.stages:
+        try:
+            mods += stage_modules(project.notebook(stage), project.root)
+        except (OSError, ValueError, MlopsError):
+            pass  # a notebook not there or not readable yet: the run will say so
+    mods += module_closure(['mlops_nb.pipeline.runner'], project.root) + store_modules(project.tracking_uri)
+    return list(dict.fromkeys(mods))
+
+
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k035
+def warm_up(project):
+    "Start the warm process if there is none, and have it import what `project`'s runs import while nothing else waits"
+    if (sock := warm_connect({**os.environ, **_KERNEL_ENV})) is None:
+        return False
+    sock.close()
+    warm_hint(run_modules(project))
+    return True
