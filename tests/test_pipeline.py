@@ -246,7 +246,11 @@ def test_resume_refuses_changed_inputs(project):
 
 
 def test_ctrl_c_records_the_run_as_interrupted(project):
-    break_notebook(project, '02_validate.ipynb', 'import time\ntime.sleep(120)')
+    # the stage holds a write lock on the SQLite store when Ctrl-C comes: the run's record must not wait for it
+    lock = (
+        f'import sqlite3, time\ncon = sqlite3.connect({str(project / "mlflow.db")!r})\ncon.execute("BEGIN IMMEDIATE")'
+    )
+    break_notebook(project, '02_validate.ipynb', lock + '\ntime.sleep(120)')
     proc = subprocess.Popen(
         [*MLOPS_NB, '--settings', str(project / 'settings.ini'), 'run'],
         cwd=project,
@@ -262,8 +266,9 @@ def test_ctrl_c_records_the_run_as_interrupted(project):
         time.sleep(0.5)
     time.sleep(8)  # let the notebook reach the sleeping cell (validate imports MLflow first)
     proc.send_signal(signal.SIGINT)
+    t0 = time.time()
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130 and time.time() - t0 < 15, err
     assert 'interrupted in stage validate' in err and 'Traceback' not in err
     m = manifests(project)[-1]
     assert m['status'] == 'interrupted' and m['stages'][1]['status'] == 'interrupted'

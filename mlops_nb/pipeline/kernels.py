@@ -370,12 +370,6 @@ class Kernel:
             cwd=str(cwd), env={**os.environ, **_KERNEL_ENV}, stdout=self.log, stderr=self.log
         )
 
-    def interrupt(self):
-        try:
-            self._sync(self.km.interrupt_kernel)()
-        except Exception:
-            pass  # a kernel that is already gone needs no interrupt
-
     def shutdown(self):
         try:
             self._sync(self.km.shutdown_kernel)(now=True)

@@ -188,7 +188,7 @@ def _record_stage(seq: _Sequence, i: int, manifest: dict, tracker: Tracker, echo
 
 # %% ../../notebooks/lib/pipeline/06_stage_sequence.ipynb #s004
 def _record_interrupt(seq: _Sequence, current: int | None, tracker: Tracker):
-    "After Ctrl-C: interrupt the kernel of stage `current` (None: none was executing) and record the stage interrupted"
+    "After Ctrl-C: shut the kernel of stage `current` down (None: none was executing) and record the stage interrupted"
     previous = signal.signal(
         signal.SIGINT, signal.SIG_IGN
     )  # a second Ctrl-C must not cut the record of the first short
@@ -198,7 +198,9 @@ def _record_interrupt(seq: _Sequence, current: int | None, tracker: Tracker):
         if current is not None:
             rec = seq.records[current]
             if current in seq.kernels:  # none while a stage is taken from the cache, or before its kernel started
-                seq.kernels[current].interrupt()
+                # shut down, not interrupted: an interrupted kernel keeps what its cells opened, a lock on a SQLite
+                # tracking store among them, which would hold the record below up, then fail it
+                seq.kernels.pop(current).shutdown()
             rec.update(status='interrupted', end=utc_now().isoformat(), error='interrupted (Ctrl-C)')
             if rec.get('mlflow_run_id'):  # none when Ctrl-C came before the stage's MLflow run was made
                 tracker.end_stage(seq.run_dir, seq.project.notebooks[rec['name']], rec)
