@@ -9,9 +9,10 @@ import json
 import sys
 import threading
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
-from .basics import MlopsError, atomic_write_text, utc_now
+from .basics import MlopsError, atomic_write_text
 from .credentials import hide
 from .liveness import as_read
 from .project import Project
@@ -24,8 +25,9 @@ MANIFEST_SCHEMA = 1
 
 
 def new_run_id():
-    "`<UTC stamp>_<6 hex>`: sorts by time, unique across machines"
-    return f'{utc_now():%Y%m%dT%H%M%SZ}_{uuid.uuid4().hex[:6]}'
+    "`<UTC stamp to the millisecond>_<6 hex>`: sorts by time, unique across machines"
+    now = datetime.now(timezone.utc)  # runs can take under a second: to the second, their random parts would order them
+    return f'{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z_{uuid.uuid4().hex[:6]}'
 
 
 # %% ../../notebooks/lib/core/09_manifest.ipynb #c006
