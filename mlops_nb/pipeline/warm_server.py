@@ -147,7 +147,7 @@ class _Plan:
         return self.modules[stage]
 
     def _ahead(self):
-        "What to import while no kernel is asked for: ipykernel, each stage's modules in run order, the process's"
+        "What to import while no kernel is asked for: ipykernel, then each stage's modules in run order"
         yield 'ipykernel.kernelapp'  # every kernel needs it
         for stage in self.notebooks:
             if stage in self.skipped:  # reused from an earlier run: it needs no kernel
@@ -156,12 +156,11 @@ class _Plan:
                 if stage in self.skipped:  # reused since
                     break
                 yield name
-        yield from module_closure(self.process, self.root)
 
 
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v012
 class _Imports:
-    "What the warm process imports: the live runs' stages' modules, then what runs' processes imported; each once"
+    "What the warm process imports: the live runs' stages' modules, then what ended runs' processes imported; each once"
 
     def __init__(self):
         self.done, self.plans, self.hints = set(), [], []
@@ -176,6 +175,12 @@ class _Imports:
             if (name := self.hints.pop(0)) not in self.done:
                 return name
         return None
+
+    def end(self, plan: _Plan):
+        "`plan`'s run ended: its stages' modules are wanted no more, its process's are, for the next run's"
+        self.plans.remove(plan)
+        # not while the run went on: a first run's own process imports them itself, and its kernels needed the cores
+        self.hints += module_closure(plan.process, plan.root)
 
     def load(self, names: list, out):
         "Import those of `names` not imported yet; one that fails, or takes long, is a line in `out`"
@@ -358,7 +363,7 @@ def serve(
                 if client.eof:
                     sel.unregister(client.sock)
                     if client.plan in imports.plans:
-                        imports.plans.remove(client.plan)
+                        imports.end(client.plan)
                     client.close()
         _reap(forked)
         if name:
