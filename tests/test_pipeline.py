@@ -267,7 +267,13 @@ def test_ctrl_c_records_the_run_as_interrupted(project):
     time.sleep(8)  # let the notebook reach the sleeping cell (validate imports MLflow first)
     proc.send_signal(signal.SIGINT)
     t0 = time.time()
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # the run's stacks, on its stderr
+        time.sleep(2)
+        proc.kill()
+        out, err = proc.communicate()
     assert proc.returncode == 130 and time.time() - t0 < 15, err
     assert 'interrupted in stage validate' in err and 'Traceback' not in err
     m = manifests(project)[-1]
