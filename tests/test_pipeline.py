@@ -257,6 +257,8 @@ def test_ctrl_c_records_the_run_as_interrupted(project):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as a terminal starts it: these tests may run as a background job, whose processes inherit SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -188,6 +188,8 @@ def warm_call(
         'cwd': os.getcwd(),
         'env': dict(os.environ),
         'umask': umask,
+        # ignored here (a script's background job, nohup): so they are there, as in a process started here
+        'ignored': [int(n) for n in _FORWARDED if signal.getsignal(n) is signal.SIG_IGN],
     }
     with s, s.makefile('rb') as replies:
         try:
@@ -199,7 +201,8 @@ def warm_call(
             return None  # it left before forking
         pid = json.loads(line)['pid']
         main = threading.current_thread() is threading.main_thread()  # only there can it have signal handlers
-        before = {n: signal.signal(n, _pass_on(pid)) for n in _FORWARDED} if main else {}
+        passed = [n for n in _FORWARDED if n not in req['ignored']]
+        before = {n: signal.signal(n, _pass_on(pid)) for n in passed} if main else {}
         try:
             line = replies.readline()
         finally:

@@ -98,6 +98,8 @@ def _run_call(req: dict, fds: list, conn: socket.socket, caller: int):
     try:
         os.setpgid(0, 0)  # a group of its own: what is sent to it reaches what it starts, not the warm process
         _as_fresh()
+        for n in req.get('ignored', []):  # as the caller ignores them
+            signal.signal(n, signal.SIG_IGN)
         for fd, to in zip(fds, (0, 1, 2)):
             os.dup2(fd, to)
         _close_inherited(keep={conn.fileno()})
