@@ -200,7 +200,7 @@ def _record_interrupt(seq: _Sequence, current: int | None, tracker: Tracker):
             if current in seq.kernels:  # none while a stage is taken from the cache, or before its kernel started
                 # shut down, not interrupted: an interrupted kernel keeps what its cells opened, a lock on a SQLite
                 # tracking store among them, which would hold the record below up, then fail it
-                seq.kernels.pop(current).shutdown()
+                seq.stop(current)
             rec.update(status='interrupted', end=utc_now().isoformat(), error='interrupted (Ctrl-C)')
             if rec.get('mlflow_run_id'):  # none when Ctrl-C came before the stage's MLflow run was made
                 tracker.end_stage(seq.run_dir, seq.project.notebooks[rec['name']], rec)

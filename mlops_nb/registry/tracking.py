@@ -7,12 +7,11 @@
 # import this module for something else do not wait
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from pathlib import Path
 
-from ..core.basics import file_lock
+from ..core.basics import atomic_path, file_lock
 from ..core.credentials import reveal
 from ..core.project import load_project
 
@@ -38,7 +37,6 @@ def store_template(
     import sqlalchemy
 
     cache = Path(cache or Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'mlops-nb')
-    tmp = None
     try:
         # what MLflow itself runs on an empty database, and the schema revision it then checks every store for
         from mlflow.store.db.utils import _get_latest_schema_revision, _initialize_tables
@@ -46,19 +44,14 @@ def store_template(
         path = cache / f'mlflow-schema-{_get_latest_schema_revision()}-sqlalchemy-{sqlalchemy.__version__}.db'
         if path.is_file():
             return path
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f'.{path.name}.{os.getpid()}'
-        engine = sqlalchemy.create_engine(f'sqlite:///{tmp}')
-        try:
-            _initialize_tables(engine)
-        finally:
-            engine.dispose()
-        os.replace(tmp, path)  # whole or not at all: other processes may be looking for it
+        with atomic_path(path) as tmp:  # whole or not at all: other processes may be looking for it
+            engine = sqlalchemy.create_engine(f'sqlite:///{tmp}')
+            try:
+                _initialize_tables(engine)
+            finally:
+                engine.dispose()
         return path
     except Exception:  # a read-only home, an MLflow without those functions: stores are made as MLflow makes them
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
         return None
 
 
@@ -79,9 +72,8 @@ def mlflow_client(
     with file_lock(f'{path}.init.lock'):
         # the migrations take a second or more, for every new project (and test): a copy of their result, 0.03 s
         if '?' not in tracking_uri and not path.exists() and (tpl := store_template(cache)) is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(tpl, f'{path}.new')
-            os.replace(f'{path}.new', path)
+            with atomic_path(path) as tmp:
+                shutil.copyfile(tpl, tmp)
         return MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
 
