@@ -38,6 +38,22 @@ def _number(s: pd.Series, name: str):
     return out.astype(float)
 
 
+# %% ../../notebooks/lib/core/05_columns.ipynb #c005t
+# kinds whose equal values have equal texts: elsewhere True would count as 1, and Decimal('1.0') as Decimal('1')
+_ONE_TEXT = {'string', 'integer', 'floating', 'mixed-integer-float', 'boolean', 'empty'}
+
+
+def _texts(s: pd.Series):
+    "`_text` of each value of `s`, as an object Series: each distinct value converted once"
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        texts = _texts(pd.Series(s.cat.categories)).tolist()
+        return pd.Series(np.array([*texts, None], dtype=object)[s.cat.codes.to_numpy()], index=s.index, dtype=object)
+    if pd.api.types.infer_dtype(s, skipna=True) not in _ONE_TEXT:
+        return pd.Series([_text(v) for v in s.astype(object)], index=s.index, dtype=object)
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return pd.Series(np.array([*map(_text, uniques), None], dtype=object)[codes], index=s.index, dtype=object)
+
+
 # %% ../../notebooks/lib/core/05_columns.ipynb #c006
 class InputColumns(TransformerMixin, BaseEstimator):
     "Select the model's input columns in training order: categories as text, numbers as floats"
@@ -61,9 +77,7 @@ class InputColumns(TransformerMixin, BaseEstimator):
                 f'missing input column{"s" if len(missing) > 1 else ""} {", ".join(map(repr, missing))}; '
                 f'the model takes {", ".join(map(repr, cols))}'
             )
-        out = {
-            c: pd.Series([_text(v) for v in X[c].astype(object)], index=X.index, dtype=object) for c in self.categorical
-        }
+        out = {c: _texts(X[c]) for c in self.categorical}
         out.update({c: _number(X[c], c) for c in self.numeric})
         return pd.DataFrame(out, index=X.index, columns=cols)
 
