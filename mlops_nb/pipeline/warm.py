@@ -23,22 +23,28 @@ from pathlib import Path
 from ..core.basics import file_lock
 
 # %% auto #0
-__all__ = ['warm_enabled', 'warm_socket', 'peer_pid', 'warm_connect', 'warm_call', 'warm_hint']
+__all__ = ['THREAD_ENV', 'warm_enabled', 'warm_socket', 'peer_pid', 'warm_connect', 'warm_call', 'warm_hint']
 
 # %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w005
 # read when a library is imported: a process imported with other values is not what a fresh one would be; so are
 # PYTHON* (warnings, paths, hash seed, encodings) and LC_* when Python starts
 _IMPORT_ENV = (
-    'OMP_NUM_THREADS',
-    'OPENBLAS_NUM_THREADS',
-    'MKL_NUM_THREADS',
-    'BLIS_NUM_THREADS',
-    'VECLIB_MAXIMUM_THREADS',
-    'NUMEXPR_NUM_THREADS',
     'MPLBACKEND',
     'MPLCONFIGDIR',
     'LANG',
     'TZ',
+)
+
+
+# thread counts, which a forked process sets for itself (`warm_server.set_threads`): a warm process is started without
+# them, and serves processes that ask for any (a Dask worker's kernels one thread each, a user's run all cores)
+THREAD_ENV = (
+    'OMP_NUM_THREADS',
+    'OPENBLAS_NUM_THREADS',
+    'MKL_NUM_THREADS',
+    'BLIS_NUM_THREADS',
+    'NUMEXPR_NUM_THREADS',
+    'VECLIB_MAXIMUM_THREADS',  # macOS's Accelerate: nothing on Linux, the only system with a warm process
 )
 
 
@@ -144,7 +150,7 @@ def warm_connect(
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    env=env,
+                    env={k: v for k, v in env.items() if k not in THREAD_ENV},
                     start_new_session=True,
                     timeout=timeout,
                     check=False,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from ..core.liveness import exit_now, stacks_on_signal, stand_in
 from .kernels import module_closure, stage_modules
-from .warm import peer_pid
+from .warm import THREAD_ENV, peer_pid
 
 # %% auto #0
-__all__ = ['listen', 'serve']
+__all__ = ['set_threads', 'listen', 'serve']
 
 
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v005
@@ -50,6 +50,28 @@ def _as_fresh():
         sys.modules['numpy'].random.seed()
 
 
+# %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v006t
+def set_threads(env: dict):
+    "In a forked child: the thread counts `env` asks for, as a process started with `env` would have them"
+    asked = {k: int(v) for k, v in env.items() if k in THREAD_ENV and v.strip().isdigit() and int(v) > 0}
+    omp = asked.get('OMP_NUM_THREADS')  # which the BLAS libraries read too, when not given their own
+    limits = {
+        'openmp': omp,
+        'openblas': asked.get('OPENBLAS_NUM_THREADS', omp),
+        'mkl': asked.get('MKL_NUM_THREADS', omp),
+        'blis': asked.get('BLIS_NUM_THREADS', omp),
+    }
+    if any(limits.values()):  # libraries loaded later read the variables themselves
+        from threadpoolctl import ThreadpoolController
+
+        ctl = ThreadpoolController()
+        for api, n in limits.items():
+            if n:
+                ctl.select(internal_api=api).limit(limits=n)
+    if asked.get('NUMEXPR_NUM_THREADS') and 'numexpr' in sys.modules:  # it read the variable when imported here
+        sys.modules['numexpr'].set_num_threads(asked['NUMEXPR_NUM_THREADS'])
+
+
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v007
 def _become_kernel(req: dict):
     "In a forked child: start the kernel `req` asks for; never returns"
@@ -67,6 +89,7 @@ def _become_kernel(req: dict):
         sys.path.insert(0, os.getcwd())  # as `python -m ipykernel_launcher` started there has it (we run with -P)
         os.environ.clear()
         os.environ.update(req['env'], JPY_PARENT_PID=str(os.getppid()))  # the kernel watches the warm process
+        set_threads(req['env'])
         sys.argv = ['ipykernel_launcher', *req['argv']]
         from ipykernel import kernelapp
 
@@ -111,6 +134,7 @@ def _run_call(req: dict, fds: list, conn: socket.socket, caller: int):
         os.umask(req['umask'])
         os.environ.clear()
         os.environ.update(req['env'])
+        set_threads(req['env'])
         sys.argv = [req['prog'], *req['argv']]
         stand_in(caller)  # a run's manifest names the process its user started
         threading.Thread(target=_die_with, args=(conn,), name='mlops-nb caller', daemon=True).start()
