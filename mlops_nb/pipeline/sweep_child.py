@@ -145,6 +145,11 @@ def run_child(
     "Run one combination of a sweep into its child folder; return its result row"
 
     child_dir = Path(spec['dir'])
+    # a Dask worker's is 6640, the same in every worker for Dask's hashing: the child's kernels get the sweep's
+    if spec['hash_seed'] is None:
+        os.environ.pop('PYTHONHASHSEED', None)
+    else:
+        os.environ['PYTHONHASHSEED'] = spec['hash_seed']
     attempts, worker = _begin_attempt(child_dir, Path(spec['sweep_dir']))
     t0 = time.perf_counter()
     project = load_project(spec['settings_file'], spec['overrides'])

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ..registry.tracking import is_server
 from ..registry.tracking import client as mlflow_client, experiment_id
 
 # %% auto #0
-__all__ = ['run_children', 'check_workers', 'dask_client', 'warm_workers']
+__all__ = ['run_children', 'check_workers', 'restore_environ', 'dask_client', 'warm_workers']
 
 
 # %% ../../notebooks/lib/pipeline/11_sweep_executors.ipynb #c013a
@@ -129,6 +128,17 @@ def check_workers(
     return sorted(found)
 
 
+# %% ../../notebooks/lib/pipeline/11_sweep_executors.ipynb #c014d0
+def restore_environ(before: dict):
+    "Put this process's environment back as `before`: a LocalCluster's nannies set their workers' variables in it"
+    for k in set(os.environ) | set(before):
+        if os.environ.get(k) != before.get(k):
+            if k in before:
+                os.environ[k] = before[k]
+            else:
+                del os.environ[k]
+
+
 # %% ../../notebooks/lib/pipeline/11_sweep_executors.ipynb #c014d
 def dask_client(scheduler: str | None, workers: int | None):
     "`(client, cluster)`: connected to `scheduler`, or to a LocalCluster started here (`cluster` None otherwise)"
@@ -154,39 +164,42 @@ def dask_client(scheduler: str | None, workers: int | None):
             'NUMEXPR_NUM_THREADS',
         )
     }
-    with dask.config.set(
-        {
-            'distributed.scheduler.allowed-failures': 1,
-            'distributed.worker.daemon': False,
-            'distributed.nanny.pre-spawn-environ': {
-                **dask.config.get('distributed.nanny.pre-spawn-environ', {}),
-                **single,
-            },
-        }
-    ):
-        cluster = LocalCluster(
-            n_workers=workers or os.cpu_count() or 1,
-            threads_per_worker=1,
-            processes=True,
-            host='127.0.0.1',
-            dashboard_address=None,
-            memory_limit=0,
-            silence_logs=50,
-        )
+    before = dict(os.environ)
+    try:
+        with dask.config.set(
+            {
+                'distributed.scheduler.allowed-failures': 1,
+                'distributed.worker.daemon': False,
+                'distributed.nanny.pre-spawn-environ': {
+                    **dask.config.get('distributed.nanny.pre-spawn-environ', {}),
+                    **single,
+                },
+            }
+        ):
+            cluster = LocalCluster(
+                n_workers=workers or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=True,
+                host='127.0.0.1',
+                dashboard_address=None,
+                memory_limit=0,
+                silence_logs=50,
+            )
+    finally:
+        restore_environ(before)
     return Client(cluster), cluster
 
 
 # %% ../../notebooks/lib/pipeline/11_sweep_executors.ipynb #c014e
 def _warm(tracking_uri: str):
-    "Import what a child needs, open the tracking store and start a kernel once, in a worker, while the shared stages run"
-    from jupyter_client.manager import start_new_kernel
-    from mlops_nb.pipeline.tracker import Tracker  # noqa: F401 (the import is the warming)
+    "Import what a child needs and open the tracking store once, in a worker, while the shared stages run"
+    # no kernel: the children's are forked by the warm process, which the sweep started with the cluster
+    import papermill  # noqa: F401 (the imports are the warming)
+    from mlops_nb.pipeline import kernels  # noqa: F401
+    from mlops_nb.pipeline.tracker import Tracker  # noqa: F401
     from mlops_nb.registry.tracking import client
 
     client(tracking_uri).search_experiments(max_results=1)
-    km, kc = start_new_kernel(kernel_name='python3', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
 
 
 # %% ../../notebooks/lib/pipeline/11_sweep_executors.ipynb #c014f
@@ -194,7 +207,7 @@ def warm_workers(
     client,  # a `distributed.Client`
     tracking_uri: str,
 ):
-    "Futures warming every worker; a worker's first child then starts without ~5 s of imports and first-kernel setup"
+    "Futures warming every worker; a worker's first child then starts without seconds of imports"
     return [
         client.submit(_warm, tracking_uri, workers=[w], allow_other_workers=False, pure=False, key=f'warm-{w}')
         for w in client.scheduler_info().get('workers', {})
