@@ -40,13 +40,13 @@ def _by_value(root: Path | None):
         root = Path(root).resolve()
         for m in list(sys.modules.values()):
             f = getattr(m, '__file__', None)
-            if (
+            if (  # the cheap tests first: resolving each of the ~2,800 modules' paths took 0.1 s a model
                 f
-                and Path(f).resolve().is_relative_to(root)
+                and not m.__name__.startswith(('mlops_nb', '__main__', '__mp_main__'))  # __main__ goes by value anyway
                 and 'site-packages' not in Path(f).parts
-                and not m.__name__.startswith(('mlops_nb', '__main__', '__mp_main__'))
+                and Path(f).resolve().is_relative_to(root)
                 and m not in mods
-            ):  # __main__ goes by value anyway
+            ):
                 mods.append(m)
     for m in mods:
         cloudpickle.register_pickle_by_value(m)
