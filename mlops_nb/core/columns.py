@@ -50,7 +50,7 @@ def _texts(s: pd.Series):
         return pd.Series(np.array([*texts, None], dtype=object)[s.cat.codes.to_numpy()], index=s.index, dtype=object)
     if pd.api.types.infer_dtype(s, skipna=True) not in _ONE_TEXT:
         return pd.Series([_text(v) for v in s.astype(object)], index=s.index, dtype=object)
-    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    codes, uniques = pd.factorize(s.astype(object), use_na_sentinel=True)  # values as `_text` gets them
     return pd.Series(np.array([*map(_text, uniques), None], dtype=object)[codes], index=s.index, dtype=object)
 
 
