@@ -376,7 +376,13 @@ def test_sticky_routing_and_shadow_scoring(served, tmp_path):
 def test_cli_serve_logs_every_request_through_sigterm_then_feedback_and_export(served, tmp_path):
     "`mlops-nb serve`, requests in flight when SIGTERM arrives, then `mlops-nb feedback` and `mlops-nb predictions export`"
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')}, 'PYTHONWARNINGS': 'ignore'}
+    scratch = tmp_path / 'tmp'  # the server's own temporary folder: the models it downloads go there, and go
+    scratch.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')},
+        'PYTHONWARNINGS': 'ignore',
+        'TMPDIR': str(scratch),
+    }
     proc = subprocess.Popen(
         [*MLOPS_NB, '--settings', str(served.project / 'settings.ini'), 'serve', '--port', str(port)],
         cwd=served.project,
@@ -423,6 +429,7 @@ def test_cli_serve_logs_every_request_through_sigterm_then_feedback_and_export(s
     assert proc.returncode == 0, err[-2000:]
     assert f'on http://127.0.0.1:{port}' in out and 'stopped: ' in out and 'NOT written' not in out and statuses == []
     assert 300 <= len(answered) < 8 * 400, 'SIGTERM arrived while requests were being sent'
+    assert not list(scratch.glob('mlops-nb-serve-*')), 'the models the server downloaded are removed when it stops'
 
     from mlops_nb.serving.logreader import read_predictions
 

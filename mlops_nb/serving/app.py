@@ -10,7 +10,6 @@ import os
 import threading
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastcore.basics import patch
 
@@ -40,7 +39,7 @@ class ModelServer(ModelRoles, Endpoints):
     def __init__(
         self,
         cfg: ServeConfig,  # routing, batching, logging and reload settings
-        registry=None,  # has `version_of(alias)` and `load(version)`; None: serve `models` as given, no reload
+        registry=None,  # has `version_of(alias)`, `load(version)` and `close()`; None: serve `models` as given, no reload
         models: dict | None = None,  # role -> ServedModel, loaded beforehand (else loaded at startup)
     ):
         self.cfg, self.registry, self.models = cfg, registry, dict(models or {})
@@ -103,6 +102,10 @@ async def shutdown(self: ModelServer):
         await self.batcher.drain()
     if self.log is not None:
         await asyncio.get_running_loop().run_in_executor(None, self.log.close)
+    if self._watcher is not None:  # a reload under way finishes before the models it downloads are removed
+        await asyncio.get_running_loop().run_in_executor(None, self._watcher.join, 60)
+    if self.registry is not None and not (self._watcher and self._watcher.is_alive()):
+        self.registry.close()
 
 
 # %% ../../notebooks/lib/serving/14_app.ipynb #c026bp29
@@ -133,12 +136,9 @@ def app(self: ModelServer):
 
 # %% ../../notebooks/lib/serving/14_app.ipynb #c030
 def server_from_project(project, model: str | None = None, alias: str = 'champion'):
-    "A `ModelServer` for `project`'s registry and `[serve]` settings, models loaded"
-    import tempfile
-
+    "A `ModelServer` for `project`'s registry and `[serve]` settings, models loaded (into a temporary folder, removed when it stops)"
     cfg = config_from_project(project, model, alias)
-    cache = Path(tempfile.mkdtemp(prefix='mlops-nb-serve-'))
-    return ModelServer(cfg, MlflowRegistry(project.tracking_uri, cfg.model_name, cache)).load_models()
+    return ModelServer(cfg, MlflowRegistry(project.tracking_uri, cfg.model_name)).load_models()
 
 
 # %% ../../notebooks/lib/serving/14_app.ipynb #c030a

@@ -77,11 +77,24 @@ def load_model_dir(
 class MlflowRegistry:
     "Aliases and versions of one registered model in an MLflow registry"
 
-    def __init__(self, tracking_uri: str, model_name: str, cache_dir: str | Path, keep: int = 3):
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        cache_dir: str | Path | None = None,  # where models are downloaded; None: a temporary folder `close` removes
+        keep: int = 3,
+    ):
         from mlops_nb.registry.tracking import client
 
-        self.model_name, self.cache_dir, self.keep = model_name, Path(cache_dir), keep
+        self._temporary = cache_dir is None
+        self.cache_dir = Path(tempfile.mkdtemp(prefix='mlops-nb-serve-') if cache_dir is None else cache_dir)
+        self.model_name, self.keep = model_name, keep
         self.client, self._loaded = client(tracking_uri), {}
+
+    def close(self):
+        "Remove the downloaded models, when the folder is a temporary one of the registry's own"
+        if self._temporary:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
 
     def version_of(self, alias: str):
         "The version holding `alias`, or None"
