@@ -24,7 +24,6 @@ from ..core.project import Project, load_project
 from .sweep_grid import combinations, parse_axis, split_stages, sweep_kind
 from .sweep_child import completed_row, discard_folder, run_stages
 from .sweep_executors import check_workers, dask_client, restore_environ, run_children, warm_workers
-from .warm import warm_hint
 from .sweep_results import effects, rank, ranking_table, write_results
 from .runner import check_settings
 from .run_folder import new_manifest
@@ -163,14 +162,6 @@ def _resumed(manifest: dict, where: dict):
     manifest.update(status='running', ended=None)
 
 
-# %% ../../notebooks/lib/pipeline/13_sweep.ipynb #c020a3h
-def _hint_children(project: Project, names: list):
-    "Have the warm process import what the children's kernels import, while the workers get ready"
-    from mlops_nb.pipeline.kernels import stage_modules
-
-    warm_hint([m for n in names for m in stage_modules(project.notebook(project.notebooks[n]), project.root)])
-
-
 # %% ../../notebooks/lib/pipeline/13_sweep.ipynb #c020a4
 def _sweep_stages(
     run_dir: Path,
@@ -203,7 +194,6 @@ def _sweep_stages(
             echo,
             cache=True,
         ):
-            _hint_children(project, sweep['child_stages'])
             t0 = time.perf_counter()
             rows = _run_children(
                 run_dir,

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..core.basics import MlopsError, atomic_write_text
 from ..core.project import Project
 from .sweep_child import failed_row, run_child
+from .warm import THREAD_ENV
 from ..registry.tracking import is_server
 from ..registry.tracking import client as mlflow_client, experiment_id
 
@@ -154,16 +155,7 @@ def dask_client(scheduler: str | None, workers: int | None):
             raise MlopsError(f'cannot connect to the Dask scheduler {scheduler}: {e}') from None
     # a worker that dies mid-task gets its task retried once on another worker, not three times
     # one thread of BLAS and OpenMP per worker (and its kernels): N workers on N cores, not N x N threads
-    single = {
-        v: 1
-        for v in (
-            'OMP_NUM_THREADS',
-            'OPENBLAS_NUM_THREADS',
-            'MKL_NUM_THREADS',
-            'VECLIB_MAXIMUM_THREADS',
-            'NUMEXPR_NUM_THREADS',
-        )
-    }
+    single = dict.fromkeys(THREAD_ENV, 1)
     before = dict(os.environ)
     try:
         with dask.config.set(
