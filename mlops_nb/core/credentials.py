@@ -23,7 +23,10 @@ _QUERY = re.compile(
 
 def mask(text: str):
     "`text` with every URL's password and secret query values replaced by `***` (`postgresql://user:***@host/db`)"
-    return _QUERY.sub(r'\1***', _USERINFO.sub(r'\1***@', str(text)))
+    text = str(text)
+    if '@' not in text and '=' not in text:  # neither pattern can match: most strings a manifest holds
+        return text
+    return _QUERY.sub(r'\1***', _USERINFO.sub(r'\1***@', text))
 
 
 # %% ../../notebooks/lib/core/02_credentials.ipynb #c006
