@@ -150,7 +150,7 @@ def _ready_workers(client, scheduler: str | None, project: Project):
 
     mlflow_client(project.tracking_uri)  # a new store's tables are made here, not by the warming workers at once
     # the futures are kept until the sweep ends; a failure only costs the time they save
-    return workers, warm_workers(client, project.tracking_uri)
+    return workers, warm_workers(client, project.tracking_uri, own=scheduler is None)
 
 
 # %% ../../notebooks/lib/pipeline/13_sweep.ipynb #c020a3

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ..registry.tracking import is_server
 from ..registry.tracking import client as mlflow_client, experiment_id
 
 # %% auto #0
-__all__ = ['run_children', 'check_workers', 'restore_environ', 'dask_client', 'warm_workers']
+__all__ = ['QUIET_CLUSTER', 'run_children', 'check_workers', 'restore_environ', 'dask_client', 'warm_workers']
 
 
 # %% ../../notebooks/lib/pipeline/11_sweep_executors.ipynb #c013a
@@ -140,6 +141,17 @@ def restore_environ(before: dict):
                 del os.environ[k]
 
 
+# %% ../../notebooks/lib/pipeline/11_sweep_executors.ipynb #c014d2
+# Diagnostics for a dashboard that a cluster started here does not have. Idle, they kept a worker 3.8% of a core busy
+# and the scheduler's process 3.9% (0.3% and 0.7% without): CPU the children's kernels want when N workers share N
+# cores. The statistical profiler also takes the task thread's GIL a hundred times a second.
+QUIET_CLUSTER = {
+    'distributed.worker.profile.enabled': False,  # samples the worker's task thread every 10 ms
+    'distributed.admin.tick.interval': '1s',  # checks every event loop's responsiveness every 20 ms
+    'distributed.admin.system-monitor.interval': '5s',  # psutil every 500 ms
+}
+
+
 # %% ../../notebooks/lib/pipeline/11_sweep_executors.ipynb #c014d
 def dask_client(scheduler: str | None, workers: int | None):
     "`(client, cluster)`: connected to `scheduler`, or to a LocalCluster started here (`cluster` None otherwise)"
@@ -166,6 +178,7 @@ def dask_client(scheduler: str | None, workers: int | None):
                     **dask.config.get('distributed.nanny.pre-spawn-environ', {}),
                     **single,
                 },
+                **QUIET_CLUSTER,
             }
         ):
             cluster = LocalCluster(
@@ -177,15 +190,24 @@ def dask_client(scheduler: str | None, workers: int | None):
                 memory_limit=0,
                 silence_logs=50,
             )
+            client = Client(cluster)
     finally:
         restore_environ(before)
-    return Client(cluster), cluster
+    return client, cluster
 
 
 # %% ../../notebooks/lib/pipeline/11_sweep_executors.ipynb #c014e
-def _warm(tracking_uri: str):
+def _warm(
+    tracking_uri: str,
+    own: bool = False,  # the worker is one of a LocalCluster this sweep started: it runs nothing but its children
+):
     "Import what a child needs and open the tracking store once, in a worker, while the shared stages run"
     # no kernel: the children's are forked by the warm process, which the sweep started with the cluster
+    if own:
+        # papermill's nbformat imports jsonschema, which compiles 38 IRI grammars at import when rfc3987-syntax is
+        # installed (as JupyterLab's jupyter-events installs it): 2 of a worker's 5 CPU-s of warming, for format
+        # checks that no notebook schema asks for. A worker of someone else's cluster may run code that does
+        sys.modules.setdefault('rfc3987_syntax', None)
     import papermill  # noqa: F401 (the imports are the warming)
     from mlops_nb.pipeline import kernels  # noqa: F401
     from mlops_nb.pipeline.tracker import Tracker  # noqa: F401
@@ -198,9 +220,10 @@ def _warm(tracking_uri: str):
 def warm_workers(
     client,  # a `distributed.Client`
     tracking_uri: str,
+    own: bool = False,  # the workers are a LocalCluster's that this sweep started
 ):
     "Futures warming every worker; a worker's first child then starts without seconds of imports"
     return [
-        client.submit(_warm, tracking_uri, workers=[w], allow_other_workers=False, pure=False, key=f'warm-{w}')
+        client.submit(_warm, tracking_uri, own, workers=[w], allow_other_workers=False, pure=False, key=f'warm-{w}')
         for w in client.scheduler_info().get('workers', {})
     ]
