@@ -28,7 +28,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.utils import run_sync
-from traitlets import List
+from traitlets import List, Type
 
 from ..core.basics import MlopsError
 from ..core.liveness import pid_alive
@@ -328,8 +328,9 @@ class ReadyClient(AsyncKernelClient):
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k029u
 class StageKernelManager(AsyncKernelManager):
-    "An async kernel manager that keeps the clients it makes, to stop them with its kernel"
+    "An async kernel manager whose clients are `ReadyClient`s, kept to stop them with its kernel"
 
+    client_factory = Type(ReadyClient)
     clients = List()
 
     def client(self, **kw):
@@ -368,13 +369,8 @@ class Kernel:
         # Unix sockets, not TCP ports: a free port picked here can be taken by another process before the kernel binds it,
         # and a client then waits forever on a kernel that died; a socket file in a folder of its own cannot be taken
         self.sockets = tempfile.mkdtemp(prefix='mlops-nb-kernel-') if os.name == 'posix' else None
-        self.km = (
-            StageKernelManager(
-                kernel_name=kernel_name, transport='ipc', ip=os.path.join(self.sockets, 'k'), client_factory=ReadyClient
-            )
-            if self.sockets
-            else StageKernelManager(kernel_name=kernel_name, client_factory=ReadyClient)
-        )
+        ipc = {'transport': 'ipc', 'ip': os.path.join(self.sockets, 'k')} if self.sockets else {}
+        self.km = StageKernelManager(kernel_name=kernel_name, **ipc)
         if server is not None:
             self.km.kernel_id = str(uuid.uuid4())
             self.km.provisioner = ForkProvisioner(
