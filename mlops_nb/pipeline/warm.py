@@ -23,7 +23,16 @@ from pathlib import Path
 from ..core.basics import file_lock
 
 # %% auto #0
-__all__ = ['THREAD_ENV', 'warm_enabled', 'warm_socket', 'peer_pid', 'warm_connect', 'warm_call', 'warm_hint']
+__all__ = [
+    'THREAD_ENV',
+    'warm_enabled',
+    'warm_socket',
+    'peer_pid',
+    'warm_connect',
+    'warm_status',
+    'warm_call',
+    'warm_hint',
+]
 
 # %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w005
 # read when a library is imported: a process imported with other values is not what a fresh one would be; so are
@@ -177,11 +186,11 @@ def _pass_on(pid: int):
 
 
 # %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w014
-def warm_call(
+def warm_status(
     target: str,  # `module:function`, called with `argv`; what it returns is the exit status
     argv: list,
 ):
-    "The exit status of `target(argv)` run by the warm process as this process would run it; None when there is none"
+    "How `target(argv)`, run by the warm process as this process would run it, ended (`os.waitstatus_to_exitcode`); None when there is none"
     s = warm_connect()
     if s is None:
         return None
@@ -214,8 +223,17 @@ def warm_call(
         finally:
             for n, h in before.items():
                 signal.signal(n, h)
-    status = json.loads(line)['exit'] if line else -signal.SIGKILL  # the warm process died: so did the run
-    if status < 0:  # ended by a signal: so does this process, as a caller would see the run end
+    return json.loads(line)['exit'] if line else -signal.SIGKILL  # the warm process died: so did the call
+
+
+# %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w014a
+def warm_call(
+    target: str,  # `module:function`, called with `argv`; what it returns is the exit status
+    argv: list,
+):
+    "The exit status of `target(argv)` run by the warm process, this process ending as it ended; None when there is none"
+    status = warm_status(target, argv)
+    if status is not None and status < 0:  # ended by a signal: so does this process, as a caller would see the run end
         sys.stdout.flush(), sys.stderr.flush()
         signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)

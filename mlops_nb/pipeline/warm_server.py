@@ -305,7 +305,8 @@ def _answer(req: dict, client: _Client, imports: _Imports, forked: dict):
     elif 'warm' in req:
         imports.hints += req['warm']
     elif 'call' in req:
-        imports.load(imports.hints, sys.stderr)  # what a run's process imported: this one would import them itself
+        # what a run's process imported, and the module it calls: the forked process would import them itself
+        imports.load([*imports.hints, req['call'].split(':')[0]], sys.stderr)
         imports.hints = []
         client.call = _fork(_run_call, req, client.fds[:3], client.sock, client.pid)
         forked[client.call] = client
