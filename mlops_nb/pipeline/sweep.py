@@ -142,11 +142,18 @@ def _check_executor(executor: str, scheduler: str | None):
 
 
 # %% ../../notebooks/lib/pipeline/13_sweep.ipynb #c020a2
-def _ready_workers(client, scheduler: str | None, project: Project):
+def _ready_workers(
+    client,
+    scheduler: str | None,
+    project: Project,
+    warm: bool,  # this machine's warm process is up: the children of a cluster started here are forked by it
+):
     "`(workers, futures warming them)` of the Dask cluster, its workers checked first when the scheduler is not ours"
     if scheduler:
         check_workers(client, project)
     workers = len(client.scheduler_info().get('workers', {}))
+    if warm and not scheduler:  # the workers only wait for their children: nothing to import
+        return workers, []
 
     mlflow_client(project.tracking_uri)  # a new store's tables are made here, not by the warming workers at once
     # the futures are kept until the sweep ends; a failure only costs the time they save
@@ -255,13 +262,14 @@ def run_sweep(
     combos, overrides, settings = _plan(project, axes, sample)
     from mlops_nb.pipeline.kernels import warm_up
 
-    warm_up(project)  # a warm process importing what every kernel of the sweep imports, while the cluster starts
+    # a warm process importing what every child and kernel of the sweep imports, while the cluster starts
+    warm = warm_up(project)
     client = cluster = beat = None
     environ = dict(os.environ)
     try:
         if executor == 'dask':
             client, cluster = dask_client(scheduler, workers)
-            workers, warming = _ready_workers(client, scheduler, project)
+            workers, warming = _ready_workers(client, scheduler, project, warm)
         where = {'executor': executor, 'scheduler': scheduler, 'workers': workers if executor == 'dask' else None}
         if resume:
             _resumed(manifest, where)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,9 +27,19 @@ from .run_folder import new_manifest
 from ..core.manifest import write_manifest
 from .run_folder import freeze_run, run_summary
 from .tracker import Tracker
+from .warm import warm_status
 
 # %% auto #0
-__all__ = ['run_stages', 'discard_folder', 'run_child', 'completed_row', 'failed_row']
+__all__ = [
+    'run_stages',
+    'discard_folder',
+    'run_child',
+    'completed_row',
+    'ChildFailed',
+    'failed_row',
+    'child_main',
+    'child_task',
+]
 
 
 # %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c010
@@ -63,13 +75,19 @@ def discard_folder(path: Path):
 
 
 # %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c012
-def _worker_name():
+def _worker():
+    "The Dask worker running this code, or None"
     try:
         from distributed import get_worker
 
-        return get_worker().address
+        return get_worker()
     except (ImportError, ValueError):
-        return 'local'
+        return None
+
+
+# %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c012w
+def _worker_name():
+    return w.address if (w := _worker()) else 'local'
 
 
 # %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c012a
@@ -96,12 +114,12 @@ def _attempts(path: Path):
 
 
 # %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c012b1
-def _begin_attempt(child_dir: Path, sweep_dir: Path):
+def _begin_attempt(child_dir: Path, sweep_dir: Path, spec: dict):
     "`(attempts, worker)`: this attempt on record beside the child folder, and what a dead attempt left removed"
     attempts_file = sweep_dir / 'children' / f'{child_dir.name}.attempts'
-    worker = _worker_name()
+    worker = spec.get('worker') or _worker_name()  # given by the worker a forked child runs for
     with open(attempts_file, 'a', encoding='utf-8') as f:
-        f.write(json.dumps({'worker': worker, 'pid': os.getpid(), 'at': utc_now().isoformat()}) + '\n')
+        f.write(json.dumps({'worker': worker, 'pid': spec.get('pid', os.getpid()), 'at': utc_now().isoformat()}) + '\n')
         f.flush()
         os.fsync(f.fileno())
     attempts = _attempts(attempts_file)
@@ -138,6 +156,24 @@ def _child_manifest(spec: dict, project: Project, attempts: list, worker: str):
     return manifest
 
 
+# %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c012b3
+def _sweep_seed(spec: dict):
+    "Give this process's environment the sweep's hash seed: a Dask worker's is 6640, the same in every worker for Dask"
+    # the child's kernels get the sweep's, and so does the warm process they are forked by (its socket's name holds it)
+    if spec['hash_seed'] is None:
+        os.environ.pop('PYTHONHASHSEED', None)
+    else:
+        os.environ['PYTHONHASHSEED'] = spec['hash_seed']
+
+
+# %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c012b5
+def _die(pid: int):
+    "A test's stand-in for a worker or machine that dies mid-task: this process, and process `pid` it runs a child for"
+    if pid != os.getpid():
+        os.kill(pid, signal.SIGKILL)  # the Dask worker that this process was forked for
+    os._exit(17)
+
+
 # %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c012c
 def run_child(
     spec: dict,  # built by `run_sweep`: folders, overrides, shared records
@@ -145,12 +181,8 @@ def run_child(
     "Run one combination of a sweep into its child folder; return its result row"
 
     child_dir = Path(spec['dir'])
-    # a Dask worker's is 6640, the same in every worker for Dask's hashing: the child's kernels get the sweep's
-    if spec['hash_seed'] is None:
-        os.environ.pop('PYTHONHASHSEED', None)
-    else:
-        os.environ['PYTHONHASHSEED'] = spec['hash_seed']
-    attempts, worker = _begin_attempt(child_dir, Path(spec['sweep_dir']))
+    _sweep_seed(spec)
+    attempts, worker = _begin_attempt(child_dir, Path(spec['sweep_dir']), spec)
     t0 = time.perf_counter()
     project = load_project(spec['settings_file'], spec['overrides'])
     manifest = _child_manifest(spec, project, attempts, worker)
@@ -169,7 +201,7 @@ def run_child(
             spec['stages'],
             tracker,
             echo=lambda line: None,
-            after=(lambda name: os._exit(17)) if crash else None,
+            after=(lambda name: _die(spec.get('pid', os.getpid()))) if crash else None,
         )  # a test's stand-in for a worker or machine that dies mid-task
     finally:
         beat.stop()
@@ -226,6 +258,11 @@ def completed_row(spec: dict):
     )
 
 
+# %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c014w
+class ChildFailed(Exception):
+    "A sweep's child that raised in the process forked for it, with the error that process wrote (`Type: message`)"
+
+
 # %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c014x
 def failed_row(spec: dict, e: BaseException):
     "The result row of a child that raised (twice, on Dask) or whose workers died twice: recorded, the others go on"
@@ -238,8 +275,47 @@ def failed_row(spec: dict, e: BaseException):
         'status': 'failed',
         'metrics': {},
         'passed': None,
-        'error': f'{type(e).__name__}: {e}'[:500],
+        'error': (str(e) if isinstance(e, ChildFailed) else f'{type(e).__name__}: {e}')[:500],
         'attempts': attempts,
         'worker': None,
         'duration_s': None,
     }
+
+
+# %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c016
+def child_main(
+    argv: list,  # the child's spec (JSON), and the file to write its result to
+):
+    "In a process forked for a Dask worker: `run_child` of a spec, its row or its error written to a file; the exit status"
+    spec, out = json.loads(argv[0]), Path(argv[1])
+    try:
+        res = {'row': run_child(spec)}
+    except Exception as e:
+        res = {'error': f'{type(e).__name__}: {e}'}
+    atomic_write_text(out, json.dumps(res))
+    return 0
+
+
+# %% ../../notebooks/lib/pipeline/10_sweep_child.ipynb #c017
+def child_task(
+    spec: dict,  # built by `run_sweep`: folders, overrides, shared records
+):
+    "What a Dask worker runs for a child: `run_child` in a process forked from the warm process, or here when there is none"
+    spec = {**spec, 'worker': _worker_name(), 'pid': os.getpid()}
+    _sweep_seed(spec)  # the warm process that forks the child's kernels, and so the child, is found by it
+    # in the worker's own folder, which Dask removes when the worker ends, or dies and is replaced
+    with tempfile.TemporaryDirectory(
+        prefix='mlops-nb-child-', dir=w.local_directory if (w := _worker()) else None
+    ) as tmp:
+        out = Path(tmp) / 'result.json'
+        status = warm_status('mlops_nb.pipeline.sweep_child:child_main', [json.dumps(spec), str(out)])
+        if status is None:
+            return run_child(spec)
+        try:
+            res = json.loads(out.read_text())
+        except (OSError, ValueError):
+            how = f'by {signal.Signals(-status).name}' if status < 0 else f'with exit status {status}'
+            raise ChildFailed(f'the process running {spec["run_id"]} ended {how}, without a result') from None
+    if 'error' in res:
+        raise ChildFailed(res['error'])
+    return res['row']

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..core.basics import MlopsError, atomic_write_text
 from ..core.project import Project
-from .sweep_child import failed_row, run_child
+from .sweep_child import child_task, failed_row, run_child
 from .warm import THREAD_ENV
 from ..registry.tracking import is_server
 from ..registry.tracking import client as mlflow_client, experiment_id
@@ -46,7 +46,9 @@ def run_children(
         else:
             from distributed import as_completed
 
-            futures = {client.submit(run_child, s, key=f'sweep-{s["run_id"]}', retries=1, pure=False): s for s in specs}
+            futures = {
+                client.submit(child_task, s, key=f'sweep-{s["run_id"]}', retries=1, pure=False): s for s in specs
+            }
             for fut in as_completed(futures):
                 try:
                     rows.append(fut.result())
