@@ -11,7 +11,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ..core.basics import MlopsError, atomic_path, utc_now
+from ..core.basics import MlopsError, atomic_path
 from ..core.credentials import mask
 from .logstore import loads, log_url, open_store, utcnow
 
@@ -208,7 +208,8 @@ def log_batch(
         batch[d['id_column']] = df['request_id'] + ':' + df['row'].astype(str)
     if d['time_column'] and d['time_column'] not in batch:
         batch[d['time_column']] = df['time'].dt.strftime('%Y-%m-%d')
-    path = project.runs_dir / '_incoming' / f'log-{utc_now().strftime("%Y%m%dT%H%M%SZ")}.parquet'
+    # to the microsecond: two exports in one second (other windows of the log) must not replace each other
+    path = project.runs_dir / '_incoming' / f'log-{datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")}.parquet'
     with atomic_path(path) as tmp:
         batch.to_parquet(tmp, index=False)
     return path
