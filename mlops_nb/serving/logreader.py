@@ -209,7 +209,7 @@ def log_batch(
     if d['time_column'] and d['time_column'] not in batch:
         batch[d['time_column']] = df['time'].dt.strftime('%Y-%m-%d')
     # to the microsecond: two exports in one second (other windows of the log) must not replace each other
-    path = project.runs_dir / '_incoming' / f'log-{datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")}.parquet'
+    path = project.runs_dir / '_incoming' / f'log-{utcnow().strftime("%Y%m%dT%H%M%S%fZ")}.parquet'
     with atomic_path(path) as tmp:
         batch.to_parquet(tmp, index=False)
     return path
