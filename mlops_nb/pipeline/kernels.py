@@ -37,6 +37,7 @@ from .warm import peer_pid, warm_connect, warm_hint
 
 # %% auto #0
 __all__ = [
+    'KERNEL_MODULES',
     'source_imports',
     'module_closure',
     'stage_modules',
@@ -346,6 +347,9 @@ class StageKernelManager(AsyncKernelManager):
 
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k030
+# ipykernel imports its debugger (and debugpy, 0.1 s) as each kernel starts, not with the kernel app
+KERNEL_MODULES = ['ipykernel.kernelapp', 'ipykernel.debugger']
+
 _KERNEL_ENV = {
     'PYDEVD_DISABLE_FILE_VALIDATION': '1',
     'JUPYTER_PLATFORM_DIRS': '1',
@@ -410,7 +414,7 @@ def kernel_server(
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k033
 def run_modules(project):
     "What `project`'s runs import: in its stages' kernels (`stage_modules`), in the run's own process, to open its store"
-    mods = ['ipykernel.kernelapp']
+    mods = list(KERNEL_MODULES)
     for stage in project.stages:
         try:
             mods += stage_modules(project.notebook(stage), project.root)

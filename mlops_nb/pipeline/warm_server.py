@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from ..core.liveness import exit_now, stacks_on_signal, stand_in
-from .kernels import module_closure, stage_modules
+from .kernels import KERNEL_MODULES, module_closure, stage_modules
 from .warm import THREAD_ENV, peer_pid
 
 # %% auto #0
@@ -175,7 +175,7 @@ class _Plan:
 
     def _ahead(self):
         "What to import while no kernel is asked for: ipykernel, then each stage's modules in run order"
-        yield 'ipykernel.kernelapp'  # every kernel needs it
+        yield from KERNEL_MODULES  # every kernel needs them
         for stage in self.notebooks:
             if stage in self.skipped:  # reused from an earlier run: it needs no kernel
                 continue
@@ -315,7 +315,7 @@ def _answer(req: dict, client: _Client, imports: _Imports, forked: dict):
         client.fds = []
         client.send({'pid': client.call})
     else:
-        imports.load(['ipykernel.kernelapp', *client.plan.of(req['stage'])], client.log)
+        imports.load([*KERNEL_MODULES, *client.plan.of(req['stage'])], client.log)
         pid = _fork(_become_kernel, req)
         forked[pid] = client
         client.kernels.add(pid)
