@@ -3,6 +3,7 @@
 import json
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -67,6 +68,10 @@ def test_evaluate_compares_with_the_champion_on_the_same_holdout(gated):
     assert {s['column'] for s in slices} == {'SEX', 'RAC1P'} and sum(
         s['rows'] for s in slices if s['column'] == 'SEX'
     ) == rows
+    # the champion's scores on this holdout are kept, for the next evaluate (a sweep's children) to read
+    (kept,) = (project / 'runs' / '.cache').glob('scores-*.npy')
+    preds = pd.read_parquet(project / 'runs' / m['run_id'] / 'artifacts/05_evaluate/predictions.parquet')
+    assert np.array_equal(np.load(kept), preds['champion_score'].to_numpy())
     reg = m['stages'][-1]['result']
     if reg['decision'] == 'rejected':
         res = cli(project, 'approve', m['run_id'], '--by', 'alice')
@@ -74,8 +79,13 @@ def test_evaluate_compares_with_the_champion_on_the_same_holdout(gated):
     assert aliases(project)['champion'] == '1'
 
 
+def scores_kept(project):
+    return {p.name: p.stat().st_mtime_ns for p in (project / 'runs' / '.cache').glob('scores-*.npy')}
+
+
 def test_failing_criteria_reject_with_reasons(gated):
-    project, _ = gated
+    project, first = gated
+    kept = scores_kept(project)
     m, res = last_run(
         project,
         '-p',
@@ -90,6 +100,13 @@ def test_failing_criteria_reject_with_reasons(gated):
     assert 'rejected: evaluate: roc_auc' in res.stdout
     assert registry(project).get_model_version('acs-employment', reg['version']).tags['mlops_nb.decision'] == 'rejected'
     assert aliases(project)['champion'] == '1'
+    # the champion, version 1, scored on the same holdout as before: its kept scores read, not computed again
+    verdict = json.loads((project / 'runs' / m['run_id'] / 'artifacts/05_evaluate/verdict.json').read_text())
+    assert verdict['champion']['version'] == '1' and len(scores_kept(project)) == 1
+    if kept:  # written by test_evaluate_compares_with_the_champion_on_the_same_holdout
+        assert scores_kept(project) == kept
+    approved = json.loads((project / 'runs' / first['run_id'] / 'artifacts/05_evaluate/metrics.json').read_text())
+    assert verdict['champion']['metrics'] == approved, 'the champion is the first run model: its metrics, exactly'
 
 
 def test_an_unchanged_rerun_registers_no_second_version(gated):

@@ -7,19 +7,21 @@
 # kernels that import this module for something else do not wait
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core.columns import is_positive, positive_index
-from ..core.basics import MlopsError, atomic_path, atomic_write_text
+from ..core.basics import MlopsError, atomic_path, atomic_write_text, file_lock, sha256_file
 from ..registry.gate import judge_metrics, parse_criteria, verdict
 from ..core.stage import get_stage
 from ..core.tasks import check_task
-from ..registry.tracking import project_tracking_uri
-from ..registry.models import champion_model, load_pipeline
+from ..registry.tracking import alias_version, client, download_model, project_tracking_uri
+from ..registry.models import load_pipeline
 from .features import _read_json, model_input
 
 # %% auto #0
@@ -32,6 +34,7 @@ __all__ = [
     'EvaluateResult',
     'slice_metrics',
     'baseline_output',
+    'kept_scores',
     'evaluate',
 ]
 
@@ -202,15 +205,66 @@ def baseline_output(train_target, features: dict, n: int):
 
 
 # %% ../../notebooks/lib/stages/09_evaluate.ipynb #c015c
-def _champion_scores(tracking_uri, model_name, X, task, positive):
-    found = champion_model(tracking_uri, model_name)
-    if found is None:
+def kept_scores(
+    folder: Path | None,  # where scores are kept between runs (a project's runs/.cache); None: computed every time
+    key: str,  # a digest of everything the scores depend on
+    rows: int,  # how many scores there are
+    compute,  # `() -> scores`, or the text of why there are none (not kept)
+    keep: int = 16,  # the newest files kept in `folder`
+):
+    "Scores computed once per `key`, by one process at a time, and read from `folder` after that"
+    if folder is None:
+        return compute()
+    path = Path(folder) / f'scores-{key}.npy'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.parent / 'scores.lock'):  # a sweep's children at once: one scores, the others read its scores
+        try:
+            scores = np.load(path, allow_pickle=False)
+            if scores.shape == (rows,):
+                return scores
+        except (OSError, ValueError):
+            pass  # not kept yet, or a file cut short: computed again
+        scores = compute()
+        if not isinstance(scores, str):
+            with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+                np.save(f, np.asarray(scores))
+            for old in sorted(path.parent.glob('scores-*.npy'), key=lambda p: p.stat().st_mtime_ns)[:-keep]:
+                old.unlink(missing_ok=True)
+    return scores
+
+
+# %% ../../notebooks/lib/stages/09_evaluate.ipynb #c015cy
+def _champion_scores(
+    tracking_uri, model_name, X, task, positive, holdout: Path, features: dict, cache: Path | None = None
+):
+    "`(version, scores)` of the champion on the holdout `X`, `(version, error text)` if it cannot score it, or `(None, None)`"
+    v = alias_version(client(tracking_uri), model_name)
+    if v is None:
         return None, None
-    version, pipe = found
-    try:
-        return version, model_output(pipe, X, task, positive)
-    except Exception as e:  # the champion may predate a schema or task change; then it cannot be compared, which we say
-        return version, f'{type(e).__name__}: {e}'
+
+    def score():
+        pipe = load_pipeline(download_model(model_name, v.version))
+        try:
+            return model_output(pipe, X, task, positive)
+        except (
+            Exception
+        ) as e:  # the champion may predate a schema or task change; then it cannot be compared, which we say
+            return f'{type(e).__name__}: {e}'
+
+    import sklearn
+
+    from mlops_nb import __version__
+
+    key = {  # the version as its store knows it (a new store numbers from 1 again), the holdout, the code that scores
+        'store': tracking_uri,
+        'version': [v.name, v.version, v.run_id, v.creation_timestamp],
+        'holdout': sha256_file(holdout),
+        'features': features,
+        'task': task,
+        'packages': [__version__, sklearn.__version__, np.__version__, pd.__version__],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return str(v.version), kept_scores(cache, digest, len(X), score)
 
 
 # %% ../../notebooks/lib/stages/09_evaluate.ipynb #c015d
@@ -222,6 +276,9 @@ def evaluate(
     slice_columns: str = '',  # metrics also per group of these columns, comma-separated
     model_name: str = 'acs-employment',  # registered model whose champion is compared
     tracking_uri: str = '',  # MLflow tracking URI; empty means the project's settings.ini
+    cache: str
+    | Path
+    | None = None,  # where the champion's holdout scores are kept between runs; None: scored every time
 ):
     "Score the challenger, the champion and a trivial baseline on the holdout; write metrics, slices, predictions and the verdict"
     crit = parse_criteria(criteria, 'evaluate.criteria')
@@ -239,7 +296,9 @@ def evaluate(
         preds = preds.assign(score=score, prediction=(score >= 0.5).astype(int))
     else:
         preds['prediction'] = score
-    version, champ = _champion_scores(project_tracking_uri(tracking_uri)[0], model_name, X, task, positive)
+    version, champ = _champion_scores(
+        project_tracking_uri(tracking_uri)[0], model_name, X, task, positive, paths['holdout'], features, cache
+    )
     champion = None
     if isinstance(champ, str):
         champion = {'version': version, 'metrics': None, 'error': champ}
