@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,20 +217,28 @@ def kept_scores(
     if folder is None:
         return compute()
     path = Path(folder) / f'scores-{key}.npy'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path.parent / 'scores.lock'):  # a sweep's children at once: one scores, the others read its scores
+    with ExitStack() as held:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a sweep's children at once: one scores, the others wait and read its scores
+            held.enter_context(file_lock(path.parent / 'scores.lock'))
+        except OSError:  # a folder this process cannot write: scored, not kept
+            return compute()
         try:
             scores = np.load(path, allow_pickle=False)
             if scores.shape == (rows,):
                 return scores
-        except (OSError, ValueError):
-            pass  # not kept yet, or a file cut short: computed again
+        except (OSError, ValueError, EOFError):
+            pass  # not kept yet, or a file cut short (EOFError: empty): computed again
         scores = compute()
         if not isinstance(scores, str):
-            with atomic_path(path) as tmp, open(tmp, 'wb') as f:
-                np.save(f, np.asarray(scores))
-            for old in sorted(path.parent.glob('scores-*.npy'), key=lambda p: p.stat().st_mtime_ns)[:-keep]:
-                old.unlink(missing_ok=True)
+            try:
+                with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+                    np.save(f, np.asarray(scores))
+                for old in sorted(path.parent.glob('scores-*.npy'), key=lambda p: p.stat().st_mtime_ns)[:-keep]:
+                    old.unlink(missing_ok=True)
+            except OSError:
+                pass  # a full disk: the scores stand, not kept
     return scores
 
 
