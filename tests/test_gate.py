@@ -89,6 +89,8 @@ def test_failing_criteria_reject_with_reasons(gated):
     m, res = last_run(
         project,
         '-p',
+        'train.learning_rate=0.11',  # a new model: the champion itself would be the champion already
+        '-p',
         'evaluate.criteria=roc_auc at least 0.999',
         '-p',
         'audit.criteria=SEX.demographic_parity_ratio at least 0.9999',
@@ -107,6 +109,20 @@ def test_failing_criteria_reject_with_reasons(gated):
         assert scores_kept(project) == kept
     approved = json.loads((project / 'runs' / first['run_id'] / 'artifacts/05_evaluate/metrics.json').read_text())
     assert verdict['champion']['metrics'] == approved, 'the champion is the first run model: its metrics, exactly'
+
+
+def test_a_new_champion_reruns_the_stages_that_read_it_not_a_train_from_scratch(gated):
+    "The settings of the approved run again: evaluate compares with the champion now, the model is the champion"
+    project, first = gated
+    m, res = last_run(project)
+    stages = {r['name']: r for r in m['stages']}
+    assert stages['train'].get('cached_from', {}).get('run') == first['run_id']
+    assert not stages['evaluate'].get('cached_from'), 'the first run compared with no champion: evaluated again'
+    verdict = json.loads((project / 'runs' / m['run_id'] / 'artifacts/05_evaluate/verdict.json').read_text())
+    champion, challenger = verdict['champion']['metrics']['roc_auc'], m['summary']['metrics']['roc_auc']
+    assert verdict['champion']['version'] == '1' and champion == challenger, 'the same model, scored the same'
+    assert m['stages'][-1]['result']['already_champion'] and 'the champion already' in res.stdout
+    assert aliases(project)['champion'] == '1'
 
 
 def test_an_unchanged_rerun_registers_no_second_version(gated):

@@ -21,6 +21,7 @@ __all__ = [
     'SIDE_EFFECTS',
     'UNKEYED',
     'NO_REGISTRY',
+    'WARM_START',
     'NOT_SHARED',
     'package_code',
     'project_code',
@@ -37,6 +38,7 @@ UNKEYED = (
     'replay',
 )  # never reused: it reads a file of its own (replay.data) and [monitor], which a key does not cover
 NO_REGISTRY = ('features', 'audit')  # built-in stages that never read the champion
+WARM_START = ('train',)  # built-in stages that read the champion only with their parameter warm_start true
 NOT_SHARED = ('pipeline', 'serve', 'monitor')  # sections read by commands, not by stages
 _VOLATILE = ('run_dir', 'mlflow_run_id')  # parameters that name this run, not what it computes
 
@@ -137,7 +139,8 @@ def stage_key(
         parts['source'] = source_fingerprint(settings['data']['source'], root)
         if parts['source'] is None:
             return None
-    if not (builtin and stage.name in NO_REGISTRY):
+    # a new champion re-runs the stages that read it (approving a model re-runs evaluate, not a train from scratch)
+    if not (builtin and (stage.name in NO_REGISTRY or (stage.name in WARM_START and not parameters.get('warm_start')))):
         parts['champion'] = champion
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
