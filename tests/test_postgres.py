@@ -201,8 +201,9 @@ def test_pipeline_against_a_postgres_tracking_server(tmp_path, pg_database):
         assert 'changed since this decision was made' in refused.stderr, refused.stderr
         winner = (ma if approvals[0].returncode == 0 else mb)['summary']['version']
 
-        # a third run is evaluated against the champion, downloaded through the server, and approved at run time
-        res = cli(ann, 'run', '--approve-as', 'tester')
+        # a third run, trained again (its train would be reused from ann's first), is evaluated against the champion,
+        # downloaded through the server, and approved at run time
+        res = cli(ann, 'run', '--no-cache', '--approve-as', 'tester')
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
         m3 = manifests(ann)[-1]
         assert m3['summary']['version'] == '3' and 'approved by tester: champion' in res.stdout
