@@ -253,11 +253,10 @@ def _champion_scores(
 
     def score():
         pipe = load_pipeline(download_model(model_name, v.version))
+        # the champion may predate a schema or task change; then it cannot be compared, which we say
         try:
             return model_output(pipe, X, task, positive)
-        except (
-            Exception
-        ) as e:  # the champion may predate a schema or task change; then it cannot be compared, which we say
+        except Exception as e:
             return f'{type(e).__name__}: {e}'
 
     import sklearn
@@ -285,9 +284,7 @@ def evaluate(
     slice_columns: str = '',  # metrics also per group of these columns, comma-separated
     model_name: str = 'acs-employment',  # registered model whose champion is compared
     tracking_uri: str = '',  # MLflow tracking URI; empty means the project's settings.ini
-    cache: str
-    | Path
-    | None = None,  # where the champion's holdout scores are kept between runs; None: scored every time
+    cache: str | Path | None = None,  # where the champion's holdout scores are kept between runs; None: not kept
 ):
     "Score the challenger, the champion and a trivial baseline on the holdout; write metrics, slices, predictions and the verdict"
     crit = parse_criteria(criteria, 'evaluate.criteria')
