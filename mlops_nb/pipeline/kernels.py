@@ -38,6 +38,7 @@ from .warm import peer_pid, warm_connect, warm_hint
 # %% auto #0
 __all__ = [
     'KERNEL_MODULES',
+    'PREPARE',
     'source_imports',
     'module_closure',
     'stage_modules',
@@ -349,6 +350,9 @@ class StageKernelManager(AsyncKernelManager):
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k030
 # ipykernel imports its debugger (and debugpy, 0.1 s) as each kernel starts, not with the kernel app
 KERNEL_MODULES = ['ipykernel.kernelapp', 'ipykernel.debugger']
+# the work a module does once per process on its first use, which the warm process does as it imports it, so that the
+# kernels it forks start with it done: {module: its function that does it}
+PREPARE = {'mlops_nb.registry.models': 'check_requirements_ahead'}
 
 _KERNEL_ENV = {
     'PYDEVD_DISABLE_FILE_VALIDATION': '1',

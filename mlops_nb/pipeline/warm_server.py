@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from ..core.liveness import exit_now, stacks_on_signal, stand_in
-from .kernels import KERNEL_MODULES, module_closure, stage_modules
+from .kernels import KERNEL_MODULES, PREPARE, module_closure, stage_modules
 from .warm import THREAD_ENV, peer_pid
 
 # %% auto #0
@@ -210,7 +210,7 @@ class _Imports:
         self.hints += module_closure(plan.process, plan.root)
 
     def load(self, names: list, out):
-        "Import those of `names` not imported yet; one that fails, or takes long, is a line in `out`"
+        "Import those of `names` not imported yet, and do what `PREPARE` says for them; what fails, or takes long, is a line in `out`"
         for name in names:
             if name in self.done:
                 continue
@@ -225,9 +225,14 @@ class _Imports:
                     importlib.import_module(name.rsplit('.', 1)[0])  # `from a import b`, b a name of a
             except BaseException as e:
                 print(f'not imported: {name}: {type(e).__name__}: {e}', file=out, flush=True)
-            else:
-                if (took := time.perf_counter() - t0) > 0.2:
-                    print(f'imported {name} in {took:.1f} s', file=out, flush=True)
+                continue
+            if (took := time.perf_counter() - t0) > 0.2:
+                print(f'imported {name} in {took:.1f} s', file=out, flush=True)
+            if name in PREPARE:
+                try:
+                    getattr(sys.modules[name], PREPARE[name])()
+                except BaseException as e:  # the kernels do it themselves, as without us
+                    print(f'not prepared: {name}: {type(e).__name__}: {e}', file=out, flush=True)
 
 
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v015

@@ -19,7 +19,15 @@ from ..core.basics import atomic_path
 from .tracking import alias_version, client, download_model
 
 # %% auto #0
-__all__ = ['pip_requirements', 'save_object', 'load_object', 'save_model', 'load_pipeline', 'champion_model']
+__all__ = [
+    'pip_requirements',
+    'check_requirements_ahead',
+    'save_object',
+    'load_object',
+    'save_model',
+    'load_pipeline',
+    'champion_model',
+]
 
 
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010
@@ -27,6 +35,18 @@ def pip_requirements():
     "The packages a served model needs, at the versions it was trained with"
 
     return [f'{p}=={version(p)}' for p in ('scikit-learn', 'pandas', 'numpy', 'scipy', 'cloudpickle')]
+
+
+# %% ../../notebooks/lib/registry/04_models.ipynb #c010y
+def check_requirements_ahead():
+    "Build now what MLflow checks a model's pip requirements against as it saves, logs or loads one: once per process"
+    # MLflow maps every installed package to its modules on first use, reading each one's file list (0.5 s with 220
+    # packages): the warm process does it once (`mlops_nb.pipeline.kernels.PREPARE`), not every kernel that saves a model
+    try:
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+    except ImportError:
+        return  # another MLflow: each process builds its map on first use, as without this
+    warn_dependency_requirement_mismatches(pip_requirements())
 
 
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010a
