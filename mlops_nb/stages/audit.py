@@ -70,9 +70,13 @@ def _group_table(count, values: dict, index: pd.Index, min_group_size: int):
 # %% ../../notebooks/lib/stages/11_audit.ipynb #c004d
 def _add_intervals(table: pd.DataFrame, boot: dict, ci: float):
     "`{name}_low` and `{name}_high` columns from bootstrap values `{name: (n_boot, groups)}`, groups in `table`'s order"
+    import warnings
+
     lo, hi = (1 - ci) / 2, 1 - (1 - ci) / 2
     for k, v in boot.items():
-        q = np.nanquantile(v, [lo, hi], axis=0) if len(v) > 1 else np.full((2, len(table)), np.nan)
+        with warnings.catch_warnings():  # a rate undefined in every resample (a group without positives): NaN, as meant
+            warnings.simplefilter('ignore', RuntimeWarning)
+            q = np.nanquantile(v, [lo, hi], axis=0) if len(v) > 1 else np.full((2, len(table)), np.nan)
         table[f'{k}_low'], table[f'{k}_high'] = q[0], q[1]
     return table
 
