@@ -39,6 +39,7 @@ from .warm import peer_pid, warm_connect, warm_hint
 __all__ = [
     'KERNEL_MODULES',
     'PREPARE',
+    'KERNEL_ARGS',
     'source_imports',
     'module_closure',
     'stage_modules',
@@ -354,6 +355,9 @@ KERNEL_MODULES = ['ipykernel.kernelapp', 'ipykernel.debugger']
 # kernels it forks start with it done: {module: its function that does it}
 PREPARE = {'mlops_nb.registry.models': 'check_requirements_ahead'}
 
+# an IPython kernel draws each figure once for the notebook, not twice (`mlops_nb.pipeline.kernel_ext`)
+KERNEL_ARGS = ['--ext=mlops_nb.pipeline.kernel_ext']
+
 _KERNEL_ENV = {
     'PYDEVD_DISABLE_FILE_VALIDATION': '1',
     'JUPYTER_PLATFORM_DIRS': '1',
@@ -387,7 +391,11 @@ class Kernel:
             self.km.provisioner.server, self.km.provisioner.stage, self.km.provisioner.log = server, stage, log
         self._sync = run_sync
         self._sync(self.km.start_kernel)(
-            cwd=str(cwd), env={**os.environ, **_KERNEL_ENV}, stdout=self.log, stderr=self.log
+            cwd=str(cwd),
+            env={**os.environ, **_KERNEL_ENV},
+            stdout=self.log,
+            stderr=self.log,
+            extra_arguments=KERNEL_ARGS if 'ipykernel_launcher' in self.km.kernel_spec.argv else [],
         )
 
     def shutdown(self):
