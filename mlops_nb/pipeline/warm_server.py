@@ -190,14 +190,16 @@ class _Imports:
     "What the warm process imports: the live runs' stages' modules, then what ended runs' processes imported; each once"
 
     def __init__(self):
-        self.done, self.plans, self.hints = set(), [], []
+        self.done, self.plans, self.hints, self.unprepared = set(), [], [], []
 
     def ahead(self):
-        "The next module to import while nobody waits, or None"
+        "The next module to import, or to prepare (`PREPARE`), while nobody waits; or None"
         for plan in self.plans:
             for name in plan.ahead:
                 if name not in self.done:
                     return name
+        if self.unprepared:
+            return self.unprepared[0]
         while self.hints:
             if (name := self.hints.pop(0)) not in self.done:
                 return name
@@ -209,10 +211,12 @@ class _Imports:
         # not while the run went on: a first run's own process imports them itself, and its kernels needed the cores
         self.hints += module_closure(plan.process, plan.root)
 
-    def load(self, names: list, out):
-        "Import those of `names` not imported yet, and do what `PREPARE` says for them; what fails, or takes long, is a line in `out`"
+    def load(self, names: list, out, waiting: bool = False):
+        "Import those of `names` not imported yet and, unless a process `waiting` for them, do what `PREPARE` says; what fails, or takes long, is a line in `out`"
         for name in names:
             if name in self.done:
+                if name in self.unprepared and not waiting:
+                    self._prepare(name, out)
                 continue
             self.done.add(name)
             t0 = time.perf_counter()
@@ -229,10 +233,17 @@ class _Imports:
             if (took := time.perf_counter() - t0) > 0.2:
                 print(f'imported {name} in {took:.1f} s', file=out, flush=True)
             if name in PREPARE:
-                try:
-                    getattr(sys.modules[name], PREPARE[name])()
-                except BaseException as e:  # the kernels do it themselves, as without us
-                    print(f'not prepared: {name}: {type(e).__name__}: {e}', file=out, flush=True)
+                # not while a kernel waits to be forked: the stage may not need it (features imports what saves models)
+                self.unprepared.append(name)
+                if not waiting:
+                    self._prepare(name, out)
+
+    def _prepare(self, name: str, out):
+        self.unprepared.remove(name)
+        try:
+            getattr(sys.modules[name], PREPARE[name])()
+        except BaseException as e:  # the kernels do it themselves, as without us
+            print(f'not prepared: {name}: {type(e).__name__}: {e}', file=out, flush=True)
 
 
 # %% ../../notebooks/lib/pipeline/02b_warm_server.ipynb #v015
@@ -311,7 +322,7 @@ def _answer(req: dict, client: _Client, imports: _Imports, forked: dict):
         imports.hints += req['warm']
     elif 'call' in req:
         # what a run's process imported, and the module it calls: the forked process would import them itself
-        imports.load([*imports.hints, req['call'].split(':')[0]], sys.stderr)
+        imports.load([*imports.hints, req['call'].split(':')[0]], sys.stderr, waiting=True)
         imports.hints = []
         client.call = _fork(_run_call, req, client.fds[:3], client.sock, client.pid)
         forked[client.call] = client
@@ -320,7 +331,7 @@ def _answer(req: dict, client: _Client, imports: _Imports, forked: dict):
         client.fds = []
         client.send({'pid': client.call})
     else:
-        imports.load([*KERNEL_MODULES, *client.plan.of(req['stage'])], client.log)
+        imports.load([*KERNEL_MODULES, *client.plan.of(req['stage'])], client.log, waiting=True)
         pid = _fork(_become_kernel, req)
         forked[pid] = client
         client.kernels.add(pid)
