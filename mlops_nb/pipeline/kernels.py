@@ -37,6 +37,7 @@ from .warm import peer_pid, warm_connect, warm_hint
 
 # %% auto #0
 __all__ = [
+    'RARE_IMPORTS',
     'KERNEL_MODULES',
     'PREPARE',
     'KERNEL_ARGS',
@@ -128,6 +129,12 @@ def _outside(name: str, root: Path):
 
 
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c008b
+# what the package imports inside a function for a rare case, and slowly: left to the process that meets the case
+# (skops.io loads models registered in the skops format by earlier versions; it imports every scikit-learn estimator,
+# 0.7 s, which a new warm process made the first run's features stage wait for)
+RARE_IMPORTS = ('skops',)
+
+
 def module_closure(
     todo: list,  # module names
     root: Path,  # the project folder: its own modules are left to the stage
@@ -140,7 +147,7 @@ def module_closure(
             continue
         seen[name] = None
         if name.split('.')[0] == 'mlops_nb':
-            todo += _package_imports(name)
+            todo += [m for m in _package_imports(name) if m.split('.')[0] not in RARE_IMPORTS]
     return [m for m in seen if _outside(m, root)]
 
 
