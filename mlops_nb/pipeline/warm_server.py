@@ -91,7 +91,9 @@ def _become_kernel(req: dict):
         os.environ.clear()
         os.environ.update(req['env'], JPY_PARENT_PID=str(os.getppid()))  # the kernel watches the warm process
         set_threads(req['env'])
-        sys.argv = ['ipykernel_launcher', *req['argv']]
+        # ipykernel reads JPY_PARENT_PID as it is imported, which was here, before it was set: the kernel would neither
+        # watch us nor know it was started for a client (it printed the banner of `ipython kernel` into the stage's log)
+        sys.argv = ['ipykernel_launcher', *req['argv'], f'--IPKernelApp.parent_handle={os.getppid()}']
         from ipykernel import kernelapp
 
         kernelapp.launch_new_instance()
