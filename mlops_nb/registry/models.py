@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from importlib.metadata import version
 import sys
@@ -24,6 +25,7 @@ __all__ = [
     'check_requirements_ahead',
     'save_object',
     'load_object',
+    'quiet_pickle_warning',
     'save_model',
     'load_pipeline',
     'champion_model',
@@ -95,6 +97,19 @@ def load_object(path: Path):
         return cloudpickle.load(f)
 
 
+# %% ../../notebooks/lib/registry/04_models.ipynb #c010d
+@contextmanager
+def quiet_pickle_warning():
+    "Without MLflow's warning that a cloudpickled model runs code as it loads: the model is the project's own, carrying its code is the point"
+    log = logging.getLogger('mlflow.sklearn')
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 # %% ../../notebooks/lib/registry/04_models.ipynb #c010h
 def save_model(pipe, X: pd.DataFrame, path: Path, features: dict, root: Path | None = None):
     "Save the fitted `pipe` as an MLflow sklearn model: any-typed signature, input example, the typed schema and labels as metadata"
@@ -112,13 +127,9 @@ def save_model(pipe, X: pd.DataFrame, path: Path, features: dict, root: Path | N
             'positive_label': features.get('positive_label'),
         }
     }
-    mods, log = _by_value(root), logging.getLogger('mlflow.sklearn')
-    level = log.level
-    log.setLevel(
-        logging.ERROR
-    )  # its warning that cloudpickle runs code on load: the model is our own, and carrying code is the point
+    mods = _by_value(root)
     try:
-        with atomic_path(path) as tmp:
+        with quiet_pickle_warning(), atomic_path(path) as tmp:
             tmp.unlink()  # save_model insists on creating the folder itself
             mlflow.sklearn.save_model(
                 pipe,
@@ -132,7 +143,6 @@ def save_model(pipe, X: pd.DataFrame, path: Path, features: dict, root: Path | N
     finally:
         import cloudpickle
 
-        log.setLevel(level)
         for m in mods:
             cloudpickle.unregister_pickle_by_value(m)
 

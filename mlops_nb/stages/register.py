@@ -16,6 +16,7 @@ import pandas as pd
 from ..core.basics import atomic_write_text, sha256_path
 from ..registry.gate import decide, move_champion
 from ..core.stage import get_stage
+from ..registry.models import quiet_pickle_warning
 from ..registry.tracking import client, experiment_id, project_tracking_uri
 
 # %% auto #0
@@ -86,17 +87,18 @@ def _log_model(
 
     saved = Model.load(str(model))
     flavor = saved.flavors['sklearn']
-    info = mlflow.sklearn.log_model(
-        mlflow.sklearn.load_model(str(model)),
-        name='model',
-        signature=saved.signature,
-        input_example=saved.load_input_example(str(model)),
-        metadata=saved.metadata,  # the typed input schema and the positive label
-        pip_requirements=str(model / 'requirements.txt'),
-        serialization_format=flavor.get('serialization_format', 'skops'),
-        skops_trusted_types=flavor.get('skops_trusted_types'),
-        registered_model_name=model_name,
-    )
+    with quiet_pickle_warning():
+        info = mlflow.sklearn.log_model(
+            mlflow.sklearn.load_model(str(model)),
+            name='model',
+            signature=saved.signature,
+            input_example=saved.load_input_example(str(model)),
+            metadata=saved.metadata,  # the typed input schema and the positive label
+            pip_requirements=str(model / 'requirements.txt'),
+            serialization_format=flavor.get('serialization_format', 'skops'),
+            skops_trusted_types=flavor.get('skops_trusted_types'),
+            registered_model_name=model_name,
+        )
     for rel in reference_files().values():
         mlflow.log_artifact(str(run_dir / rel), str(Path('reference', rel).parent))
     return str(info.registered_model_version)
