@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +71,6 @@ def _group_table(count, values: dict, index: pd.Index, min_group_size: int):
 # %% ../../notebooks/lib/stages/11_audit.ipynb #c004d
 def _add_intervals(table: pd.DataFrame, boot: dict, ci: float):
     "`{name}_low` and `{name}_high` columns from bootstrap values `{name: (n_boot, groups)}`, groups in `table`'s order"
-    import warnings
-
     lo, hi = (1 - ci) / 2, 1 - (1 - ci) / 2
     for k, v in boot.items():
         with warnings.catch_warnings():  # a rate undefined in every resample (a group without positives): NaN, as meant
