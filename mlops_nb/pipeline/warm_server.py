@@ -89,10 +89,10 @@ def _become_kernel(req: dict):
         os.chdir(req['cwd'])
         sys.path.insert(0, os.getcwd())  # as `python -m ipykernel_launcher` started there has it (we run with -P)
         os.environ.clear()
-        os.environ.update(req['env'], JPY_PARENT_PID=str(os.getppid()))  # the kernel watches the warm process
+        os.environ.update(req['env'], JPY_PARENT_PID=str(os.getppid()))  # as jupyter_client gives its kernels
         set_threads(req['env'])
-        # ipykernel reads JPY_PARENT_PID as it is imported, which was here, before it was set: the kernel would neither
-        # watch us nor know it was started for a client (it printed the banner of `ipython kernel` into the stage's log)
+        # the kernel watches the warm process: ipykernel reads JPY_PARENT_PID as it is imported, which was here, before it
+        # was set (the kernel then watched nothing, and printed the banner of `ipython kernel` into the stage's log)
         sys.argv = ['ipykernel_launcher', *req['argv'], f'--IPKernelApp.parent_handle={os.getppid()}']
         from ipykernel import kernelapp
 
