@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from contextlib import suppress
 from importlib.resources import files
 from pathlib import Path
 
@@ -185,6 +186,20 @@ def _pass_on(pid: int):
     return handler
 
 
+def _stop_with(pid: int):
+    "A Ctrl-Z (SIGTSTP) handler: stop process group `pid` and this process, then continue it when this one is"
+
+    def handler(n, _):
+        with suppress(ProcessLookupError):  # it ended: its status is on its way
+            # SIGSTOP, not SIGTSTP: a group whose parent is in another session (the warm process's) discards SIGTSTP
+            os.killpg(pid, signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)  # here until `fg`, `bg` or a SIGCONT
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGCONT)
+
+    return handler
+
+
 # %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w014
 def warm_status(
     target: str,  # `module:function`, called with `argv`; what it returns is the exit status
@@ -218,6 +233,8 @@ def warm_status(
         main = threading.current_thread() is threading.main_thread()  # only there can it have signal handlers
         passed = [n for n in _FORWARDED if n not in req['ignored']]
         before = {n: signal.signal(n, _pass_on(pid)) for n in passed} if main else {}
+        if main and signal.getsignal(signal.SIGTSTP) is signal.SIG_DFL:  # not ignored, as by a non-interactive shell
+            before[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, _stop_with(pid))
         try:
             line = replies.readline()
         finally:
