@@ -305,6 +305,13 @@ class ForkProvisioner(LocalProvisioner):
         return self.connection_info
 
 
+# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #c019a
+def _ours(argv: list):
+    "Whether a kernel spec's `argv` starts ipykernel in this Python, the bare `python` names resolved as jupyter_client does"
+    bare = {'python', f'python{sys.version_info[0]}', 'python{}.{}'.format(*sys.version_info[:2])}
+    return bool(argv) and _kernel_args([sys.executable if argv[0] in bare else argv[0], *argv[1:]]) is not None
+
+
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k029s
 class ReadyClient(AsyncKernelClient):
     "An async kernel client ready as soon as the kernel answered `kernel_info` and went idle after it on IOPub"
@@ -402,7 +409,7 @@ class Kernel:
             env={**os.environ, **_KERNEL_ENV},
             stdout=self.log,
             stderr=self.log,
-            extra_arguments=KERNEL_ARGS if 'ipykernel_launcher' in self.km.kernel_spec.argv else [],
+            extra_arguments=KERNEL_ARGS if _ours(self.km.kernel_spec.argv) else [],  # another environment may lack it
         )
 
     def shutdown(self):
