@@ -382,8 +382,8 @@ def _socket_folder():
 # ipykernel imports its debugger (and debugpy, 0.1 s) as each kernel starts, not with the kernel app
 KERNEL_MODULES = ['ipykernel.kernelapp', 'ipykernel.debugger']
 # the work a module does once per process on its first use, which the warm process does as it imports it, so that the
-# kernels it forks start with it done: {module: its function that does it}
-PREPARE = {'mlops_nb.registry.models': 'check_requirements_ahead'}
+# kernels and runs it forks start with it done: {module: its function that does it}
+PREPARE = {'mlops_nb.registry.models': 'check_requirements_ahead', 'mlops_nb.reporting.report': 'render_ahead'}
 
 # an IPython kernel draws each figure once for the notebook, not twice (`mlops_nb.pipeline.kernel_ext`)
 KERNEL_ARGS = ['--ext=mlops_nb.pipeline.kernel_ext']

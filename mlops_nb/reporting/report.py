@@ -12,12 +12,20 @@ from pathlib import Path
 
 from ..core.basics import MlopsError, atomic_write_text
 from .notebooks import fragments, notebook_exporter, notebook_html
-from .pages import render
+from .pages import environment, render
 from ..core.stage import get_stage
 from ..core.manifest import read_manifest
 
 # %% auto #0
-__all__ = ['run_decision', 'decided_since', 'trigger_text', 'report_html', 'render_report', 'render_reports']
+__all__ = [
+    'run_decision',
+    'decided_since',
+    'trigger_text',
+    'report_html',
+    'render_report',
+    'render_reports',
+    'render_ahead',
+]
 
 
 # %% ../../notebooks/lib/reporting/02_report.ipynb #c004
@@ -288,3 +296,19 @@ def render_reports(
         render_report(d, ex)
         for d in tqdm(run_dirs, desc='reports', unit='run', disable=not progress or len(run_dirs) < 2)
     ]
+
+
+# %% ../../notebooks/lib/reporting/02_report.ipynb #x2r4
+def render_ahead():
+    "Compile, in this process, what a report and the dashboard need on first use: the pages' templates, and a notebook's"
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    for page in ('report.html.j2', 'dashboard.html.j2'):
+        environment().get_template(page)
+    outputs = [
+        new_output('stream', name='stdout', text='a line\n'),
+        new_output('display_data', data={'text/html': '<table><tr><td>1</td></tr></table>', 'text/plain': '1'}),
+        new_output('execute_result', data={'image/png': 'iVBORw0KGgo=', 'text/plain': '<Figure>'}, execution_count=1),
+    ]
+    nb = new_notebook(cells=[new_markdown_cell('# A *title*'), new_code_cell('1', outputs=outputs)])
+    notebook_exporter().from_notebook_node(nb)
