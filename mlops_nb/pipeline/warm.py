@@ -186,6 +186,7 @@ def _pass_on(pid: int):
     return handler
 
 
+# %% ../../notebooks/lib/pipeline/02a_warm.ipynb #w013s
 def _stop_with(pid: int):
     "A Ctrl-Z (SIGTSTP) handler: stop process group `pid` and this process, then continue it when this one is"
 
