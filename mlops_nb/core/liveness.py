@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -26,6 +29,7 @@ __all__ = [
     'process_alive',
     'as_read',
     'Heartbeat',
+    'temp_folder',
     'stacks_on_signal',
     'exit_now',
 ]
@@ -151,6 +155,23 @@ class Heartbeat:
     def stop(self):
         self.done.set()
         self.thread.join()
+
+
+# %% ../../notebooks/lib/core/06_liveness.ipynb #c011t
+def temp_folder(
+    prefix: str,  # e.g. `mlops-nb-kernel-`: the kind of folder
+):
+    "A new temporary folder named by this process; first, those of its kind whose process is gone are removed"
+    try:  # the same pid in another pid namespace (a container sharing /tmp) is another process
+        tag = f'{prefix}{os.stat("/proc/self/ns/pid").st_ino}-'
+    except OSError:
+        tag = f'{prefix}0-'
+    for d in Path(tempfile.gettempdir()).glob(tag + '*'):
+        pid = d.name[len(tag) :].split('-')[0]
+        with suppress(OSError):  # gone meanwhile, or not ours
+            if pid.isdigit() and d.stat().st_uid == os.getuid() and not pid_alive(int(pid)):
+                shutil.rmtree(d)
+    return tempfile.mkdtemp(prefix=f'{tag}{os.getpid()}-')
 
 
 # %% ../../notebooks/lib/core/06_liveness.ipynb #6f99513a

@@ -17,10 +17,8 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from contextlib import suppress
 from queue import Empty
 from importlib.resources import files
 from pathlib import Path
@@ -32,7 +30,7 @@ from jupyter_core.utils import run_sync
 from traitlets import List, Type
 
 from ..core.basics import MlopsError
-from ..core.liveness import pid_alive
+from ..core.liveness import pid_alive, temp_folder
 from ..registry.tracking import store_modules
 from .warm import peer_pid, warm_connect, warm_hint
 
@@ -363,21 +361,6 @@ class StageKernelManager(AsyncKernelManager):
         self.clients.clear()
 
 
-# %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k029w
-def _socket_folder():
-    "A new folder for a kernel's sockets, named by this process; first, those of this process's kind that dead ones left"
-    try:  # the same pid in another pid namespace (a container sharing /tmp) is another process
-        tag = f'mlops-nb-kernel-{os.stat("/proc/self/ns/pid").st_ino}-'
-    except OSError:
-        tag = 'mlops-nb-kernel-0-'
-    for d in Path(tempfile.gettempdir()).glob(tag + '*'):
-        pid = d.name[len(tag) :].split('-')[0]
-        with suppress(OSError):  # gone meanwhile, or not ours
-            if pid.isdigit() and d.stat().st_uid == os.getuid() and not pid_alive(int(pid)):
-                shutil.rmtree(d)  # a command or sweep child killed before its kernels were shut down
-    return tempfile.mkdtemp(prefix=f'{tag}{os.getpid()}-')
-
-
 # %% ../../notebooks/lib/pipeline/02_kernels.ipynb #k030
 # ipykernel imports its debugger (and debugpy, 0.1 s) as each kernel starts, not with the kernel app
 KERNEL_MODULES = ['ipykernel.kernelapp', 'ipykernel.debugger']
@@ -410,7 +393,7 @@ class Kernel:
         self.log = open(log, 'a', encoding='utf-8')
         # Unix sockets, not TCP ports: a free port picked here can be taken by another process before the kernel binds it,
         # and a client then waits forever on a kernel that died; a socket file in a folder of its own cannot be taken
-        self.sockets = _socket_folder() if os.name == 'posix' else None
+        self.sockets = temp_folder('mlops-nb-kernel-') if os.name == 'posix' else None
         ipc = {'transport': 'ipc', 'ip': os.path.join(self.sockets, 'k')} if self.sockets else {}
         self.km = StageKernelManager(kernel_name=kernel_name, **ipc)
         if server is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import shutil
 import tempfile
 
+from ..core.liveness import temp_folder
 from .logstore import loads
 from .protocol import InputError, _from_split, check_input, signature_columns
 from .scorer import choose_scorer
@@ -87,7 +88,7 @@ class MlflowRegistry:
         from mlops_nb.registry.tracking import client
 
         self._temporary = cache_dir is None
-        self.cache_dir = Path(tempfile.mkdtemp(prefix='mlops-nb-serve-') if cache_dir is None else cache_dir)
+        self.cache_dir = Path(temp_folder('mlops-nb-serve-') if cache_dir is None else cache_dir)
         self.model_name, self.keep = model_name, keep
         self.client, self._loaded = client(tracking_uri), {}
 
