@@ -80,6 +80,14 @@ def _add_intervals(table: pd.DataFrame, boot: dict, ci: float):
     return table
 
 
+# %% ../../notebooks/lib/stages/11_audit.ipynb #c004d1
+def _poisson_bootstrap(cells, width: int, n_boot: int, random_state: int):
+    "`(w, onehot)`: Poisson resampling weights, `(n_boot, rows)`, and each row's cell among `width` as a one-hot row"
+    onehot = np.zeros((len(cells), width))
+    onehot[np.arange(len(cells)), cells] = 1
+    return np.random.default_rng(random_state).poisson(1.0, size=(n_boot, len(cells))), onehot
+
+
 # %% ../../notebooks/lib/stages/11_audit.ipynb #c004e
 def group_rates(
     y_true,  # labels, 0/1
@@ -97,9 +105,7 @@ def group_rates(
     tn, fp, fn, tp = np.bincount(cell, minlength=len(index) * 4).reshape(len(index), 4).T
     table = _group_table(tn + fp + fn + tp, _rates(tp, fp, tn, fn), index, min_group_size)
     if n_boot:
-        onehot = np.zeros((len(cell), len(index) * 4))
-        onehot[np.arange(len(cell)), cell] = 1
-        w = np.random.default_rng(random_state).poisson(1.0, size=(n_boot, len(cell)))
+        w, onehot = _poisson_bootstrap(cell, len(index) * 4, n_boot, random_state)
         counts = (w @ onehot).reshape(n_boot, len(index), 4)  # tn, fp, fn, tp per resample and group
         _add_intervals(table, _rates(counts[..., 3], counts[..., 1], counts[..., 0], counts[..., 2]), ci)
     return table
@@ -125,9 +131,7 @@ def group_errors(
     point['rmse'] = np.sqrt(point['rmse'])
     table = _group_table(n, point, index, min_group_size)
     if n_boot:
-        onehot = np.zeros((len(codes), len(index)))
-        onehot[np.arange(len(codes)), codes] = 1
-        w = np.random.default_rng(random_state).poisson(1.0, size=(n_boot, len(codes)))
+        w, onehot = _poisson_bootstrap(codes, len(index), n_boot, random_state)
         with np.errstate(divide='ignore', invalid='ignore'):
             n = w @ onehot
             boot = {k: (w @ (onehot * v[:, None])) / n for k, v in sums.items()}
